@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Prepares a fresh machine for development: a virtualenv with every Python
+# dependency of the project (runtime + dev + bench extras, read from
+# pyproject.toml) and the pinned Go tools. The project itself is not installed:
+# tests import it from the source tree (pytest `pythonpath`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" - <<'PY' >"$VENV/requirements.txt"
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extras = project["optional-dependencies"]
+for requirement in project["dependencies"] + extras["dev"] + extras["bench"]:
+    print(requirement)
+PY
+"$VENV/bin/python" -m pip install -q -r "$VENV/requirements.txt"
+if command -v go >/dev/null; then
+  bash scripts/install-tools.sh
+fi
+touch "$VENV/.stamp"

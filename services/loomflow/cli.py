@@ -1,0 +1,53 @@
+"""The ``loomflow`` command: ``serve`` runs services; other subcommands operate them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from loomflow import suite
+from loomflow.kernel import config
+from loomflow.kernel.settings import ServerSettings
+from loomflow.kernel.telemetry import configure_logging
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = config.load("", ServerSettings, args)
+    configure_logging(settings.log_level, settings.log_format)
+    server = suite.build_server(args)
+    asyncio.run(server.run_until_signal())
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run services (all five in one process by default)",
+        description="Run loomflow services. Every flag also reads a LOOMFLOW_* environment variable.",
+    )
+    suite.add_arguments(parser)
+    parser.set_defaults(handler=_serve)
+
+
+# Subcommand registrars: each adds its parser and sets `handler`.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loomflow", description="Multi-tenant services for LLM agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except config.ConfigError as exc:
+        print(f"loomflow: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Who is calling: bearer-token principals and the access rules every service applies.
+
+Three kinds of principal, all carried as JWTs in ``authorization: Bearer …``:
+
+* **user** (``role`` claim absent or ``"user"``): an end user; ``sub`` is their
+  user id and must equal the request's ``scope.user_id``. Only the Agent service
+  accepts them.
+* **service** (``role: "service"``): a loomflow service calling another (the
+  Agent calling Memory, Budget, Policy, Audit); acts for any tenant it names.
+* **operator** (``role: "operator"``): a human or tool administering the
+  suite; required for cross-tenant reads and for policy and limit changes.
+
+Insecure mode (an explicit flag that logs a warning) treats an unauthenticated
+caller as an operator, for local development only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jwt
+
+from loomflow.kernel.config import option
+from loomflow.kernel.errors import PermissionDenied, Unauthenticated
+
+
+class Role(enum.Enum):
+    USER = "user"
+    SERVICE = "service"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Role
+    subject: str
+    insecure: bool = False
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role is Role.OPERATOR
+
+
+INSECURE_PRINCIPAL = Principal(Role.OPERATOR, "insecure-dev", insecure=True)
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("loomflow_principal", default=None)
+
+
+def current_principal() -> Principal:
+    """The principal of the RPC being served (set by the kernel interceptor)."""
+    principal = _current.get()
+    if principal is None:
+        raise Unauthenticated("no authenticated principal")
+    return principal
+
+
+def bind_principal(principal: Principal) -> contextvars.Token[Principal | None]:
+    return _current.set(principal)
+
+
+def require_operator(action: str) -> Principal:
+    """Refuses the call unless an operator makes it; ``action`` says what was refused."""
+    principal = current_principal()
+    if not principal.is_operator:
+        raise PermissionDenied(f"{action} requires an operator credential")
+    return principal
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    jwt_secret: str = option("", "HS256 secret that signs and verifies tokens", secret=True)
+    jwt_public_key_file: str = option("", "PEM public key (RS256 or EdDSA) that verifies tokens")
+    jwt_private_key_file: str = option("", "PEM private key (RS256 or EdDSA) `loomflow token` signs with")
+    jwt_issuer: str = option("loomflow", "required `iss` claim")
+    jwt_audience: str = option("loomflow", "required `aud` claim")
+    service_token: str = option("", "token this process presents to other loomflow services", secret=True)
+
+
+@dataclass
+class TokenVerifier:
+    """Verifies bearer tokens with a fixed set of algorithms (never ``none``)."""
+
+    settings: AuthSettings
+    _key: str | bytes = field(init=False)
+    _algorithms: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        if s.jwt_public_key_file:
+            self._key = Path(s.jwt_public_key_file).read_bytes()
+            self._algorithms = ["RS256", "EdDSA"]
+        elif s.jwt_secret:
+            self._key = s.jwt_secret
+            self._algorithms = ["HS256"]
+        else:
+            raise ValueError(
+                "no token key configured: set LOOMFLOW_AUTH_JWT_SECRET or LOOMFLOW_AUTH_JWT_PUBLIC_KEY_FILE "
+                "(or run with --insecure for local development)"
+            )
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self.settings.jwt_audience,
+                issuer=self.settings.jwt_issuer,
+                options={"require": ["sub", "exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid token: {exc}") from None
+        role_claim = claims.get("role", Role.USER.value)
+        try:
+            role = Role(role_claim)
+        except ValueError:
+            raise Unauthenticated(f"invalid token: unknown role {role_claim!r}") from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject:
+            raise Unauthenticated("invalid token: empty subject")
+        return Principal(role, subject)
+
+
+def mint_token(settings: AuthSettings, subject: str, role: Role = Role.USER, ttl_seconds: int = 3600) -> str:
+    """Signs a token with the configured key (HS256 secret or private key file)."""
+    now = int(time.time())
+    claims = {
+        "sub": subject,
+        "role": role.value,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    if settings.jwt_private_key_file:
+        pem = Path(settings.jwt_private_key_file).read_bytes()
+        algorithm = "EdDSA" if b"RSA" not in pem else "RS256"
+        return jwt.encode(claims, pem, algorithm=algorithm)
+    if not settings.jwt_secret:
+        raise ValueError("no signing key: set LOOMFLOW_AUTH_JWT_SECRET or LOOMFLOW_AUTH_JWT_PRIVATE_KEY_FILE")
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    """The bearer token of the call's metadata; refuses duplicated or malformed headers."""
+    values = [v for k, v in (metadata or ()) if k == "authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise Unauthenticated("more than one authorization header")
+    value = values[0]
+    text = value.decode() if isinstance(value, bytes) else value
+    scheme, _, token = text.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("authorization must be 'Bearer <token>'")
+    return token.strip()

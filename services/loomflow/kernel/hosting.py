@@ -1,0 +1,53 @@
+"""What a service package hands the kernel: a servicer and its lifecycle."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+
+from loomflow.kernel import config
+from loomflow.kernel.auth import AuthSettings
+from loomflow.kernel.settings import ServerSettings
+
+T = TypeVar("T")
+
+
+@dataclass
+class HostedService:
+    """One gRPC service ready to be added to a server.
+
+    ``accepts_end_users``: whether end-user tokens may call it (only the Agent);
+    every other service accepts only service and operator principals.
+    """
+
+    name: str
+    full_name: str
+    register: Callable[[grpc.aio.Server], None]
+    accepts_end_users: bool = False
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+@dataclass
+class ServiceContext:
+    """What a service's ``build`` gets: the server settings and a way to load its own section."""
+
+    server: ServerSettings
+    auth: AuthSettings
+    args: argparse.Namespace | None = None
+    env: Mapping[str, str] | None = None
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The server hosting this service; its ``port`` is known once started (the
+    # Agent's dependencies default to the same process).
+    bound_port_source: Any = None
+
+    @property
+    def bound_port(self) -> int:
+        return int(getattr(self.bound_port_source, "bound_port", 0))
+
+    def section(self, name: str, cls: type[T]) -> T:
+        return config.load(name, cls, self.args, self.env, **dict(self.overrides.get(name, {})))

@@ -1,0 +1,199 @@
+"""The kernel's interceptor: one pipeline every loomflow RPC passes through.
+
+authenticate (metadata) → validate (protovalidate) → authorize (tenant binding)
+→ handler → map domain errors to rich statuses → one log line and metrics.
+
+It is one interceptor rather than a chain so each RPC pays for one wrapper; the
+steps live in their own modules (auth, validation, errors, telemetry).
+Health and reflection pass untouched: Kubernetes gRPC probes send no metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from opentelemetry import trace
+
+from loomflow.kernel import errors
+from loomflow.kernel.auth import INSECURE_PRINCIPAL, Principal, Role, TokenVerifier, bearer_token, bind_principal
+from loomflow.kernel.telemetry import TenantLabels, log_context, meter
+from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
+from loomflow.kernel.validation import validate
+
+log = logging.getLogger("loomflow.rpc")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_PASS_THROUGH = ("/grpc.health.", "/grpc.reflection.")
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class KernelInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        verifier: TokenVerifier | None,
+        end_user_services: set[str],
+        tenant_labels: TenantLabels,
+    ) -> None:
+        self._verifier = verifier
+        self._end_user_services = end_user_services
+        self._labels = tenant_labels
+        m = meter("loomflow.rpc")
+        self._requests = m.create_counter("loomflow_rpc_requests", description="RPCs served, by status code")
+        self._errors = m.create_counter("loomflow_rpc_errors", description="RPCs that ended with a non-OK status")
+        self._latency = m.create_histogram("loomflow_rpc_duration", unit="ms", description="RPC latency")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(_PASS_THROUGH):
+            return handler
+        service, _, rpc = method[1:].rpartition("/")
+        metadata = tuple(handler_call_details.invocation_metadata or ())
+        ctx = _Call(self, service, rpc, metadata)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                ctx.wrap_unary(handler.unary_unary),  # type: ignore[arg-type]  # aio handlers are async
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                ctx.wrap_stream(handler.unary_stream),  # type: ignore[arg-type]
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # loomflow has no client-streaming RPCs
+
+    # -- the steps -------------------------------------------------------
+
+    def authenticate(self, metadata: tuple[Any, ...]) -> Principal:
+        token = bearer_token(metadata)
+        if self._verifier is None:
+            return INSECURE_PRINCIPAL
+        if token is None:
+            raise errors.Unauthenticated("missing 'authorization: Bearer <token>' metadata")
+        return self._verifier.verify(token)
+
+    def authorize(self, principal: Principal, service: str, tenant: str) -> None:
+        if principal.role is not Role.USER:
+            return
+        if service not in self._end_user_services:
+            raise errors.PermissionDenied(f"end-user credentials cannot call {service}")
+        if tenant == ANONYMOUS_SENTINEL or principal.subject != tenant:
+            raise errors.PermissionDenied("token subject does not match scope.user_id")
+
+    def record(self, service: str, rpc: str, tenant: str, code: grpc.StatusCode, started: float) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        attrs = {"service": service, "method": rpc, "code": code.name, "user_id": self._labels.label(tenant)}
+        self._requests.add(1, attrs)
+        self._latency.record(elapsed_ms, attrs)
+        if code is not grpc.StatusCode.OK:
+            self._errors.add(1, attrs)
+        if log.isEnabledFor(logging.INFO):
+            log.info("rpc", extra={"code": code.name, "duration_ms": round(elapsed_ms, 3)})
+
+
+class _Call:
+    """The pipeline for one RPC method (created per call by the interceptor)."""
+
+    def __init__(self, owner: KernelInterceptor, service: str, rpc: str, metadata: tuple[Any, ...]) -> None:
+        self.owner = owner
+        self.service = service
+        self.rpc = rpc
+        self.metadata = metadata
+        self.tenant = "-"
+
+    def _admit(self, request: Message) -> None:
+        principal = self.owner.authenticate(self.metadata)
+        validate(request)
+        scope = getattr(request, "scope", None)
+        if scope is not None:
+            self.tenant = tenant_key(scope)
+            fields: dict[str, str] = {"rpc": f"{self.service}/{self.rpc}", "user_id": display_tenant(self.tenant)}
+            for name in ("session_id", "run_id"):
+                value = getattr(request, name, "")
+                if isinstance(value, str) and value:
+                    fields[name] = value
+            span = trace.get_current_span()
+            span_context = span.get_span_context()
+            if span_context.is_valid:
+                fields["trace_id"] = format(span_context.trace_id, "032x")
+                span.set_attribute("loomflow.user_id", fields["user_id"])
+            log_context.set(fields)
+        self.owner.authorize(principal, self.service, self.tenant)
+        bind_principal(principal)
+
+    async def _fail(self, context: Context, exc: BaseException) -> grpc.StatusCode:
+        if isinstance(exc, errors.ServiceError):
+            code, message, details = exc.code, exc.message, exc.details()
+        elif isinstance(exc, NotImplementedError):
+            code, message, details = grpc.StatusCode.UNIMPLEMENTED, f"{self.rpc} is not implemented yet", []
+        else:
+            log.exception("unhandled error in %s/%s", self.service, self.rpc)
+            code, message, details = grpc.StatusCode.INTERNAL, errors.INTERNAL_MESSAGE, []
+        status = errors.to_rpc_status(code, message, details)
+        await context.abort(code, message, ((_STATUS_DETAILS_KEY, status.SerializeToString()),))
+        return code  # not reached: abort raises
+
+    def wrap_unary(
+        self, behavior: Callable[[Any, Context], Awaitable[Any]]
+    ) -> Callable[[Any, Context], Awaitable[Any]]:
+        async def unary(request: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                self._admit(request)
+                return await behavior(request, context)
+            except Exception as exc:  # mapped to a status below
+                if _is_abort(exc):
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                code = _code_of(exc)
+                await self._fail(context, exc)
+            finally:
+                self.owner.record(self.service, self.rpc, self.tenant, code, started)
+
+        return unary
+
+    def wrap_stream(
+        self, behavior: Callable[[Any, Context], AsyncIterator[Any]]
+    ) -> Callable[[Any, Context], AsyncIterator[Any]]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                self._admit(request)
+                async for item in behavior(request, context):
+                    yield item
+            except Exception as exc:  # mapped to a status below
+                if _is_abort(exc):
+                    raise
+                code = _code_of(exc)
+                await self._fail(context, exc)
+            finally:
+                self.owner.record(self.service, self.rpc, self.tenant, code, started)
+
+        return stream
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # context.abort() raises grpc.aio's AbortError; let it through untouched.
+    return type(exc).__name__ == "AbortError"
+
+
+def _code_of(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, errors.ServiceError):
+        return exc.code
+    if isinstance(exc, NotImplementedError):
+        return grpc.StatusCode.UNIMPLEMENTED
+    return grpc.StatusCode.INTERNAL

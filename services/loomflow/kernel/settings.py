@@ -1,0 +1,32 @@
+"""The server's own settings section (flags without a section prefix)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loomflow.kernel.config import option
+
+ALL_SERVICES = "memory,budget,policy,audit,agent"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0 in containers)")
+    port: int = option(50051, "gRPC port (0 picks a free one)")
+    metrics_port: int = option(9464, "Prometheus metrics port (0 disables the endpoint)")
+    services: str = option(ALL_SERVICES, "comma-separated services this process hosts")
+    data_dir: str = option(".loomflow", "folder for embedded state (SQLite, audit log)")
+    insecure: bool = option(False, "accept unauthenticated calls as an operator (local development only)")
+    log_level: str = option("info", "log level: debug, info, warning, error")
+    log_format: str = option("json", "log format: json or text")
+    shutdown_grace: float = option(10.0, "seconds in-flight calls get to finish after SIGTERM")
+    shutdown_delay: float = option(
+        0.0, "seconds to keep serving while health says NOT_SERVING, so balancers stop routing first"
+    )
+    max_message_bytes: int = option(4 * 1024 * 1024, "largest request or response message")
+    metrics_max_tenants: int = option(1000, "distinct user_id label values per metric before __other__")
+    tracing: bool = option(True, "OpenTelemetry gRPC instrumentation of servers and clients")
+    otlp_endpoint: str = option("", "OTLP/gRPC collector for traces (empty: not exported)")
+
+    def service_names(self) -> list[str]:
+        return [name.strip() for name in self.services.split(",") if name.strip()]

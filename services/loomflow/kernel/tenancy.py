@@ -1,0 +1,43 @@
+"""Tenant keys: how a wire ``UserScope`` becomes the partition key every store uses.
+
+The anonymous partition is stored under a reserved sentinel that no request can
+name (the wire contract rejects it), so it is a real bucket that cannot be
+impersonated. Stores key everything by :func:`tenant_key` and never see a
+``UserScope``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from loomflow.v1 import tenancy_pb2
+
+ANONYMOUS_SENTINEL = "__jeeves_anon_user__"
+"""Storage-only name of the anonymous partition. Never valid on the wire."""
+
+ANONYMOUS_LABEL = "anonymous"
+"""How logs and metrics name the anonymous partition (never the sentinel)."""
+
+
+class ScopedRequest(Protocol):
+    @property
+    def scope(self) -> tenancy_pb2.UserScope: ...
+
+
+def tenant_key(scope: tenancy_pb2.UserScope) -> str:
+    """The partition key of a validated scope: the user id, or the sentinel for anonymous."""
+    if scope.WhichOneof("kind") == "anonymous":
+        return ANONYMOUS_SENTINEL
+    return scope.user_id
+
+
+def scope_for(key: str) -> tenancy_pb2.UserScope:
+    """The wire scope of a stored partition key (inverse of :func:`tenant_key`)."""
+    if key == ANONYMOUS_SENTINEL:
+        return tenancy_pb2.UserScope(anonymous=tenancy_pb2.Anonymous())
+    return tenancy_pb2.UserScope(user_id=key)
+
+
+def display_tenant(key: str) -> str:
+    """The tenant as logs and metrics show it."""
+    return ANONYMOUS_LABEL if key == ANONYMOUS_SENTINEL else key

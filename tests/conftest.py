@@ -1,0 +1,35 @@
+"""Fixtures every suite shares. Backends are real: see tests/support/backends.py."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import backends
+from tests.support.suite import RunningSuite, running_suite
+
+
+@pytest.fixture
+async def suite(tmp_path: Path) -> AsyncIterator[RunningSuite]:
+    """All five services in one process on a free port, insecure (operator) mode."""
+    async with running_suite(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    return backends.postgres_dsn()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return backends.redis_url()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh suffix so tests sharing a real database never see each other's rows."""
+    return uuid.uuid4().hex[:12]
