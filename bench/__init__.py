@@ -1,0 +1,1 @@
+"""Benchmarks. Speed is proven here, never by timed unit tests."""

@@ -1,0 +1,104 @@
+"""What every benchmark shares: latency statistics, progress, machine facts, and
+results kept as JSON plus a PNG plot in bench/results/.
+
+Keep ratios honest: measure the things you compare side by side in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+RESULTS = Path(__file__).resolve().parent / "results"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of a series of operations, in milliseconds, plus throughput."""
+
+    count: int
+    seconds: float
+    per_second: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def latency_stats(latencies_s: Iterable[float], wall_seconds: float) -> LatencyStats:
+    """Summarises per-operation latencies (seconds) over a run that took ``wall_seconds``."""
+    ms = sorted(v * 1000.0 for v in latencies_s)
+    count = len(ms)
+    return LatencyStats(
+        count=count,
+        seconds=wall_seconds,
+        per_second=count / wall_seconds if wall_seconds > 0 else 0.0,
+        p50_ms=percentile(ms, 0.50),
+        p90_ms=percentile(ms, 0.90),
+        p99_ms=percentile(ms, 0.99),
+        max_ms=ms[-1] if ms else 0.0,
+        mean_ms=statistics.fmean(ms) if ms else 0.0,
+    )
+
+
+def progress(items: Iterable[T], total: int | None = None, label: str = "") -> Iterator[T]:
+    """Wraps an iterable with a progress bar on stderr (tqdm), so long runs show they are alive."""
+    from tqdm import tqdm
+
+    yield from tqdm(items, total=total, desc=label, file=sys.stderr, mininterval=0.5, leave=False)
+
+
+def machine() -> dict[str, Any]:
+    """Facts that make a result comparable: CPU count, load, Python, platform."""
+    load = os.getloadavg()
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(load[0], 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    """Writes ``bench/results/<name>.json`` with the machine facts and returns its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"benchmark": name, "machine": machine(), **results}
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def plot_path(name: str) -> Path:
+    """Where a benchmark's PNG goes (``bench/results/<name>.png``)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return RESULTS / f"{name}.png"
+
+
+def rss_kib(pid: int | None = None) -> int:
+    """Resident set size of a process in KiB."""
+    import psutil
+
+    return int(psutil.Process(pid or os.getpid()).memory_info().rss // 1024)
