@@ -21,7 +21,7 @@ from opentelemetry import trace
 
 from loomflow.kernel import errors
 from loomflow.kernel.auth import INSECURE_PRINCIPAL, Principal, Role, TokenVerifier, bearer_token, bind_principal
-from loomflow.kernel.telemetry import TenantLabels, log_context, meter
+from loomflow.kernel.telemetry import log_context, meter, tenant_label
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
 from loomflow.kernel.validation import validate
 
@@ -38,11 +38,9 @@ class KernelInterceptor(grpc.aio.ServerInterceptor):
         self,
         verifier: TokenVerifier | None,
         end_user_services: set[str],
-        tenant_labels: TenantLabels,
     ) -> None:
         self._verifier = verifier
         self._end_user_services = end_user_services
-        self._labels = tenant_labels
         m = meter("loomflow.rpc")
         self._requests = m.create_counter("loomflow_rpc_requests", description="RPCs served, by status code")
         self._errors = m.create_counter("loomflow_rpc_errors", description="RPCs that ended with a non-OK status")
@@ -94,7 +92,7 @@ class KernelInterceptor(grpc.aio.ServerInterceptor):
 
     def record(self, service: str, rpc: str, tenant: str, code: grpc.StatusCode, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        attrs = {"service": service, "method": rpc, "code": code.name, "user_id": self._labels.label(tenant)}
+        attrs = {"service": service, "method": rpc, "code": code.name, "user_id": tenant_label(tenant)}
         self._requests.add(1, attrs)
         self._latency.record(elapsed_ms, attrs)
         if code is not grpc.StatusCode.OK:

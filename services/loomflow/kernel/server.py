@@ -20,7 +20,7 @@ from loomflow.kernel.auth import AuthSettings, TokenVerifier
 from loomflow.kernel.hosting import HostedService
 from loomflow.kernel.interceptor import KernelInterceptor
 from loomflow.kernel.settings import ServerSettings
-from loomflow.kernel.telemetry import TenantLabels, setup_metrics
+from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
 
 log = logging.getLogger("loomflow.server")
 
@@ -61,10 +61,10 @@ class Server:
         if settings.tracing:
             _instrument_tracing()
         self._health = health.aio.HealthServicer()
+        configure_tenant_labels(settings.metrics_max_tenants)
         interceptor = KernelInterceptor(
             self._verifier,
             {s.full_name for s in services if s.accepts_end_users},
-            TenantLabels(settings.metrics_max_tenants),
         )
         limit = settings.max_message_bytes
         self._server = grpc.aio.server(

@@ -48,6 +48,23 @@ class TenantLabels:
         return OTHER_TENANTS
 
 
+_tenant_labels = TenantLabels(1000)
+
+
+def configure_tenant_labels(max_tenants: int) -> None:
+    """Sets the process-wide cardinality guard (the server does this from its settings)."""
+    global _tenant_labels
+    _tenant_labels = TenantLabels(max_tenants)
+
+
+def tenant_label(tenant_key: str) -> str:
+    """The ``user_id`` attribute value for a metric: guarded, and ``anonymous`` for the sentinel.
+
+    Every metric of every service labels its tenant through this function.
+    """
+    return _tenant_labels.label(tenant_key)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the RPC's context, extras."""
 
