@@ -7,8 +7,13 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 
 if [ -z "${LOOMFLOW_TEST_POSTGRES_DSN:-}" ] || [ -z "${LOOMFLOW_TEST_REDIS_URL:-}" ]; then
-  export LOOMFLOW_SERVICES_DIR=${LOOMFLOW_SERVICES_DIR:-$(mktemp -d)/services}
-  eval "$(bash scripts/services.sh start)"
+  if [ -z "${LOOMFLOW_SERVICES_DIR:-}" ]; then
+    LOOMFLOW_SERVICES_DIR=$(mktemp -d)/services
+    chmod 755 "$(dirname "$LOOMFLOW_SERVICES_DIR")"  # the postgres user must reach its data folder
+  fi
+  export LOOMFLOW_SERVICES_DIR
   trap 'bash scripts/services.sh stop' EXIT
+  service_env=$(bash scripts/services.sh start)  # fails the run if Postgres or Redis cannot start
+  eval "$service_env"
 fi
 "$PY" -m pytest "$@"
