@@ -1,0 +1,98 @@
+"""The Go client (clients/go) passes `go test ./...` against a live, secure loomflow suite.
+
+The suite is a real `loomflow serve` process verifying real tokens; the Go
+tests (clients/go/livetest) call every service through the hand-written client
+and check success paths, INVALID_ARGUMENT with BadRequest field violations for
+bad scopes, and NOT_FOUND for another tenant's records. `go vet` and `gofmt`
+keep the module clean.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import REPO
+from tests.support.secure_serve import SecureSuite, secure_suite
+
+GO_MODULE = REPO / "clients" / "go"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _go() -> str:
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        message = "the Go toolchain is not installed (`go` not on PATH)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return go
+
+
+def _run_go(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_go(), *args],
+        cwd=GO_MODULE,
+        env={**os.environ, "GOFLAGS": "-mod=readonly", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _explain(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\n--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def go_modules() -> None:
+    """Downloads the pinned modules once (from the Go module proxy, checked against go.sum)."""
+    result = _run_go("mod", "download")
+    assert result.returncode == 0, "go mod download failed:\n" + _explain(result)
+
+
+@pytest.fixture(scope="module")
+def live_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSuite]:
+    with secure_suite(tmp_path_factory.mktemp("go-client-suite")) as running:
+        yield running
+
+
+@pytest.mark.usefixtures("go_modules")
+def test_go_client_tests_pass_against_the_live_suite(live_suite: SecureSuite) -> None:
+    env = {**live_suite.client_env(), "LOOMFLOW_TEST_LIVE_REQUIRED": "1"}
+    result = _run_go("test", "-count=1", "-v", "./...", env=env)
+    assert result.returncode == 0, "go test ./... failed against the live suite:\n" + _explain(result)
+
+    passed = re.findall(r"^\s*--- PASS: (\S+)", result.stdout, re.MULTILINE)
+    assert any(name.startswith("TestMemory") for name in passed) or "PENDING: MemoryService" in result.stdout, (
+        "no Memory test ran:\n" + result.stdout
+    )
+    # A skipped Go test must be a service that is not implemented yet, and says so.
+    skipped = re.findall(r"^\s*--- SKIP: (\S+).*\n\s*\S+\.go:\d+: (.*)$", result.stdout, re.MULTILINE)
+    unexplained = [(name, why) for name, why in skipped if not why.startswith("PENDING:")]
+    assert not unexplained, f"Go tests skipped for a reason other than a pending service: {unexplained}"
+    pending = sorted({why.split(":")[1].strip() for _, why in skipped})
+    if pending:
+        warnings.warn(f"Go client cases pending on unimplemented services: {pending}", stacklevel=1)
+
+
+@pytest.mark.usefixtures("go_modules")
+def test_go_vet_finds_nothing() -> None:
+    result = _run_go("vet", "./...")
+    assert result.returncode == 0, "go vet ./... reported problems:\n" + _explain(result)
+
+
+def test_go_sources_are_gofmt_formatted() -> None:
+    gofmt = Path(_go()).with_name("gofmt")
+    result = subprocess.run([str(gofmt), "-l", "."], cwd=GO_MODULE, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, _explain(result)
+    assert result.stdout.strip() == "", f"files not gofmt-formatted (run gofmt -w):\n{result.stdout}"
