@@ -26,6 +26,11 @@ touch "$PY_OUT/loomflow/v1/__init__.py" "$PY_OUT/loomflow/v1/py.typed" \
 # Go: buf with local plugins (see buf.gen.yaml).
 if command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null; then
   buf generate
+  # The generated Go must build against the versions clients/go/go.mod pins
+  # (grpc-go paired with protoc-gen-go-grpc, the protovalidate module).
+  if command -v go >/dev/null; then
+    (cd "$GO_OUT" && go build ./...)
+  fi
 else
   echo "gen: protoc-gen-go / protoc-gen-go-grpc not on PATH; run scripts/install-tools.sh" >&2
   exit 1
