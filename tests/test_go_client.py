@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.support.processes import REPO
 from tests.support.secure_serve import SecureSuite, secure_suite
 
 GO_MODULE = REPO / "clients" / "go"
+DOCS = REPO / "docs" / "go-client.md"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -96,3 +98,26 @@ def test_go_sources_are_gofmt_formatted() -> None:
     result = subprocess.run([str(gofmt), "-l", "."], cwd=GO_MODULE, capture_output=True, text=True, check=False)
     assert result.returncode == 0, _explain(result)
     assert result.stdout.strip() == "", f"files not gofmt-formatted (run gofmt -w):\n{result.stdout}"
+
+
+def _docs_snippet(name: str) -> str:
+    found = re.search(rf"```go\n(// docs snippet: {name}\n.*?)```", DOCS.read_text(), re.DOTALL)
+    assert found is not None, f"docs/go-client.md lost its {name!r} snippet"
+    return found.group(1)
+
+
+@pytest.mark.usefixtures("go_modules")
+def test_the_documented_go_snippet_runs_against_the_live_suite(live_suite: SecureSuite) -> None:
+    # A folder starting with "_" inside the module: it resolves the module's own
+    # packages and pinned deps, and ./... patterns (go vet, go test) skip it.
+    with tempfile.TemporaryDirectory(prefix="_docsnippet", dir=GO_MODULE) as folder:
+        (Path(folder) / "main.go").write_text(_docs_snippet("remember-recall"))
+        gofmt = subprocess.run(
+            [str(Path(_go()).with_name("gofmt")), "-l", folder], capture_output=True, text=True, check=False
+        )
+        assert gofmt.stdout.strip() == "", "the docs snippet is not gofmt-formatted"
+        env = {"LOOMFLOW_ADDR": live_suite.address, "LOOMFLOW_TOKEN": live_suite.service_token}
+        result = _run_go("run", "./" + Path(folder).name, env=env)
+    assert result.returncode == 0, "the docs snippet failed:\n" + _explain(result)
+    assert "recalled: My favourite colour is teal." in result.stdout, result.stdout
+    assert "bob reads alice's episode: not found = true" in result.stdout, result.stdout
