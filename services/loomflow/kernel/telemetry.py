@@ -25,6 +25,13 @@ from loomflow.kernel.tenancy import display_tenant
 
 OTHER_TENANTS = "__other__"
 
+LATENCY_BUCKETS_MS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0)
+"""Histogram bucket bounds for every loomflow latency, in milliseconds.
+
+Explicit because the OpenTelemetry defaults start at 5 ms, and most loomflow
+RPCs finish well under one millisecond.
+"""
+
 log_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("loomflow_log_context")
 """Fields (user_id, session_id, run_id, rpc, trace_id) every log line of the current RPC carries."""
 

@@ -1,0 +1,48 @@
+"""The Agent's domain metrics, exported on the Prometheus endpoint (docs/observability.md).
+
+Prometheus names: ``loomflow_agent_runs_total{outcome}`` (completed,
+interrupted, failed), ``loomflow_agent_turns_total``,
+``loomflow_agent_tool_calls_total{outcome}`` (executed, denied, failed) and
+``loomflow_agent_model_duration_milliseconds{model}`` (a histogram of model
+calls). Every point is labelled ``user_id`` through the kernel's cardinality
+guard.
+"""
+
+from __future__ import annotations
+
+import time
+
+from loomflow.kernel.telemetry import LATENCY_BUCKETS_MS, meter, tenant_label
+
+_meter = meter("loomflow.agent")
+_runs = _meter.create_counter("loomflow_agent_runs", unit="{run}", description="Agent runs, by outcome")
+_turns = _meter.create_counter("loomflow_agent_turns", unit="{turn}", description="Model turns taken")
+_tool_calls = _meter.create_counter(
+    "loomflow_agent_tool_calls", unit="{call}", description="Tool calls the model asked for, by outcome"
+)
+_model_duration = _meter.create_histogram(
+    "loomflow_agent_model_duration",
+    unit="ms",
+    description="Latency of one model call",
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
+)
+
+
+def record_run(tenant_key: str, outcome: str) -> None:
+    """``outcome``: ``completed``, ``interrupted`` or ``failed``."""
+    _runs.add(1, {"user_id": tenant_label(tenant_key), "outcome": outcome})
+
+
+def record_turn(tenant_key: str) -> None:
+    _turns.add(1, {"user_id": tenant_label(tenant_key)})
+
+
+def record_tool_call(tenant_key: str, outcome: str) -> None:
+    """``outcome``: ``executed``, ``denied`` or ``failed``."""
+    _tool_calls.add(1, {"user_id": tenant_label(tenant_key), "outcome": outcome})
+
+
+def record_model_call(tenant_key: str, model: str, started: float) -> None:
+    """``model``: a configured model name (a fixed set); ``started``: ``time.perf_counter()`` before the call."""
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    _model_duration.record(elapsed_ms, {"user_id": tenant_label(tenant_key), "model": model})

@@ -1,0 +1,39 @@
+"""Budget's domain metrics, exported on the Prometheus endpoint (docs/observability.md).
+
+Prometheus names: ``loomflow_budget_tokens_charged_total{kind}`` (kind: input,
+output), ``loomflow_budget_cost_charged_usd_total`` and
+``loomflow_budget_refusals_total{limit}`` (the limit a refused reservation
+would have exceeded). Every point is labelled ``user_id`` through the kernel's
+cardinality guard.
+"""
+
+from __future__ import annotations
+
+from loomflow.kernel.telemetry import meter, tenant_label
+
+_meter = meter("loomflow.budget")
+_tokens_charged = _meter.create_counter(
+    "loomflow_budget_tokens_charged", unit="{token}", description="Tokens committed to a tenant's budget"
+)
+_cost_charged = _meter.create_counter(
+    "loomflow_budget_cost_charged_usd", unit="{USD}", description="Cost committed to a tenant's budget, in US dollars"
+)
+_refusals = _meter.create_counter(
+    "loomflow_budget_refusals", unit="{reservation}", description="Reservations refused, by the limit they would exceed"
+)
+
+
+def record_charge(tenant_key: str, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
+    """What one commit settled on the tenant's budget."""
+    user_id = tenant_label(tenant_key)
+    if input_tokens:
+        _tokens_charged.add(input_tokens, {"user_id": user_id, "kind": "input"})
+    if output_tokens:
+        _tokens_charged.add(output_tokens, {"user_id": user_id, "kind": "output"})
+    if cost_usd:
+        _cost_charged.add(cost_usd, {"user_id": user_id})
+
+
+def record_refusal(tenant_key: str, limit: str) -> None:
+    """``limit``: the limit's name (a fixed set, e.g. ``total_tokens`` or ``global.cost_usd``)."""
+    _refusals.add(1, {"user_id": tenant_label(tenant_key), "limit": limit})

@@ -1,0 +1,33 @@
+"""Memory's domain metrics, exported on the Prometheus endpoint (docs/observability.md).
+
+Prometheus names: ``loomflow_memory_episodes_stored_total`` and
+``loomflow_memory_recall_duration_milliseconds`` (a histogram). Every point is
+labelled ``user_id`` through the kernel's cardinality guard.
+"""
+
+from __future__ import annotations
+
+import time
+
+from loomflow.kernel.telemetry import LATENCY_BUCKETS_MS, meter, tenant_label
+
+_meter = meter("loomflow.memory")
+_episodes_stored = _meter.create_counter(
+    "loomflow_memory_episodes_stored", unit="{episode}", description="Episodes remembered"
+)
+_recall_duration = _meter.create_histogram(
+    "loomflow_memory_recall_duration",
+    unit="ms",
+    description="Time to answer a recall (search and ranking)",
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
+)
+
+
+def record_episode_stored(tenant_key: str, count: int = 1) -> None:
+    _episodes_stored.add(count, {"user_id": tenant_label(tenant_key)})
+
+
+def record_recall(tenant_key: str, started: float) -> None:
+    """``started``: ``time.perf_counter()`` when the recall began."""
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    _recall_duration.record(elapsed_ms, {"user_id": tenant_label(tenant_key)})
