@@ -3,9 +3,13 @@
 authenticate (metadata) → validate (protovalidate) → authorize (tenant binding)
 → handler → map domain errors to rich statuses → one log line and metrics.
 
-It is one interceptor rather than a chain so each RPC pays for one wrapper; the
-steps live in their own modules (auth, validation, errors, telemetry).
-Health and reflection pass untouched: Kubernetes gRPC probes send no metadata.
+The pipeline wraps each service's method handlers once, when the service
+registers (see :class:`WrappingRegistrar`), instead of running as a
+``grpc.aio.ServerInterceptor``: an aio interceptor costs an extra coroutine and
+handler lookup on every call (measured: ~25 % of a trivial RPC's throughput).
+The steps live in their own modules (auth, validation, errors, telemetry).
+Health and reflection are registered directly and pass untouched: Kubernetes
+gRPC probes send no metadata.
 """
 
 from __future__ import annotations
@@ -29,11 +33,10 @@ log = logging.getLogger("loomflow.rpc")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_PASS_THROUGH = ("/grpc.health.", "/grpc.reflection.")
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
-class KernelInterceptor(grpc.aio.ServerInterceptor):
+class KernelInterceptor:
     def __init__(
         self,
         verifier: TokenVerifier | None,
@@ -46,31 +49,22 @@ class KernelInterceptor(grpc.aio.ServerInterceptor):
         self._errors = m.create_counter("loomflow_rpc_errors", description="RPCs that ended with a non-OK status")
         self._latency = m.create_histogram("loomflow_rpc_duration", unit="ms", description="RPC latency")
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(_PASS_THROUGH):
-            return handler
-        service, _, rpc = method[1:].rpartition("/")
-        metadata = tuple(handler_call_details.invocation_metadata or ())
-        ctx = _Call(self, service, rpc, metadata)
+    def wrap(self, service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler with the pipeline around it (built once per method)."""
+        pipeline = _Pipeline(self, service, rpc)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                ctx.wrap_unary(handler.unary_unary),  # type: ignore[arg-type]  # aio handlers are async
+                pipeline.wrap_unary(handler.unary_unary),  # type: ignore[arg-type]  # aio handlers are async
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                ctx.wrap_stream(handler.unary_stream),  # type: ignore[arg-type]
+                pipeline.wrap_stream(handler.unary_stream),  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler  # loomflow has no client-streaming RPCs
+        raise ValueError(f"{service}/{rpc}: loomflow has no client-streaming RPCs")
 
     # -- the steps -------------------------------------------------------
 
@@ -101,23 +95,47 @@ class KernelInterceptor(grpc.aio.ServerInterceptor):
             log.info("rpc", extra={"code": code.name, "duration_ms": round(elapsed_ms, 3)})
 
 
-class _Call:
-    """The pipeline for one RPC method (created per call by the interceptor)."""
+class WrappingRegistrar:
+    """Stands in for the server while a service registers, wrapping every method handler.
 
-    def __init__(self, owner: KernelInterceptor, service: str, rpc: str, metadata: tuple[Any, ...]) -> None:
+    Generated ``add_*Servicer_to_server`` functions call ``add_generic_rpc_handlers``
+    and then ``add_registered_method_handlers`` with the same handlers; the second
+    call carries them by name, so that is where they are wrapped and registered.
+    """
+
+    def __init__(self, server: grpc.aio.Server, interceptor: KernelInterceptor) -> None:
+        self._server = server
+        self._interceptor = interceptor
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        """Superseded by :meth:`add_registered_method_handlers`, which receives the same handlers."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        wrapped = {rpc: self._interceptor.wrap(service, rpc, h) for rpc, h in handlers.items()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
+        self._server.add_registered_method_handlers(service, wrapped)
+
+
+class _Pipeline:
+    """The pipeline for one RPC method (built once per method, shared by its calls)."""
+
+    def __init__(self, owner: KernelInterceptor, service: str, rpc: str) -> None:
         self.owner = owner
         self.service = service
         self.rpc = rpc
-        self.metadata = metadata
-        self.tenant = "-"
+        self.rpc_name = f"{service}/{rpc}"
 
-    def _admit(self, request: Message) -> None:
-        principal = self.owner.authenticate(self.metadata)
+    def _admit(self, request: Message, context: Context) -> str:
+        """Authenticates, validates and binds the tenant; returns the tenant key."""
+        principal = self.owner.authenticate(tuple(context.invocation_metadata() or ()))
         validate(request)
+        tenant = "-"
         scope = getattr(request, "scope", None)
         if scope is not None:
-            self.tenant = tenant_key(scope)
-            fields: dict[str, str] = {"rpc": f"{self.service}/{self.rpc}", "user_id": display_tenant(self.tenant)}
+            tenant = tenant_key(scope)
+            fields: dict[str, str] = {"rpc": self.rpc_name, "user_id": display_tenant(tenant)}
             for name in ("session_id", "run_id"):
                 value = getattr(request, name, "")
                 if isinstance(value, str) and value:
@@ -128,8 +146,9 @@ class _Call:
                 fields["trace_id"] = format(span_context.trace_id, "032x")
                 span.set_attribute("loomflow.user_id", fields["user_id"])
             log_context.set(fields)
-        self.owner.authorize(principal, self.service, self.tenant)
+        self.owner.authorize(principal, self.service, tenant)
         bind_principal(principal)
+        return tenant
 
     async def _fail(self, context: Context, exc: BaseException) -> grpc.StatusCode:
         if isinstance(exc, errors.ServiceError):
@@ -149,8 +168,9 @@ class _Call:
         async def unary(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            tenant = "-"
             try:
-                self._admit(request)
+                tenant = self._admit(request, context)
                 return await behavior(request, context)
             except Exception as exc:  # mapped to a status below
                 if _is_abort(exc):
@@ -159,7 +179,7 @@ class _Call:
                 code = _code_of(exc)
                 await self._fail(context, exc)
             finally:
-                self.owner.record(self.service, self.rpc, self.tenant, code, started)
+                self.owner.record(self.service, self.rpc, tenant, code, started)
 
         return unary
 
@@ -169,8 +189,9 @@ class _Call:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            tenant = "-"
             try:
-                self._admit(request)
+                tenant = self._admit(request, context)
                 async for item in behavior(request, context):
                     yield item
             except Exception as exc:  # mapped to a status below
@@ -179,7 +200,7 @@ class _Call:
                 code = _code_of(exc)
                 await self._fail(context, exc)
             finally:
-                self.owner.record(self.service, self.rpc, self.tenant, code, started)
+                self.owner.record(self.service, self.rpc, tenant, code, started)
 
         return stream
 

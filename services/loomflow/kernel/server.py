@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from loomflow.kernel.auth import AuthSettings, TokenVerifier
 from loomflow.kernel.hosting import HostedService
-from loomflow.kernel.interceptor import KernelInterceptor
+from loomflow.kernel.interceptor import KernelInterceptor, WrappingRegistrar
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
 
@@ -68,15 +68,15 @@ class Server:
         )
         limit = settings.max_message_bytes
         self._server = grpc.aio.server(
-            interceptors=[interceptor],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),
             ],
         )
+        registrar = WrappingRegistrar(self._server, interceptor)
         for service in services:
-            service.register(self._server)
+            service.register(registrar)  # type: ignore[arg-type]  # duck-types the two methods generated code calls
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = [s.full_name for s in services] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self._server)
