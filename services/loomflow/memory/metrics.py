@@ -31,3 +31,14 @@ def record_recall(tenant_key: str, started: float) -> None:
     """``started``: ``time.perf_counter()`` when the recall began."""
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     _recall_duration.record(elapsed_ms, {"user_id": tenant_label(tenant_key)})
+
+
+_evicted_users = _meter.create_counter(
+    "loomflow_memory_evicted_users",
+    unit="{user}",
+    description="Tenants dropped from the bounded in-memory backend, by reason (lru, idle)",
+)
+
+
+def record_eviction(reason: str) -> None:
+    _evicted_users.add(1, {"reason": reason})

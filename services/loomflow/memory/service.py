@@ -1,4 +1,4 @@
-"""Hosts the MemoryService. Not implemented yet: every RPC answers UNIMPLEMENTED."""
+"""Hosts the MemoryService: settings, the backend chosen by DSN, and the servicer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 import grpc
 
+from loomflow.kernel.config import option
 from loomflow.kernel.hosting import HostedService, ServiceContext
+from loomflow.memory.servicer import MemoryServicer
+from loomflow.memory.store import StoreOptions, open_store
 from loomflow.v1 import memory_pb2, memory_pb2_grpc
 
 SECTION = "memory"
@@ -14,11 +17,34 @@ SECTION = "memory"
 
 @dataclass(frozen=True)
 class Settings:
-    pass
+    dsn: str = option(
+        "",
+        "backend: memory://, sqlite:///path, postgres://…, redis://…, chroma:///path "
+        "(empty: sqlite under --data-dir/memory.db)",
+    )
+    max_users: int = option(100_000, "memory:// backend: most tenants kept, least recently used evicted (0: no bound)")
+    user_idle_ttl_seconds: float = option(
+        86_400.0, "memory:// backend: drop a tenant idle this many seconds (0: never)"
+    )
+    recall_cache_episodes: int = option(
+        2_000_000, "sqlite/postgres/redis/chroma: episodes of per-tenant recall indexes cached in process (LRU)"
+    )
+    pool_size: int = option(10, "postgres: connections in the asyncpg pool")
 
 
 def build(ctx: ServiceContext) -> HostedService:
-    servicer = memory_pb2_grpc.MemoryServiceServicer()  # type: ignore[abstract]  # all RPCs UNIMPLEMENTED until built
+    settings = ctx.section(SECTION, Settings)
+    store = open_store(
+        settings.dsn,
+        ctx.server.data_dir,
+        StoreOptions(
+            max_users=settings.max_users,
+            user_idle_ttl_seconds=settings.user_idle_ttl_seconds,
+            recall_cache_episodes=settings.recall_cache_episodes,
+            pool_size=settings.pool_size,
+        ),
+    )
+    servicer = MemoryServicer(store)
 
     def register(server: grpc.aio.Server) -> None:
         memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server)
@@ -27,5 +53,6 @@ def build(ctx: ServiceContext) -> HostedService:
         name=SECTION,
         full_name=memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
         register=register,
-        accepts_end_users=SECTION == "agent",
+        on_start=[store.start],
+        on_stop=[store.close],
     )

@@ -1,0 +1,30 @@
+"""Reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank of d), ranks from 1."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+RRF_K = 60
+"""The usual constant (Cormack et al.): damps the weight of the very top ranks."""
+
+
+def order(
+    scores: npt.NDArray[np.float64], candidates: npt.NDArray[np.intp], recency: npt.NDArray[np.int64]
+) -> npt.NDArray[np.intp]:
+    """Candidates by descending score, ties broken by the more recent episode (higher seq)."""
+    keys = np.lexsort((-recency[candidates], -scores[candidates]))
+    return candidates[keys]
+
+
+def reciprocal_rank_fusion(
+    doc_count: int, rankings: Sequence[npt.NDArray[np.intp]], k: int = RRF_K
+) -> npt.NDArray[np.float64]:
+    """Fused scores for documents 0..doc_count-1 from rankings (arrays of document indexes, best first)."""
+    fused = np.zeros(doc_count, dtype=np.float64)
+    for ranking in rankings:
+        if ranking.size:
+            fused[ranking] += 1.0 / (k + np.arange(1, ranking.size + 1, dtype=np.float64))
+    return fused

@@ -1,0 +1,196 @@
+"""One tenant's recall index: postings for BM25 and a matrix of embeddings.
+
+An index holds exactly one tenant's episodes, so a search costs what that
+tenant has stored and nothing else: no global collection is ever filtered by
+user. It only grows (episodes arrive in ``seq`` order); a Forget makes the
+owner rebuild it from what is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from loomflow.memory.recall.bm25 import bm25_scores
+from loomflow.memory.recall.embedding import Embedder, Vector
+from loomflow.memory.recall.fusion import order, reciprocal_rank_fusion
+from loomflow.memory.recall.text import query_terms, term_counts
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedDoc:
+    """What the index needs of an episode. ``embedding`` may be float16 (as stored) or float32."""
+
+    seq: int
+    session_id: str
+    text: str
+    embedding: npt.NDArray[Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedQuery:
+    terms: npt.NDArray[np.uint32]
+    vector: Vector
+
+
+def prepare(text: str, embedder: Embedder) -> PreparedQuery:
+    return PreparedQuery(terms=query_terms(text), vector=embedder.embed(text))
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredDoc:
+    seq: int
+    score: float
+    lexical: float
+    vector: float | None
+    """None when the vector ranking came from an external index that did not return this episode."""
+
+
+class _Column:
+    """A numpy array that grows by doubling, so appending one episode is amortised O(1)."""
+
+    def __init__(self, dtype: npt.DTypeLike, width: int = 0) -> None:
+        self._shape_tail: tuple[int, ...] = (width,) if width else ()
+        self._data: npt.NDArray[Any] = np.empty((8, *self._shape_tail), dtype=dtype)
+        self.size = 0
+
+    def extend(self, values: npt.NDArray[Any]) -> None:
+        needed = self.size + len(values)
+        if needed > len(self._data):
+            grown = np.empty((max(needed, 2 * len(self._data)), *self._shape_tail), dtype=self._data.dtype)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+        self._data[self.size : needed] = values
+        self.size = needed
+
+    @property
+    def view(self) -> npt.NDArray[Any]:
+        return self._data[: self.size]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._data.nbytes)
+
+
+class TenantIndex:
+    """Recall index of one tenant. ``dim`` 0: no embeddings kept (an external vector index ranks)."""
+
+    def __init__(self, dim: int) -> None:
+        self._dim = dim
+        self._seqs = _Column(np.int64)
+        self._sessions = _Column(np.int32)
+        self._session_codes: dict[str, int] = {}
+        self._doc_len = _Column(np.float32)
+        self._post_doc = _Column(np.int32)
+        self._post_term = _Column(np.uint32)
+        self._post_tf = _Column(np.float32)
+        self._vectors = _Column(np.float16, width=dim) if dim else None
+
+    @property
+    def size(self) -> int:
+        return self._seqs.size
+
+    @property
+    def max_seq(self) -> int:
+        return int(self._seqs.view[-1]) if self._seqs.size else 0
+
+    @property
+    def nbytes(self) -> int:
+        columns = [self._seqs, self._sessions, self._doc_len, self._post_doc, self._post_term, self._post_tf]
+        if self._vectors is not None:
+            columns.append(self._vectors)
+        return sum(c.nbytes for c in columns) + 100 * len(self._session_codes)
+
+    def add(self, docs: Iterable[IndexedDoc], embedder: Embedder | None = None) -> int:
+        """Appends episodes in ascending ``seq``; ones already indexed are skipped. Returns how many were added."""
+        added = 0
+        for doc in docs:
+            if doc.seq <= self.max_seq:
+                continue
+            terms, tfs, length = term_counts(doc.text)
+            position = self.size
+            self._seqs.extend(np.asarray([doc.seq], dtype=np.int64))
+            code = self._session_codes.setdefault(doc.session_id, len(self._session_codes))
+            self._sessions.extend(np.asarray([code], dtype=np.int32))
+            self._doc_len.extend(np.asarray([length], dtype=np.float32))
+            self._post_doc.extend(np.full(len(terms), position, dtype=np.int32))
+            self._post_term.extend(terms)
+            self._post_tf.extend(tfs)
+            if self._vectors is not None:
+                vector = doc.embedding
+                if vector is None:
+                    if embedder is None:
+                        raise ValueError("an index that keeps embeddings needs them or an embedder")
+                    vector = embedder.embed(doc.text)
+                self._vectors.extend(vector.reshape(1, -1))
+            added += 1
+        return added
+
+    def search(
+        self,
+        query: PreparedQuery,
+        limit: int,
+        session_id: str | None = None,
+        min_score: float = 0.0,
+        nearest: Mapping[int, float] | None = None,
+    ) -> list[ScoredDoc]:
+        """The best ``limit`` episodes by fused rank.
+
+        The vector ranking is an exact cosine scan of this tenant's embeddings,
+        or, when ``nearest`` is given (seq -> cosine from an external vector
+        index such as Chroma or pgvector), those candidates in cosine order.
+        """
+        count = self.size
+        if count == 0 or limit <= 0:
+            return []
+        seqs = self._seqs.view
+        if session_id is None:
+            candidates = np.arange(count, dtype=np.intp)
+        else:
+            code = self._session_codes.get(session_id)
+            if code is None:
+                return []
+            candidates = np.flatnonzero(self._sessions.view == code)
+        lexical = bm25_scores(
+            count, self._post_doc.view, self._post_term.view, self._post_tf.view, self._doc_len.view, query.terms
+        )
+        vector_known = np.ones(count, dtype=bool)
+        if nearest is None:
+            if self._vectors is None:
+                raise ValueError("this index keeps no embeddings: pass the external nearest neighbours")
+            cosine = self._vectors.view.astype(np.float32) @ query.vector
+            vector_ranking = order(cosine.astype(np.float64), candidates, seqs)
+        else:
+            cosine = np.zeros(count, dtype=np.float32)
+            vector_known[:] = False
+            positions = np.searchsorted(seqs, np.fromiter(nearest.keys(), dtype=np.int64, count=len(nearest)))
+            for position, (seq, similarity) in zip(positions, nearest.items(), strict=True):
+                if position < count and seqs[position] == seq:
+                    cosine[position] = similarity
+                    vector_known[position] = True
+            in_session = np.zeros(count, dtype=bool)
+            in_session[candidates] = True
+            vector_ranking = order(cosine.astype(np.float64), np.flatnonzero(vector_known & in_session), seqs)
+        lexical_ranking = order(lexical, candidates[lexical[candidates] > 0], seqs)
+        fused = reciprocal_rank_fusion(count, [lexical_ranking, vector_ranking])
+        best = order(fused, candidates, seqs)
+        results: list[ScoredDoc] = []
+        for position in best:
+            score = float(fused[position])
+            if score < min_score or score == 0.0:
+                break
+            results.append(
+                ScoredDoc(
+                    seq=int(seqs[position]),
+                    score=score,
+                    lexical=float(lexical[position]),
+                    vector=float(cosine[position]) if vector_known[position] else None,
+                )
+            )
+            if len(results) == limit:
+                break
+        return results

@@ -1,0 +1,241 @@
+"""MemoryService over gRPC: wire messages ↔ domain calls on a :class:`MemoryStore`, nothing else.
+
+Each handler stamps ``at`` (now, in microseconds) when it starts: the instant
+records are stamped with and Forget tombstones are compared against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from loomflow.kernel.errors import InvalidArgument
+from loomflow.kernel.tenancy import scope_for, tenant_key
+from loomflow.memory import metrics
+from loomflow.memory.models import (
+    Block,
+    BlockWrite,
+    Episode,
+    EpisodeDraft,
+    Fact,
+    FactAssertion,
+    FactQuery,
+    ForgetScope,
+    Micros,
+    RecallQuery,
+    now_micros,
+)
+from loomflow.memory.store.base import MemoryStore
+from loomflow.v1 import memory_pb2, memory_pb2_grpc
+
+Context = Any  # grpc.aio.ServicerContext; unused by the handlers
+
+DEFAULT_RECALL_LIMIT = 5
+DEFAULT_FACT_LIMIT = 100
+
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
+def micros_of(ts: timestamp_pb2.Timestamp, field: str) -> Micros:
+    if not (_MIN_SECONDS <= ts.seconds <= _MAX_SECONDS) or not (0 <= ts.nanos < 1_000_000_000):
+        raise InvalidArgument.field(field, "timestamp out of range (years 1 to 9999, nanos 0 to 999,999,999)")
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def optional_micros(message: Any, field: str, path: str | None = None) -> Micros | None:
+    return micros_of(getattr(message, field), path or field) if message.HasField(field) else None
+
+
+def timestamp(micros: Micros) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
+
+
+def episode_message(episode: Episode) -> memory_pb2.Episode:
+    return memory_pb2.Episode(
+        id=episode.id,
+        scope=scope_for(episode.tenant),
+        session_id=episode.session_id,
+        input=episode.input,
+        output=episode.output,
+        metadata=dict(episode.metadata),
+        created_at=timestamp(episode.created_at),
+        run_id=episode.run_id,
+    )
+
+
+def block_message(block: Block) -> memory_pb2.Block:
+    return memory_pb2.Block(
+        scope=scope_for(block.tenant),
+        label=block.label,
+        session_id=block.session_id,
+        content=block.content,
+        version=block.version,
+        updated_at=timestamp(block.updated_at),
+    )
+
+
+def fact_message(fact: Fact) -> memory_pb2.Fact:
+    message = memory_pb2.Fact(
+        id=fact.id,
+        scope=scope_for(fact.tenant),
+        subject=fact.subject,
+        predicate=fact.predicate,
+        object=fact.object,
+        valid_from=timestamp(fact.valid_from),
+        recorded_at=timestamp(fact.recorded_at),
+        session_id=fact.session_id,
+    )
+    if fact.valid_until is not None:
+        message.valid_until.CopyFrom(timestamp(fact.valid_until))
+    if fact.retracted_at is not None:
+        message.retracted_at.CopyFrom(timestamp(fact.retracted_at))
+    return message
+
+
+class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    async def Remember(self, request: memory_pb2.RememberRequest, context: Context) -> memory_pb2.RememberResponse:
+        at = now_micros()
+        tenant = tenant_key(request.scope)
+        draft = EpisodeDraft(
+            session_id=request.session_id,
+            input=request.input,
+            output=request.output,
+            metadata=dict(request.metadata),
+            run_id=request.run_id,
+        )
+        episode = await self._store.remember(tenant, draft, at)
+        metrics.record_episode_stored(tenant)
+        return memory_pb2.RememberResponse(episode=episode_message(episode))
+
+    async def Recall(self, request: memory_pb2.RecallRequest, context: Context) -> memory_pb2.RecallResponse:
+        started = time.perf_counter()
+        tenant = tenant_key(request.scope)
+        query = RecallQuery(
+            text=request.query,
+            limit=request.limit or DEFAULT_RECALL_LIMIT,
+            session_id=request.session_id or None,
+            min_score=request.min_score,
+        )
+        hits = await self._store.recall(tenant, query)
+        metrics.record_recall(tenant, started)
+        return memory_pb2.RecallResponse(
+            hits=[
+                memory_pb2.RecallHit(
+                    episode=episode_message(hit.episode),
+                    score=hit.score,
+                    lexical_score=hit.lexical_score,
+                    vector_score=hit.vector_score,
+                )
+                for hit in hits
+            ]
+        )
+
+    async def GetEpisode(
+        self, request: memory_pb2.GetEpisodeRequest, context: Context
+    ) -> memory_pb2.GetEpisodeResponse:
+        episode = await self._store.get_episode(tenant_key(request.scope), request.episode_id)
+        return memory_pb2.GetEpisodeResponse(episode=episode_message(episode))
+
+    async def PutBlock(self, request: memory_pb2.PutBlockRequest, context: Context) -> memory_pb2.PutBlockResponse:
+        at = now_micros()
+        write = BlockWrite(
+            label=request.label,
+            session_id=request.session_id,
+            content=request.content,
+            expected_version=request.expected_version if request.HasField("expected_version") else None,
+        )
+        block = await self._store.put_block(tenant_key(request.scope), write, at)
+        return memory_pb2.PutBlockResponse(block=block_message(block))
+
+    async def GetBlock(self, request: memory_pb2.GetBlockRequest, context: Context) -> memory_pb2.GetBlockResponse:
+        block = await self._store.get_block(tenant_key(request.scope), request.session_id, request.label)
+        return memory_pb2.GetBlockResponse(block=block_message(block))
+
+    async def ListBlocks(
+        self, request: memory_pb2.ListBlocksRequest, context: Context
+    ) -> memory_pb2.ListBlocksResponse:
+        found = await self._store.list_blocks(tenant_key(request.scope), request.session_id or None)
+        return memory_pb2.ListBlocksResponse(blocks=[block_message(b) for b in found])
+
+    async def DeleteBlock(
+        self, request: memory_pb2.DeleteBlockRequest, context: Context
+    ) -> memory_pb2.DeleteBlockResponse:
+        expected = request.expected_version if request.HasField("expected_version") else None
+        version = await self._store.delete_block(tenant_key(request.scope), request.session_id, request.label, expected)
+        return memory_pb2.DeleteBlockResponse(version=version)
+
+    async def AssertFact(
+        self, request: memory_pb2.AssertFactRequest, context: Context
+    ) -> memory_pb2.AssertFactResponse:
+        at = now_micros()
+        valid_from = optional_micros(request, "valid_from")
+        valid_until = optional_micros(request, "valid_until")
+        start = at if valid_from is None else valid_from
+        if valid_until is not None and valid_until <= start:
+            raise InvalidArgument.field("valid_until", "must be after valid_from (which defaults to now)")
+        assertion = FactAssertion(
+            subject=request.subject,
+            predicate=request.predicate,
+            object=request.object,
+            valid_from=start,
+            valid_until=valid_until,
+            session_id=request.session_id,
+        )
+        result = await self._store.assert_fact(tenant_key(request.scope), assertion, at)
+        return memory_pb2.AssertFactResponse(
+            fact=fact_message(result.fact), superseded=[fact_message(f) for f in result.superseded]
+        )
+
+    async def RetractFact(
+        self, request: memory_pb2.RetractFactRequest, context: Context
+    ) -> memory_pb2.RetractFactResponse:
+        fact = await self._store.retract_fact(tenant_key(request.scope), request.fact_id, now_micros())
+        return memory_pb2.RetractFactResponse(fact=fact_message(fact))
+
+    async def QueryFacts(
+        self, request: memory_pb2.QueryFactsRequest, context: Context
+    ) -> memory_pb2.QueryFactsResponse:
+        at = now_micros()
+        valid_at = optional_micros(request, "valid_at")
+        known_at = optional_micros(request, "known_at")
+        query = FactQuery(
+            valid_at=at if valid_at is None else valid_at,
+            known_at=at if known_at is None else known_at,
+            subject=request.subject,
+            predicate=request.predicate,
+            include_history=request.include_history,
+            limit=request.limit or DEFAULT_FACT_LIMIT,
+        )
+        found = await self._store.query_facts(tenant_key(request.scope), query)
+        return memory_pb2.QueryFactsResponse(facts=[fact_message(f) for f in found])
+
+    async def Forget(
+        self, request: memory_pb2.MemoryServiceForgetRequest, context: Context
+    ) -> memory_pb2.MemoryServiceForgetResponse:
+        at = now_micros()
+        scope = ForgetScope(session_id=request.session_id or None, before=optional_micros(request, "before"))
+        result = await self._store.forget(tenant_key(request.scope), scope, at)
+        return memory_pb2.MemoryServiceForgetResponse(
+            episodes_deleted=result.episodes_deleted,
+            blocks_deleted=result.blocks_deleted,
+            facts_deleted=result.facts_deleted,
+        )
+
+    async def Export(
+        self, request: memory_pb2.MemoryServiceExportRequest, context: Context
+    ) -> AsyncIterator[memory_pb2.MemoryServiceExportResponse]:
+        async for record in self._store.export(tenant_key(request.scope)):
+            if isinstance(record, Episode):
+                yield memory_pb2.MemoryServiceExportResponse(episode=episode_message(record))
+            elif isinstance(record, Block):
+                yield memory_pb2.MemoryServiceExportResponse(block=block_message(record))
+            else:
+                yield memory_pb2.MemoryServiceExportResponse(fact=fact_message(record))

@@ -1,0 +1,62 @@
+"""Memory backends behind one protocol, chosen by DSN (see :func:`open_store`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from loomflow.kernel.config import ConfigError
+from loomflow.memory.recall.embedding import Embedder, HashingEmbedder
+from loomflow.memory.store.base import MemoryStore
+
+SCHEMES = (
+    "memory://",
+    "sqlite:///path",
+    "postgres://… (or postgresql://)",
+    "redis://… (or rediss://)",
+    "chroma:///path",
+)
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Tuning shared by the backends (each uses what applies to it)."""
+
+    max_users: int = 100_000
+    user_idle_ttl_seconds: float = 24 * 3600.0
+    recall_cache_episodes: int = 2_000_000
+    pool_size: int = 10
+
+
+def _path_after(dsn: str, scheme: str) -> str:
+    """``sqlite:///abs/file.db`` → ``/abs/file.db``; ``sqlite://rel/file.db`` → ``rel/file.db``."""
+    return dsn[len(scheme) + 3 :]
+
+
+def open_store(
+    dsn: str, data_dir: str | Path, options: StoreOptions | None = None, embedder: Embedder | None = None
+) -> MemoryStore:
+    """The backend a DSN names; an empty DSN is the embedded default ``<data_dir>/memory.db`` (SQLite)."""
+    options = options or StoreOptions()
+    embedder = embedder or HashingEmbedder()
+    scheme = urlsplit(dsn).scheme.lower() if dsn else "sqlite"
+    if not dsn:
+        from loomflow.memory.store.sqlite import SQLiteStore
+
+        return SQLiteStore(Path(data_dir) / "memory.db", embedder, options.recall_cache_episodes)
+    if scheme == "memory":
+        from loomflow.memory.store.inmemory import InMemoryStore
+
+        return InMemoryStore(options.max_users, options.user_idle_ttl_seconds, embedder)
+    if scheme == "sqlite":
+        from loomflow.memory.store.sqlite import SQLiteStore
+
+        path = _path_after(dsn, scheme)
+        if not path:
+            raise ConfigError("LOOMFLOW_MEMORY_DSN: sqlite:// needs a file path, e.g. sqlite:///var/lib/memory.db")
+        return SQLiteStore(path, embedder, options.recall_cache_episodes)
+    raise ConfigError(f"LOOMFLOW_MEMORY_DSN={dsn!r}: unknown scheme; use one of {', '.join(SCHEMES)}")
+
+
+__all__ = ["MemoryStore", "StoreOptions", "open_store"]

@@ -1,0 +1,71 @@
+"""The storage protocol every Memory backend implements.
+
+Every method takes the tenant's partition key (``tenant_key(scope)``) first and
+touches that tenant's data only; a record of another tenant is indistinguishable
+from a missing one (NOT_FOUND). Writes take ``at``, the instant their request
+started, which stamps the record and is checked against Forget tombstones (see
+:mod:`loomflow.memory.forgetting`). Stores raise the kernel's domain errors
+(``NotFound``, ``Aborted``, ``Unavailable``), never gRPC ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from loomflow.memory.models import (
+    AssertionResult,
+    Block,
+    BlockWrite,
+    Episode,
+    EpisodeDraft,
+    ExportRecord,
+    Fact,
+    FactAssertion,
+    FactQuery,
+    ForgetResult,
+    ForgetScope,
+    Micros,
+    RecallHit,
+    RecallQuery,
+)
+
+
+class MemoryStore(Protocol):
+    async def start(self) -> None:
+        """Connects and runs migrations; Unavailable when the backend cannot be reached."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def remember(self, tenant: str, draft: EpisodeDraft, at: Micros) -> Episode: ...
+
+    async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]: ...
+
+    async def get_episode(self, tenant: str, episode_id: str) -> Episode: ...
+
+    async def put_block(self, tenant: str, write: BlockWrite, at: Micros) -> Block: ...
+
+    async def get_block(self, tenant: str, session_id: str, label: str) -> Block: ...
+
+    async def list_blocks(self, tenant: str, session_id: str | None) -> list[Block]:
+        """Blocks of one session, or (None) every block of the tenant; ordered by (session_id, label)."""
+        ...
+
+    async def delete_block(self, tenant: str, session_id: str, label: str, expected_version: int | None) -> int:
+        """Deletes a block and returns the version deleted."""
+        ...
+
+    async def assert_fact(self, tenant: str, assertion: FactAssertion, at: Micros) -> AssertionResult: ...
+
+    async def retract_fact(self, tenant: str, fact_id: str, at: Micros) -> Fact:
+        """Retracts every believed version of the fact; NOT_FOUND when none is believed."""
+        ...
+
+    async def query_facts(self, tenant: str, query: FactQuery) -> list[Fact]: ...
+
+    async def forget(self, tenant: str, scope: ForgetScope, at: Micros) -> ForgetResult: ...
+
+    def export(self, tenant: str) -> AsyncIterator[ExportRecord]:
+        """Every record of the tenant: episodes (by seq), then blocks, then every fact version."""
+        ...

@@ -1,0 +1,367 @@
+"""The embedded default backend: one SQLite file in WAL mode.
+
+Writes run in one dedicated thread, each as a ``BEGIN IMMEDIATE`` transaction:
+SQLite's write lock serialises them (across processes too), so a write and a
+Forget of the same tenant can never interleave. Small indexed reads (the
+recall probe, hit and by-id lookups) run directly on the event loop through a
+second connection: in WAL mode readers never wait for the writer, and an
+indexed point read (~10 µs) is cheaper than a hop to a thread. Scans that can
+grow with a tenant's data (index rebuilds, exports) use a third connection in
+its own thread.
+
+Recall keeps each tenant's index in process (:class:`IndexCache`) and checks
+the tenant's (epoch, seq) row on every call, so writes and Forgets made by
+another process on the same file are seen on the next Recall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from loomflow.kernel.errors import NotFound, Unavailable
+from loomflow.memory import blocks, facts, forgetting
+from loomflow.memory.ids import new_episode_id
+from loomflow.memory.models import (
+    AssertionResult,
+    Block,
+    BlockWrite,
+    Episode,
+    EpisodeDraft,
+    ExportRecord,
+    Fact,
+    FactAssertion,
+    FactQuery,
+    ForgetResult,
+    ForgetScope,
+    Micros,
+    RecallHit,
+    RecallQuery,
+)
+from loomflow.memory.recall.cache import IndexCache
+from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, from_bytes, to_bytes
+from loomflow.memory.recall.engine import CachedRecall
+from loomflow.memory.recall.index import IndexedDoc
+from loomflow.memory.store import sql
+
+T = TypeVar("T")
+
+DEFAULT_CACHE_EPISODES = 2_000_000
+EXPORT_PAGE = 500
+
+# Migrations run in order inside one BEGIN IMMEDIATE; PRAGMA user_version records how far a file got.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS memory_tenants (
+            tenant TEXT PRIMARY KEY, epoch INTEGER NOT NULL, seq INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS memory_episodes (
+            tenant TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, session_id TEXT NOT NULL,
+            input TEXT NOT NULL, output TEXT NOT NULL, metadata TEXT NOT NULL, run_id TEXT NOT NULL,
+            created_at INTEGER NOT NULL, embedding BLOB,
+            PRIMARY KEY (tenant, seq)
+        )""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS memory_episodes_by_id ON memory_episodes (tenant, id)",
+        """CREATE TABLE IF NOT EXISTS memory_blocks (
+            tenant TEXT NOT NULL, session_id TEXT NOT NULL, label TEXT NOT NULL, content TEXT NOT NULL,
+            version INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+            PRIMARY KEY (tenant, session_id, label)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS memory_facts (
+            tenant TEXT NOT NULL, row_id TEXT NOT NULL, id TEXT NOT NULL,
+            subject TEXT NOT NULL, predicate TEXT NOT NULL, object TEXT NOT NULL, session_id TEXT NOT NULL,
+            valid_from INTEGER NOT NULL, valid_until INTEGER, recorded_at INTEGER NOT NULL, retracted_at INTEGER,
+            PRIMARY KEY (tenant, row_id)
+        )""",
+        "CREATE INDEX IF NOT EXISTS memory_facts_by_subject ON memory_facts (tenant, subject, predicate)",
+        "CREATE INDEX IF NOT EXISTS memory_facts_by_id ON memory_facts (tenant, id)",
+        """CREATE TABLE IF NOT EXISTS memory_tombstones (
+            tenant TEXT NOT NULL, scope_key TEXT NOT NULL, cutoff INTEGER NOT NULL,
+            PRIMARY KEY (tenant, scope_key)
+        ) WITHOUT ROWID""",
+    ),
+)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps the file consistent
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+@contextlib.contextmanager
+def _sqlite_errors() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text or "disk" in text or "unable to open" in text:
+            raise Unavailable(f"memory database unavailable: {text}") from exc
+        raise
+
+
+def _transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    with _sqlite_errors():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    def run(c: sqlite3.Connection) -> None:
+        (version,) = c.execute("PRAGMA user_version").fetchone()
+        for number, statements in enumerate(MIGRATIONS, start=1):
+            if number <= version:
+                continue
+            for statement in statements:
+                c.execute(statement)
+            c.execute(f"PRAGMA user_version = {number}")
+
+    _transaction(conn, run)
+
+
+def _cutoffs(conn: sqlite3.Connection, tenant: str, session_id: str) -> list[Micros | None]:
+    rows = conn.execute(sql.TOMBSTONE_CUTOFFS, (tenant, *forgetting.write_scope_keys(session_id))).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+class SQLiteStore:
+    """``sqlite:///path/to/memory.db``. ``keep_episodes=False`` is for the Chroma backend, which
+    keeps episodes in Chroma and everything else here."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        embedder: Embedder | None = None,
+        cache_episodes: int = DEFAULT_CACHE_EPISODES,
+    ) -> None:
+        self._path = str(path)
+        self._embedder = embedder or HashingEmbedder()
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="memory-sqlite-writer")
+        self._scan_thread = ThreadPoolExecutor(1, thread_name_prefix="memory-sqlite-scan")
+        self._writer: sqlite3.Connection | None = None
+        self._scanner: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._recall = CachedRecall(self, self._embedder, IndexCache(cache_episodes))
+
+    @property
+    def recall_cache(self) -> IndexCache:
+        return self._recall.cache
+
+    async def start(self) -> None:
+        Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await self._on_writer(lambda: _connect(self._path))
+            await self._on_writer(lambda: migrate(self._conn(self._writer)))
+            self._scanner = await self._on_scanner(lambda: _connect(self._path))
+            self._reader = _connect(self._path)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot open memory database {self._path}: {exc}") from exc
+
+    async def close(self) -> None:
+        for conn, pool in ((self._writer, self._writer_thread), (self._scanner, self._scan_thread)):
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(pool, conn.close)
+        if self._reader is not None:
+            self._reader.close()
+        self._writer = self._scanner = self._reader = None
+        self._writer_thread.shutdown(wait=True)
+        self._scan_thread.shutdown(wait=True)
+
+    # -- plumbing ----------------------------------------------------------
+
+    @staticmethod
+    def _conn(conn: sqlite3.Connection | None) -> sqlite3.Connection:
+        if conn is None:
+            raise Unavailable("memory store is not started")
+        return conn
+
+    async def _on_writer(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn)
+
+    async def _on_scanner(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._scan_thread, fn)
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs ``work`` in one BEGIN IMMEDIATE transaction on the writer thread."""
+        conn = self._conn(self._writer)
+        return await self._on_writer(functools.partial(_transaction, conn, work))
+
+    async def scan(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        conn = self._conn(self._scanner)
+
+        def run() -> list[Any]:
+            with _sqlite_errors():
+                return conn.execute(statement, params).fetchall()
+
+        return await self._on_scanner(run)
+
+    def read(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        """A small indexed read, on the event loop (see the module docstring)."""
+        with _sqlite_errors():
+            return self._conn(self._reader).execute(statement, params).fetchall()
+
+    # -- episodes ----------------------------------------------------------
+
+    async def remember(self, tenant: str, draft: EpisodeDraft, at: Micros) -> Episode:
+        embedding = to_bytes(self._embedder.embed(draft.text))
+        episode_id = new_episode_id()
+
+        def work(conn: sqlite3.Connection) -> Episode:
+            conn.execute(sql.LOCK_TENANT, (tenant,))
+            forgetting.refuse_if_forgotten(_cutoffs(conn, tenant, draft.session_id), at)
+            (seq,) = conn.execute(sql.NEXT_SEQ, (tenant,)).fetchone()
+            episode = Episode(
+                tenant=tenant,
+                id=episode_id,
+                seq=int(seq),
+                session_id=draft.session_id,
+                input=draft.input,
+                output=draft.output,
+                metadata=dict(draft.metadata),
+                run_id=draft.run_id,
+                created_at=at,
+            )
+            conn.execute(
+                f"INSERT INTO memory_episodes ({sql.EPISODE_COLUMNS}, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*sql.episode_values(episode), embedding),
+            )
+            return episode
+
+        return await self.write(work)
+
+    async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
+        return await self._recall.recall(tenant, query)
+
+    async def probe(self, tenant: str) -> tuple[int, int]:
+        rows = self.read(sql.PROBE, (tenant,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    async def load(self, tenant: str, after_seq: int) -> list[IndexedDoc]:
+        params = (tenant, after_seq)
+        rows = await self.scan(sql.EPISODES_AFTER, params) if after_seq == 0 else self.read(sql.EPISODES_AFTER, params)
+        return [
+            IndexedDoc(int(seq), session, f"{text_in}\n{text_out}", None if raw is None else from_bytes(raw))
+            for seq, session, text_in, text_out, raw in rows
+        ]
+
+    async def fetch(self, tenant: str, seqs: Sequence[int]) -> Mapping[int, Episode]:
+        rows = self.read(sql.episodes_by_seq(len(seqs)), (tenant, *seqs))
+        return {episode.seq: episode for episode in map(sql.episode_from, rows)}
+
+    async def get_episode(self, tenant: str, episode_id: str) -> Episode:
+        rows = self.read(sql.EPISODE_BY_ID, (tenant, episode_id))
+        if not rows:
+            raise NotFound(f"episode {episode_id!r} not found")
+        return sql.episode_from(rows[0])
+
+    # -- blocks --------------------------------------------------------------
+
+    async def put_block(self, tenant: str, write: BlockWrite, at: Micros) -> Block:
+        def work(conn: sqlite3.Connection) -> Block:
+            conn.execute(sql.LOCK_TENANT, (tenant,))
+            forgetting.refuse_if_forgotten(_cutoffs(conn, tenant, write.session_id), at)
+            row = conn.execute(sql.BLOCK_VERSION, (tenant, write.session_id, write.label)).fetchone()
+            block = blocks.next_block(tenant, write, None if row is None else int(row[0]), at)
+            conn.execute(sql.UPSERT_BLOCK, sql.block_values(block))
+            return block
+
+        return await self.write(work)
+
+    async def get_block(self, tenant: str, session_id: str, label: str) -> Block:
+        rows = self.read(sql.GET_BLOCK, (tenant, session_id, label))
+        if not rows:
+            raise blocks.block_not_found(label)
+        return sql.block_from(rows[0])
+
+    async def list_blocks(self, tenant: str, session_id: str | None) -> list[Block]:
+        params = (tenant,) if session_id is None else (tenant, session_id)
+        return [sql.block_from(r) for r in self.read(sql.blocks_query(session_id, postgres=False), params)]
+
+    async def delete_block(self, tenant: str, session_id: str, label: str, expected_version: int | None) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute(sql.BLOCK_VERSION, (tenant, session_id, label)).fetchone()
+            version = blocks.check_delete(label, None if row is None else int(row[0]), expected_version)
+            conn.execute(sql.DELETE_BLOCK, (tenant, session_id, label))
+            return version
+
+        return await self.write(work)
+
+    # -- facts ---------------------------------------------------------------
+
+    async def assert_fact(self, tenant: str, assertion: FactAssertion, at: Micros) -> AssertionResult:
+        def work(conn: sqlite3.Connection) -> AssertionResult:
+            conn.execute(sql.LOCK_TENANT, (tenant,))
+            forgetting.refuse_if_forgotten(_cutoffs(conn, tenant, assertion.session_id), at)
+            rows = conn.execute(sql.BELIEVED_FACTS, (tenant, assertion.subject, assertion.predicate)).fetchall()
+            plan = facts.plan_assertion(tenant, [sql.fact_from(r) for r in rows], assertion, at)
+            for row in plan.retract:
+                conn.execute(sql.RETRACT_ROW, (at, tenant, row.row_id))
+            for row in plan.insert:
+                conn.execute(sql.INSERT_FACT, sql.fact_values(row))
+            return AssertionResult(fact=plan.fact, superseded=plan.superseded)
+
+        return await self.write(work)
+
+    async def retract_fact(self, tenant: str, fact_id: str, at: Micros) -> Fact:
+        def work(conn: sqlite3.Connection) -> Fact:
+            rows = conn.execute(sql.RETRACT_FACT, (at, tenant, fact_id)).fetchall()
+            if not rows:
+                raise NotFound(f"fact {fact_id!r} not found")
+            return min(map(sql.fact_from, rows), key=facts.answer_order)
+
+        return await self.write(work)
+
+    async def query_facts(self, tenant: str, query: FactQuery) -> list[Fact]:
+        params: list[Any] = [tenant]
+        params += [v for v in (query.subject, query.predicate) if v]
+        if not query.include_history:
+            params += [query.known_at, query.known_at, query.valid_at, query.valid_at]
+        params.append(query.limit)
+        statement = sql.facts_query(query.subject, query.predicate, query.include_history, postgres=False)
+        return [sql.fact_from(r) for r in self.read(statement, params)]
+
+    # -- GDPR ----------------------------------------------------------------
+
+    async def forget(self, tenant: str, scope: ForgetScope, at: Micros) -> ForgetResult:
+        tombstone = forgetting.tombstone_for(scope, at)
+
+        def work(conn: sqlite3.Connection) -> ForgetResult:
+            conn.execute(sql.BUMP_EPOCH, (tenant,))
+            conn.execute(sql.PUT_TOMBSTONE, (tenant, tombstone.scope_key, tombstone.cutoff))
+            params = sql.forget_params(tenant, tombstone.cutoff, scope.session_id)
+            episodes, blocks_, facts_ = sql.forget_statements(scope.session_id)
+            episodes_deleted = conn.execute(episodes, params).rowcount
+            blocks_deleted = conn.execute(blocks_, params).rowcount
+            fact_ids = {r[0] for r in conn.execute(facts_, params).fetchall()}
+            return ForgetResult(episodes_deleted, blocks_deleted, len(fact_ids))
+
+        return await self.write(work)
+
+    async def export(self, tenant: str) -> AsyncIterator[ExportRecord]:
+        after = 0
+        while True:
+            rows = await self.scan(sql.EPISODES_PAGE, (tenant, after, EXPORT_PAGE))
+            for row in rows:
+                episode = sql.episode_from(row)
+                after = episode.seq
+                yield episode
+            if len(rows) < EXPORT_PAGE:
+                break
+        for row in await self.scan(sql.blocks_query(None, postgres=False), (tenant,)):
+            yield sql.block_from(row)
+        for row in await self.scan(sql.all_facts_query(postgres=False), (tenant,)):
+            yield sql.fact_from(row)

@@ -1,0 +1,60 @@
+"""Memory fixtures: every backend behind one ``store`` fixture, so one suite tests them all.
+
+Postgres and Redis are the real servers of scripts/services.sh, shared by every
+test: tests isolate themselves with unique tenant ids (the ``tenant`` fixture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from loomflow.memory.store import MemoryStore, open_store
+from tests.support import backends
+
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("sqlite", id="sqlite"),
+]
+SHARED_BACKENDS = [p for p in BACKENDS if p.id != "memory"]
+"""Backends whose state outlives a store instance (a second process would see it)."""
+
+
+def dsn_for(backend: str, tmp_path: Path) -> str:
+    if backend == "memory":
+        return "memory://"
+    if backend == "sqlite":
+        return f"sqlite://{tmp_path}/memory.db"
+    if backend == "postgres":
+        return backends.postgres_dsn()
+    if backend == "redis":
+        return backends.redis_url()
+    if backend == "chroma":
+        return f"chroma://{tmp_path}/chroma"
+    raise ValueError(backend)
+
+
+StoreFactory = Callable[[], MemoryStore]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(backend: str, tmp_path: Path) -> AsyncIterator[MemoryStore]:
+    opened = open_store(dsn_for(backend, tmp_path), tmp_path)
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def tenant(unique: str) -> Callable[[str], str]:
+    """Tenant ids unique to this test: ``tenant("alice")`` → ``alice-<hex>``."""
+    return lambda name: f"{name}-{unique}"

@@ -1,0 +1,419 @@
+"""The Memory conformance suite: every test runs against every backend (see conftest.BACKENDS).
+
+A backend is done when this file passes against it. Tenant ids are unique per
+test because Postgres and Redis are shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from loomflow.kernel.errors import Aborted, NotFound
+from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL
+from loomflow.memory.models import (
+    Block,
+    BlockWrite,
+    Episode,
+    EpisodeDraft,
+    Fact,
+    FactAssertion,
+    FactQuery,
+    ForgetScope,
+    RecallQuery,
+    now_micros,
+)
+from loomflow.memory.store import MemoryStore
+
+Tenant = Callable[[str], str]
+SECOND = 1_000_000
+
+
+def draft(text_in: str, text_out: str = "", session: str = "", **metadata: str) -> EpisodeDraft:
+    return EpisodeDraft(session_id=session, input=text_in, output=text_out, metadata=metadata, run_id="run-1")
+
+
+async def export_all(store: MemoryStore, tenant: str) -> list[Episode | Block | Fact]:
+    return [record async for record in store.export(tenant)]
+
+
+async def recall_ids(store: MemoryStore, tenant: str, text: str, limit: int = 10, **kw: object) -> list[str]:
+    hits = await store.recall(tenant, RecallQuery(text=text, limit=limit, **kw))  # type: ignore[arg-type]
+    return [h.episode.id for h in hits]
+
+
+# -- episodes and recall ---------------------------------------------------------
+
+
+async def test_remembered_episode_reads_back_by_id_with_every_field(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    at = now_micros()
+    stored = await store.remember(alice, draft("what is the capital of France", "Paris", "s1", lang="en"), at)
+    assert stored.id
+    assert stored.tenant == alice
+    assert stored.created_at == at
+    assert stored.seq >= 1
+    read = await store.get_episode(alice, stored.id)
+    assert read == stored
+    assert read.metadata == {"lang": "en"}
+    assert read.run_id == "run-1"
+    assert read.session_id == "s1"
+
+
+async def test_recall_never_returns_other_tenant_even_when_it_is_the_better_match(
+    store: MemoryStore, tenant: Tenant
+) -> None:
+    alice, bob = tenant("alice"), tenant("bob")
+    query = "bob's secret launch code is tangerine seventeen"
+    own = await store.remember(alice, draft("grocery list: milk, eggs", "noted"), now_micros())
+    theirs = await store.remember(bob, draft(query, "stored securely"), now_micros())
+
+    bob_hits = await store.recall(bob, RecallQuery(text=query, limit=5))
+    assert bob_hits[0].episode.id == theirs.id, "precondition: bob's episode is the best match for the query"
+    assert bob_hits[0].lexical_score > 0
+    assert bob_hits[0].vector_score > 0.5
+
+    alice_hits = await store.recall(alice, RecallQuery(text=query, limit=50))
+    assert [h.episode.id for h in alice_hits] == [own.id], "alice's recall must only ever return alice's episodes"
+    assert all(h.episode.tenant == alice for h in alice_hits)
+    assert await store.recall(tenant("carol"), RecallQuery(text=query, limit=5)) == []
+
+
+async def test_recall_ranks_the_matching_episode_first_and_reports_its_scores(
+    store: MemoryStore, tenant: Tenant
+) -> None:
+    alice = tenant("alice")
+    for topic in ["the cat sat on the mat", "stock prices fell sharply", "baking sourdough bread at home"]:
+        await store.remember(alice, draft(topic, "ok"), now_micros())
+    target = await store.remember(alice, draft("my favourite colour is ultramarine blue", "noted"), now_micros())
+
+    hits = await store.recall(alice, RecallQuery(text="what is my favourite colour?", limit=2))
+    assert len(hits) == 2
+    assert hits[0].episode.id == target.id
+    assert hits[0].score > hits[1].score > 0
+    assert hits[0].lexical_score > 0
+    assert -1.0 <= hits[0].vector_score <= 1.0
+    assert hits[0].vector_score > hits[1].vector_score
+
+
+async def test_recall_matches_inflected_words_through_the_embedding(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    await store.remember(alice, draft("quarterly budget spreadsheet", "done"), now_micros())
+    target = await store.remember(alice, draft("we were gardening and planting tomatoes", "nice"), now_micros())
+    hits = await store.recall(alice, RecallQuery(text="garden plants", limit=1))
+    assert hits[0].episode.id == target.id
+    assert hits[0].lexical_score == 0, "no exact term in common: only the embedding can find it"
+
+
+async def test_recall_honours_session_filter_limit_and_min_score(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    in_s1 = [await store.remember(alice, draft(f"note {i} about rockets", "", "s1"), now_micros()) for i in range(3)]
+    await store.remember(alice, draft("note about rockets elsewhere", "", "s2"), now_micros())
+
+    session_hits = await recall_ids(store, alice, "rockets", session_id="s1")
+    assert set(session_hits) == {e.id for e in in_s1}
+    assert await recall_ids(store, alice, "rockets", session_id="no-such-session") == []
+    assert len(await recall_ids(store, alice, "rockets", limit=2)) == 2
+
+    all_hits = await store.recall(alice, RecallQuery(text="rockets", limit=10))
+    threshold = all_hits[1].score
+    above = await store.recall(alice, RecallQuery(text="rockets", limit=10, min_score=threshold))
+    assert above
+    assert all(h.score >= threshold for h in above)
+    assert len(above) < len(all_hits)
+
+
+async def test_recall_sees_episodes_remembered_after_an_earlier_recall(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    await store.remember(alice, draft("first note about volcanoes", ""), now_micros())
+    assert len(await recall_ids(store, alice, "volcanoes")) == 1
+    later = await store.remember(alice, draft("second note about volcanoes erupting", ""), now_micros())
+    assert later.id in await recall_ids(store, alice, "volcanoes erupting")
+
+
+async def test_get_episode_of_another_tenant_is_not_found(store: MemoryStore, tenant: Tenant) -> None:
+    alice, bob = tenant("alice"), tenant("bob")
+    theirs = await store.remember(bob, draft("bob only", ""), now_micros())
+    with pytest.raises(NotFound):
+        await store.get_episode(alice, theirs.id)
+    with pytest.raises(NotFound):
+        await store.get_episode(alice, "ep_does_not_exist")
+
+
+# -- working blocks ----------------------------------------------------------------
+
+
+async def test_block_versions_grow_and_stale_writes_abort(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    first = await store.put_block(alice, BlockWrite("persona", "", "terse", expected_version=0), now_micros())
+    assert first.version == 1
+    with pytest.raises(Aborted):
+        await store.put_block(alice, BlockWrite("persona", "", "again", expected_version=0), now_micros())
+    second = await store.put_block(alice, BlockWrite("persona", "", "chatty", expected_version=1), now_micros())
+    assert second.version == 2
+    with pytest.raises(Aborted):
+        await store.put_block(alice, BlockWrite("persona", "", "stale", expected_version=1), now_micros())
+    third = await store.put_block(alice, BlockWrite("persona", "", "last writer wins"), now_micros())
+    assert third.version == 3
+    assert await store.get_block(alice, "", "persona") == third
+    with pytest.raises(Aborted):
+        await store.put_block(alice, BlockWrite("missing", "", "x", expected_version=4), now_micros())
+
+
+async def test_blocks_are_keyed_by_label_and_session_and_listed_in_order(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    for session, label in [("", "b"), ("", "a"), ("s1", "a"), ("s2", "z")]:
+        await store.put_block(alice, BlockWrite(label, session, f"{session}/{label}"), now_micros())
+    listed = await store.list_blocks(alice, None)
+    assert [(b.session_id, b.label) for b in listed] == [("", "a"), ("", "b"), ("s1", "a"), ("s2", "z")]
+    assert [b.content for b in await store.list_blocks(alice, "s1")] == ["s1/a"]
+    assert (await store.get_block(alice, "s1", "a")).content == "s1/a"
+    with pytest.raises(NotFound):
+        await store.get_block(alice, "s2", "a")
+
+
+async def test_delete_block_checks_version_and_other_tenants_see_nothing(store: MemoryStore, tenant: Tenant) -> None:
+    alice, bob = tenant("alice"), tenant("bob")
+    await store.put_block(alice, BlockWrite("plan", "", "v1"), now_micros())
+    await store.put_block(alice, BlockWrite("plan", "", "v2"), now_micros())
+    with pytest.raises(NotFound):
+        await store.get_block(bob, "", "plan")
+    with pytest.raises(NotFound):
+        await store.delete_block(bob, "", "plan", None)
+    assert await store.list_blocks(bob, None) == []
+    with pytest.raises(Aborted):
+        await store.delete_block(alice, "", "plan", 1)
+    assert await store.delete_block(alice, "", "plan", 2) == 2
+    with pytest.raises(NotFound):
+        await store.get_block(alice, "", "plan")
+
+
+async def test_concurrent_block_writes_with_the_same_version_have_exactly_one_winner(
+    store: MemoryStore, tenant: Tenant
+) -> None:
+    alice = tenant("alice")
+    await store.put_block(alice, BlockWrite("counter", "", "0"), now_micros())
+    writers = [
+        store.put_block(alice, BlockWrite("counter", "", f"writer {i}", expected_version=1), now_micros())
+        for i in range(12)
+    ]
+    outcomes = await asyncio.gather(*writers, return_exceptions=True)
+    winners = [o for o in outcomes if isinstance(o, Block)]
+    assert len(winners) == 1, f"exactly one writer may win version 1 → 2, got {outcomes}"
+    assert all(isinstance(o, Aborted) for o in outcomes if not isinstance(o, Block))
+    assert await store.get_block(alice, "", "counter") == winners[0]
+    assert winners[0].version == 2
+
+
+# -- facts ---------------------------------------------------------------------------
+
+
+def assertion(obj: str, valid_from: int, valid_until: int | None = None) -> FactAssertion:
+    return FactAssertion("alice", "lives_in", obj, valid_from, valid_until)
+
+
+async def test_asserting_a_new_object_closes_the_old_fact_without_deleting_it(
+    store: MemoryStore, tenant: Tenant
+) -> None:
+    alice = tenant("alice")
+    t0 = now_micros()
+    paris = await store.assert_fact(alice, assertion("Paris", t0 - 100 * SECOND), t0)
+    berlin = await store.assert_fact(alice, assertion("Berlin", t0 - 10 * SECOND), t0 + 1)
+    assert [(f.id, f.object, f.valid_until) for f in berlin.superseded] == [(paris.fact.id, "Paris", t0 - 10 * SECOND)]
+
+    now = FactQuery(valid_at=t0 + 2, known_at=t0 + 2)
+    assert [f.object for f in await store.query_facts(alice, now)] == ["Berlin"]
+    back_then = FactQuery(valid_at=t0 - 50 * SECOND, known_at=t0 + 2)
+    assert [f.object for f in await store.query_facts(alice, back_then)] == ["Paris"]
+    as_known_before_berlin = FactQuery(valid_at=t0, known_at=t0)
+    believed = await store.query_facts(alice, as_known_before_berlin)
+    assert [(f.object, f.valid_until) for f in believed] == [("Paris", None)], "what we knew at t0 is unchanged"
+
+    history = await store.query_facts(alice, FactQuery(valid_at=0, known_at=0, include_history=True))
+    assert sorted((f.object, f.retracted_at is None) for f in history) == [
+        ("Berlin", True),
+        ("Paris", False),
+        ("Paris", True),
+    ]
+
+
+async def test_reasserting_the_same_object_changes_nothing(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    t0 = now_micros()
+    first = await store.assert_fact(alice, assertion("Paris", t0 - SECOND), t0)
+    again = await store.assert_fact(alice, assertion("Paris", t0), t0 + 1)
+    assert again.fact == first.fact
+    assert again.superseded == []
+    history = await store.query_facts(alice, FactQuery(valid_at=0, known_at=0, include_history=True))
+    assert len(history) == 1
+
+
+async def test_retracted_fact_stays_visible_to_queries_as_known_before(store: MemoryStore, tenant: Tenant) -> None:
+    alice, bob = tenant("alice"), tenant("bob")
+    t0 = now_micros()
+    asserted = await store.assert_fact(alice, FactAssertion("alice", "likes", "tea", t0 - SECOND, None), t0)
+    with pytest.raises(NotFound):
+        await store.retract_fact(bob, asserted.fact.id, t0 + 1)
+    retracted = await store.retract_fact(alice, asserted.fact.id, t0 + 2)
+    assert retracted.id == asserted.fact.id
+    assert retracted.retracted_at == t0 + 2
+    assert await store.query_facts(alice, FactQuery(valid_at=t0 + 3, known_at=t0 + 3)) == []
+    before = await store.query_facts(alice, FactQuery(valid_at=t0 + 1, known_at=t0 + 1))
+    assert [f.object for f in before] == ["tea"]
+    with pytest.raises(NotFound):
+        await store.retract_fact(alice, asserted.fact.id, t0 + 4)
+
+
+async def test_query_facts_filters_by_subject_and_predicate_and_limits(store: MemoryStore, tenant: Tenant) -> None:
+    alice, bob = tenant("alice"), tenant("bob")
+    t0 = now_micros()
+    for subject, predicate, obj in [("alice", "likes", "tea"), ("alice", "owns", "cat"), ("bob", "likes", "jazz")]:
+        await store.assert_fact(alice, FactAssertion(subject, predicate, obj, t0 - SECOND, None), t0)
+    await store.assert_fact(bob, FactAssertion("alice", "likes", "coffee", t0 - SECOND, None), t0)
+    now = t0 + 1
+    everything = await store.query_facts(alice, FactQuery(valid_at=now, known_at=now))
+    assert [(f.subject, f.predicate, f.object) for f in everything] == [
+        ("alice", "likes", "tea"),
+        ("alice", "owns", "cat"),
+        ("bob", "likes", "jazz"),
+    ]
+    assert all(f.tenant == alice for f in everything)
+    likes = await store.query_facts(alice, FactQuery(valid_at=now, known_at=now, predicate="likes"))
+    assert [f.object for f in likes] == ["tea", "jazz"]
+    assert [f.object for f in await store.query_facts(alice, FactQuery(now, now, subject="bob"))] == ["jazz"]
+    assert len(await store.query_facts(alice, FactQuery(valid_at=now, known_at=now, limit=2))) == 2
+
+
+# -- forget, export, anonymous ---------------------------------------------------------
+
+
+async def seed(store: MemoryStore, tenant: str, at: int, session: str = "s1") -> None:
+    await store.remember(tenant, draft(f"episode of {tenant}", "", session), at)
+    await store.put_block(tenant, BlockWrite("notes", session, f"notes of {tenant}"), at)
+    await store.assert_fact(tenant, FactAssertion(session, "is", "tested", at - SECOND, None, session), at)
+
+
+async def test_forget_then_export_is_empty_and_other_tenants_keep_everything(
+    store: MemoryStore, tenant: Tenant
+) -> None:
+    alice, bob = tenant("alice"), tenant("bob")
+    t0 = now_micros()
+    await seed(store, alice, t0)
+    await seed(store, bob, t0)
+    result = await store.forget(alice, ForgetScope(), t0 + SECOND)
+    assert (result.episodes_deleted, result.blocks_deleted, result.facts_deleted) == (1, 1, 1)
+    assert await export_all(store, alice) == []
+    assert await store.recall(alice, RecallQuery(text=f"episode of {alice}", limit=5)) == []
+    kept = await export_all(store, bob)
+    assert sorted(type(r).__name__ for r in kept) == ["Block", "Episode", "Fact"]
+    assert all(r.tenant == bob for r in kept)
+
+
+async def test_export_streams_every_record_of_the_tenant_and_nothing_else(store: MemoryStore, tenant: Tenant) -> None:
+    alice, bob = tenant("alice"), tenant("bob")
+    t0 = now_micros()
+    await seed(store, alice, t0)
+    await seed(store, bob, t0)
+    await store.assert_fact(alice, FactAssertion("s1", "is", "exported", t0, None, "s1"), t0 + 1)
+    records = await export_all(store, alice)
+    episodes = [r for r in records if isinstance(r, Episode)]
+    blocks = [r for r in records if isinstance(r, Block)]
+    fact_rows = [r for r in records if isinstance(r, Fact)]
+    assert [e.input for e in episodes] == [f"episode of {alice}"]
+    assert [b.content for b in blocks] == [f"notes of {alice}"]
+    assert len(fact_rows) == 3, "every fact version: the closed one, its replacement and the new fact"
+    assert all(r.tenant == alice for r in records)
+    assert records == [*episodes, *blocks, *fact_rows], "episodes, then blocks, then facts"
+
+
+async def test_forget_one_session_or_older_data_only(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    t0 = now_micros()
+    await seed(store, alice, t0, "s1")
+    await seed(store, alice, t0, "s2")
+    await store.remember(alice, draft("a newer s2 episode", "", "s2"), t0 + 10 * SECOND)
+
+    one_session = await store.forget(alice, ForgetScope(session_id="s1"), t0 + 20 * SECOND)
+    assert (one_session.episodes_deleted, one_session.blocks_deleted, one_session.facts_deleted) == (1, 1, 1)
+    older = await store.forget(alice, ForgetScope(before=t0 + 5 * SECOND), t0 + 20 * SECOND)
+    assert older.episodes_deleted == 1
+    assert older.blocks_deleted == 1
+    assert older.facts_deleted == 1
+    left = await export_all(store, alice)
+    assert [(type(r).__name__, getattr(r, "input", "")) for r in left] == [("Episode", "a newer s2 episode")]
+
+
+async def test_a_write_that_started_before_a_forget_is_refused_and_a_later_one_stored(
+    store: MemoryStore, tenant: Tenant
+) -> None:
+    alice = tenant("alice")
+    t0 = now_micros()
+    await store.forget(alice, ForgetScope(), t0)
+    with pytest.raises(Aborted):
+        await store.remember(alice, draft("late write from before the forget"), t0 - 1)
+    with pytest.raises(Aborted):
+        await store.put_block(alice, BlockWrite("notes", "", "late"), t0 - 1)
+    with pytest.raises(Aborted):
+        await store.assert_fact(alice, FactAssertion("a", "b", "c", t0 - SECOND, None), t0 - 1)
+    assert await export_all(store, alice) == []
+    fresh = await store.remember(alice, draft("a new write after the forget"), t0 + 1)
+    assert [r.id for r in await export_all(store, alice) if isinstance(r, Episode)] == [fresh.id]
+
+
+async def test_a_session_tombstone_only_covers_that_session(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    t0 = now_micros()
+    await store.forget(alice, ForgetScope(session_id="s1"), t0)
+    with pytest.raises(Aborted):
+        await store.remember(alice, draft("late", "", "s1"), t0 - 1)
+    other = await store.remember(alice, draft("other session", "", "s2"), t0 - 1)
+    assert await store.get_episode(alice, other.id) == other
+
+
+async def test_forget_racing_concurrent_remembers_never_leaves_data_from_before_it(
+    store: MemoryStore, tenant: Tenant
+) -> None:
+    alice = tenant("alice")
+    t0 = now_micros()
+    cutoff = t0 + 30
+
+    async def remember(i: int) -> Episode | Exception:
+        try:
+            return await store.remember(alice, draft(f"racing write {i}"), t0 + i)
+        except Aborted as exc:
+            return exc
+
+    writers = [asyncio.ensure_future(remember(i)) for i in range(60)]
+    await asyncio.sleep(0)
+    forgetting = asyncio.ensure_future(store.forget(alice, ForgetScope(), cutoff))
+    outcomes = await asyncio.gather(*writers)
+    await forgetting
+
+    survivors = {r.id: r for r in await export_all(store, alice) if isinstance(r, Episode)}
+    assert all(e.created_at >= cutoff for e in survivors.values()), "a write from before the forget survived it"
+    for i, outcome in enumerate(outcomes):
+        if t0 + i >= cutoff:
+            assert isinstance(outcome, Episode), f"write {i}, stamped after the forget, was refused"
+            assert outcome.id in survivors, f"write {i}, stamped after the forget, was lost"
+        else:
+            assert isinstance(outcome, Exception) or outcome.id not in survivors
+    assert set(await recall_ids(store, alice, "racing write", limit=100)) == set(survivors)
+
+
+async def test_anonymous_bucket_is_a_real_partition(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    t0 = now_micros()
+    anonymous = await store.remember(ANONYMOUS_SENTINEL, draft(f"anonymous visitor {alice} asked about ferries"), t0)
+    own = await store.remember(alice, draft("alice asked about ferries"), t0)
+    anonymous_hits = await recall_ids(store, ANONYMOUS_SENTINEL, f"anonymous visitor {alice} ferries", limit=1000)
+    assert anonymous.id in anonymous_hits
+    assert own.id not in anonymous_hits
+    assert await recall_ids(store, alice, "ferries") == [own.id]
+    with pytest.raises(NotFound):
+        await store.get_episode(alice, anonymous.id)
+
+    await store.forget(ANONYMOUS_SENTINEL, ForgetScope(), now_micros())
+    assert [r for r in await export_all(store, ANONYMOUS_SENTINEL)] == []
+    assert [r.id for r in await export_all(store, alice) if isinstance(r, Episode)] == [own.id]

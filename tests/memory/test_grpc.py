@@ -1,0 +1,169 @@
+"""MemoryService through a real gRPC server on a free port (embedded SQLite default)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+
+from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
+from tests.support.status import bad_request_fields
+from tests.support.suite import running_suite
+
+ANONYMOUS = tenancy_pb2.UserScope(anonymous=tenancy_pb2.Anonymous())
+
+
+def user(name: str) -> tenancy_pb2.UserScope:
+    return tenancy_pb2.UserScope(user_id=name)
+
+
+@pytest.fixture
+async def memory(tmp_path: Path) -> AsyncIterator[memory_pb2_grpc.MemoryServiceAsyncStub]:
+    async with running_suite(tmp_path, services="memory") as running:
+        yield memory_pb2_grpc.MemoryServiceStub(running.channel)
+
+
+async def export(stub: memory_pb2_grpc.MemoryServiceAsyncStub, scope: tenancy_pb2.UserScope) -> list[str]:
+    kinds = []
+    async for item in stub.Export(memory_pb2.MemoryServiceExportRequest(scope=scope)):
+        kinds.append(item.WhichOneof("record") or "")
+    return kinds
+
+
+async def test_remember_recall_and_get_carry_the_tenant_scope(memory: memory_pb2_grpc.MemoryServiceAsyncStub) -> None:
+    stored = await memory.Remember(
+        memory_pb2.RememberRequest(
+            scope=user("alice"), session_id="s1", input="my dog is called Biscuit", output="cute", metadata={"k": "v"}
+        )
+    )
+    episode = stored.episode
+    assert episode.id
+    assert episode.scope.user_id == "alice"
+    assert episode.created_at.seconds > 0
+    recalled = await memory.Recall(memory_pb2.RecallRequest(scope=user("alice"), query="what is my dog called"))
+    assert [h.episode.id for h in recalled.hits] == [episode.id]
+    assert recalled.hits[0].score > 0
+    assert recalled.hits[0].lexical_score > 0
+    got = await memory.GetEpisode(memory_pb2.GetEpisodeRequest(scope=user("alice"), episode_id=episode.id))
+    assert got.episode == episode
+
+
+async def test_other_tenants_episode_is_never_recalled_and_by_id_is_not_found(
+    memory: memory_pb2_grpc.MemoryServiceAsyncStub,
+) -> None:
+    secret = "bob's bank pin is 4921 and his password is hunter2"
+    theirs = await memory.Remember(memory_pb2.RememberRequest(scope=user("bob"), input=secret))
+    await memory.Remember(memory_pb2.RememberRequest(scope=user("alice"), input="alice likes hiking"))
+    hits = (await memory.Recall(memory_pb2.RecallRequest(scope=user("alice"), query=secret, limit=100))).hits
+    assert all(h.episode.scope.user_id == "alice" for h in hits)
+    assert len(hits) == 1
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await memory.GetEpisode(memory_pb2.GetEpisodeRequest(scope=user("alice"), episode_id=theirs.episode.id))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_stale_block_version_answers_aborted(memory: memory_pb2_grpc.MemoryServiceAsyncStub) -> None:
+    put = await memory.PutBlock(
+        memory_pb2.PutBlockRequest(scope=user("alice"), label="plan", content="v1", expected_version=0)
+    )
+    assert put.block.version == 1
+    assert put.block.scope.user_id == "alice"
+    writes = [
+        memory.PutBlock(
+            memory_pb2.PutBlockRequest(scope=user("alice"), label="plan", content=f"w{i}", expected_version=1)
+        )
+        for i in range(5)
+    ]
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    assert sum(isinstance(o, memory_pb2.PutBlockResponse) for o in outcomes) == 1
+    assert all(o.code() == grpc.StatusCode.ABORTED for o in outcomes if isinstance(o, grpc.aio.AioRpcError))
+    listed = await memory.ListBlocks(memory_pb2.ListBlocksRequest(scope=user("alice")))
+    assert [(b.label, b.version) for b in listed.blocks] == [("plan", 2)]
+    deleted = await memory.DeleteBlock(memory_pb2.DeleteBlockRequest(scope=user("alice"), label="plan"))
+    assert deleted.version == 2
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await memory.GetBlock(memory_pb2.GetBlockRequest(scope=user("alice"), label="plan"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def ts(seconds: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=seconds)
+
+
+async def test_facts_answer_as_of_queries_on_both_axes(memory: memory_pb2_grpc.MemoryServiceAsyncStub) -> None:
+    alice = user("alice")
+    first = await memory.AssertFact(
+        memory_pb2.AssertFactRequest(scope=alice, subject="alice", predicate="city", object="Lyon", valid_from=ts(1000))
+    )
+    second = await memory.AssertFact(
+        memory_pb2.AssertFactRequest(scope=alice, subject="alice", predicate="city", object="Oslo", valid_from=ts(2000))
+    )
+    assert [(f.id, f.valid_until.seconds) for f in second.superseded] == [(first.fact.id, 2000)]
+    current = await memory.QueryFacts(memory_pb2.QueryFactsRequest(scope=alice, subject="alice"))
+    assert [f.object for f in current.facts] == ["Oslo"]
+    past = await memory.QueryFacts(memory_pb2.QueryFactsRequest(scope=alice, valid_at=ts(1500)))
+    assert [f.object for f in past.facts] == ["Lyon"]
+    as_known_then = await memory.QueryFacts(
+        memory_pb2.QueryFactsRequest(scope=alice, valid_at=ts(2500), known_at=second.fact.recorded_at)
+    )
+    assert [f.object for f in as_known_then.facts] == ["Oslo"]
+    before_oslo = timestamp_pb2.Timestamp()
+    before_oslo.FromMicroseconds(second.fact.recorded_at.ToMicroseconds() - 1)
+    as_known_before = await memory.QueryFacts(
+        memory_pb2.QueryFactsRequest(scope=alice, valid_at=ts(2500), known_at=before_oslo)
+    )
+    assert [(f.object, f.HasField("valid_until")) for f in as_known_before.facts] == [("Lyon", False)]
+    retracted = await memory.RetractFact(memory_pb2.RetractFactRequest(scope=alice, fact_id=second.fact.id))
+    assert retracted.fact.HasField("retracted_at")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await memory.RetractFact(memory_pb2.RetractFactRequest(scope=user("bob"), fact_id=first.fact.id))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_forget_then_export_is_empty_for_a_user_and_for_the_anonymous_bucket(
+    memory: memory_pb2_grpc.MemoryServiceAsyncStub,
+) -> None:
+    for scope in (user("alice"), ANONYMOUS, user("bob")):
+        await memory.Remember(memory_pb2.RememberRequest(scope=scope, input="hello"))
+        await memory.PutBlock(memory_pb2.PutBlockRequest(scope=scope, label="l", content="c"))
+        await memory.AssertFact(memory_pb2.AssertFactRequest(scope=scope, subject="s", predicate="p", object="o"))
+    assert await export(memory, ANONYMOUS) == ["episode", "block", "fact"]
+    for scope in (user("alice"), ANONYMOUS):
+        forgot = await memory.Forget(memory_pb2.MemoryServiceForgetRequest(scope=scope))
+        assert (forgot.episodes_deleted, forgot.blocks_deleted, forgot.facts_deleted) == (1, 1, 1)
+        assert await export(memory, scope) == []
+    assert await export(memory, user("bob")) == ["episode", "block", "fact"]
+
+
+@pytest.mark.parametrize(
+    ("request_message", "field"),
+    [
+        (memory_pb2.RecallRequest(scope=user("a"), query=""), "query"),
+        (memory_pb2.RecallRequest(scope=user("a"), query="x", limit=-1), "limit"),
+        (memory_pb2.RecallRequest(scope=user("__jeeves_anon_user__"), query="x"), "scope.user_id"),
+        (memory_pb2.QueryFactsRequest(scope=user("a"), valid_at=ts(300_000_000_000)), "valid_at"),
+        (memory_pb2.AssertFactRequest(scope=user("a"), subject="s", predicate="p", valid_until=ts(10)), "valid_until"),
+        (
+            memory_pb2.MemoryServiceForgetRequest(scope=user("a"), before=timestamp_pb2.Timestamp(nanos=-5)),
+            "before",
+        ),
+    ],
+    ids=["empty_query", "negative_limit", "sentinel", "timestamp_out_of_range", "until_before_default_from", "nanos"],
+)
+async def test_bad_input_answers_invalid_argument_naming_the_field(
+    memory: memory_pb2_grpc.MemoryServiceAsyncStub, request_message: object, field: str
+) -> None:
+    rpc = {
+        memory_pb2.RecallRequest: memory.Recall,
+        memory_pb2.QueryFactsRequest: memory.QueryFacts,
+        memory_pb2.AssertFactRequest: memory.AssertFact,
+        memory_pb2.MemoryServiceForgetRequest: memory.Forget,
+    }[type(request_message)]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await rpc(request_message)  # type: ignore[operator]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in bad_request_fields(caught.value)
