@@ -1,0 +1,38 @@
+"""Ledger backends, chosen by DSN: in-process (empty or ``memory://``), ``redis://``, ``postgres://``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loomflow.budget.ledger.base import Ledger
+from loomflow.kernel.config import ConfigError
+
+
+@dataclass(frozen=True)
+class LedgerOptions:
+    """Backend knobs that come from settings (see loomflow.budget.service.Settings)."""
+
+    retention_ms: int = 3_600_000
+    max_users: int = 100_000
+    idle_ttl_ms: int = 86_400_000
+    max_kept_per_user: int = 1_000
+    pool_size: int = 10
+
+
+def open_ledger(dsn: str, options: LedgerOptions | None = None) -> Ledger:
+    """A ledger for ``dsn``. Network backends connect in ``start()``, never here."""
+    opts = options or LedgerOptions()
+    scheme = dsn.partition("://")[0].lower() if "://" in dsn else ""
+    if scheme in ("", "memory"):
+        from loomflow.budget.ledger.inprocess import InProcessLedger
+
+        return InProcessLedger(
+            max_users=opts.max_users,
+            idle_ttl_ms=opts.idle_ttl_ms,
+            retention_ms=opts.retention_ms,
+            max_kept_per_user=opts.max_kept_per_user,
+        )
+    raise ConfigError(f"budget dsn {dsn!r}: use memory://, redis://… or postgres://… (LOOMFLOW_BUDGET_DSN)")
+
+
+__all__ = ["Ledger", "LedgerOptions", "open_ledger"]

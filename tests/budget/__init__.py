@@ -1,0 +1,1 @@
+"""BudgetService: the ledger conformance suite (every backend), pricing, windows, gRPC."""

@@ -1,0 +1,120 @@
+"""Budget fixtures: one isolated ledger per test on every backend, and a clock tests control.
+
+Redis isolation: a unique key prefix per test. Postgres isolation: a unique schema
+per test (the DSN's ``search_path``), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as redis
+
+from loomflow.budget.core import Budget
+from loomflow.budget.ledger import LedgerOptions, open_ledger
+from loomflow.budget.pricing import PriceTable
+from loomflow.budget.windows import Calendar
+from tests.support import backends
+
+# 2026-03-31 23:59:00 UTC: one minute before a day *and* a month end.
+START_MS = int(datetime(2026, 3, 31, 23, 59, tzinfo=UTC).timestamp() * 1000)
+
+
+class FakeClock:
+    """Milliseconds that only move when a test says so."""
+
+    def __init__(self, now_ms: int = START_MS) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
+
+
+@dataclass
+class Backend:
+    name: str
+    dsn: str
+
+    @property
+    def durable(self) -> bool:
+        return self.name != "inprocess"
+
+    def through(self, port: int) -> Backend:
+        """The same store reached on another loopback port (a proxy, or nothing at all)."""
+        parts = urlsplit(self.dsn)
+        netloc = parts.netloc.rsplit("@", 1)
+        host = f"127.0.0.1:{port}"
+        return Backend(
+            self.name, urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+        )
+
+    def open(self, clock: FakeClock, prices: PriceTable | None = None, **options: Any) -> Budget:
+        ledger_options = LedgerOptions(**{k: v for k, v in options.items() if k in LedgerOptions.__annotations__})
+        budget_options = {k: v for k, v in options.items() if k not in LedgerOptions.__annotations__}
+        return Budget(
+            open_ledger(self.dsn, ledger_options),
+            prices or PriceTable.load(),
+            Calendar(clock),
+            **budget_options,
+        )
+
+
+BACKENDS = [
+    pytest.param("inprocess", id="inprocess"),
+]
+
+
+async def _drop_redis_keys(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[Backend]:
+    name: str = request.param
+    if name == "inprocess":
+        yield Backend(name, "")
+    elif name == "redis":
+        url = backends.redis_url()
+        prefix = f"lfb-test-{unique}"
+        yield Backend(name, f"{url}{'&' if '?' in url else '?'}key_prefix={prefix}")
+        await _drop_redis_keys(url, prefix)
+    else:
+        dsn = backends.postgres_dsn()
+        schema = f"budget_test_{unique}"
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f"CREATE SCHEMA {schema}")
+            yield Backend(name, f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}")
+        finally:
+            await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            await admin.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def budget(backend: Backend, clock: FakeClock) -> AsyncIterator[Budget]:
+    opened = backend.open(clock)
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()
