@@ -70,6 +70,7 @@ class Backend:
 
 BACKENDS = [
     pytest.param("inprocess", id="inprocess"),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
 ]
 
 

@@ -32,6 +32,10 @@ def open_ledger(dsn: str, options: LedgerOptions | None = None) -> Ledger:
             retention_ms=opts.retention_ms,
             max_kept_per_user=opts.max_kept_per_user,
         )
+    if scheme in ("redis", "rediss"):
+        from loomflow.budget.ledger.redis import RedisLedger
+
+        return RedisLedger(dsn, retention_ms=opts.retention_ms, pool_size=opts.pool_size)
     raise ConfigError(f"budget dsn {dsn!r}: use memory://, redis://… or postgres://… (LOOMFLOW_BUDGET_DSN)")
 
 
