@@ -71,6 +71,7 @@ class Backend:
 BACKENDS = [
     pytest.param("inprocess", id="inprocess"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 
 

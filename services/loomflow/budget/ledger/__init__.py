@@ -36,6 +36,10 @@ def open_ledger(dsn: str, options: LedgerOptions | None = None) -> Ledger:
         from loomflow.budget.ledger.redis import RedisLedger
 
         return RedisLedger(dsn, retention_ms=opts.retention_ms, pool_size=opts.pool_size)
+    if scheme in ("postgres", "postgresql"):
+        from loomflow.budget.ledger.postgres import PostgresLedger
+
+        return PostgresLedger(dsn, pool_size=opts.pool_size)
     raise ConfigError(f"budget dsn {dsn!r}: use memory://, redis://… or postgres://… (LOOMFLOW_BUDGET_DSN)")
 
 
