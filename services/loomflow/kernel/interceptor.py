@@ -25,8 +25,9 @@ from opentelemetry import trace
 
 from loomflow.kernel import errors
 from loomflow.kernel.auth import INSECURE_PRINCIPAL, Principal, Role, TokenVerifier, bearer_token, bind_principal
-from loomflow.kernel.telemetry import log_context, meter, tenant_label
+from loomflow.kernel.telemetry import LATENCY_BUCKETS_MS, log_context, meter, tenant_label
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
+from loomflow.kernel.tracing import adopt_run_ids, annotate_span
 from loomflow.kernel.validation import validate
 
 log = logging.getLogger("loomflow.rpc")
@@ -47,7 +48,12 @@ class KernelInterceptor:
         m = meter("loomflow.rpc")
         self._requests = m.create_counter("loomflow_rpc_requests", description="RPCs served, by status code")
         self._errors = m.create_counter("loomflow_rpc_errors", description="RPCs that ended with a non-OK status")
-        self._latency = m.create_histogram("loomflow_rpc_duration", unit="ms", description="RPC latency")
+        self._latency = m.create_histogram(
+            "loomflow_rpc_duration",
+            unit="ms",
+            description="RPC latency",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
+        )
 
     def wrap(self, service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         """The handler with the pipeline around it (built once per method)."""
@@ -92,7 +98,8 @@ class KernelInterceptor:
         if code is not grpc.StatusCode.OK:
             self._errors.add(1, attrs)
         if log.isEnabledFor(logging.INFO):
-            log.info("rpc", extra={"code": code.name, "duration_ms": round(elapsed_ms, 3)})
+            # rpc again here: a call refused before its scope was read has no log context
+            log.info("rpc", extra={"rpc": f"{service}/{rpc}", "code": code.name, "duration_ms": round(elapsed_ms, 3)})
 
 
 class WrappingRegistrar:
@@ -140,11 +147,13 @@ class _Pipeline:
                 value = getattr(request, name, "")
                 if isinstance(value, str) and value:
                     fields[name] = value
+            if principal.role is not Role.USER:
+                adopt_run_ids(fields)  # ids an internal caller (the Agent) sent as baggage; never an end user's
             span = trace.get_current_span()
             span_context = span.get_span_context()
             if span_context.is_valid:
                 fields["trace_id"] = format(span_context.trace_id, "032x")
-                span.set_attribute("loomflow.user_id", fields["user_id"])
+                annotate_span(span, fields)
             log_context.set(fields)
         self.owner.authorize(principal, self.service, tenant)
         bind_principal(principal)

@@ -21,22 +21,9 @@ from loomflow.kernel.hosting import HostedService
 from loomflow.kernel.interceptor import KernelInterceptor, WrappingRegistrar
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
+from loomflow.kernel.tracing import flush_spans, setup_tracing
 
 log = logging.getLogger("loomflow.server")
-
-_instrumented = False
-
-
-def _instrument_tracing() -> None:
-    # Must run before grpc.aio.server() is called: the instrumentor wraps it.
-    global _instrumented
-    if _instrumented:
-        return
-    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
-
-    GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
-    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
-    _instrumented = True
 
 
 class Server:
@@ -59,7 +46,9 @@ class Server:
         # grpc.aio objects bind to the running event loop, so they are made in start().
         settings, services = self.settings, self.services
         if settings.tracing:
-            _instrument_tracing()
+            # Before grpc.aio.server() below and before services open channels: it wraps both.
+            names = settings.service_names()
+            setup_tracing("loomflow" if len(names) != 1 else f"loomflow-{names[0]}", settings.otlp_endpoint)
         self._health = health.aio.HealthServicer()
         configure_tenant_labels(settings.metrics_max_tenants)
         interceptor = KernelInterceptor(
@@ -120,6 +109,8 @@ class Server:
                     await hook()
                 except Exception:
                     log.exception("error stopping %s", service.name)
+        if self.settings.tracing:
+            flush_spans()  # the OTLP batch still holds the last spans
         log.info("stopped")
 
     async def run_until_signal(self) -> None:

@@ -1,7 +1,9 @@
 """Memory's domain metrics, exported on the Prometheus endpoint (docs/observability.md).
 
-Prometheus names: ``loomflow_memory_episodes_stored_total`` and
-``loomflow_memory_recall_duration_milliseconds`` (a histogram). Every point is
+Prometheus names: ``loomflow_memory_episodes_stored_total``,
+``loomflow_memory_recall_duration_milliseconds`` (a histogram) and
+``loomflow_memory_evicted_users_total{reason}`` (tenants the bounded in-memory
+backend dropped: lru, idle). Every point is
 labelled ``user_id`` through the kernel's cardinality guard.
 """
 
@@ -40,5 +42,6 @@ _evicted_users = _meter.create_counter(
 )
 
 
-def record_eviction(reason: str) -> None:
-    _evicted_users.add(1, {"reason": reason})
+def record_eviction(reason: str, tenant_key: str) -> None:
+    """``tenant_key``: the tenant evicted (labelled like every other metric, through the guard)."""
+    _evicted_users.add(1, {"user_id": tenant_label(tenant_key), "reason": reason})

@@ -99,7 +99,7 @@ class InMemoryStore:
             if now - state.last_used < self._idle_ttl:
                 return
             del self._tenants[oldest]
-            metrics.record_eviction("idle")
+            metrics.record_eviction("idle", oldest)
 
     def _state(self, tenant: str, create: bool) -> _Tenant | None:
         now = self._clock()
@@ -111,8 +111,8 @@ class InMemoryStore:
             state = _Tenant(index=TenantIndex(self._embedder.dim), last_used=now)
             self._tenants[tenant] = state
             if self._max_users > 0 and len(self._tenants) > self._max_users:
-                self._tenants.popitem(last=False)
-                metrics.record_eviction("lru")
+                evicted, _ = self._tenants.popitem(last=False)
+                metrics.record_eviction("lru", evicted)
         else:
             self._tenants.move_to_end(tenant)
         state.last_used = now

@@ -1,0 +1,164 @@
+"""A real `loomflow serve` process, a multi-tenant run, then its Prometheus endpoint and its logs.
+
+Production shape on purpose: the process installs its MeterProvider once, so
+the guard (``--metrics-max-tenants 3``) and the HTTP endpoint are the ones a
+Prometheus server would scrape.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from loomflow.kernel.telemetry import OTHER_TENANTS
+from loomflow.kernel.tenancy import ANONYMOUS_LABEL, ANONYMOUS_SENTINEL
+from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
+from tests.observability.prometheus import Sample, label_values, scrape, total
+from tests.support.processes import ServeProcess, free_port
+
+MAX_TENANTS = 3
+MEMORY = "loomflow.v1.MemoryService"
+CANARY = f"CANARY-{uuid.uuid4().hex}"
+"""Planted in prompts, inputs and metadata: it must never reach a log line or a label."""
+
+# Remember calls per tenant, in the order they first appear: the first three
+# distinct tenants keep their label, the rest share __other__.
+REMEMBERS = {"alice": 3, "bob": 2, None: 1, "carol": 1, "dave": 1, "erin": 1}
+OVERFLOW = ("carol", "dave", "erin")
+
+
+@dataclass
+class ObservedRun:
+    samples: list[Sample]
+    log_lines: list[dict[str, Any]]
+    raw_log: str
+    codes: dict[str, list[grpc.StatusCode]]
+
+
+def _scope(user: str | None) -> tenancy_pb2.UserScope:
+    if user is None:
+        return tenancy_pb2.UserScope(anonymous=tenancy_pb2.Anonymous())
+    return tenancy_pb2.UserScope(user_id=user)
+
+
+def _code(call: Callable[[], Any]) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as err:
+        return err.code()
+    return grpc.StatusCode.OK
+
+
+def _workload(address: str) -> dict[str, list[grpc.StatusCode]]:
+    codes: dict[str, list[grpc.StatusCode]] = {}
+    with grpc.insecure_channel(address) as channel:
+        memory = memory_pb2_grpc.MemoryServiceStub(channel)
+        for user, count in REMEMBERS.items():
+            for i in range(count):
+                request = memory_pb2.RememberRequest(
+                    scope=_scope(user),
+                    session_id=f"session-{user}",
+                    run_id=f"run-{user}-{i}",
+                    input=f"my password is {CANARY}",
+                    output="noted",
+                    metadata={"api_key": CANARY},
+                )
+                codes.setdefault(f"remember:{user}", []).append(_code(partial(memory.Remember, request, timeout=10)))
+        recall = memory_pb2.RecallRequest(scope=_scope("alice"), query=f"password {CANARY}", session_id="session-alice")
+        codes["recall:alice"] = [_code(lambda: memory.Recall(recall, timeout=10))]
+        # The sentinel is not a user id: refused, and never shown as a label.
+        sentinel = memory_pb2.RememberRequest(scope=tenancy_pb2.UserScope(user_id=ANONYMOUS_SENTINEL), input="x")
+        codes["remember:sentinel"] = [_code(lambda: memory.Remember(sentinel, timeout=10))]
+    return codes
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> ObservedRun:
+    data_dir: Path = tmp_path_factory.mktemp("observed")
+    metrics_port = free_port()
+    serve = ServeProcess(
+        services="memory,budget,policy,audit,agent",
+        data_dir=data_dir,
+        env={
+            "LOOMFLOW_INSECURE": "true",
+            "LOOMFLOW_METRICS_PORT": str(metrics_port),
+            "LOOMFLOW_METRICS_MAX_TENANTS": str(MAX_TENANTS),
+            "LOOMFLOW_LOG_LEVEL": "info",
+            "LOOMFLOW_LOG_FORMAT": "json",
+        },
+    )
+    with serve:
+        codes = _workload(serve.address)
+        samples = scrape(metrics_port)
+    raw = (data_dir / f"serve-{serve.port}.log").read_text()
+    lines = [json.loads(line) for line in raw.splitlines() if line.startswith("{")]
+    return ObservedRun(samples, lines, raw, codes)
+
+
+def test_requests_are_counted_per_tenant_under_the_rpc_and_user_id_labels(observed: ObservedRun) -> None:
+    s = observed.samples
+    rpc = {"service": MEMORY, "method": "Remember"}
+    assert total(s, "loomflow_rpc_requests_total", **rpc, user_id="alice") == 3
+    assert total(s, "loomflow_rpc_requests_total", **rpc, user_id="bob") == 2
+    assert total(s, "loomflow_rpc_duration_milliseconds_count", **rpc, user_id="alice") == 3
+    assert total(s, "loomflow_rpc_requests_total", service=MEMORY, method="Recall", user_id="alice") == 1
+
+
+def test_the_anonymous_partition_is_labelled_anonymous_never_the_sentinel(observed: ObservedRun) -> None:
+    rpc = {"service": MEMORY, "method": "Remember"}
+    assert total(observed.samples, "loomflow_rpc_requests_total", **rpc, user_id=ANONYMOUS_LABEL) == 1
+    leaked = [s for s in observed.samples if any(ANONYMOUS_SENTINEL in v for v in s.labels.values())]
+    assert not leaked, f"the sentinel appears as a label value: {leaked[:3]}"
+
+
+def test_tenants_beyond_the_guard_are_reported_as_other(observed: ObservedRun) -> None:
+    users = label_values(observed.samples, "user_id")
+    assert users == {"alice", "bob", ANONYMOUS_LABEL, OTHER_TENANTS}, f"user_id values: {sorted(users)}"
+    assert not users & set(OVERFLOW)
+    # carol, dave and erin, plus the refused sentinel request (which has no tenant).
+    rpc = {"service": MEMORY, "method": "Remember"}
+    assert total(observed.samples, "loomflow_rpc_requests_total", **rpc, user_id=OTHER_TENANTS) == len(OVERFLOW) + 1
+
+
+def test_errors_are_counted_by_status_code(observed: ObservedRun) -> None:
+    assert observed.codes["remember:sentinel"] == [grpc.StatusCode.INVALID_ARGUMENT]
+    refused = total(observed.samples, "loomflow_rpc_errors_total", service=MEMORY, code="INVALID_ARGUMENT")
+    assert refused == 1
+    ok_alice = observed.codes["remember:alice"].count(grpc.StatusCode.OK)
+    rpc = {"service": MEMORY, "method": "Remember", "user_id": "alice"}
+    assert total(observed.samples, "loomflow_rpc_requests_total", **rpc, code="OK") == ok_alice
+    assert total(observed.samples, "loomflow_rpc_errors_total", **rpc) == 3 - ok_alice
+
+
+def _rpc_lines(observed: ObservedRun) -> list[dict[str, Any]]:
+    return [line for line in observed.log_lines if line.get("logger") == "loomflow.rpc" and line.get("msg") == "rpc"]
+
+
+def test_one_info_log_line_per_request_with_the_tenant_rpc_and_ids(observed: ObservedRun) -> None:
+    lines = _rpc_lines(observed)
+    calls = sum(len(codes) for codes in observed.codes.values())
+    assert len(lines) == calls, f"{len(lines)} rpc log lines for {calls} calls"
+    remembers = [line for line in lines if line.get("rpc") == f"{MEMORY}/Remember" and line.get("user_id") == "alice"]
+    assert len(remembers) == 3
+    for line in remembers:
+        assert line["level"] == "info"
+        assert line["session_id"] == "session-alice"
+        assert line["run_id"].startswith("run-alice-")
+        assert len(line["trace_id"]) == 32, "tracing is on by default, so every line carries its trace id"
+        assert line["code"] in {c.name for c in observed.codes["remember:alice"]}
+        assert isinstance(line["duration_ms"], float | int)
+    anonymous = [line for line in lines if line.get("user_id") == ANONYMOUS_LABEL]
+    assert len(anonymous) == 1
+
+
+def test_logs_carry_no_payloads_and_never_the_sentinel(observed: ObservedRun) -> None:
+    assert CANARY not in observed.raw_log, "a request payload reached the logs"
+    assert ANONYMOUS_SENTINEL not in observed.raw_log
