@@ -9,20 +9,30 @@ really read and serve, enumerated from the code at test time.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import os
+import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loomflow import suite
 from loomflow.kernel import config
-from loomflow.kernel.auth import AuthSettings, Role, TokenVerifier
+from loomflow.kernel.auth import AuthSettings, Role, TokenVerifier, mint_token
 from loomflow.kernel.settings import ServerSettings
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, audit_pb2, audit_pb2_grpc, tenancy_pb2
 from tests.support.manifests import (
     K8S,
     Obj,
@@ -40,6 +50,7 @@ from tests.support.manifests import (
     selector_matches,
     service_target_port,
 )
+from tests.support.processes import ServeProcess, free_port
 
 KUBERNETES_VERSION = "1.30.0"
 DEV_SECRETS = K8S / "overlays" / "dev" / "secrets"
@@ -485,3 +496,166 @@ def test_prod_secret_generator_refuses_to_overwrite_existing_secrets(tmp_path: P
     again = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
     assert again.returncode != 0, "re-running generate.sh must not silently rotate keys"
     assert (script.parent / "audit-keys.env").read_text() == before
+
+
+# ---------------------------------------------------------------- Postgres schema init, for real
+
+INIT_SCRIPT = K8S / "base" / "postgres" / "10-loomflow-role.sh"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass(frozen=True)
+class InitialisedDatabase:
+    app_dsn: str
+    database: str
+    role: str
+
+
+@pytest.fixture
+async def initialised_database(postgres_dsn: str, unique: str) -> AsyncIterator[InitialisedDatabase]:
+    """A fresh database set up by the manifests' init script, as the postgres image would run it."""
+    admin = urlsplit(postgres_dsn)
+    database, role, password = f"k8s_init_{unique}", f"k8s_app_{unique}", secrets.token_hex(16)
+    connection = await asyncpg.connect(postgres_dsn)
+    try:
+        await connection.execute(f'CREATE DATABASE "{database}"')
+        env = {
+            **os.environ,
+            "PATH": f"{PG_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PGHOST": str(admin.hostname),
+            "PGPORT": str(admin.port),
+            "PGPASSWORD": admin.password or "",
+            "POSTGRES_USER": str(admin.username),
+            "POSTGRES_DB": database,
+            "APP_DB_USER": role,
+            "APP_DB_PASSWORD": password,
+        }
+        done = await asyncio.to_thread(
+            subprocess.run, ["bash", str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, f"the init script failed:\n{done.stdout}\n{done.stderr}"
+        netloc = f"{role}:{password}@{admin.hostname}:{admin.port}"
+        yield InitialisedDatabase(f"postgres://{netloc}/{database}", database, role)
+    finally:
+        await connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+        await connection.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        await connection.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await connection.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_init_creates_an_unprivileged_role_that_owns_the_schema(
+    initialised_database: InitialisedDatabase,
+) -> None:
+    connection = await asyncpg.connect(initialised_database.app_dsn)
+    try:
+        await connection.execute("CREATE TABLE memory_k8s_probe (id bigint PRIMARY KEY)")
+        await connection.execute("INSERT INTO memory_k8s_probe VALUES (1)")
+        assert await connection.fetchval("SELECT count(*) FROM memory_k8s_probe") == 1
+        assert await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") is False
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await connection.execute("CREATE ROLE k8s_should_not_exist")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await connection.execute("CREATE DATABASE k8s_should_not_exist")
+    finally:
+        await connection.close()
+
+
+# ---------------------------------------------------------------- the dev overlay's pods, run for real
+
+# What a pod gets from the cluster that a loopback test must supply itself: its own
+# address and folders (ServeProcess assigns them), and the backends' in-cluster hosts.
+_PER_PROCESS = {"LOOMFLOW_HOST", "LOOMFLOW_PORT", "LOOMFLOW_DATA_DIR", "LOOMFLOW_SERVICES"}
+
+
+def _pod_env(env: dict[str, str], database: InitialisedDatabase, redis_url: str) -> dict[str, str]:
+    """The manifest's environment for a loopback process: backends swapped, everything else as deployed."""
+    local = {k: v for k, v in env.items() if k not in _PER_PROCESS}
+    for variable, value in env.items():
+        if variable.endswith("_DSN"):
+            scheme = urlsplit(value).scheme
+            local[variable] = database.app_dsn if BACKEND_OF_SCHEME[scheme] == "postgres" else redis_url
+    local["LOOMFLOW_METRICS_PORT"] = str(free_port())
+    local["LOOMFLOW_LOG_LEVEL"] = "warning"
+    return local
+
+
+def _readiness_service(container: Obj) -> str:
+    return str(container["readinessProbe"]["grpc"].get("service", ""))
+
+
+async def _probe(address: str, service: str) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        request = health_pb2.HealthCheckRequest(service=service)
+        reply = await health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)
+    return int(reply.status)
+
+
+def _scrape(port: str) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return int(response.status)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_dev_overlay_pods_serve_a_turn_and_drain_within_their_grace_period(
+    rendered: dict[str, Rendered], initialised_database: InitialisedDatabase, redis_url: str, tmp_path: Path
+) -> None:
+    dev = rendered["dev"]
+    deployments = dev.loomflow_deployments()
+    containers = {service: main_container(d) for service, d in deployments.items()}
+    envs = {s: _pod_env(dev.env(c), initialised_database, redis_url) for s, c in containers.items()}
+    processes = {
+        service: ServeProcess(hosted_services(containers[service]), tmp_path / service, env=envs[service])
+        for service in deployments
+    }
+    internal = [s for s in processes if s != "agent"]
+    budgets = {s: pod_spec(deployments[s]).get("terminationGracePeriodSeconds", 30) for s in processes}
+    try:
+        await asyncio.gather(*(asyncio.to_thread(processes[s].start, 90) for s in internal))
+        processes["agent"].env = {
+            **processes["agent"].env,
+            **{f"LOOMFLOW_AGENT_{s.upper()}_ADDRESS": processes[s].address for s in internal},
+        }
+        await asyncio.to_thread(processes["agent"].start, 90)
+
+        for service, process in processes.items():  # what the kubelet's readiness probe asks
+            status = await _probe(process.address, str(containers[service]["readinessProbe"]["grpc"]["service"]))
+            assert status == health_pb2.HealthCheckResponse.SERVING, f"{service} is not SERVING"
+            assert await asyncio.to_thread(_scrape, envs[service]["LOOMFLOW_METRICS_PORT"]) == 200, service
+
+        agent_env = envs["agent"]
+        user_token = mint_token(AuthSettings(jwt_secret=agent_env["LOOMFLOW_AUTH_JWT_SECRET"]), "alice")
+        scope = tenancy_pb2.UserScope(user_id="alice")
+        async with grpc.aio.insecure_channel(processes["agent"].address) as channel:
+            reply = await agent_pb2_grpc.AgentServiceStub(channel).Run(
+                agent_pb2.RunRequest(scope=scope, options=agent_pb2.RunOptions(prompt="hello from k8s")),
+                metadata=(("authorization", f"Bearer {user_token}"),),
+                timeout=30,
+            )
+        assert reply.run_id, "the Agent answered without a run id"
+        service_token = agent_env["LOOMFLOW_AUTH_SERVICE_TOKEN"]
+        async with grpc.aio.insecure_channel(processes["audit"].address) as channel:
+            found = await audit_pb2_grpc.AuditServiceStub(channel).Query(
+                audit_pb2.QueryRequest(scope=scope, run_id=reply.run_id),
+                metadata=(("authorization", f"Bearer {service_token}"),),
+                timeout=10,
+            )
+        assert found.entries, "the run left no audit entry in the Postgres the init script prepared"
+    finally:
+
+        def stop(service: str) -> tuple[str, int, float]:
+            started = time.monotonic()
+            code = processes[service].stop(timeout=budgets[service] + 10)
+            return service, code, time.monotonic() - started
+
+        running = [s for s, p in processes.items() if p.process is not None]
+        stopped = await asyncio.gather(*(asyncio.to_thread(stop, s) for s in running))
+    for service, code, seconds in stopped:
+        assert code == 0, f"{service} exited with {code} after SIGTERM: {processes[service].log_tail()}"
+        limit = budgets[service]
+        assert seconds < limit, f"{service} took {seconds:.1f}s to drain; the kubelet sends SIGKILL at {limit}s"
