@@ -17,6 +17,7 @@ from tests.support import backends
 BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 SHARED_BACKENDS = [p for p in BACKENDS if p.id != "memory"]
 """Backends whose state outlives a store instance (a second process would see it)."""

@@ -151,8 +151,21 @@ async def test_forget_then_export_is_empty_for_a_user_and_for_the_anonymous_buck
             memory_pb2.MemoryServiceForgetRequest(scope=user("a"), before=timestamp_pb2.Timestamp(nanos=-5)),
             "before",
         ),
+        (memory_pb2.RememberRequest(scope=user("a"), input="nul \x00 inside"), "input"),
+        (memory_pb2.RememberRequest(scope=user("a"), metadata={"k": "v\x00"}), "metadata"),
+        (memory_pb2.GetBlockRequest(scope=user("a"), label="l\x00"), "label"),
     ],
-    ids=["empty_query", "negative_limit", "sentinel", "timestamp_out_of_range", "until_before_default_from", "nanos"],
+    ids=[
+        "empty_query",
+        "negative_limit",
+        "sentinel",
+        "timestamp_out_of_range",
+        "until_before_default_from",
+        "nanos",
+        "nul_input",
+        "nul_metadata",
+        "nul_label",
+    ],
 )
 async def test_bad_input_answers_invalid_argument_naming_the_field(
     memory: memory_pb2_grpc.MemoryServiceAsyncStub, request_message: object, field: str
@@ -162,6 +175,8 @@ async def test_bad_input_answers_invalid_argument_naming_the_field(
         memory_pb2.QueryFactsRequest: memory.QueryFacts,
         memory_pb2.AssertFactRequest: memory.AssertFact,
         memory_pb2.MemoryServiceForgetRequest: memory.Forget,
+        memory_pb2.RememberRequest: memory.Remember,
+        memory_pb2.GetBlockRequest: memory.GetBlock,
     }[type(request_message)]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await rpc(request_message)  # type: ignore[operator]

@@ -56,6 +56,10 @@ def open_store(
         if not path:
             raise ConfigError("LOOMFLOW_MEMORY_DSN: sqlite:// needs a file path, e.g. sqlite:///var/lib/memory.db")
         return SQLiteStore(path, embedder, options.recall_cache_episodes)
+    if scheme in ("postgres", "postgresql"):
+        from loomflow.memory.store.postgres import PostgresStore
+
+        return PostgresStore(dsn, embedder, options.recall_cache_episodes, options.pool_size)
     raise ConfigError(f"LOOMFLOW_MEMORY_DSN={dsn!r}: unknown scheme; use one of {', '.join(SCHEMES)}")
 
 

@@ -139,8 +139,7 @@ def _cutoffs(conn: sqlite3.Connection, tenant: str, session_id: str) -> list[Mic
 
 
 class SQLiteStore:
-    """``sqlite:///path/to/memory.db``. ``keep_episodes=False`` is for the Chroma backend, which
-    keeps episodes in Chroma and everything else here."""
+    """``sqlite:///path/to/memory.db``."""
 
     def __init__(
         self,
@@ -221,9 +220,8 @@ class SQLiteStore:
         episode_id = new_episode_id()
 
         def work(conn: sqlite3.Connection) -> Episode:
-            conn.execute(sql.LOCK_TENANT, (tenant,))
+            (seq,) = conn.execute(sql.NEXT_SEQ, (tenant,)).fetchone()  # also locks the tenant: see sql.LOCK_TENANT
             forgetting.refuse_if_forgotten(_cutoffs(conn, tenant, draft.session_id), at)
-            (seq,) = conn.execute(sql.NEXT_SEQ, (tenant,)).fetchone()
             episode = Episode(
                 tenant=tenant,
                 id=episode_id,

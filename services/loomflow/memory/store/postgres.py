@@ -1,0 +1,396 @@
+"""Postgres backend: asyncpg pool, idempotent migrations, pgvector when the server has it.
+
+Tables are prefixed ``memory_`` (services may share one database) and every
+primary key and index starts with the tenant. Every write first locks the
+tenant's row in ``memory_tenants`` (see :data:`sql.LOCK_TENANT`), so writes and
+Forgets of one tenant are serialised and a write always sees the tombstone of
+a Forget that committed before it; other tenants never wait.
+
+Vectors: when ``CREATE EXTENSION vector`` succeeds, episodes also get a
+``vector(256)`` column with an HNSW index (cosine) and Recall asks Postgres for
+the tenant's nearest episodes. Otherwise (as on a stock Debian Postgres) the
+exact per-tenant scan of the cached index ranks them. Either way BM25 runs on
+the in-process per-tenant index, kept current by the (epoch, seq) probe.
+
+Lost connections, refused connects and timeouts raise ``Unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from loomflow.kernel.errors import NotFound, Unavailable
+from loomflow.memory import blocks, facts, forgetting
+from loomflow.memory.ids import new_episode_id
+from loomflow.memory.models import (
+    AssertionResult,
+    Block,
+    BlockWrite,
+    Episode,
+    EpisodeDraft,
+    ExportRecord,
+    Fact,
+    FactAssertion,
+    FactQuery,
+    ForgetResult,
+    ForgetScope,
+    Micros,
+    RecallHit,
+    RecallQuery,
+)
+from loomflow.memory.recall.cache import IndexCache
+from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, Vector, from_bytes, to_bytes
+from loomflow.memory.recall.engine import CachedRecall
+from loomflow.memory.recall.index import IndexedDoc
+from loomflow.memory.store import sql
+from loomflow.memory.store.sql import numbered as q
+
+log = logging.getLogger("loomflow.memory.postgres")
+
+EXPORT_PAGE = 500
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('loomflow.memory.migrations'))"
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE IF NOT EXISTS memory_tenants (
+                tenant TEXT PRIMARY KEY, epoch BIGINT NOT NULL, seq BIGINT NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS memory_episodes (
+                tenant TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL, session_id TEXT NOT NULL,
+                input TEXT NOT NULL, output TEXT NOT NULL, metadata TEXT NOT NULL, run_id TEXT NOT NULL,
+                created_at BIGINT NOT NULL, embedding BYTEA,
+                PRIMARY KEY (tenant, seq)
+            )""",
+            "CREATE UNIQUE INDEX IF NOT EXISTS memory_episodes_by_id ON memory_episodes (tenant, id)",
+            """CREATE TABLE IF NOT EXISTS memory_blocks (
+                tenant TEXT NOT NULL, session_id TEXT NOT NULL, label TEXT NOT NULL, content TEXT NOT NULL,
+                version BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant, session_id, label)
+            )""",
+            """CREATE TABLE IF NOT EXISTS memory_facts (
+                tenant TEXT NOT NULL, row_id TEXT NOT NULL, id TEXT NOT NULL,
+                subject TEXT NOT NULL, predicate TEXT NOT NULL, object TEXT NOT NULL, session_id TEXT NOT NULL,
+                valid_from BIGINT NOT NULL, valid_until BIGINT, recorded_at BIGINT NOT NULL, retracted_at BIGINT,
+                PRIMARY KEY (tenant, row_id)
+            )""",
+            "CREATE INDEX IF NOT EXISTS memory_facts_by_subject ON memory_facts (tenant, subject, predicate)",
+            "CREATE INDEX IF NOT EXISTS memory_facts_by_id ON memory_facts (tenant, id)",
+            """CREATE TABLE IF NOT EXISTS memory_tombstones (
+                tenant TEXT NOT NULL, scope_key TEXT NOT NULL, cutoff BIGINT NOT NULL,
+                PRIMARY KEY (tenant, scope_key)
+            )""",
+        ),
+    ),
+)
+
+PGVECTOR_DDL = (
+    "ALTER TABLE memory_episodes ADD COLUMN IF NOT EXISTS embedding_vector vector({dim})",
+    "CREATE INDEX IF NOT EXISTS memory_episodes_hnsw ON memory_episodes "
+    "USING hnsw (embedding_vector vector_cosine_ops)",
+)
+
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, terminated backend
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+)
+
+
+@contextlib.contextmanager
+def unavailable_on_connection_errors() -> Any:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise Unavailable(f"memory database unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+async def migrate(conn: asyncpg.Connection) -> None:
+    """Applies pending migrations; safe when many processes start at once (advisory lock, IF NOT EXISTS)."""
+    async with conn.transaction():
+        await conn.execute(MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS memory_schema_migrations "
+            "(version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        applied = {r[0] for r in await conn.fetch("SELECT version FROM memory_schema_migrations")}
+        for version, statements in MIGRATIONS:
+            if version in applied:
+                continue
+            for statement in statements:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO memory_schema_migrations (version) VALUES ($1)", version)
+
+
+async def enable_pgvector(conn: asyncpg.Connection, dim: int) -> bool:
+    """Adds the vector column and HNSW index when the extension can be created; False otherwise."""
+    async with conn.transaction():
+        await conn.execute(MIGRATION_LOCK)
+        try:
+            async with conn.transaction():  # a savepoint: a missing extension must not abort the rest
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except asyncpg.PostgresError as exc:
+            log.info("pgvector unavailable (%s): recall uses an exact per-tenant scan", exc)
+            return False
+        for statement in PGVECTOR_DDL:
+            await conn.execute(statement.format(dim=dim))
+    return True
+
+
+async def _refuse_if_forgotten(conn: asyncpg.Connection, tenant: str, session_id: str, at: Micros) -> None:
+    """Call with the tenant's row locked, so no Forget can commit between this check and the write."""
+    keys = forgetting.write_scope_keys(session_id)
+    forgetting.refuse_if_forgotten([r[0] for r in await conn.fetch(q(sql.TOMBSTONE_CUTOFFS), tenant, *keys)], at)
+
+
+def _vector_literal(vector: Vector) -> str:
+    return "[" + ",".join(f"{x:.6g}" for x in vector.tolist()) + "]"
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        dsn: str,
+        embedder: Embedder | None = None,
+        cache_episodes: int = 2_000_000,
+        pool_size: int = 10,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._embedder = embedder or HashingEmbedder()
+        self._pool_size = pool_size
+        self._timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._pgvector = False
+        self._cache = IndexCache(cache_episodes)
+        self._recall = CachedRecall(self, self._embedder, self._cache)
+
+    @property
+    def vector_search(self) -> str:
+        """``pgvector`` (HNSW nearest neighbours) or ``exact`` (per-tenant scan in process)."""
+        return "pgvector" if self._pgvector else "exact"
+
+    @property
+    def recall_cache(self) -> IndexCache:
+        return self._cache
+
+    async def start(self) -> None:
+        with unavailable_on_connection_errors():
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout, command_timeout=30
+            )
+            async with self._pool.acquire() as conn:
+                await migrate(conn)
+                self._pgvector = await enable_pgvector(conn, self._embedder.dim)
+        if self._pgvector:
+            self._recall = CachedRecall(self, self._embedder, self._cache, nearest=self)
+            await self._backfill_vectors()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _pool_or_fail(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise Unavailable("memory store is not started")
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        with unavailable_on_connection_errors():
+            async with self._pool_or_fail().acquire() as conn, conn.transaction():
+                yield conn
+
+    async def _fetch(self, statement: str, *params: Any) -> list[asyncpg.Record]:
+        with unavailable_on_connection_errors():
+            rows: list[asyncpg.Record] = await self._pool_or_fail().fetch(q(statement), *params)
+            return rows
+
+    async def _backfill_vectors(self) -> None:
+        """Episodes stored before pgvector was installed get their vector column filled in."""
+        while True:
+            rows = await self._fetch(
+                "SELECT tenant, seq, embedding FROM memory_episodes WHERE embedding_vector IS NULL LIMIT 500"
+            )
+            if not rows:
+                return
+            async with self._transaction() as conn:
+                await conn.executemany(
+                    "UPDATE memory_episodes SET embedding_vector = $3::vector WHERE tenant = $1 AND seq = $2",
+                    [(r[0], r[1], _vector_literal(from_bytes(r[2]).astype(np.float32))) for r in rows],
+                )
+
+    # -- episodes ----------------------------------------------------------
+
+    async def remember(self, tenant: str, draft: EpisodeDraft, at: Micros) -> Episode:
+        vector = self._embedder.embed(draft.text)
+        columns = f"{sql.EPISODE_COLUMNS}, embedding" + (", embedding_vector" if self._pgvector else "")
+        marks = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?" + (", ?::vector" if self._pgvector else "")
+        extra = (_vector_literal(vector),) if self._pgvector else ()
+        async with self._transaction() as conn:
+            seq = await conn.fetchval(q(sql.NEXT_SEQ), tenant)  # also locks the tenant: see sql.LOCK_TENANT
+            await _refuse_if_forgotten(conn, tenant, draft.session_id, at)
+            episode = Episode(
+                tenant=tenant,
+                id=new_episode_id(),
+                seq=int(seq),
+                session_id=draft.session_id,
+                input=draft.input,
+                output=draft.output,
+                metadata=dict(draft.metadata),
+                run_id=draft.run_id,
+                created_at=at,
+            )
+            await conn.execute(
+                q(f"INSERT INTO memory_episodes ({columns}) VALUES ({marks})"),
+                *sql.episode_values(episode),
+                to_bytes(vector),
+                *extra,
+            )
+        return episode
+
+    async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
+        return await self._recall.recall(tenant, query)
+
+    async def probe(self, tenant: str) -> tuple[int, int]:
+        rows = await self._fetch(sql.PROBE, tenant)
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    async def load(self, tenant: str, after_seq: int) -> list[IndexedDoc]:
+        rows = await self._fetch(sql.EPISODES_AFTER, tenant, after_seq)
+        return [
+            IndexedDoc(int(seq), session, f"{text_in}\n{text_out}", None if raw is None else from_bytes(raw))
+            for seq, session, text_in, text_out, raw in rows
+        ]
+
+    async def fetch(self, tenant: str, seqs: Sequence[int]) -> Mapping[int, Episode]:
+        rows = await self._fetch(
+            f"SELECT {sql.EPISODE_COLUMNS} FROM memory_episodes WHERE tenant = ? AND seq = ANY(?::bigint[])",
+            tenant,
+            list(seqs),
+        )
+        return {episode.seq: episode for episode in map(sql.episode_from, rows)}
+
+    async def nearest(self, tenant: str, vector: Vector, session_id: str | None, count: int) -> Mapping[int, float]:
+        """The tenant's nearest episodes by cosine, from the HNSW index when the planner picks it."""
+        session = "" if session_id is None else " AND session_id = ?"
+        params: list[Any] = [_vector_literal(vector), tenant, *([] if session_id is None else [session_id]), count]
+        rows = await self._fetch(
+            "SELECT seq, 1 - (embedding_vector <=> ?::vector) FROM memory_episodes "
+            f"WHERE tenant = ?{session} AND embedding_vector IS NOT NULL ORDER BY 2 DESC LIMIT ?",
+            *params,
+        )
+        return {int(seq): float(similarity) for seq, similarity in rows}
+
+    async def get_episode(self, tenant: str, episode_id: str) -> Episode:
+        rows = await self._fetch(sql.EPISODE_BY_ID, tenant, episode_id)
+        if not rows:
+            raise NotFound(f"episode {episode_id!r} not found")
+        return sql.episode_from(rows[0])
+
+    # -- blocks --------------------------------------------------------------
+
+    async def put_block(self, tenant: str, write: BlockWrite, at: Micros) -> Block:
+        async with self._transaction() as conn:
+            await conn.execute(q(sql.LOCK_TENANT), tenant)
+            await _refuse_if_forgotten(conn, tenant, write.session_id, at)
+            current = await conn.fetchval(q(sql.BLOCK_VERSION), tenant, write.session_id, write.label)
+            block = blocks.next_block(tenant, write, None if current is None else int(current), at)
+            await conn.execute(q(sql.UPSERT_BLOCK), *sql.block_values(block))
+        return block
+
+    async def get_block(self, tenant: str, session_id: str, label: str) -> Block:
+        rows = await self._fetch(sql.GET_BLOCK, tenant, session_id, label)
+        if not rows:
+            raise blocks.block_not_found(label)
+        return sql.block_from(rows[0])
+
+    async def list_blocks(self, tenant: str, session_id: str | None) -> list[Block]:
+        params = (tenant,) if session_id is None else (tenant, session_id)
+        return [sql.block_from(r) for r in await self._fetch(sql.blocks_query(session_id, postgres=True), *params)]
+
+    async def delete_block(self, tenant: str, session_id: str, label: str, expected_version: int | None) -> int:
+        async with self._transaction() as conn:
+            await conn.execute(q(sql.LOCK_TENANT), tenant)
+            current = await conn.fetchval(q(sql.BLOCK_VERSION), tenant, session_id, label)
+            version = blocks.check_delete(label, None if current is None else int(current), expected_version)
+            await conn.execute(q(sql.DELETE_BLOCK), tenant, session_id, label)
+        return version
+
+    # -- facts ---------------------------------------------------------------
+
+    async def assert_fact(self, tenant: str, assertion: FactAssertion, at: Micros) -> AssertionResult:
+        async with self._transaction() as conn:
+            await conn.execute(q(sql.LOCK_TENANT), tenant)
+            await _refuse_if_forgotten(conn, tenant, assertion.session_id, at)
+            rows = await conn.fetch(q(sql.BELIEVED_FACTS), tenant, assertion.subject, assertion.predicate)
+            plan = facts.plan_assertion(tenant, [sql.fact_from(r) for r in rows], assertion, at)
+            if plan.retract:
+                await conn.executemany(q(sql.RETRACT_ROW), [(at, tenant, r.row_id) for r in plan.retract])
+            if plan.insert:
+                await conn.executemany(q(sql.INSERT_FACT), [sql.fact_values(r) for r in plan.insert])
+        return AssertionResult(fact=plan.fact, superseded=plan.superseded)
+
+    async def retract_fact(self, tenant: str, fact_id: str, at: Micros) -> Fact:
+        async with self._transaction() as conn:
+            await conn.execute(q(sql.LOCK_TENANT), tenant)
+            rows = await conn.fetch(q(sql.RETRACT_FACT), at, tenant, fact_id)
+        if not rows:
+            raise NotFound(f"fact {fact_id!r} not found")
+        return min(map(sql.fact_from, rows), key=facts.answer_order)
+
+    async def query_facts(self, tenant: str, query: FactQuery) -> list[Fact]:
+        params: list[Any] = [tenant, *(v for v in (query.subject, query.predicate) if v)]
+        if not query.include_history:
+            params += [query.known_at, query.known_at, query.valid_at, query.valid_at]
+        params.append(query.limit)
+        statement = sql.facts_query(query.subject, query.predicate, query.include_history, postgres=True)
+        return [sql.fact_from(r) for r in await self._fetch(statement, *params)]
+
+    # -- GDPR ----------------------------------------------------------------
+
+    async def forget(self, tenant: str, scope: ForgetScope, at: Micros) -> ForgetResult:
+        tombstone = forgetting.tombstone_for(scope, at)
+        params = sql.forget_params(tenant, tombstone.cutoff, scope.session_id)
+        episodes, blocks_, facts_ = (q(s) for s in sql.forget_statements(scope.session_id))
+        async with self._transaction() as conn:
+            await conn.execute(q(sql.BUMP_EPOCH), tenant)
+            await conn.execute(q(sql.PUT_TOMBSTONE), tenant, tombstone.scope_key, tombstone.cutoff)
+            episodes_deleted = _deleted_count(await conn.execute(episodes, *params))
+            blocks_deleted = _deleted_count(await conn.execute(blocks_, *params))
+            fact_ids = {r[0] for r in await conn.fetch(facts_, *params)}
+        return ForgetResult(episodes_deleted, blocks_deleted, len(fact_ids))
+
+    async def export(self, tenant: str) -> AsyncIterator[ExportRecord]:
+        after = 0
+        while True:
+            rows = await self._fetch(sql.EPISODES_PAGE, tenant, after, EXPORT_PAGE)
+            for row in rows:
+                episode = sql.episode_from(row)
+                after = episode.seq
+                yield episode
+            if len(rows) < EXPORT_PAGE:
+                break
+        for row in await self._fetch(sql.blocks_query(None, postgres=True), tenant):
+            yield sql.block_from(row)
+        for row in await self._fetch(sql.all_facts_query(postgres=True), tenant):
+            yield sql.fact_from(row)
+
+
+def _deleted_count(status: str) -> int:
+    """asyncpg's command tag, e.g. ``DELETE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
