@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunOptions(_message.Message):
-    __slots__ = ("prompt", "session_id", "metadata", "model", "max_turns", "timeout_ms", "recall_limit")
+    __slots__ = ("prompt", "session_id", "metadata", "model", "max_turns", "timeout_ms", "recall_limit", "defer_approvals", "approval_ids")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,8 @@ class RunOptions(_message.Message):
     MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     RECALL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DEFER_APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_IDS_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     session_id: str
     metadata: _containers.ScalarMap[str, str]
@@ -34,7 +36,9 @@ class RunOptions(_message.Message):
     max_turns: int
     timeout_ms: int
     recall_limit: int
-    def __init__(self, prompt: _Optional[str] = ..., session_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., max_turns: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., recall_limit: _Optional[int] = ...) -> None: ...
+    defer_approvals: bool
+    approval_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prompt: _Optional[str] = ..., session_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., max_turns: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., recall_limit: _Optional[int] = ..., defer_approvals: _Optional[bool] = ..., approval_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunRequest(_message.Message):
     __slots__ = ("scope", "options")

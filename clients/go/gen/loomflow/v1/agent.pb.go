@@ -37,7 +37,18 @@ type RunOptions struct {
 	// server default.
 	TimeoutMs int64 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	// How many episodes to recall into the prompt; 0 means the default.
-	RecallLimit   int32 `protobuf:"varint,7,opt,name=recall_limit,json=recallLimit,proto3" json:"recall_limit,omitempty"`
+	RecallLimit int32 `protobuf:"varint,7,opt,name=recall_limit,json=recallLimit,proto3" json:"recall_limit,omitempty"`
+	// What a tool call that needs a human approval does. False (the default): the
+	// run waits for the approval (up to the server's approval timeout; no answer
+	// means deny). True: the run ends at once with FAILED_PRECONDITION carrying
+	// google.rpc.ErrorInfo{reason: "APPROVAL_REQUIRED", metadata: {approval_id}};
+	// the turn's usage is charged and audited, and the approval stays pending.
+	// Resume with a new run listing the approval in `approval_ids`.
+	DeferApprovals bool `protobuf:"varint,8,opt,name=defer_approvals,json=deferApprovals,proto3" json:"defer_approvals,omitempty"`
+	// Approvals the caller holds. When a tool call needs approval and one of these
+	// is approved for this user, the same tool and the same arguments, it is used
+	// (once) instead of asking again.
+	ApprovalIds   []string `protobuf:"bytes,9,rep,name=approval_ids,json=approvalIds,proto3" json:"approval_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -119,6 +130,20 @@ func (x *RunOptions) GetRecallLimit() int32 {
 		return x.RecallLimit
 	}
 	return 0
+}
+
+func (x *RunOptions) GetDeferApprovals() bool {
+	if x != nil {
+		return x.DeferApprovals
+	}
+	return false
+}
+
+func (x *RunOptions) GetApprovalIds() []string {
+	if x != nil {
+		return x.ApprovalIds
+	}
+	return nil
 }
 
 type RunRequest struct {
@@ -688,7 +713,7 @@ var File_loomflow_v1_agent_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17loomflow/v1/agent.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/policy.proto\x1a\x19loomflow/v1/tenancy.proto\"\x87\x03\n" +
+	"\x17loomflow/v1/agent.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/policy.proto\x1a\x19loomflow/v1/tenancy.proto\"\xe6\x03\n" +
 	"\n" +
 	"RunOptions\x12#\n" +
 	"\x06prompt\x18\x01 \x01(\tB\v\xbaH\br\x06\x10\x01\x18\x80\x80@R\x06prompt\x12'\n" +
@@ -699,7 +724,9 @@ const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\tmax_turns\x18\x05 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\bmaxTurns\x12+\n" +
 	"\n" +
 	"timeout_ms\x18\x06 \x01(\x03B\f\xbaH\t\"\a\x18\x80\xdd\xdb\x01(\x00R\ttimeoutMs\x12,\n" +
-	"\frecall_limit\x18\a \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\vrecallLimit\x1a;\n" +
+	"\frecall_limit\x18\a \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\vrecallLimit\x12'\n" +
+	"\x0fdefer_approvals\x18\b \x01(\bR\x0edeferApprovals\x124\n" +
+	"\fapproval_ids\x18\t \x03(\tB\x11\xbaH\x0e\x92\x01\v\x10 \"\ar\x05\x10\x01\x18\x80\x01R\vapprovalIds\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"}\n" +
