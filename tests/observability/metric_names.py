@@ -14,6 +14,7 @@ COUNTERS = {
     "loomflow_memory_evicted_users_total": ("reason",),
     "loomflow_budget_tokens_charged_total": ("kind",),
     "loomflow_budget_cost_charged_usd_total": (),
+    "loomflow_budget_reservations_total": ("outcome",),
     "loomflow_budget_refusals_total": ("limit",),
     "loomflow_policy_decisions_total": ("outcome",),
     "loomflow_policy_approvals_resolved_total": ("outcome",),

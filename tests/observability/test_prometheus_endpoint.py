@@ -20,8 +20,8 @@ import pytest
 
 from loomflow.kernel.telemetry import OTHER_TENANTS
 from loomflow.kernel.tenancy import ANONYMOUS_LABEL, ANONYMOUS_SENTINEL
-from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
-from tests.observability.prometheus import Sample, label_values, scrape, total
+from loomflow.v1 import budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
+from tests.observability.prometheus import Sample, label_values, scrape, select, total
 from tests.support.processes import ServeProcess, free_port
 
 MAX_TENANTS = 3
@@ -77,6 +77,29 @@ def _workload(address: str) -> dict[str, list[grpc.StatusCode]]:
         # The sentinel is not a user id: refused, and never shown as a label.
         sentinel = memory_pb2.RememberRequest(scope=tenancy_pb2.UserScope(user_id=ANONYMOUS_SENTINEL), input="x")
         codes["remember:sentinel"] = [_code(lambda: memory.Remember(sentinel, timeout=10))]
+        codes.update(_budget_workload(budget_pb2_grpc.BudgetServiceStub(channel)))
+    return codes
+
+
+PRICED_MODEL = "claude-sonnet-4"  # USD 3 per million input tokens, 15 per million output tokens
+ALICE_COST_USD = 1000 * 3 / 1e6 + 500 * 15 / 1e6
+
+
+def _budget_workload(budget: budget_pb2_grpc.BudgetServiceStub) -> dict[str, list[grpc.StatusCode]]:
+    """alice spends (1000 in, 500 out); bob is refused by a 100-token limit."""
+    codes: dict[str, list[grpc.StatusCode]] = {}
+    usage = budget_pb2.Usage(input_tokens=1000, output_tokens=500)
+    reserve = budget_pb2.ReserveRequest(scope=_scope("alice"), call_id="c-1", model=PRICED_MODEL, estimate=usage)
+    held: list[str] = []
+    codes["reserve:alice"] = [_code(lambda: held.append(budget.Reserve(reserve, timeout=10).reservation_id))]
+    if held:
+        commit = budget_pb2.CommitRequest(scope=_scope("alice"), reservation_id=held[0], actual=usage)
+        codes["commit:alice"] = [_code(partial(budget.Commit, commit, timeout=10))]
+    limit = budget_pb2.Limit(dimension=budget_pb2.DIMENSION_TOTAL_TOKENS, window=budget_pb2.WINDOW_NONE, max=100)
+    set_limits = budget_pb2.SetLimitsRequest(scope=_scope("bob"), target=budget_pb2.LIMIT_TARGET_USER, limits=[limit])
+    codes["set_limits:bob"] = [_code(partial(budget.SetLimits, set_limits, timeout=10))]
+    refused = budget_pb2.ReserveRequest(scope=_scope("bob"), call_id="c-2", model=PRICED_MODEL, estimate=usage)
+    codes["reserve:bob"] = [_code(partial(budget.Reserve, refused, timeout=10))]
     return codes
 
 
@@ -162,3 +185,17 @@ def test_one_info_log_line_per_request_with_the_tenant_rpc_and_ids(observed: Obs
 def test_logs_carry_no_payloads_and_never_the_sentinel(observed: ObservedRun) -> None:
     assert CANARY not in observed.raw_log, "a request payload reached the logs"
     assert ANONYMOUS_SENTINEL not in observed.raw_log
+
+
+def test_budget_charges_and_refusals_are_counted_per_tenant(observed: ObservedRun) -> None:
+    s = observed.samples
+    assert observed.codes["commit:alice"] == [grpc.StatusCode.OK]
+    assert total(s, "loomflow_budget_tokens_charged_total", user_id="alice", kind="input") == 1000
+    assert total(s, "loomflow_budget_tokens_charged_total", user_id="alice", kind="output") == 500
+    assert total(s, "loomflow_budget_cost_charged_usd_total", user_id="alice") == pytest.approx(ALICE_COST_USD)
+    assert total(s, "loomflow_budget_reservations_total", user_id="alice", outcome="granted") == 1
+    assert observed.codes["reserve:bob"] == [grpc.StatusCode.RESOURCE_EXHAUSTED]
+    (refusal,) = select(s, "loomflow_budget_refusals_total", user_id="bob")
+    assert refusal.value == 1
+    assert "total_tokens" in refusal.labels["limit"]
+    assert total(s, "loomflow_budget_cost_charged_usd_total", user_id="bob") == 0

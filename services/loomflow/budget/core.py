@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from loomflow.budget import metrics
 from loomflow.budget.ledger.base import Ledger
 from loomflow.budget.models import (
     BudgetWarning,
@@ -34,8 +35,7 @@ from loomflow.budget.models import (
 from loomflow.budget.pricing import PriceTable
 from loomflow.budget.windows import Calendar
 from loomflow.kernel.config import ConfigError
-from loomflow.kernel.errors import InvalidArgument, NotFound
-from loomflow.kernel.telemetry import meter, tenant_label
+from loomflow.kernel.errors import InvalidArgument, NotFound, ResourceExhausted
 
 _ID = re.compile(r"^r1\.[A-Za-z0-9_-]{22}\.([0-9a-f]{1,16})\.([a-z0-9._-]{0,64})$")
 MAX_LIMITS = 32
@@ -129,12 +129,6 @@ class Budget:
         # Limits from settings are written before the first operation (and retried until the
         # store accepts them), so a store that was down at start-up can never run without them.
         self._pending_limits = dict(configured_limits or {})
-        m = meter("loomflow.budget")
-        self._reservations = m.create_counter(
-            "loomflow_budget_reservations", description="Reserve calls by outcome (granted, replayed)"
-        )
-        self._cost = m.create_counter("loomflow_budget_cost_micros", unit="uUSD", description="Committed cost")
-        self._tokens = m.create_counter("loomflow_budget_tokens", description="Committed tokens")
 
     async def start(self) -> None:
         await self.ledger.start()
@@ -178,10 +172,12 @@ class Budget:
             created_ms=at.now_ms,
             expires_ms=at.now_ms + (ttl_ms or self.default_ttl_ms),
         )
-        outcome = await self.ledger.reserve(tenant, reservation, at)
-        self._reservations.add(
-            1, {"user_id": tenant_label(tenant), "outcome": "replayed" if outcome.replayed else "granted"}
-        )
+        try:
+            outcome = await self.ledger.reserve(tenant, reservation, at)
+        except ResourceExhausted as refused:
+            metrics.record_refusal(tenant, refused.limit)
+            raise
+        metrics.record_reservation(tenant, outcome.replayed)
         return ReserveResult(outcome, self.warnings(outcome.limits))
 
     async def commit(self, tenant: str, reservation_id: str, actual: Usage) -> CommitResult:
@@ -199,9 +195,7 @@ class Budget:
         charge = self.prices.charge(self.prices.by_name(priced_as), actual, wall)
         outcome = await self.ledger.commit(tenant, reservation_id, charge, at)
         if not outcome.replayed:
-            label = {"user_id": tenant_label(tenant)}
-            self._cost.add(charge.cost_micros, label)
-            self._tokens.add(charge.total_tokens, label)
+            metrics.record_charge(tenant, charge.input_tokens, charge.output_tokens, charge.cost_micros / 1_000_000)
         return CommitResult(outcome, self.warnings(outcome.limits))
 
     async def release(self, tenant: str, reservation_id: str) -> bool:

@@ -1,7 +1,8 @@
 """Budget's domain metrics, exported on the Prometheus endpoint (docs/observability.md).
 
 Prometheus names: ``loomflow_budget_tokens_charged_total{kind}`` (kind: input,
-output), ``loomflow_budget_cost_charged_usd_total`` and
+output), ``loomflow_budget_cost_charged_usd_total``,
+``loomflow_budget_reservations_total{outcome}`` (granted, replayed) and
 ``loomflow_budget_refusals_total{limit}`` (the limit a refused reservation
 would have exceeded). Every point is labelled ``user_id`` through the kernel's
 cardinality guard.
@@ -17,6 +18,9 @@ _tokens_charged = _meter.create_counter(
 )
 _cost_charged = _meter.create_counter(
     "loomflow_budget_cost_charged_usd", unit="{USD}", description="Cost committed to a tenant's budget, in US dollars"
+)
+_reservations = _meter.create_counter(
+    "loomflow_budget_reservations", unit="{reservation}", description="Reservations granted, by outcome"
 )
 _refusals = _meter.create_counter(
     "loomflow_budget_refusals", unit="{reservation}", description="Reservations refused, by the limit they would exceed"
@@ -34,6 +38,11 @@ def record_charge(tenant_key: str, input_tokens: int, output_tokens: int, cost_u
         _cost_charged.add(cost_usd, {"user_id": user_id})
 
 
+def record_reservation(tenant_key: str, replayed: bool) -> None:
+    """A granted reservation; ``replayed``: an idempotent retry answered from the ledger."""
+    _reservations.add(1, {"user_id": tenant_label(tenant_key), "outcome": "replayed" if replayed else "granted"})
+
+
 def record_refusal(tenant_key: str, limit: str) -> None:
-    """``limit``: the limit's name (a fixed set, e.g. ``total_tokens`` or ``global.cost_usd``)."""
+    """``limit``: the limit's name as RESOURCE_EXHAUSTED names it (a fixed set, e.g. ``user:total_tokens/daily``)."""
     _refusals.add(1, {"user_id": tenant_label(tenant_key), "limit": limit})
