@@ -335,6 +335,7 @@ def test_every_pod_meets_the_restricted_security_profile(overlay: Rendered) -> N
         assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")), f"{name}: host namespaces"
         assert not any("hostPath" in v for v in spec.get("volumes", [])), f"{name}: hostPath volume"
         assert spec.get("automountServiceAccountToken") is False, f"{name}: no pod needs the Kubernetes API"
+        assert spec.get("enableServiceLinks") is False, f"{name}: service-link variables pollute the environment"
         for container in spec["containers"]:
             sc = container.get("securityContext", {})
             assert sc.get("allowPrivilegeEscalation") is False, f"{name}: allowPrivilegeEscalation"
