@@ -18,6 +18,7 @@ BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
 ]
 SHARED_BACKENDS = [p for p in BACKENDS if p.id != "memory"]
 """Backends whose state outlives a store instance (a second process would see it)."""

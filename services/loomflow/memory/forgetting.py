@@ -59,7 +59,11 @@ def refuse_if_forgotten(cutoffs: list[Micros | None] | tuple[Micros | None, ...]
     """Raises ABORTED when a tombstone covering the write's scope has a later cutoff."""
     for cutoff in cutoffs:
         if cutoff is not None and stamped_at < cutoff:
-            raise Aborted(
-                "a Forget of this scope happened after this request started; the write was not stored "
-                "(retry to store it as new data)"
-            )
+            raise overtaken_by_forget()
+
+
+def overtaken_by_forget() -> Aborted:
+    return Aborted(
+        "a Forget of this scope happened after this request started; the write was not stored "
+        "(retry to store it as new data)"
+    )

@@ -60,6 +60,10 @@ def open_store(
         from loomflow.memory.store.postgres import PostgresStore
 
         return PostgresStore(dsn, embedder, options.recall_cache_episodes, options.pool_size)
+    if scheme in ("redis", "rediss"):
+        from loomflow.memory.store.redis import RedisStore
+
+        return RedisStore(dsn, embedder, options.recall_cache_episodes)
     raise ConfigError(f"LOOMFLOW_MEMORY_DSN={dsn!r}: unknown scheme; use one of {', '.join(SCHEMES)}")
 
 
