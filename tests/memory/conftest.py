@@ -19,9 +19,10 @@ BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("chroma", id="chroma"),
 ]
-SHARED_BACKENDS = [p for p in BACKENDS if p.id != "memory"]
-"""Backends whose state outlives a store instance (a second process would see it)."""
+SHARED_BACKENDS = [p for p in BACKENDS if p.id not in ("memory", "chroma")]
+"""Backends a second process can share (Chroma's embedded client is single-process)."""
 
 
 def dsn_for(backend: str, tmp_path: Path) -> str:

@@ -64,6 +64,10 @@ def open_store(
         from loomflow.memory.store.redis import RedisStore
 
         return RedisStore(dsn, embedder, options.recall_cache_episodes)
+    if scheme == "chroma":
+        from loomflow.memory.store.chroma import ChromaStore
+
+        return ChromaStore(_path_after(dsn, scheme) or None, embedder, options.recall_cache_episodes)
     raise ConfigError(f"LOOMFLOW_MEMORY_DSN={dsn!r}: unknown scheme; use one of {', '.join(SCHEMES)}")
 
 

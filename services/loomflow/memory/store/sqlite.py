@@ -241,6 +241,20 @@ class SQLiteStore:
 
         return await self.write(work)
 
+    async def reserve_episode_seq(self, tenant: str, session_id: str, at: Micros) -> int:
+        """The next episode seq of a tenant, or ABORTED under a tombstone (for stores keeping episodes elsewhere)."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            (seq,) = conn.execute(sql.NEXT_SEQ, (tenant,)).fetchone()
+            forgetting.refuse_if_forgotten(_cutoffs(conn, tenant, session_id), at)
+            return int(seq)
+
+        return await self.write(work)
+
+    async def bump_epoch(self, tenant: str) -> None:
+        """Invalidates every process's cached recall index of the tenant."""
+        await self.write(lambda conn: conn.execute(sql.BUMP_EPOCH, (tenant,)).fetchall())
+
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
         return await self._recall.recall(tenant, query)
 
