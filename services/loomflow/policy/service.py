@@ -1,4 +1,4 @@
-"""Hosts the PolicyService. Not implemented yet: every RPC answers UNIMPLEMENTED."""
+"""Hosts the PolicyService: settings, the store chosen by DSN, the policy file, the servicer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 import grpc
 
+from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
+from loomflow.policy.approvals import Approvals
+from loomflow.policy.book import PolicyBook
+from loomflow.policy.checks import Checker
+from loomflow.policy.policy_file import PolicyFile, load_policy_file
+from loomflow.policy.servicer import PolicyServicer
+from loomflow.policy.store import open_store
 from loomflow.v1 import policy_pb2, policy_pb2_grpc
 
 SECTION = "policy"
@@ -14,11 +21,53 @@ SECTION = "policy"
 
 @dataclass(frozen=True)
 class Settings:
-    pass
+    dsn: str = option("", "store: empty (sqlite under data_dir), sqlite:///path, postgres://…")
+    file: str = option("", "YAML policy file applied at start (validated; see docs/policy.md)")
+    approval_timeout_seconds: float = option(300.0, "how long an approval stays pending when timeout_ms is 0")
+    remember_ttl_seconds: float = option(86_400.0, "how long a remembered answer lasts (the longest run)")
+    expiry_sweep_seconds: float = option(1.0, "how often approvals past their deadline are expired and announced")
+    refresh_seconds: float = option(1.0, "how often policy changes made by other processes are picked up")
+    max_cached_policies: int = option(100_000, "tenants whose policy is kept compiled in memory (LRU)")
+    watch_queue_size: int = option(1000, "approvals a slow watcher may fall behind before its stream is ended")
+    pool_size: int = option(10, "connections to Postgres")
+
+
+def _check(settings: Settings) -> None:
+    for name in ("approval_timeout_seconds", "remember_ttl_seconds"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"LOOMFLOW_POLICY_{name.upper()} must be positive")
+    for name in ("max_cached_policies", "watch_queue_size", "pool_size"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"LOOMFLOW_POLICY_{name.upper()} must be at least 1")
 
 
 def build(ctx: ServiceContext) -> HostedService:
-    servicer = policy_pb2_grpc.PolicyServiceServicer()  # type: ignore[abstract]  # all RPCs UNIMPLEMENTED until built
+    settings = ctx.section(SECTION, Settings)
+    _check(settings)
+    # Read and validate the file now, so a bad file stops the server before it binds.
+    policy_file: PolicyFile | None = load_policy_file(settings.file) if settings.file else None
+    store = open_store(settings.dsn, ctx.server.data_dir, pool_size=settings.pool_size)
+    book = PolicyBook(store, max_cached=settings.max_cached_policies, refresh_seconds=settings.refresh_seconds)
+    approvals = Approvals(
+        store,
+        default_timeout_ms=int(settings.approval_timeout_seconds * 1000),
+        remember_ttl_ms=int(settings.remember_ttl_seconds * 1000),
+        sweep_seconds=settings.expiry_sweep_seconds,
+        queue_size=settings.watch_queue_size,
+    )
+    servicer = PolicyServicer(book, approvals, Checker(book, approvals))
+
+    async def start() -> None:
+        await store.start()
+        if policy_file is not None:
+            await book.apply_file(policy_file.by_key())
+        await book.start()
+        await approvals.start()
+
+    async def stop() -> None:
+        await approvals.close()
+        await book.close()
+        await store.close()
 
     def register(server: grpc.aio.Server) -> None:
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
@@ -27,5 +76,6 @@ def build(ctx: ServiceContext) -> HostedService:
         name=SECTION,
         full_name=policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
         register=register,
-        accepts_end_users=SECTION == "agent",
+        on_start=[start],
+        on_stop=[stop],
     )

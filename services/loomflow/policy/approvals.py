@@ -1,0 +1,326 @@
+"""Durable human approvals: request, resolve, expire, remember, and watch.
+
+Fail closed everywhere: an approval that nobody resolves before its deadline
+becomes EXPIRED, which is a deny. Expiry is applied lazily by every read and
+resolve (so it never depends on timing), and eagerly by a sweep every
+``sweep_seconds`` (so watchers hear about it).
+
+Watchers subscribe to an in-process :class:`Broadcaster`. Approvals created
+or resolved by another replica reach it through the store's change
+notifications (Postgres LISTEN/NOTIFY); the approval is re-read from the store
+and published here, so every replica's watchers see every tenant's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from loomflow.kernel.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from loomflow.policy import metrics
+from loomflow.policy.models import (
+    Approval,
+    ApprovalRequest,
+    ApprovalStatus,
+    Remembered,
+    Resolution,
+    ResolutionInput,
+)
+from loomflow.policy.store import Change, ChangeKind, PolicyStore
+
+log = logging.getLogger("loomflow.policy")
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_id(prefix: str) -> str:
+    """An unguessable, unique id: 128 random bits, URL-safe."""
+    return prefix + secrets.token_urlsafe(16)
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+_OUTCOME = {ApprovalStatus.APPROVED: "approved", ApprovalStatus.DENIED: "denied", ApprovalStatus.EXPIRED: "expired"}
+
+
+class Subscription:
+    """One watcher's queue. Bounded: a watcher that falls too far behind is ended with ABORTED."""
+
+    def __init__(self, tenant: str | None, include_resolved: bool, queue_size: int) -> None:
+        self.tenant = tenant
+        self.include_resolved = include_resolved
+        self._queue: asyncio.Queue[Approval | None] = asyncio.Queue(queue_size)
+        self._delivered: OrderedDict[tuple[str, ApprovalStatus], None] = OrderedDict()
+        self.overflowed = False
+        self.closed = False
+
+    def wants(self, approval: Approval) -> bool:
+        if self.tenant is not None and approval.tenant != self.tenant:
+            return False
+        return approval.pending or self.include_resolved
+
+    def offer(self, approval: Approval) -> None:
+        if self.closed or self.overflowed:
+            return
+        try:
+            self._queue.put_nowait(approval)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    def first_delivery(self, approval: Approval) -> bool:
+        """False if this watcher already got this approval in this state (replays and
+        notifications can both carry it)."""
+        key = (approval.id, approval.status)
+        if key in self._delivered:
+            return False
+        self._delivered[key] = None
+        if len(self._delivered) > 4096:
+            self._delivered.popitem(last=False)
+        return True
+
+    async def next(self) -> Approval | None:
+        if self.overflowed:
+            raise Aborted(
+                f"this watcher fell more than {self._queue.maxsize} approvals behind; "
+                "watch again with replay_pending to catch up"
+            )
+        if self.closed and self._queue.empty():
+            return None
+        return await self._queue.get()
+
+
+class Broadcaster:
+    """Fans approvals out to this process's watchers."""
+
+    def __init__(self, queue_size: int = 1000) -> None:
+        self._queue_size = queue_size
+        self._subscriptions: set[Subscription] = set()
+
+    def subscribe(self, tenant: str | None, include_resolved: bool) -> Subscription:
+        subscription = Subscription(tenant, include_resolved, self._queue_size)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def publish(self, approval: Approval) -> None:
+        for subscription in self._subscriptions:
+            if subscription.wants(approval):
+                subscription.offer(approval)
+
+    @property
+    def watchers(self) -> int:
+        return len(self._subscriptions)
+
+    def close(self) -> None:
+        for subscription in self._subscriptions:
+            subscription.close()
+
+
+class Watch:
+    """One watcher: subscribed from creation, so nothing published after that is missed."""
+
+    def __init__(self, approvals: Approvals, subscription: Subscription, replay_pending: bool) -> None:
+        self._approvals = approvals
+        self._subscription = subscription
+        self._replay_pending = replay_pending
+
+    def __aiter__(self) -> AsyncIterator[Approval]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Approval]:
+        subscription = self._subscription
+        try:
+            if self._replay_pending:
+                for approval in await self._approvals.pending(subscription.tenant):
+                    if subscription.first_delivery(approval):
+                        yield approval
+            while (event := await subscription.next()) is not None:
+                if subscription.first_delivery(event):
+                    yield event
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._approvals.broadcaster.unsubscribe(self._subscription)
+
+
+class Approvals:
+    def __init__(
+        self,
+        store: PolicyStore,
+        *,
+        default_timeout_ms: int = 300_000,
+        remember_ttl_ms: int = 86_400_000,
+        sweep_seconds: float = 1.0,
+        queue_size: int = 1000,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self._store = store
+        self._default_timeout_ms = default_timeout_ms
+        self._remember_ttl_ms = remember_ttl_ms
+        self._sweep_seconds = sweep_seconds
+        self._clock = clock
+        self.broadcaster = Broadcaster(queue_size)
+        self._sweeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._store.on_change(self._on_change)
+        if self._sweep_seconds > 0:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="policy-approval-expiry")
+
+    async def close(self) -> None:
+        self.broadcaster.close()
+        tasks = [t for t in (self._sweeper, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._sweeper = None
+
+    # -- the flow ----------------------------------------------------------
+
+    async def request(self, request: ApprovalRequest, timeout_ms: int = 0) -> Approval:
+        """Records a pending approval addressed to ``request.tenant``; 0 means the default timeout."""
+        now = self._clock()
+        approval = Approval(
+            id=new_id("apr_"),
+            tenant=request.tenant,
+            tool_name=request.tool_name,
+            arguments=dict(request.arguments),
+            decision_id=request.decision_id,
+            session_id=request.session_id,
+            run_id=request.run_id,
+            reason=request.reason,
+            status=ApprovalStatus.PENDING,
+            created_at=now,
+            expires_at=now + (timeout_ms or self._default_timeout_ms),
+        )
+        await self._store.insert_approval(approval)
+        metrics.record_approval_opened(approval.tenant)
+        self.broadcaster.publish(approval)
+        return approval
+
+    async def get(self, tenant: str, approval_id: str) -> Approval:
+        """The tenant's approval (expired first if its deadline passed). Another tenant's is NOT_FOUND."""
+        approval = await self._store.get_approval(tenant, approval_id)
+        if approval is None:
+            raise NotFound(f"approval {approval_id!r} not found")
+        if approval.pending and approval.expires_at <= self._clock():
+            approval = await self._expire_one(approval)
+        return approval
+
+    async def resolve(self, tenant: str, approval_id: str, answer: ResolutionInput) -> Approval:
+        """Approves or denies a pending approval; retrying the same answer returns the same record."""
+        if answer.edited_arguments is not None and answer.resolution is Resolution.DENY:
+            raise InvalidArgument.field("edited_arguments", "only an approval can carry edited arguments")
+        current = await self.get(tenant, approval_id)
+        if answer.remember and not current.run_id:
+            raise InvalidArgument.field(
+                "remember", "this approval has no run_id, so there is no run to remember the answer for"
+            )
+        now = self._clock()
+        remember_until = now + self._remember_ttl_ms if answer.remember else None
+        resolved = None
+        if current.pending:
+            resolved = await self._store.resolve_approval(tenant, approval_id, answer, now, remember_until)
+        if resolved is not None:
+            metrics.record_approval_resolved(tenant, _OUTCOME[resolved.status])
+            self.broadcaster.publish(resolved)
+            return resolved
+        current = await self.get(tenant, approval_id)  # someone else got there first, or the deadline passed
+        if current.status is ApprovalStatus.EXPIRED:
+            raise FailedPrecondition(
+                f"approval {approval_id!r} expired at {_when(current.expires_at)} and counts as denied"
+            )
+        if current.status is answer.status:
+            return current
+        raise FailedPrecondition(f"approval {approval_id!r} is already {current.status.value}")
+
+    async def pending(self, tenant: str | None) -> list[Approval]:
+        """Approvals still waiting for a human (of ``tenant``, or every tenant's for None)."""
+        now = self._clock()
+        return [a for a in await self._store.pending_approvals(tenant) if a.expires_at > now]
+
+    async def remembered(self, tenant: str, run_id: str, tool_name: str) -> Remembered | None:
+        return await self._store.remembered(tenant, run_id, tool_name, self._clock())
+
+    def watch(self, tenant: str | None, *, include_resolved: bool = False, replay_pending: bool = False) -> Watch:
+        """Subscribes now to approvals of ``tenant`` (every tenant's for None) as they are
+        created, and resolved if asked; iterating first replays the ones already pending if
+        ``replay_pending``. Iteration ends when the service stops; :meth:`Watch.close` ends it early."""
+        subscription = self.broadcaster.subscribe(tenant, include_resolved)
+        return Watch(self, subscription, replay_pending)
+
+    # -- expiry ------------------------------------------------------------
+
+    async def _expire_one(self, approval: Approval) -> Approval:
+        expired = await self._store.expire_due(self._clock(), approval.tenant, approval.id)
+        for item in expired:
+            self._announce_expired(item)
+        if expired:
+            return expired[0]
+        fresh = await self._store.get_approval(approval.tenant, approval.id)
+        return fresh if fresh is not None else approval
+
+    def _announce_expired(self, approval: Approval) -> None:
+        metrics.record_approval_resolved(approval.tenant, "expired")
+        self.broadcaster.publish(approval)
+
+    async def sweep(self) -> int:
+        """Expires every pending approval past its deadline; returns how many."""
+        now = self._clock()
+        expired = await self._store.expire_due(now)
+        for approval in expired:
+            self._announce_expired(approval)
+        return len(expired)
+
+    async def _sweep_forever(self) -> None:
+        rounds = 0
+        while True:
+            await asyncio.sleep(self._sweep_seconds)
+            rounds += 1
+            try:
+                await self.sweep()
+                if rounds % 60 == 0:
+                    await self._store.purge(self._clock())
+            except Exception:
+                log.warning("approval expiry sweep failed; retrying", exc_info=True)
+
+    # -- other replicas ----------------------------------------------------
+
+    def _on_change(self, change: Change) -> None:
+        if change.kind is not ChangeKind.APPROVAL or not self.broadcaster.watchers:
+            return
+        task = asyncio.get_running_loop().create_task(self._relay(change))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _relay(self, change: Change) -> None:
+        try:
+            approval = await self._store.get_approval(change.tenant, change.approval_id)
+        except Exception:
+            log.warning("could not read approval %s announced by another replica", change.approval_id, exc_info=True)
+            return
+        if approval is not None:
+            self.broadcaster.publish(approval)

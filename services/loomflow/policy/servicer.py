@@ -1,0 +1,123 @@
+"""PolicyService on the wire: protobuf in, domain calls, protobuf out. Nothing else.
+
+The kernel has already authenticated the caller (service or operator: end
+users cannot call internal services), validated the request against the
+.proto's rules and bound ``scope`` as the tenant. Every approval read and write
+is keyed by that tenant, so another tenant's approval is NOT_FOUND whoever
+asks; reading every tenant's stream, and changing policies, need an operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from loomflow.kernel.auth import current_principal, require_operator
+from loomflow.kernel.tenancy import tenant_key
+from loomflow.policy import wire
+from loomflow.policy.approvals import Approvals
+from loomflow.policy.book import PolicyBook
+from loomflow.policy.checks import Checker
+from loomflow.policy.models import DEFAULT_POLICY_KEY, ApprovalRequest, ResolutionInput
+from loomflow.v1 import policy_pb2, policy_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _resolver() -> str:
+    principal = current_principal()
+    return f"{principal.role.value}:{principal.subject}"
+
+
+class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
+    def __init__(self, book: PolicyBook, approvals: Approvals, checker: Checker) -> None:
+        self._book = book
+        self._approvals = approvals
+        self._checker = checker
+
+    async def Check(self, request: policy_pb2.CheckRequest, context: Context) -> policy_pb2.CheckResponse:
+        result = await self._checker.check(
+            tenant_key(request.scope),
+            request.tool_name,
+            wire.StructView(request.arguments),
+            request.tool_tags,
+            request.run_id,
+        )
+        verdict = result.verdict
+        return policy_pb2.CheckResponse(
+            decision_id=result.decision_id,
+            decision=wire.DECISION_TO_WIRE[verdict.decision],
+            matched_rule=verdict.matched_rule,
+            reason=verdict.reason,
+            mode=wire.MODE_TO_WIRE[result.mode],
+            approval_id=result.approval_id,
+        )
+
+    async def RequestApproval(
+        self, request: policy_pb2.RequestApprovalRequest, context: Context
+    ) -> policy_pb2.RequestApprovalResponse:
+        approval = await self._approvals.request(
+            ApprovalRequest(
+                tenant=tenant_key(request.scope),
+                tool_name=request.tool_name,
+                arguments=wire.to_dict(request.arguments),
+                decision_id=request.decision_id,
+                session_id=request.session_id,
+                run_id=request.run_id,
+                reason=request.reason,
+            ),
+            timeout_ms=request.timeout_ms,
+        )
+        return policy_pb2.RequestApprovalResponse(approval=wire.approval_to_wire(approval))
+
+    async def ResolveApproval(
+        self, request: policy_pb2.ResolveApprovalRequest, context: Context
+    ) -> policy_pb2.ResolveApprovalResponse:
+        answer = ResolutionInput(
+            resolution=wire.RESOLUTION_FROM_WIRE[request.resolution],
+            resolved_by=_resolver(),
+            edited_arguments=wire.to_dict(request.edited_arguments) if request.HasField("edited_arguments") else None,
+            remember=request.remember,
+            note=request.note,
+        )
+        approval = await self._approvals.resolve(tenant_key(request.scope), request.approval_id, answer)
+        return policy_pb2.ResolveApprovalResponse(approval=wire.approval_to_wire(approval))
+
+    async def GetApproval(
+        self, request: policy_pb2.GetApprovalRequest, context: Context
+    ) -> policy_pb2.GetApprovalResponse:
+        approval = await self._approvals.get(tenant_key(request.scope), request.approval_id)
+        return policy_pb2.GetApprovalResponse(approval=wire.approval_to_wire(approval))
+
+    async def WatchApprovals(
+        self, request: policy_pb2.WatchApprovalsRequest, context: Context
+    ) -> AsyncIterator[policy_pb2.WatchApprovalsResponse]:
+        if request.all_tenants:
+            require_operator("watching every tenant's approvals (all_tenants)")
+        tenant = None if request.all_tenants else tenant_key(request.scope)
+        watch = self._approvals.watch(
+            tenant, include_resolved=request.include_resolved, replay_pending=request.replay_pending
+        )
+        try:
+            # Headers now tell the client the subscription is in place: nothing created from here on is missed.
+            await context.send_initial_metadata(())
+            async for approval in watch:
+                yield policy_pb2.WatchApprovalsResponse(approval=wire.approval_to_wire(approval))
+        finally:
+            watch.close()
+
+    async def GetPolicy(self, request: policy_pb2.GetPolicyRequest, context: Context) -> policy_pb2.GetPolicyResponse:
+        if request.default_policy:
+            policy, is_default = self._book.default(), True
+        else:
+            policy, is_default = await self._book.applicable(tenant_key(request.scope))
+        return policy_pb2.GetPolicyResponse(policy=wire.policy_to_wire(policy.policy), is_default=is_default)
+
+    async def PutPolicy(self, request: policy_pb2.PutPolicyRequest, context: Context) -> policy_pb2.PutPolicyResponse:
+        require_operator("PutPolicy")
+        policy = wire.policy_from_wire(request.policy)
+        key = DEFAULT_POLICY_KEY if request.default_policy else tenant_key(request.scope)
+        stored = await self._book.put(key, policy)
+        return policy_pb2.PutPolicyResponse(policy=wire.policy_to_wire(stored))

@@ -1,0 +1,322 @@
+"""The embedded default store: one SQLite file in WAL mode, written with ``synchronous=FULL``.
+
+Every statement runs on one dedicated thread with one connection, so the
+event loop never blocks on disk and writes are serialised without locks of our
+own; each write is one ``BEGIN IMMEDIATE`` transaction, which SQLite also
+serialises against other processes sharing the file. The hot path (Check)
+never comes here: policies are cached in process (:mod:`loomflow.policy.book`),
+and only approvals, remembered answers and cache misses do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from loomflow.kernel.errors import Unavailable
+from loomflow.policy.models import Approval, ApprovalStatus, Decision, Policy, Remembered, ResolutionInput
+from loomflow.policy.store.base import ChangeListener
+from loomflow.policy.store.codec import arguments_from_json, arguments_to_json, policy_from_json, policy_to_json
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS policy_policies (
+            key TEXT PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL, updated_at INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS policy_policies_by_version ON policy_policies (version)",
+        """CREATE TABLE IF NOT EXISTS policy_approvals (
+            tenant TEXT NOT NULL, id TEXT NOT NULL, tool_name TEXT NOT NULL, arguments TEXT NOT NULL,
+            decision_id TEXT NOT NULL, session_id TEXT NOT NULL, run_id TEXT NOT NULL, reason TEXT NOT NULL,
+            status TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+            edited_arguments TEXT, resolved_by TEXT NOT NULL, note TEXT NOT NULL, remember INTEGER NOT NULL,
+            resolved_at INTEGER NOT NULL,
+            PRIMARY KEY (tenant, id)
+        ) WITHOUT ROWID""",
+        # Pending approvals by deadline: the expiry sweep and replays read only these rows.
+        """CREATE INDEX IF NOT EXISTS policy_approvals_pending
+            ON policy_approvals (expires_at) WHERE status = 'pending'""",
+        """CREATE TABLE IF NOT EXISTS policy_remembered (
+            tenant TEXT NOT NULL, run_id TEXT NOT NULL, tool_name TEXT NOT NULL,
+            approval_id TEXT NOT NULL, decision TEXT NOT NULL, expires_at INTEGER NOT NULL,
+            PRIMARY KEY (tenant, run_id, tool_name)
+        ) WITHOUT ROWID""",
+    ),
+)
+
+_APPROVAL_COLUMNS = (
+    "tenant, id, tool_name, arguments, decision_id, session_id, run_id, reason, status, created_at, "
+    "expires_at, edited_arguments, resolved_by, note, remember, resolved_at"
+)
+
+
+def approval_from_row(row: Any) -> Approval:
+    """An approval from a row in ``_APPROVAL_COLUMNS`` order (shared with the Postgres store)."""
+    return Approval(
+        tenant=row[0],
+        id=row[1],
+        tool_name=row[2],
+        arguments=arguments_from_json(row[3]) or {},
+        decision_id=row[4],
+        session_id=row[5],
+        run_id=row[6],
+        reason=row[7],
+        status=ApprovalStatus(row[8]),
+        created_at=row[9],
+        expires_at=row[10],
+        edited_arguments=arguments_from_json(row[11]),
+        resolved_by=row[12],
+        note=row[13],
+        remember=bool(row[14]),
+        resolved_at=row[15],
+    )
+
+
+def approval_values(a: Approval) -> tuple[Any, ...]:
+    return (
+        a.tenant,
+        a.id,
+        a.tool_name,
+        arguments_to_json(a.arguments),
+        a.decision_id,
+        a.session_id,
+        a.run_id,
+        a.reason,
+        a.status.value,
+        a.created_at,
+        a.expires_at,
+        arguments_to_json(a.edited_arguments),
+        a.resolved_by,
+        a.note,
+        int(a.remember),
+        a.resolved_at,
+    )
+
+
+class SqliteStore:
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing ----------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None or self._conn is None:
+            raise Unavailable("the policy store is not open")
+        conn = self._conn
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"policy store: {exc}") from exc
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _open(self) -> sqlite3.Connection:
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # an approval acknowledged is an approval kept
+        applied = conn.execute("PRAGMA user_version").fetchone()[0]
+
+        def migrate(c: sqlite3.Connection) -> None:
+            for statements in MIGRATIONS[applied:]:
+                for statement in statements:
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+        if applied < len(MIGRATIONS):
+            self._write(conn, migrate)
+        return conn
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-sqlite")
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot open the policy store {self._path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """SQLite cannot notify: other processes' policy changes are found by polling."""
+
+    # -- policies ----------------------------------------------------------
+
+    async def get_policy(self, key: str) -> Policy | None:
+        def read(c: sqlite3.Connection) -> Policy | None:
+            row = c.execute("SELECT body, version FROM policy_policies WHERE key = ?", (key,)).fetchone()
+            return None if row is None else policy_from_json(row[0], row[1])
+
+        return await self._run(read)
+
+    async def put_policy(self, key: str, policy: Policy) -> Policy:
+        body = policy_to_json(policy)
+
+        def write(c: sqlite3.Connection) -> int:
+            version: int = c.execute("SELECT coalesce(max(version), 0) + 1 FROM policy_policies").fetchone()[0]
+            c.execute(
+                """INSERT INTO policy_policies (key, body, version, updated_at)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT (key) DO UPDATE SET body = excluded.body, version = excluded.version,
+                   updated_at = excluded.updated_at""",
+                (key, body, version, int(time.time() * 1000)),
+            )
+            return version
+
+        version = await self._run(functools.partial(self._write, body=write))
+        return policy_from_json(body, version)
+
+    async def policy_version(self) -> int:
+        def read(c: sqlite3.Connection) -> int:
+            return int(c.execute("SELECT coalesce(max(version), 0) FROM policy_policies").fetchone()[0])
+
+        return await self._run(read)
+
+    async def policy_changes(self, since_version: int) -> list[tuple[str, int]]:
+        def read(c: sqlite3.Connection) -> list[tuple[str, int]]:
+            rows = c.execute(
+                "SELECT key, version FROM policy_policies WHERE version > ? ORDER BY version", (since_version,)
+            ).fetchall()
+            return [(row[0], row[1]) for row in rows]
+
+        return await self._run(read)
+
+    # -- approvals ---------------------------------------------------------
+
+    async def insert_approval(self, approval: Approval) -> None:
+        values = approval_values(approval)
+        marks = ", ".join("?" * len(values))
+
+        def write(c: sqlite3.Connection) -> None:
+            c.execute(f"INSERT INTO policy_approvals ({_APPROVAL_COLUMNS}) VALUES ({marks})", values)
+
+        await self._run(functools.partial(self._write, body=write))
+
+    async def get_approval(self, tenant: str, approval_id: str) -> Approval | None:
+        def read(c: sqlite3.Connection) -> Approval | None:
+            row = c.execute(
+                f"SELECT {_APPROVAL_COLUMNS} FROM policy_approvals WHERE tenant = ? AND id = ?",
+                (tenant, approval_id),
+            ).fetchone()
+            return None if row is None else approval_from_row(row)
+
+        return await self._run(read)
+
+    async def resolve_approval(
+        self,
+        tenant: str,
+        approval_id: str,
+        answer: ResolutionInput,
+        now_ms: int,
+        remember_until_ms: int | None,
+    ) -> Approval | None:
+        def write(c: sqlite3.Connection) -> Approval | None:
+            row = c.execute(
+                f"""UPDATE policy_approvals
+                    SET status = ?, edited_arguments = ?, resolved_by = ?, note = ?, remember = ?, resolved_at = ?
+                    WHERE tenant = ? AND id = ? AND status = 'pending' AND expires_at > ?
+                    RETURNING {_APPROVAL_COLUMNS}""",
+                (
+                    answer.status.value,
+                    arguments_to_json(answer.edited_arguments),
+                    answer.resolved_by,
+                    answer.note,
+                    int(answer.remember),
+                    now_ms,
+                    tenant,
+                    approval_id,
+                    now_ms,
+                ),
+            ).fetchone()
+            if row is None:
+                return None
+            approval = approval_from_row(row)
+            if remember_until_ms is not None:
+                decision = Decision.ALLOW if answer.status is ApprovalStatus.APPROVED else Decision.DENY
+                c.execute(
+                    """INSERT INTO policy_remembered (tenant, run_id, tool_name, approval_id, decision, expires_at)
+                       VALUES (?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (tenant, run_id, tool_name) DO UPDATE SET approval_id = excluded.approval_id,
+                       decision = excluded.decision, expires_at = excluded.expires_at""",
+                    (tenant, approval.run_id, approval.tool_name, approval.id, decision.value, remember_until_ms),
+                )
+            return approval
+
+        return await self._run(functools.partial(self._write, body=write))
+
+    async def expire_due(
+        self, now_ms: int, tenant: str | None = None, approval_id: str | None = None
+    ) -> list[Approval]:
+        where = "status = 'pending' AND expires_at <= ?"
+        params: tuple[Any, ...] = (now_ms,)
+        if tenant is not None and approval_id is not None:
+            where += " AND tenant = ? AND id = ?"
+            params += (tenant, approval_id)
+
+        def write(c: sqlite3.Connection) -> list[Approval]:
+            rows = c.execute(
+                f"UPDATE policy_approvals SET status = 'expired', resolved_at = ? WHERE {where} "
+                f"RETURNING {_APPROVAL_COLUMNS}",
+                (now_ms, *params),
+            ).fetchall()
+            return sorted((approval_from_row(r) for r in rows), key=lambda a: (a.created_at, a.id))
+
+        return await self._run(functools.partial(self._write, body=write))
+
+    async def pending_approvals(self, tenant: str | None) -> list[Approval]:
+        def read(c: sqlite3.Connection) -> list[Approval]:
+            if tenant is None:
+                rows = c.execute(
+                    f"SELECT {_APPROVAL_COLUMNS} FROM policy_approvals WHERE status = 'pending' ORDER BY created_at, id"
+                ).fetchall()
+            else:
+                rows = c.execute(
+                    f"SELECT {_APPROVAL_COLUMNS} FROM policy_approvals WHERE tenant = ? AND status = 'pending' "
+                    "ORDER BY created_at, id",
+                    (tenant,),
+                ).fetchall()
+            return [approval_from_row(r) for r in rows]
+
+        return await self._run(read)
+
+    async def remembered(self, tenant: str, run_id: str, tool_name: str, now_ms: int) -> Remembered | None:
+        def read(c: sqlite3.Connection) -> Remembered | None:
+            row = c.execute(
+                """SELECT approval_id, decision FROM policy_remembered
+                   WHERE tenant = ? AND run_id = ? AND tool_name = ? AND expires_at > ?""",
+                (tenant, run_id, tool_name, now_ms),
+            ).fetchone()
+            return None if row is None else Remembered(row[0], Decision(row[1]))
+
+        return await self._run(read)
+
+    async def purge(self, now_ms: int) -> int:
+        def write(c: sqlite3.Connection) -> int:
+            return c.execute("DELETE FROM policy_remembered WHERE expires_at <= ?", (now_ms,)).rowcount
+
+        return await self._run(functools.partial(self._write, body=write))

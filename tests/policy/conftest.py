@@ -1,0 +1,83 @@
+"""Policy fixtures: a store on every backend (isolated per test), and a clock tests control.
+
+SQLite isolation: a file under the test's tmp_path. Postgres isolation: a unique
+schema per test (the DSN's ``search_path``), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from loomflow.policy.store import PolicyStore, open_store
+from tests.support import backends
+
+START_MS = 1_780_000_000_000
+
+
+class FakeClock:
+    """Milliseconds that only move when a test says so."""
+
+    def __init__(self, now_ms: int = START_MS) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
+
+
+@dataclass
+class Backend:
+    name: str
+    dsn: str
+    data_dir: Path
+
+    def open(self) -> PolicyStore:
+        return open_store(self.dsn, self.data_dir)
+
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+def with_search_path(dsn: str, schema: str) -> str:
+    return f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, unique: str, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        yield Backend("sqlite", f"sqlite://{tmp_path}/policy.db", tmp_path)
+        return
+    dsn = backends.postgres_dsn()
+    schema = f"policy_test_{unique}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        yield Backend("postgres", with_search_path(dsn, schema), tmp_path)
+    finally:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await admin.close()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[PolicyStore]:
+    opened = backend.open()
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
