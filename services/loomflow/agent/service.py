@@ -1,4 +1,9 @@
-"""Hosts the AgentService. Not implemented yet: every RPC answers UNIMPLEMENTED."""
+"""Hosts the AgentService: the stateless orchestrator of the four other services.
+
+Every option is a flag and a ``LOOMFLOW_AGENT_*`` variable. An empty dependency
+address means "this process": the Agent then calls the services hosted next to
+it over real gRPC on the server's own port.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,132 @@ from dataclasses import dataclass
 
 import grpc
 
+from loomflow.agent.approvals import ApprovalWaiter
+from loomflow.agent.dependencies import Addresses, Dependencies, ServiceCredential
+from loomflow.agent.models.base import Model
+from loomflow.agent.models.catalog import ModelCatalog, ProviderSettings
+from loomflow.agent.models.retry import RetryPolicy
+from loomflow.agent.models.scripted import load_script
+from loomflow.agent.runner import RunLimits, Runner
+from loomflow.agent.servicer import AgentServicer
+from loomflow.agent.toolcalls import ToolCaller
+from loomflow.agent.tools.builtins import BUILTINS
+from loomflow.agent.tools.registry import ToolRegistry
+from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
 SECTION = "agent"
+DEPENDENCIES = ("memory", "budget", "policy", "audit")
 
 
 @dataclass(frozen=True)
 class Settings:
-    pass
+    memory_address: str = option("", "MemoryService host:port (empty: this process)")
+    budget_address: str = option("", "BudgetService host:port (empty: this process)")
+    policy_address: str = option("", "PolicyService host:port (empty: this process)")
+    audit_address: str = option("", "AuditService host:port (empty: this process)")
+    model: str = option("echo", "default model: echo, scripted, anthropic:<model id> or openai:<model id>")
+    models: str = option("", "other models callers may pick, comma-separated (`*`: any provider model)")
+    max_turns: int = option(8, "model turns per run at most, unless the run asks for fewer or more")
+    timeout_ms: int = option(60_000, "run timeout in ms, unless the run sets one (charged to the wall-clock budget)")
+    recall_limit: int = option(5, "episodes recalled into each run's context (0: no recall)")
+    context_tokens: int = option(512, "at most this many tokens of recalled memories per run")
+    max_output_tokens: int = option(1024, "output tokens per model turn at most (what each turn reserves)")
+    system_prompt: str = option("You are a helpful assistant.", "system prompt of every run")
+    approval_timeout_ms: int = option(300_000, "how long a tool call waits for a human approval before denying")
+    approval_poll_ms: int = option(1000, "how often a waiting run re-reads its approval besides the watch stream")
+    call_timeout_ms: int = option(5000, "deadline of one call to another service, at most (the run's own is shorter)")
+    model_attempts: int = option(4, "model calls per turn at most, retrying 429/5xx/connection errors with backoff")
+    model_backoff_ms: int = option(200, "first retry delay; doubles each retry, with jitter")
+    model_timeout_ms: int = option(600_000, "HTTP timeout of one provider request")
+    anthropic_api_key: str = option("", "Anthropic API key (empty: the SDK reads ANTHROPIC_API_KEY)", secret=True)
+    anthropic_base_url: str = option("", "Anthropic API base URL (empty: the SDK default)")
+    openai_api_key: str = option("", "OpenAI(-compatible) API key (empty: OPENAI_API_KEY, or none)", secret=True)
+    openai_base_url: str = option("", "OpenAI-compatible base URL, e.g. http://localhost:8000/v1 for vLLM")
+    script_file: str = option("", "JSON script that enables the `scripted` model (tests and demos)")
+    builtin_tools: bool = option(True, "offer the built-in tools (calculator, current_time, notes_*)")
+    tools: str = option("", "more tools: comma-separated module:attribute paths of Tools or iterables of them")
+    max_tool_result_chars: int = option(16_000, "a tool result longer than this is truncated for the model")
+
+
+def _loopback(host: str) -> str:
+    """Where this process can reach its own listening socket."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def resolve_addresses(settings: Settings, ctx: ServiceContext) -> Addresses:
+    hosted = set(ctx.server.service_names())
+    own = f"{_loopback(ctx.server.host)}:{ctx.bound_port}"
+    resolved: dict[str, str] = {}
+    for name in DEPENDENCIES:
+        address: str = getattr(settings, f"{name}_address")
+        if not address:
+            if name not in hosted:
+                raise ConfigError(
+                    f"LOOMFLOW_AGENT_{name.upper()}_ADDRESS is empty (this process) but this process does not host "
+                    f"{name}; set it to the {name} service's host:port"
+                )
+            address = own
+        resolved[name] = address
+    return Addresses(**resolved)
+
+
+def tool_registry(settings: Settings) -> ToolRegistry:
+    registry = ToolRegistry(BUILTINS if settings.builtin_tools else ())
+    for path in filter(None, (p.strip() for p in settings.tools.split(","))):
+        registry.load(path)
+    return registry
 
 
 def build(ctx: ServiceContext) -> HostedService:
-    servicer = agent_pb2_grpc.AgentServiceServicer()  # type: ignore[abstract]  # all RPCs UNIMPLEMENTED until built
+    settings = ctx.section(SECTION, Settings)
+    try:
+        credential = ServiceCredential(ctx.auth, ctx.server.insecure)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    scripted: Model | None = load_script(settings.script_file) if settings.script_file else None
+    providers = ProviderSettings(
+        anthropic_api_key=settings.anthropic_api_key,
+        anthropic_base_url=settings.anthropic_base_url,
+        openai_api_key=settings.openai_api_key,
+        openai_base_url=settings.openai_base_url,
+        timeout_s=settings.model_timeout_ms / 1000.0,
+    )
+    catalog = ModelCatalog(settings.model, providers, scripted, settings.models.split(","))
+    tools = tool_registry(settings)
+    limits = RunLimits(
+        max_turns=settings.max_turns,
+        timeout_s=settings.timeout_ms / 1000.0,
+        recall_limit=settings.recall_limit,
+        context_tokens=settings.context_tokens,
+        max_output_tokens=settings.max_output_tokens,
+        system_prompt=settings.system_prompt,
+        retry=RetryPolicy(attempts=max(1, settings.model_attempts), base_delay_s=settings.model_backoff_ms / 1000.0),
+    )
+    servicer = AgentServicer()
+    opened: list[Dependencies] = []
+
+    async def start() -> None:
+        deps = Dependencies(
+            resolve_addresses(settings, ctx),
+            credential,
+            settings.call_timeout_ms / 1000.0,
+            ctx.server.max_message_bytes,
+        )
+        opened.append(deps)
+        approvals = ApprovalWaiter(deps, settings.approval_timeout_ms / 1000.0, settings.approval_poll_ms / 1000.0)
+        caller = ToolCaller(deps, tools, approvals, settings.max_tool_result_chars)
+        servicer.runner = Runner(deps, catalog, tools, caller, limits)
+
+    async def stop() -> None:
+        servicer.runner = None
+        for deps in opened:
+            await deps.close()
 
     def register(server: grpc.aio.Server) -> None:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
@@ -27,5 +145,7 @@ def build(ctx: ServiceContext) -> HostedService:
         name=SECTION,
         full_name=agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
         register=register,
-        accepts_end_users=SECTION == "agent",
+        accepts_end_users=True,
+        on_start=[start],
+        on_stop=[stop],
     )

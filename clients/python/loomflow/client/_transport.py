@@ -1,0 +1,162 @@
+"""One connection to a loomflow server: channel, bearer token, deadlines, retries, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Self, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from loomflow.client.errors import from_rpc_error
+from loomflow.v1 import tenancy_pb2
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+TokenSource = str | Callable[[], str] | None
+"""A bearer token, or a function returning the current one (for tokens that rotate)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of idempotent calls that failed with UNAVAILABLE, within the call's deadline."""
+
+    attempts: int = 4
+    base_delay_s: float = 0.05
+    max_delay_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_delay_s, self.base_delay_s * 2**attempt) * (0.5 + random.random() / 2))
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def scope(user_id: str | None = None, anonymous: bool = False) -> tenancy_pb2.UserScope:
+    """The wire scope: exactly one of ``user_id`` or ``anonymous=True``."""
+    if anonymous:
+        if user_id is not None:
+            raise ValueError("pass either user_id or anonymous=True, not both")
+        return tenancy_pb2.UserScope(anonymous=tenancy_pb2.Anonymous())
+    if user_id is None:
+        raise ValueError("pass user_id=... (or anonymous=True for the anonymous partition)")
+    return tenancy_pb2.UserScope(user_id=user_id)
+
+
+class Connection:
+    """A channel plus how to call through it. Shared by every client made from it."""
+
+    def __init__(
+        self,
+        target: str | grpc.aio.Channel,
+        *,
+        token: TokenSource = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        tls: bool = False,
+        options: list[tuple[str, int | str]] | None = None,
+    ) -> None:
+        if isinstance(target, str):
+            if tls:
+                self.channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+            else:
+                self.channel = grpc.aio.insecure_channel(target, options=options)
+            self._owns_channel = True
+        else:
+            self.channel = target
+            self._owns_channel = False
+        self._token = token
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        token = self._token() if callable(self._token) else self._token
+        return (("authorization", f"Bearer {token}"),) if token else None
+
+    async def unary(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
+        request: Req,
+        *,
+        idempotent: bool,
+        deadline_s: float | None = None,
+    ) -> Resp:
+        """Calls once, or (idempotent calls) until it succeeds, fails for good, or the deadline passes."""
+        deadline = time.monotonic() + (self.timeout if deadline_s is None else deadline_s)
+        attempts = self.retry.attempts if idempotent else 1
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return await method(request, metadata=self.metadata(), timeout=max(remaining, 0.001))
+            except grpc.aio.AioRpcError as error:
+                attempt += 1
+                typed = from_rpc_error(error)
+                delay = self.retry.delay(attempt - 1)
+                if not typed.retryable or attempt >= attempts or time.monotonic() + delay >= deadline:
+                    raise typed from None
+            await asyncio.sleep(delay)
+
+    async def stream(
+        self,
+        method: grpc.aio.UnaryStreamMultiCallable[Req, Resp],
+        request: Req,
+        *,
+        deadline_s: float | None = None,
+    ) -> AsyncIterator[Resp]:
+        """A server stream's messages; ``deadline_s=None`` means no deadline (watches run until cancelled)."""
+        call = method(request, metadata=self.metadata(), timeout=deadline_s)
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        if self._owns_channel:
+            await self.channel.close()
+
+
+class ServiceClient:
+    """Base of the typed service clients: owns (or shares) a :class:`Connection`."""
+
+    def __init__(
+        self,
+        target: str | grpc.aio.Channel | Connection,
+        *,
+        token: TokenSource = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        tls: bool = False,
+    ) -> None:
+        if isinstance(target, Connection):
+            self._connection = target
+            self._owns = False
+        else:
+            self._connection = Connection(target, token=token, timeout=timeout, retry=retry, tls=tls)
+            self._owns = True
+        self._bind(self._connection.channel)
+
+    def _bind(self, channel: grpc.aio.Channel) -> None:
+        """Makes the service's stub on the channel (once per client)."""
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        return self._connection.channel
+
+    async def close(self) -> None:
+        if self._owns:
+            await self._connection.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()

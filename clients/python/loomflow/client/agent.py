@@ -1,0 +1,340 @@
+"""The Agent client: run an agent for a tenant, whole or streamed.
+
+    async with Agent("127.0.0.1:50051", token=alice_token) as agent:
+        result = await agent.run("hello", user_id="alice", session_id="conv_42")
+        async for event in agent.stream("and now?", user_id="alice"):
+            ...
+
+A run is not idempotent (it calls a model and charges a budget), so it is never
+retried; a failure raises a typed :mod:`loomflow.client.errors` exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from loomflow.client._transport import Connection, TokenSource, scope
+from loomflow.client.errors import from_rpc_error
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, budget_pb2, policy_pb2
+
+_SERVER_GRACE_S = 5.0
+"""Extra gRPC deadline beyond a run's own timeout, so the server can answer "interrupted: timeout"."""
+
+
+def _name(enum_name: str, prefix: str) -> str:
+    return enum_name.removeprefix(prefix).lower()
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a run was charged (sum over its model turns)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_micros: int = 0
+    wall_clock_ms: int = 0
+    priced_as: str = ""
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_micros / 1_000_000
+
+    @classmethod
+    def from_proto(cls, charge: budget_pb2.Charge) -> Usage:
+        return cls(
+            charge.input_tokens,
+            charge.output_tokens,
+            charge.total_tokens,
+            charge.cached_input_tokens,
+            charge.cache_write_tokens,
+            charge.cost_micros,
+            charge.wall_clock_ms,
+            charge.priced_as,
+        )
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    decision: str
+    """``allow``, ``deny`` or ``ask`` (an ASK resolved by a human shows the final allow/deny)."""
+    decision_id: str
+    approval_id: str
+    result: str
+    """The tool's output, or why it did not run."""
+    executed: bool
+
+    @classmethod
+    def from_proto(cls, record: agent_pb2.ToolCallRecord) -> ToolCall:
+        return cls(
+            record.call_id,
+            record.tool_name,
+            MessageToDict(record.arguments),
+            _name(policy_pb2.Decision.Name(record.decision), "DECISION_"),
+            record.decision_id,
+            record.approval_id,
+            record.result,
+            record.executed,
+        )
+
+
+@dataclass(frozen=True)
+class BudgetWarning:
+    dimension: str
+    window: str
+    max: int
+    applies_to: str
+    fraction: float
+    message: str
+
+    @classmethod
+    def from_proto(cls, warning: budget_pb2.BudgetWarning) -> BudgetWarning:
+        limit = warning.limit
+        return cls(
+            _name(budget_pb2.Dimension.Name(limit.dimension), "DIMENSION_"),
+            _name(budget_pb2.Window.Name(limit.window), "WINDOW_"),
+            limit.max,
+            warning.applies_to,
+            warning.fraction,
+            warning.message,
+        )
+
+
+@dataclass(frozen=True)
+class Approval:
+    approval_id: str
+    user_id: str | None
+    """None for the anonymous partition."""
+    tool_name: str
+    arguments: dict[str, Any]
+    status: str
+    """``pending``, ``approved``, ``denied`` or ``expired``."""
+    reason: str
+    note: str
+    resolved_by: str
+    decision_id: str
+    run_id: str
+    session_id: str
+
+    @classmethod
+    def from_proto(cls, approval: policy_pb2.Approval) -> Approval:
+        return cls(
+            approval.approval_id,
+            approval.scope.user_id if approval.scope.WhichOneof("kind") == "user_id" else None,
+            approval.tool_name,
+            MessageToDict(approval.arguments),
+            _name(policy_pb2.ApprovalStatus.Name(approval.status), "APPROVAL_STATUS_"),
+            approval.reason,
+            approval.note,
+            approval.resolved_by,
+            approval.decision_id,
+            approval.run_id,
+            approval.session_id,
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    output: str
+    turns: int
+    usage: Usage
+    interrupted: bool
+    """True when the run stopped early: budget, max_turns, timeout or a denied tool call."""
+    interruption_reason: str
+    tool_calls: tuple[ToolCall, ...]
+    warnings: tuple[BudgetWarning, ...]
+    recalled_episode_ids: tuple[str, ...]
+
+    @classmethod
+    def from_proto(cls, reply: agent_pb2.RunResponse) -> RunResult:
+        return cls(
+            reply.run_id,
+            reply.output,
+            reply.turns,
+            Usage.from_proto(reply.usage),
+            reply.interrupted,
+            reply.interruption_reason,
+            tuple(ToolCall.from_proto(r) for r in reply.tool_calls),
+            tuple(BudgetWarning.from_proto(w) for w in reply.warnings),
+            tuple(reply.recalled_episode_ids),
+        )
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    turn: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallEvent:
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ApprovalPending:
+    approval: Approval
+
+
+@dataclass(frozen=True)
+class ApprovalResolved:
+    approval: Approval
+
+
+@dataclass(frozen=True)
+class BudgetWarningEvent:
+    warning: BudgetWarning
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The last event of a stream."""
+
+    result: RunResult
+
+
+RunEvent = TextDelta | ToolCallEvent | ApprovalPending | ApprovalResolved | BudgetWarningEvent | Completed
+
+
+def _event(message: agent_pb2.RunStreamResponse) -> RunEvent | None:
+    kind = message.WhichOneof("event")
+    if kind == "text":
+        return TextDelta(message.text.turn, message.text.text)
+    if kind == "tool_call":
+        return ToolCallEvent(ToolCall.from_proto(message.tool_call))
+    if kind == "approval_pending":
+        return ApprovalPending(Approval.from_proto(message.approval_pending.approval))
+    if kind == "approval_resolved":
+        return ApprovalResolved(Approval.from_proto(message.approval_resolved.approval))
+    if kind == "budget_warning":
+        return BudgetWarningEvent(BudgetWarning.from_proto(message.budget_warning))
+    if kind == "result":
+        return Completed(RunResult.from_proto(message.result))
+    return None  # an event kind newer than this client
+
+
+class Agent:
+    """Runs the agent for tenants. ``token``: the end user's JWT (its subject must be the user_id
+    of every run), or an operator/service token; a callable is asked before each run."""
+
+    def __init__(
+        self,
+        address: str | grpc.aio.Channel,
+        *,
+        token: TokenSource = None,
+        timeout: float = 120.0,
+        tls: bool = False,
+    ) -> None:
+        self._connection = Connection(address, token=token, timeout=timeout, tls=tls)
+        self._stub = agent_pb2_grpc.AgentServiceStub(self._connection.channel)
+
+    @staticmethod
+    def _options(
+        prompt: str,
+        session_id: str,
+        metadata: Mapping[str, str] | None,
+        model: str,
+        max_turns: int,
+        timeout: float | None,
+        recall_limit: int,
+        defer_approvals: bool,
+        approval_ids: Iterable[str],
+    ) -> agent_pb2.RunOptions:
+        return agent_pb2.RunOptions(
+            prompt=prompt,
+            session_id=session_id,
+            metadata=dict(metadata or {}),
+            model=model,
+            max_turns=max_turns,
+            timeout_ms=round(timeout * 1000) if timeout is not None else 0,
+            recall_limit=recall_limit,
+            defer_approvals=defer_approvals,
+            approval_ids=list(approval_ids),
+        )
+
+    def _deadline(self, timeout_s: float | None) -> float:
+        return self._connection.timeout if timeout_s is None else timeout_s + _SERVER_GRACE_S
+
+    async def run(
+        self,
+        prompt: str,
+        *,
+        user_id: str | None = None,
+        anonymous: bool = False,
+        session_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        model: str = "",
+        max_turns: int = 0,
+        timeout_s: float | None = None,
+        recall_limit: int = 0,
+        defer_approvals: bool = False,
+        approval_ids: Iterable[str] = (),
+    ) -> RunResult:
+        """Runs to completion. ``timeout_s`` is the run's own limit, charged to the wall-clock
+        budget; 0-valued options mean the server's defaults."""
+        request = agent_pb2.RunRequest(
+            scope=scope(user_id, anonymous),
+            options=self._options(
+                prompt, session_id, metadata, model, max_turns, timeout_s, recall_limit, defer_approvals, approval_ids
+            ),
+        )
+        reply = await self._connection.unary(
+            self._stub.Run, request, idempotent=False, deadline_s=self._deadline(timeout_s)
+        )
+        return RunResult.from_proto(reply)
+
+    async def stream(
+        self,
+        prompt: str,
+        *,
+        user_id: str | None = None,
+        anonymous: bool = False,
+        session_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        model: str = "",
+        max_turns: int = 0,
+        timeout_s: float | None = None,
+        recall_limit: int = 0,
+        defer_approvals: bool = False,
+        approval_ids: Iterable[str] = (),
+    ) -> AsyncIterator[RunEvent]:
+        """Runs and yields events as they happen; the last one is :class:`Completed`."""
+        request = agent_pb2.RunStreamRequest(
+            scope=scope(user_id, anonymous),
+            options=self._options(
+                prompt, session_id, metadata, model, max_turns, timeout_s, recall_limit, defer_approvals, approval_ids
+            ),
+        )
+        call = self._stub.RunStream(request, metadata=self._connection.metadata(), timeout=self._deadline(timeout_s))
+        try:
+            async for message in call:
+                event = _event(message)
+                if event is not None:
+                    yield event
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

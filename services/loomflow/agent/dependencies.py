@@ -1,0 +1,153 @@
+"""The Agent's connections to Memory, Budget, Policy and Audit.
+
+One channel per distinct address and one stub per service, made once when the
+service starts and reused by every run (a stub or channel per call would cost
+more than the call). Every call presents the Agent's service credential and a
+deadline derived from the run's remaining time, capped per call.
+
+Failures of a dependency become domain errors naming the dependency, so the
+caller sees UNAVAILABLE / DEADLINE_EXCEEDED rather than INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from loomflow.kernel import errors
+from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.v1 import (
+    audit_pb2_grpc,
+    budget_pb2_grpc,
+    memory_pb2_grpc,
+    policy_pb2_grpc,
+)
+
+log = logging.getLogger("loomflow.agent")
+
+Metadata = tuple[tuple[str, str], ...]
+
+SERVICE_SUBJECT = "loomflow-agent"
+_TOKEN_TTL_S = 3600
+_REFRESH_BEFORE_S = 600
+
+
+class ServiceCredential:
+    """The bearer token the Agent presents to the internal services.
+
+    A configured token (``LOOMFLOW_AUTH_SERVICE_TOKEN``) is used as is; otherwise
+    one is minted from the configured signing key and re-minted before it
+    expires. With neither (insecure development mode) no token is sent.
+    """
+
+    def __init__(self, auth: AuthSettings, insecure: bool) -> None:
+        self._auth = auth
+        self._static = auth.service_token
+        self._can_mint = bool(auth.jwt_secret or auth.jwt_private_key_file)
+        if not self._static and not self._can_mint and not insecure:
+            raise ValueError(
+                "the agent needs a credential for the internal services: set LOOMFLOW_AUTH_SERVICE_TOKEN, "
+                "or a signing key (LOOMFLOW_AUTH_JWT_SECRET or LOOMFLOW_AUTH_JWT_PRIVATE_KEY_FILE)"
+            )
+        self._metadata: Metadata = ()
+        self._refresh_at = 0.0
+
+    def metadata(self) -> Metadata:
+        if self._static:
+            if not self._metadata:
+                self._metadata = (("authorization", f"Bearer {self._static}"),)
+            return self._metadata
+        if not self._can_mint:
+            return ()
+        now = time.monotonic()
+        if now >= self._refresh_at:
+            token = mint_token(self._auth, SERVICE_SUBJECT, Role.SERVICE, ttl_seconds=_TOKEN_TTL_S)
+            self._metadata = (("authorization", f"Bearer {token}"),)
+            self._refresh_at = now + _TOKEN_TTL_S - _REFRESH_BEFORE_S
+        return self._metadata
+
+
+@dataclass(frozen=True)
+class Addresses:
+    memory: str
+    budget: str
+    policy: str
+    audit: str
+
+
+class Dependencies:
+    """Channels and stubs to the four services, shared by every run of this process."""
+
+    memory: memory_pb2_grpc.MemoryServiceAsyncStub
+    budget: budget_pb2_grpc.BudgetServiceAsyncStub
+    policy: policy_pb2_grpc.PolicyServiceAsyncStub
+    audit: audit_pb2_grpc.AuditServiceAsyncStub
+
+    def __init__(
+        self,
+        addresses: Addresses,
+        credential: ServiceCredential,
+        call_timeout_s: float,
+        max_message_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.addresses = addresses
+        self.credential = credential
+        self.call_timeout_s = call_timeout_s
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            # Keep the connection warm between bursts; a reconnect costs more than a turn.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        for address in {addresses.memory, addresses.budget, addresses.policy, addresses.audit}:
+            self._channels[address] = grpc.aio.insecure_channel(address, options=options)
+        self.memory = memory_pb2_grpc.MemoryServiceStub(self._channels[addresses.memory])
+        self.budget = budget_pb2_grpc.BudgetServiceStub(self._channels[addresses.budget])
+        self.policy = policy_pb2_grpc.PolicyServiceStub(self._channels[addresses.policy])
+        self.audit = audit_pb2_grpc.AuditServiceStub(self._channels[addresses.audit])
+
+    @property
+    def metadata(self) -> Metadata:
+        return self.credential.metadata()
+
+    def timeout(self, deadline: float) -> float:
+        """The deadline of one dependency call: the run's remaining time, capped per call."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.DeadlineExceeded("the run's deadline passed")
+        return min(remaining, self.call_timeout_s)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+
+
+_PASSED_THROUGH: dict[grpc.StatusCode, type[errors.ServiceError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.ABORTED: errors.Aborted,
+}
+
+
+def dependency_error(service: str, error: grpc.aio.AioRpcError) -> errors.ServiceError:
+    """What the Agent's caller sees when a call to ``service`` failed.
+
+    Bad input and deadlines keep their code; anything else (the service is down,
+    refused our credential, or failed) is UNAVAILABLE naming the service: the run
+    cannot go on, and retrying later may succeed.
+    """
+    code = error.code()
+    message = f"{service} service: {error.details() or code.name}"
+    kind: type[errors.ServiceError] | None = _PASSED_THROUGH.get(code)
+    if kind is not None:
+        return kind(message)
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        log.error("the %s service refused the agent's credential: %s", service, error.details())
+        return errors.Unavailable(f"{service} service refused the agent's credential")
+    return errors.Unavailable(message)

@@ -1,0 +1,135 @@
+"""What every model adapter speaks: a provider-neutral request, response and error.
+
+The runner builds a :class:`ModelRequest` (system text, recalled memories,
+the conversation so far, the tools on offer) and gets back text, tool calls
+and the usage the provider reported. Adapters translate to and from their
+provider's wire format and raise :class:`ModelError`, marking which failures
+are worth retrying (rate limits, overload, 5xx, dropped connections).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from loomflow.agent.tools.registry import ToolSpec
+
+TextSink = Callable[[str], None]
+"""Receives each chunk of model text as it streams."""
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """A deterministic token count: words and punctuation marks (the echo model's tokenizer)."""
+    return len(_TOKEN.findall(text))
+
+
+def truncate_tokens(text: str, limit: int) -> str:
+    """``text`` cut after its first ``limit`` tokens (as :func:`count_tokens` counts them)."""
+    if limit <= 0:
+        return ""
+    for index, match in enumerate(_TOKEN.finditer(text)):
+        if index == limit:
+            return text[: match.start()].rstrip()
+    return text
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of the conversation: the user's prompt, the model's turn, or a tool's result."""
+
+    role: Literal["user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    tool_name: str = ""
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    system: str
+    messages: Sequence[Message]
+    tools: Sequence[ToolSpec] = ()
+    max_output_tokens: int = 1024
+    memories: Sequence[str] = ()
+    """Recalled episodes of this tenant, as text; adapters render them into the system prompt."""
+
+    def system_text(self) -> str:
+        if not self.memories:
+            return self.system
+        recalled = "\n".join(f"- {m}" for m in self.memories)
+        return f"{self.system}\n\nWhat you remember from earlier conversations with this user:\n{recalled}".strip()
+
+    def prompt(self) -> str:
+        """The user's prompt: the first user message."""
+        return next((m.content for m in self.messages if m.role == "user"), "")
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    input_tokens: int = 0
+    """All input tokens, including those read from or written to the provider's prompt cache."""
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@dataclass
+class ModelResponse:
+    text: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: ModelUsage = field(default_factory=ModelUsage)
+    stop_reason: str = ""
+
+
+class ModelError(Exception):
+    """A model call failed. ``transient`` ones (429, 5xx, connection) are retried with backoff."""
+
+    def __init__(
+        self, message: str, *, transient: bool, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class Model(Protocol):
+    @property
+    def name(self) -> str:
+        """The model id, as priced by the budget's price table."""
+        ...
+
+    def estimate_tokens(self, text: str) -> int:
+        """An upper estimate of ``text``'s input tokens, for the budget reservation."""
+        ...
+
+    async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
+        """One model turn; streams text chunks to ``on_text`` when given."""
+        ...
+
+
+def is_transient_status(status: int) -> bool:
+    """Rate limits, overload (Anthropic's 529) and server errors are worth retrying."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

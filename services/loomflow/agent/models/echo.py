@@ -1,0 +1,96 @@
+"""The zero-key default model: it echoes the prompt and counts tokens deterministically.
+
+It needs no provider, so ``loomflow serve`` works out of the box, and its
+usage is exact and reproducible, so budgets can be checked to the token.
+
+Beyond echoing, it can call tools, which makes the whole turn (policy,
+approvals, tools, audit) reachable without a model key: each prompt line of the
+form ``/call <tool> {json arguments}`` becomes a tool call on the first turn,
+and the next turn echoes the prompt's other lines followed by the tool results.
+Recalled memories are appended as ``[recalled] …`` lines, so what the agent
+remembered is visible in its answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from loomflow.agent.models.base import (
+    ModelRequest,
+    ModelResponse,
+    ModelUsage,
+    TextSink,
+    ToolCall,
+    count_tokens,
+    truncate_tokens,
+)
+
+_DIRECTIVE = re.compile(r"^/call\s+([A-Za-z0-9_-]{1,64})\s*(\{.*\})?\s*$")
+
+
+def parse_directives(prompt: str) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    """The ``/call`` lines of a prompt (tool name and arguments) and the prompt without them."""
+    if "/call" not in prompt:  # the common case costs one substring scan
+        return [], prompt
+    calls: list[tuple[str, dict[str, Any]]] = []
+    kept: list[str] = []
+    for line in prompt.splitlines():
+        match = _DIRECTIVE.match(line.strip())
+        if match is None:
+            kept.append(line)
+            continue
+        try:
+            arguments = json.loads(match.group(2)) if match.group(2) else {}
+        except json.JSONDecodeError:
+            kept.append(line)
+            continue
+        if isinstance(arguments, dict):
+            calls.append((match.group(1), arguments))
+        else:
+            kept.append(line)
+    return calls, "\n".join(kept).strip()
+
+
+def request_tokens(request: ModelRequest) -> int:
+    """Input tokens of a request as the echo model counts them: system, memories and messages."""
+    total = count_tokens(request.system_text())
+    for message in request.messages:
+        total += count_tokens(message.content)
+        for call in message.tool_calls:
+            total += count_tokens(call.name) + count_tokens(json.dumps(call.arguments, sort_keys=True))
+    return total
+
+
+class EchoModel:
+    name = "echo"
+
+    def estimate_tokens(self, text: str) -> int:
+        return count_tokens(text)
+
+    async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
+        prompt = request.prompt()
+        calls, text = parse_directives(prompt)
+        tool_results = [m for m in request.messages if m.role == "tool"]
+        tool_calls: list[ToolCall] = []
+        if calls and not tool_results:
+            turn = sum(1 for m in request.messages if m.role == "assistant")
+            tool_calls = [ToolCall(f"echo-{turn}-{i}", name, args) for i, (name, args) in enumerate(calls)]
+            text = ""
+        else:
+            lines = [text] if text else []
+            lines.extend(f"[{m.tool_name}] {m.content}" for m in tool_results)
+            lines.extend(f"[recalled] {memory}" for memory in request.memories)
+            text = truncate_tokens("\n".join(lines), request.max_output_tokens)
+        output_tokens = count_tokens(text) + sum(
+            count_tokens(c.name) + count_tokens(json.dumps(c.arguments, sort_keys=True)) for c in tool_calls
+        )
+        if on_text is not None and text:
+            on_text(text)
+        return ModelResponse(
+            text=text,
+            tool_calls=tool_calls,
+            usage=ModelUsage(input_tokens=request_tokens(request), output_tokens=output_tokens),
+            stop_reason="tool_use" if tool_calls else "end_turn",
+        )

@@ -1,0 +1,516 @@
+"""One run of the agent: the turn loop (DESIGN §4).
+
+    recall ∥ reserve → model call → for each tool call: policy check (approval when
+    ASK) → audit → tool → commit ∥ append ∥ remember   (last turn)
+                       commit → reserve next ∥ append   (turns that called tools)
+
+Independent calls run concurrently, so an echo turn costs two rounds of calls.
+A run holds at most one reservation at a time; whatever ends the run early
+(a dependency failing, the caller cancelling, its deadline) releases it, so no
+hold outlives the run (and the reservation's TTL covers a crash of the Agent
+itself). Each record the run writes (ledger charge, audit entry, episode) is a
+single atomic call, so a failure never leaves a half-written record; the caller
+then sees UNAVAILABLE or DEADLINE_EXCEEDED naming the dependency.
+
+A run is interrupted, not failed, when it has done work and then hits the
+budget, ``max_turns``, its timeout or a denial: the caller gets what it has.
+A run the budget refuses before doing anything answers RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from loomflow.agent import metrics
+from loomflow.agent.context import RunContext
+from loomflow.agent.dependencies import Dependencies, dependency_error
+from loomflow.agent.models.base import Message, Model, ModelError, ModelRequest, ModelResponse, ToolCall
+from loomflow.agent.models.catalog import ModelCatalog
+from loomflow.agent.models.retry import RetryPolicy, with_retries
+from loomflow.agent.toolcalls import ApprovalRequired, Emit, HeldApprovals, ToolCaller, ToolOutcome, to_struct
+from loomflow.agent.tools.registry import ToolRegistry
+from loomflow.kernel import errors
+from loomflow.kernel.tenancy import tenant_key
+from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, memory_pb2, tenancy_pb2
+
+log = logging.getLogger("loomflow.agent")
+
+_MAX_QUERY_CHARS = 65536
+_MAX_EPISODE_CHARS = 1048576
+_AUDIT_TEXT_CHARS = 4096
+_TTL_MARGIN_MS = 5000  # a crashed Agent's hold outlives the run by this much at most
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """Server defaults a run's options may override (0 in the options means these)."""
+
+    max_turns: int = 8
+    timeout_s: float = 60.0
+    recall_limit: int = 5
+    context_tokens: int = 512
+    max_output_tokens: int = 1024
+    finish_grace_s: float = 1.0
+    system_prompt: str = "You are a helpful assistant."
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def _tool_outcome(outcome: ToolOutcome) -> str:
+    if outcome.denied:
+        return "denied"
+    return "executed" if outcome.record.executed and not outcome.message.is_error else "failed"
+
+
+class BudgetRefused(Exception):
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+def _limit_of(error: grpc.aio.AioRpcError) -> str:
+    """The ``limit`` a RESOURCE_EXHAUSTED status names in its ErrorInfo detail."""
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        status = status_pb2.Status.FromString(value if isinstance(value, bytes) else value.encode())
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return str(info.metadata.get("limit", ""))
+    return ""
+
+
+class Runner:
+    """Runs turns for any tenant; holds no per-run state (one per Agent process)."""
+
+    def __init__(
+        self,
+        deps: Dependencies,
+        catalog: ModelCatalog,
+        tools: ToolRegistry,
+        caller: ToolCaller,
+        limits: RunLimits,
+    ) -> None:
+        self.deps = deps
+        self.catalog = catalog
+        self.tools = tools
+        self.caller = caller
+        self.limits = limits
+        self.tool_specs = tuple(tools.specs())
+        self._tools_text = json.dumps(
+            [{"name": s.name, "description": s.description, "input_schema": s.input_schema} for s in self.tool_specs]
+        )
+        self._tool_tokens: dict[str, int] = {}
+
+    def tool_tokens(self, model: Model) -> int:
+        """The tool definitions' share of every request's input, estimated once per model."""
+        count = self._tool_tokens.get(model.name)
+        if count is None:
+            count = self._tool_tokens[model.name] = model.estimate_tokens(self._tools_text) if self.tool_specs else 0
+        return count
+
+    async def run(
+        self,
+        scope: tenancy_pb2.UserScope,
+        options: agent_pb2.RunOptions,
+        *,
+        time_remaining: float | None = None,
+        emit: Emit | None = None,
+    ) -> agent_pb2.RunResponse:
+        model = self.catalog.resolve(options.model)
+        run = _Run(self, scope, options, model, time_remaining, emit)
+        try:
+            response = await run.execute()
+        except BaseException:
+            metrics.record_run(run.ctx.tenant, "failed")
+            await run.release()
+            raise
+        metrics.record_run(run.ctx.tenant, "interrupted" if response.interrupted else "completed")
+        return response
+
+
+class _Run:
+    def __init__(
+        self,
+        runner: Runner,
+        scope: tenancy_pb2.UserScope,
+        options: agent_pb2.RunOptions,
+        model: Model,
+        time_remaining: float | None,
+        emit: Emit | None,
+    ) -> None:
+        limits = runner.limits
+        self.runner = runner
+        self.deps = runner.deps
+        self.scope = scope
+        self.options = options
+        self.model = model
+        self.emit = emit
+        self.run_id = uuid.uuid4().hex
+        self.started = time.monotonic()
+        timeout = options.timeout_ms / 1000.0 if options.timeout_ms else limits.timeout_s
+        span = timeout + limits.finish_grace_s
+        if time_remaining is not None:
+            span = min(span, time_remaining)
+        # Work (model, tools, approvals) stops at work_deadline; the records of
+        # the run are written in the grace period before the hard deadline.
+        self.deadline = self.started + span
+        self.work_deadline = self.deadline - min(limits.finish_grace_s, span * 0.2)
+        self.max_turns = options.max_turns or limits.max_turns
+        self.recall_limit = options.recall_limit or limits.recall_limit
+        self.ctx = RunContext(tenant_key(scope), options.session_id, self.run_id, scope, self.work_deadline, self.deps)
+        self.messages: list[Message] = [Message("user", options.prompt)]
+        self.memories: list[str] = []
+        self.texts: list[str] = []
+        self.charged = budget_pb2.Charge()
+        self.records: list[agent_pb2.ToolCallRecord] = []
+        self.warnings: dict[tuple[int, int, str], budget_pb2.BudgetWarning] = {}
+        self.recalled_ids: list[str] = []
+        self.reservation = ""
+        self.interruption = ""
+        self.turns = 0
+        self.held = HeldApprovals(options.defer_approvals, tuple(options.approval_ids))
+
+    # -- the loop ------------------------------------------------------------
+
+    async def execute(self) -> agent_pb2.RunResponse:
+        await self._start()
+        while True:
+            self.turns += 1
+            turn = self.turns
+            metrics.record_turn(self.ctx.tenant)
+            turn_started = time.monotonic()
+            response: ModelResponse | None = None
+            outcomes: list[ToolOutcome] = []
+            try:
+                async with asyncio.timeout_at(self.work_deadline):
+                    response = await self._call_model(turn)
+                    self.messages.append(Message("assistant", response.text, tuple(response.tool_calls)))
+                    for call in response.tool_calls:
+                        outcome = await self.runner.caller.call(self.ctx, call, turn, self.emit, self.held)
+                        outcomes.append(outcome)
+                        self.records.append(outcome.record)
+                        metrics.record_tool_call(self.ctx.tenant, _tool_outcome(outcome))
+                        if outcome.denied:
+                            self._interrupt(f"denied: {call.name}: {outcome.record.result.removeprefix('denied: ')}")
+                            break
+            except TimeoutError:
+                timeout_ms = round((self.work_deadline - self.started) * 1000)
+                self._interrupt(f"timeout: the run took longer than {timeout_ms} ms")
+            except ApprovalRequired:
+                # The caller will resume in a new run: settle this turn, then tell it which approval to get.
+                actual = self._actual(response, turn_started)
+                entry = self._turn_entry(turn, response, outcomes, actual, last=False)
+                await self._all(self._commit(actual), self._append(entry))
+                raise
+            if response is not None and response.text:
+                self.texts.append(response.text)
+            self.messages.extend(o.message for o in outcomes)
+            actual = self._actual(response, turn_started)
+            calls = response.tool_calls if response is not None else []
+            last = bool(self.interruption) or not calls
+            if not last and turn >= self.max_turns:
+                self._interrupt(f"max_turns: stopped after {turn} turns")
+                last = True
+            entry = self._turn_entry(turn, response, outcomes, actual, last)
+            if last:
+                await self._all(self._commit(actual), self._append(entry), self._remember())
+                return self._response()
+            appended = asyncio.ensure_future(self._append(entry))
+            try:
+                await self._commit(actual)
+                await self._reserve(turn + 1, self._estimate_next())
+            except BudgetRefused as refused:
+                await appended
+                self._interrupt(f"budget: {refused}")
+                ended = self._entry("run_interrupted", {"reason": self.interruption, "output": self._output()})
+                await self._all(self._append(ended), self._remember())
+                return self._response()
+            except BaseException:
+                appended.cancel()
+                raise
+            await appended
+
+    async def _start(self) -> None:
+        limits = self.runner.limits
+        estimate = self.model.estimate_tokens(limits.system_prompt + self.options.prompt) + self.runner.tool_tokens(
+            self.model
+        )
+        if self.recall_limit <= 0:
+            await self._first_reserve(estimate)
+            return
+        recall = self.deps.memory.Recall(
+            memory_pb2.RecallRequest(
+                scope=self.scope, query=self.options.prompt[:_MAX_QUERY_CHARS], limit=self.recall_limit
+            ),
+            metadata=self.deps.metadata,
+            timeout=self.deps.timeout(self.deadline),
+        )
+        reserved, recalled = await asyncio.gather(
+            self._first_reserve(estimate + limits.context_tokens), recall, return_exceptions=True
+        )
+        # Either failure ends the run; a reservation that did succeed is released by run().
+        if isinstance(reserved, BaseException):
+            raise reserved
+        if isinstance(recalled, grpc.aio.AioRpcError):
+            raise dependency_error("memory", recalled) from None
+        if isinstance(recalled, BaseException):
+            raise recalled
+        self._use_memories(recalled.hits)
+
+    async def _first_reserve(self, estimate: int) -> None:
+        try:
+            await self._reserve(1, estimate)
+        except BudgetRefused as refused:
+            raise errors.ResourceExhausted(f"budget exhausted: {refused}", limit=refused.limit) from None
+
+    def _use_memories(self, hits: Sequence[memory_pb2.RecallHit]) -> None:
+        """Recalled episodes as context, within ``context_tokens`` (so the reservation holds)."""
+        room = self.runner.limits.context_tokens
+        for hit in hits:
+            episode = hit.episode
+            text = f"{episode.input} → {episode.output}" if episode.output else episode.input
+            tokens = self.model.estimate_tokens(text)
+            if tokens > room:
+                continue
+            room -= tokens
+            self.memories.append(text)
+            self.recalled_ids.append(episode.id)
+
+    async def _call_model(self, turn: int) -> ModelResponse:
+        limits = self.runner.limits
+        request = ModelRequest(
+            system=limits.system_prompt,
+            messages=tuple(self.messages),
+            tools=self.runner.tool_specs,
+            max_output_tokens=limits.max_output_tokens,
+            memories=tuple(self.memories),
+        )
+        emit = self.emit
+        streamed = False
+        on_text = None
+        if emit is not None:
+
+            def on_text(chunk: str) -> None:
+                nonlocal streamed
+                streamed = True
+                emit(agent_pb2.RunStreamResponse(text=agent_pb2.TextDelta(turn=turn, text=chunk)))
+
+        started = time.perf_counter()
+        try:
+            return await with_retries(
+                lambda: self.model.complete(request, on_text),
+                limits.retry,
+                self.work_deadline,
+                can_retry=lambda: not streamed,
+            )
+        except ModelError as error:
+            if error.transient:
+                raise errors.Unavailable(f"model {self.model.name} unavailable: {error}") from None
+            raise errors.FailedPrecondition(f"model {self.model.name} refused the request: {error}") from None
+        finally:
+            metrics.record_model_call(self.ctx.tenant, self.model.name, started)
+
+    # -- budget --------------------------------------------------------------
+
+    async def _reserve(self, turn: int, input_estimate: int) -> None:
+        limits = self.runner.limits
+        remaining_ms = max(0, round((self.work_deadline - time.monotonic()) * 1000))
+        request = budget_pb2.ReserveRequest(
+            scope=self.scope,
+            call_id=f"{self.run_id}.{turn}",
+            model=self.model.name,
+            estimate=budget_pb2.Usage(
+                input_tokens=input_estimate,
+                output_tokens=limits.max_output_tokens,
+                wall_clock_ms=remaining_ms,
+            ),
+            ttl_ms=min(86_400_000, max(1, round((self.deadline - time.monotonic()) * 1000)) + _TTL_MARGIN_MS),
+            run_id=self.run_id,
+        )
+        deps = self.deps
+        try:
+            reply = await deps.budget.Reserve(request, metadata=deps.metadata, timeout=deps.timeout(self.deadline))
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise BudgetRefused(error.details() or "budget exhausted", _limit_of(error)) from None
+            raise dependency_error("budget", error) from None
+        self.reservation = reply.reservation_id
+        self._warn(reply.warnings)
+
+    def _estimate_next(self) -> int:
+        text = self.runner.limits.system_prompt + "\n".join(self.memories)
+        text += "".join(m.content + "".join(json.dumps(c.arguments) for c in m.tool_calls) for m in self.messages)
+        return self.model.estimate_tokens(text) + self.runner.tool_tokens(self.model)
+
+    def _actual(self, response: ModelResponse | None, turn_started: float) -> budget_pb2.Usage:
+        wall_ms = max(0, round((time.monotonic() - turn_started) * 1000))
+        if response is None:  # timed out inside the model call: only the time is known
+            return budget_pb2.Usage(wall_clock_ms=wall_ms)
+        u = response.usage
+        return budget_pb2.Usage(
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cached_input_tokens=u.cached_input_tokens,
+            cache_write_tokens=u.cache_write_tokens,
+            wall_clock_ms=wall_ms,
+        )
+
+    async def _commit(self, actual: budget_pb2.Usage) -> None:
+        deps = self.deps
+        request = budget_pb2.CommitRequest(scope=self.scope, reservation_id=self.reservation, actual=actual)
+        try:
+            reply = await deps.budget.Commit(request, metadata=deps.metadata, timeout=deps.timeout(self.deadline))
+        except grpc.aio.AioRpcError as error:
+            raise dependency_error("budget", error) from None
+        self.reservation = ""
+        c, charged = self.charged, reply.charged
+        c.input_tokens += charged.input_tokens
+        c.output_tokens += charged.output_tokens
+        c.total_tokens += charged.total_tokens
+        c.cached_input_tokens += charged.cached_input_tokens
+        c.cache_write_tokens += charged.cache_write_tokens
+        c.cost_micros += charged.cost_micros
+        c.wall_clock_ms += charged.wall_clock_ms
+        if charged.priced_as:
+            c.priced_as = charged.priced_as
+        self._warn(reply.warnings)
+
+    async def release(self) -> None:
+        """Returns the outstanding hold, if any; shielded so a cancelled run still releases."""
+        reservation, self.reservation = self.reservation, ""
+        if not reservation:
+            return
+        deps = self.deps
+        request = budget_pb2.ReleaseRequest(scope=self.scope, reservation_id=reservation)
+        try:
+            await asyncio.shield(
+                deps.budget.Release(request, metadata=deps.metadata, timeout=min(2.0, deps.call_timeout_s))
+            )
+        except grpc.aio.AioRpcError as error:  # the reservation's TTL returns the hold instead
+            log.warning("could not release reservation %s (its TTL will): %s", reservation, error)
+
+    def _warn(self, warnings: Sequence[budget_pb2.BudgetWarning]) -> None:
+        for warning in warnings:
+            key = (warning.limit.dimension, warning.limit.window, warning.applies_to)
+            if key in self.warnings:
+                continue
+            self.warnings[key] = warning
+            if self.emit is not None:
+                self.emit(agent_pb2.RunStreamResponse(budget_warning=warning))
+
+    # -- records -------------------------------------------------------------
+
+    def _entry(self, action: str, payload: dict[str, Any]) -> audit_pb2.AppendRequest:
+        return audit_pb2.AppendRequest(
+            scope=self.scope,
+            session_id=self.options.session_id,
+            run_id=self.run_id,
+            actor="agent",
+            action=action,
+            payload=to_struct(payload),
+        )
+
+    def _turn_entry(
+        self,
+        turn: int,
+        response: ModelResponse | None,
+        outcomes: list[ToolOutcome],
+        actual: budget_pb2.Usage,
+        last: bool,
+    ) -> audit_pb2.AppendRequest:
+        payload: dict[str, Any] = {
+            "turn": turn,
+            "model": self.model.name,
+            "input_tokens": actual.input_tokens,
+            "output_tokens": actual.output_tokens,
+            "cached_input_tokens": actual.cached_input_tokens,
+            "wall_clock_ms": actual.wall_clock_ms,
+            "stop_reason": response.stop_reason if response is not None else "timeout",
+        }
+        if turn == 1:
+            payload["prompt"] = self.options.prompt[:_AUDIT_TEXT_CHARS]
+            payload["recalled_episode_ids"] = list(self.recalled_ids)
+        if outcomes:
+            payload["tool_results"] = [
+                {
+                    "call_id": o.record.call_id,
+                    "tool": o.record.tool_name,
+                    "decision_id": o.record.decision_id,
+                    "executed": o.record.executed,
+                    "result": o.record.result[:_AUDIT_TEXT_CHARS],
+                }
+                for o in outcomes
+            ]
+        if last:
+            payload["final"] = True
+            payload["output"] = self._output()[:_AUDIT_TEXT_CHARS]
+            payload["interrupted"] = bool(self.interruption)
+            payload["interruption_reason"] = self.interruption
+        return self._entry("model_call", payload)
+
+    async def _append(self, entry: audit_pb2.AppendRequest) -> None:
+        deps = self.deps
+        try:
+            await deps.audit.Append(entry, metadata=deps.metadata, timeout=deps.timeout(self.deadline))
+        except grpc.aio.AioRpcError as error:
+            raise dependency_error("audit", error) from None
+
+    async def _remember(self) -> None:
+        deps = self.deps
+        request = memory_pb2.RememberRequest(
+            scope=self.scope,
+            session_id=self.options.session_id,
+            input=self.options.prompt,
+            output=self._output()[:_MAX_EPISODE_CHARS],
+            metadata=self.options.metadata,
+            run_id=self.run_id,
+        )
+        try:
+            await deps.memory.Remember(request, metadata=deps.metadata, timeout=deps.timeout(self.deadline))
+        except grpc.aio.AioRpcError as error:
+            raise dependency_error("memory", error) from None
+
+    @staticmethod
+    async def _all(*calls: Awaitable[None]) -> None:
+        """Runs independent writes concurrently; the first failure (in order) is raised after all settle."""
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    # -- the answer ----------------------------------------------------------
+
+    def _interrupt(self, reason: str) -> None:
+        if not self.interruption:
+            self.interruption = reason
+
+    def _output(self) -> str:
+        return "\n".join(self.texts)
+
+    def _response(self) -> agent_pb2.RunResponse:
+        return agent_pb2.RunResponse(
+            run_id=self.run_id,
+            output=self._output(),
+            turns=self.turns,
+            usage=self.charged,
+            interrupted=bool(self.interruption),
+            interruption_reason=self.interruption,
+            tool_calls=self.records,
+            warnings=list(self.warnings.values()),
+            recalled_episode_ids=self.recalled_ids,
+        )
+
+
+__all__ = ["BudgetRefused", "RunLimits", "Runner", "ToolCall"]
