@@ -11,6 +11,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
+from tests.memory.conftest import dsn_for
 from tests.support.status import bad_request_fields
 from tests.support.suite import running_suite
 
@@ -182,3 +183,18 @@ async def test_bad_input_answers_invalid_argument_naming_the_field(
         await rpc(request_message)  # type: ignore[operator]
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in bad_request_fields(caught.value)
+
+
+async def test_every_backend_serves_the_memory_service_over_grpc(backend: str, tmp_path: Path, unique: str) -> None:
+    """The DSN picks the backend behind the same servicer (``backend`` fixture: every backend)."""
+    overrides = {"memory": {"dsn": dsn_for(backend, tmp_path)}}
+    async with running_suite(tmp_path, services="memory", overrides=overrides) as running:
+        stub = memory_pb2_grpc.MemoryServiceStub(running.channel)
+        alice, bob = user(f"alice-{unique}"), user(f"bob-{unique}")
+        mine = await stub.Remember(memory_pb2.RememberRequest(scope=alice, input="the wifi password is in the drawer"))
+        await stub.Remember(memory_pb2.RememberRequest(scope=bob, input="the wifi password is swordfish"))
+        hits = (await stub.Recall(memory_pb2.RecallRequest(scope=alice, query="wifi password", limit=10))).hits
+        assert [h.episode.id for h in hits] == [mine.episode.id]
+        await stub.Forget(memory_pb2.MemoryServiceForgetRequest(scope=alice))
+        assert await export(stub, alice) == []
+        assert await export(stub, bob) == ["episode"]

@@ -19,22 +19,23 @@ def bm25_scores(
     post_term: npt.NDArray[np.uint32],
     post_tf: npt.NDArray[np.float32],
     doc_len: npt.NDArray[np.float32],
+    avg_len: float,
     query: npt.NDArray[np.uint32],
 ) -> npt.NDArray[np.float64]:
-    """BM25 of every document against the query's distinct terms (0 where no term matched)."""
-    scores = np.zeros(doc_count, dtype=np.float64)
+    """BM25 of every document against the query's distinct, sorted terms (0 where no term matched)."""
     if doc_count == 0 or query.size == 0 or post_term.size == 0:
-        return scores
-    hits = np.flatnonzero(np.isin(post_term, query))
+        return np.zeros(doc_count, dtype=np.float64)
+    # Each posting's position among the (few, sorted) query terms; a hit where the term is there.
+    position = np.minimum(np.searchsorted(query, post_term), query.size - 1)
+    hits = np.flatnonzero(query[position] == post_term)
     if hits.size == 0:
-        return scores
-    terms = post_term[hits]
+        return np.zeros(doc_count, dtype=np.float64)
     docs = post_doc[hits]
-    tf = post_tf[hits].astype(np.float64)
-    _, inverse, df = np.unique(terms, return_inverse=True, return_counts=True)
+    tf = post_tf[hits]
+    which = position[hits]
+    df = np.bincount(which, minlength=query.size)
     idf = np.log1p((doc_count - df + 0.5) / (df + 0.5))
-    avg_len = max(float(doc_len.mean()), 1e-9)
-    norm = K1 * (1.0 - B + B * doc_len[docs].astype(np.float64) / avg_len)
-    contributions = idf[inverse] * tf * (K1 + 1.0) / (tf + norm)
-    scores += np.bincount(docs, weights=contributions, minlength=doc_count)
+    norm = K1 * (1.0 - B + B * doc_len[docs] / max(avg_len, 1e-9))
+    contributions = idf[which] * tf * (K1 + 1.0) / (tf + norm)
+    scores: npt.NDArray[np.float64] = np.bincount(docs, weights=contributions, minlength=doc_count)
     return scores

@@ -23,7 +23,7 @@ from loomflow.memory.recall.text import query_terms, term_counts
 
 @dataclass(frozen=True, slots=True)
 class IndexedDoc:
-    """What the index needs of an episode. ``embedding`` may be float16 (as stored) or float32."""
+    """What the index needs of an episode (``embedding``: as stored, any float dtype; None: computed)."""
 
     seq: int
     session_id: str
@@ -88,7 +88,10 @@ class TenantIndex:
         self._post_doc = _Column(np.int32)
         self._post_term = _Column(np.uint32)
         self._post_tf = _Column(np.float32)
-        self._vectors = _Column(np.float16, width=dim) if dim else None
+        # float32, not the float16 they are stored as: converting a tenant's matrix on every recall
+        # cost more than the whole rest of the search.
+        self._vectors = _Column(np.float32, width=dim) if dim else None
+        self._total_len = 0.0
 
     @property
     def size(self) -> int:
@@ -117,6 +120,7 @@ class TenantIndex:
             code = self._session_codes.setdefault(doc.session_id, len(self._session_codes))
             self._sessions.extend(np.asarray([code], dtype=np.int32))
             self._doc_len.extend(np.asarray([length], dtype=np.float32))
+            self._total_len += length
             self._post_doc.extend(np.full(len(terms), position, dtype=np.int32))
             self._post_term.extend(terms)
             self._post_tf.extend(tfs)
@@ -156,13 +160,19 @@ class TenantIndex:
                 return []
             candidates = np.flatnonzero(self._sessions.view == code)
         lexical = bm25_scores(
-            count, self._post_doc.view, self._post_term.view, self._post_tf.view, self._doc_len.view, query.terms
+            count,
+            self._post_doc.view,
+            self._post_term.view,
+            self._post_tf.view,
+            self._doc_len.view,
+            self._total_len / count,
+            query.terms,
         )
         vector_known = np.ones(count, dtype=bool)
         if nearest is None:
             if self._vectors is None:
                 raise ValueError("this index keeps no embeddings: pass the external nearest neighbours")
-            cosine = self._vectors.view.astype(np.float32) @ query.vector
+            cosine = self._vectors.view @ query.vector
             vector_ranking = order(cosine.astype(np.float64), candidates, seqs)
         else:
             cosine = np.zeros(count, dtype=np.float32)
