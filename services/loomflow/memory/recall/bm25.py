@@ -37,5 +37,5 @@ def bm25_scores(
     idf = np.log1p((doc_count - df + 0.5) / (df + 0.5))
     norm = K1 * (1.0 - B + B * doc_len[docs] / max(avg_len, 1e-9))
     contributions = idf[which] * tf * (K1 + 1.0) / (tf + norm)
-    scores: npt.NDArray[np.float64] = np.bincount(docs, weights=contributions, minlength=doc_count)
-    return scores
+    # bincount with weights is float64 already (numpy's stubs type it as int): astype without a copy.
+    return np.bincount(docs, weights=contributions, minlength=doc_count).astype(np.float64, copy=False)
