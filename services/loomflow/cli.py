@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from loomflow import suite
+from loomflow.audit.cli import add_subcommand as add_audit_subcommand
 from loomflow.kernel import config
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_logging
@@ -32,7 +33,10 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 # Subcommand registrars: each adds its parser and sets `handler`.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_serve,
+    add_audit_subcommand,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

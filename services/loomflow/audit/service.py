@@ -1,4 +1,4 @@
-"""Hosts the AuditService. Not implemented yet: every RPC answers UNIMPLEMENTED."""
+"""Hosts the AuditService: settings, keys, the sink chosen by DSN, and the lifecycle."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from loomflow.audit.core import AuditLog
+from loomflow.audit.keys import load_keys
+from loomflow.audit.servicer import AuditServicer
+from loomflow.audit.sink import default_dsn, open_sink
+from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.v1 import audit_pb2, audit_pb2_grpc
 
@@ -14,11 +19,33 @@ SECTION = "audit"
 
 @dataclass(frozen=True)
 class Settings:
-    pass
+    dsn: str = option("", "audit log: file:///folder (JSONL) or postgres://…; empty: <data_dir>/audit")
+    hmac_key: str = option("", "secret (≥ 32 characters) that links every chain with HMAC-SHA256", secret=True)
+    signing_key: str = option(
+        "", "Ed25519 private key that signs checkpoints: PEM, or the 32-byte seed as hex or base64", secret=True
+    )
+    payload_key: str = option(
+        "", "master key (32 bytes as hex or base64) that wraps the per-user payload keys", secret=True
+    )
+    checkpoint_interval: float = option(60.0, "seconds between automatic checkpoints (0: only on demand)")
+    max_batch: int = option(1024, "most appends one group commit makes durable together")
+
+
+def build_log(ctx: ServiceContext) -> AuditLog:
+    """The configured audit log, not started yet; raises ConfigError for bad settings or keys."""
+    settings = ctx.section(SECTION, Settings)
+    if settings.max_batch < 1:
+        raise ConfigError(f"LOOMFLOW_AUDIT_MAX_BATCH={settings.max_batch}: must be at least 1")
+    if settings.checkpoint_interval < 0:
+        raise ConfigError(f"LOOMFLOW_AUDIT_CHECKPOINT_INTERVAL={settings.checkpoint_interval}: must be ≥ 0")
+    keys = load_keys(settings.hmac_key, settings.signing_key, settings.payload_key, insecure=ctx.server.insecure)
+    sink = open_sink(settings.dsn or default_dsn(ctx.server.data_dir))
+    return AuditLog(sink, keys, max_batch=settings.max_batch, checkpoint_interval=settings.checkpoint_interval)
 
 
 def build(ctx: ServiceContext) -> HostedService:
-    servicer = audit_pb2_grpc.AuditServiceServicer()  # type: ignore[abstract]  # all RPCs UNIMPLEMENTED until built
+    audit_log = build_log(ctx)
+    servicer = AuditServicer(audit_log)
 
     def register(server: grpc.aio.Server) -> None:
         audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
@@ -27,5 +54,6 @@ def build(ctx: ServiceContext) -> HostedService:
         name=SECTION,
         full_name=audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
         register=register,
-        accepts_end_users=SECTION == "agent",
+        on_start=[audit_log.start],
+        on_stop=[audit_log.stop],
     )

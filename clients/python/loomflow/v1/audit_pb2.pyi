@@ -93,18 +93,20 @@ class QueryResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
 
 class ChainVerification(_message.Message):
-    __slots__ = ("scope", "ok", "entries_checked", "first_bad_seq", "reason")
+    __slots__ = ("scope", "ok", "entries_checked", "first_bad_seq", "reason", "tenant_digest")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TENANT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     scope: _tenancy_pb2.UserScope
     ok: bool
     entries_checked: int
     first_bad_seq: int
     reason: str
-    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., ok: _Optional[bool] = ..., entries_checked: _Optional[int] = ..., first_bad_seq: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    tenant_digest: str
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., ok: _Optional[bool] = ..., entries_checked: _Optional[int] = ..., first_bad_seq: _Optional[int] = ..., reason: _Optional[str] = ..., tenant_digest: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("scope", "all_tenants")
@@ -115,14 +117,18 @@ class VerifyRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., all_tenants: _Optional[bool] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("ok", "chains", "checkpoint_id")
+    __slots__ = ("ok", "chains", "checkpoint_id", "checkpoint_error", "unreadable_records")
     OK_FIELD_NUMBER: _ClassVar[int]
     CHAINS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_RECORDS_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     chains: _containers.RepeatedCompositeFieldContainer[ChainVerification]
     checkpoint_id: str
-    def __init__(self, ok: _Optional[bool] = ..., chains: _Optional[_Iterable[_Union[ChainVerification, _Mapping]]] = ..., checkpoint_id: _Optional[str] = ...) -> None: ...
+    checkpoint_error: str
+    unreadable_records: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ok: _Optional[bool] = ..., chains: _Optional[_Iterable[_Union[ChainVerification, _Mapping]]] = ..., checkpoint_id: _Optional[str] = ..., checkpoint_error: _Optional[str] = ..., unreadable_records: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChainHead(_message.Message):
     __slots__ = ("tenant_digest", "seq", "mac")

@@ -320,7 +320,8 @@ func (x *AppendResponse) GetMac() []byte {
 type QueryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
-	// Every tenant's entries; operator credential required.
+	// Every tenant's entries; operator credential required. Results are ordered
+	// by tenant, then seq.
 	AllTenants bool `protobuf:"varint,2,opt,name=all_tenants,json=allTenants,proto3" json:"all_tenants,omitempty"`
 	// Filters; empty matches any.
 	SessionId string `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -466,7 +467,10 @@ type ChainVerification struct {
 	// The first seq that fails; 0 when ok.
 	FirstBadSeq int64 `protobuf:"varint,4,opt,name=first_bad_seq,json=firstBadSeq,proto3" json:"first_bad_seq,omitempty"`
 	// Why it failed: "mac mismatch", "seq gap", "truncated below checkpoint", ...
-	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The keyed digest that names this chain in checkpoints. A chain the
+	// checkpoint names but the log no longer holds at all has no scope, only this.
+	TenantDigest  string `protobuf:"bytes,6,opt,name=tenant_digest,json=tenantDigest,proto3" json:"tenant_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,6 +540,13 @@ func (x *ChainVerification) GetReason() string {
 	return ""
 }
 
+func (x *ChainVerification) GetTenantDigest() string {
+	if x != nil {
+		return x.TenantDigest
+	}
+	return ""
+}
+
 type VerifyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -595,9 +606,15 @@ type VerifyResponse struct {
 	Ok     bool                 `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
 	Chains []*ChainVerification `protobuf:"bytes,2,rep,name=chains,proto3" json:"chains,omitempty"`
 	// The checkpoint the chains were checked against, if any.
-	CheckpointId  string `protobuf:"bytes,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CheckpointId string `protobuf:"bytes,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	// Why the latest checkpoint could not be used (invalid signature, signed by
+	// another key); empty when it was used or none exists. Makes ok false.
+	CheckpointError string `protobuf:"bytes,4,opt,name=checkpoint_error,json=checkpointError,proto3" json:"checkpoint_error,omitempty"`
+	// Stored records that could not be read at all (e.g. a corrupted file line),
+	// described; only for all_tenants. Makes ok false.
+	UnreadableRecords []string `protobuf:"bytes,5,rep,name=unreadable_records,json=unreadableRecords,proto3" json:"unreadable_records,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *VerifyResponse) Reset() {
@@ -649,6 +666,20 @@ func (x *VerifyResponse) GetCheckpointId() string {
 		return x.CheckpointId
 	}
 	return ""
+}
+
+func (x *VerifyResponse) GetCheckpointError() string {
+	if x != nil {
+		return x.CheckpointError
+	}
+	return ""
+}
+
+func (x *VerifyResponse) GetUnreadableRecords() []string {
+	if x != nil {
+		return x.UnreadableRecords
+	}
+	return nil
 }
 
 // ChainHead is one tenant's chain head inside a checkpoint.
@@ -1116,21 +1147,24 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"\x05limit\x18\a \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x05limit\"B\n" +
 	"\rQueryResponse\x121\n" +
-	"\aentries\x18\x01 \x03(\v2\x17.loomflow.v1.AuditEntryR\aentries\"\xb6\x01\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.loomflow.v1.AuditEntryR\aentries\"\xdb\x01\n" +
 	"\x11ChainVerification\x12,\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeR\x05scope\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12'\n" +
 	"\x0fentries_checked\x18\x03 \x01(\x03R\x0eentriesChecked\x12\"\n" +
 	"\rfirst_bad_seq\x18\x04 \x01(\x03R\vfirstBadSeq\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"f\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12#\n" +
+	"\rtenant_digest\x18\x06 \x01(\tR\ftenantDigest\"f\n" +
 	"\rVerifyRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12\x1f\n" +
 	"\vall_tenants\x18\x02 \x01(\bR\n" +
-	"allTenants\"}\n" +
+	"allTenants\"\xd7\x01\n" +
 	"\x0eVerifyResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x126\n" +
 	"\x06chains\x18\x02 \x03(\v2\x1e.loomflow.v1.ChainVerificationR\x06chains\x12#\n" +
-	"\rcheckpoint_id\x18\x03 \x01(\tR\fcheckpointId\"T\n" +
+	"\rcheckpoint_id\x18\x03 \x01(\tR\fcheckpointId\x12)\n" +
+	"\x10checkpoint_error\x18\x04 \x01(\tR\x0fcheckpointError\x12-\n" +
+	"\x12unreadable_records\x18\x05 \x03(\tR\x11unreadableRecords\"T\n" +
 	"\tChainHead\x12#\n" +
 	"\rtenant_digest\x18\x01 \x01(\tR\ftenantDigest\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x10\n" +

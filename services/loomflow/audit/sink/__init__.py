@@ -1,0 +1,40 @@
+"""Audit sinks, chosen by DSN: ``file:///path`` (the default, under the data dir) or ``postgres://…``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from loomflow.audit.sink.base import Conflict, Sink, SinkBroken
+from loomflow.kernel.config import ConfigError
+
+__all__ = ["Conflict", "Sink", "SinkBroken", "default_dsn", "open_sink"]
+
+
+def default_dsn(data_dir: str) -> str:
+    return f"file://{Path(data_dir).resolve() / 'audit'}"
+
+
+def _file_folder(location: str) -> Path:
+    """A log folder from a path or ``file://`` DSN; a path to ``entries.jsonl`` means its folder."""
+    path = Path(unquote(urlparse(location).path) if location.startswith("file:") else location)
+    return path.parent if path.suffix == ".jsonl" else path
+
+
+def open_sink(dsn: str, *, readonly: bool = False) -> Sink:
+    """The sink a DSN names (not opened yet). Plain paths are accepted too (the offline verifier)."""
+    scheme = urlparse(dsn).scheme
+    if scheme in ("postgres", "postgresql"):
+        from loomflow.audit.sink.postgres import PostgresSink
+
+        return PostgresSink(dsn, readonly=readonly)
+    if scheme == "file" or (not scheme and dsn):
+        from loomflow.audit.sink.file import FileSink
+
+        if scheme == "file" and not urlparse(dsn).path:
+            raise ConfigError(f"LOOMFLOW_AUDIT_DSN={dsn!r}: a file DSN needs a path, e.g. file:///var/lib/audit")
+        return FileSink(_file_folder(dsn), readonly=readonly)
+    raise ConfigError(
+        f"LOOMFLOW_AUDIT_DSN={dsn!r}: unsupported; use file:///path (JSONL, the default) or postgres://… "
+        "(an audit log must be durable, so memory:// and sqlite:// are not offered)"
+    )

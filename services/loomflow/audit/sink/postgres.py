@@ -1,0 +1,345 @@
+"""The Postgres sink (asyncpg): one transaction per group-commit batch.
+
+Tables (prefixed ``audit_`` because services may share a database):
+
+* ``audit_entries``: one row per entry, primary key ``(user_id, seq)``: a seq
+  race between two writer processes fails the batch instead of forking a chain.
+* ``audit_heads``: every chain's head, updated in the same transaction, so a
+  checkpoint reads one row per tenant instead of scanning entries.
+* ``audit_keys``: wrapped data keys; ``Forget`` deletes the tenant's rows.
+* ``audit_checkpoints``, ``audit_meta``, ``audit_migrations``.
+
+A batch is acknowledged after its COMMIT; the pool's sessions force
+``synchronous_commit = on`` so COMMIT means flushed to the WAL (unless the
+server itself runs with ``fsync = off``, as throwaway test databases do).
+Several writer processes may share the tables: the batch locks the data keys
+it encrypted with (``FOR SHARE``), so a concurrent ``Forget`` either waits for
+it or makes it fail with :class:`Conflict` and be retried under a new key.
+To keep two deployments apart in one database, give each its own schema with
+``?search_path=<schema>`` in the DSN.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+
+import asyncpg
+
+from loomflow.audit import checkpoint as checkpoints
+from loomflow.audit.models import Batch, ChainReport, Checkpoint, Entry, Head, QueryFilter, WrappedKey
+from loomflow.audit.sink.base import Conflict
+from loomflow.audit.verify import LogVerifier, reclassify, suspects
+from loomflow.kernel.config import ConfigError
+from loomflow.kernel.errors import Unavailable
+
+log = logging.getLogger("loomflow.audit")
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE IF NOT EXISTS audit_entries (
+            user_id text NOT NULL,
+            seq bigint NOT NULL,
+            ts_us bigint NOT NULL,
+            session_id text NOT NULL,
+            run_id text NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            payload bytea NOT NULL,
+            decision_id text NOT NULL,
+            prev_mac bytea NOT NULL,
+            mac bytea NOT NULL,
+            PRIMARY KEY (user_id, seq)
+        );
+        CREATE TABLE IF NOT EXISTS audit_heads (
+            user_id text PRIMARY KEY,
+            seq bigint NOT NULL,
+            mac bytea NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS audit_keys (
+            user_id text NOT NULL,
+            key_id bytea NOT NULL,
+            wrapped bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (user_id, key_id)
+        );
+        CREATE TABLE IF NOT EXISTS audit_checkpoints (
+            checkpoint_id text PRIMARY KEY,
+            created_us bigint NOT NULL,
+            document text NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS audit_checkpoints_created ON audit_checkpoints (created_us);
+        CREATE TABLE IF NOT EXISTS audit_meta (
+            name text PRIMARY KEY,
+            value text NOT NULL
+        );
+        """,
+    ),
+]
+
+ENTRY_COLUMNS = (
+    "user_id",
+    "seq",
+    "ts_us",
+    "session_id",
+    "run_id",
+    "actor",
+    "action",
+    "payload",
+    "decision_id",
+    "prev_mac",
+    "mac",
+)
+SELECT_ENTRIES = "SELECT " + ", ".join(ENTRY_COLUMNS) + " FROM audit_entries"
+_VERIFY_FETCH = 5000
+
+
+def row_entry(row: Any) -> Entry:
+    return Entry(
+        seq=row["seq"],
+        ts_us=row["ts_us"],
+        user_id=row["user_id"],
+        session_id=row["session_id"],
+        run_id=row["run_id"],
+        actor=row["actor"],
+        action=row["action"],
+        payload=bytes(row["payload"]),
+        decision_id=row["decision_id"],
+        prev_mac=bytes(row["prev_mac"]),
+        mac=bytes(row["mac"]),
+    )
+
+
+def entry_record(e: Entry) -> tuple[Any, ...]:
+    return (
+        e.user_id,
+        e.seq,
+        e.ts_us,
+        e.session_id,
+        e.run_id,
+        e.actor,
+        e.action,
+        e.payload,
+        e.decision_id,
+        e.prev_mac,
+        e.mac,
+    )
+
+
+async def migrate(conn: Any) -> None:
+    """Applies the migrations not applied yet; safe to run from many processes at once."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('loomflow.audit.migrations'))")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS audit_migrations ("
+            "version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        applied = {r["version"] for r in await conn.fetch("SELECT version FROM audit_migrations")}
+        for version, sql in MIGRATIONS:
+            if version not in applied:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO audit_migrations (version) VALUES ($1)", version)
+
+
+class PostgresSink:
+    def __init__(self, dsn: str, *, readonly: bool = False, pool_size: int = 4) -> None:
+        self._dsn = dsn
+        self.readonly = readonly
+        self._pool_size = pool_size
+        self._pool: Any = None
+        at = dsn.split("@", 1)[-1] if "@" in dsn else dsn.split("//", 1)[-1]
+        self.description = f"postgres://…@{at}"  # never the password
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                server_settings={"synchronous_commit": "on"} if not self.readonly else None,
+            )
+        except (OSError, asyncpg.PostgresError, ValueError) as exc:
+            raise ConfigError(f"audit: cannot connect to {self.description}: {exc}") from None
+        async with self._pool.acquire() as conn:
+            if not self.readonly:
+                await migrate(conn)
+            exists = await conn.fetchval("SELECT to_regclass('audit_entries') IS NOT NULL")
+        if not exists:
+            await self.close()
+            raise ConfigError(f"no audit log at {self.description} (table audit_entries does not exist)")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def init_meta(self, values: dict[str, str]) -> dict[str, str]:
+        async with self._pool.acquire() as conn:
+            if not self.readonly:
+                await conn.executemany(
+                    "INSERT INTO audit_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                    list(values.items()),
+                )
+            rows = await conn.fetch("SELECT name, value FROM audit_meta")
+        return {r["name"]: r["value"] for r in rows}
+
+    # -- writing ----------------------------------------------------------
+
+    async def write_batch(self, batch: Batch) -> None:
+        heads: dict[str, Entry] = {}
+        used_keys: dict[str, set[bytes]] = {}
+        for entry in batch.entries:
+            heads[entry.user_id] = entry
+            if entry.payload:
+                used_keys.setdefault(entry.user_id, set()).add(entry.payload[1:9])
+        new_keys = {(k.tenant, k.key_id) for k in batch.new_keys}
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await self._lock_keys(conn, used_keys, new_keys)
+                if batch.new_keys:
+                    await conn.copy_records_to_table(
+                        "audit_keys",
+                        records=[(k.tenant, k.key_id, k.wrapped) for k in batch.new_keys],
+                        columns=("user_id", "key_id", "wrapped"),
+                    )
+                await conn.copy_records_to_table(
+                    "audit_entries", records=[entry_record(e) for e in batch.entries], columns=ENTRY_COLUMNS
+                )
+                await conn.execute(
+                    "INSERT INTO audit_heads (user_id, seq, mac) "
+                    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) "
+                    "ON CONFLICT (user_id) DO UPDATE SET seq = EXCLUDED.seq, mac = EXCLUDED.mac "
+                    "WHERE audit_heads.seq < EXCLUDED.seq",
+                    list(heads),
+                    [e.seq for e in heads.values()],
+                    [e.mac for e in heads.values()],
+                )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(heads, f"another writer appended to these chains: {exc}") from None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise Unavailable(f"audit: {self.description} failed: {exc}") from exc
+
+    async def _lock_keys(self, conn: Any, used: dict[str, set[bytes]], new: set[tuple[str, bytes]]) -> None:
+        """Locks the existing data keys the batch encrypted with; Conflict if Forget destroyed one."""
+        wanted = [(t, k) for t, ids in used.items() for k in ids if (t, k) not in new]
+        if not wanted:
+            return
+        rows = await conn.fetch(
+            "SELECT k.user_id, k.key_id FROM audit_keys k "
+            "JOIN unnest($1::text[], $2::bytea[]) AS w(user_id, key_id) USING (user_id, key_id) "
+            "FOR SHARE OF k",
+            [t for t, _ in wanted],
+            [k for _, k in wanted],
+        )
+        found = {(r["user_id"], bytes(r["key_id"])) for r in rows}
+        gone = {t for t, k in wanted if (t, k) not in found}
+        if gone:
+            raise Conflict(gone, "a data key was destroyed by Forget in another process")
+
+    async def destroy_keys(self, tenant: str) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM audit_keys WHERE user_id = $1", tenant)
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM audit_entries WHERE user_id = $1 AND octet_length(payload) > 0", tenant
+            )
+        return count
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO audit_checkpoints (checkpoint_id, created_us, document) VALUES ($1, $2, $3)",
+                checkpoint.checkpoint_id,
+                checkpoint.created_us,
+                checkpoints.to_json(checkpoint),
+            )
+
+    # -- reading ----------------------------------------------------------
+
+    async def load_heads(self, tenants: Collection[str]) -> dict[str, Head]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT user_id, seq, mac FROM audit_heads WHERE user_id = ANY($1::text[])", list(tenants)
+            )
+        return {r["user_id"]: Head(r["seq"], bytes(r["mac"])) for r in rows}
+
+    async def all_heads(self) -> dict[str, Head]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT user_id, seq, mac FROM audit_heads")
+        return {r["user_id"]: Head(r["seq"], bytes(r["mac"])) for r in rows}
+
+    async def load_keys(self, tenants: Collection[str]) -> dict[str, list[WrappedKey]]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT user_id, key_id, wrapped FROM audit_keys WHERE user_id = ANY($1::text[]) "
+                "ORDER BY created_at, key_id",
+                list(tenants),
+            )
+        found: dict[str, list[WrappedKey]] = {t: [] for t in tenants}
+        for r in rows:
+            found[r["user_id"]].append(WrappedKey(r["user_id"], bytes(r["key_id"]), bytes(r["wrapped"])))
+        return found
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        async with self._pool.acquire() as conn:
+            document = await conn.fetchval(
+                "SELECT document FROM audit_checkpoints ORDER BY created_us DESC, checkpoint_id DESC LIMIT 1"
+            )
+        return None if document is None else checkpoints.from_json(document)
+
+    async def read(self, query: QueryFilter) -> list[Entry]:
+        conditions: list[str] = ["seq > $1"]
+        args: list[Any] = [query.after_seq]
+        for column in ("user_id", "session_id", "run_id", "action"):
+            value = query.tenant if column == "user_id" else getattr(query, column)
+            if value:
+                args.append(value)
+                conditions.append(f"{column} = ${len(args)}")
+        args.append(query.limit)
+        sql = f"{SELECT_ENTRIES} WHERE {' AND '.join(conditions)} ORDER BY user_id, seq LIMIT ${len(args)}"
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(sql, *args)
+        return [row_entry(r) for r in rows]
+
+    async def macs_at(self, positions: Collection[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        pairs = list(positions)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT e.user_id, e.seq, e.mac FROM audit_entries e "
+                "JOIN unnest($1::text[], $2::bigint[]) AS w(user_id, seq) USING (user_id, seq)",
+                [t for t, _ in pairs],
+                [s for _, s in pairs],
+            )
+        return {(r["user_id"], r["seq"]): bytes(r["mac"]) for r in rows}
+
+    async def _stream(self, only: str | None) -> AsyncIterator[list[Entry]]:
+        """Entries ordered by (user_id, seq), in chunks, from one consistent snapshot."""
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            if only is None:
+                cursor = await conn.cursor(f"{SELECT_ENTRIES} ORDER BY user_id, seq")
+            else:
+                cursor = await conn.cursor(f"{SELECT_ENTRIES} WHERE user_id = $1 ORDER BY seq", only)
+            while rows := await cursor.fetch(_VERIFY_FETCH):
+                yield [row_entry(r) for r in rows]
+
+    async def verify(
+        self, key: bytes, checkpoint: Checkpoint | None, only: str | None
+    ) -> tuple[list[ChainReport], list[str]]:
+        verifier = LogVerifier(key, checkpoint, None if only is None else [only])
+        async for chunk in self._stream(only):
+            for entry in chunk:
+                verifier.feed(entry)
+        reports = verifier.finish()
+        wanted = suspects(reports)
+        if wanted:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT mac, user_id, seq FROM audit_entries WHERE mac = ANY($1::bytea[])", list(wanted)
+                )
+            owners: dict[bytes, list[tuple[str, int]]] = {}
+            for r in rows:
+                owners.setdefault(bytes(r["mac"]), []).append((r["user_id"], r["seq"]))
+            reports = reclassify(key, reports, owners)
+        return reports, []
