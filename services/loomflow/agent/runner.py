@@ -41,6 +41,7 @@ from loomflow.agent.toolcalls import ApprovalRequired, Emit, HeldApprovals, Tool
 from loomflow.agent.tools.registry import ToolRegistry
 from loomflow.kernel import errors
 from loomflow.kernel.tenancy import tenant_key
+from loomflow.kernel.tracing import bind_run
 from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, memory_pb2, tenancy_pb2
 
 log = logging.getLogger("loomflow.agent")
@@ -130,6 +131,7 @@ class Runner:
     ) -> agent_pb2.RunResponse:
         model = self.catalog.resolve(options.model)
         run = _Run(self, scope, options, model, time_remaining, emit)
+        bind_run(run.ctx.tenant, options.session_id, run.run_id)  # span attributes, log fields, baggage downstream
         try:
             response = await run.execute()
         except BaseException:

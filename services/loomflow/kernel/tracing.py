@@ -163,6 +163,8 @@ def _bind(tenant_key: str, session_id: str, run_id: str) -> context.Context:
         if name in present:
             span.set_attribute(key, present[name])
             ctx = baggage.set_baggage(key, present[name], ctx)
+        else:  # never let an earlier run's id ride along
+            ctx = baggage.remove_baggage(key, ctx)
     return ctx
 
 
