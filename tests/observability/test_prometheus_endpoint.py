@@ -20,19 +20,28 @@ import pytest
 
 from loomflow.kernel.telemetry import OTHER_TENANTS
 from loomflow.kernel.tenancy import ANONYMOUS_LABEL, ANONYMOUS_SENTINEL
-from loomflow.v1 import budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.observability.prometheus import Sample, label_values, scrape, select, total
 from tests.support.processes import ServeProcess, free_port
 
-MAX_TENANTS = 3
+MAX_TENANTS = 4
 MEMORY = "loomflow.v1.MemoryService"
 CANARY = f"CANARY-{uuid.uuid4().hex}"
 """Planted in prompts, inputs and metadata: it must never reach a log line or a label."""
 
-# Remember calls per tenant, in the order they first appear: the first three
-# distinct tenants keep their label, the rest share __other__.
-REMEMBERS = {"alice": 3, "bob": 2, None: 1, "carol": 1, "dave": 1, "erin": 1}
+# Remember calls per tenant, in the order they first appear. With dana's agent
+# run after the first three, four tenants keep their label; the rest share __other__.
+REMEMBERS = {"alice": 3, "bob": 2, None: 1}
+AGENT_TENANT = "dana"
 OVERFLOW = ("carol", "dave", "erin")
+SCRIPT = [
+    {
+        "turns": [
+            {"text": "computing", "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
+            {"text": "it is 42"},
+        ]
+    }
+]
 
 
 @dataclass
@@ -41,6 +50,7 @@ class ObservedRun:
     log_lines: list[dict[str, Any]]
     raw_log: str
     codes: dict[str, list[grpc.StatusCode]]
+    agent_run: agent_pb2.RunResponse
 
 
 def _scope(user: str | None) -> tenancy_pb2.UserScope:
@@ -57,28 +67,36 @@ def _code(call: Callable[[], Any]) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-def _workload(address: str) -> dict[str, list[grpc.StatusCode]]:
+def _remember(memory: memory_pb2_grpc.MemoryServiceStub, user: str | None, i: int) -> grpc.StatusCode:
+    request = memory_pb2.RememberRequest(
+        scope=_scope(user),
+        session_id=f"session-{user}",
+        run_id=f"run-{user}-{i}",
+        input=f"my password is {CANARY}",
+        output="noted",
+        metadata={"api_key": CANARY},
+    )
+    return _code(partial(memory.Remember, request, timeout=10))
+
+
+def _workload(address: str) -> tuple[dict[str, list[grpc.StatusCode]], agent_pb2.RunResponse]:
     codes: dict[str, list[grpc.StatusCode]] = {}
     with grpc.insecure_channel(address) as channel:
         memory = memory_pb2_grpc.MemoryServiceStub(channel)
         for user, count in REMEMBERS.items():
-            for i in range(count):
-                request = memory_pb2.RememberRequest(
-                    scope=_scope(user),
-                    session_id=f"session-{user}",
-                    run_id=f"run-{user}-{i}",
-                    input=f"my password is {CANARY}",
-                    output="noted",
-                    metadata={"api_key": CANARY},
-                )
-                codes.setdefault(f"remember:{user}", []).append(_code(partial(memory.Remember, request, timeout=10)))
+            codes[f"remember:{user}"] = [_remember(memory, user, i) for i in range(count)]
+        options = agent_pb2.RunOptions(prompt=f"compute 6*7; my password is {CANARY}", session_id="conv-dana")
+        run = agent_pb2.RunRequest(scope=_scope(AGENT_TENANT), options=options)
+        agent_run = agent_pb2_grpc.AgentServiceStub(channel).Run(run, timeout=30)
+        for user in OVERFLOW:
+            codes[f"remember:{user}"] = [_remember(memory, user, 0)]
         recall = memory_pb2.RecallRequest(scope=_scope("alice"), query=f"password {CANARY}", session_id="session-alice")
         codes["recall:alice"] = [_code(lambda: memory.Recall(recall, timeout=10))]
         # The sentinel is not a user id: refused, and never shown as a label.
         sentinel = memory_pb2.RememberRequest(scope=tenancy_pb2.UserScope(user_id=ANONYMOUS_SENTINEL), input="x")
         codes["remember:sentinel"] = [_code(lambda: memory.Remember(sentinel, timeout=10))]
         codes.update(_budget_workload(budget_pb2_grpc.BudgetServiceStub(channel)))
-    return codes
+    return codes, agent_run
 
 
 PRICED_MODEL = "claude-sonnet-4"  # USD 3 per million input tokens, 15 per million output tokens
@@ -106,6 +124,8 @@ def _budget_workload(budget: budget_pb2_grpc.BudgetServiceStub) -> dict[str, lis
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> ObservedRun:
     data_dir: Path = tmp_path_factory.mktemp("observed")
+    script = data_dir / "script.json"
+    script.write_text(json.dumps(SCRIPT))
     metrics_port = free_port()
     serve = ServeProcess(
         services="memory,budget,policy,audit,agent",
@@ -116,14 +136,16 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> ObservedRun:
             "LOOMFLOW_METRICS_MAX_TENANTS": str(MAX_TENANTS),
             "LOOMFLOW_LOG_LEVEL": "info",
             "LOOMFLOW_LOG_FORMAT": "json",
+            "LOOMFLOW_AGENT_MODEL": "scripted",
+            "LOOMFLOW_AGENT_SCRIPT_FILE": str(script),
         },
     )
     with serve:
-        codes = _workload(serve.address)
+        codes, agent_run = _workload(serve.address)
         samples = scrape(metrics_port)
     raw = (data_dir / f"serve-{serve.port}.log").read_text()
     lines = [json.loads(line) for line in raw.splitlines() if line.startswith("{")]
-    return ObservedRun(samples, lines, raw, codes)
+    return ObservedRun(samples, lines, raw, codes, agent_run)
 
 
 def test_requests_are_counted_per_tenant_under_the_rpc_and_user_id_labels(observed: ObservedRun) -> None:
@@ -144,7 +166,7 @@ def test_the_anonymous_partition_is_labelled_anonymous_never_the_sentinel(observ
 
 def test_tenants_beyond_the_guard_are_reported_as_other(observed: ObservedRun) -> None:
     users = label_values(observed.samples, "user_id")
-    assert users == {"alice", "bob", ANONYMOUS_LABEL, OTHER_TENANTS}, f"user_id values: {sorted(users)}"
+    assert users == {"alice", "bob", ANONYMOUS_LABEL, AGENT_TENANT, OTHER_TENANTS}, f"user_id values: {sorted(users)}"
     assert not users & set(OVERFLOW)
     # carol, dave and erin, plus the refused sentinel request (which has no tenant).
     rpc = {"service": MEMORY, "method": "Remember"}
@@ -168,7 +190,8 @@ def _rpc_lines(observed: ObservedRun) -> list[dict[str, Any]]:
 def test_one_info_log_line_per_request_with_the_tenant_rpc_and_ids(observed: ObservedRun) -> None:
     lines = _rpc_lines(observed)
     calls = sum(len(codes) for codes in observed.codes.values())
-    assert len(lines) == calls, f"{len(lines)} rpc log lines for {calls} calls"
+    direct = [line for line in lines if line.get("user_id") != AGENT_TENANT]
+    assert len(direct) == calls, f"{len(direct)} rpc log lines for {calls} calls"
     remembers = [line for line in lines if line.get("rpc") == f"{MEMORY}/Remember" and line.get("user_id") == "alice"]
     assert len(remembers) == 3
     for line in remembers:
@@ -199,3 +222,38 @@ def test_budget_charges_and_refusals_are_counted_per_tenant(observed: ObservedRu
     assert refusal.value == 1
     assert "total_tokens" in refusal.labels["limit"]
     assert total(s, "loomflow_budget_cost_charged_usd_total", user_id="bob") == 0
+
+
+def test_an_agent_run_is_counted_in_the_agent_policy_audit_and_budget_metrics(observed: ObservedRun) -> None:
+    s, run = observed.samples, observed.agent_run
+    assert run.turns == 2
+    assert len(run.tool_calls) == 1
+    user = {"user_id": AGENT_TENANT}
+    assert total(s, "loomflow_agent_runs_total", **user, outcome="completed") == 1
+    assert total(s, "loomflow_agent_turns_total", **user) == run.turns
+    assert total(s, "loomflow_agent_tool_calls_total", **user, outcome="executed") == 1
+    assert total(s, "loomflow_agent_model_duration_milliseconds_count", **user, model="scripted") == run.turns
+    assert total(s, "loomflow_policy_decisions_total", **user, outcome="allow") == 1
+    assert total(s, "loomflow_audit_appends_total", **user) >= run.turns
+    assert total(s, "loomflow_budget_tokens_charged_total", **user, kind="input") == run.usage.input_tokens
+    assert total(s, "loomflow_budget_tokens_charged_total", **user, kind="output") == run.usage.output_tokens
+    assert total(s, "loomflow_memory_episodes_stored_total", **user) == 1
+    assert total(s, "loomflow_rpc_errors_total", **user) == 0
+
+
+def test_every_service_logs_the_agent_run_under_one_trace_with_its_ids(observed: ObservedRun) -> None:
+    run_id = observed.agent_run.run_id
+    lines = [line for line in _rpc_lines(observed) if line.get("run_id") == run_id]
+    services = {line["rpc"].split("/")[0] for line in lines}
+    assert services == {
+        "loomflow.v1.AgentService",
+        "loomflow.v1.MemoryService",
+        "loomflow.v1.BudgetService",
+        "loomflow.v1.PolicyService",
+        "loomflow.v1.AuditService",
+    }
+    assert len({line["trace_id"] for line in lines}) == 1, "one run, one trace id in every service's lines"
+    assert {line["user_id"] for line in lines} == {AGENT_TENANT}
+    assert {line["session_id"] for line in lines} == {"conv-dana"}
+    dana = [line for line in _rpc_lines(observed) if line.get("user_id") == AGENT_TENANT]
+    assert len(dana) == len(lines), "a line of dana's run lacks its run_id"
