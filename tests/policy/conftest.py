@@ -6,6 +6,7 @@ schema per test (the DSN's ``search_path``), dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,20 +53,33 @@ def with_search_path(dsn: str, schema: str) -> str:
     return f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
 
 
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, unique: str, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
-        yield Backend("sqlite", f"sqlite://{tmp_path}/policy.db", tmp_path)
-        return
+@contextlib.asynccontextmanager
+async def postgres_schema(unique: str, data_dir: Path) -> AsyncIterator[Backend]:
+    """The real Postgres, in a schema of its own that is dropped afterwards."""
     dsn = backends.postgres_dsn()
     schema = f"policy_test_{unique}"
     admin = await asyncpg.connect(dsn)
     try:
         await admin.execute(f"CREATE SCHEMA {schema}")
-        yield Backend("postgres", with_search_path(dsn, schema), tmp_path)
+        yield Backend("postgres", with_search_path(dsn, schema), data_dir)
     finally:
         await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await admin.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, unique: str, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        yield Backend("sqlite", f"sqlite://{tmp_path}/policy.db", tmp_path)
+        return
+    async with postgres_schema(unique, tmp_path) as backend:
+        yield backend
+
+
+@pytest.fixture
+async def postgres_backend(unique: str, tmp_path: Path) -> AsyncIterator[Backend]:
+    async with postgres_schema(unique, tmp_path) as backend:
+        yield backend
 
 
 @pytest.fixture

@@ -312,6 +312,9 @@ class Approvals:
     def _on_change(self, change: Change) -> None:
         if change.kind is not ChangeKind.APPROVAL or not self.broadcaster.watchers:
             return
+        if change.approval is not None:
+            self.broadcaster.publish(change.approval)
+            return
         task = asyncio.get_running_loop().create_task(self._relay(change))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -26,7 +26,9 @@ def open_store(dsn: str, data_dir: str | Path, pool_size: int = 10) -> PolicySto
             raise ConfigError("LOOMFLOW_POLICY_DSN: sqlite:// needs a file path, e.g. sqlite:///var/lib/policy.db")
         return SqliteStore(path)
     if scheme in ("postgres", "postgresql"):
-        raise ConfigError("LOOMFLOW_POLICY_DSN: the Postgres store is not built yet; use sqlite:///path")
+        from loomflow.policy.store.postgres import PostgresStore
+
+        return PostgresStore(dsn, pool_size=pool_size)
     raise ConfigError(f"LOOMFLOW_POLICY_DSN={dsn!r}: unknown scheme; use one of {', '.join(SCHEMES)}")
 
 

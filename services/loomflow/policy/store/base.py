@@ -24,11 +24,14 @@ class ChangeKind(enum.Enum):
 
 @dataclass(frozen=True)
 class Change:
-    """Another replica changed a policy (``key``) or an approval (``tenant``, ``approval_id``)."""
+    """Another replica changed a policy (``tenant`` is its key) or an approval (``tenant``,
+    ``approval_id``). ``approval`` is the approval as that write left it, when the
+    notification could carry it; otherwise listeners re-read it."""
 
     kind: ChangeKind
     tenant: str
     approval_id: str = ""
+    approval: Approval | None = None
 
 
 ChangeListener = Callable[[Change], None]

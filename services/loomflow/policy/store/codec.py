@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from loomflow.policy.models import Condition, Decision, Mode, Operator, Policy, Rule
+from loomflow.policy.models import Approval, ApprovalStatus, Condition, Decision, Mode, Operator, Policy, Rule
 
 
 def policy_to_json(policy: Policy) -> str:
@@ -54,3 +54,60 @@ def arguments_to_json(arguments: Mapping[str, Any] | None) -> str | None:
 
 def arguments_from_json(text: str | None) -> dict[str, Any] | None:
     return None if text is None else dict(json.loads(text))
+
+
+APPROVAL_COLUMNS = (
+    "tenant, id, tool_name, arguments, decision_id, session_id, run_id, reason, status, created_at, "
+    "expires_at, edited_arguments, resolved_by, note, remember, resolved_at"
+)
+
+
+def approval_from_row(row: Any) -> Approval:
+    """An approval from a row in ``APPROVAL_COLUMNS`` order ."""
+    return Approval(
+        tenant=row[0],
+        id=row[1],
+        tool_name=row[2],
+        arguments=arguments_from_json(row[3]) or {},
+        decision_id=row[4],
+        session_id=row[5],
+        run_id=row[6],
+        reason=row[7],
+        status=ApprovalStatus(row[8]),
+        created_at=row[9],
+        expires_at=row[10],
+        edited_arguments=arguments_from_json(row[11]),
+        resolved_by=row[12],
+        note=row[13],
+        remember=bool(row[14]),
+        resolved_at=row[15],
+    )
+
+
+def approval_values(a: Approval) -> tuple[Any, ...]:
+    return (
+        a.tenant,
+        a.id,
+        a.tool_name,
+        arguments_to_json(a.arguments),
+        a.decision_id,
+        a.session_id,
+        a.run_id,
+        a.reason,
+        a.status.value,
+        a.created_at,
+        a.expires_at,
+        arguments_to_json(a.edited_arguments),
+        a.resolved_by,
+        a.note,
+        int(a.remember),
+        a.resolved_at,
+    )
+
+
+def approval_to_json(approval: Approval) -> str:
+    return json.dumps(approval_values(approval), separators=(",", ":"))
+
+
+def approval_from_json(text: str) -> Approval:
+    return approval_from_row(json.loads(text))

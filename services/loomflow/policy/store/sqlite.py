@@ -22,7 +22,14 @@ from typing import Any, TypeVar
 from loomflow.kernel.errors import Unavailable
 from loomflow.policy.models import Approval, ApprovalStatus, Decision, Policy, Remembered, ResolutionInput
 from loomflow.policy.store.base import ChangeListener
-from loomflow.policy.store.codec import arguments_from_json, arguments_to_json, policy_from_json, policy_to_json
+from loomflow.policy.store.codec import (
+    APPROVAL_COLUMNS,
+    approval_from_row,
+    approval_values,
+    arguments_to_json,
+    policy_from_json,
+    policy_to_json,
+)
 
 T = TypeVar("T")
 
@@ -50,54 +57,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
     ),
 )
-
-_APPROVAL_COLUMNS = (
-    "tenant, id, tool_name, arguments, decision_id, session_id, run_id, reason, status, created_at, "
-    "expires_at, edited_arguments, resolved_by, note, remember, resolved_at"
-)
-
-
-def approval_from_row(row: Any) -> Approval:
-    """An approval from a row in ``_APPROVAL_COLUMNS`` order (shared with the Postgres store)."""
-    return Approval(
-        tenant=row[0],
-        id=row[1],
-        tool_name=row[2],
-        arguments=arguments_from_json(row[3]) or {},
-        decision_id=row[4],
-        session_id=row[5],
-        run_id=row[6],
-        reason=row[7],
-        status=ApprovalStatus(row[8]),
-        created_at=row[9],
-        expires_at=row[10],
-        edited_arguments=arguments_from_json(row[11]),
-        resolved_by=row[12],
-        note=row[13],
-        remember=bool(row[14]),
-        resolved_at=row[15],
-    )
-
-
-def approval_values(a: Approval) -> tuple[Any, ...]:
-    return (
-        a.tenant,
-        a.id,
-        a.tool_name,
-        arguments_to_json(a.arguments),
-        a.decision_id,
-        a.session_id,
-        a.run_id,
-        a.reason,
-        a.status.value,
-        a.created_at,
-        a.expires_at,
-        arguments_to_json(a.edited_arguments),
-        a.resolved_by,
-        a.note,
-        int(a.remember),
-        a.resolved_at,
-    )
 
 
 class SqliteStore:
@@ -213,14 +172,14 @@ class SqliteStore:
         marks = ", ".join("?" * len(values))
 
         def write(c: sqlite3.Connection) -> None:
-            c.execute(f"INSERT INTO policy_approvals ({_APPROVAL_COLUMNS}) VALUES ({marks})", values)
+            c.execute(f"INSERT INTO policy_approvals ({APPROVAL_COLUMNS}) VALUES ({marks})", values)
 
         await self._run(functools.partial(self._write, body=write))
 
     async def get_approval(self, tenant: str, approval_id: str) -> Approval | None:
         def read(c: sqlite3.Connection) -> Approval | None:
             row = c.execute(
-                f"SELECT {_APPROVAL_COLUMNS} FROM policy_approvals WHERE tenant = ? AND id = ?",
+                f"SELECT {APPROVAL_COLUMNS} FROM policy_approvals WHERE tenant = ? AND id = ?",
                 (tenant, approval_id),
             ).fetchone()
             return None if row is None else approval_from_row(row)
@@ -240,7 +199,7 @@ class SqliteStore:
                 f"""UPDATE policy_approvals
                     SET status = ?, edited_arguments = ?, resolved_by = ?, note = ?, remember = ?, resolved_at = ?
                     WHERE tenant = ? AND id = ? AND status = 'pending' AND expires_at > ?
-                    RETURNING {_APPROVAL_COLUMNS}""",
+                    RETURNING {APPROVAL_COLUMNS}""",
                 (
                     answer.status.value,
                     arguments_to_json(answer.edited_arguments),
@@ -281,7 +240,7 @@ class SqliteStore:
         def write(c: sqlite3.Connection) -> list[Approval]:
             rows = c.execute(
                 f"UPDATE policy_approvals SET status = 'expired', resolved_at = ? WHERE {where} "
-                f"RETURNING {_APPROVAL_COLUMNS}",
+                f"RETURNING {APPROVAL_COLUMNS}",
                 (now_ms, *params),
             ).fetchall()
             return sorted((approval_from_row(r) for r in rows), key=lambda a: (a.created_at, a.id))
@@ -292,11 +251,11 @@ class SqliteStore:
         def read(c: sqlite3.Connection) -> list[Approval]:
             if tenant is None:
                 rows = c.execute(
-                    f"SELECT {_APPROVAL_COLUMNS} FROM policy_approvals WHERE status = 'pending' ORDER BY created_at, id"
+                    f"SELECT {APPROVAL_COLUMNS} FROM policy_approvals WHERE status = 'pending' ORDER BY created_at, id"
                 ).fetchall()
             else:
                 rows = c.execute(
-                    f"SELECT {_APPROVAL_COLUMNS} FROM policy_approvals WHERE tenant = ? AND status = 'pending' "
+                    f"SELECT {APPROVAL_COLUMNS} FROM policy_approvals WHERE tenant = ? AND status = 'pending' "
                     "ORDER BY created_at, id",
                     (tenant,),
                 ).fetchall()
