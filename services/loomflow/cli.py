@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from loomflow import suite
+from loomflow.agent.commands import add_demo as add_demo_subcommand
+from loomflow.agent.commands import add_token as add_token_subcommand
 from loomflow.audit.cli import add_subcommand as add_audit_subcommand
 from loomflow.kernel import config
 from loomflow.kernel.settings import ServerSettings
@@ -36,6 +38,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_serve,
     add_audit_subcommand,
+    add_token_subcommand,
+    add_demo_subcommand,
 ]
 
 

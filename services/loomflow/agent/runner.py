@@ -34,7 +34,15 @@ from google.rpc import error_details_pb2, status_pb2
 from loomflow.agent import metrics
 from loomflow.agent.context import RunContext
 from loomflow.agent.dependencies import Dependencies, dependency_error
-from loomflow.agent.models.base import Message, Model, ModelError, ModelRequest, ModelResponse, ToolCall
+from loomflow.agent.models.base import (
+    Message,
+    Model,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    tools_text,
+)
 from loomflow.agent.models.catalog import ModelCatalog
 from loomflow.agent.models.retry import RetryPolicy, with_retries
 from loomflow.agent.toolcalls import ApprovalRequired, Emit, HeldApprovals, ToolCaller, ToolOutcome, to_struct
@@ -60,10 +68,18 @@ class RunLimits:
     timeout_s: float = 60.0
     recall_limit: int = 5
     context_tokens: int = 512
+    recall_min_similarity: float = 0.2
     max_output_tokens: int = 1024
     finish_grace_s: float = 1.0
     system_prompt: str = "You are a helpful assistant."
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def _memory_text(episode: memory_pb2.Episode) -> str:
+    """One recalled episode on one line: what the user said, and the answer when it adds something."""
+    said = " ".join(episode.input.split())
+    answered = " ".join(episode.output.split())
+    return said if not answered or answered == said else f"{said} → {answered}"
 
 
 def _tool_outcome(outcome: ToolOutcome) -> str:
@@ -109,9 +125,7 @@ class Runner:
         self.caller = caller
         self.limits = limits
         self.tool_specs = tuple(tools.specs())
-        self._tools_text = json.dumps(
-            [{"name": s.name, "description": s.description, "input_schema": s.input_schema} for s in self.tool_specs]
-        )
+        self._tools_text = tools_text(self.tool_specs)
         self._tool_tokens: dict[str, int] = {}
 
     def tool_tokens(self, model: Model) -> int:
@@ -235,7 +249,7 @@ class _Run:
                 await self._reserve(turn + 1, self._estimate_next())
             except BudgetRefused as refused:
                 await appended
-                self._interrupt(f"budget: {refused}")
+                self._interrupt(f"budget: {str(refused).removeprefix('budget exceeded: ')}")
                 ended = self._entry("run_interrupted", {"reason": self.interruption, "output": self._output()})
                 await self._all(self._append(ended), self._remember())
                 return self._response()
@@ -275,20 +289,26 @@ class _Run:
         try:
             await self._reserve(1, estimate)
         except BudgetRefused as refused:
-            raise errors.ResourceExhausted(f"budget exhausted: {refused}", limit=refused.limit) from None
+            raise errors.ResourceExhausted(str(refused), limit=refused.limit) from None
 
     def _use_memories(self, hits: Sequence[memory_pb2.RecallHit]) -> None:
-        """Recalled episodes as context, within ``context_tokens`` (so the reservation holds)."""
-        room = self.runner.limits.context_tokens
+        """Relevant recalled episodes as context, within ``context_tokens`` (so the reservation holds).
+
+        Recall ranks every episode of the tenant; a hit sharing no word with the
+        prompt and barely similar to it is noise, not memory, and is left out.
+        """
+        limits = self.runner.limits
+        room = limits.context_tokens
         for hit in hits:
-            episode = hit.episode
-            text = f"{episode.input} → {episode.output}" if episode.output else episode.input
+            if hit.lexical_score <= 0 and hit.vector_score < limits.recall_min_similarity:
+                continue
+            text = _memory_text(hit.episode)
             tokens = self.model.estimate_tokens(text)
             if tokens > room:
                 continue
             room -= tokens
             self.memories.append(text)
-            self.recalled_ids.append(episode.id)
+            self.recalled_ids.append(hit.episode.id)
 
     async def _call_model(self, turn: int) -> ModelResponse:
         limits = self.runner.limits

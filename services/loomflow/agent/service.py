@@ -42,6 +42,9 @@ class Settings:
     timeout_ms: int = option(60_000, "run timeout in ms, unless the run sets one (charged to the wall-clock budget)")
     recall_limit: int = option(5, "episodes recalled into each run's context (0: no recall)")
     context_tokens: int = option(512, "at most this many tokens of recalled memories per run")
+    recall_min_similarity: float = option(
+        0.2, "a recalled episode sharing no word with the prompt needs at least this cosine similarity"
+    )
     max_output_tokens: int = option(1024, "output tokens per model turn at most (what each turn reserves)")
     system_prompt: str = option("You are a helpful assistant.", "system prompt of every run")
     approval_timeout_ms: int = option(300_000, "how long a tool call waits for a human approval before denying")
@@ -114,6 +117,7 @@ def build(ctx: ServiceContext) -> HostedService:
         timeout_s=settings.timeout_ms / 1000.0,
         recall_limit=settings.recall_limit,
         context_tokens=settings.context_tokens,
+        recall_min_similarity=settings.recall_min_similarity,
         max_output_tokens=settings.max_output_tokens,
         system_prompt=settings.system_prompt,
         retry=RetryPolicy(attempts=max(1, settings.model_attempts), base_delay_s=settings.model_backoff_ms / 1000.0),

@@ -9,6 +9,7 @@ are worth retrying (rate limits, overload, 5xx, dropped connections).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,13 @@ def truncate_tokens(text: str, limit: int) -> str:
         if index == limit:
             return text[: match.start()].rstrip()
     return text
+
+
+def tools_text(tools: Sequence[ToolSpec]) -> str:
+    """The tool definitions as a model reads them (they count as input tokens, as providers count them)."""
+    if not tools:
+        return ""
+    return json.dumps([{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools])
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from loomflow.agent.models.base import (
     TextSink,
     ToolCall,
     count_tokens,
+    tools_text,
     truncate_tokens,
 )
 
@@ -53,9 +54,22 @@ def parse_directives(prompt: str) -> tuple[list[tuple[str, dict[str, Any]]], str
     return calls, "\n".join(kept).strip()
 
 
+_tool_tokens: dict[tuple[str, ...], int] = {}
+
+
+def _tools_tokens(request: ModelRequest) -> int:
+    if not request.tools:
+        return 0
+    key = tuple(t.name for t in request.tools)
+    count = _tool_tokens.get(key)
+    if count is None:  # the same few tool sets come back on every turn: count each once
+        count = _tool_tokens[key] = count_tokens(tools_text(request.tools))
+    return count
+
+
 def request_tokens(request: ModelRequest) -> int:
-    """Input tokens of a request as the echo model counts them: system, memories and messages."""
-    total = count_tokens(request.system_text())
+    """Input tokens of a request as the echo model counts them: system, memories, tools and messages."""
+    total = count_tokens(request.system_text()) + _tools_tokens(request)
     for message in request.messages:
         total += count_tokens(message.content)
         for call in message.tool_calls:

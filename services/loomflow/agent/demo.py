@@ -1,0 +1,246 @@
+"""``loomflow demo``: the whole suite in one process and a conversation for two tenants.
+
+Everything goes through the public Python client and real tokens: the server runs
+in secure mode with a secret generated for this run, alice and bob call the Agent
+with their own JWTs, and an operator token administers limits, approvals and audit.
+Each claim the demo makes is checked; a failed check exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from loomflow import suite
+from loomflow.client import (
+    Agent,
+    ApprovalPending,
+    ApprovalResolved,
+    AuditClient,
+    BudgetClient,
+    BudgetExceeded,
+    Completed,
+    LoomflowError,
+    PolicyClient,
+    RunResult,
+    ToolCallEvent,
+    limit,
+)
+from loomflow.client import Approval as ClientApproval
+from loomflow.kernel.auth import AuthSettings, Role, mint_token
+
+MAX_OUTPUT_TOKENS = 64
+
+
+class Show:
+    """Prints the conversation and records whether each claim held."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.failed: list[str] = []
+
+    def line(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def section(self, title: str) -> None:
+        self.line()
+        self.line(title)
+        self.line("-" * len(title))
+
+    def said(self, user: str, prompt: str, result: RunResult | None = None) -> None:
+        self.line(f"  {user:<5} > {prompt}")
+        if result is not None:
+            for call in result.tool_calls:
+                verdict = f"decision={call.decision}, ran={call.executed}"
+                self.line(f"        tool {call.tool_name}: {verdict} -> {call.result}")
+            for text in result.output.splitlines() or ["(no output)"]:
+                self.line(f"        < {text}")
+            if result.interrupted:
+                self.line(f"        ! interrupted: {result.interruption_reason}")
+
+    def check(self, ok: bool, claim: str) -> None:
+        self.line(f"  [{'ok' if ok else 'FAILED'}] {claim}")
+        if not ok:
+            self.failed.append(claim)
+
+
+def _settings(data_dir: Path, secret: str) -> dict[str, dict[str, Any]]:
+    return {
+        "": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "metrics_port": 0,
+            "data_dir": str(data_dir),
+            "insecure": False,
+            "tracing": False,
+            "shutdown_grace": 1.0,
+        },
+        "auth": {"jwt_secret": secret},
+        "audit": {
+            "hmac_key": secrets.token_hex(32),
+            "signing_key": secrets.token_hex(32),
+            "payload_key": secrets.token_hex(32),
+        },
+        "agent": {"max_output_tokens": MAX_OUTPUT_TOKENS, "approval_timeout_ms": 20_000, "approval_poll_ms": 250},
+    }
+
+
+@contextlib.asynccontextmanager
+async def _approver(policy: PolicyClient, show: Show) -> AsyncIterator[None]:
+    """The operator's approval bot: watches every tenant's pending approvals and approves them."""
+    subscribed = asyncio.Event()
+
+    async def watch() -> None:
+        stream = policy.watch_approvals(anonymous=True, all_tenants=True, replay_pending=True)
+        subscribed.set()
+        async for raw in stream:
+            approval = ClientApproval.from_proto(raw)
+            if approval.status != "pending":
+                continue
+            await asyncio.sleep(0.2)  # a human takes a moment to read it
+            show.line(f"        operator's approver: {approval.tool_name} for user_id={approval.user_id} -> approve")
+            await policy.resolve_approval(
+                approval.approval_id, True, user_id=approval.user_id, note="approved by the demo operator"
+            )
+
+    task = asyncio.create_task(watch())
+    await subscribed.wait()
+    await asyncio.sleep(0.1)  # the watch reaches the server before any approval is requested
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _memory(show: Show, alice: Agent, bob: Agent) -> None:
+    show.section("1. Memory is partitioned by user_id")
+    told = "My favourite colour is teal."
+    show.said("alice", told, await alice.run(told, user_id="alice", session_id="alice-1"))
+    told = "My favourite colour is orange."
+    show.said("bob", told, await bob.run(told, user_id="bob", session_id="bob-1"))
+    question = "What is my favourite colour?"
+    asked_alice = await alice.run(question, user_id="alice", session_id="alice-2")
+    show.said("alice", question, asked_alice)
+    asked_bob = await bob.run(question, user_id="bob", session_id="bob-2")
+    show.said("bob", question, asked_bob)
+    show.check(
+        "teal" in asked_alice.output and "orange" not in asked_alice.output,
+        "alice's earlier turn is recalled in her run, bob's never is",
+    )
+    show.check(
+        "orange" in asked_bob.output and "teal" not in asked_bob.output,
+        "bob's run recalls only bob's memories, although alice's is just as similar",
+    )
+
+
+async def _approval(show: Show, alice: Agent, policy: PolicyClient) -> None:
+    show.section("2. A destructive tool call needs a human's approval")
+    prompt = '/call notes_append {"text": "buy milk"}'
+    saved = await alice.run(prompt, user_id="alice")
+    show.said("alice", prompt, saved)
+    prompt = "/call notes_clear {}"
+    show.said("alice", prompt)
+    result: RunResult | None = None
+    async with _approver(policy, show):
+        async for event in alice.stream(prompt, user_id="alice"):
+            if isinstance(event, ApprovalPending):
+                show.line(f"        approval {event.approval.approval_id} pending for user_id={event.approval.user_id}")
+            elif isinstance(event, ApprovalResolved):
+                show.line(f"        approval {event.approval.status} ({event.approval.note})")
+            elif isinstance(event, ToolCallEvent):
+                show.line(f"        {event.call.tool_name}: decision={event.call.decision}, ran={event.call.executed}")
+            elif isinstance(event, Completed):
+                result = event.result
+    ran = result is not None and bool(result.tool_calls) and result.tool_calls[0].executed
+    show.check(ran, "notes_clear asked, reached alice's approval queue, was approved and ran")
+
+
+async def _budget(show: Show, bob: Agent, budget: BudgetClient) -> None:
+    show.section("3. A budget stop")
+    spent = (await budget.get_status(user_id="bob")).total.output_tokens
+    allowed = spent + MAX_OUTPUT_TOKENS
+    await budget.set_limits([limit("output_tokens", allowed)], target="user", user_id="bob")
+    show.line(f"  operator: bob's output_tokens limit = {allowed} (he has used {spent}: room for one model turn)")
+    prompt = "/call current_time {}"
+    stopped = await bob.run(prompt, user_id="bob")
+    show.said("bob", prompt, stopped)
+    show.check(
+        stopped.interrupted and stopped.interruption_reason.startswith("budget"),
+        "the run stopped when its next turn no longer fitted bob's budget",
+    )
+    prompt = "Are you still there?"
+    show.said("bob", prompt)
+    try:
+        await bob.run(prompt, user_id="bob")
+        refused = False
+    except BudgetExceeded as error:
+        show.line(f"        ! BudgetExceeded: {error.message}")
+        refused = True
+    status = await budget.get_status(user_id="bob")
+    show.check(
+        refused and status.total.output_tokens <= allowed,
+        f"the next run is refused up front; bob's ledger ({status.total.output_tokens}) never passed the limit",
+    )
+
+
+async def _audit(show: Show, audit: AuditClient) -> None:
+    show.section("4. The audit log verifies")
+    await audit.get_checkpoint(anonymous=True, create=True)
+    verified = await audit.verify(anonymous=True, all_tenants=True)
+    for chain in verified.chains:
+        who = chain.scope.user_id or "anonymous"
+        state = "intact" if chain.ok else f"BROKEN at seq {chain.first_bad_seq}: {chain.reason}"
+        show.line(f"  user_id={who:<6} {chain.entries_checked:>3} entries, HMAC chain {state}")
+    show.line(f"  checked against signed checkpoint {verified.checkpoint_id}")
+    show.check(verified.ok and len(verified.chains) >= 2, "Verify ok: every tenant's chain and the checkpoint hold")
+
+
+async def run_demo(keep: bool = False, out: TextIO = sys.stdout) -> int:
+    logging.getLogger("loomflow").setLevel(logging.ERROR)  # the demo's own lines tell the story
+    data_dir = Path(tempfile.mkdtemp(prefix="loomflow-demo-"))
+    secret = secrets.token_hex(32)
+    auth = AuthSettings(jwt_secret=secret)
+    show = Show(out)
+    server = suite.build_server(env={}, overrides=_settings(data_dir, secret))
+    try:
+        port = await server.start()
+        address = f"127.0.0.1:{port}"
+        show.line(f"loomflow demo: memory, budget, policy, audit and agent in one process on {address}")
+        show.line(f"secure mode (tokens signed with a fresh secret), echo model, state in {data_dir}")
+        operator = mint_token(auth, "demo-operator", Role.OPERATOR)
+        async with (
+            Agent(address, token=mint_token(auth, "alice")) as alice,
+            Agent(address, token=mint_token(auth, "bob")) as bob,
+            PolicyClient(address, token=operator) as policy,
+            BudgetClient(address, token=operator) as budget,
+            AuditClient(address, token=operator) as audit,
+        ):
+            await _memory(show, alice, bob)
+            await _approval(show, alice, policy)
+            await _budget(show, bob, budget)
+            await _audit(show, audit)
+    except LoomflowError as error:
+        show.line(f"demo failed: {error}")
+        return 1
+    finally:
+        await server.stop(0.5)
+        if keep:
+            show.line(f"state kept in {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    show.line()
+    if show.failed:
+        show.line(f"demo FAILED: {len(show.failed)} claim(s) did not hold")
+        return 1
+    show.line("demo ok: every claim held")
+    return 0
