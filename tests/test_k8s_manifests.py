@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loomflow import suite
 from loomflow.kernel import config
-from loomflow.kernel.auth import AuthSettings, Role, TokenVerifier, mint_token
+from loomflow.kernel.auth import AuthSettings, Role, TokenVerifier
 from loomflow.kernel.settings import ServerSettings
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, audit_pb2, audit_pb2_grpc, tenancy_pb2
 from tests.support.manifests import (
@@ -50,7 +50,7 @@ from tests.support.manifests import (
     selector_matches,
     service_target_port,
 )
-from tests.support.processes import ServeProcess, free_port
+from tests.support.processes import ServeProcess, free_port, source_env
 
 KUBERNETES_VERSION = "1.30.0"
 DEV_SECRETS = K8S / "overlays" / "dev" / "secrets"
@@ -630,7 +630,17 @@ async def test_dev_overlay_pods_serve_a_turn_and_drain_within_their_grace_period
             assert await asyncio.to_thread(_scrape, envs[service]["LOOMFLOW_METRICS_PORT"]) == 200, service
 
         agent_env = envs["agent"]
-        user_token = mint_token(AuthSettings(jwt_secret=agent_env["LOOMFLOW_AUTH_JWT_SECRET"]), "alice")
+        # docs/deploy.md: `kubectl exec deploy/agent -- loomflow token alice`, with the Agent pod's environment.
+        minted = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "loomflow.cli", "token", "alice"],
+            env={**source_env(), **agent_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert minted.returncode == 0, minted.stderr
+        user_token = minted.stdout.strip()
         scope = tenancy_pb2.UserScope(user_id="alice")
         async with grpc.aio.insecure_channel(processes["agent"].address) as channel:
             reply = await agent_pb2_grpc.AgentServiceStub(channel).Run(
