@@ -107,22 +107,28 @@ class AuditLog:
     async def append(self, draft: Draft) -> Appended:
         return await self._writer.append(draft)
 
-    async def _ensure_keys(self, tenants: Iterable[str]) -> None:
-        unknown = [t for t in set(tenants) if not self._keyring.known(t)]
-        if not unknown:
+    async def _load_keys(self, tenants: Iterable[str], reload: bool = False) -> None:
+        """Caches the tenants' data keys (again, when ``reload``) from the sink."""
+        wanted = {t for t in tenants if reload or not self._keyring.known(t)}
+        if not wanted:
             return
         async with self._keys_lock:
-            unknown = [t for t in unknown if not self._keyring.known(t)]
-            if unknown:
+            if not reload:
+                wanted = {t for t in wanted if not self._keyring.known(t)}
+            if wanted:
                 try:
-                    for tenant, wrapped in (await self.sink.load_keys(unknown)).items():
+                    for tenant, wrapped in (await self.sink.load_keys(wanted)).items():
                         self._keyring.install(tenant, wrapped)
                 except MasterKeyMismatch as exc:
                     raise FailedPrecondition(str(exc)) from None
 
     async def query(self, query: QueryFilter) -> list[ReadEntry]:
         entries = await self.sink.read(query)
-        await self._ensure_keys(e.user_id for e in entries if e.payload)
+        await self._load_keys(e.user_id for e in entries if e.payload)
+        # A key this process has not seen (another process made it) is loaded once more.
+        stale = {e.user_id for e in entries if e.payload and self._keyring.lacks_key(e.user_id, e.payload)}
+        if stale:
+            await self._load_keys(stale, reload=True)
         result: list[ReadEntry] = []
         for entry in entries:
             plaintext = self._keyring.decrypt(entry.user_id, entry.payload)

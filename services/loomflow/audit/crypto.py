@@ -112,6 +112,14 @@ class Keyring:
                     return None
         return None
 
+    def lacks_key(self, tenant: str, ciphertext: bytes) -> bool:
+        """Whether the key this ciphertext names is missing from the cache (it may exist in the
+        sink: created by another process, or after a Forget this process saw)."""
+        if len(ciphertext) < _HEADER or ciphertext[0] != FORMAT:
+            return False
+        key_id = ciphertext[1 : 1 + KEY_ID_SIZE]
+        return all(key.key_id != key_id for key in self._keys.get(tenant, ()))
+
     def forget(self, tenant: str) -> None:
         """Drops the tenant's keys from memory (the sink destroys the stored copies)."""
         self._keys[tenant] = []
