@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from loomflow.kernel.config import option
 from loomflow.kernel.errors import PermissionDenied, Unauthenticated
@@ -139,9 +141,10 @@ def mint_token(settings: AuthSettings, subject: str, role: Role = Role.USER, ttl
         "exp": now + ttl_seconds,
     }
     if settings.jwt_private_key_file:
-        pem = Path(settings.jwt_private_key_file).read_bytes()
-        algorithm = "EdDSA" if b"RSA" not in pem else "RS256"
-        return jwt.encode(claims, pem, algorithm=algorithm)
+        # The key's type picks the algorithm: a PKCS#8 PEM names no algorithm in its header.
+        key = serialization.load_pem_private_key(Path(settings.jwt_private_key_file).read_bytes(), password=None)
+        algorithm = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "EdDSA"
+        return jwt.encode(claims, key, algorithm=algorithm)
     if not settings.jwt_secret:
         raise ValueError("no signing key: set LOOMFLOW_AUTH_JWT_SECRET or LOOMFLOW_AUTH_JWT_PRIVATE_KEY_FILE")
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
