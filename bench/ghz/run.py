@@ -1,0 +1,239 @@
+"""Runs the ghz load suite: one config per hot RPC, against a live loomflow.
+
+    python bench/ghz/run.py                  # full run: every config, results in bench/results/ghz/
+    python bench/ghz/run.py --quick          # the short CI variant
+    python bench/ghz/run.py --calls recall,check --address 127.0.0.1:50051 --token "$TOKEN"
+
+Without --address it starts `loomflow serve` (all five services, one process, secure mode) on a
+free port, seeds memory and open budget reservations, then runs ghz (installed pinned by
+scripts/install-tools.sh) with a service token. Every report is kept as JSON and checked against
+bench/ghz/thresholds.json; the run exits non-zero when any report misses its thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
+
+import grpc  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+
+from bench.harness import machine, plot_path  # noqa: E402
+from loomflow.kernel.auth import AuthSettings, Role, mint_token  # noqa: E402
+from loomflow.v1 import budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2  # noqa: E402
+from tests.support.processes import ServeProcess  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = HERE / "configs"
+THRESHOLDS = HERE / "thresholds.json"
+RESULTS = ROOT / "bench" / "results" / "ghz"
+PROTOSET = ROOT / "clients" / "loomflow.protoset"
+TENANTS = 200
+
+
+def ghz_binary() -> str:
+    found = shutil.which("ghz") or str(Path(os.popen("go env GOPATH").read().strip() or "~/go") / "bin" / "ghz")
+    if not Path(found).exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "install-tools.sh")], check=True)
+    return found
+
+
+async def seed(address: str, token: str, reservations: int) -> list[dict[str, Any]]:
+    """Gives every tenant some episodes to recall, and opens reservations for the Commit config."""
+    metadata = (("authorization", f"Bearer {token}"),)
+    async with grpc.aio.insecure_channel(address) as channel:
+        memory = memory_pb2_grpc.MemoryServiceStub(channel)
+        budget = budget_pb2_grpc.BudgetServiceStub(channel)
+        sem = asyncio.Semaphore(32)
+
+        async def remember(tenant: int, n: int) -> None:
+            async with sem:
+                await memory.Remember(
+                    memory_pb2.RememberRequest(
+                        scope=tenancy_pb2.UserScope(user_id=f"tenant-{tenant}"),
+                        session_id="seed",
+                        input=f"reminder {n}: the quarterly report for tenant {tenant} is due on friday",
+                        output="noted",
+                    ),
+                    metadata=metadata,
+                    timeout=30,
+                )
+
+        async def reserve(n: int) -> dict[str, Any]:
+            scope = tenancy_pb2.UserScope(user_id=f"tenant-{n % TENANTS}")
+            async with sem:
+                reply = await budget.Reserve(
+                    budget_pb2.ReserveRequest(
+                        scope=scope,
+                        call_id=f"ghz-seed-{n}-{secrets.token_hex(4)}",
+                        model="echo",
+                        estimate=budget_pb2.Usage(input_tokens=100, output_tokens=50),
+                        ttl_ms=3_600_000,
+                    ),
+                    metadata=metadata,
+                    timeout=30,
+                )
+            commit = budget_pb2.CommitRequest(
+                scope=scope,
+                reservation_id=reply.reservation_id,
+                actual=budget_pb2.Usage(input_tokens=80, output_tokens=40),
+            )
+            return json_format.MessageToDict(commit, preserving_proto_field_name=True)
+
+        await asyncio.gather(*(remember(t, n) for t in range(TENANTS) for n in range(5)))
+        return list(await asyncio.gather(*(reserve(n) for n in range(reservations))))
+
+
+def run_config(
+    ghz: str, name: str, address: str, token: str, total: int, concurrency: int, commits: list[dict[str, Any]]
+) -> dict[str, Any]:
+    config = json.loads((CONFIGS / f"{name}.json").read_text())
+    config.pop("_comment", None)
+    if config.get("data") == "@reservations":
+        config["data"] = commits[:total]
+    config.update(
+        {
+            "host": address,
+            "insecure": True,
+            "protoset": str(PROTOSET),
+            "total": total,
+            "concurrency": concurrency,
+            "connections": 2,
+            "metadata": {"authorization": f"Bearer {token}"},
+            "timeout": "20s",
+        }
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(config, handle)
+    report_path = RESULTS / f"{name}.json"
+    subprocess.run(
+        [ghz, "--config", handle.name, "--format", "json", "--output", str(report_path)],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
+    os.unlink(handle.name)
+    report: dict[str, Any] = json.loads(report_path.read_text())
+    return report
+
+
+def summarize(report: dict[str, Any]) -> dict[str, float]:
+    latencies = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
+    codes: dict[str, int] = report.get("statusCodeDistribution") or {}
+    total = sum(codes.values()) or 1
+    return {
+        "rps": round(float(report.get("rps", 0.0)), 1),
+        "p50_ms": round(latencies.get(50, float("inf")), 3),
+        "p95_ms": round(latencies.get(95, float("inf")), 3),
+        "p99_ms": round(latencies.get(99, float("inf")), 3),
+        "error_rate": round(1 - codes.get("OK", 0) / total, 5),
+        "count": int(report.get("count", 0)),
+    }
+
+
+def check(name: str, summary: dict[str, float], limits: dict[str, float]) -> list[str]:
+    failures = []
+    if summary["rps"] < limits["min_rps"]:
+        failures.append(f"{name}: {summary['rps']} req/s < floor {limits['min_rps']}")
+    for p in ("p50", "p95", "p99"):
+        if summary[f"{p}_ms"] > limits[f"max_{p}_ms"]:
+            failures.append(f"{name}: {p} {summary[f'{p}_ms']} ms > ceiling {limits[f'max_{p}_ms']} ms")
+    if summary["error_rate"] > limits["max_error_rate"]:
+        failures.append(f"{name}: error rate {summary['error_rate']} > {limits['max_error_rate']}")
+    return failures
+
+
+def plot(summaries: dict[str, dict[str, float]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summaries)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.bar(names, [summaries[n]["rps"] for n in names], color="#4477aa")
+    left.set_title("ghz throughput (req/s)")
+    for i, p in enumerate(("p50_ms", "p95_ms", "p99_ms")):
+        right.bar([x + i * 0.27 for x in range(len(names))], [summaries[n][p] for n in names], width=0.27, label=p)
+    right.set_xticks([x + 0.27 for x in range(len(names))], names)
+    right.set_title("latency (ms)")
+    right.legend()
+    fig.tight_layout()
+    path = plot_path("ghz")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", default=",".join(sorted(p.stem for p in CONFIGS.glob("*.json"))))
+    parser.add_argument("--total", type=int, default=20_000, help="requests per call")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="short CI run: 400 requests per call, concurrency 16")
+    parser.add_argument("--address", help="use a running suite instead of starting one")
+    parser.add_argument("--token", help="bearer token for --address (a service or operator token)")
+    args = parser.parse_args(argv)
+    total, concurrency = (400, 16) if args.quick else (args.total, args.concurrency)
+    calls = [c.strip() for c in args.calls.split(",") if c.strip()]
+    thresholds = json.loads(THRESHOLDS.read_text())
+    ghz = ghz_binary()
+
+    server: ServeProcess | None = None
+    if args.address:
+        address, token = args.address, args.token or ""
+    else:
+        secret = secrets.token_hex(32)
+        token = mint_token(AuthSettings(jwt_secret=secret), "ghz", Role.SERVICE, ttl_seconds=24 * 3600)
+        server = ServeProcess(
+            "memory,budget,policy,audit,agent",
+            Path(tempfile.mkdtemp(prefix="loomflow-ghz-")),
+            env={"LOOMFLOW_AUTH_JWT_SECRET": secret, "LOOMFLOW_AUDIT_HMAC_KEY": secrets.token_hex(32)},
+        ).start()
+        address = server.address
+    try:
+        commits = asyncio.run(seed(address, token, total if "commit" in calls else 0))
+        summaries: dict[str, dict[str, float]] = {}
+        failures: list[str] = []
+        for name in calls:
+            print(f"ghz: {name} ({total} requests, concurrency {concurrency})", file=sys.stderr, flush=True)
+            summaries[name] = summarize(run_config(ghz, name, address, token, total, concurrency, commits))
+            failures += check(name, summaries[name], thresholds[name])
+            print(f"ghz: {name}: {summaries[name]}", file=sys.stderr, flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    summary_path = RESULTS / "summary.json"
+    summary_path.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "total": total,
+                "concurrency": concurrency,
+                "calls": summaries,
+                "thresholds": thresholds,
+                "failures": failures,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"ghz: summary in {summary_path}, plot in {plot(summaries)}", file=sys.stderr)
+    for failure in failures:
+        print(f"ghz: THRESHOLD MISSED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
