@@ -24,7 +24,7 @@ from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from loomflow.kernel.config import option
 from loomflow.kernel.errors import PermissionDenied, Unauthenticated
@@ -143,8 +143,11 @@ def mint_token(settings: AuthSettings, subject: str, role: Role = Role.USER, ttl
     if settings.jwt_private_key_file:
         # The key's type picks the algorithm: a PKCS#8 PEM names no algorithm in its header.
         key = serialization.load_pem_private_key(Path(settings.jwt_private_key_file).read_bytes(), password=None)
-        algorithm = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "EdDSA"
-        return jwt.encode(claims, key, algorithm=algorithm)
+        if isinstance(key, rsa.RSAPrivateKey):
+            return jwt.encode(claims, key, algorithm="RS256")
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return jwt.encode(claims, key, algorithm="EdDSA")
+        raise ValueError(f"{settings.jwt_private_key_file}: an RSA or Ed25519 private key is needed")
     if not settings.jwt_secret:
         raise ValueError("no signing key: set LOOMFLOW_AUTH_JWT_SECRET or LOOMFLOW_AUTH_JWT_PRIVATE_KEY_FILE")
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
