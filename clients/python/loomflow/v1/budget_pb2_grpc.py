@@ -84,6 +84,8 @@ class BudgetServiceServicer:
     def Commit(self, request, context):
         """Commit settles a reservation with the actual usage, exactly once: a retry
         returns the original charge. Usage above the estimate is charged in full.
+        Committing a reservation that was released or has expired still books the
+        actual usage (the tokens were spent); its hold was already returned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

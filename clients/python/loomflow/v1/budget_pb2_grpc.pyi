@@ -45,6 +45,8 @@ class BudgetServiceStub:
     Commit: _grpc.UnaryUnaryMultiCallable[_budget_pb2.CommitRequest, _budget_pb2.CommitResponse]
     """Commit settles a reservation with the actual usage, exactly once: a retry
     returns the original charge. Usage above the estimate is charged in full.
+    Committing a reservation that was released or has expired still books the
+    actual usage (the tokens were spent); its hold was already returned.
     """
     Release: _grpc.UnaryUnaryMultiCallable[_budget_pb2.ReleaseRequest, _budget_pb2.ReleaseResponse]
     """Release returns an uncommitted reservation's hold. Idempotent."""
@@ -72,6 +74,8 @@ class BudgetServiceAsyncStub(BudgetServiceStub):
     Commit: _aio.UnaryUnaryMultiCallable[_budget_pb2.CommitRequest, _budget_pb2.CommitResponse]  # type: ignore[assignment]
     """Commit settles a reservation with the actual usage, exactly once: a retry
     returns the original charge. Usage above the estimate is charged in full.
+    Committing a reservation that was released or has expired still books the
+    actual usage (the tokens were spent); its hold was already returned.
     """
     Release: _aio.UnaryUnaryMultiCallable[_budget_pb2.ReleaseRequest, _budget_pb2.ReleaseResponse]  # type: ignore[assignment]
     """Release returns an uncommitted reservation's hold. Idempotent."""
@@ -108,6 +112,8 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_budget_pb2.CommitResponse, _abc.Awaitable[_budget_pb2.CommitResponse]]:
         """Commit settles a reservation with the actual usage, exactly once: a retry
         returns the original charge. Usage above the estimate is charged in full.
+        Committing a reservation that was released or has expired still books the
+        actual usage (the tokens were spent); its hold was already returned.
         """
 
     @_abc_1.abstractmethod

@@ -198,14 +198,15 @@ func (LimitTarget) EnumDescriptor() ([]byte, []int) {
 // Usage is what one model call consumed (or is estimated to consume).
 type Usage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Input tokens, including cached ones.
+	// Input tokens, including cached and cache-write ones.
 	InputTokens  int64 `protobuf:"varint,1,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
 	OutputTokens int64 `protobuf:"varint,2,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
 	// Of the input tokens, how many were read from the provider's prompt cache.
 	CachedInputTokens int64 `protobuf:"varint,3,opt,name=cached_input_tokens,json=cachedInputTokens,proto3" json:"cached_input_tokens,omitempty"`
 	// Of the input tokens, how many were written to the provider's prompt cache.
 	CacheWriteTokens int64 `protobuf:"varint,4,opt,name=cache_write_tokens,json=cacheWriteTokens,proto3" json:"cache_write_tokens,omitempty"`
-	// Wall-clock milliseconds.
+	// Wall-clock milliseconds. In a Commit, 0 means "measure it": the server
+	// charges the time from Reserve to Commit.
 	WallClockMs   int64 `protobuf:"varint,5,opt,name=wall_clock_ms,json=wallClockMs,proto3" json:"wall_clock_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -449,10 +450,12 @@ type LimitUsage struct {
 	AppliesTo string `protobuf:"bytes,2,opt,name=applies_to,json=appliesTo,proto3" json:"applies_to,omitempty"`
 	// Committed usage in the current window.
 	Committed int64 `protobuf:"varint,3,opt,name=committed,proto3" json:"committed,omitempty"`
-	// Outstanding reservations.
+	// Outstanding reservations. Holds count against every window until
+	// committed, released or expired.
 	Reserved int64 `protobuf:"varint,4,opt,name=reserved,proto3" json:"reserved,omitempty"`
 	// (committed + reserved) / max; 0 when max is 0.
-	Fraction    float64                `protobuf:"fixed64,5,opt,name=fraction,proto3" json:"fraction,omitempty"`
+	Fraction float64 `protobuf:"fixed64,5,opt,name=fraction,proto3" json:"fraction,omitempty"`
+	// Start of the current window (UTC); unset for WINDOW_NONE.
 	WindowStart *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
 	// Unset for WINDOW_NONE.
 	WindowEnd     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=window_end,json=windowEnd,proto3" json:"window_end,omitempty"`
@@ -613,7 +616,8 @@ type ReserveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
 	// Idempotency key chosen by the caller: the same call_id returns the same
-	// reservation and holds nothing more.
+	// reservation and holds nothing more. Scoped per tenant. A refused Reserve
+	// records nothing, so retrying it is evaluated afresh.
 	CallId string `protobuf:"bytes,2,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
 	// Model name, priced by longest-prefix match in the price table.
 	Model    string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
@@ -699,8 +703,9 @@ func (x *ReserveRequest) GetRunId() string {
 }
 
 type ReserveResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ReservationId string                 `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Opaque and unguessable. Another tenant's reservation id is NOT_FOUND.
+	ReservationId string `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
 	// The estimate as priced and held.
 	Held      *Charge                `protobuf:"bytes,2,opt,name=held,proto3" json:"held,omitempty"`
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`

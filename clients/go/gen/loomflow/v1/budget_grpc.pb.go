@@ -41,6 +41,8 @@ type BudgetServiceClient interface {
 	Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error)
 	// Commit settles a reservation with the actual usage, exactly once: a retry
 	// returns the original charge. Usage above the estimate is charged in full.
+	// Committing a reservation that was released or has expired still books the
+	// actual usage (the tokens were spent); its hold was already returned.
 	Commit(ctx context.Context, in *CommitRequest, opts ...grpc.CallOption) (*CommitResponse, error)
 	// Release returns an uncommitted reservation's hold. Idempotent.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
@@ -124,6 +126,8 @@ type BudgetServiceServer interface {
 	Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error)
 	// Commit settles a reservation with the actual usage, exactly once: a retry
 	// returns the original charge. Usage above the estimate is charged in full.
+	// Committing a reservation that was released or has expired still books the
+	// actual usage (the tokens were spent); its hold was already returned.
 	Commit(context.Context, *CommitRequest) (*CommitResponse, error)
 	// Release returns an uncommitted reservation's hold. Idempotent.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
