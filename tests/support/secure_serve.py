@@ -55,6 +55,10 @@ def secure_suite(data_dir: Path, services: str = "memory,budget,policy,audit,age
         # What the Agent presents to the services it calls (same process here).
         "LOOMFLOW_AUTH_SERVICE_TOKEN": service_token,
         "LOOMFLOW_TRACING": "false",
+        # Secure mode refuses to start Audit without real keys: fresh random ones per suite.
+        "LOOMFLOW_AUDIT_HMAC_KEY": secrets.token_hex(32),
+        "LOOMFLOW_AUDIT_SIGNING_KEY": secrets.token_hex(32),  # Ed25519 seed
+        "LOOMFLOW_AUDIT_PAYLOAD_KEY": secrets.token_hex(32),
     }
     with ServeProcess(services, data_dir, env=env) as process:
         yield SecureSuite(
