@@ -52,7 +52,6 @@ CANDIDATE_CACHE_SIZE = 4096
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 Matcher = Callable[[str], bool]
-Test = Callable[[Any], bool]
 
 
 def compile_glob(pattern: str) -> Matcher:
@@ -139,56 +138,81 @@ def resolve(arguments: Mapping[str, Any], path: Sequence[str]) -> Any:
     return current
 
 
+class ArgumentReader:
+    """One decision's view of the call's arguments: each path is resolved, and its text
+    form made, at most once, however many rules test it."""
+
+    __slots__ = ("_arguments", "_texts", "_values")
+
+    def __init__(self, arguments: Mapping[str, Any]) -> None:
+        self._arguments = arguments
+        self._values: dict[str, Any] = {}
+        self._texts: dict[str, str | None] = {}
+
+    def value(self, path: str) -> Any:
+        """The argument at a dotted path, or MISSING."""
+        value = self._values.get(path, _UNREAD)
+        if value is _UNREAD:
+            value = self._values[path] = resolve(self._arguments, path.split("."))
+        return value
+
+    def text(self, path: str) -> str | None:
+        """The argument's text form (see :func:`argument_text`), or None when it is absent."""
+        text = self._texts.get(path, _UNREAD)
+        if text is _UNREAD:
+            value = self.value(path)
+            text = self._texts[path] = None if value is MISSING else argument_text(value)
+        return text  # type: ignore[return-value]
+
+
+_UNREAD: Final = object()
+
+Test = Callable[[ArgumentReader], bool]
+
+
 def _compile_test(condition: Condition) -> Test:
-    op, values = condition.operator, condition.values
+    """One condition as a closure over the reader. Negations are the exact negation of their
+    positive form, so an absent argument satisfies not_equals, not_in and not_matches."""
+    op, values, path = condition.operator, condition.values, condition.argument
     if op is Operator.EXISTS:
-        return lambda value: value is not MISSING
-    if op in (Operator.EQUALS, Operator.NOT_EQUALS):
+        return lambda r: r.value(path) is not MISSING
+    if op is Operator.EQUALS:
         expected = values[0]
-        equals: Test = lambda value: value is not MISSING and argument_text(value) == expected  # noqa: E731
-        return equals if op is Operator.EQUALS else lambda value: not equals(value)
-    if op in (Operator.IN, Operator.NOT_IN):
+        return lambda r: r.text(path) == expected
+    if op is Operator.NOT_EQUALS:
+        unwanted = values[0]
+        return lambda r: r.text(path) != unwanted
+    if op is Operator.IN:
         allowed = frozenset(values)
-        member: Test = lambda value: value is not MISSING and argument_text(value) in allowed  # noqa: E731
-        return member if op is Operator.IN else lambda value: not member(value)
+        return lambda r: r.text(path) in allowed
+    if op is Operator.NOT_IN:
+        excluded = frozenset(values)
+        return lambda r: r.text(path) not in excluded
     if op in (Operator.MATCHES, Operator.NOT_MATCHES):
-        globs = tuple(compile_glob(v) for v in values)
-        matches: Test = lambda value: value is not MISSING and _any_glob(globs, argument_text(value))  # noqa: E731
-        return matches if op is Operator.MATCHES else lambda value: not matches(value)
+        matches = _compile_matches(path, tuple(compile_glob(v) for v in values))
+        return matches if op is Operator.MATCHES else lambda r: not matches(r)
     bound = float(values[0])
     if op is Operator.LESS_THAN:
-        return lambda value: (n := argument_number(value)) is not None and n < bound
+        return lambda r: (n := argument_number(r.value(path))) is not None and n < bound
     if op is Operator.GREATER_THAN:
-        return lambda value: (n := argument_number(value)) is not None and n > bound
+        return lambda r: (n := argument_number(r.value(path))) is not None and n > bound
     raise ValueError(f"unknown operator {op!r}")
 
 
-def _any_glob(globs: tuple[Matcher, ...], text: str) -> bool:
-    return any(glob(text) for glob in globs)
-
-
-@dataclass(frozen=True)
-class CompiledCondition:
-    path: tuple[str, ...]
-    test: Test
-
-    def holds(self, arguments: Mapping[str, Any]) -> bool:
-        return self.test(resolve(arguments, self.path))
+def _compile_matches(path: str, globs: tuple[Matcher, ...]) -> Test:
+    if len(globs) == 1:
+        glob = globs[0]
+        return lambda r: (text := r.text(path)) is not None and glob(text)
+    return lambda r: (text := r.text(path)) is not None and any(g(text) for g in globs)
 
 
 @dataclass(frozen=True)
 class CompiledRule:
     rule: Rule
     matches_tool: Matcher
-    conditions: tuple[CompiledCondition, ...]
+    conditions: tuple[Test, ...]
     verdict: Verdict  # what this rule decides when the mode does not intervene
     mode_verdict: Verdict  # bypass / accept-edits overriding an ask: the mode decided
-
-    def holds(self, arguments: Mapping[str, Any]) -> bool:
-        for condition in self.conditions:  # noqa: SIM110  # a loop beats all(<generator>) on the hot path
-            if not condition.holds(arguments):
-                return False
-        return True
 
 
 class CompiledPolicy:
@@ -215,8 +239,16 @@ class CompiledPolicy:
         return found
 
     def first_match(self, tool_name: str, arguments: Mapping[str, Any]) -> CompiledRule | None:
+        reader: ArgumentReader | None = None
         for rule in self.candidates(tool_name):
-            if not rule.conditions or rule.holds(arguments):
+            if not rule.conditions:
+                return rule
+            if reader is None:
+                reader = ArgumentReader(arguments)
+            for test in rule.conditions:
+                if not test(reader):
+                    break
+            else:
                 return rule
         return None
 
@@ -235,7 +267,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     """Compiles a (validated) policy: globs, conditions and verdicts, once."""
     rules = []
     for rule in policy.rules:
-        conditions = tuple(CompiledCondition(tuple(c.argument.split(".")), _compile_test(c)) for c in rule.conditions)
+        conditions = tuple(_compile_test(c) for c in rule.conditions)
         verdict, mode_verdict = _rule_verdicts(rule, policy.mode)
         rules.append(CompiledRule(rule, compile_glob(rule.tool), conditions, verdict, mode_verdict))
     return CompiledPolicy(policy, tuple(rules))
