@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,14 +114,10 @@ def test_go_client_tests_pass_against_the_live_suite(live_suite: SecureSuite) ->
     live_passed = report.tests("pass", "/livetest")
     assert live_passed, f"no live Go test passed:\n{transcript}"
 
-    # A skipped Go test must name a service that is not implemented yet.
-    skipped = {key: report.skip_reason(key) for key in report.tests("skip")}
-    unexplained = {key: why for key, why in skipped.items() if "PENDING:" not in why}
-    assert not unexplained, f"Go tests skipped for a reason other than a pending service: {unexplained}"
-    if skipped:
-        pending = sorted({why.split("PENDING:")[1].split()[0] for why in skipped.values()})
-        cases = sorted(key.split()[-1] for key in skipped)
-        warnings.warn(f"Go client cases pending on unimplemented services {pending}: {cases}", stacklevel=1)
+    # Every service is implemented: a Go test skipping as PENDING (its service
+    # answered UNIMPLEMENTED) means a service lost an RPC, so it fails here.
+    skipped = {key.split()[-1]: report.skip_reason(key) for key in report.tests("skip")}
+    assert not skipped, f"Go tests skipped against the full suite: {skipped}"
 
 
 @pytest.mark.usefixtures("go_modules")
@@ -156,8 +151,6 @@ def test_the_documented_go_snippet_runs_against_the_live_suite(live_suite: Secur
         assert gofmt.stdout.strip() == "", "the docs snippet is not gofmt-formatted"
         env = {"LOOMFLOW_ADDR": live_suite.address, "LOOMFLOW_TOKEN": live_suite.service_token}
         result = _run_go("run", "./" + Path(folder).name, env=env)
-    if "code = Unimplemented" in result.stderr:
-        pytest.skip(f"PENDING: the docs snippet calls a service not implemented yet: {result.stderr.strip()}")
     assert result.returncode == 0, "the docs snippet failed:\n" + _explain(result)
     assert "recalled: My favourite colour is teal." in result.stdout, result.stdout
     assert "bob reads alice's episode: not found = true" in result.stdout, result.stdout

@@ -109,7 +109,6 @@ class Session:
     workdir: Path
     env: dict[str, str]
     state: Path
-    pending: list[str] = field(default_factory=list)  # recipes skipped on unimplemented services
 
     def script(self, recipe: Recipe) -> str:
         body = recipe.script.replace(DOC_ADDRESS, self.suite.address)
@@ -196,9 +195,6 @@ def _run_stream(session: Session, recipe: Recipe) -> tuple[int, str]:
         process.wait()
     reader.join(timeout=5)
     output = "".join(chunks)
-    if "Code: Unimplemented" in output:
-        session.pending.append(recipe.name)
-        pytest.skip(f"PENDING: recipe {recipe.name} calls a service not implemented yet")
     assert still_streaming, f"stream recipe {recipe.name} ended by itself (exit {process.returncode}):\n{output}"
     return recipe.exit_code, output
 
@@ -206,11 +202,6 @@ def _run_stream(session: Session, recipe: Recipe) -> tuple[int, str]:
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
 def test_recipe_runs_as_documented(session: Session, recipe: Recipe) -> None:
     code, output = _run_stream(session, recipe) if recipe.stream else _run_to_end(session, recipe)
-    if "Code: Unimplemented" in output:
-        session.pending.append(recipe.name)
-        pytest.skip(f"PENDING: recipe {recipe.name} calls a service not implemented yet")
-    if session.pending and "unbound variable" in output:
-        pytest.skip(f"PENDING: recipe {recipe.name} needs what pending recipes {session.pending} export")
     assert code == recipe.exit_code, f"recipe {recipe.name} exited {code}, documented {recipe.exit_code}:\n{output}"
     missing = [text for text in recipe.expects if text not in output]
     assert not missing, f"recipe {recipe.name} output lacks {missing}:\n{output}"
