@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from loomflow.client import (
     PolicyClient,
     Unauthenticated,
 )
+from loomflow.kernel import errors
 from loomflow.kernel.auth import AuthSettings, Role, TokenVerifier, mint_token
 from loomflow.kernel.config import ConfigError
 from tests.agent.conftest import Tenancy, secure_suite, token
@@ -160,3 +162,14 @@ def test_loomflow_token_mints_what_the_server_verifies() -> None:
 def test_loomflow_token_without_a_key_is_a_configuration_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["token", "alice", "--auth-jwt-secret", ""]) == 2
     assert "no signing key" in capsys.readouterr().err
+
+
+def test_a_remembered_token_is_still_refused_once_it_expires() -> None:
+    verifier = TokenVerifier(AuthSettings(jwt_secret=TEST_JWT_SECRET))
+    short = mint_token(AuthSettings(jwt_secret=TEST_JWT_SECRET), "alice", ttl_seconds=2)
+    assert verifier.verify(short).subject == "alice"
+    assert verifier.verify(short).subject == "alice", "verified again from memory"
+    expires = jwt.decode(short, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(errors.Unauthenticated, match="token expired"):
+        verifier.verify(short)

@@ -82,13 +82,22 @@ class AuthSettings:
     service_token: str = option("", "token this process presents to other loomflow services", secret=True)
 
 
+_MAX_VERIFIED = 10_000
+
+
 @dataclass
 class TokenVerifier:
-    """Verifies bearer tokens with a fixed set of algorithms (never ``none``)."""
+    """Verifies bearer tokens with a fixed set of algorithms (never ``none``).
+
+    A token that verified is remembered until it expires: the same token (the
+    Agent's service credential on every internal call, a user's on each run)
+    then costs a dict lookup instead of a signature check.
+    """
 
     settings: AuthSettings
     _key: str | bytes = field(init=False)
     _algorithms: list[str] = field(init=False)
+    _verified: dict[str, tuple[Principal, float]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -105,6 +114,11 @@ class TokenVerifier:
             )
 
     def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() < cached[1]:
+                return cached[0]
+            del self._verified[token]  # expired: decode again, which says so
         try:
             claims = jwt.decode(
                 token,
@@ -126,7 +140,11 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("invalid token: empty subject")
-        return Principal(role, subject)
+        principal = Principal(role, subject)
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()
+        self._verified[token] = (principal, float(claims["exp"]))
+        return principal
 
 
 def mint_token(settings: AuthSettings, subject: str, role: Role = Role.USER, ttl_seconds: int = 3600) -> str:
