@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
@@ -114,3 +115,24 @@ async def test_health_probes_are_not_traced(traced: Traced) -> None:
 
     await health_pb2_grpc.HealthStub(traced.suite.channel).Check(health_pb2.HealthCheckRequest())
     assert not traced.spans.get_finished_spans(), "a health probe made spans"
+
+
+async def test_a_failed_call_records_its_status_code_on_the_server_span(traced: Traced) -> None:
+    stub = memory_pb2_grpc.MemoryServiceStub(traced.suite.channel)
+    request = memory_pb2.GetEpisodeRequest(scope=tenancy_pb2.UserScope(user_id="alice"), episode_id="missing")
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await stub.GetEpisode(request)
+    assert failed.value.code() is grpc.StatusCode.NOT_FOUND
+    (span,) = _server_spans(traced.spans.get_finished_spans(), f"{MEMORY}/GetEpisode")
+    assert span.attributes is not None
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert span.attributes[tracing.USER_ID] == "alice"
+
+
+async def test_server_streaming_calls_are_traced_too(traced: Traced) -> None:
+    stub = memory_pb2_grpc.MemoryServiceStub(traced.suite.channel)
+    request = memory_pb2.MemoryServiceExportRequest(scope=tenancy_pb2.UserScope(user_id="alice"))
+    _ = [item async for item in stub.Export(request)]
+    (span,) = _server_spans(traced.spans.get_finished_spans(), f"{MEMORY}/Export")
+    assert span.attributes is not None
+    assert span.attributes[tracing.USER_ID] == "alice"

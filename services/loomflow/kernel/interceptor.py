@@ -27,7 +27,7 @@ from loomflow.kernel import errors
 from loomflow.kernel.auth import INSECURE_PRINCIPAL, Principal, Role, TokenVerifier, bearer_token, bind_principal
 from loomflow.kernel.telemetry import LATENCY_BUCKETS_MS, log_context, meter, tenant_label
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
-from loomflow.kernel.tracing import adopt_run_ids, annotate_span
+from loomflow.kernel.tracing import adopt_run_ids, annotate_span, traced_handler
 from loomflow.kernel.validation import validate
 
 log = logging.getLogger("loomflow.rpc")
@@ -42,9 +42,11 @@ class KernelInterceptor:
         self,
         verifier: TokenVerifier | None,
         end_user_services: set[str],
+        traced: bool = False,
     ) -> None:
         self._verifier = verifier
         self._end_user_services = end_user_services
+        self._traced = traced  # outside the pipeline, so its span is current while the pipeline runs
         m = meter("loomflow.rpc")
         self._requests = m.create_counter("loomflow_rpc_requests", description="RPCs served, by status code")
         self._errors = m.create_counter("loomflow_rpc_errors", description="RPCs that ended with a non-OK status")
@@ -56,7 +58,13 @@ class KernelInterceptor:
         )
 
     def wrap(self, service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        """The handler with the pipeline around it (built once per method)."""
+        """The handler with the pipeline (and the tracing span) around it, built once per method."""
+        wrapped = self._wrap(service, rpc, handler)
+        return traced_handler(service, rpc, wrapped) if self._traced else wrapped
+
+    def _wrap(
+        self, service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         pipeline = _Pipeline(self, service, rpc)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

@@ -46,7 +46,7 @@ class Server:
         # grpc.aio objects bind to the running event loop, so they are made in start().
         settings, services = self.settings, self.services
         if settings.tracing:
-            # Before grpc.aio.server() below and before services open channels: it wraps both.
+            # Before services open their channels: it wraps the channel factories.
             names = settings.service_names()
             setup_tracing("loomflow" if len(names) != 1 else f"loomflow-{names[0]}", settings.otlp_endpoint)
         self._health = health.aio.HealthServicer()
@@ -54,6 +54,7 @@ class Server:
         interceptor = KernelInterceptor(
             self._verifier,
             {s.full_name for s in services if s.accepts_end_users},
+            traced=settings.tracing,
         )
         limit = settings.max_message_bytes
         self._server = grpc.aio.server(

@@ -1,7 +1,7 @@
 """OpenTelemetry traces: one TracerProvider per process, gRPC spans, the run's ids as baggage.
 
-With ``--tracing`` (on by default) every loomflow server and every grpc.aio
-channel a service opens is instrumented by ``opentelemetry-instrumentation-grpc``,
+With ``--tracing`` (on by default) every loomflow server method and every
+grpc.aio channel a service opens is instrumented by ``opentelemetry-instrumentation-grpc``,
 so one agent run is one trace: the Agent's server span, its client spans, and
 the Memory, Budget, Policy and Audit server spans beneath them, in one process
 or across many (W3C ``traceparent`` metadata). The run's ids travel as W3C
@@ -10,21 +10,29 @@ the kernel interceptor puts them on each server span as attributes and on each
 log line as fields.
 
 Spans leave the process only when ``--otlp-endpoint`` is set (OTLP/gRPC; off by
-default). Without it they still give every log line a ``trace_id`` that is the
-same in every service a run touched.
+default). Without it nothing is recorded (the sampler drops every span, which
+is much cheaper than recording spans nobody reads), but trace context still
+propagates, so every log line still has a ``trace_id`` that is the same in
+every service a run touched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import grpc
 from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.util.types import Attributes
 
 from loomflow.kernel.telemetry import log_context
 from loomflow.kernel.tenancy import display_tenant
@@ -40,6 +48,33 @@ _lock = threading.Lock()
 _provider: TracerProvider | None = None
 _otlp_endpoints: set[str] = set()
 _captures: list[SpanExporter] = []
+
+
+class _RecordWhenExported(Sampler):
+    """Parent-based sampling while spans have somewhere to go; otherwise drop them all.
+
+    A dropped span still carries a valid trace id, so propagation and the
+    ``trace_id`` of log lines work either way.
+    """
+
+    def __init__(self) -> None:
+        self._sampled = ParentBased(root=ALWAYS_ON)
+
+    def should_sample(
+        self,
+        parent_context: context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        chosen = self._sampled if (_otlp_endpoints or _captures) else ALWAYS_OFF
+        return chosen.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return "RecordWhenExported(ParentBased(AlwaysOn))"
 
 
 class _CaptureProcessor(SpanProcessor):
@@ -75,36 +110,68 @@ def _install_provider(service_name: str) -> TracerProvider:
             if isinstance(current, TracerProvider):
                 _provider = current  # someone (an embedding app) installed an SDK provider: add to it
             else:
-                _provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+                _provider = TracerProvider(
+                    resource=Resource.create({"service.name": service_name}), sampler=_RecordWhenExported()
+                )
                 trace.set_tracer_provider(_provider)
             _provider.add_span_processor(_CaptureProcessor())
         return _provider
 
 
 def instrument_grpc() -> None:
-    """Wraps ``grpc.aio.server`` and the aio channel factories (idempotent).
+    """Wraps the grpc.aio channel factories, so every channel opened later is traced (idempotent).
 
     Only ``loomflow.*`` services are traced: health probes and reflection would
     be noise, and the OTLP exporter's own (sync) channel is never traced.
+    Servers are traced by :func:`traced_handler`, method by method.
     """
-    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer, filters
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, filters
 
-    only_loomflow = filters.service_prefix("loomflow.")
-    server = GrpcAioInstrumentorServer(filter_=only_loomflow)  # type: ignore[no-untyped-call]
-    client = GrpcAioInstrumentorClient(filter_=only_loomflow)  # type: ignore[no-untyped-call]
-    if not server.is_instrumented_by_opentelemetry:
-        server.instrument()
+    client = GrpcAioInstrumentorClient(filter_=filters.service_prefix("loomflow."))  # type: ignore[no-untyped-call]
     if not client.is_instrumented_by_opentelemetry:
         client.instrument()
 
 
 def uninstrument_grpc() -> None:
-    """Restores the plain grpc.aio factories (servers and channels made later are not traced)."""
-    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
+    """Restores the plain grpc.aio channel factories (channels made later are not traced)."""
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 
-    for instrumentor in (GrpcAioInstrumentorServer(), GrpcAioInstrumentorClient()):  # type: ignore[no-untyped-call]
-        if instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.uninstrument()
+    client = GrpcAioInstrumentorClient()  # type: ignore[no-untyped-call]
+    if client.is_instrumented_by_opentelemetry:
+        client.uninstrument()
+
+
+@dataclass(frozen=True)
+class _Method:
+    """What the instrumentation reads of a call's ``HandlerCallDetails``: the method path."""
+
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...] = ()
+
+
+def traced_handler(service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` inside opentelemetry-instrumentation-grpc's server span, wrapped once.
+
+    The library's aio server interceptor builds exactly this wrapper on every
+    call, through grpc.aio's interceptor machinery (measured: about a sixth of
+    an agent turn's throughput); the kernel wraps its handlers at registration
+    instead (see interceptor.py), so the span logic is applied there too. The
+    wrapper extracts the caller's trace context and baggage from the metadata,
+    starts the SERVER span, and records the status code.
+    """
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    from opentelemetry.instrumentation.grpc._server import _wrap_rpc_behavior
+
+    interceptor = aio_server_interceptor()  # type: ignore[no-untyped-call]
+    details = _Method(f"/{service}/{rpc}")
+
+    def telemetry(behavior: Any, request_streaming: bool, response_streaming: bool) -> Any:
+        if response_streaming:
+            return interceptor._intercept_aio_server_stream(behavior, details)
+        return interceptor._intercept_aio_server_unary(behavior, details)
+
+    wrapped: grpc.RpcMethodHandler[Any, Any] = _wrap_rpc_behavior(handler, telemetry)  # type: ignore[no-untyped-call]
+    return wrapped
 
 
 def flush_spans(timeout_millis: int = 5000) -> None:
