@@ -20,7 +20,17 @@ import pytest
 
 from loomflow.kernel.telemetry import OTHER_TENANTS
 from loomflow.kernel.tenancy import ANONYMOUS_LABEL, ANONYMOUS_SENTINEL
-from loomflow.v1 import agent_pb2, agent_pb2_grpc, budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
+from loomflow.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    budget_pb2,
+    budget_pb2_grpc,
+    memory_pb2,
+    memory_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    tenancy_pb2,
+)
 from tests.observability.prometheus import Sample, label_values, scrape, select, total
 from tests.support.processes import ServeProcess, free_port
 
@@ -96,6 +106,12 @@ def _workload(address: str) -> tuple[dict[str, list[grpc.StatusCode]], agent_pb2
         sentinel = memory_pb2.RememberRequest(scope=tenancy_pb2.UserScope(user_id=ANONYMOUS_SENTINEL), input="x")
         codes["remember:sentinel"] = [_code(lambda: memory.Remember(sentinel, timeout=10))]
         codes.update(_budget_workload(budget_pb2_grpc.BudgetServiceStub(channel)))
+        approval = policy_pb2.RequestApprovalRequest(
+            scope=_scope("alice"), tool_name="delete_everything", session_id="session-alice", timeout_ms=600_000
+        )
+        codes["request_approval:alice"] = [
+            _code(partial(policy_pb2_grpc.PolicyServiceStub(channel).RequestApproval, approval, timeout=10))
+        ]
     return codes, agent_run
 
 
@@ -257,3 +273,8 @@ def test_every_service_logs_the_agent_run_under_one_trace_with_its_ids(observed:
     assert {line["session_id"] for line in lines} == {"conv-dana"}
     dana = [line for line in _rpc_lines(observed) if line.get("user_id") == AGENT_TENANT]
     assert len(dana) == len(lines), "a line of dana's run lacks its run_id"
+
+
+def test_a_pending_approval_is_shown_per_tenant(observed: ObservedRun) -> None:
+    assert observed.codes["request_approval:alice"] == [grpc.StatusCode.OK]
+    assert total(observed.samples, "loomflow_policy_pending_approvals", user_id="alice") == 1
