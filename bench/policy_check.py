@@ -57,7 +57,7 @@ from loomflow.policy.models import Condition, Decision, Operator, Policy, Rule, 
 from loomflow.policy.store import open_store  # noqa: E402
 from loomflow.policy.wire import StructView, to_struct  # noqa: E402
 from loomflow.v1 import policy_pb2, policy_pb2_grpc, tenancy_pb2  # noqa: E402
-from tests.support.processes import ServeProcess  # noqa: E402
+from tests.support.processes import ServeProcess, source_env  # noqa: E402
 
 TARGET_DECISION_US = 50.0
 TARGET_CHECKS_PER_S = 5_000.0
@@ -79,35 +79,14 @@ def hundred_rules() -> Policy:
     for i in range(80):
         kind = i % 4
         if kind == 0:
-            rules.append(
-                Rule(
-                    f"deny-secret-{i}",
-                    "fs.*",
-                    Decision.DENY,
-                    (Condition("path", Operator.MATCHES, (f"/srv/secret{i}/*",)),),
-                )
-            )
+            secret = Condition("path", Operator.MATCHES, (f"/srv/secret{i}/*",))
+            rules.append(Rule(f"deny-secret-{i}", "fs.*", Decision.DENY, (secret,)))
         elif kind == 1:
-            rules.append(
-                Rule(
-                    f"ask-big-{i}",
-                    "*",
-                    Decision.ASK,
-                    (
-                        Condition("size", Operator.GREATER_THAN, (str(10_000 + i),)),
-                        Condition("path", Operator.EXISTS, ()),
-                    ),
-                )
-            )
+            big = Condition("size", Operator.GREATER_THAN, (str(10_000 + i),))
+            rules.append(Rule(f"ask-big-{i}", "*.*", Decision.ASK, (big, Condition("path", Operator.EXISTS, ()))))
         elif kind == 2:
-            rules.append(
-                Rule(
-                    f"deny-owner-{i}",
-                    "fs.[rw]*",
-                    Decision.DENY,
-                    (Condition("options.owner", Operator.IN, (f"svc-{i}", f"root-{i}")),),
-                )
-            )
+            owner = Condition("options.owner", Operator.IN, (f"svc-{i}", f"root-{i}"))
+            rules.append(Rule(f"deny-owner-{i}", "fs.[rw]*", Decision.DENY, (owner,)))
         else:
             evil = Condition("host", Operator.EQUALS, (f"evil{i}.example",))
             rules.append(Rule(f"deny-host-{i}", "[fh]*", Decision.DENY, (evil,)))
@@ -320,12 +299,95 @@ def _ghz(address: str, token: str, checks: int, concurrency: int, data_dir: Path
     }
 
 
-def throughput(checks: int, concurrencies: list[int], use_ghz: bool) -> dict[str, Any]:
+class _FloorServe(ServeProcess):
+    """`loomflow serve` whose Check answers a constant: what the kernel and gRPC cost alone."""
+
+    def start(self, timeout: float = 30.0) -> ServeProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **source_env(),
+            "LOOMFLOW_HOST": "127.0.0.1",
+            "LOOMFLOW_PORT": str(self.port),
+            "LOOMFLOW_METRICS_PORT": "0",
+            "LOOMFLOW_SERVICES": self.services,
+            "LOOMFLOW_DATA_DIR": str(self.data_dir),
+            **self.env,
+        }
+        log = (self.data_dir / f"serve-{self.port}.log").open("ab")
+        self.process = subprocess.Popen([sys.executable, __file__, "--floor-server"], env=env, stdout=log, stderr=log)
+        self.wait_serving(timeout)
+        return self
+
+
+def _floor_server() -> int:
+    """Serves PolicyService through the real kernel (auth, validation, metrics) with a Check that decides nothing."""
+    from loomflow import suite
+    from loomflow.policy.servicer import PolicyServicer
+
+    async def check(self: PolicyServicer, request: Any, context: Any) -> policy_pb2.CheckResponse:
+        return policy_pb2.CheckResponse(decision_id="dec_AAAAAAAAAAAAAAAAAAAAAA", decision=policy_pb2.DECISION_ALLOW)
+
+    PolicyServicer.Check = check  # type: ignore[method-assign]
+    asyncio.run(suite.build_server().run_until_signal())
+    return 0
+
+
+def _cpu_seconds(process: Any) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _serve_and_drive(
+    kind: type[ServeProcess],
+    env: dict[str, str],
+    data_dir: Path,
+    token: str,
+    checks: int,
+    concurrencies: list[int],
+    ghz_at: int,
+) -> dict[str, Any]:
     import psutil
 
+    results: dict[str, Any] = {"python_client": {}, "ghz": {}}
+    serve = kind("policy", data_dir, env=env).start()
+    try:
+        assert serve.process is not None
+        server = psutil.Process(serve.process.pid)
+        for concurrency in concurrencies:
+            before = _cpu_seconds(server)
+            result = asyncio.run(_drive(serve.address, token, checks, concurrency))
+            cpu_s = _cpu_seconds(server) - before
+            served = checks + TENANTS * len(TOOLS)
+            result["server_cpu_us_per_check"] = round(cpu_s * 1e6 / served, 1)
+            result["checks_per_server_cpu_second"] = round(served / cpu_s, 1) if cpu_s else 0.0
+            results["python_client"][str(concurrency)] = result
+            print(
+                f"{kind.__name__} python client x{concurrency}: {result['checks_per_second']:.0f} Checks/s, "
+                f"p99 {result['latency_ms']['p99_ms']:.2f} ms, "
+                f"{result['checks_per_server_cpu_second']:.0f} Checks per server CPU-second",
+                file=sys.stderr,
+            )
+        if ghz_at:
+            before = _cpu_seconds(server)
+            found = _ghz(serve.address, token, checks, ghz_at, data_dir)
+            cpu_s = _cpu_seconds(server) - before
+            if found is None:
+                results["ghz"] = {"skipped": "ghz not installed (scripts/install-tools.sh)"}
+            else:
+                if cpu_s and "error" not in found:
+                    found["checks_per_server_cpu_second"] = round(checks / cpu_s, 1)
+                results["ghz"][str(ghz_at)] = found
+                print(f"{kind.__name__} ghz x{ghz_at}: {found}", file=sys.stderr)
+        results["server_rss_mib"] = round(server.memory_info().rss / 2**20, 1)
+    finally:
+        serve.stop()
+    return results
+
+
+def throughput(checks: int, concurrencies: list[int], ghz_at: int) -> dict[str, Any]:
+    """The real PolicyService, then the floor (same kernel, a Check that does nothing), same load."""
     auth = AuthSettings(jwt_secret=SECRET)
     token = mint_token(auth, "bench-agent", Role.SERVICE, ttl_seconds=86_400)
-    results: dict[str, Any] = {"python_client": {}, "ghz": {}}
     with tempfile.TemporaryDirectory() as raw:
         data_dir = Path(raw)
         policy_file = data_dir / "policies.yaml"
@@ -336,42 +398,9 @@ def throughput(checks: int, concurrencies: list[int], use_ghz: bool) -> dict[str
             "LOOMFLOW_TRACING": "false",
             "LOOMFLOW_LOG_LEVEL": "warning",
         }
-        serve = ServeProcess("policy", data_dir / "serve", env=env).start()
-        try:
-            assert serve.process is not None
-            server = psutil.Process(serve.process.pid)
-            for concurrency in concurrencies:
-                before = server.cpu_times()
-                result = asyncio.run(_drive(serve.address, token, checks, concurrency))
-                after = server.cpu_times()
-                cpu_s = after.user + after.system - before.user - before.system
-                served = checks + TENANTS * len(TOOLS)
-                result["server_cpu_us_per_check"] = round(cpu_s * 1e6 / served, 1)
-                result["checks_per_server_cpu_second"] = round(served / cpu_s, 1) if cpu_s else 0.0
-                results["python_client"][str(concurrency)] = result
-                print(
-                    f"python client x{concurrency}: {result['checks_per_second']:.0f} Checks/s, "
-                    f"p99 {result['latency_ms']['p99_ms']:.2f} ms, "
-                    f"{result['checks_per_server_cpu_second']:.0f} Checks per server CPU-second",
-                    file=sys.stderr,
-                )
-            if use_ghz:
-                for concurrency in concurrencies:
-                    before = server.cpu_times()
-                    found = _ghz(serve.address, token, checks, concurrency, data_dir)
-                    after = server.cpu_times()
-                    if found is None:
-                        results["ghz"] = {"skipped": "ghz not installed (scripts/install-tools.sh)"}
-                        break
-                    cpu_s = after.user + after.system - before.user - before.system
-                    if cpu_s and "error" not in found:
-                        found["checks_per_server_cpu_second"] = round(checks / cpu_s, 1)
-                    results["ghz"][str(concurrency)] = found
-                    print(f"ghz x{concurrency}: {found}", file=sys.stderr)
-            results["server_rss_mib"] = round(server.memory_info().rss / 2**20, 1)
-        finally:
-            serve.stop()
-    return results
+        policy = _serve_and_drive(ServeProcess, env, data_dir / "policy", token, checks, concurrencies, ghz_at)
+        floor = _serve_and_drive(_FloorServe, env, data_dir / "floor", token, checks, concurrencies, ghz_at)
+    return {"policy": policy, "floor": floor}
 
 
 # -- report ----------------------------------------------------------------------
@@ -398,10 +427,19 @@ def plot(results: dict[str, Any]) -> Path:
     left.set_title("In-process decision time")
     left.legend(fontsize=8)
 
-    python = results["grpc"]["python_client"]
+    grpc_results = results["grpc"]
+    python = grpc_results["policy"]["python_client"]
     levels = [int(c) for c in python]
     right.plot(
-        levels, [python[str(c)]["checks_per_second"] for c in levels], marker="o", label="Checks/s (Python client)"
+        levels, [python[str(c)]["checks_per_second"] for c in levels], marker="o", label="Check/s, Python client"
+    )
+    floor = grpc_results["floor"]["python_client"]
+    right.plot(
+        levels,
+        [floor[str(c)]["checks_per_second"] for c in levels],
+        marker="o",
+        linestyle="--",
+        label="floor (kernel + gRPC, Check does nothing)",
     )
     right.plot(
         levels,
@@ -409,11 +447,12 @@ def plot(results: dict[str, Any]) -> Path:
         marker="s",
         label="Checks per server CPU-second",
     )
-    ghz = {k: v for k, v in results["grpc"].get("ghz", {}).items() if isinstance(v, dict) and "checks_per_second" in v}
-    if ghz:
-        right.plot(
-            [int(c) for c in ghz], [v["checks_per_second"] for v in ghz.values()], marker="^", label="Checks/s (ghz)"
-        )
+    for name, marker in (("policy", "^"), ("floor", "v")):
+        for level, run in grpc_results[name].get("ghz", {}).items():
+            if isinstance(run, dict) and "checks_per_second" in run:
+                right.scatter(
+                    [int(level)], [run["checks_per_second"]], marker=marker, s=60, label=f"{name}, ghz client"
+                )
     right.axhline(TARGET_CHECKS_PER_S, color="red", linestyle="--", label="target 5,000/s")
     right.set_xscale("log", base=2)
     right.set_xlabel("calls in flight on one channel")
@@ -434,22 +473,26 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=20_000, help="decisions timed per scenario")
     parser.add_argument("--checks", type=int, default=30_000, help="Checks per concurrency level")
     parser.add_argument("--concurrency", default="16,64,256", help="calls in flight, comma-separated")
-    parser.add_argument("--no-ghz", action="store_true", help="skip the ghz (Go client) runs")
+    parser.add_argument("--ghz-concurrency", type=int, default=256, help="calls in flight for the ghz run (0: none)")
+    parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor_server:
+        return _floor_server()
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
     load_before = os.getloadavg()[0]
     decisions = decision_time(args.samples)
     for name, figures in decisions.items():
         print(f"{name:45s} p50 {figures['p50_us']:7.2f} µs  p99 {figures['p99_us']:7.2f} µs", file=sys.stderr)
-    grpc_results = throughput(args.checks, concurrencies, not args.no_ghz)
+    grpc_results = throughput(args.checks, concurrencies, args.ghz_concurrency)
 
     warm = [v for k, v in decisions.items() if "never seen" not in k and "in-process Check" not in k]
     worst_mean = max(v["mean_us"] for v in warm)
     worst_p50 = max(v["p50_us"] for v in warm)
     worst_p99 = max(v["p99_us"] for v in warm)
-    best_rate = max(v["checks_per_second"] for v in grpc_results["python_client"].values())
-    ghz_runs = [v for v in grpc_results["ghz"].values() if isinstance(v, dict) and "checks_per_second" in v]
+    best_rate = max(v["checks_per_second"] for v in grpc_results["policy"]["python_client"].values())
+    floor_rate = max(v["checks_per_second"] for v in grpc_results["floor"]["python_client"].values())
+    ghz_runs = [v for v in grpc_results["policy"]["ghz"].values() if isinstance(v, dict) and "checks_per_second" in v]
     ghz_rates = [float(v["checks_per_second"]) for v in ghz_runs]
     verdict: dict[str, Any] = {
         "worst_warm_decision_mean_us": worst_mean,
@@ -460,6 +503,8 @@ def main() -> int:
         "decision_target_met": max(worst_mean, worst_p50) <= TARGET_DECISION_US,
         "best_checks_per_second_python_client": best_rate,
         "best_checks_per_second_ghz": max(ghz_rates) if ghz_rates else None,
+        "floor_checks_per_second_python_client": floor_rate,
+        "check_share_of_floor": round(best_rate / floor_rate, 3) if floor_rate else None,
         "throughput_target_met": max([best_rate, *ghz_rates]) >= TARGET_CHECKS_PER_S,
     }
     results = {

@@ -82,7 +82,8 @@ class PolicyServiceServicer:
 
     def Check(self, request, context):
         """Check decides one tool call against the tenant's policy. Every decision has
-        a decision_id that the audit entry of the call carries.
+        a decision_id that the audit entry of the call carries. A check that cannot
+        read the policy fails (UNAVAILABLE); it never answers ALLOW by default.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +99,10 @@ class PolicyServiceServicer:
     def ResolveApproval(self, request, context):
         """ResolveApproval approves, denies or approves with edited arguments. A user
         may resolve only their own approvals; an operator may resolve any.
+        Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
+        expired (a deny) or was already resolved otherwise (the same answer again
+        returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
+        a deny, or remember on an approval without a run_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +118,10 @@ class PolicyServiceServicer:
     def WatchApprovals(self, request, context):
         """WatchApprovals streams approvals as they are created and resolved: the
         tenant's own, or every tenant's for an operator (how a Slack bot subscribes).
+        The server sends the stream's headers once the subscription is in place:
+        nothing created after that is missed. A watcher that falls too far behind
+        is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
+        for all_tenants without an operator credential.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,19 +38,28 @@ class PolicyServiceStub:
     def __new__(cls, channel: _aio.Channel) -> PolicyServiceAsyncStub: ...
     Check: _grpc.UnaryUnaryMultiCallable[_policy_pb2.CheckRequest, _policy_pb2.CheckResponse]
     """Check decides one tool call against the tenant's policy. Every decision has
-    a decision_id that the audit entry of the call carries.
+    a decision_id that the audit entry of the call carries. A check that cannot
+    read the policy fails (UNAVAILABLE); it never answers ALLOW by default.
     """
     RequestApproval: _grpc.UnaryUnaryMultiCallable[_policy_pb2.RequestApprovalRequest, _policy_pb2.RequestApprovalResponse]
     """RequestApproval records a durable pending approval addressed to the tenant."""
     ResolveApproval: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ResolveApprovalRequest, _policy_pb2.ResolveApprovalResponse]
     """ResolveApproval approves, denies or approves with edited arguments. A user
     may resolve only their own approvals; an operator may resolve any.
+    Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
+    expired (a deny) or was already resolved otherwise (the same answer again
+    returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
+    a deny, or remember on an approval without a run_id.
     """
     GetApproval: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetApprovalRequest, _policy_pb2.GetApprovalResponse]
     """GetApproval reads one approval; NOT_FOUND for another tenant's."""
     WatchApprovals: _grpc.UnaryStreamMultiCallable[_policy_pb2.WatchApprovalsRequest, _policy_pb2.WatchApprovalsResponse]
     """WatchApprovals streams approvals as they are created and resolved: the
     tenant's own, or every tenant's for an operator (how a Slack bot subscribes).
+    The server sends the stream's headers once the subscription is in place:
+    nothing created after that is missed. A watcher that falls too far behind
+    is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
+    for all_tenants without an operator credential.
     """
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetPolicyRequest, _policy_pb2.GetPolicyResponse]
     """GetPolicy returns the policy that applies to the tenant (or the default)."""
@@ -67,19 +76,28 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Check: _aio.UnaryUnaryMultiCallable[_policy_pb2.CheckRequest, _policy_pb2.CheckResponse]  # type: ignore[assignment]
     """Check decides one tool call against the tenant's policy. Every decision has
-    a decision_id that the audit entry of the call carries.
+    a decision_id that the audit entry of the call carries. A check that cannot
+    read the policy fails (UNAVAILABLE); it never answers ALLOW by default.
     """
     RequestApproval: _aio.UnaryUnaryMultiCallable[_policy_pb2.RequestApprovalRequest, _policy_pb2.RequestApprovalResponse]  # type: ignore[assignment]
     """RequestApproval records a durable pending approval addressed to the tenant."""
     ResolveApproval: _aio.UnaryUnaryMultiCallable[_policy_pb2.ResolveApprovalRequest, _policy_pb2.ResolveApprovalResponse]  # type: ignore[assignment]
     """ResolveApproval approves, denies or approves with edited arguments. A user
     may resolve only their own approvals; an operator may resolve any.
+    Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
+    expired (a deny) or was already resolved otherwise (the same answer again
+    returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
+    a deny, or remember on an approval without a run_id.
     """
     GetApproval: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetApprovalRequest, _policy_pb2.GetApprovalResponse]  # type: ignore[assignment]
     """GetApproval reads one approval; NOT_FOUND for another tenant's."""
     WatchApprovals: _aio.UnaryStreamMultiCallable[_policy_pb2.WatchApprovalsRequest, _policy_pb2.WatchApprovalsResponse]  # type: ignore[assignment]
     """WatchApprovals streams approvals as they are created and resolved: the
     tenant's own, or every tenant's for an operator (how a Slack bot subscribes).
+    The server sends the stream's headers once the subscription is in place:
+    nothing created after that is missed. A watcher that falls too far behind
+    is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
+    for all_tenants without an operator credential.
     """
     GetPolicy: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetPolicyRequest, _policy_pb2.GetPolicyResponse]  # type: ignore[assignment]
     """GetPolicy returns the policy that applies to the tenant (or the default)."""
@@ -99,7 +117,8 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.CheckResponse, _abc.Awaitable[_policy_pb2.CheckResponse]]:
         """Check decides one tool call against the tenant's policy. Every decision has
-        a decision_id that the audit entry of the call carries.
+        a decision_id that the audit entry of the call carries. A check that cannot
+        read the policy fails (UNAVAILABLE); it never answers ALLOW by default.
         """
 
     @_abc_1.abstractmethod
@@ -118,6 +137,10 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_policy_pb2.ResolveApprovalResponse, _abc.Awaitable[_policy_pb2.ResolveApprovalResponse]]:
         """ResolveApproval approves, denies or approves with edited arguments. A user
         may resolve only their own approvals; an operator may resolve any.
+        Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
+        expired (a deny) or was already resolved otherwise (the same answer again
+        returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
+        a deny, or remember on an approval without a run_id.
         """
 
     @_abc_1.abstractmethod
@@ -136,6 +159,10 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_policy_pb2.WatchApprovalsResponse], _abc.AsyncIterator[_policy_pb2.WatchApprovalsResponse]]:
         """WatchApprovals streams approvals as they are created and resolved: the
         tenant's own, or every tenant's for an operator (how a Slack bot subscribes).
+        The server sends the stream's headers once the subscription is in place:
+        nothing created after that is missed. A watcher that falls too far behind
+        is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
+        for all_tenants without an operator credential.
         """
 
     @_abc_1.abstractmethod

@@ -78,18 +78,25 @@ func (Decision) EnumDescriptor() ([]byte, []int) {
 	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{0}
 }
 
-// Mode adjusts how rules apply, as the in-process framework's modes do.
+// Mode adjusts how rules apply, as the in-process framework's modes do. In
+// every mode the first matching rule (by order) is found first, and a matching
+// deny rule denies. docs/policy.md gives the full order of evaluation.
 type Mode int32
 
 const (
+	// Treated as MODE_DEFAULT.
 	Mode_MODE_UNSPECIFIED Mode = 0
-	// Rules decide; destructive tools without a matching rule ask.
+	// Rules decide; destructive tools without a matching rule ask; other tools
+	// without a matching rule get the policy's fallback.
 	Mode_MODE_DEFAULT Mode = 1
-	// Like default, but edit tools (tagged "edit") are allowed without asking.
+	// Like default, but edit tools (tagged "edit") are allowed without asking
+	// (instead of an ask rule or the fallback) unless a deny rule matches.
 	Mode_MODE_ACCEPT_EDITS Mode = 2
-	// Everything is allowed except explicit deny rules.
+	// Everything is allowed except explicit deny rules (ask rules, destructive
+	// tools and the fallback included).
 	Mode_MODE_BYPASS Mode = 3
-	// Read-only planning: only tools tagged "read_only" may run; all else is denied.
+	// Read-only planning: tools not tagged "read_only" are denied before any
+	// rule; read_only tools then follow the rules and fallback as in default.
 	Mode_MODE_PLAN Mode = 4
 )
 
@@ -138,7 +145,11 @@ func (Mode) EnumDescriptor() ([]byte, []int) {
 	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{1}
 }
 
-// ConditionOperator compares one argument with a value.
+// ConditionOperator compares one argument with a value. Arguments compare by
+// their text form: strings as is, "true"/"false", integral numbers without a
+// decimal point, "null", objects and lists as compact JSON with sorted keys.
+// NOT_* operators are the exact negation of their positive form, so they hold
+// when the argument is absent.
 type ConditionOperator int32
 
 const (
@@ -151,7 +162,8 @@ const (
 	ConditionOperator_CONDITION_OPERATOR_IN          ConditionOperator = 5
 	ConditionOperator_CONDITION_OPERATOR_NOT_IN      ConditionOperator = 6
 	ConditionOperator_CONDITION_OPERATOR_EXISTS      ConditionOperator = 7
-	// Numeric comparisons.
+	// Numeric comparisons: the argument must be a number or a string holding
+	// one; absent, boolean or non-numeric arguments never compare.
 	ConditionOperator_CONDITION_OPERATOR_LESS_THAN    ConditionOperator = 8
 	ConditionOperator_CONDITION_OPERATOR_GREATER_THAN ConditionOperator = 9
 )
@@ -219,7 +231,7 @@ const (
 	ApprovalStatus_APPROVAL_STATUS_PENDING     ApprovalStatus = 1
 	ApprovalStatus_APPROVAL_STATUS_APPROVED    ApprovalStatus = 2
 	ApprovalStatus_APPROVAL_STATUS_DENIED      ApprovalStatus = 3
-	// Not resolved before its deadline: a deny.
+	// Not resolved before its deadline (expires_at): a deny.
 	ApprovalStatus_APPROVAL_STATUS_EXPIRED ApprovalStatus = 4
 )
 
@@ -627,7 +639,8 @@ type CheckResponse struct {
 	MatchedRule string `protobuf:"bytes,3,opt,name=matched_rule,json=matchedRule,proto3" json:"matched_rule,omitempty"`
 	Reason      string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	Mode        Mode   `protobuf:"varint,5,opt,name=mode,proto3,enum=loomflow.v1.Mode" json:"mode,omitempty"`
-	// Set when an earlier remembered approval for this user and tool decided.
+	// Set when an earlier remembered approval for this user and tool decided
+	// (within the same run_id; it only ever replaces an ASK).
 	ApprovalId    string `protobuf:"bytes,6,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -882,7 +895,8 @@ type RequestApprovalRequest struct {
 	SessionId  string                 `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	RunId      string                 `protobuf:"bytes,6,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	Reason     string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
-	// How long the approval stays pending; 0 means the server default.
+	// How long the approval stays pending; 0 means the server default
+	// (--policy-approval-timeout-seconds). After it, the approval is EXPIRED.
 	TimeoutMs     int64 `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1025,10 +1039,12 @@ type ResolveApprovalRequest struct {
 	Resolution Resolution             `protobuf:"varint,3,opt,name=resolution,proto3,enum=loomflow.v1.Resolution" json:"resolution,omitempty"`
 	// Approve with these arguments instead of the requested ones.
 	EditedArguments *structpb.Struct `protobuf:"bytes,4,opt,name=edited_arguments,json=editedArguments,proto3" json:"edited_arguments,omitempty"`
-	Remember        bool             `protobuf:"varint,5,opt,name=remember,proto3" json:"remember,omitempty"`
-	Note            string           `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Remember the answer for this user and tool for the rest of the approval's
+	// run: later checks in that run that would ASK get ALLOW (or DENY) instead.
+	Remember      bool   `protobuf:"varint,5,opt,name=remember,proto3" json:"remember,omitempty"`
+	Note          string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResolveApprovalRequest) Reset() {

@@ -37,17 +37,26 @@ const (
 // default, as PerUserPermissions(policies, default) does.
 type PolicyServiceClient interface {
 	// Check decides one tool call against the tenant's policy. Every decision has
-	// a decision_id that the audit entry of the call carries.
+	// a decision_id that the audit entry of the call carries. A check that cannot
+	// read the policy fails (UNAVAILABLE); it never answers ALLOW by default.
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
 	// RequestApproval records a durable pending approval addressed to the tenant.
 	RequestApproval(ctx context.Context, in *RequestApprovalRequest, opts ...grpc.CallOption) (*RequestApprovalResponse, error)
 	// ResolveApproval approves, denies or approves with edited arguments. A user
 	// may resolve only their own approvals; an operator may resolve any.
+	// Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
+	// expired (a deny) or was already resolved otherwise (the same answer again
+	// returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
+	// a deny, or remember on an approval without a run_id.
 	ResolveApproval(ctx context.Context, in *ResolveApprovalRequest, opts ...grpc.CallOption) (*ResolveApprovalResponse, error)
 	// GetApproval reads one approval; NOT_FOUND for another tenant's.
 	GetApproval(ctx context.Context, in *GetApprovalRequest, opts ...grpc.CallOption) (*GetApprovalResponse, error)
 	// WatchApprovals streams approvals as they are created and resolved: the
 	// tenant's own, or every tenant's for an operator (how a Slack bot subscribes).
+	// The server sends the stream's headers once the subscription is in place:
+	// nothing created after that is missed. A watcher that falls too far behind
+	// is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
+	// for all_tenants without an operator credential.
 	WatchApprovals(ctx context.Context, in *WatchApprovalsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchApprovalsResponse], error)
 	// GetPolicy returns the policy that applies to the tenant (or the default).
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error)
@@ -151,17 +160,26 @@ func (c *policyServiceClient) PutPolicy(ctx context.Context, in *PutPolicyReques
 // default, as PerUserPermissions(policies, default) does.
 type PolicyServiceServer interface {
 	// Check decides one tool call against the tenant's policy. Every decision has
-	// a decision_id that the audit entry of the call carries.
+	// a decision_id that the audit entry of the call carries. A check that cannot
+	// read the policy fails (UNAVAILABLE); it never answers ALLOW by default.
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
 	// RequestApproval records a durable pending approval addressed to the tenant.
 	RequestApproval(context.Context, *RequestApprovalRequest) (*RequestApprovalResponse, error)
 	// ResolveApproval approves, denies or approves with edited arguments. A user
 	// may resolve only their own approvals; an operator may resolve any.
+	// Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
+	// expired (a deny) or was already resolved otherwise (the same answer again
+	// returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
+	// a deny, or remember on an approval without a run_id.
 	ResolveApproval(context.Context, *ResolveApprovalRequest) (*ResolveApprovalResponse, error)
 	// GetApproval reads one approval; NOT_FOUND for another tenant's.
 	GetApproval(context.Context, *GetApprovalRequest) (*GetApprovalResponse, error)
 	// WatchApprovals streams approvals as they are created and resolved: the
 	// tenant's own, or every tenant's for an operator (how a Slack bot subscribes).
+	// The server sends the stream's headers once the subscription is in place:
+	// nothing created after that is missed. A watcher that falls too far behind
+	// is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
+	// for all_tenants without an operator credential.
 	WatchApprovals(*WatchApprovalsRequest, grpc.ServerStreamingServer[WatchApprovalsResponse]) error
 	// GetPolicy returns the policy that applies to the tenant (or the default).
 	GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error)
