@@ -109,6 +109,37 @@ def test_default_mode_is_the_first_glob_match_in_order(
     assert (got.matched_rule, got.decision) == expected
 
 
+TAG_SETS = st.sets(st.sampled_from(["destructive", "edit", "read_only"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    specs=rules_strategy,
+    tool=st.text("ab", min_size=1, max_size=4),
+    fallback=st.sampled_from(list(Decision)),
+    tags=TAG_SETS,
+)
+def test_every_mode_is_the_default_decision_transformed_as_documented(
+    specs: list[tuple[str, Decision]], tool: str, fallback: Decision, tags: set[str]
+) -> None:
+    rules = tuple(rule(f"r{i}", p, d) for i, (p, d) in enumerate(specs))
+
+    def under(mode: Mode) -> Verdict:
+        return verdict(Policy(rules=rules, mode=mode, fallback=fallback), tool, {}, tuple(tags))
+
+    default = under(Mode.DEFAULT)
+    denied_by_rule = default.decision is DENY and default.matched_rule != ""
+    assert under(Mode.PLAN).decision is (default.decision if "read_only" in tags else DENY)
+    assert under(Mode.BYPASS).decision is (DENY if denied_by_rule else ALLOW)
+    if "edit" in tags:
+        assert under(Mode.ACCEPT_EDITS).decision is (DENY if denied_by_rule else ALLOW)
+    else:
+        assert under(Mode.ACCEPT_EDITS) == default
+    if not rules or default.matched_rule == "":
+        expected = ASK if "destructive" in tags else fallback
+        assert default.decision is expected, "without a matching rule: destructive asks, others get the fallback"
+
+
 def test_candidate_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "CANDIDATE_CACHE_SIZE", 8)
     compiled = compile_policy(Policy(rules=(rule("t", "tool_*", DENY),)))

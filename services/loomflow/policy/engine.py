@@ -1,6 +1,6 @@
 """The decision function: a compiled policy, a tool call, and its tags in; a verdict out.
 
-Pure and synchronous: no I/O, no clock, no randomness (the servicer adds the
+Pure and synchronous: no I/O, no clock, no randomness (the caller adds the
 decision id). :func:`compile_policy` does the slow work once per policy: tool
 globs become the cheapest matcher that fits (everything, equality, prefix,
 suffix, or a compiled regex), argument conditions become closures, and every
