@@ -6,6 +6,7 @@ per test (the DSN's ``search_path``), dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,10 +45,6 @@ class Backend:
     name: str
     dsn: str
 
-    @property
-    def durable(self) -> bool:
-        return self.name != "inprocess"
-
     def through(self, port: int) -> Backend:
         """The same store reached on another loopback port (a proxy, or nothing at all)."""
         parts = urlsplit(self.dsn)
@@ -73,6 +70,7 @@ BACKENDS = [
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
+DURABLE_BACKENDS = BACKENDS[1:]
 
 
 async def _drop_redis_keys(url: str, prefix: str) -> None:
@@ -85,16 +83,18 @@ async def _drop_redis_keys(url: str, prefix: str) -> None:
         await client.aclose()
 
 
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[Backend]:
-    name: str = request.param
+@contextlib.asynccontextmanager
+async def isolated(name: str, unique: str) -> AsyncIterator[Backend]:
+    """A backend of its own for one test: a fresh key prefix (Redis) or schema (Postgres)."""
     if name == "inprocess":
         yield Backend(name, "")
     elif name == "redis":
         url = backends.redis_url()
         prefix = f"lfb-test-{unique}"
-        yield Backend(name, f"{url}{'&' if '?' in url else '?'}key_prefix={prefix}")
-        await _drop_redis_keys(url, prefix)
+        try:
+            yield Backend(name, f"{url}{'&' if '?' in url else '?'}key_prefix={prefix}")
+        finally:
+            await _drop_redis_keys(url, prefix)
     else:
         dsn = backends.postgres_dsn()
         schema = f"budget_test_{unique}"
@@ -105,6 +105,19 @@ async def backend(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[
         finally:
             await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             await admin.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[Backend]:
+    async with isolated(request.param, unique) as found:
+        yield found
+
+
+@pytest.fixture(params=DURABLE_BACKENDS)
+async def durable_backend(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[Backend]:
+    """Only the backends with a store of their own (restarts, outages)."""
+    async with isolated(request.param, unique) as found:
+        yield found
 
 
 @pytest.fixture

@@ -192,9 +192,8 @@ async def test_every_backend_serves_through_grpc(tmp_path: Path, backend: Backen
         assert status.total.input_tokens == 7
 
 
-async def test_unreachable_store_is_unavailable_through_grpc(tmp_path: Path, backend: Backend) -> None:
-    if not backend.durable:
-        pytest.skip("the in-process ledger has no store to lose")
+async def test_unreachable_store_is_unavailable_through_grpc(tmp_path: Path, durable_backend: Backend) -> None:
+    backend = durable_backend
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = backend.through(probe.getsockname()[1])

@@ -335,30 +335,32 @@ async def test_limits_read_back_as_set(budget: Budget) -> None:
 
 
 async def test_durable_ledgers_keep_everything_committed_across_a_restart(
-    backend: Backend, budget: Budget, clock: FakeClock
+    durable_backend: Backend, clock: FakeClock
 ) -> None:
-    if not backend.durable:
-        pytest.skip("the in-process ledger is not durable by design")
-    await user_limits(budget, Limit(TOTAL, Window.DAILY, 1_000))
-    rid = (await budget.reserve("alice", "c1", "echo", usage(300))).outcome.reservation.reservation_id
-    await budget.commit("alice", rid, usage(250))
-    open_rid = (await budget.reserve("alice", "c2", "echo", usage(100))).outcome.reservation.reservation_id
-
-    reopened = backend.open(clock)
-    await reopened.start()
+    before = durable_backend.open(clock)
+    await before.start()
     try:
-        assert await used(reopened, "alice") == (250, 100)
-        assert (await reopened.commit("alice", rid, usage(1))).outcome.replayed
-        assert (await reopened.reserve("alice", "c2", "echo", usage(1))).outcome.reservation.reservation_id == open_rid
+        await user_limits(before, Limit(TOTAL, Window.DAILY, 1_000))
+        rid = (await before.reserve("alice", "c1", "echo", usage(300))).outcome.reservation.reservation_id
+        await before.commit("alice", rid, usage(250))
+        open_rid = (await before.reserve("alice", "c2", "echo", usage(100))).outcome.reservation.reservation_id
     finally:
-        await reopened.close()
+        await before.close()
+
+    after = durable_backend.open(clock)  # a new process: nothing carried over but the store
+    await after.start()
+    try:
+        assert await used(after, "alice") == (250, 100)
+        assert (await after.commit("alice", rid, usage(1))).outcome.replayed
+        assert (await after.reserve("alice", "c2", "echo", usage(1))).outcome.reservation.reservation_id == open_rid
+    finally:
+        await after.close()
 
 
 async def test_store_outage_fails_closed_with_unavailable_and_grants_nothing(
-    backend: Backend, clock: FakeClock
+    durable_backend: Backend, clock: FakeClock
 ) -> None:
-    if not backend.durable:
-        pytest.skip("the in-process ledger has no store to lose")
+    backend = durable_backend
     address = urlsplit(backend.dsn)
     proxy = CuttableProxy(address.hostname or "127.0.0.1", address.port or 0)
     await proxy.start()
@@ -386,9 +388,8 @@ async def test_store_outage_fails_closed_with_unavailable_and_grants_nothing(
         await proxy.cut()
 
 
-async def test_unreachable_store_at_start_up_answers_unavailable(backend: Backend, clock: FakeClock) -> None:
-    if not backend.durable:
-        pytest.skip("the in-process ledger has no store to lose")
+async def test_unreachable_store_at_start_up_answers_unavailable(durable_backend: Backend, clock: FakeClock) -> None:
+    backend = durable_backend
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
