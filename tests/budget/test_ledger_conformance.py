@@ -402,3 +402,26 @@ async def test_unreachable_store_at_start_up_answers_unavailable(durable_backend
             await budget.set_limits(LimitTarget.GLOBAL, "", [Limit(TOTAL, Window.NONE, 1)])
     finally:
         await budget.close()
+
+
+async def test_limits_from_settings_hold_even_when_the_store_was_down_at_start_up(
+    durable_backend: Backend, clock: FakeClock
+) -> None:
+    address = urlsplit(durable_backend.dsn)
+    proxy = CuttableProxy(address.hostname or "127.0.0.1", address.port or 0)
+    await proxy.start()
+    await proxy.cut()  # down before the service starts
+    budget = durable_backend.through(proxy.port).open(
+        clock, configured_limits={LimitTarget.DEFAULT_USER: [Limit(TOTAL, Window.NONE, 10)]}
+    )
+    await budget.start()
+    try:
+        with pytest.raises(Unavailable):
+            await budget.reserve("alice", "c1", "echo", usage(11))
+        await proxy.start()
+        with pytest.raises(ResourceExhausted) as refused:
+            await budget.reserve("alice", "c1", "echo", usage(11))
+        assert refused.value.limit == "user:total_tokens/none", "the configured limit was written first"
+    finally:
+        await budget.close()
+        await proxy.cut()

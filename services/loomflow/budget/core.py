@@ -12,6 +12,7 @@ cheaper entry: the ledger looks the whole id up, scoped to the tenant.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import Sequence
@@ -129,6 +130,7 @@ class Budget:
         # Limits from settings are written before the first operation (and retried until the
         # store accepts them), so a store that was down at start-up can never run without them.
         self._pending_limits = dict(configured_limits or {})
+        self._limits_lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self.ledger.start()
@@ -137,9 +139,11 @@ class Budget:
         await self.ledger.close()
 
     async def _apply_configured_limits(self) -> None:
-        for target, limits in list(self._pending_limits.items()):
-            await self.ledger.set_limits(target, "", limits)
-            del self._pending_limits[target]
+        # Serialized, so a concurrent SetLimits cannot land before a settings write still in flight.
+        async with self._limits_lock:
+            for target in list(self._pending_limits):
+                await self.ledger.set_limits(target, "", self._pending_limits[target])
+                del self._pending_limits[target]
 
     def warnings(self, states: Sequence[LimitState]) -> list[BudgetWarning]:
         threshold = self.warn_fraction
@@ -216,5 +220,6 @@ class Budget:
         check_limits(limits)
         if self._pending_limits:
             await self._apply_configured_limits()
-        await self.ledger.set_limits(target, tenant, list(limits))
+        async with self._limits_lock:
+            await self.ledger.set_limits(target, tenant, list(limits))
         return await self.ledger.get_limits(target, tenant)
