@@ -278,3 +278,9 @@ def test_every_service_logs_the_agent_run_under_one_trace_with_its_ids(observed:
 def test_a_pending_approval_is_shown_per_tenant(observed: ObservedRun) -> None:
     assert observed.codes["request_approval:alice"] == [grpc.StatusCode.OK]
     assert total(observed.samples, "loomflow_policy_pending_approvals", user_id="alice") == 1
+
+
+def test_every_loomflow_series_the_process_exports_has_a_user_id(observed: ObservedRun) -> None:
+    loomflow = [s for s in observed.samples if s.name.startswith("loomflow_")]
+    unlabelled = sorted({s.name for s in loomflow if "user_id" not in s.labels})
+    assert not unlabelled, f"series without user_id: {unlabelled}"
