@@ -417,3 +417,24 @@ async def test_anonymous_bucket_is_a_real_partition(store: MemoryStore, tenant: 
     await store.forget(ANONYMOUS_SENTINEL, ForgetScope(), now_micros())
     assert [r for r in await export_all(store, ANONYMOUS_SENTINEL)] == []
     assert [r.id for r in await export_all(store, alice) if isinstance(r, Episode)] == [own.id]
+
+
+async def test_remember_many_stores_all_with_consecutive_seqs_or_none_under_a_tombstone(
+    store: MemoryStore, tenant: Tenant
+) -> None:
+    alice = tenant("alice")
+    t0 = now_micros()
+    batch = await store.remember_many(
+        alice, [draft(f"bulk {i} about lighthouses", "", f"s{i % 2}") for i in range(5)], t0
+    )
+    assert [e.seq for e in batch] == list(range(batch[0].seq, batch[0].seq + 5))
+    assert len({e.id for e in batch}) == 5
+    assert set(await recall_ids(store, alice, "lighthouses")) == {e.id for e in batch}
+    for episode in batch:
+        assert await store.get_episode(alice, episode.id) == episode
+
+    await store.forget(alice, ForgetScope(session_id="s1"), t0 + 10)
+    with pytest.raises(Aborted):
+        await store.remember_many(alice, [draft("fine", "", "s0"), draft("overtaken", "", "s1")], t0 + 5)
+    left = [r for r in await export_all(store, alice) if isinstance(r, Episode)]
+    assert [e.session_id for e in left] == ["s0", "s0", "s0"], "a refused batch stores nothing"

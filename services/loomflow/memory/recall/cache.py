@@ -19,6 +19,8 @@ from loomflow.memory.recall.index import TenantIndex
 class CachedIndex:
     epoch: int
     index: TenantIndex
+    seen_seq: int = 0
+    """The tenant's highest seq when last refreshed (may exceed index.max_seq after a Forget)."""
     counted: int = 0
 
 
@@ -42,9 +44,9 @@ class IndexCache:
             self._entries.move_to_end(tenant)
         return entry
 
-    def put(self, tenant: str, epoch: int, index: TenantIndex) -> CachedIndex:
+    def put(self, tenant: str, epoch: int, index: TenantIndex, seen_seq: int) -> CachedIndex:
         self.drop(tenant)
-        entry = CachedIndex(epoch, index)
+        entry = CachedIndex(epoch, index, max(seen_seq, index.max_seq))
         self._entries[tenant] = entry
         self.resized(tenant)
         return entry

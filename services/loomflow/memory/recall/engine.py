@@ -1,4 +1,12 @@
-"""Recall for stores that keep episodes elsewhere: probe, refresh the cached index, rank, fetch."""
+"""Recall for stores that keep episodes elsewhere: rank on the cached index, fetch hits and check freshness at once.
+
+The hot path costs one round trip to the store: the cached per-tenant index
+ranks the episodes, then one read returns the hits *and* the tenant's current
+(epoch, seq). If they show a Forget (epoch) or episodes the index has not seen
+(seq), the index is refreshed and the ranking redone; so a recall never misses
+an episode stored, nor returns one forgotten, before it started, even by
+another process.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +14,12 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from loomflow.memory.models import Episode, RecallHit, RecallQuery
-from loomflow.memory.recall.cache import IndexCache
+from loomflow.memory.recall.cache import CachedIndex, IndexCache
 from loomflow.memory.recall.embedding import Embedder, Vector
 from loomflow.memory.recall.index import IndexedDoc, PreparedQuery, ScoredDoc, TenantIndex, prepare
+
+MAX_REFRESHES = 3
+"""Refresh-and-rerank rounds before answering from the newest index (writers may keep racing)."""
 
 
 class RecallSource(Protocol):
@@ -22,8 +33,8 @@ class RecallSource(Protocol):
         """The tenant's episodes with seq > ``after_seq``, ascending."""
         ...
 
-    async def fetch(self, tenant: str, seqs: Sequence[int]) -> Mapping[int, Episode]:
-        """The tenant's episodes with these seqs (missing ones omitted: a Forget may have raced)."""
+    async def probe_and_fetch(self, tenant: str, seqs: Sequence[int]) -> tuple[int, int, Mapping[int, Episode]]:
+        """(epoch, highest seq) as :meth:`probe`, and the episodes with these seqs (missing ones omitted)."""
         ...
 
 
@@ -69,27 +80,35 @@ class CachedRecall:
     def cache(self) -> IndexCache:
         return self._cache
 
-    async def index_for(self, tenant: str) -> TenantIndex:
-        epoch, top_seq = await self._source.probe(tenant)
-        entry = self._cache.get(tenant)
+    async def _refresh(self, tenant: str, entry: CachedIndex | None, epoch: int, top_seq: int) -> CachedIndex:
         if entry is None or entry.epoch != epoch:
             index = TenantIndex(0 if self._nearest is not None else self._embedder.dim)
             index.add(await self._source.load(tenant, 0), self._embedder)
-            return self._cache.put(tenant, epoch, index).index
-        if entry.index.max_seq < top_seq:
+            return self._cache.put(tenant, epoch, index, top_seq)
+        if top_seq > entry.seen_seq:
             entry.index.add(await self._source.load(tenant, entry.index.max_seq), self._embedder)
+            entry.seen_seq = max(top_seq, entry.index.max_seq)
             self._cache.resized(tenant)
-        return entry.index
+        return entry
 
-    async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
-        index = await self.index_for(tenant)
-        prepared = prepare(query.text, self._embedder)
+    async def _rank(
+        self, tenant: str, index: TenantIndex, query: RecallQuery, prepared: PreparedQuery
+    ) -> list[ScoredDoc]:
         nearest = None
         if self._nearest is not None and index.size:
             count = max(self._nearest_candidates, query.limit * 4)
             nearest = await self._nearest.nearest(tenant, prepared.vector, query.session_id, count)
-        scored = index.search(prepared, query.limit, query.session_id, query.min_score, nearest)
-        if not scored:
-            return []
-        records = await self._source.fetch(tenant, [doc.seq for doc in scored])
+        return index.search(prepared, query.limit, query.session_id, query.min_score, nearest)
+
+    async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
+        prepared = prepare(query.text, self._embedder)
+        entry = self._cache.get(tenant)
+        if entry is None:
+            entry = await self._refresh(tenant, None, *await self._source.probe(tenant))
+        for _ in range(MAX_REFRESHES):
+            scored = await self._rank(tenant, entry.index, query, prepared)
+            epoch, top_seq, records = await self._source.probe_and_fetch(tenant, [doc.seq for doc in scored])
+            if epoch == entry.epoch and top_seq <= entry.seen_seq:
+                break
+            entry = await self._refresh(tenant, entry, epoch, top_seq)
         return to_hits(scored, records, prepared, self._embedder)

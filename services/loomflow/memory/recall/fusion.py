@@ -14,9 +14,13 @@ RRF_K = 60
 def order(
     scores: npt.NDArray[np.float64], candidates: npt.NDArray[np.intp], recency: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.intp]:
-    """Candidates by descending score, ties broken by the more recent episode (higher seq)."""
-    keys = np.lexsort((-recency[candidates], -scores[candidates]))
-    return candidates[keys]
+    """Candidates by descending score, ties broken by the more recent episode (higher seq).
+
+    ``candidates`` must be ascending (so is ``recency`` along them: seqs grow with position);
+    a stable sort of the reversed candidates then puts the later episode first among equals.
+    """
+    newest_first = candidates[::-1]
+    return newest_first[np.argsort(-scores[newest_first], kind="stable")]
 
 
 def reciprocal_rank_fusion(

@@ -10,7 +10,7 @@ started, which stamps the record and is checked against Forget tombstones (see
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from loomflow.memory.models import (
@@ -39,6 +39,10 @@ class MemoryStore(Protocol):
     async def close(self) -> None: ...
 
     async def remember(self, tenant: str, draft: EpisodeDraft, at: Micros) -> Episode: ...
+
+    async def remember_many(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> list[Episode]:
+        """Stores several episodes of one tenant at once, all or none (bulk imports, benchmark loads)."""
+        ...
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]: ...
 

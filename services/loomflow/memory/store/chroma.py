@@ -42,7 +42,7 @@ from chromadb.errors import NotFoundError
 
 from loomflow.kernel.errors import NotFound, Unavailable
 from loomflow.memory import forgetting
-from loomflow.memory.ids import new_episode_id
+from loomflow.memory.episodes import stamp
 from loomflow.memory.models import (
     AssertionResult,
     Block,
@@ -202,35 +202,36 @@ class ChromaStore:
     # -- episodes ----------------------------------------------------------
 
     async def remember(self, tenant: str, draft: EpisodeDraft, at: Micros) -> Episode:
-        vector = self._embedder.embed(draft.text)
+        return (await self.remember_many(tenant, [draft], at))[0]
+
+    async def remember_many(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> list[Episode]:
+        if not drafts:
+            return []
+        vectors = [self._embedder.embed(d.text) for d in drafts]
         async with self._lock(tenant):
-            seq = await self._relational.reserve_episode_seq(tenant, draft.session_id, at)
-            episode = Episode(
-                tenant=tenant,
-                id=new_episode_id(),
-                seq=seq,
-                session_id=draft.session_id,
-                input=draft.input,
-                output=draft.output,
-                metadata=dict(draft.metadata),
-                run_id=draft.run_id,
-                created_at=at,
-            )
-            metadata = {
-                "episode_id": episode.id,
-                "seq": seq,
-                "session_id": episode.session_id,
-                "input_len": len(episode.input),
-                "metadata": json.dumps(dict(episode.metadata), separators=(",", ":")),
-                "run_id": episode.run_id,
-                "created_at": at,
-            }
+            first = await self._relational.reserve_episode_seqs(tenant, drafts, at)
+            stored = stamp(tenant, drafts, first, at)
+            metadatas = [
+                {
+                    "episode_id": e.id,
+                    "seq": e.seq,
+                    "session_id": e.session_id,
+                    "input_len": len(e.input),
+                    "metadata": json.dumps(dict(e.metadata), separators=(",", ":")),
+                    "run_id": e.run_id,
+                    "created_at": at,
+                }
+                for e in stored
+            ]
             await self._run(
                 lambda: self._collection(tenant, create=True).add(
-                    ids=[str(seq)], embeddings=[vector], documents=[episode.text], metadatas=[metadata]
+                    ids=[str(e.seq) for e in stored],
+                    embeddings=vectors,
+                    documents=[e.text for e in stored],
+                    metadatas=metadatas,
                 )
             )
-        return episode
+        return stored
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
         return await self._recall.recall(tenant, query)
@@ -242,8 +243,10 @@ class ChromaStore:
         episodes = await self._get(tenant, where={"seq": {"$gt": after_seq}})
         return [IndexedDoc(e.seq, e.session_id, e.text) for e in sorted(episodes, key=lambda e: e.seq)]
 
-    async def fetch(self, tenant: str, seqs: Sequence[int]) -> Mapping[int, Episode]:
-        return {e.seq: e for e in await self._get(tenant, ids=[str(s) for s in seqs])}
+    async def probe_and_fetch(self, tenant: str, seqs: Sequence[int]) -> tuple[int, int, Mapping[int, Episode]]:
+        epoch, top_seq = await self._relational.probe(tenant)
+        records = {e.seq: e for e in await self._get(tenant, ids=[str(s) for s in seqs])} if seqs else {}
+        return epoch, top_seq, records
 
     async def nearest(self, tenant: str, vector: Vector, session_id: str | None, count: int) -> Mapping[int, float]:
         def run() -> dict[int, float]:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from loomflow.kernel.errors import NotFound
 from loomflow.memory import blocks, facts, forgetting, metrics
-from loomflow.memory.ids import new_episode_id
+from loomflow.memory.episodes import stamp
 from loomflow.memory.models import (
     AssertionResult,
     Block,
@@ -126,24 +126,19 @@ class InMemoryStore:
     # -- episodes ----------------------------------------------------------
 
     async def remember(self, tenant: str, draft: EpisodeDraft, at: Micros) -> Episode:
+        return (await self.remember_many(tenant, [draft], at))[0]
+
+    async def remember_many(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> list[Episode]:
         state = self._writable(tenant)
-        forgetting.refuse_if_forgotten(state.cutoffs(draft.session_id), at)
-        episode = Episode(
-            tenant=tenant,
-            id=new_episode_id(),
-            seq=state.next_seq,
-            session_id=draft.session_id,
-            input=draft.input,
-            output=draft.output,
-            metadata=dict(draft.metadata),
-            run_id=draft.run_id,
-            created_at=at,
-        )
-        state.next_seq += 1
-        state.episodes[episode.seq] = episode
-        state.episode_seqs[episode.id] = episode.seq
-        state.index.add([IndexedDoc(episode.seq, episode.session_id, episode.text)], self._embedder)
-        return episode
+        for session_id in {d.session_id for d in drafts}:
+            forgetting.refuse_if_forgotten(state.cutoffs(session_id), at)
+        stored = stamp(tenant, drafts, state.next_seq, at)
+        state.next_seq += len(stored)
+        for episode in stored:
+            state.episodes[episode.seq] = episode
+            state.episode_seqs[episode.id] = episode.seq
+        state.index.add((IndexedDoc(e.seq, e.session_id, e.text) for e in stored), self._embedder)
+        return stored
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
         state = self._state(tenant, create=False)

@@ -28,7 +28,7 @@ import numpy as np
 
 from loomflow.kernel.errors import NotFound, Unavailable
 from loomflow.memory import blocks, facts, forgetting
-from loomflow.memory.ids import new_episode_id
+from loomflow.memory.episodes import stamp
 from loomflow.memory.models import (
     AssertionResult,
     Block,
@@ -96,6 +96,11 @@ PGVECTOR_DDL = (
     "ALTER TABLE memory_episodes ADD COLUMN IF NOT EXISTS embedding_vector vector({dim})",
     "CREATE INDEX IF NOT EXISTS memory_episodes_hnsw ON memory_episodes "
     "USING hnsw (embedding_vector vector_cosine_ops)",
+)
+
+INSERT_EPISODE_WITH_VECTOR = (
+    f"INSERT INTO memory_episodes ({sql.EPISODE_COLUMNS}, embedding, embedding_vector) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::vector)"
 )
 
 _UNAVAILABLE = (
@@ -237,31 +242,24 @@ class PostgresStore:
     # -- episodes ----------------------------------------------------------
 
     async def remember(self, tenant: str, draft: EpisodeDraft, at: Micros) -> Episode:
-        vector = self._embedder.embed(draft.text)
-        columns = f"{sql.EPISODE_COLUMNS}, embedding" + (", embedding_vector" if self._pgvector else "")
-        marks = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?" + (", ?::vector" if self._pgvector else "")
-        extra = (_vector_literal(vector),) if self._pgvector else ()
+        return (await self.remember_many(tenant, [draft], at))[0]
+
+    async def remember_many(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> list[Episode]:
+        if not drafts:
+            return []
+        vectors = [self._embedder.embed(d.text) for d in drafts]
+        insert = INSERT_EPISODE_WITH_VECTOR if self._pgvector else sql.INSERT_EPISODE
         async with self._transaction() as conn:
-            seq = await conn.fetchval(q(sql.NEXT_SEQ), tenant)  # also locks the tenant: see sql.LOCK_TENANT
-            await _refuse_if_forgotten(conn, tenant, draft.session_id, at)
-            episode = Episode(
-                tenant=tenant,
-                id=new_episode_id(),
-                seq=int(seq),
-                session_id=draft.session_id,
-                input=draft.input,
-                output=draft.output,
-                metadata=dict(draft.metadata),
-                run_id=draft.run_id,
-                created_at=at,
-            )
-            await conn.execute(
-                q(f"INSERT INTO memory_episodes ({columns}) VALUES ({marks})"),
-                *sql.episode_values(episode),
-                to_bytes(vector),
-                *extra,
-            )
-        return episode
+            last = await conn.fetchval(q(sql.ADVANCE_SEQ), tenant, len(drafts))  # locks the tenant row
+            for session_id in {d.session_id for d in drafts}:
+                await _refuse_if_forgotten(conn, tenant, session_id, at)
+            stored = stamp(tenant, drafts, int(last) - len(drafts) + 1, at)
+            rows = [
+                (*sql.episode_values(e), to_bytes(v), *((_vector_literal(v),) if self._pgvector else ()))
+                for e, v in zip(stored, vectors, strict=True)
+            ]
+            await conn.executemany(q(insert), rows)
+        return stored
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
         return await self._recall.recall(tenant, query)
@@ -277,13 +275,19 @@ class PostgresStore:
             for seq, session, text_in, text_out, raw in rows
         ]
 
-    async def fetch(self, tenant: str, seqs: Sequence[int]) -> Mapping[int, Episode]:
+    async def probe_and_fetch(self, tenant: str, seqs: Sequence[int]) -> tuple[int, int, Mapping[int, Episode]]:
+        """One statement, one snapshot: the tenant's (epoch, seq) and the episodes asked for."""
         rows = await self._fetch(
-            f"SELECT {sql.EPISODE_COLUMNS} FROM memory_episodes WHERE tenant = ? AND seq = ANY(?::bigint[])",
+            f"SELECT t.epoch, t.seq, {', '.join('e.' + c.strip() for c in sql.EPISODE_COLUMNS.split(','))} "
+            "FROM (SELECT ?::text AS tenant) AS k "
+            "LEFT JOIN memory_tenants AS t ON t.tenant = k.tenant "
+            "LEFT JOIN memory_episodes AS e ON e.tenant = k.tenant AND e.seq = ANY(?::bigint[])",
             tenant,
             list(seqs),
         )
-        return {episode.seq: episode for episode in map(sql.episode_from, rows)}
+        first = rows[0]
+        records = {int(r[3]): sql.episode_from(tuple(r)[2:]) for r in rows if r[3] is not None}
+        return int(first[0] or 0), int(first[1] or 0), records
 
     async def nearest(self, tenant: str, vector: Vector, session_id: str | None, count: int) -> Mapping[int, float]:
         """The tenant's nearest episodes by cosine, from the HNSW index when the planner picks it."""

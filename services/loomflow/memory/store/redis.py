@@ -34,7 +34,7 @@ from redis.exceptions import WatchError
 
 from loomflow.kernel.errors import NotFound, Unavailable
 from loomflow.memory import blocks, facts, forgetting
-from loomflow.memory.ids import new_episode_id
+from loomflow.memory.episodes import scope_keys, stamp
 from loomflow.memory.models import (
     AssertionResult,
     Block,
@@ -63,18 +63,26 @@ Raw = bytes | str
 MAX_RETRIES = 100
 LOAD_PAGE = 1000
 
-# KEYS: t, x, e, v, i   ARGV: at, whole-tenant scope, session scope, episode id, episode JSON, embedding
+# KEYS: t, x, e, v, i   ARGV: at, tombstone scope count n, n scopes, then (id, episode JSON, embedding) per episode
+# Returns the first seq, or -1 when a tombstone with a later cutoff covers the write.
 REMEMBER = """
 local at = tonumber(ARGV[1])
-for _, scope in ipairs({ARGV[2], ARGV[3]}) do
-  local cutoff = redis.call('HGET', KEYS[2], scope)
+local scopes = tonumber(ARGV[2])
+for k = 3, 2 + scopes do
+  local cutoff = redis.call('HGET', KEYS[2], ARGV[k])
   if cutoff and at < tonumber(cutoff) then return -1 end
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HSET', KEYS[3], seq, ARGV[5])
-redis.call('HSET', KEYS[4], seq, ARGV[6])
-redis.call('HSET', KEYS[5], ARGV[4], seq)
-return seq
+local first = 3 + scopes
+local count = (#ARGV - first + 1) / 3
+local last = redis.call('HINCRBY', KEYS[1], 'seq', count)
+for n = 0, count - 1 do
+  local seq = last - count + 1 + n
+  local base = first + 3 * n
+  redis.call('HSET', KEYS[3], seq, ARGV[base + 1])
+  redis.call('HSET', KEYS[4], seq, ARGV[base + 2])
+  redis.call('HSET', KEYS[5], ARGV[base], seq)
+end
+return last - count + 1
 """
 
 # KEYS: t, e, v   ARGV: after   → {top, seqs, episodes, embeddings} for seqs in (after, after + page]
@@ -208,29 +216,27 @@ class RedisStore:
     # -- episodes ----------------------------------------------------------
 
     async def remember(self, tenant: str, draft: EpisodeDraft, at: Micros) -> Episode:
+        return (await self.remember_many(tenant, [draft], at))[0]
+
+    async def remember_many(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> list[Episode]:
+        if not drafts:
+            return []
         keys = _Keys(tenant)
-        embedding = to_bytes(self._embedder.embed(draft.text))
-        episode = Episode(
-            tenant=tenant,
-            id=new_episode_id(),
-            seq=0,
-            session_id=draft.session_id,
-            input=draft.input,
-            output=draft.output,
-            metadata=dict(draft.metadata),
-            run_id=draft.run_id,
-            created_at=at,
-        )
-        scopes = forgetting.write_scope_keys(draft.session_id)
-        seq = await self._call(
-            self._remember(
-                keys=[keys.tenant_row, keys.tombstones, keys.episodes, keys.vectors, keys.ids],
-                args=[at, *scopes, episode.id, _episode_json(episode), embedding],
+        stored = stamp(tenant, drafts, 0, at)  # seqs are assigned by the script
+        scopes = scope_keys(drafts)
+        args: list[Any] = [at, len(scopes), *scopes]
+        for episode in stored:
+            args += [episode.id, _episode_json(episode), to_bytes(self._embedder.embed(episode.text))]
+        first = int(
+            await self._call(
+                self._remember(
+                    keys=[keys.tenant_row, keys.tombstones, keys.episodes, keys.vectors, keys.ids], args=args
+                )
             )
         )
-        if int(seq) < 0:  # the script found a tombstone with a later cutoff
+        if first < 0:  # the script found a tombstone with a later cutoff
             raise forgetting.overtaken_by_forget()
-        return replace(episode, seq=int(seq))
+        return [replace(e, seq=first + n) for n, e in enumerate(stored)]
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
         return await self._recall.recall(tenant, query)
@@ -255,9 +261,18 @@ class RedisStore:
             if not seqs or after_seq >= int(top):
                 return docs
 
-    async def fetch(self, tenant: str, seqs: Sequence[int]) -> Mapping[int, Episode]:
-        raws = await self._call(self._client.hmget(_Keys(tenant).episodes, list(seqs)))
-        return {seq: _episode_from(tenant, seq, raw) for seq, raw in zip(seqs, raws, strict=True) if raw is not None}
+    async def probe_and_fetch(self, tenant: str, seqs: Sequence[int]) -> tuple[int, int, Mapping[int, Episode]]:
+        keys = _Keys(tenant)
+        with _unavailable_on_connection_errors():
+            async with self._client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: one consistent view
+                pipe.hmget(keys.tenant_row, ["epoch", "seq"])
+                if seqs:
+                    pipe.hmget(keys.episodes, list(seqs))
+                replies = await pipe.execute()
+        epoch, top = replies[0]
+        raws = replies[1] if seqs else []
+        records = {seq: _episode_from(tenant, seq, raw) for seq, raw in zip(seqs, raws, strict=True) if raw is not None}
+        return int(epoch or 0), int(top or 0), records
 
     async def get_episode(self, tenant: str, episode_id: str) -> Episode:
         keys = _Keys(tenant)

@@ -29,15 +29,17 @@ LOCK_TENANT = (
     "INSERT INTO memory_tenants (tenant, epoch, seq) VALUES (?, 0, 0) "
     "ON CONFLICT (tenant) DO UPDATE SET epoch = memory_tenants.epoch RETURNING epoch"
 )
-NEXT_SEQ = (
-    "INSERT INTO memory_tenants (tenant, epoch, seq) VALUES (?, 0, 1) "
-    "ON CONFLICT (tenant) DO UPDATE SET seq = memory_tenants.seq + 1 RETURNING seq"
+ADVANCE_SEQ = (
+    "INSERT INTO memory_tenants (tenant, epoch, seq) VALUES (?, 0, ?) "
+    "ON CONFLICT (tenant) DO UPDATE SET seq = memory_tenants.seq + excluded.seq RETURNING seq"
 )
+"""Reserves the next ``count`` episode seqs (parameters: tenant, count) and returns the last one."""
 BUMP_EPOCH = (
     "INSERT INTO memory_tenants (tenant, epoch, seq) VALUES (?, 1, 0) "
     "ON CONFLICT (tenant) DO UPDATE SET epoch = memory_tenants.epoch + 1 RETURNING epoch"
 )
 PROBE = "SELECT epoch, seq FROM memory_tenants WHERE tenant = ?"
+INSERT_EPISODE = f"INSERT INTO memory_episodes ({EPISODE_COLUMNS}, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 TOMBSTONE_CUTOFFS = "SELECT cutoff FROM memory_tombstones WHERE tenant = ? AND scope_key IN (?, ?)"
 PUT_TOMBSTONE = (

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from loomflow.kernel.errors import NotFound, Unavailable
 from loomflow.memory import blocks, facts, forgetting
-from loomflow.memory.ids import new_episode_id
+from loomflow.memory.episodes import stamp
 from loomflow.memory.models import (
     AssertionResult,
     Block,
@@ -138,6 +138,14 @@ def _cutoffs(conn: sqlite3.Connection, tenant: str, session_id: str) -> list[Mic
     return [int(r[0]) for r in rows]
 
 
+def _reserve(conn: sqlite3.Connection, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> int:
+    """Inside a write transaction: locks the tenant, refuses writes a Forget overtook, returns the first new seq."""
+    (last,) = conn.execute(sql.ADVANCE_SEQ, (tenant, len(drafts))).fetchone()
+    for session_id in {d.session_id for d in drafts}:
+        forgetting.refuse_if_forgotten(_cutoffs(conn, tenant, session_id), at)
+    return int(last) - len(drafts) + 1
+
+
 class SQLiteStore:
     """``sqlite:///path/to/memory.db``."""
 
@@ -216,40 +224,25 @@ class SQLiteStore:
     # -- episodes ----------------------------------------------------------
 
     async def remember(self, tenant: str, draft: EpisodeDraft, at: Micros) -> Episode:
-        embedding = to_bytes(self._embedder.embed(draft.text))
-        episode_id = new_episode_id()
+        return (await self.remember_many(tenant, [draft], at))[0]
 
-        def work(conn: sqlite3.Connection) -> Episode:
-            (seq,) = conn.execute(sql.NEXT_SEQ, (tenant,)).fetchone()  # also locks the tenant: see sql.LOCK_TENANT
-            forgetting.refuse_if_forgotten(_cutoffs(conn, tenant, draft.session_id), at)
-            episode = Episode(
-                tenant=tenant,
-                id=episode_id,
-                seq=int(seq),
-                session_id=draft.session_id,
-                input=draft.input,
-                output=draft.output,
-                metadata=dict(draft.metadata),
-                run_id=draft.run_id,
-                created_at=at,
+    async def remember_many(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> list[Episode]:
+        embeddings = [to_bytes(self._embedder.embed(d.text)) for d in drafts]
+
+        def work(conn: sqlite3.Connection) -> list[Episode]:
+            stored = stamp(tenant, drafts, _reserve(conn, tenant, drafts, at), at)
+            conn.executemany(
+                sql.INSERT_EPISODE,
+                [(*sql.episode_values(e), raw) for e, raw in zip(stored, embeddings, strict=True)],
             )
-            conn.execute(
-                f"INSERT INTO memory_episodes ({sql.EPISODE_COLUMNS}, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*sql.episode_values(episode), embedding),
-            )
-            return episode
+            return stored
 
-        return await self.write(work)
+        return await self.write(work) if drafts else []
 
-    async def reserve_episode_seq(self, tenant: str, session_id: str, at: Micros) -> int:
-        """The next episode seq of a tenant, or ABORTED under a tombstone (for stores keeping episodes elsewhere)."""
-
-        def work(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute(sql.NEXT_SEQ, (tenant,)).fetchone()
-            forgetting.refuse_if_forgotten(_cutoffs(conn, tenant, session_id), at)
-            return int(seq)
-
-        return await self.write(work)
+    async def reserve_episode_seqs(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> int:
+        """The first of ``len(drafts)`` new episode seqs, or ABORTED under a tombstone (for stores that
+        keep episodes elsewhere: Chroma)."""
+        return await self.write(lambda conn: _reserve(conn, tenant, drafts, at))
 
     async def bump_epoch(self, tenant: str) -> None:
         """Invalidates every process's cached recall index of the tenant."""
@@ -270,9 +263,10 @@ class SQLiteStore:
             for seq, session, text_in, text_out, raw in rows
         ]
 
-    async def fetch(self, tenant: str, seqs: Sequence[int]) -> Mapping[int, Episode]:
-        rows = self.read(sql.episodes_by_seq(len(seqs)), (tenant, *seqs))
-        return {episode.seq: episode for episode in map(sql.episode_from, rows)}
+    async def probe_and_fetch(self, tenant: str, seqs: Sequence[int]) -> tuple[int, int, Mapping[int, Episode]]:
+        epoch, top_seq = await self.probe(tenant)  # local reads: two of them cost less than a join
+        rows = self.read(sql.episodes_by_seq(len(seqs)), (tenant, *seqs)) if seqs else []
+        return epoch, top_seq, {episode.seq: episode for episode in map(sql.episode_from, rows)}
 
     async def get_episode(self, tenant: str, episode_id: str) -> Episode:
         rows = self.read(sql.EPISODE_BY_ID, (tenant, episode_id))
