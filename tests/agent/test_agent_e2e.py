@@ -16,6 +16,7 @@ from loomflow.client import (
     ApprovalRequired,
     ApprovalResolved,
     BudgetExceeded,
+    BudgetWarningEvent,
     Completed,
     InvalidArgument,
     TextDelta,
@@ -210,6 +211,19 @@ async def test_a_small_budget_interrupts_a_run_and_then_refuses_the_next(tenancy
     status = await budget.get_status(user_id="alice")
     assert status.total.output_tokens <= allowed, "the ledger never goes past the limit"
     assert all(u.reserved == 0 for u in status.limits)
+
+
+async def test_budget_warnings_reach_the_caller_once_a_limit_is_mostly_used(tenancy: Tenancy) -> None:
+    # Each turn holds max_output_tokens (1024) of output: 85 % of this limit while the model runs.
+    await tenancy.budget().set_limits([limit("output_tokens", 1200)], target="user", user_id="alice")
+    alice = tenancy.agent("alice")
+    result = await alice.run("hello", user_id="alice")
+    assert not result.interrupted
+    assert [(w.dimension, w.applies_to) for w in result.warnings] == [("output_tokens", "user")]
+    assert result.warnings[0].fraction >= 0.8
+    events = [e async for e in alice.stream("hello again", user_id="alice")]
+    warnings = [e.warning for e in events if isinstance(e, BudgetWarningEvent)]
+    assert [w.dimension for w in warnings] == ["output_tokens"], "each warning is reported once per run"
 
 
 async def test_bad_requests_name_the_field(tenancy: Tenancy) -> None:
