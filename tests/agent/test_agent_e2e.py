@@ -234,3 +234,9 @@ async def test_bad_requests_name_the_field(tenancy: Tenancy) -> None:
     with pytest.raises(InvalidArgument) as empty:
         await alice.run("", user_id="alice")
     assert empty.value.fields == ["options.prompt"]
+    with pytest.raises(InvalidArgument) as nul:
+        await alice.run("a\x00b", user_id="alice", metadata={"k": "v"})
+    assert nul.value.fields == ["options.prompt"]
+    with pytest.raises(InvalidArgument) as meta:
+        await alice.run("fine", user_id="alice", metadata={"k": "v\x00"})
+    assert meta.value.fields == ["options.metadata['k']"]

@@ -331,7 +331,7 @@ class _Run:
 
         started = time.perf_counter()
         try:
-            return await with_retries(
+            response = await with_retries(
                 lambda: self.model.complete(request, on_text),
                 limits.retry,
                 self.work_deadline,
@@ -343,6 +343,9 @@ class _Run:
             raise errors.FailedPrecondition(f"model {self.model.name} refused the request: {error}") from None
         finally:
             metrics.record_model_call(self.ctx.tenant, self.model.name, started)
+        if "\x00" in response.text:  # not storable in every backend the run writes to
+            response.text = response.text.replace("\x00", "")
+        return response
 
     # -- budget --------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from loomflow.agent.models.base import Model
 from loomflow.agent.models.catalog import ModelCatalog, ProviderSettings
 from loomflow.agent.models.retry import RetryPolicy
 from loomflow.agent.models.scripted import load_script
+from loomflow.agent.refusals import RefusalAuditor
 from loomflow.agent.runner import RunLimits, Runner
 from loomflow.agent.servicer import AgentServicer
 from loomflow.agent.toolcalls import ToolCaller
@@ -123,6 +124,7 @@ def build(ctx: ServiceContext) -> HostedService:
         retry=RetryPolicy(attempts=max(1, settings.model_attempts), base_delay_s=settings.model_backoff_ms / 1000.0),
     )
     servicer = AgentServicer()
+    refusals = RefusalAuditor()
     opened: list[Dependencies] = []
 
     async def start() -> None:
@@ -136,9 +138,12 @@ def build(ctx: ServiceContext) -> HostedService:
         approvals = ApprovalWaiter(deps, settings.approval_timeout_ms / 1000.0, settings.approval_poll_ms / 1000.0)
         caller = ToolCaller(deps, tools, approvals, settings.max_tool_result_chars)
         servicer.runner = Runner(deps, catalog, tools, caller, limits)
+        refusals.attach(deps)
 
     async def stop() -> None:
         servicer.runner = None
+        refusals.attach(None)
+        await refusals.drain()
         for deps in opened:
             await deps.close()
 
@@ -152,4 +157,5 @@ def build(ctx: ServiceContext) -> HostedService:
         accepts_end_users=True,
         on_start=[start],
         on_stop=[stop],
+        on_refusal=refusals,
     )

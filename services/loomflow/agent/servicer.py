@@ -10,12 +10,23 @@ from typing import Any
 import grpc
 
 from loomflow.agent.runner import Runner
-from loomflow.kernel.errors import Unavailable
+from loomflow.kernel.errors import InvalidArgument, Unavailable
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _DONE = None
+
+
+def reject_nul(options: agent_pb2.RunOptions) -> None:
+    """U+0000 cannot be stored by every backend the run writes to: refuse it up front, naming the field."""
+    if "\x00" in options.prompt:
+        raise InvalidArgument.field("options.prompt", "must not contain NUL characters (U+0000)")
+    if "\x00" in options.session_id:
+        raise InvalidArgument.field("options.session_id", "must not contain NUL characters (U+0000)")
+    for key, value in options.metadata.items():
+        if "\x00" in key or "\x00" in value:
+            raise InvalidArgument.field(f"options.metadata[{key!r}]", "must not contain NUL characters (U+0000)")
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -28,11 +39,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return self.runner
 
     async def Run(self, request: agent_pb2.RunRequest, context: Context) -> agent_pb2.RunResponse:
+        reject_nul(request.options)
         return await self._runner().run(request.scope, request.options, time_remaining=context.time_remaining())
 
     async def RunStream(
         self, request: agent_pb2.RunStreamRequest, context: Context
     ) -> AsyncIterator[agent_pb2.RunStreamResponse]:
+        reject_nul(request.options)
         events: asyncio.Queue[agent_pb2.RunStreamResponse | None] = asyncio.Queue()
         run = asyncio.ensure_future(
             self._runner().run(

@@ -137,6 +137,7 @@ class ToolCaller:
         *,
         denied: bool = False,
     ) -> ToolOutcome:
+        text = text.replace("\x00", "")  # not storable in every backend the run writes to
         if len(text) > self._max_result_chars:
             text = text[: self._max_result_chars] + " …(truncated)"
         record.result = text
