@@ -170,6 +170,7 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.ReadOnlySQLTransactionError,  # a standby after failover: nothing can be booked there
 )
 
 _ZERO_USAGE = [0, 0, 0, 0, 0, 0]

@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from loomflow.budget.ledger.base import decode_limits, encode_limits
@@ -238,7 +239,8 @@ return reply
 """
 )
 
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# ReadOnlyError: a failover left us talking to a replica; writes cannot be booked there.
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 
 
 def _split_dsn(dsn: str) -> tuple[str, str]:
