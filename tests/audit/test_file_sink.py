@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 
 from loomflow.audit.keys import AuditKeys
 from loomflow.audit.models import Draft, QueryFilter
+from loomflow.audit.sink import jsonl
 from loomflow.audit.sink.file import ENTRIES, KEYS
 from loomflow.kernel.config import ConfigError
 from tests.audit.conftest import make_log
@@ -85,7 +87,7 @@ async def test_a_corrupted_middle_line_is_reported_not_repaired(tmp_path: Path, 
     finally:
         await log.stop()
     assert not report.ok
-    assert report.unreadable == ["line 2: not JSON (JSONDecodeError)"]
+    assert report.unreadable == ["line 2: not JSON"]
     assert (report.chains[0].first_bad_seq, report.chains[0].reason.split(":")[0]) == (2, "seq gap")
     assert b"garbage" in (folder / ENTRIES).read_bytes(), "evidence of tampering must not be erased"
 
@@ -101,3 +103,19 @@ async def test_a_second_process_cannot_open_the_same_log(tmp_path: Path, keys: A
     second = make_log(f"file://{tmp_path / 'audit'}", keys)
     await second.start()  # released on stop
     await second.stop()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_lines_are_split_right_across_read_chunks(chunk: int) -> None:
+    data = b'{"a":1}\n\n{"bb":22}\n{"torn'
+    found = list(jsonl.lines(io.BytesIO(data), chunk=chunk))
+    assert found == [(0, b'{"a":1}', True), (8, b"", True), (9, b'{"bb":22}', True), (19, b'{"torn', False)]
+    limited = list(jsonl.lines(io.BytesIO(data), limit=12, chunk=chunk))
+    assert limited == [(0, b'{"a":1}', True), (8, b"", True), (9, b'{"b', False)]
+
+
+def test_the_owner_of_a_line_is_read_without_parsing_only_when_unambiguous() -> None:
+    assert jsonl.owner_bytes(b'{"seq":1,"ts":2,"user_id":"alice","session_id":"x"}') == b"alice"
+    assert jsonl.owner_bytes(b'{"seq":1,"user_id":"\\u0061lice"}') is None, "escapes must be parsed"
+    assert jsonl.owner_bytes(b'{"seq":1,"actor":"x\\"user_id\\":\\"bob"}') is None
+    assert jsonl.owner_bytes(b'{"seq":1}') is None

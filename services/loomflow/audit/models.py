@@ -30,9 +30,12 @@ class Draft:
     """Plaintext payload bytes (opaque to the log); encrypted before it is stored."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
     """One stored link of a tenant's chain, exactly as a sink keeps it.
+
+    Not frozen on purpose: verification builds millions of these, and a frozen
+    dataclass's ``__init__`` costs four times as much. Treat it as a value.
 
     ``payload`` is the *encrypted* payload (empty when the entry had none), so the
     mac covers ciphertext and a crypto-shredded chain still verifies.

@@ -123,8 +123,15 @@ class LogVerifier:
     named by its digest): the log lost a whole chain.
     """
 
-    def __init__(self, key: bytes, checkpoint: Checkpoint | None = None, only: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        checkpoint: Checkpoint | None = None,
+        only: Iterable[str] | None = None,
+        report_missing: bool = True,
+    ) -> None:
         self._key = key
+        self._report_missing = report_missing
         self._checkpoint = checkpoint
         self._wanted = set(only) if only is not None else None
         self._chains: dict[str, ChainVerifier] = {t: ChainVerifier(key, t, checkpoint) for t in self._wanted or ()}
@@ -139,22 +146,27 @@ class LogVerifier:
 
     def finish(self) -> list[ChainReport]:
         reports = [self._chains[t].finish() for t in sorted(self._chains)]
-        if self._checkpoint is not None and self._wanted is None:
-            present = {r.tenant_digest for r in reports}
-            reports.extend(
-                ChainReport(
-                    tenant=None,
-                    tenant_digest=head.tenant_digest,
-                    entries_checked=0,
-                    head=Head(0, GENESIS_MAC),
-                    problem=Problem.TRUNCATED,
-                    first_bad_seq=1,
-                    detail=f"the checkpoint signed a chain of {head.seq} entries that the log no longer holds",
-                )
-                for head in self._checkpoint.heads
-                if head.tenant_digest not in present
-            )
+        if self._checkpoint is not None and self._wanted is None and self._report_missing:
+            reports.extend(missing_chains(self._checkpoint, reports))
         return reports
+
+
+def missing_chains(checkpoint: Checkpoint, reports: Iterable[ChainReport]) -> list[ChainReport]:
+    """Reports for the chains a checkpoint signed that no report covers: the log lost them whole."""
+    present = {r.tenant_digest for r in reports}
+    return [
+        ChainReport(
+            tenant=None,
+            tenant_digest=head.tenant_digest,
+            entries_checked=0,
+            head=Head(0, GENESIS_MAC),
+            problem=Problem.TRUNCATED,
+            first_bad_seq=1,
+            detail=f"the checkpoint signed a chain of {head.seq} entries that the log no longer holds",
+        )
+        for head in checkpoint.heads
+        if head.tenant_digest not in present
+    ]
 
 
 def verify_entries(
@@ -162,9 +174,10 @@ def verify_entries(
     entries: Iterable[Entry],
     checkpoint: Checkpoint | None = None,
     only: Iterable[str] | None = None,
+    report_missing: bool = True,
 ) -> list[ChainReport]:
     """Every chain in a stream of entries from many tenants (storage order), or only some."""
-    verifier = LogVerifier(key, checkpoint, only)
+    verifier = LogVerifier(key, checkpoint, only, report_missing)
     for entry in entries:
         verifier.feed(entry)
     return verifier.finish()

@@ -68,10 +68,14 @@ class Sink(Protocol):
         ...
 
     async def verify(
-        self, key: bytes, checkpoint: Checkpoint | None, only: str | None
+        self, key: bytes, checkpoint: Checkpoint | None, only: str | None, part: int = 0, parts: int = 1
     ) -> tuple[list[ChainReport], list[str]]:
         """Verifies every chain (or only one tenant's) over what is stored; returns the chain
-        reports (with replayed copies already identified) and unreadable records."""
+        reports (with replayed copies already identified) and unreadable records.
+
+        ``parts`` > 1 splits the work by a hash of the tenant: this call verifies only the
+        chains of ``part`` and leaves chains the checkpoint names but storage lacks to the
+        caller, who combines the parts (see ``parallel.py``)."""
         ...
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...

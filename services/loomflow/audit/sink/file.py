@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from array import array
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
@@ -193,10 +194,10 @@ class FileSink:
         valid = 0
         unreadable = 0
         with open(self._entries_path, "rb") as stream:
-            for offset, raw in jsonl.lines(stream):
-                if not raw.endswith(b"\n"):
+            for offset, raw, complete in jsonl.lines(stream):
+                if not complete:
                     break
-                valid = offset + len(raw)
+                valid = offset + len(raw) + 1
                 try:
                     entry = jsonl.decode(raw)
                 except ValueError:
@@ -205,7 +206,7 @@ class FileSink:
                 index = self._index.get(entry.user_id)
                 if index is None:
                     index = self._index[entry.user_id] = _TenantIndex()
-                index.add(offset, len(raw), entry)
+                index.add(offset, len(raw) + 1, entry)
         if unreadable:
             log.error("audit log %s has %d unreadable lines; Verify reports them", self._entries_path, unreadable)
         self._cut_torn_tail(self._entries_path, self._fd, valid, os.fstat(self._fd).st_size)
@@ -218,10 +219,10 @@ class FileSink:
         records: list[dict[str, str]] = []
         valid = 0
         with open(path, "rb") as stream:
-            for offset, raw in jsonl.lines(stream):
-                if not raw.endswith(b"\n"):
+            for offset, raw, complete in jsonl.lines(stream):
+                if not complete:
                     break
-                valid = offset + len(raw)
+                valid = offset + len(raw) + 1
                 with contextlib.suppress(ValueError):
                     record = json.loads(raw)
                     if isinstance(record, dict):
@@ -409,23 +410,31 @@ class FileSink:
 
         return await asyncio.to_thread(read_sync)
 
-    def _scan(self, size: int, unreadable: list[str] | None) -> Iterator[Entry]:
+    def _scan(self, size: int, unreadable: list[str] | None, part: int = 0, parts: int = 1) -> Iterator[Entry]:
         """Every entry stored in the first ``size`` bytes, in storage order (reads the file itself,
-        not the index, so verification sees exactly what is on disk)."""
+        not the index, so verification sees exactly what is on disk). With ``parts`` > 1, only
+        the entries of the tenants whose hash falls in ``part`` (see :meth:`verify`)."""
         with open(self._entries_path, "rb") as stream:
-            for number, (_, raw) in enumerate(jsonl.lines(stream, size), start=1):
-                if not raw.endswith(b"\n"):
-                    if unreadable is not None and not self.readonly:
+            for number, (_, raw, complete) in enumerate(jsonl.lines(stream, size), start=1):
+                if not complete:
+                    if unreadable is not None and not self.readonly and part == 0:
                         unreadable.append(f"line {number}: incomplete")
                     return  # read-only: a crash's torn, unacknowledged write, not tampering
+                owner = jsonl.owner_bytes(raw) if parts > 1 else None
+                if owner is not None and zlib.crc32(owner) % parts != part:
+                    continue  # another worker's tenant, skipped without parsing
                 try:
-                    yield jsonl.decode(raw)
+                    entry = jsonl.decode(raw)
                 except ValueError as exc:
-                    if unreadable is not None:
+                    if unreadable is not None and (owner is not None or part == 0):
                         unreadable.append(f"line {number}: {exc}")
+                    continue
+                if owner is None and parts > 1 and zlib.crc32(entry.user_id.encode()) % parts != part:
+                    continue
+                yield entry
 
     async def verify(
-        self, key: bytes, checkpoint: Checkpoint | None, only: str | None
+        self, key: bytes, checkpoint: Checkpoint | None, only: str | None, part: int = 0, parts: int = 1
     ) -> tuple[list[ChainReport], list[str]]:
         size = self._size
 
@@ -434,7 +443,8 @@ class FileSink:
             # A tenant's verification names only its own chain: unreadable lines of unknown
             # owner show up there as the gap they leave.
             collect = unreadable if only is None else None
-            reports = verify_entries(key, self._scan(size, collect), checkpoint, [only] if only else None)
+            entries = self._scan(size, collect, part, parts)
+            reports = verify_entries(key, entries, checkpoint, [only] if only else None, report_missing=parts == 1)
             if suspects(reports):
                 reports = find_foreign(key, reports, self._scan(size, None))
             return reports, unreadable

@@ -314,10 +314,16 @@ class PostgresSink:
             )
         return {(r["user_id"], r["seq"]): bytes(r["mac"]) for r in rows}
 
-    async def _stream(self, only: str | None) -> AsyncIterator[list[Entry]]:
+    async def _stream(self, only: str | None, part: int, parts: int) -> AsyncIterator[list[Entry]]:
         """Entries ordered by (user_id, seq), in chunks, from one consistent snapshot."""
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            if only is None:
+            if only is None and parts > 1:
+                cursor = await conn.cursor(
+                    f"{SELECT_ENTRIES} WHERE (hashtext(user_id) & 2147483647) % $1 = $2 ORDER BY user_id, seq",
+                    parts,
+                    part,
+                )
+            elif only is None:
                 cursor = await conn.cursor(f"{SELECT_ENTRIES} ORDER BY user_id, seq")
             else:
                 cursor = await conn.cursor(f"{SELECT_ENTRIES} WHERE user_id = $1 ORDER BY seq", only)
@@ -325,10 +331,10 @@ class PostgresSink:
                 yield [row_entry(r) for r in rows]
 
     async def verify(
-        self, key: bytes, checkpoint: Checkpoint | None, only: str | None
+        self, key: bytes, checkpoint: Checkpoint | None, only: str | None, part: int = 0, parts: int = 1
     ) -> tuple[list[ChainReport], list[str]]:
-        verifier = LogVerifier(key, checkpoint, None if only is None else [only])
-        async for chunk in self._stream(only):
+        verifier = LogVerifier(key, checkpoint, None if only is None else [only], report_missing=parts == 1)
+        async for chunk in self._stream(only, part, parts):
             for entry in chunk:
                 verifier.feed(entry)
         reports = verifier.finish()

@@ -1,0 +1,441 @@
+"""Audit speed: durable appends per second with group commit, and verification per million entries.
+
+    python bench/audit_append.py                                  # file + Postgres (if a DSN is set)
+    python bench/audit_append.py --sinks file --seconds 2 --verify-entries 200000
+
+Appends, for each sink and for 1, 16 and 256 concurrent writers (spread over 1,000
+tenants, a ~100-byte payload each):
+
+* ``in-process``: writers call the audit log directly (``AuditLog.append``), which is
+  what one Audit process can make durable: the number the ≥ 10,000/s target is about.
+* ``grpc``: `loomflow serve --services audit` runs as its own process in secure mode;
+  this process is the client (one channel, a service token on every call). The Python
+  gRPC client and server put a ceiling on this one that has nothing to do with the log.
+
+Every append is acknowledged only after its batch is durable (``fdatasync`` / COMMIT);
+the JSON records how many appends shared each durable write. The file log lives under
+``--data-dir`` (default: a fresh folder on the repository's disk, not tmpfs). Postgres
+comes from ``--postgres-dsn`` or LOOMFLOW_TEST_POSTGRES_DSN; each run uses its own
+schema, dropped afterwards; the server's ``fsync`` and ``synchronous_commit`` are
+recorded, because a test database with ``fsync=off`` makes COMMIT cheaper than durable.
+
+Verify: ``--verify-entries`` entries (default 1,000,000) over 1,000 tenants are
+written straight into a file log and into Postgres, then verified the way the
+service and the offline CLI do (read + parse + recompute every mac). The pure
+verifier is also timed on entries already in memory (a quarter of the count, to keep
+memory modest).
+
+Targets: ≥ 10,000 durable appends/s in-process with group commit, verify ≥ 200,000
+entries/s. Results: bench/results/audit_append.json and audit_append.png. Exits
+non-zero when a target is missed (the figures are kept either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+from google.protobuf import struct_pb2  # noqa: E402
+
+from bench.harness import latency_stats, plot_path, write_results  # noqa: E402
+from loomflow.audit.chain import seal  # noqa: E402
+from loomflow.audit.core import AuditLog  # noqa: E402
+from loomflow.audit.keys import AuditKeys, load_keys  # noqa: E402
+from loomflow.audit.models import Batch, Draft, Entry  # noqa: E402
+from loomflow.audit.parallel import verify_source  # noqa: E402
+from loomflow.audit.sink import (  # noqa: E402
+    Sink,
+    jsonl,
+    open_sink,
+)
+from loomflow.audit.sink.postgres import ENTRY_COLUMNS, entry_record, migrate  # noqa: E402
+from loomflow.audit.verify import verify_entries  # noqa: E402
+from loomflow.kernel.auth import AuthSettings, Role, mint_token  # noqa: E402
+from loomflow.v1 import audit_pb2, audit_pb2_grpc, tenancy_pb2  # noqa: E402
+from tests.support.processes import ServeProcess  # noqa: E402
+
+TARGET_APPENDS = 10_000.0
+TARGET_VERIFY = 200_000.0
+WRITERS = (1, 16, 256)
+TENANTS = 1_000
+SECRET = "bench-secret-" + secrets.token_hex(16)
+PAYLOAD: dict[str, str | int | bool] = {
+    "tool": "search",
+    "query": "quarterly revenue by region",
+    "results": 12,
+    "cached": False,
+}
+
+
+def fresh_keys() -> dict[str, str]:
+    return {
+        "hmac_key": secrets.token_hex(32),
+        "signing_key": secrets.token_hex(32),
+        "payload_key": secrets.token_hex(32),
+    }
+
+
+def load(texts: dict[str, str]) -> AuditKeys:
+    return load_keys(texts["hmac_key"], texts["signing_key"], texts["payload_key"], insecure=False)
+
+
+def payload_bytes() -> bytes:
+    message = struct_pb2.Struct()
+    message.update(PAYLOAD)
+    return message.SerializeToString(deterministic=True)
+
+
+class CountingSink:
+    """The real sink, counting the durable writes (fsyncs / transactions) it makes."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def write_batch(self, batch: Batch) -> None:
+        self.writes += 1
+        await self.inner.write_batch(batch)
+
+
+# -- where each sink lives -----------------------------------------------------
+
+
+def with_schema(dsn: str, schema: str) -> str:
+    parts = urlsplit(dsn)
+    query = f"{parts.query}&search_path={schema}" if parts.query else f"search_path={schema}"
+    return urlunsplit(parts._replace(query=query))
+
+
+@asynccontextmanager
+async def sink_dsn(sink: str, args: argparse.Namespace) -> AsyncIterator[str]:
+    """A fresh, empty log on the sink: a new folder, or a new Postgres schema."""
+    if sink == "file":
+        folder = Path(tempfile.mkdtemp(prefix="audit-bench-", dir=args.data_dir))
+        try:
+            yield f"file://{folder}"
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    schema = f"audit_bench_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(args.postgres_dsn)
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    await conn.close()
+    try:
+        yield with_schema(args.postgres_dsn, schema)
+    finally:
+        conn = await asyncpg.connect(args.postgres_dsn)
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+async def postgres_settings(dsn: str) -> dict[str, str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {
+            name: str(await conn.fetchval(f"SHOW {name}")) for name in ("fsync", "synchronous_commit", "server_version")
+        }
+    finally:
+        await conn.close()
+
+
+# -- appends -------------------------------------------------------------------
+
+
+async def drive(writers: int, seconds: float, append: Any) -> tuple[list[float], float]:
+    """``writers`` tasks appending back to back for ``seconds``; returns latencies and wall time."""
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def writer(n: int) -> None:
+        tenant = n
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            await append(f"tenant-{tenant % TENANTS}")
+            latencies.append(time.perf_counter() - started)
+            tenant += writers
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(n) for n in range(writers)))
+    return latencies, time.perf_counter() - started
+
+
+async def appends_in_process(dsn: str, writers: int, seconds: float) -> dict[str, Any]:
+    counting = CountingSink(open_sink(dsn))
+    log = AuditLog(cast(Sink, counting), load(fresh_keys()), checkpoint_interval=0)
+    await log.start()
+    body = payload_bytes()
+    try:
+
+        async def append(tenant: str) -> None:
+            await log.append(Draft(tenant, actor="agent", action="tool_call", session_id="s", payload=body))
+
+        await drive(writers, 0.3, append)  # warm up: tenants' heads and keys created
+        before = counting.writes
+        latencies, wall = await drive(writers, seconds, append)
+        writes = counting.writes - before
+    finally:
+        await log.stop()
+    stats = latency_stats(latencies, wall)
+    return {**stats.as_dict(), "durable_writes": writes, "appends_per_durable_write": round(stats.count / writes, 1)}
+
+
+async def appends_grpc(dsn: str, writers: int, seconds: float, data_dir: Path) -> dict[str, Any]:
+    env = {
+        **{f"LOOMFLOW_AUDIT_{k.upper()}": v for k, v in fresh_keys().items()},
+        "LOOMFLOW_AUDIT_DSN": dsn,
+        "LOOMFLOW_AUTH_JWT_SECRET": SECRET,
+        "LOOMFLOW_TRACING": "false",
+        "LOOMFLOW_LOG_LEVEL": "warning",
+    }
+    server = ServeProcess("audit", data_dir / f"serve-{uuid.uuid4().hex[:6]}", env=env).start()
+    token = mint_token(AuthSettings(jwt_secret=SECRET), "bench-agent", Role.SERVICE)
+    metadata = (("authorization", f"Bearer {token}"),)
+    body = struct_pb2.Struct()
+    body.update(PAYLOAD)
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = audit_pb2_grpc.AuditServiceStub(channel)
+
+            async def append(tenant: str) -> None:
+                request = audit_pb2.AppendRequest(
+                    scope=tenancy_pb2.UserScope(user_id=tenant),
+                    actor="agent",
+                    action="tool_call",
+                    session_id="s",
+                    payload=body,
+                )
+                await stub.Append(request, metadata=metadata, timeout=30)
+
+            await drive(writers, 0.3, append)
+            latencies, wall = await drive(writers, seconds, append)
+    finally:
+        server.stop()
+    return latency_stats(latencies, wall).as_dict()
+
+
+# -- verification ----------------------------------------------------------------
+
+
+def generate(key: bytes, count: int) -> list[Entry]:
+    """``count`` valid entries over TENANTS chains, interleaved as a busy log stores them."""
+    heads: dict[str, tuple[int, bytes]] = {}
+    entries: list[Entry] = []
+    ciphertext = os.urandom(120)
+    for n in range(count):
+        tenant = f"tenant-{n % TENANTS}"
+        seq, prev = heads.get(tenant, (0, bytes(32)))
+        entry = seal(
+            key,
+            seq=seq + 1,
+            ts_us=1_700_000_000_000_000 + n,
+            user_id=tenant,
+            session_id="s",
+            run_id=f"run-{n // 7}",
+            actor="agent",
+            action="tool_call",
+            payload=ciphertext,
+            decision_id="",
+            prev_mac=prev,
+        )
+        heads[tenant] = (entry.seq, entry.mac)
+        entries.append(entry)
+    return entries
+
+
+async def timed_verify(source: str, key: bytes, count: int, jobs: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    reports, unreadable = await asyncio.to_thread(verify_source, source, key, None, None, jobs)
+    elapsed = time.perf_counter() - started
+    assert all(r.ok for r in reports), "the generated log should verify"
+    assert not unreadable
+    return {"entries": count, "jobs": jobs, "seconds": round(elapsed, 3), "per_second": round(count / elapsed)}
+
+
+async def verify_file(key: bytes, entries: list[Entry], data_dir: Path, jobs: list[int]) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="audit-verify-", dir=data_dir))
+    try:
+        with (folder / "entries.jsonl").open("wb") as out:
+            for start in range(0, len(entries), 10_000):
+                out.write(b"".join(jsonl.encode(e) for e in entries[start : start + 10_000]))
+        size = (folder / "entries.jsonl").stat().st_size
+        points = {str(j): await timed_verify(str(folder), key, len(entries), j) for j in jobs}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"file_bytes": size, "by_jobs": points}
+
+
+async def verify_postgres(
+    key: bytes, entries: list[Entry], args: argparse.Namespace, jobs: list[int]
+) -> dict[str, Any]:
+    async with sink_dsn("postgres", args) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+            for start in range(0, len(entries), 50_000):
+                records = [entry_record(e) for e in entries[start : start + 50_000]]
+                await conn.copy_records_to_table("audit_entries", records=records, columns=ENTRY_COLUMNS)
+            await conn.execute("ANALYZE audit_entries")
+        finally:
+            await conn.close()
+        return {"by_jobs": {str(j): await timed_verify(dsn, key, len(entries), j) for j in jobs}}
+
+
+def verify_in_memory(key: bytes, entries: list[Entry]) -> dict[str, Any]:
+    started = time.perf_counter()
+    reports = verify_entries(key, entries)
+    elapsed = time.perf_counter() - started
+    assert all(r.ok for r in reports)
+    return {"entries": len(entries), "seconds": round(elapsed, 3), "per_second": round(len(entries) / elapsed)}
+
+
+# -- the run -------------------------------------------------------------------
+
+
+def plot(results: dict[str, Any]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    series = [
+        (s, mode) for s in results["appends"] for mode in ("in_process", "grpc") if results["appends"][s].get(mode)
+    ]
+    width = 0.8 / max(1, len(series))
+    for i, (sink, mode) in enumerate(series):
+        points = results["appends"][sink][mode]
+        xs = [n + (i - (len(series) - 1) / 2) * width for n in range(len(WRITERS))]
+        values = [points[str(w)]["per_second"] for w in WRITERS]
+        bars = left.bar(xs, values, width, label=f"{sink}, {mode.replace('_', '-')}")
+        left.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=7, rotation=90, padding=2)
+    left.axhline(TARGET_APPENDS, color="red", linestyle="--", linewidth=1, label="target 10,000/s")
+    left.set_xticks(range(len(WRITERS)), [f"{w} writers" for w in WRITERS])
+    left.set_ylabel("durable appends / s")
+    left.set_title("Audit appends, acknowledged after fsync / COMMIT")
+    left.legend(fontsize=8)
+
+    verify = results["verify"]
+    labels: list[str] = []
+    rates: list[float] = []
+    if "in_memory" in verify:
+        labels.append("in-memory\n1 process")
+        rates.append(verify["in_memory"]["per_second"])
+    for name in ("file", "postgres"):
+        for j, point in verify.get(name, {}).get("by_jobs", {}).items():
+            labels.append(f"{name}\n{j} process{'es' if j != '1' else ''}")
+            rates.append(point["per_second"])
+    bars = right.bar(labels, rates, color="tab:green")
+    right.bar_label(bars, labels=[f"{v:,.0f}\n{1e6 / v:.1f} s/M" for v in rates], fontsize=7)
+    right.axhline(TARGET_VERIFY, color="red", linestyle="--", linewidth=1, label="target 200,000/s")
+    right.set_ylabel("entries verified / s")
+    right.set_title("Verify: read, parse, recompute every mac")
+    right.tick_params(axis="x", labelsize=7)
+    right.legend(fontsize=8)
+    machine = results["machine_note"]
+    fig.suptitle(f"loomflow audit — {machine}", fontsize=9)
+    fig.tight_layout()
+    path = plot_path("audit_append")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sinks", default="file,postgres", help="comma-separated: file, postgres")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per point")
+    parser.add_argument("--verify-entries", type=int, default=1_000_000)
+    parser.add_argument("--postgres-dsn", default=os.environ.get("LOOMFLOW_TEST_POSTGRES_DSN", ""))
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=ROOT / "bench" / "results" / "tmp",
+        help="where file logs are written (a real disk: fsync on tmpfs proves nothing)",
+    )
+    parser.add_argument("--skip-grpc", action="store_true")
+    args = parser.parse_args()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    sinks = [s for s in args.sinks.split(",") if s and (s != "postgres" or args.postgres_dsn)]
+    if "postgres" in args.sinks and not args.postgres_dsn:
+        print("postgres: no DSN (set LOOMFLOW_TEST_POSTGRES_DSN or --postgres-dsn); skipped", file=sys.stderr)
+
+    results: dict[str, Any] = {"targets": {"appends_per_second": TARGET_APPENDS, "verify_per_second": TARGET_VERIFY}}
+    results["appends"] = {}
+    if "postgres" in sinks:
+        results["postgres_settings"] = await postgres_settings(args.postgres_dsn)
+    for sink in sinks:
+        results["appends"][sink] = {"in_process": {}, "grpc": {}}
+        for writers in WRITERS:
+            async with sink_dsn(sink, args) as dsn:
+                point = await appends_in_process(dsn, writers, args.seconds)
+            results["appends"][sink]["in_process"][str(writers)] = point
+            print(
+                f"{sink:8} in-process {writers:3} writers: {point['per_second']:9,.0f}/s "
+                f"p50 {point['p50_ms']:.2f} ms p99 {point['p99_ms']:.2f} ms, "
+                f"{point['appends_per_durable_write']} appends per durable write",
+                file=sys.stderr,
+            )
+            if not args.skip_grpc:
+                async with sink_dsn(sink, args) as dsn:
+                    point = await appends_grpc(dsn, writers, args.seconds, args.data_dir)
+                results["appends"][sink]["grpc"][str(writers)] = point
+                print(
+                    f"{sink:8} grpc       {writers:3} writers: {point['per_second']:9,.0f}/s "
+                    f"p50 {point['p50_ms']:.2f} ms p99 {point['p99_ms']:.2f} ms",
+                    file=sys.stderr,
+                )
+
+    key = os.urandom(32)
+    entries = generate(key, args.verify_entries)
+    results["verify"] = {"in_memory": verify_in_memory(key, entries[: max(1, len(entries) // 4)])}
+    print(f"verify in-memory: {results['verify']['in_memory']['per_second']:,}/s", file=sys.stderr)
+    jobs = sorted({1, os.cpu_count() or 1})
+    if "file" in sinks:
+        results["verify"]["file"] = await verify_file(key, entries, args.data_dir, jobs)
+    if "postgres" in sinks:
+        results["verify"]["postgres"] = await verify_postgres(key, entries, args, jobs)
+    for name in ("file", "postgres"):
+        for j, point in results["verify"].get(name, {}).get("by_jobs", {}).items():
+            print(f"verify {name} with {j} process(es): {point['per_second']:,}/s", file=sys.stderr)
+    del entries
+
+    missed = []
+    for sink, modes in results["appends"].items():
+        best = max(p["per_second"] for p in modes["in_process"].values())
+        if best < TARGET_APPENDS:
+            missed.append(f"{sink} in-process appends peak at {best:,.0f}/s < {TARGET_APPENDS:,.0f}/s")
+    for name, result in results["verify"].items():
+        best = max(p["per_second"] for p in result.get("by_jobs", {"-": result}).values())
+        if best < TARGET_VERIFY:
+            missed.append(f"verify {name} peaks at {best:,}/s < {TARGET_VERIFY:,.0f}/s")
+    results["missed_targets"] = missed
+    load_average = os.getloadavg()[0]
+    results["machine_note"] = f"{os.cpu_count()} CPUs, load average {load_average:.1f} when the run ended"
+    path = write_results("audit_append", results)
+    print(f"results: {path}\nplot: {plot(results)}", file=sys.stderr)
+    for line in missed:
+        print(f"MISSED: {line}", file=sys.stderr)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
