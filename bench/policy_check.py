@@ -201,11 +201,19 @@ async def _checker_time(samples: int, arguments: Any) -> dict[str, float]:
 
 # -- throughput through gRPC ---------------------------------------------------
 
+# The mix one process serves: mostly allowed calls, some denied by a rule, and one in ten a
+# destructive tool that asks (which also looks for an answer remembered for its run: a store read).
 TOOLS: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
     ("fs.read", ("read_only",), CALL_ARGUMENTS),
     ("fs.write", ("edit",), {"path": "/home/alice/notes.txt", "size": 2048}),
     ("http_get", ("read_only",), {"host": "example.com", "url": "https://example.com/"}),
     ("calculator", ("read_only",), {"expression": "6*7"}),
+    ("fs.read", ("read_only",), {"path": "/srv/secret0/key.pem"}),
+    ("fs.read", ("read_only",), CALL_ARGUMENTS),
+    ("http_get", ("read_only",), {"host": "evil3.example", "url": "https://evil3.example/"}),
+    ("calculator", ("read_only",), {"expression": "1+1"}),
+    ("fs.write", ("edit",), {"path": "/home/alice/todo.txt", "size": 100}),
+    ("delete_file", ("destructive",), {"path": "/home/alice/old.txt"}),
 ]
 
 
@@ -337,57 +345,51 @@ def _cpu_seconds(process: Any) -> float:
     return float(times.user + times.system)
 
 
-def _serve_and_drive(
-    kind: type[ServeProcess],
-    env: dict[str, str],
-    data_dir: Path,
-    token: str,
-    checks: int,
-    concurrencies: list[int],
-    ghz_at: int,
-) -> dict[str, Any]:
+def _measure(name: str, serve: ServeProcess, token: str, checks: int, concurrency: int) -> dict[str, Any]:
     import psutil
 
-    results: dict[str, Any] = {"python_client": {}, "ghz": {}}
-    serve = kind("policy", data_dir, env=env).start()
-    try:
-        assert serve.process is not None
-        server = psutil.Process(serve.process.pid)
-        for concurrency in concurrencies:
-            before = _cpu_seconds(server)
-            result = asyncio.run(_drive(serve.address, token, checks, concurrency))
-            cpu_s = _cpu_seconds(server) - before
-            served = checks + TENANTS * len(TOOLS)
-            result["server_cpu_us_per_check"] = round(cpu_s * 1e6 / served, 1)
-            result["checks_per_server_cpu_second"] = round(served / cpu_s, 1) if cpu_s else 0.0
-            results["python_client"][str(concurrency)] = result
-            print(
-                f"{kind.__name__} python client x{concurrency}: {result['checks_per_second']:.0f} Checks/s, "
-                f"p99 {result['latency_ms']['p99_ms']:.2f} ms, "
-                f"{result['checks_per_server_cpu_second']:.0f} Checks per server CPU-second",
-                file=sys.stderr,
-            )
-        if ghz_at:
-            before = _cpu_seconds(server)
-            found = _ghz(serve.address, token, checks, ghz_at, data_dir)
-            cpu_s = _cpu_seconds(server) - before
-            if found is None:
-                results["ghz"] = {"skipped": "ghz not installed (scripts/install-tools.sh)"}
-            else:
-                if cpu_s and "error" not in found:
-                    found["checks_per_server_cpu_second"] = round(checks / cpu_s, 1)
-                results["ghz"][str(ghz_at)] = found
-                print(f"{kind.__name__} ghz x{ghz_at}: {found}", file=sys.stderr)
-        results["server_rss_mib"] = round(server.memory_info().rss / 2**20, 1)
-    finally:
-        serve.stop()
-    return results
+    assert serve.process is not None
+    server = psutil.Process(serve.process.pid)
+    before = _cpu_seconds(server)
+    result = asyncio.run(_drive(serve.address, token, checks, concurrency))
+    cpu_s = _cpu_seconds(server) - before
+    served = checks + TENANTS * len(TOOLS)
+    result["server_cpu_us_per_check"] = round(cpu_s * 1e6 / served, 1)
+    result["checks_per_server_cpu_second"] = round(served / cpu_s, 1) if cpu_s else 0.0
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)
+    print(
+        f"{name} x{concurrency}: {result['checks_per_second']:.0f} Checks/s, "
+        f"p99 {result['latency_ms']['p99_ms']:.2f} ms, "
+        f"{result['checks_per_server_cpu_second']:.0f} Checks per server CPU-second",
+        file=sys.stderr,
+    )
+    return result
+
+
+def _measure_ghz(name: str, serve: ServeProcess, token: str, checks: int, concurrency: int) -> dict[str, Any]:
+    import psutil
+
+    assert serve.process is not None
+    server = psutil.Process(serve.process.pid)
+    before = _cpu_seconds(server)
+    found = _ghz(serve.address, token, checks, concurrency, serve.data_dir)
+    cpu_s = _cpu_seconds(server) - before
+    if found is None:
+        return {"skipped": "ghz not installed (scripts/install-tools.sh)"}
+    if cpu_s and "error" not in found:
+        found["checks_per_server_cpu_second"] = round(checks / cpu_s, 1)
+    print(f"{name} ghz x{concurrency}: {found}", file=sys.stderr)
+    return found
 
 
 def throughput(checks: int, concurrencies: list[int], ghz_at: int) -> dict[str, Any]:
-    """The real PolicyService, then the floor (same kernel, a Check that does nothing), same load."""
+    """The real PolicyService and the floor (same kernel, a Check that does nothing), both up
+    at once and driven back to back at each concurrency, so both see the same machine load."""
+    import psutil
+
     auth = AuthSettings(jwt_secret=SECRET)
     token = mint_token(auth, "bench-agent", Role.SERVICE, ttl_seconds=86_400)
+    results: dict[str, Any] = {name: {"python_client": {}, "ghz": {}} for name in ("policy", "floor")}
     with tempfile.TemporaryDirectory() as raw:
         data_dir = Path(raw)
         policy_file = data_dir / "policies.yaml"
@@ -398,9 +400,24 @@ def throughput(checks: int, concurrencies: list[int], ghz_at: int) -> dict[str, 
             "LOOMFLOW_TRACING": "false",
             "LOOMFLOW_LOG_LEVEL": "warning",
         }
-        policy = _serve_and_drive(ServeProcess, env, data_dir / "policy", token, checks, concurrencies, ghz_at)
-        floor = _serve_and_drive(_FloorServe, env, data_dir / "floor", token, checks, concurrencies, ghz_at)
-    return {"policy": policy, "floor": floor}
+        servers = {
+            "policy": ServeProcess("policy", data_dir / "policy", env=env).start(),
+            "floor": _FloorServe("policy", data_dir / "floor", env=env).start(),
+        }
+        try:
+            for concurrency in concurrencies:
+                for name, serve in servers.items():
+                    results[name]["python_client"][str(concurrency)] = _measure(name, serve, token, checks, concurrency)
+            if ghz_at:
+                for name, serve in servers.items():
+                    results[name]["ghz"][str(ghz_at)] = _measure_ghz(name, serve, token, checks, ghz_at)
+            for name, serve in servers.items():
+                assert serve.process is not None
+                results[name]["server_rss_mib"] = round(psutil.Process(serve.process.pid).memory_info().rss / 2**20, 1)
+        finally:
+            for serve in servers.values():
+                serve.stop()
+    return results
 
 
 # -- report ----------------------------------------------------------------------
@@ -510,6 +527,7 @@ def main() -> int:
     results = {
         "command": "python bench/policy_check.py " + " ".join(sys.argv[1:]),
         "load_average_1m_before": round(load_before, 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
         "decision_time_us": decisions,
         "grpc": grpc_results,
         "targets": {"decision_us": TARGET_DECISION_US, "checks_per_second": TARGET_CHECKS_PER_S},

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import textwrap
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from loomflow.policy.models import DEFAULT_POLICY_KEY, Condition, Decision, Mode
 from loomflow.policy.policy_file import PolicyFileError, load_policy_file, parse_policy_file
 from loomflow.v1 import policy_pb2
 from tests.policy.grpc_support import SERVICE, client
+from tests.support.processes import source_env
 from tests.support.suite import TEST_JWT_SECRET, running_suite
 
 GOOD = """\
@@ -50,10 +52,6 @@ anonymous:
   mode: plan
   fallback: deny
 """
-
-
-def dedent(text: str) -> str:
-    return textwrap.dedent(text).lstrip("\n")
 
 
 def test_a_good_file_yields_every_policy() -> None:
@@ -166,3 +164,14 @@ async def test_the_file_applies_at_start_and_again_after_put_policy_on_restart(t
     async with running_suite(tmp_path, services="policy", insecure=False, overrides=overrides) as running:
         unchanged = (await client(running.channel, SERVICE).get_policy("zoe")).policy.version
         assert unchanged == version, "re-applying an unchanged file must not write a new version"
+
+
+def test_loomflow_serve_with_a_bad_file_exits_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text("users:\n  alice:\n    mode: yolo\n")
+    env = {**source_env(), "LOOMFLOW_POLICY_FILE": str(path)}
+    command = [sys.executable, "-m", "loomflow.cli", "serve", "--insecure", "--services", "policy", "--port", "0"]
+    command += ["--metrics-port", "0", "--data-dir", str(tmp_path / "data")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert f"{path}:3:11: mode 'yolo' is not one of" in done.stderr
