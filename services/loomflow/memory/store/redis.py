@@ -264,7 +264,9 @@ class RedisStore:
     async def probe_and_fetch(self, tenant: str, seqs: Sequence[int]) -> tuple[int, int, Mapping[int, Episode]]:
         keys = _Keys(tenant)
         with _unavailable_on_connection_errors():
-            async with self._client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: one consistent view
+            # One round trip; no MULTI needed: the tenant row is read first, so at worst it is older than
+            # the episodes (a write in between is picked up by the next recall; a Forget drops records).
+            async with self._client.pipeline(transaction=False) as pipe:
                 pipe.hmget(keys.tenant_row, ["epoch", "seq"])
                 if seqs:
                     pipe.hmget(keys.episodes, list(seqs))

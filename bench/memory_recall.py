@@ -1,0 +1,510 @@
+"""Memory Recall speed per backend at 1,000 and 10,000 users: directly on the store and through gRPC.
+
+    python bench/memory_recall.py                          # 1,000 users x 100 episodes, every backend
+    python bench/memory_recall.py --full                   # 1,000 and 10,000 users x 100 episodes
+    python bench/memory_recall.py --users 1000,10000 --episodes 20 --backends sqlite,memory
+
+Each dataset (users x episodes) lives in its own store: a SQLite file and a Chroma folder under
+--data-dir, a Postgres database ``loomflow_bench_<users>x<episodes>`` on --postgres-dsn, a Redis
+database (index 10, 11, ...) on --redis-url. Persistent datasets are loaded once and reused by
+later runs (a marker block records what was loaded); the in-memory backend loads every run.
+Loading uses ``remember_many`` (one call per user). Episodes are synthetic turns (8-30 words
+each side, Zipf-distributed vocabulary of 20,000 words); queries are 3-8 words, half taken from
+the queried user's own episodes.
+
+Direct: the store in this process. Every user is recalled once first (a cold recall builds
+the tenant's in-process index; reported as ``cold``), then ``--queries`` recalls of random
+users are timed one at a time (``warm``: p50/p99, and recalls per second of one caller), and
+again with ``--concurrency`` in flight (``concurrent``: throughput).
+gRPC: ``loomflow serve --services memory`` runs as its own process on the same store (the
+in-memory backend is loaded through Remember RPCs); this process is the client with
+``--concurrency`` calls in flight on one channel, after one warm-up recall per user. Server
+CPU time is sampled, so ``recalls_per_server_cpu_second`` shows capacity on a shared machine.
+
+The sizes are measured side by side so machine noise hits both alike: one call at a time
+alternating the datasets call by call (``warm``), and in interleaved rounds (1k, 10k, 1k, ...)
+with calls in flight (``concurrent``).
+
+Targets: p99 at 10,000 users within 1.2x of p99 at 1,000 users on every backend, direct and
+through gRPC, one call at a time (the concurrent ratio is reported too: under load its p99 is
+mostly queueing); and >= 2,000 Recall/s per process on SQLite (the gRPC server's throughput).
+Results: bench/results/memory_recall.json and memory_recall.png. Exits non-zero when a target is
+missed (the figures are kept either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
+
+import grpc  # noqa: E402
+
+from bench.harness import LatencyStats, latency_stats, machine, plot_path, progress, write_results  # noqa: E402
+from loomflow.kernel.errors import NotFound  # noqa: E402
+from loomflow.memory.models import BlockWrite, EpisodeDraft, ForgetScope, RecallQuery, now_micros  # noqa: E402
+from loomflow.memory.store import MemoryStore, open_store  # noqa: E402
+from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2  # noqa: E402
+from tests.support.processes import ServeProcess  # noqa: E402
+
+BACKENDS = ("memory", "sqlite", "postgres", "redis", "chroma")
+TARGET_P99_RATIO = 1.2
+TARGET_SQLITE_RECALLS_PER_SECOND = 2_000.0
+MARKER = "__bench_marker__"
+LOAD_PARALLEL_USERS = 32
+
+
+# -- the synthetic workload ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dataset:
+    users: int
+    episodes: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.users}x{self.episodes}"
+
+    def tenant(self, user: int) -> str:
+        return f"bench-user-{user}"
+
+
+class Corpus:
+    """Deterministic synthetic texts: a pool of turns and queries drawn from it."""
+
+    def __init__(self, seed: int = 7, pool: int = 20_000) -> None:
+        rng = random.Random(seed)
+        syllables = ["ka", "lo", "mi", "ter", "vo", "sun", "ra", "pe", "dal", "qui", "zen", "bo", "ni", "sha"]
+        vocabulary = sorted({"".join(rng.choices(syllables, k=rng.randint(2, 4))) for _ in range(30_000)})[:20_000]
+        weights = [1.0 / (rank + 1) for rank in range(len(vocabulary))]
+        self._texts = [" ".join(rng.choices(vocabulary, weights, k=rng.randint(8, 30))) for _ in range(pool)]
+        self._rng = random.Random(seed + 1)
+
+    def turn(self, dataset: Dataset, user: int, index: int) -> tuple[str, str]:
+        base = (user * 7919 + index * 104729) % len(self._texts)
+        return self._texts[base], self._texts[(base * 31 + 17) % len(self._texts)]
+
+    def query(self, dataset: Dataset, user: int) -> str:
+        if self._rng.random() < 0.5:
+            words = self.turn(dataset, user, self._rng.randrange(dataset.episodes))[0].split()
+        else:
+            words = self._texts[self._rng.randrange(len(self._texts))].split()
+        start = self._rng.randrange(max(1, len(words) - 8))
+        return " ".join(words[start : start + self._rng.randint(3, 8)])
+
+    def queries(self, dataset: Dataset, count: int) -> list[tuple[int, str]]:
+        users = [self._rng.randrange(dataset.users) for _ in range(count)]
+        return [(user, self.query(dataset, user)) for user in users]
+
+
+# -- where each dataset lives ------------------------------------------------------
+
+
+def dsn_for(backend: str, dataset: Dataset, index: int, args: argparse.Namespace) -> str:
+    if backend == "memory":
+        return "memory://"
+    if backend == "sqlite":
+        return f"sqlite://{args.data_dir}/sqlite-{dataset.name}.db"
+    if backend == "chroma":
+        return f"chroma://{args.data_dir}/chroma-{dataset.name}"
+    if backend == "postgres":
+        parts = urlsplit(str(args.postgres_dsn))
+        return urlunsplit(parts._replace(path=f"/loomflow_bench_{dataset.name}"))
+    parts = urlsplit(str(args.redis_url))
+    return urlunsplit(parts._replace(path=f"/{args.redis_db_base + index}"))
+
+
+async def prepare_location(backend: str, dsn: str, args: argparse.Namespace) -> None:
+    if backend == "postgres":
+        import asyncpg
+
+        conn = await asyncpg.connect(args.postgres_dsn)
+        try:
+            name = urlsplit(dsn).path.lstrip("/")
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+    elif backend in ("sqlite", "chroma"):
+        os.makedirs(args.data_dir, exist_ok=True)  # once, before anything is timed
+
+
+async def already_loaded(store: MemoryStore, dataset: Dataset) -> bool:
+    try:
+        block = await store.get_block(MARKER, "", "dataset")
+    except NotFound:
+        return False
+    return block.content == dataset.name
+
+
+async def load_direct(store: MemoryStore, dataset: Dataset, corpus: Corpus, label: str) -> dict[str, Any]:
+    if await already_loaded(store, dataset):
+        return {"reused": True}
+    # A persistent store holding another or a partial load: start the dataset's tenants afresh.
+    started = time.perf_counter()
+    for first in progress(range(0, dataset.users, LOAD_PARALLEL_USERS), label=f"load {label}"):
+        users = range(first, min(first + LOAD_PARALLEL_USERS, dataset.users))
+        await asyncio.gather(*(_load_user(store, dataset, corpus, user) for user in users))
+    await store.put_block(MARKER, BlockWrite("dataset", "", dataset.name), now_micros())
+    seconds = time.perf_counter() - started
+    count = dataset.users * dataset.episodes
+    return {"reused": False, "episodes": count, "seconds": round(seconds, 1), "per_second": round(count / seconds)}
+
+
+async def _load_user(store: MemoryStore, dataset: Dataset, corpus: Corpus, user: int) -> None:
+    tenant = dataset.tenant(user)
+    await store.forget(tenant, ForgetScope(), now_micros())  # whatever an interrupted load left
+    drafts = [EpisodeDraft(f"s{index % 5}", *corpus.turn(dataset, user, index)) for index in range(dataset.episodes)]
+    await store.remember_many(tenant, drafts, now_micros())
+
+
+# -- measuring -----------------------------------------------------------------------
+
+
+def direct_recall(store: MemoryStore, tenant: str, text: str) -> Callable[[], Awaitable[Any]]:
+    return lambda: store.recall(tenant, RecallQuery(text=text, limit=5))
+
+
+def rpc_recall(stub: Any, tenant: str, text: str) -> Callable[[], Awaitable[Any]]:
+    request = memory_pb2.RecallRequest(scope=tenancy_pb2.UserScope(user_id=tenant), query=text, limit=5)
+    return lambda: stub.Recall(request)
+
+
+async def timed(calls: Sequence[Callable[[], Awaitable[Any]]], concurrency: int) -> tuple[list[float], float]:
+    """Runs the calls with ``concurrency`` in flight; returns per-call latencies and the wall time."""
+    latencies: list[float] = []
+    queue = iter(calls)
+
+    async def worker() -> None:
+        for call in queue:
+            began = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - began)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started
+
+
+def stats(latencies: list[float], seconds: float) -> dict[str, float]:
+    return latency_stats(latencies, seconds).as_dict()
+
+
+async def interleaved(
+    sizes: Sequence[Dataset],
+    make_calls: Callable[[Dataset, int], list[Callable[[], Awaitable[Any]]]],
+    rounds: int,
+    concurrency: int,
+    before: Callable[[], Any] | None = None,
+    after: Callable[[Dataset, float], None] | None = None,
+) -> dict[Dataset, LatencyStats]:
+    """Alternates the datasets round by round, so noise on a shared machine hits each alike."""
+    latencies: dict[Dataset, list[float]] = {d: [] for d in sizes}
+    walls: dict[Dataset, float] = {d: 0.0 for d in sizes}
+    for round_number in range(rounds):
+        for dataset in sizes:
+            calls = make_calls(dataset, round_number)
+            if before is not None:
+                before()
+            taken, wall = await timed(calls, concurrency)
+            latencies[dataset] += taken
+            walls[dataset] += wall
+            if after is not None:
+                after(dataset, wall)
+    return {d: latency_stats(latencies[d], walls[d]) for d in sizes}
+
+
+async def alternating(
+    sizes: Sequence[Dataset],
+    make_calls: Callable[[Dataset, int], list[Callable[[], Awaitable[Any]]]],
+    rounds: int,
+) -> dict[Dataset, LatencyStats]:
+    """One call at a time, alternating the datasets call by call: the fairest p50/p99 comparison on a
+    shared machine. Throughput is calls over the time spent in that dataset's calls."""
+    latencies: dict[Dataset, list[float]] = {d: [] for d in sizes}
+    for round_number in range(rounds):
+        batches = [(d, make_calls(d, round_number)) for d in sizes]
+        for position in range(max(len(calls) for _, calls in batches)):
+            for dataset, calls in batches:
+                if position < len(calls):
+                    began = time.perf_counter()
+                    await calls[position]()
+                    latencies[dataset].append(time.perf_counter() - began)
+    return {d: latency_stats(latencies[d], sum(latencies[d])) for d in sizes}
+
+
+async def measure_direct(
+    backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: argparse.Namespace
+) -> dict[str, Any]:
+    stores: dict[Dataset, MemoryStore] = {}
+    report: dict[str, Any] = {}
+    try:
+        for index, dataset in enumerate(sizes):
+            dsn = dsn_for(backend, dataset, index, args)
+            await prepare_location(backend, dsn, args)
+            store = open_store(dsn, args.data_dir)
+            await store.start()
+            stores[dataset] = store
+            report[dataset.name] = {"load": await load_direct(store, dataset, corpus, f"{backend} {dataset.name}")}
+            print(f"  {backend} {dataset.name}: load {report[dataset.name]['load']}", file=sys.stderr)
+        for dataset, store in stores.items():
+            cold = [direct_recall(store, dataset.tenant(u), "warm up") for u in range(dataset.users)]
+            latencies, wall = await timed(cold, 1)
+            report[dataset.name]["cold"] = stats(latencies, wall)
+
+        def calls(dataset: Dataset, round_number: int) -> list[Callable[[], Awaitable[Any]]]:
+            store = stores[dataset]
+            return [
+                direct_recall(store, dataset.tenant(user), text)
+                for user, text in corpus.queries(dataset, args.queries // args.rounds)
+            ]
+
+        for dataset, result in (await alternating(sizes, calls, args.rounds)).items():
+            report[dataset.name]["warm"] = result.as_dict()
+        for dataset, result in (await interleaved(sizes, calls, args.rounds, args.concurrency)).items():
+            report[dataset.name]["concurrent"] = result.as_dict()
+    finally:
+        for store in stores.values():
+            await store.close()
+    return report
+
+
+async def _rpc_load(stub: Any, dataset: Dataset, corpus: Corpus, label: str) -> dict[str, Any]:
+    started = time.perf_counter()
+
+    async def user_load(user: int) -> None:
+        scope = tenancy_pb2.UserScope(user_id=dataset.tenant(user))
+        for index in range(dataset.episodes):
+            text_in, text_out = corpus.turn(dataset, user, index)
+            await stub.Remember(
+                memory_pb2.RememberRequest(scope=scope, session_id=f"s{index % 5}", input=text_in, output=text_out)
+            )
+
+    for first in progress(range(0, dataset.users, 64), label=f"load {label} via gRPC"):
+        await asyncio.gather(*(user_load(u) for u in range(first, min(first + 64, dataset.users))))
+    seconds = time.perf_counter() - started
+    count = dataset.users * dataset.episodes
+    return {"reused": False, "episodes": count, "seconds": round(seconds, 1), "per_second": round(count / seconds)}
+
+
+def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: argparse.Namespace) -> dict[str, Any]:
+    import psutil
+
+    servers: dict[Dataset, ServeProcess] = {}
+    report: dict[str, Any] = {d.name: {} for d in sizes}
+    try:
+        for index, dataset in enumerate(sizes):
+            env = {
+                "LOOMFLOW_MEMORY_DSN": dsn_for(backend, dataset, index, args),
+                "LOOMFLOW_INSECURE": "true",
+                "LOOMFLOW_TRACING": "true" if args.tracing else "false",
+            }
+            servers[dataset] = ServeProcess("memory", Path(args.data_dir) / "serve", env=env).start(timeout=120)
+
+        async def run() -> None:
+            channels = {d: grpc.aio.insecure_channel(s.address) for d, s in servers.items()}
+            stubs = {d: memory_pb2_grpc.MemoryServiceStub(c) for d, c in channels.items()}
+            processes = {d: psutil.Process(s.process.pid) for d, s in servers.items() if s.process is not None}
+            try:
+                for dataset, stub in stubs.items():
+                    if backend == "memory":
+                        report[dataset.name]["load"] = await _rpc_load(stub, dataset, corpus, dataset.name)
+                    warm = [rpc_recall(stub, dataset.tenant(u), "warm up") for u in range(dataset.users)]
+                    latencies, wall = await timed(warm, args.concurrency)
+                    report[dataset.name]["cold"] = stats(latencies, wall)
+
+                def calls(dataset: Dataset, round_number: int) -> list[Callable[[], Awaitable[Any]]]:
+                    return [
+                        rpc_recall(stubs[dataset], dataset.tenant(user), text)
+                        for user, text in corpus.queries(dataset, args.queries // args.rounds)
+                    ]
+
+                cpu: dict[Dataset, float] = {d: 0.0 for d in sizes}
+                marks: dict[Dataset, float] = {}
+
+                def before() -> None:
+                    for d, p in processes.items():
+                        times = p.cpu_times()
+                        marks[d] = times.user + times.system
+
+                def after(dataset: Dataset, wall: float) -> None:
+                    times = processes[dataset].cpu_times()
+                    cpu[dataset] += times.user + times.system - marks[dataset]
+
+                before()
+                for dataset, result in (await alternating(sizes, calls, args.rounds)).items():
+                    after(dataset, 0.0)
+                    entry = result.as_dict()
+                    entry["server_cpu_seconds"] = round(cpu[dataset], 2)
+                    report[dataset.name]["warm"] = entry
+                for d in sizes:
+                    cpu[d] = 0.0
+                measured = await interleaved(sizes, calls, args.rounds, args.concurrency, before, after)
+                for dataset, result in measured.items():
+                    entry = result.as_dict()
+                    entry["server_cpu_seconds"] = round(cpu[dataset], 2)
+                    entry["recalls_per_server_cpu_second"] = round(result.count / max(cpu[dataset], 1e-9))
+                    report[dataset.name]["concurrent"] = entry
+                for dataset, process in processes.items():
+                    report[dataset.name]["server_rss_mib"] = round(process.memory_info().rss / 2**20)
+            finally:
+                for channel in channels.values():
+                    await channel.close()
+
+        asyncio.run(run())
+    finally:
+        for server in servers.values():
+            server.stop()
+    return report
+
+
+# -- targets, plot, main ----------------------------------------------------------------
+
+
+def check_targets(results: dict[str, Any], sizes: Sequence[Dataset]) -> tuple[dict[str, Any], list[str]]:
+    verdicts: dict[str, Any] = {"p99_ratio": {}, "sqlite_recalls_per_second": None}
+    missed: list[str] = []
+    if len(sizes) >= 2:
+        small, large = sizes[0].name, sizes[-1].name
+        for backend, modes in results.items():
+            for via in ("direct", "grpc"):
+                runs = modes.get(via, {})
+                if small not in runs or large not in runs:
+                    continue
+                for mode in ("warm", "concurrent"):
+                    ratio = runs[large][mode]["p99_ms"] / max(runs[small][mode]["p99_ms"], 1e-9)
+                    verdicts["p99_ratio"][f"{backend} {via} {mode}"] = round(ratio, 3)
+                    if mode == "warm" and ratio > TARGET_P99_RATIO:
+                        missed.append(
+                            f"{backend} {via} {mode}: p99 {large} / {small} = {ratio:.2f} > {TARGET_P99_RATIO}"
+                        )
+    sqlite = results.get("sqlite", {}).get("grpc", {})
+    if sqlite:
+        throughput = min(run["concurrent"]["per_second"] for run in sqlite.values())
+        verdicts["sqlite_recalls_per_second"] = throughput
+        if throughput < TARGET_SQLITE_RECALLS_PER_SECOND:
+            missed.append(f"sqlite grpc: {throughput:.0f} Recall/s < {TARGET_SQLITE_RECALLS_PER_SECOND:.0f}")
+    return verdicts, missed
+
+
+def plot(results: dict[str, Any], sizes: Sequence[Dataset], info: dict[str, Any]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backends = list(results)
+    series = [(via, d.name) for via in ("direct", "grpc") for d in sizes]
+    colors = ["#4c72b0", "#8fa9d6", "#dd8452", "#f0b48a", "#55a868", "#8fd19e"]
+    figure, axes = plt.subplots(1, 3, figsize=(17, 5))
+    width = 0.8 / len(series)
+    panels = (
+        ("warm", "p99_ms", "p99 latency, one call at a time (ms)"),
+        ("warm", "p50_ms", "p50 latency, one call at a time (ms)"),
+        ("concurrent", "per_second", "Recall/s with calls in flight"),
+    )
+    for axis, (mode, field, title) in zip(axes, panels, strict=True):
+        for k, (via, name) in enumerate(series):
+            xs = [b + (k - len(series) / 2 + 0.5) * width for b in range(len(backends))]
+            ys = [results[b].get(via, {}).get(name, {}).get(mode, {}).get(field, 0.0) for b in backends]
+            users = name.split("x")[0]
+            bars = axis.bar(xs, ys, width, label=f"{via}, {users} users", color=colors[k % len(colors)])
+            axis.bar_label(bars, fmt="%.2f" if field != "per_second" else "%.0f", fontsize=6, rotation=90)
+        axis.set_xticks(range(len(backends)), backends)
+        axis.set_title(title)
+        axis.legend(fontsize=7)
+    if "sqlite" in backends:
+        x = backends.index("sqlite")
+        axes[2].hlines(TARGET_SQLITE_RECALLS_PER_SECOND, x - 0.45, x + 0.45, colors="red", linestyles="dashed")
+    figure.suptitle(
+        f"Memory Recall, {sizes[0].episodes} episodes per user; {info['cpus']} CPUs shared, "
+        f"load {info['load_average_1m']} at start (red dashes: SQLite target)"
+    )
+    figure.tight_layout()
+    path = plot_path("memory_recall")
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--users", default="1000", help="comma-separated user counts (--full: 1000,10000)")
+    parser.add_argument("--full", action="store_true", help="measure 1,000 and 10,000 users")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per user")
+    parser.add_argument("--queries", type=int, default=6_000, help="timed recalls per size and mode")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds the queries are split into")
+    parser.add_argument("--concurrency", type=int, default=32, help="calls in flight for the concurrent runs")
+    parser.add_argument("--via", default="direct,grpc", help="direct, grpc or both")
+    parser.add_argument("--tracing", action=argparse.BooleanOptionalAction, default=True, help="server tracing")
+    parser.add_argument("--data-dir", default=os.environ.get("LOOMFLOW_BENCH_DIR", "/tmp/loomflow-bench-memory"))
+    parser.add_argument("--postgres-dsn", default=os.environ.get("LOOMFLOW_TEST_POSTGRES_DSN", ""))
+    parser.add_argument("--redis-url", default=os.environ.get("LOOMFLOW_TEST_REDIS_URL", ""))
+    parser.add_argument("--redis-db-base", type=int, default=10, help="first Redis database index the bench uses")
+    args = parser.parse_args()
+
+    sizes = [Dataset(int(u), args.episodes) for u in ("1000,10000" if args.full else args.users).split(",")]
+    corpus = Corpus()
+    info = machine()
+    results: dict[str, Any] = {}
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        if (backend == "postgres" and not args.postgres_dsn) or (backend == "redis" and not args.redis_url):
+            print(f"skipping {backend}: no server configured (see --help)", file=sys.stderr)
+            continue
+        results[backend] = {}
+        if "direct" in args.via:
+            print(f"{backend}: direct", file=sys.stderr)
+            results[backend]["direct"] = asyncio.run(measure_direct(backend, sizes, corpus, args))
+        if "grpc" in args.via:
+            print(f"{backend}: gRPC", file=sys.stderr)
+            results[backend]["grpc"] = measure_grpc(backend, sizes, corpus, args)
+        for via, runs in results[backend].items():
+            for name, run in runs.items():
+                warm, concurrent = run["warm"], run["concurrent"]
+                print(
+                    f"  {backend} {via} {name}: p50 {warm['p50_ms']:.3f} ms, p99 {warm['p99_ms']:.3f} ms, "
+                    f"{warm['per_second']:.0f}/s one at a time, {concurrent['per_second']:.0f}/s concurrent",
+                    file=sys.stderr,
+                )
+    verdicts, missed = check_targets(results, sizes)
+    path = write_results(
+        "memory_recall",
+        {
+            "settings": {
+                "users": [d.users for d in sizes],
+                "episodes_per_user": args.episodes,
+                "queries": args.queries,
+                "rounds": args.rounds,
+                "concurrency": args.concurrency,
+                "server_tracing": args.tracing,
+            },
+            "targets": {
+                "p99_ratio_max": TARGET_P99_RATIO,
+                "sqlite_recalls_per_second_min": TARGET_SQLITE_RECALLS_PER_SECOND,
+            },
+            "results": results,
+            "verdicts": verdicts,
+            "missed": missed,
+            "command": "python " + " ".join(sys.argv),
+        },
+    )
+    print(f"results: {path} and {plot(results, sizes, info)}", file=sys.stderr)
+    for line in missed:
+        print(f"MISSED {line}", file=sys.stderr)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
