@@ -21,6 +21,7 @@ from loomflow.agent.models import (
     with_retries,
 )
 from loomflow.agent.models.anthropic import AnthropicModel
+from loomflow.agent.models.base import ToolCall
 from loomflow.agent.models.echo import parse_directives
 from loomflow.agent.models.openai_compat import OpenAICompatModel
 from loomflow.kernel.errors import InvalidArgument
@@ -146,3 +147,21 @@ async def test_retries_refuse_once_text_was_streamed() -> None:
     with pytest.raises(ModelError):
         await with_retries(fails_midway, RetryPolicy(base_delay_s=0.001), time.monotonic() + 5, lambda: False)
     assert attempts == 1
+
+
+@pytest.mark.parametrize(
+    "memories",
+    [(), ("my colour is teal → noted",), ("a-b c", "x.y", "[recalled] nested → yes!", "")],
+)
+async def test_echo_counts_by_parts_exactly_what_the_whole_texts_count(memories: tuple[str, ...]) -> None:
+    messages = [
+        Message("user", 'compute, please:\n/call calculator {"expression": "2+2"}'),
+        Message("assistant", "", (ToolCall("c-1", "calculator", {"expression": "2+2"}),)),
+        Message("tool", "4 (exactly)", tool_call_id="c-1", tool_name="calculator"),
+    ]
+    request = ModelRequest("You are terse.", messages, memories=memories, max_output_tokens=1000)
+    reply = await EchoModel().complete(request)
+    assert reply.usage.output_tokens == count_tokens(reply.text)
+    whole_input = count_tokens(request.system_text()) + sum(count_tokens(m.content) for m in messages)
+    whole_input += count_tokens("calculator") + count_tokens('{"expression": "2+2"}')
+    assert reply.usage.input_tokens == whole_input

@@ -260,9 +260,10 @@ class _Run:
 
     async def _start(self) -> None:
         limits = self.runner.limits
-        estimate = self.model.estimate_tokens(limits.system_prompt + self.options.prompt) + self.runner.tool_tokens(
-            self.model
-        )
+        # Counted apart (never fewer tokens than together), so the system prompt's count is reused.
+        model = self.model
+        estimate = model.estimate_tokens(limits.system_prompt) + model.estimate_tokens(self.options.prompt)
+        estimate += self.runner.tool_tokens(model)
         if self.recall_limit <= 0:
             await self._first_reserve(estimate)
             return

@@ -23,9 +23,25 @@ TextSink = Callable[[str], None]
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
+_counted: dict[str, int] = {}
+_CACHED_CHARS = 2048
+_CACHED_ENTRIES = 50_000
+
+
 def count_tokens(text: str) -> int:
-    """A deterministic token count: words and punctuation marks (the echo model's tokenizer)."""
-    return len(_TOKEN.findall(text))
+    """A deterministic token count: words and punctuation marks (the echo model's tokenizer).
+
+    Short texts that come back (the system prompt, a tenant's recalled episodes,
+    tool names) are counted once: hashing a string is far cheaper than scanning it.
+    """
+    if len(text) > _CACHED_CHARS:
+        return len(_TOKEN.findall(text))
+    count = _counted.get(text)
+    if count is None:
+        if len(_counted) >= _CACHED_ENTRIES:
+            _counted.clear()
+        count = _counted[text] = len(_TOKEN.findall(text))
+    return count
 
 
 def truncate_tokens(text: str, limit: int) -> str:
@@ -64,6 +80,9 @@ class Message:
     is_error: bool = False
 
 
+MEMORIES_HEADER = "What you remember from earlier conversations with this user:"
+
+
 @dataclass(frozen=True)
 class ModelRequest:
     system: str
@@ -77,7 +96,7 @@ class ModelRequest:
         if not self.memories:
             return self.system
         recalled = "\n".join(f"- {m}" for m in self.memories)
-        return f"{self.system}\n\nWhat you remember from earlier conversations with this user:\n{recalled}".strip()
+        return f"{self.system}\n\n{MEMORIES_HEADER}\n{recalled}".strip()
 
     def prompt(self) -> str:
         """The user's prompt: the first user message."""

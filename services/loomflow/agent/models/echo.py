@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from loomflow.agent.models.base import (
+    MEMORIES_HEADER,
     ModelRequest,
     ModelResponse,
     ModelUsage,
@@ -68,8 +69,14 @@ def _tools_tokens(request: ModelRequest) -> int:
 
 
 def request_tokens(request: ModelRequest) -> int:
-    """Input tokens of a request as the echo model counts them: system, memories, tools and messages."""
-    total = count_tokens(request.system_text()) + _tools_tokens(request)
+    """Input tokens of a request as the echo model counts them: system, memories, tools and messages.
+
+    Counted part by part (each part's count is cached), which equals counting
+    ``request.system_text()`` whole: the joins add only the "-" of each memory line.
+    """
+    total = count_tokens(request.system) + _tools_tokens(request)
+    if request.memories:
+        total += count_tokens(MEMORIES_HEADER) + sum(1 + count_tokens(m) for m in request.memories)
     for message in request.messages:
         total += count_tokens(message.content)
         for call in message.tool_calls:
@@ -84,22 +91,30 @@ class EchoModel:
         return count_tokens(text)
 
     async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
-        prompt = request.prompt()
-        calls, text = parse_directives(prompt)
+        calls, text = parse_directives(request.prompt())
         tool_results = [m for m in request.messages if m.role == "tool"]
         tool_calls: list[ToolCall] = []
         if calls and not tool_results:
             turn = sum(1 for m in request.messages if m.role == "assistant")
             tool_calls = [ToolCall(f"echo-{turn}-{i}", name, args) for i, (name, args) in enumerate(calls)]
             text = ""
+            output_tokens = sum(
+                count_tokens(c.name) + count_tokens(json.dumps(c.arguments, sort_keys=True)) for c in tool_calls
+            )
         else:
             lines = [text] if text else []
             lines.extend(f"[{m.tool_name}] {m.content}" for m in tool_results)
             lines.extend(f"[recalled] {memory}" for memory in request.memories)
-            text = truncate_tokens("\n".join(lines), request.max_output_tokens)
-        output_tokens = count_tokens(text) + sum(
-            count_tokens(c.name) + count_tokens(json.dumps(c.arguments, sort_keys=True)) for c in tool_calls
-        )
+            # Line by line, from cached parts: brackets, spaces and newlines never merge two tokens.
+            output_tokens = (
+                count_tokens(text)
+                + sum(2 + count_tokens(m.tool_name) + count_tokens(m.content) for m in tool_results)
+                + sum(3 + count_tokens(memory) for memory in request.memories)
+            )
+            text = "\n".join(lines)
+            if output_tokens > request.max_output_tokens:
+                text = truncate_tokens(text, request.max_output_tokens)
+                output_tokens = count_tokens(text)
         if on_text is not None and text:
             on_text(text)
         return ModelResponse(
