@@ -30,6 +30,9 @@ class Settings:
         2_000_000, "sqlite/postgres/redis/chroma: episodes of per-tenant recall indexes cached in process (LRU)"
     )
     pool_size: int = option(10, "postgres: connections in the asyncpg pool")
+    sqlite_synchronous: str = option(
+        "normal", "sqlite: normal (a commit survives a process crash) or full (fsync per commit: power loss too)"
+    )
 
 
 def build(ctx: ServiceContext) -> HostedService:
@@ -42,6 +45,7 @@ def build(ctx: ServiceContext) -> HostedService:
             user_idle_ttl_seconds=settings.user_idle_ttl_seconds,
             recall_cache_episodes=settings.recall_cache_episodes,
             pool_size=settings.pool_size,
+            sqlite_synchronous=settings.sqlite_synchronous,
         ),
     )
     servicer = MemoryServicer(store)

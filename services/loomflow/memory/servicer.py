@@ -36,6 +36,7 @@ Context = Any  # grpc.aio.ServicerContext; unused by the handlers
 
 DEFAULT_RECALL_LIMIT = 5
 DEFAULT_FACT_LIMIT = 100
+_RESPONSE_MARGIN = 64 * 1024
 
 # google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
 _MIN_SECONDS = -62_135_596_800
@@ -111,8 +112,11 @@ def fact_message(fact: Fact) -> memory_pb2.Fact:
 
 
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: MemoryStore, max_message_bytes: int = 4 * 1024 * 1024) -> None:
         self._store = store
+        # A Recall answer must fit in one gRPC message: a tenant whose top hits are large
+        # episodes would otherwise get RESOURCE_EXHAUSTED on every Recall (and every agent run).
+        self._recall_bytes = max(64 * 1024, max_message_bytes - _RESPONSE_MARGIN)
 
     async def Remember(self, request: memory_pb2.RememberRequest, context: Context) -> memory_pb2.RememberResponse:
         reject_nul(request)
@@ -141,17 +145,20 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         )
         hits = await self._store.recall(tenant, query)
         metrics.record_recall(tenant, started)
-        return memory_pb2.RecallResponse(
-            hits=[
-                memory_pb2.RecallHit(
-                    episode=episode_message(hit.episode),
-                    score=hit.score,
-                    lexical_score=hit.lexical_score,
-                    vector_score=hit.vector_score,
-                )
-                for hit in hits
-            ]
-        )
+        response = memory_pb2.RecallResponse()
+        room = self._recall_bytes
+        for hit in hits:
+            message = memory_pb2.RecallHit(
+                episode=episode_message(hit.episode),
+                score=hit.score,
+                lexical_score=hit.lexical_score,
+                vector_score=hit.vector_score,
+            )
+            room -= message.ByteSize() + 8  # the field's tag and length prefix
+            if room < 0:
+                break  # the best hits that fit; the rest would make the answer undeliverable
+            response.hits.append(message)
+        return response
 
     async def GetEpisode(
         self, request: memory_pb2.GetEpisodeRequest, context: Context

@@ -27,6 +27,7 @@ class StoreOptions:
     user_idle_ttl_seconds: float = 24 * 3600.0
     recall_cache_episodes: int = 2_000_000
     pool_size: int = 10
+    sqlite_synchronous: str = "normal"
 
 
 def _path_after(dsn: str, scheme: str) -> str:
@@ -41,10 +42,14 @@ def open_store(
     options = options or StoreOptions()
     embedder = embedder or HashingEmbedder()
     scheme = urlsplit(dsn).scheme.lower() if dsn else "sqlite"
+    if options.sqlite_synchronous not in ("normal", "full"):
+        raise ConfigError("LOOMFLOW_MEMORY_SQLITE_SYNCHRONOUS must be normal or full")
     if not dsn:
         from loomflow.memory.store.sqlite import SQLiteStore
 
-        return SQLiteStore(Path(data_dir) / "memory.db", embedder, options.recall_cache_episodes)
+        return SQLiteStore(
+            Path(data_dir) / "memory.db", embedder, options.recall_cache_episodes, options.sqlite_synchronous
+        )
     if scheme == "memory":
         from loomflow.memory.store.inmemory import InMemoryStore
 
@@ -55,7 +60,7 @@ def open_store(
         path = _path_after(dsn, scheme)
         if not path:
             raise ConfigError("LOOMFLOW_MEMORY_DSN: sqlite:// needs a file path, e.g. sqlite:///var/lib/memory.db")
-        return SQLiteStore(path, embedder, options.recall_cache_episodes)
+        return SQLiteStore(path, embedder, options.recall_cache_episodes, options.sqlite_synchronous)
     if scheme in ("postgres", "postgresql"):
         from loomflow.memory.store.postgres import PostgresStore
 

@@ -27,6 +27,8 @@ import hashlib
 import json
 import shutil
 import tempfile
+import threading
+import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -119,11 +121,14 @@ class ChromaStore:
         self._path = path
         self._embedder = embedder or HashingEmbedder()
         self._functions = OurEmbeddings(self._embedder)
-        self._scratch: str | None = None if path else tempfile.mkdtemp(prefix="loomflow-chroma-")
-        self._relational = SQLiteStore(Path(path or self._scratch or ".") / SIDECAR, self._embedder, 0)
+        # chroma:// (in memory): the SQLite side goes to a folder of its own, created by start, removed by close.
+        scratch = Path(tempfile.gettempdir()) / f"loomflow-chroma-{uuid.uuid4().hex}"
+        self._scratch = None if path else scratch
+        self._relational = SQLiteStore(Path(path or scratch) / SIDECAR, self._embedder, 0)
         self._threads = ThreadPoolExecutor(2, thread_name_prefix="memory-chroma")
         self._client: Any = None
         self._collections: OrderedDict[str, Any] = OrderedDict()
+        self._collections_lock = threading.Lock()  # the map is used from the Chroma threads
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._cache = IndexCache(cache_episodes)
         self._recall = CachedRecall(self, self._embedder, self._cache, nearest=self)
@@ -165,10 +170,11 @@ class ChromaStore:
 
     def _collection(self, tenant: str, create: bool) -> Any:
         """The tenant's collection (None when it has none and ``create`` is False). Runs in a Chroma thread."""
-        found = self._collections.get(tenant)
-        if found is not None:
-            self._collections.move_to_end(tenant)
-            return found
+        with self._collections_lock:
+            found = self._collections.get(tenant)
+            if found is not None:
+                self._collections.move_to_end(tenant)
+                return found
         name = collection_name(tenant)
         if create:
             found = self._client.get_or_create_collection(
@@ -184,9 +190,10 @@ class ChromaStore:
                 return None
         if (found.metadata or {}).get("tenant") != tenant:
             raise RuntimeError(f"chroma collection {name} belongs to another tenant")
-        self._collections[tenant] = found
-        while len(self._collections) > COLLECTIONS_KEPT_OPEN:
-            self._collections.popitem(last=False)
+        with self._collections_lock:
+            self._collections[tenant] = found
+            while len(self._collections) > COLLECTIONS_KEPT_OPEN:
+                self._collections.popitem(last=False)
         return found
 
     async def _get(self, tenant: str, **query: Any) -> list[Episode]:

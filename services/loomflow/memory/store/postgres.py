@@ -292,10 +292,12 @@ class PostgresStore:
     async def nearest(self, tenant: str, vector: Vector, session_id: str | None, count: int) -> Mapping[int, float]:
         """The tenant's nearest episodes by cosine, from the HNSW index when the planner picks it."""
         session = "" if session_id is None else " AND session_id = ?"
-        params: list[Any] = [_vector_literal(vector), tenant, *([] if session_id is None else [session_id]), count]
-        rows = await self._fetch(
+        literal = _vector_literal(vector)
+        params: list[Any] = [literal, tenant, *([] if session_id is None else [session_id]), literal, count]
+        rows = await self._fetch(  # ORDER BY the distance operator itself, so the HNSW index can serve it
             "SELECT seq, 1 - (embedding_vector <=> ?::vector) FROM memory_episodes "
-            f"WHERE tenant = ?{session} AND embedding_vector IS NOT NULL ORDER BY 2 DESC LIMIT ?",
+            f"WHERE tenant = ?{session} AND embedding_vector IS NOT NULL "
+            "ORDER BY embedding_vector <=> ?::vector LIMIT ?",
             *params,
         )
         return {int(seq): float(similarity) for seq, similarity in rows}

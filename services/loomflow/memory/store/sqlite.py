@@ -89,11 +89,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def _connect(path: str) -> sqlite3.Connection:
+SYNCHRONOUS = ("normal", "full")
+"""``normal``: a commit survives a crash of the process, an OS crash or power loss may undo the last
+few; ``full``: every commit is fsynced (survives power loss; each write then waits for the disk)."""
+
+
+def _connect(path: str, synchronous: str = "normal") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL waits for other processes too
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps the file consistent
-    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     return conn
 
 
@@ -154,8 +159,12 @@ class SQLiteStore:
         path: str | Path,
         embedder: Embedder | None = None,
         cache_episodes: int = DEFAULT_CACHE_EPISODES,
+        synchronous: str = "normal",
     ) -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
         self._path = str(path)
+        self._synchronous = synchronous
         self._embedder = embedder or HashingEmbedder()
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="memory-sqlite-writer")
         self._scan_thread = ThreadPoolExecutor(1, thread_name_prefix="memory-sqlite-scan")
@@ -171,7 +180,7 @@ class SQLiteStore:
     async def start(self) -> None:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._writer = await self._on_writer(lambda: _connect(self._path))
+            self._writer = await self._on_writer(lambda: _connect(self._path, self._synchronous))
             await self._on_writer(lambda: migrate(self._conn(self._writer)))
             self._scanner = await self._on_scanner(lambda: _connect(self._path))
             self._reader = _connect(self._path)
