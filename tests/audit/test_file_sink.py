@@ -112,10 +112,3 @@ def test_lines_are_split_right_across_read_chunks(chunk: int) -> None:
     assert found == [(0, b'{"a":1}', True), (8, b"", True), (9, b'{"bb":22}', True), (19, b'{"torn', False)]
     limited = list(jsonl.lines(io.BytesIO(data), limit=12, chunk=chunk))
     assert limited == [(0, b'{"a":1}', True), (8, b"", True), (9, b'{"b', False)]
-
-
-def test_the_owner_of_a_line_is_read_without_parsing_only_when_unambiguous() -> None:
-    assert jsonl.owner_bytes(b'{"seq":1,"ts":2,"user_id":"alice","session_id":"x"}') == b"alice"
-    assert jsonl.owner_bytes(b'{"seq":1,"user_id":"\\u0061lice"}') is None, "escapes must be parsed"
-    assert jsonl.owner_bytes(b'{"seq":1,"actor":"x\\"user_id\\":\\"bob"}') is None
-    assert jsonl.owner_bytes(b'{"seq":1}') is None

@@ -13,6 +13,7 @@ An auditor can re-implement it from this paragraph alone (see docs/audit.md).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import struct
 
@@ -136,8 +137,11 @@ def seal(
     return Entry(seq, ts_us, user_id, session_id, run_id, actor, action, payload, decision_id, prev_mac, mac)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def tenant_digest(key: bytes, tenant: str) -> str:
-    """How a checkpoint names a tenant: a keyed digest, so a checkpoint leaks no tenant names."""
+    """How a checkpoint names a tenant: a keyed digest, so a checkpoint leaks no tenant names.
+
+    Cached: every checkpoint names every tenant again."""
     return hmac.digest(key, TENANT_DIGEST_TAG + tenant.encode(), "sha256").hex()
 
 

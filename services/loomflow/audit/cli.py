@@ -24,7 +24,6 @@ from loomflow.audit import checkpoint as checkpoints
 from loomflow.audit.chain import key_fingerprint
 from loomflow.audit.keys import DEV_HMAC_KEY_TEXT, parse_hmac_key, parse_public_key, parse_signing_key
 from loomflow.audit.models import ChainReport, Checkpoint
-from loomflow.audit.parallel import verify_source
 from loomflow.audit.sink import open_sink
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.tenancy import display_tenant
@@ -61,12 +60,6 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--public-key", help="the trusted Ed25519 public key (hex, base64 or PEM); default: the checkpoint's own"
     )
     verify.add_argument("--user-id", help="verify only this user's chain")
-    verify.add_argument(
-        "--jobs",
-        type=int,
-        default=min(4, os.cpu_count() or 1),
-        help="processes that verify chains in parallel (default: CPUs, at most 4)",
-    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--verbose", action="store_true", help="list intact chains too")
     verify.set_defaults(handler=_verify)
@@ -99,8 +92,8 @@ def _load_checkpoint(path: Path) -> Checkpoint:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-async def _prepare(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
-    """Opens the log read-only: checks the key's fingerprint and picks the checkpoint."""
+async def _run(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
+    """Opens the log read-only, checks the key's fingerprint, picks the checkpoint, verifies."""
     sink = open_sink(args.source, readonly=True)
     await sink.open()
     try:
@@ -112,23 +105,20 @@ async def _prepare(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
                 f"the log records {expected})"
             )
         checkpoint = _load_checkpoint(args.checkpoint) if args.checkpoint else await sink.latest_checkpoint()
+        trusted = checkpoints.public_bytes(parse_public_key(args.public_key)) if args.public_key else None
+        problem = checkpoints.signature_problem(checkpoint, trusted) if checkpoint is not None else ""
+        reports, unreadable = await sink.verify(key, None if problem else checkpoint, args.user_id)
     finally:
         await sink.close()
-    trusted = checkpoints.public_bytes(parse_public_key(args.public_key)) if args.public_key else None
     return {
         "source": sink.description,
         "checkpoint": checkpoint,
         "checkpoint_source": str(args.checkpoint) if args.checkpoint else "the log's newest",
-        "checkpoint_error": checkpoints.signature_problem(checkpoint, trusted) if checkpoint is not None else "",
+        "checkpoint_error": problem,
         "trusted_key": trusted is not None,
+        "reports": reports,
+        "unreadable": unreadable,
     }
-
-
-def _run(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
-    result = asyncio.run(_prepare(args, key))
-    usable = None if result["checkpoint_error"] else result["checkpoint"]
-    reports, unreadable = verify_source(args.source, key, usable, args.user_id, args.jobs)
-    return {**result, "reports": reports, "unreadable": unreadable}
 
 
 def _who(report: ChainReport) -> str:
@@ -193,7 +183,7 @@ def _as_json(result: dict[str, Any]) -> str:
 def _verify(args: argparse.Namespace) -> int:
     try:
         key = _hmac_key(args)
-        result = _run(args, key)
+        result = asyncio.run(_run(args, key))
     except ConfigError as exc:
         print(f"loomflow audit verify: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

@@ -128,10 +128,8 @@ class LogVerifier:
         key: bytes,
         checkpoint: Checkpoint | None = None,
         only: Iterable[str] | None = None,
-        report_missing: bool = True,
     ) -> None:
         self._key = key
-        self._report_missing = report_missing
         self._checkpoint = checkpoint
         self._wanted = set(only) if only is not None else None
         self._chains: dict[str, ChainVerifier] = {t: ChainVerifier(key, t, checkpoint) for t in self._wanted or ()}
@@ -146,7 +144,7 @@ class LogVerifier:
 
     def finish(self) -> list[ChainReport]:
         reports = [self._chains[t].finish() for t in sorted(self._chains)]
-        if self._checkpoint is not None and self._wanted is None and self._report_missing:
+        if self._checkpoint is not None and self._wanted is None:
             reports.extend(missing_chains(self._checkpoint, reports))
         return reports
 
@@ -174,10 +172,9 @@ def verify_entries(
     entries: Iterable[Entry],
     checkpoint: Checkpoint | None = None,
     only: Iterable[str] | None = None,
-    report_missing: bool = True,
 ) -> list[ChainReport]:
     """Every chain in a stream of entries from many tenants (storage order), or only some."""
-    verifier = LogVerifier(key, checkpoint, only, report_missing)
+    verifier = LogVerifier(key, checkpoint, only)
     for entry in entries:
         verifier.feed(entry)
     return verifier.finish()

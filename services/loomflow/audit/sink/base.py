@@ -68,14 +68,10 @@ class Sink(Protocol):
         ...
 
     async def verify(
-        self, key: bytes, checkpoint: Checkpoint | None, only: str | None, part: int = 0, parts: int = 1
+        self, key: bytes, checkpoint: Checkpoint | None, only: str | None
     ) -> tuple[list[ChainReport], list[str]]:
         """Verifies every chain (or only one tenant's) over what is stored; returns the chain
-        reports (with replayed copies already identified) and unreadable records.
-
-        ``parts`` > 1 splits the work by a hash of the tenant: this call verifies only the
-        chains of ``part`` and leaves chains the checkpoint names but storage lacks to the
-        caller, who combines the parts (see ``parallel.py``)."""
+        reports (with replayed copies already identified) and unreadable records."""
         ...
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...

@@ -36,9 +36,9 @@ import json
 import logging
 import os
 import time
-import zlib
 from array import array
 from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -130,6 +130,9 @@ class FileSink:
         self._latest: Checkpoint | None = None
         self._meta: dict[str, str] = {}
         self._broken = ""
+        # Durable writes run on a thread of their own, so a busy shared pool (other services'
+        # threads, a long Verify) never delays a group commit.
+        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-fsync")
         self.torn_bytes = 0
         """Bytes of a torn (unacknowledged) last write found when opening."""
 
@@ -164,6 +167,7 @@ class FileSink:
         self._meta = self._read_meta()
 
     async def close(self) -> None:
+        self._write_thread.shutdown(wait=True)
         for fd in (self._fd, self._lock_fd):
             if fd >= 0:
                 os.close(fd)  # closing the lock file releases the flock
@@ -274,10 +278,11 @@ class FileSink:
         encoded = [jsonl.encode(e) for e in batch.entries]
         blob = b"".join(encoded)
         key_blob = b"".join(_key_line(k) for k in batch.new_keys)
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.to_thread(self._write_sync, start, blob, key_blob)
+            await loop.run_in_executor(self._write_thread, self._write_sync, start, blob, key_blob)
         except OSError as exc:
-            await asyncio.to_thread(self._roll_back, start, exc)
+            await loop.run_in_executor(self._write_thread, self._roll_back, start, exc)
             raise SinkBroken(f"writing the audit log failed: {exc}") from exc
         for key in batch.new_keys:
             self._keys.setdefault(key.tenant, []).append(key)
@@ -410,31 +415,23 @@ class FileSink:
 
         return await asyncio.to_thread(read_sync)
 
-    def _scan(self, size: int, unreadable: list[str] | None, part: int = 0, parts: int = 1) -> Iterator[Entry]:
+    def _scan(self, size: int, unreadable: list[str] | None) -> Iterator[Entry]:
         """Every entry stored in the first ``size`` bytes, in storage order (reads the file itself,
-        not the index, so verification sees exactly what is on disk). With ``parts`` > 1, only
-        the entries of the tenants whose hash falls in ``part`` (see :meth:`verify`)."""
+        not the index, so verification sees exactly what is on disk)."""
         with open(self._entries_path, "rb") as stream:
             for number, (_, raw, complete) in enumerate(jsonl.lines(stream, size), start=1):
                 if not complete:
-                    if unreadable is not None and not self.readonly and part == 0:
+                    if unreadable is not None and not self.readonly:
                         unreadable.append(f"line {number}: incomplete")
                     return  # read-only: a crash's torn, unacknowledged write, not tampering
-                owner = jsonl.owner_bytes(raw) if parts > 1 else None
-                if owner is not None and zlib.crc32(owner) % parts != part:
-                    continue  # another worker's tenant, skipped without parsing
                 try:
-                    entry = jsonl.decode(raw)
+                    yield jsonl.decode(raw)
                 except ValueError as exc:
-                    if unreadable is not None and (owner is not None or part == 0):
+                    if unreadable is not None:
                         unreadable.append(f"line {number}: {exc}")
-                    continue
-                if owner is None and parts > 1 and zlib.crc32(entry.user_id.encode()) % parts != part:
-                    continue
-                yield entry
 
     async def verify(
-        self, key: bytes, checkpoint: Checkpoint | None, only: str | None, part: int = 0, parts: int = 1
+        self, key: bytes, checkpoint: Checkpoint | None, only: str | None
     ) -> tuple[list[ChainReport], list[str]]:
         size = self._size
 
@@ -443,8 +440,7 @@ class FileSink:
             # A tenant's verification names only its own chain: unreadable lines of unknown
             # owner show up there as the gap they leave.
             collect = unreadable if only is None else None
-            entries = self._scan(size, collect, part, parts)
-            reports = verify_entries(key, entries, checkpoint, [only] if only else None, report_missing=parts == 1)
+            reports = verify_entries(key, self._scan(size, collect), checkpoint, [only] if only else None)
             if suspects(reports):
                 reports = find_foreign(key, reports, self._scan(size, None))
             return reports, unreadable

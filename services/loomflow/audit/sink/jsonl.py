@@ -66,26 +66,6 @@ def decode(raw: bytes) -> Entry:
     return Entry(seq, ts, user_id, session_id, run_id, actor, action, payload, decision_id, prev_mac, mac)
 
 
-_USER_KEY = b'"user_id":"'
-
-
-def owner_bytes(raw: bytes) -> bytes | None:
-    """The user_id of a line in the writer's own layout, as UTF-8, without parsing the line.
-
-    None when the line has any escape sequence (the raw bytes would not be the value) or
-    no such key: parse it instead. Without backslashes no string value can contain a
-    quote, so the first ``"user_id":"`` is the key itself.
-    """
-    if b"\\" in raw:
-        return None
-    start = raw.find(_USER_KEY)
-    if start < 0:
-        return None
-    start += len(_USER_KEY)
-    end = raw.find(b'"', start)
-    return raw[start:end] if end >= 0 else None
-
-
 def lines(stream: BinaryIO, limit: int | None = None, chunk: int = 8 << 20) -> Iterator[tuple[int, bytes, bool]]:
     """(offset, line without its newline, complete) for each line of a stream, up to ``limit``
     bytes. Only the last line can be incomplete (no newline: a torn write).
