@@ -109,6 +109,9 @@ class MemoryServiceServicer:
 
     def Remember(self, request, context):
         """Remember stores one episode for the scope's tenant and returns it with its id.
+        ABORTED (nothing stored) when a Forget covering the episode's session
+        happened after this request started; see Forget. Text fields must not
+        contain NUL (U+0000): INVALID_ARGUMENT naming the field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,7 +119,10 @@ class MemoryServiceServicer:
 
     def Recall(self, request, context):
         """Recall returns the tenant's episodes that best match a query: BM25 and
-        embedding cosine fused by reciprocal rank. Never another tenant's episode.
+        embedding cosine fused by reciprocal rank (k = 60), best first, ties to the
+        newer episode. Never another tenant's episode: ranking statistics (document
+        frequencies, lengths) come from the tenant's own episodes only. Sees every
+        episode stored, and none forgotten, before the call started.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,6 +138,8 @@ class MemoryServiceServicer:
     def PutBlock(self, request, context):
         """PutBlock writes a working block. With `expected_version` set, the write fails
         with ABORTED unless the stored version matches (optimistic concurrency).
+        Also ABORTED when a Forget covering the block's session happened after this
+        request started.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,15 +169,21 @@ class MemoryServiceServicer:
     def AssertFact(self, request, context):
         """AssertFact records subject-predicate-object. Asserting a different object for
         the same subject and predicate closes the old fact's validity (valid_until)
-        without deleting it.
+        without deleting it: the new object holds over [valid_from, valid_until),
+        each believed version overlapping that interval is retracted now, and the
+        parts of its validity outside the interval are recorded again as new
+        versions with the same fact id. Re-asserting an object already believed over
+        the whole interval changes nothing and returns the existing fact. ABORTED
+        when a Forget covering the session happened after this request started.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RetractFact(self, request, context):
-        """RetractFact marks a fact as no longer believed (sets retracted_at). The fact
-        stays visible to "as known at" queries before the retraction.
+        """RetractFact marks a fact as no longer believed (sets retracted_at on each of
+        its believed versions). The fact stays visible to "as known at" queries
+        before the retraction. NOT_FOUND when no version of it is believed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -187,6 +201,11 @@ class MemoryServiceServicer:
         """Forget deletes the tenant's episodes, blocks and facts (optionally only one
         session's, or only older than `before`) and leaves a tombstone so a write
         racing the forget cannot resurrect what it deleted.
+
+        Exactly: with cutoff C = min(before, now), it deletes the scope's episodes
+        created before C, blocks last written before C and fact versions recorded
+        before C. From then on any write into the scope whose request started before
+        C answers ABORTED and stores nothing; a retry starts after C and is stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,16 +38,25 @@ class MemoryServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MemoryServiceAsyncStub: ...
     Remember: _grpc.UnaryUnaryMultiCallable[_memory_pb2.RememberRequest, _memory_pb2.RememberResponse]
-    """Remember stores one episode for the scope's tenant and returns it with its id."""
+    """Remember stores one episode for the scope's tenant and returns it with its id.
+    ABORTED (nothing stored) when a Forget covering the episode's session
+    happened after this request started; see Forget. Text fields must not
+    contain NUL (U+0000): INVALID_ARGUMENT naming the field.
+    """
     Recall: _grpc.UnaryUnaryMultiCallable[_memory_pb2.RecallRequest, _memory_pb2.RecallResponse]
     """Recall returns the tenant's episodes that best match a query: BM25 and
-    embedding cosine fused by reciprocal rank. Never another tenant's episode.
+    embedding cosine fused by reciprocal rank (k = 60), best first, ties to the
+    newer episode. Never another tenant's episode: ranking statistics (document
+    frequencies, lengths) come from the tenant's own episodes only. Sees every
+    episode stored, and none forgotten, before the call started.
     """
     GetEpisode: _grpc.UnaryUnaryMultiCallable[_memory_pb2.GetEpisodeRequest, _memory_pb2.GetEpisodeResponse]
     """GetEpisode reads one episode by id; NOT_FOUND when it belongs to another tenant."""
     PutBlock: _grpc.UnaryUnaryMultiCallable[_memory_pb2.PutBlockRequest, _memory_pb2.PutBlockResponse]
     """PutBlock writes a working block. With `expected_version` set, the write fails
     with ABORTED unless the stored version matches (optimistic concurrency).
+    Also ABORTED when a Forget covering the block's session happened after this
+    request started.
     """
     GetBlock: _grpc.UnaryUnaryMultiCallable[_memory_pb2.GetBlockRequest, _memory_pb2.GetBlockResponse]
     """GetBlock reads a working block by label (and session)."""
@@ -58,11 +67,17 @@ class MemoryServiceStub:
     AssertFact: _grpc.UnaryUnaryMultiCallable[_memory_pb2.AssertFactRequest, _memory_pb2.AssertFactResponse]
     """AssertFact records subject-predicate-object. Asserting a different object for
     the same subject and predicate closes the old fact's validity (valid_until)
-    without deleting it.
+    without deleting it: the new object holds over [valid_from, valid_until),
+    each believed version overlapping that interval is retracted now, and the
+    parts of its validity outside the interval are recorded again as new
+    versions with the same fact id. Re-asserting an object already believed over
+    the whole interval changes nothing and returns the existing fact. ABORTED
+    when a Forget covering the session happened after this request started.
     """
     RetractFact: _grpc.UnaryUnaryMultiCallable[_memory_pb2.RetractFactRequest, _memory_pb2.RetractFactResponse]
-    """RetractFact marks a fact as no longer believed (sets retracted_at). The fact
-    stays visible to "as known at" queries before the retraction.
+    """RetractFact marks a fact as no longer believed (sets retracted_at on each of
+    its believed versions). The fact stays visible to "as known at" queries
+    before the retraction. NOT_FOUND when no version of it is believed.
     """
     QueryFacts: _grpc.UnaryUnaryMultiCallable[_memory_pb2.QueryFactsRequest, _memory_pb2.QueryFactsResponse]
     """QueryFacts answers bi-temporal queries: what was true at `valid_at`, as the
@@ -72,6 +87,11 @@ class MemoryServiceStub:
     """Forget deletes the tenant's episodes, blocks and facts (optionally only one
     session's, or only older than `before`) and leaves a tombstone so a write
     racing the forget cannot resurrect what it deleted.
+
+    Exactly: with cutoff C = min(before, now), it deletes the scope's episodes
+    created before C, blocks last written before C and fact versions recorded
+    before C. From then on any write into the scope whose request started before
+    C answers ABORTED and stores nothing; a retry starts after C and is stored.
     """
     Export: _grpc.UnaryStreamMultiCallable[_memory_pb2.MemoryServiceExportRequest, _memory_pb2.MemoryServiceExportResponse]
     """Export streams everything stored for the tenant: episodes, blocks, facts."""
@@ -86,16 +106,25 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Remember: _aio.UnaryUnaryMultiCallable[_memory_pb2.RememberRequest, _memory_pb2.RememberResponse]  # type: ignore[assignment]
-    """Remember stores one episode for the scope's tenant and returns it with its id."""
+    """Remember stores one episode for the scope's tenant and returns it with its id.
+    ABORTED (nothing stored) when a Forget covering the episode's session
+    happened after this request started; see Forget. Text fields must not
+    contain NUL (U+0000): INVALID_ARGUMENT naming the field.
+    """
     Recall: _aio.UnaryUnaryMultiCallable[_memory_pb2.RecallRequest, _memory_pb2.RecallResponse]  # type: ignore[assignment]
     """Recall returns the tenant's episodes that best match a query: BM25 and
-    embedding cosine fused by reciprocal rank. Never another tenant's episode.
+    embedding cosine fused by reciprocal rank (k = 60), best first, ties to the
+    newer episode. Never another tenant's episode: ranking statistics (document
+    frequencies, lengths) come from the tenant's own episodes only. Sees every
+    episode stored, and none forgotten, before the call started.
     """
     GetEpisode: _aio.UnaryUnaryMultiCallable[_memory_pb2.GetEpisodeRequest, _memory_pb2.GetEpisodeResponse]  # type: ignore[assignment]
     """GetEpisode reads one episode by id; NOT_FOUND when it belongs to another tenant."""
     PutBlock: _aio.UnaryUnaryMultiCallable[_memory_pb2.PutBlockRequest, _memory_pb2.PutBlockResponse]  # type: ignore[assignment]
     """PutBlock writes a working block. With `expected_version` set, the write fails
     with ABORTED unless the stored version matches (optimistic concurrency).
+    Also ABORTED when a Forget covering the block's session happened after this
+    request started.
     """
     GetBlock: _aio.UnaryUnaryMultiCallable[_memory_pb2.GetBlockRequest, _memory_pb2.GetBlockResponse]  # type: ignore[assignment]
     """GetBlock reads a working block by label (and session)."""
@@ -106,11 +135,17 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     AssertFact: _aio.UnaryUnaryMultiCallable[_memory_pb2.AssertFactRequest, _memory_pb2.AssertFactResponse]  # type: ignore[assignment]
     """AssertFact records subject-predicate-object. Asserting a different object for
     the same subject and predicate closes the old fact's validity (valid_until)
-    without deleting it.
+    without deleting it: the new object holds over [valid_from, valid_until),
+    each believed version overlapping that interval is retracted now, and the
+    parts of its validity outside the interval are recorded again as new
+    versions with the same fact id. Re-asserting an object already believed over
+    the whole interval changes nothing and returns the existing fact. ABORTED
+    when a Forget covering the session happened after this request started.
     """
     RetractFact: _aio.UnaryUnaryMultiCallable[_memory_pb2.RetractFactRequest, _memory_pb2.RetractFactResponse]  # type: ignore[assignment]
-    """RetractFact marks a fact as no longer believed (sets retracted_at). The fact
-    stays visible to "as known at" queries before the retraction.
+    """RetractFact marks a fact as no longer believed (sets retracted_at on each of
+    its believed versions). The fact stays visible to "as known at" queries
+    before the retraction. NOT_FOUND when no version of it is believed.
     """
     QueryFacts: _aio.UnaryUnaryMultiCallable[_memory_pb2.QueryFactsRequest, _memory_pb2.QueryFactsResponse]  # type: ignore[assignment]
     """QueryFacts answers bi-temporal queries: what was true at `valid_at`, as the
@@ -120,6 +155,11 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """Forget deletes the tenant's episodes, blocks and facts (optionally only one
     session's, or only older than `before`) and leaves a tombstone so a write
     racing the forget cannot resurrect what it deleted.
+
+    Exactly: with cutoff C = min(before, now), it deletes the scope's episodes
+    created before C, blocks last written before C and fact versions recorded
+    before C. From then on any write into the scope whose request started before
+    C answers ABORTED and stores nothing; a retry starts after C and is stored.
     """
     Export: _aio.UnaryStreamMultiCallable[_memory_pb2.MemoryServiceExportRequest, _memory_pb2.MemoryServiceExportResponse]  # type: ignore[assignment]
     """Export streams everything stored for the tenant: episodes, blocks, facts."""
@@ -137,7 +177,11 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _memory_pb2.RememberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.RememberResponse, _abc.Awaitable[_memory_pb2.RememberResponse]]:
-        """Remember stores one episode for the scope's tenant and returns it with its id."""
+        """Remember stores one episode for the scope's tenant and returns it with its id.
+        ABORTED (nothing stored) when a Forget covering the episode's session
+        happened after this request started; see Forget. Text fields must not
+        contain NUL (U+0000): INVALID_ARGUMENT naming the field.
+        """
 
     @_abc_1.abstractmethod
     def Recall(
@@ -146,7 +190,10 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.RecallResponse, _abc.Awaitable[_memory_pb2.RecallResponse]]:
         """Recall returns the tenant's episodes that best match a query: BM25 and
-        embedding cosine fused by reciprocal rank. Never another tenant's episode.
+        embedding cosine fused by reciprocal rank (k = 60), best first, ties to the
+        newer episode. Never another tenant's episode: ranking statistics (document
+        frequencies, lengths) come from the tenant's own episodes only. Sees every
+        episode stored, and none forgotten, before the call started.
         """
 
     @_abc_1.abstractmethod
@@ -165,6 +212,8 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_memory_pb2.PutBlockResponse, _abc.Awaitable[_memory_pb2.PutBlockResponse]]:
         """PutBlock writes a working block. With `expected_version` set, the write fails
         with ABORTED unless the stored version matches (optimistic concurrency).
+        Also ABORTED when a Forget covering the block's session happened after this
+        request started.
         """
 
     @_abc_1.abstractmethod
@@ -199,7 +248,12 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_memory_pb2.AssertFactResponse, _abc.Awaitable[_memory_pb2.AssertFactResponse]]:
         """AssertFact records subject-predicate-object. Asserting a different object for
         the same subject and predicate closes the old fact's validity (valid_until)
-        without deleting it.
+        without deleting it: the new object holds over [valid_from, valid_until),
+        each believed version overlapping that interval is retracted now, and the
+        parts of its validity outside the interval are recorded again as new
+        versions with the same fact id. Re-asserting an object already believed over
+        the whole interval changes nothing and returns the existing fact. ABORTED
+        when a Forget covering the session happened after this request started.
         """
 
     @_abc_1.abstractmethod
@@ -208,8 +262,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _memory_pb2.RetractFactRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.RetractFactResponse, _abc.Awaitable[_memory_pb2.RetractFactResponse]]:
-        """RetractFact marks a fact as no longer believed (sets retracted_at). The fact
-        stays visible to "as known at" queries before the retraction.
+        """RetractFact marks a fact as no longer believed (sets retracted_at on each of
+        its believed versions). The fact stays visible to "as known at" queries
+        before the retraction. NOT_FOUND when no version of it is believed.
         """
 
     @_abc_1.abstractmethod
@@ -231,6 +286,11 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Forget deletes the tenant's episodes, blocks and facts (optionally only one
         session's, or only older than `before`) and leaves a tombstone so a write
         racing the forget cannot resurrect what it deleted.
+
+        Exactly: with cutoff C = min(before, now), it deletes the scope's episodes
+        created before C, blocks last written before C and fact versions recorded
+        before C. From then on any write into the scope whose request started before
+        C answers ABORTED and stores nothing; a retry starts after C and is stored.
         """
 
     @_abc_1.abstractmethod

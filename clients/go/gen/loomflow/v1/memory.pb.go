@@ -1445,7 +1445,8 @@ type QueryFactsRequest struct {
 	ValidAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=valid_at,json=validAt,proto3" json:"valid_at,omitempty"`
 	// Transaction-time point: as the service knew it at this instant. Defaults to now.
 	KnownAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=known_at,json=knownAt,proto3" json:"known_at,omitempty"`
-	// Return every version ever recorded (ignores valid_at and known_at).
+	// Return every version ever recorded (ignores valid_at and known_at). Versions
+	// of one fact share its id and differ in validity and recorded_at.
 	IncludeHistory bool `protobuf:"varint,6,opt,name=include_history,json=includeHistory,proto3" json:"include_history,omitempty"`
 	// 0 means the default of 100.
 	Limit         int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`

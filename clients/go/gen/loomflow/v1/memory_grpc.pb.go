@@ -43,14 +43,22 @@ const (
 // tenant; a record of another tenant answers NOT_FOUND, never PERMISSION_DENIED.
 type MemoryServiceClient interface {
 	// Remember stores one episode for the scope's tenant and returns it with its id.
+	// ABORTED (nothing stored) when a Forget covering the episode's session
+	// happened after this request started; see Forget. Text fields must not
+	// contain NUL (U+0000): INVALID_ARGUMENT naming the field.
 	Remember(ctx context.Context, in *RememberRequest, opts ...grpc.CallOption) (*RememberResponse, error)
 	// Recall returns the tenant's episodes that best match a query: BM25 and
-	// embedding cosine fused by reciprocal rank. Never another tenant's episode.
+	// embedding cosine fused by reciprocal rank (k = 60), best first, ties to the
+	// newer episode. Never another tenant's episode: ranking statistics (document
+	// frequencies, lengths) come from the tenant's own episodes only. Sees every
+	// episode stored, and none forgotten, before the call started.
 	Recall(ctx context.Context, in *RecallRequest, opts ...grpc.CallOption) (*RecallResponse, error)
 	// GetEpisode reads one episode by id; NOT_FOUND when it belongs to another tenant.
 	GetEpisode(ctx context.Context, in *GetEpisodeRequest, opts ...grpc.CallOption) (*GetEpisodeResponse, error)
 	// PutBlock writes a working block. With `expected_version` set, the write fails
 	// with ABORTED unless the stored version matches (optimistic concurrency).
+	// Also ABORTED when a Forget covering the block's session happened after this
+	// request started.
 	PutBlock(ctx context.Context, in *PutBlockRequest, opts ...grpc.CallOption) (*PutBlockResponse, error)
 	// GetBlock reads a working block by label (and session).
 	GetBlock(ctx context.Context, in *GetBlockRequest, opts ...grpc.CallOption) (*GetBlockResponse, error)
@@ -60,10 +68,16 @@ type MemoryServiceClient interface {
 	DeleteBlock(ctx context.Context, in *DeleteBlockRequest, opts ...grpc.CallOption) (*DeleteBlockResponse, error)
 	// AssertFact records subject-predicate-object. Asserting a different object for
 	// the same subject and predicate closes the old fact's validity (valid_until)
-	// without deleting it.
+	// without deleting it: the new object holds over [valid_from, valid_until),
+	// each believed version overlapping that interval is retracted now, and the
+	// parts of its validity outside the interval are recorded again as new
+	// versions with the same fact id. Re-asserting an object already believed over
+	// the whole interval changes nothing and returns the existing fact. ABORTED
+	// when a Forget covering the session happened after this request started.
 	AssertFact(ctx context.Context, in *AssertFactRequest, opts ...grpc.CallOption) (*AssertFactResponse, error)
-	// RetractFact marks a fact as no longer believed (sets retracted_at). The fact
-	// stays visible to "as known at" queries before the retraction.
+	// RetractFact marks a fact as no longer believed (sets retracted_at on each of
+	// its believed versions). The fact stays visible to "as known at" queries
+	// before the retraction. NOT_FOUND when no version of it is believed.
 	RetractFact(ctx context.Context, in *RetractFactRequest, opts ...grpc.CallOption) (*RetractFactResponse, error)
 	// QueryFacts answers bi-temporal queries: what was true at `valid_at`, as the
 	// service knew it at `known_at`. Both default to now (current facts).
@@ -71,6 +85,11 @@ type MemoryServiceClient interface {
 	// Forget deletes the tenant's episodes, blocks and facts (optionally only one
 	// session's, or only older than `before`) and leaves a tombstone so a write
 	// racing the forget cannot resurrect what it deleted.
+	//
+	// Exactly: with cutoff C = min(before, now), it deletes the scope's episodes
+	// created before C, blocks last written before C and fact versions recorded
+	// before C. From then on any write into the scope whose request started before
+	// C answers ABORTED and stores nothing; a retry starts after C and is stored.
 	Forget(ctx context.Context, in *MemoryServiceForgetRequest, opts ...grpc.CallOption) (*MemoryServiceForgetResponse, error)
 	// Export streams everything stored for the tenant: episodes, blocks, facts.
 	Export(ctx context.Context, in *MemoryServiceExportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MemoryServiceExportResponse], error)
@@ -223,14 +242,22 @@ type MemoryService_ExportClient = grpc.ServerStreamingClient[MemoryServiceExport
 // tenant; a record of another tenant answers NOT_FOUND, never PERMISSION_DENIED.
 type MemoryServiceServer interface {
 	// Remember stores one episode for the scope's tenant and returns it with its id.
+	// ABORTED (nothing stored) when a Forget covering the episode's session
+	// happened after this request started; see Forget. Text fields must not
+	// contain NUL (U+0000): INVALID_ARGUMENT naming the field.
 	Remember(context.Context, *RememberRequest) (*RememberResponse, error)
 	// Recall returns the tenant's episodes that best match a query: BM25 and
-	// embedding cosine fused by reciprocal rank. Never another tenant's episode.
+	// embedding cosine fused by reciprocal rank (k = 60), best first, ties to the
+	// newer episode. Never another tenant's episode: ranking statistics (document
+	// frequencies, lengths) come from the tenant's own episodes only. Sees every
+	// episode stored, and none forgotten, before the call started.
 	Recall(context.Context, *RecallRequest) (*RecallResponse, error)
 	// GetEpisode reads one episode by id; NOT_FOUND when it belongs to another tenant.
 	GetEpisode(context.Context, *GetEpisodeRequest) (*GetEpisodeResponse, error)
 	// PutBlock writes a working block. With `expected_version` set, the write fails
 	// with ABORTED unless the stored version matches (optimistic concurrency).
+	// Also ABORTED when a Forget covering the block's session happened after this
+	// request started.
 	PutBlock(context.Context, *PutBlockRequest) (*PutBlockResponse, error)
 	// GetBlock reads a working block by label (and session).
 	GetBlock(context.Context, *GetBlockRequest) (*GetBlockResponse, error)
@@ -240,10 +267,16 @@ type MemoryServiceServer interface {
 	DeleteBlock(context.Context, *DeleteBlockRequest) (*DeleteBlockResponse, error)
 	// AssertFact records subject-predicate-object. Asserting a different object for
 	// the same subject and predicate closes the old fact's validity (valid_until)
-	// without deleting it.
+	// without deleting it: the new object holds over [valid_from, valid_until),
+	// each believed version overlapping that interval is retracted now, and the
+	// parts of its validity outside the interval are recorded again as new
+	// versions with the same fact id. Re-asserting an object already believed over
+	// the whole interval changes nothing and returns the existing fact. ABORTED
+	// when a Forget covering the session happened after this request started.
 	AssertFact(context.Context, *AssertFactRequest) (*AssertFactResponse, error)
-	// RetractFact marks a fact as no longer believed (sets retracted_at). The fact
-	// stays visible to "as known at" queries before the retraction.
+	// RetractFact marks a fact as no longer believed (sets retracted_at on each of
+	// its believed versions). The fact stays visible to "as known at" queries
+	// before the retraction. NOT_FOUND when no version of it is believed.
 	RetractFact(context.Context, *RetractFactRequest) (*RetractFactResponse, error)
 	// QueryFacts answers bi-temporal queries: what was true at `valid_at`, as the
 	// service knew it at `known_at`. Both default to now (current facts).
@@ -251,6 +284,11 @@ type MemoryServiceServer interface {
 	// Forget deletes the tenant's episodes, blocks and facts (optionally only one
 	// session's, or only older than `before`) and leaves a tombstone so a write
 	// racing the forget cannot resurrect what it deleted.
+	//
+	// Exactly: with cutoff C = min(before, now), it deletes the scope's episodes
+	// created before C, blocks last written before C and fact versions recorded
+	// before C. From then on any write into the scope whose request started before
+	// C answers ABORTED and stores nothing; a retry starts after C and is stored.
 	Forget(context.Context, *MemoryServiceForgetRequest) (*MemoryServiceForgetResponse, error)
 	// Export streams everything stored for the tenant: episodes, blocks, facts.
 	Export(*MemoryServiceExportRequest, grpc.ServerStreamingServer[MemoryServiceExportResponse]) error
