@@ -1,0 +1,163 @@
+"""Agent turn latency and throughput through the real services, in both topologies.
+
+    python bench/agent_turn.py                      # both topologies, 1,000 sequential turns, concurrency 1/16/64
+    python bench/agent_turn.py --turns 300 --topologies one-process
+
+Each topology runs as real `loomflow serve` processes in secure mode (bench/topology.py), and
+this process is the client (one channel, each user's own token). Measured per topology:
+
+* ``echo``: unloaded latency of a plain turn, one at a time (recall ∥ reserve, echo model,
+  commit ∥ append ∥ remember: Agent → Memory, Budget, Audit);
+* ``tool``: unloaded latency of a run that calls a tool (``/call calculator``): two model turns,
+  a policy check and the write-ahead audit entry as well, so all five services are on the path;
+* ``concurrent``: turns/s and latency of plain turns with 16 and 64 in flight.
+
+Users rotate over ``--users`` tenants. Target: echo turn p50 ≤ 3 ms unloaded, one-process.
+Results: bench/results/agent_turn.json and agent_turn.png. The load average is recorded: on a
+machine shared with other work the figures are noisy, and the JSON says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
+
+import grpc  # noqa: E402
+
+from bench.harness import latency_stats, plot_path, write_results  # noqa: E402
+from bench.topology import TOPOLOGIES, Suite, start_suite  # noqa: E402
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2  # noqa: E402
+
+TARGET_P50_MS = 3.0
+
+Turn = Callable[[int], Awaitable[float]]
+
+
+def turn_caller(stub: agent_pb2_grpc.AgentServiceAsyncStub, suite: Suite, users: int, prompt: str) -> Turn:
+    ids = [f"bench-{i}" for i in range(users)]
+    metadata = {u: (("authorization", f"Bearer {suite.user_token(u)}"),) for u in ids}
+    scopes = {u: tenancy_pb2.UserScope(user_id=u) for u in ids}
+
+    async def one(i: int) -> float:
+        user = ids[i % users]
+        request = agent_pb2.RunRequest(
+            scope=scopes[user], options=agent_pb2.RunOptions(prompt=prompt.format(i=i), session_id="bench")
+        )
+        started = time.perf_counter()
+        reply = await stub.Run(request, metadata=metadata[user], timeout=60)
+        elapsed = time.perf_counter() - started
+        if reply.interrupted:
+            raise RuntimeError(f"turn {i} interrupted: {reply.interruption_reason}")
+        return elapsed
+
+    return one
+
+
+async def sequential(one: Turn, count: int) -> dict[str, Any]:
+    for i in range(min(100, count)):  # warm up: connections, caches, first-time paths
+        await one(i)
+    started = time.perf_counter()
+    latencies = [await one(i) for i in range(count)]
+    return latency_stats(latencies, time.perf_counter() - started).as_dict()
+
+
+async def concurrent(one: Turn, count: int, in_flight: int) -> dict[str, Any]:
+    gate = asyncio.Semaphore(in_flight)
+
+    async def limited(i: int) -> float:
+        async with gate:
+            return await one(i)
+
+    started = time.perf_counter()
+    latencies = await asyncio.gather(*(limited(i) for i in range(count)))
+    return {"in_flight": in_flight, **latency_stats(latencies, time.perf_counter() - started).as_dict()}
+
+
+async def measure(topology: str, turns: int, users: int, levels: list[int]) -> dict[str, Any]:
+    suite = start_suite(topology)
+    try:
+        options = [("grpc.max_concurrent_streams", 1000)]
+        async with grpc.aio.insecure_channel(suite.agent_address, options=options) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            echo = turn_caller(stub, suite, users, "hello {i}, what is the launch code for project {i}?")
+            tool = turn_caller(stub, suite, users, 'compute turn {i}\n/call calculator {{"expression": "6*7"}}')
+            result: dict[str, Any] = {"echo": await sequential(echo, turns)}
+            result["tool"] = await sequential(tool, max(50, turns // 4))
+            result["concurrent"] = [await concurrent(echo, max(turns, 20 * level), level) for level in levels]
+            return result
+    finally:
+        suite.stop()
+
+
+def plot(results: dict[str, Any]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    topologies = list(results)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.35
+    for k, kind in enumerate(("echo", "tool")):
+        values = [results[t][kind]["p50_ms"] for t in topologies]
+        left.bar([i + k * width for i in range(len(topologies))], values, width, label=f"{kind} turn p50")
+    left.axhline(TARGET_P50_MS, color="red", linestyle="--", label=f"target {TARGET_P50_MS} ms")
+    left.set_xticks([i + width / 2 for i in range(len(topologies))], topologies)
+    left.set_ylabel("ms (unloaded, one at a time)")
+    left.legend()
+    for topology in topologies:
+        levels = results[topology]["concurrent"]
+        right.plot([c["in_flight"] for c in levels], [c["per_second"] for c in levels], marker="o", label=topology)
+    right.set_xlabel("turns in flight")
+    right.set_ylabel("turns/s")
+    right.legend()
+    figure.suptitle(f"Agent turns through the real services (load avg {os.getloadavg()[0]:.1f})")
+    figure.tight_layout()
+    path = plot_path("agent_turn")
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=1000, help="sequential turns per topology")
+    parser.add_argument("--users", type=int, default=100, help="tenants the turns rotate over")
+    parser.add_argument("--levels", default="16,64", help="concurrency levels for the throughput runs")
+    parser.add_argument("--topologies", default=",".join(TOPOLOGIES))
+    args = parser.parse_args()
+    levels = [int(v) for v in args.levels.split(",")]
+    load_before = os.getloadavg()[0]
+    results = {t: asyncio.run(measure(t, args.turns, args.users, levels)) for t in args.topologies.split(",")}
+    met = results.get("one-process", {}).get("echo", {}).get("p50_ms", float("inf")) <= TARGET_P50_MS
+    path = write_results(
+        "agent_turn",
+        {
+            "command": "python " + " ".join(["bench/agent_turn.py", *sys.argv[1:]]),
+            "load_average_before": round(load_before, 2),
+            "target_echo_p50_ms": TARGET_P50_MS,
+            "target_met": met,
+            "results": results,
+        },
+    )
+    png = plot(results)
+    for topology, r in results.items():
+        print(
+            f"{topology:>12}: echo p50 {r['echo']['p50_ms']:.2f} ms p99 {r['echo']['p99_ms']:.2f} ms; "
+            f"tool run p50 {r['tool']['p50_ms']:.2f} ms; "
+            + "; ".join(f"{c['in_flight']} in flight {c['per_second']:.0f} turns/s" for c in r["concurrent"])
+        )
+    print(f"results: {path}, {png}; target echo p50 <= {TARGET_P50_MS} ms one-process: {'met' if met else 'MISSED'}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
