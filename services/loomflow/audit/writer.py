@@ -97,6 +97,9 @@ class GroupCommitWriter:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                # One turn of the loop first: requests that arrived together get to queue up
+                # and share this batch's fsync instead of each starting one of their own.
+                await asyncio.sleep(0)
                 continue
             first = self._queue.popleft()
             if isinstance(first, _Exclusive):
