@@ -11,6 +11,7 @@ import grpc
 
 from loomflow.kernel import config
 from loomflow.kernel.auth import AuthSettings
+from loomflow.kernel.security import RefusalHook
 from loomflow.kernel.settings import ServerSettings
 
 T = TypeVar("T")
@@ -30,6 +31,9 @@ class HostedService:
     accepts_end_users: bool = False
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Called (synchronously, must not block) for each call refused as UNAUTHENTICATED or
+    # PERMISSION_DENIED, after the kernel logged it; the Agent audits them (kernel/security.py).
+    on_refusal: RefusalHook | None = None
 
 
 @dataclass

@@ -25,6 +25,9 @@ from opentelemetry import trace
 
 from loomflow.kernel import errors
 from loomflow.kernel.auth import INSECURE_PRINCIPAL, Principal, Role, TokenVerifier, bearer_token, bind_principal
+from loomflow.kernel.lookalikes import refuse_sentinel_lookalike
+from loomflow.kernel.ratelimit import TenantLimiter
+from loomflow.kernel.security import Refusal, RefusalRecorder, claimed_subject
 from loomflow.kernel.telemetry import LATENCY_BUCKETS_MS, log_context, meter, tenant_label
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
 from loomflow.kernel.tracing import adopt_run_ids, annotate_span, traced_handler
@@ -43,9 +46,15 @@ class KernelInterceptor:
         verifier: TokenVerifier | None,
         end_user_services: set[str],
         traced: bool = False,
+        limiter: TenantLimiter | None = None,
+        refusals: RefusalRecorder | None = None,
     ) -> None:
         self._verifier = verifier
         self._end_user_services = end_user_services
+        # Per-tenant rate and concurrency limits apply at the suite's edge (services that accept end
+        # users): the internal hops of an admitted run were paid for when the run was admitted.
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
+        self.refusals = refusals or RefusalRecorder()
         self._traced = traced  # outside the pipeline, so its span is current while the pipeline runs
         m = meter("loomflow.rpc")
         self._requests = m.create_counter("loomflow_rpc_requests", description="RPCs served, by status code")
@@ -69,13 +78,13 @@ class KernelInterceptor:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 pipeline.wrap_unary(handler.unary_unary),  # type: ignore[arg-type]  # aio handlers are async
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 pipeline.wrap_stream(handler.unary_stream),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         raise ValueError(f"{service}/{rpc}: loomflow has no client-streaming RPCs")
@@ -141,15 +150,19 @@ class _Pipeline:
         self.service = service
         self.rpc = rpc
         self.rpc_name = f"{service}/{rpc}"
+        self.limiter = owner.limiter if service in owner._end_user_services else None
 
     def _admit(self, request: Message, context: Context) -> str:
-        """Authenticates, validates and binds the tenant; returns the tenant key."""
+        """Authenticates, validates, binds the tenant and admits it under its limits; returns the tenant key."""
         principal = self.owner.authenticate(tuple(context.invocation_metadata() or ()))
+        if isinstance(request, _Undecodable):
+            raise errors.InvalidArgument(f"the request is not a valid {self.rpc} message: {request.reason}")
         validate(request)
         tenant = "-"
         scope = getattr(request, "scope", None)
         if scope is not None:
             tenant = tenant_key(scope)
+            refuse_sentinel_lookalike(scope.user_id)
             fields: dict[str, str] = {"rpc": self.rpc_name, "user_id": display_tenant(tenant)}
             for name in ("session_id", "run_id"):
                 value = getattr(request, name, "")
@@ -165,7 +178,34 @@ class _Pipeline:
             log_context.set(fields)
         self.owner.authorize(principal, self.service, tenant)
         bind_principal(principal)
+        if self.limiter is not None:
+            self.limiter.enter(tenant)  # last: a refused caller never holds a slot; admitted → leave() in finally
         return tenant
+
+    def _refused(self, request: Any, context: Context, exc: BaseException) -> None:
+        """Records an UNAUTHENTICATED or PERMISSION_DENIED answer (only on that path; see security.py)."""
+        metadata = tuple(context.invocation_metadata() or ())
+        principal, token = "-", None
+        try:
+            token = bearer_token(metadata)
+            who = self.owner.authenticate(metadata)
+            principal = f"{who.role.value}:{who.subject}"
+        except errors.ServiceError:
+            pass
+        target: str | None = None
+        scope = getattr(request, "scope", None)
+        if scope is not None:
+            try:
+                validate(request)
+                refuse_sentinel_lookalike(scope.user_id)
+                target = tenant_key(scope)
+            except errors.ServiceError:
+                target = None
+        code = exc.code.name if isinstance(exc, errors.ServiceError) else "UNKNOWN"
+        reason = exc.message if isinstance(exc, errors.ServiceError) else str(exc)
+        peer = context.peer() or ""
+        refusal = Refusal(self.rpc_name, code, reason, principal, claimed_subject(token), target, peer)
+        self.owner.refusals.record(self.service, refusal)
 
     async def _fail(self, context: Context, exc: BaseException) -> grpc.StatusCode:
         if isinstance(exc, errors.ServiceError):
@@ -186,16 +226,22 @@ class _Pipeline:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             tenant = "-"
+            admitted = False
             try:
                 tenant = self._admit(request, context)
+                admitted = True
                 return await behavior(request, context)
             except Exception as exc:  # mapped to a status below
                 if _is_abort(exc):
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
                 code = _code_of(exc)
+                if code in _REFUSALS:
+                    self._refused(request, context, exc)
                 await self._fail(context, exc)
             finally:
+                if admitted and self.limiter is not None:
+                    self.limiter.leave(tenant)
                 self.owner.record(self.service, self.rpc, tenant, code, started)
 
         return unary
@@ -207,19 +253,53 @@ class _Pipeline:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             tenant = "-"
+            admitted = False
             try:
                 tenant = self._admit(request, context)
+                admitted = True
                 async for item in behavior(request, context):
                     yield item
             except Exception as exc:  # mapped to a status below
                 if _is_abort(exc):
                     raise
                 code = _code_of(exc)
+                if code in _REFUSALS:
+                    self._refused(request, context, exc)
                 await self._fail(context, exc)
             finally:
+                if admitted and self.limiter is not None:
+                    self.limiter.leave(tenant)
                 self.owner.record(self.service, self.rpc, tenant, code, started)
 
         return stream
+
+
+_REFUSALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes do not parse (corrupt, bad UTF-8, nested too deeply).
+
+    grpc answers a deserializer's exception with UNKNOWN and the exception's text;
+    the pipeline answers INVALID_ARGUMENT instead, after authenticating the caller.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # noqa: BLE001  # DecodeError and friends: bad client bytes, not a server fault
+            return _Undecodable(str(exc).rsplit(": ", 1)[-1][:200] or type(exc).__name__)
+
+    return deserialize
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -19,6 +19,8 @@ from grpc_reflection.v1alpha import reflection
 from loomflow.kernel.auth import AuthSettings, TokenVerifier
 from loomflow.kernel.hosting import HostedService
 from loomflow.kernel.interceptor import KernelInterceptor, WrappingRegistrar
+from loomflow.kernel.ratelimit import TenantLimiter
+from loomflow.kernel.security import RefusalRecorder
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
 from loomflow.kernel.tracing import flush_spans, setup_tracing
@@ -55,6 +57,13 @@ class Server:
             self._verifier,
             {s.full_name for s in services if s.accepts_end_users},
             traced=settings.tracing,
+            limiter=TenantLimiter(
+                settings.rate_limit_per_user,
+                settings.rate_burst,
+                settings.max_inflight_per_user,
+                max_tenants=settings.rate_limit_max_tenants,
+            ),
+            refusals=RefusalRecorder({s.full_name: s.on_refusal for s in services if s.on_refusal is not None}),
         )
         limit = settings.max_message_bytes
         self._server = grpc.aio.server(

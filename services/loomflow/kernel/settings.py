@@ -27,6 +27,14 @@ class ServerSettings:
     metrics_max_tenants: int = option(1000, "distinct user_id label values per metric before __other__")
     tracing: bool = option(True, "OpenTelemetry gRPC instrumentation of servers and clients")
     otlp_endpoint: str = option("", "OTLP/gRPC collector for traces (empty: not exported)")
+    rate_limit_per_user: float = option(
+        0.0, "calls per second one tenant may make to the Agent, sustained (token bucket; 0: no limit)"
+    )
+    rate_burst: int = option(20, "calls one tenant may make at once before rate_limit_per_user paces it")
+    max_inflight_per_user: int = option(0, "calls of one tenant the Agent runs at the same time, at most (0: no limit)")
+    rate_limit_max_tenants: int = option(
+        100_000, "tenants whose rate-limit state is kept (LRU; evicted: a full bucket)"
+    )
 
     def service_names(self) -> list[str]:
         return [name.strip() for name in self.services.split(",") if name.strip()]
