@@ -1,0 +1,1 @@
+"""Reliability and security: fuzzing, authentication and tenant attacks, rate limits, fault smoke tests."""
