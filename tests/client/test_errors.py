@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from loomflow.client import (
@@ -21,6 +21,8 @@ from loomflow.client import (
     MemoryClient,
     NotFound,
     PermissionDenied,
+    RateLimited,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
     Unimplemented,
@@ -103,3 +105,16 @@ async def test_invalid_argument_from_a_real_server_lists_the_field_violations(su
     by_field = {v.field: v for v in caught.value.field_violations}
     assert "sentinel" in by_field["scope.user_id"].description
     assert by_field["scope.user_id"].reason == "user_id.not_reserved"
+
+
+def test_rate_limited_carries_the_retry_hint_and_is_not_a_budget_error() -> None:
+    info = error_details_pb2.ErrorInfo(reason="RATE_LIMITED", metadata={"limit": "rate_limit_per_user"})
+    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1, nanos=500_000_000))
+    packed_retry = any_pb2.Any()
+    packed_retry.Pack(retry)
+    error = from_rpc_error(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", packed(info), packed_retry))
+    assert isinstance(error, RateLimited)
+    assert isinstance(error, ResourceExhausted)
+    assert not isinstance(error, BudgetExceeded)
+    assert error.retry_after_s == 1.5
+    assert error.limit == "rate_limit_per_user"

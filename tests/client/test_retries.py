@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loomflow.client import Agent, MemoryClient, RetryPolicy, Unavailable, scope
+from loomflow.client import Agent, MemoryClient, RateLimited, RetryPolicy, Unavailable, scope
 from tests.support.processes import free_port
 from tests.support.suite import running_suite
 
@@ -56,3 +56,21 @@ def test_scope_needs_exactly_one_of_user_id_or_anonymous() -> None:
         scope()
     with pytest.raises(ValueError, match="not both"):
         scope("alice", anonymous=True)
+
+
+async def test_a_rate_limited_run_is_retried_after_the_servers_hint(tmp_path: Path) -> None:
+    # One run per second with no burst: the second run at once is refused before it starts, then retried.
+    limits = {"": {"rate_limit_per_user": 1.0, "rate_burst": 1}}
+    async with running_suite(tmp_path, overrides=limits) as suite:
+        agent = Agent(suite.address, timeout=10)
+        await agent.run("first", user_id="alice")
+        started = time.monotonic()
+        second = await agent.run("second", user_id="alice")
+        assert second.output.startswith("second")
+        assert time.monotonic() - started >= 0.5, "the retry waited for the server's hint"
+        hurried = Agent(suite.address, timeout=0.3)
+        with pytest.raises(RateLimited) as caught:
+            await hurried.run("third", user_id="alice")
+        assert caught.value.retry_after_s > 0
+        await agent.close()
+        await hurried.close()

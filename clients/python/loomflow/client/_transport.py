@@ -12,7 +12,7 @@ from typing import Self, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from loomflow.client.errors import from_rpc_error
+from loomflow.client.errors import RateLimited, from_rpc_error
 from loomflow.v1 import tenancy_pb2
 
 Req = TypeVar("Req", bound=Message)
@@ -24,7 +24,8 @@ TokenSource = str | Callable[[], str] | None
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries of idempotent calls that failed with UNAVAILABLE, within the call's deadline."""
+    """Retries within the call's deadline: of idempotent calls that failed with UNAVAILABLE, and of any
+    call refused by a rate limit (it did not run)."""
 
     attempts: int = 4
     base_delay_s: float = 0.05
@@ -98,7 +99,12 @@ class Connection:
                 attempt += 1
                 typed = from_rpc_error(error)
                 delay = self.retry.delay(attempt - 1)
-                if not typed.retryable or attempt >= attempts or time.monotonic() + delay >= deadline:
+                if isinstance(typed, RateLimited):
+                    # Refused before anything ran: safe to retry any call, once the server's hint has passed.
+                    retry, delay = attempt < self.retry.attempts, max(delay, typed.retry_after_s)
+                else:
+                    retry = typed.retryable and attempt < attempts
+                if not retry or time.monotonic() + delay >= deadline:
                     raise typed from None
             await asyncio.sleep(delay)
 

@@ -91,14 +91,27 @@ class PermissionDenied(LoomflowError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
-class BudgetExceeded(LoomflowError):
-    """RESOURCE_EXHAUSTED: a budget limit refused the call; ``limit`` names which."""
+class ResourceExhausted(LoomflowError):
+    """RESOURCE_EXHAUSTED: a limit refused the call; ``limit`` names which."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
     def __init__(self, message: str, limit: str = "") -> None:
         super().__init__(message)
         self.limit = limit
+
+
+class BudgetExceeded(ResourceExhausted):
+    """A budget limit refused the call (tokens, cost or wall clock)."""
+
+
+class RateLimited(ResourceExhausted):
+    """The tenant is over its request rate or in-flight limit; nothing ran, so any call may be retried
+    after ``retry_after_s`` (the client does so by itself within the call's deadline)."""
+
+    def __init__(self, message: str, limit: str = "", retry_after_s: float = 0.0) -> None:
+        super().__init__(message, limit)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(LoomflowError):
@@ -156,6 +169,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> LoomflowError:
     violations: list[FieldViolation] = []
     info: dict[str, str] = {}
     reason = ""
+    retry_after_s = 0.0
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
@@ -166,9 +180,15 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> LoomflowError:
             detail.Unpack(error_info)
             reason = error_info.reason
             info.update(error_info.metadata)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after_s = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(message, violations)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if reason == "RATE_LIMITED":
+            return RateLimited(message, info.get("limit", ""), retry_after_s)
         return BudgetExceeded(message, info.get("limit", ""))
     if code == grpc.StatusCode.FAILED_PRECONDITION and reason == "APPROVAL_REQUIRED":
         return ApprovalRequired(message, info.get("approval_id", ""))
