@@ -240,3 +240,29 @@ async def test_bad_requests_name_the_field(tenancy: Tenancy) -> None:
     with pytest.raises(InvalidArgument) as meta:
         await alice.run("fine", user_id="alice", metadata={"k": "v\x00"})
     assert meta.value.fields == ["options.metadata['k']"]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_the_seed_promises_hold_on_postgres_and_redis_backends(
+    tmp_path: Path, postgres_dsn: str, redis_url: str, unique: str
+) -> None:
+    """Production backends: Memory, Policy and Audit on Postgres, Budget on Redis."""
+    backends = {
+        "memory": {"dsn": postgres_dsn},
+        "policy": {"dsn": postgres_dsn},
+        "audit": {"dsn": postgres_dsn},
+        "budget": {"dsn": redis_url},
+    }
+    alice, bob = f"alice-{unique}", f"bob-{unique}"
+    async with secure_suite(tmp_path, overrides=backends) as tenancy:
+        told = await tenancy.agent(alice).run(f"the vault code for project lyra is {SECRET}", user_id=alice)
+        bobs = await tenancy.agent(bob).run("what is the vault code for project lyra", user_id=bob)
+        alices = await tenancy.agent(alice).run("what is the vault code for project lyra", user_id=alice)
+        assert SECRET not in bobs.output
+        assert SECRET in alices.output
+        status = await tenancy.budget().get_status(user_id=alice)
+        assert status.total.total_tokens == told.usage.total_tokens + alices.usage.total_tokens
+        entries = await tenancy.audit().query(user_id=alice)
+        assert {e.run_id for e in entries} == {told.run_id, alices.run_id}
+        assert (await tenancy.audit().verify(user_id=alice)).ok
