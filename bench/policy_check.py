@@ -497,7 +497,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=20_000, help="decisions timed per scenario")
     parser.add_argument("--checks", type=int, default=30_000, help="Checks per concurrency level")
     parser.add_argument("--concurrency", default="16,64,256", help="calls in flight, comma-separated")
-    parser.add_argument("--ghz-concurrency", type=int, default=256, help="calls in flight for the ghz run (0: none)")
+    parser.add_argument("--ghz-concurrency", type=int, default=64, help="calls in flight for the ghz run (0: none)")
     parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_server:
