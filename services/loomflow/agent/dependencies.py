@@ -100,9 +100,6 @@ class Dependencies:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            # Keep the connection warm between bursts; a reconnect costs more than a turn.
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_permit_without_calls", 1),
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         for address in {addresses.memory, addresses.budget, addresses.policy, addresses.audit}:

@@ -24,6 +24,7 @@ from loomflow.agent.toolcalls import ToolCaller
 from loomflow.agent.tools.builtins import BUILTINS
 from loomflow.agent.tools.registry import ToolRegistry
 from loomflow.kernel.config import ConfigError, option
+from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
@@ -103,7 +104,10 @@ def build(ctx: ServiceContext) -> HostedService:
         credential = ServiceCredential(ctx.auth, ctx.server.insecure)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    scripted: Model | None = load_script(settings.script_file) if settings.script_file else None
+    try:
+        scripted: Model | None = load_script(settings.script_file) if settings.script_file else None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"LOOMFLOW_AGENT_SCRIPT_FILE={settings.script_file!r}: {error}") from None
     providers = ProviderSettings(
         anthropic_api_key=settings.anthropic_api_key,
         anthropic_base_url=settings.anthropic_base_url,
@@ -111,8 +115,14 @@ def build(ctx: ServiceContext) -> HostedService:
         openai_base_url=settings.openai_base_url,
         timeout_s=settings.model_timeout_ms / 1000.0,
     )
-    catalog = ModelCatalog(settings.model, providers, scripted, settings.models.split(","))
-    tools = tool_registry(settings)
+    try:
+        catalog = ModelCatalog(settings.model, providers, scripted, settings.models.split(","))
+    except InvalidArgument as error:
+        raise ConfigError(f"LOOMFLOW_AGENT_MODEL={settings.model!r}: {error.violations[0].description}") from None
+    try:
+        tools = tool_registry(settings)
+    except (ImportError, AttributeError, ValueError, TypeError) as error:
+        raise ConfigError(f"LOOMFLOW_AGENT_TOOLS={settings.tools!r}: {error}") from None
     limits = RunLimits(
         max_turns=settings.max_turns,
         timeout_s=settings.timeout_ms / 1000.0,
