@@ -20,6 +20,14 @@ for requirement in project["dependencies"] + extras["dev"] + extras["bench"]:
     print(requirement)
 PY
 "$VENV/bin/python" -m pip install -q -r "$VENV/requirements.txt"
+# `make demo` and `make serve` import loomflow from the source tree, as the tests do (pytest's
+# pythonpath): one .pth puts both halves of the namespace on the venv's path.
+"$VENV/bin/python" - <<'PY'
+import pathlib, sysconfig
+root = pathlib.Path.cwd()
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+(site / "loomflow-source.pth").write_text(f"{root / 'services'}\n{root / 'clients' / 'python'}\n")
+PY
 if command -v go >/dev/null; then
   bash scripts/install-tools.sh
 fi
