@@ -22,7 +22,7 @@ def open_store(dsn: str, data_dir: str | Path, pool_size: int = 10) -> PolicySto
         from loomflow.policy.store.sqlite import SqliteStore
 
         path = dsn[len("sqlite://") :]  # sqlite:///abs/policy.db → /abs/policy.db
-        if not path:
+        if not path or path == ":memory:":
             raise ConfigError("LOOMFLOW_POLICY_DSN: sqlite:// needs a file path, e.g. sqlite:///var/lib/policy.db")
         return SqliteStore(path)
     if scheme in ("postgres", "postgresql"):
