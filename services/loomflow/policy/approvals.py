@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 
 from loomflow.kernel.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from loomflow.policy import metrics
+from loomflow.policy.ids import new_id
 from loomflow.policy.models import (
     Approval,
     ApprovalRequest,
@@ -41,11 +41,6 @@ Clock = Callable[[], int]
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def new_id(prefix: str) -> str:
-    """An unguessable, unique id: 128 random bits, URL-safe."""
-    return prefix + secrets.token_urlsafe(16)
 
 
 def _when(ms: int) -> str:

@@ -37,7 +37,6 @@ class PolicyBook:
         # tenant key → its own compiled policy, or None when the default applies
         self._cache: OrderedDict[str, CompiledPolicy | None] = OrderedDict()
         self._default = compile_policy(BUILT_IN_DEFAULT)
-        self._default_stored = False
         self._epoch = 0  # bumped by every invalidation, so a load that raced one is not cached
         self._seen_version = 0
         self._poller: asyncio.Task[None] | None = None
@@ -92,9 +91,8 @@ class PolicyBook:
         self._invalidate(key)
         compiled = compile_policy(stored)
         if key == DEFAULT_POLICY_KEY:
-            if self._default.policy.version <= stored.version:
+            if self._default.policy.version <= stored.version:  # a refresh may already hold a newer one
                 self._default = compiled
-                self._default_stored = True
         else:
             self._remember(key, compiled)
         return stored
@@ -124,7 +122,6 @@ class PolicyBook:
 
     async def _load_default(self) -> None:
         stored = await self._store.get_policy(DEFAULT_POLICY_KEY)
-        self._default_stored = stored is not None
         self._default = compile_policy(stored if stored is not None else BUILT_IN_DEFAULT)
 
     def _on_change(self, change: Change) -> None:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from loomflow.policy import metrics
-from loomflow.policy.approvals import Approvals, new_id
+from loomflow.policy.approvals import Approvals
 from loomflow.policy.book import PolicyBook
 from loomflow.policy.engine import decide
+from loomflow.policy.ids import new_id
 from loomflow.policy.models import Decision, Mode, Verdict
 
 EMPTY: Mapping[str, Any] = {}
