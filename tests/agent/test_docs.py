@@ -24,7 +24,8 @@ def test_every_agent_option_is_in_the_configuration_table() -> None:
 
 
 def grpcurl_block() -> str:
-    blocks: list[str] = re.findall(r"^```bash\n(.*?)^```", (REPO / "docs" / "agent.md").read_text(), re.MULTILINE | re.DOTALL)
+    text = (REPO / "docs" / "agent.md").read_text()
+    blocks: list[str] = re.findall(r"^```bash\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
     return next(b for b in blocks if "AgentService/Run" in b)
 
 

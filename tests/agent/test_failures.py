@@ -177,14 +177,15 @@ async def test_the_run_timeout_interrupts_the_run_and_is_charged_as_wall_clock(s
     result = await split.client().run("slow", user_id="alice", timeout_s=0.3)
     assert result.interrupted
     assert result.interruption_reason.startswith("timeout")
-    assert 200 <= result.usage.wall_clock_ms < 1500
+    assert result.interruption_reason == "timeout: the run took longer than 300 ms"
+    assert 300 <= result.usage.wall_clock_ms < 1000
     status = await split.budget().get_status(user_id="alice")
     assert status.total.wall_clock_ms == result.usage.wall_clock_ms
     assert await split.reserved() == 0
 
 
 async def test_a_short_caller_deadline_ends_the_run_in_time_to_answer(split: Split) -> None:
-    client = Agent(split.agent.address, token=token("alice"), timeout=0.5)
+    client = Agent(split.agent.address, token=token("alice"), timeout=1.0)
     result = await client.run("slow", user_id="alice")
     assert result.interruption_reason.startswith("timeout"), "the run fits in the caller's deadline"
     await client.close()

@@ -176,13 +176,16 @@ class _Run:
         self.run_id = uuid.uuid4().hex
         self.started = time.monotonic()
         timeout = options.timeout_ms / 1000.0 if options.timeout_ms else limits.timeout_s
-        span = timeout + limits.finish_grace_s
-        if time_remaining is not None:
-            span = min(span, time_remaining)
-        # Work (model, tools, approvals) stops at work_deadline; the records of
-        # the run are written in the grace period before the hard deadline.
-        self.deadline = self.started + span
-        self.work_deadline = self.deadline - min(limits.finish_grace_s, span * 0.2)
+        # Work (model, tools, approvals) stops at work_deadline, the run's own timeout; its records
+        # are written in the grace period before the hard deadline.
+        self.work_deadline = self.started + timeout
+        self.deadline = self.work_deadline + limits.finish_grace_s
+        if time_remaining is not None and time_remaining < timeout + limits.finish_grace_s:
+            # The caller's deadline comes first: keep part of it (half, when short) for the writes,
+            # so the caller still gets an answer.
+            self.deadline = self.started + time_remaining
+            grace = min(limits.finish_grace_s, time_remaining * 0.5)
+            self.work_deadline = min(self.work_deadline, self.deadline - grace)
         self.max_turns = options.max_turns or limits.max_turns
         self.recall_limit = options.recall_limit or limits.recall_limit
         self.ctx = RunContext(tenant_key(scope), options.session_id, self.run_id, scope, self.work_deadline, self.deps)
@@ -196,6 +199,7 @@ class _Run:
         self.reservation = ""
         self.interruption = ""
         self.turns = 0
+        self.charged_until = self.started
         self.held = HeldApprovals(options.defer_approvals, tuple(options.approval_ids))
 
     # -- the loop ------------------------------------------------------------
@@ -206,7 +210,9 @@ class _Run:
             self.turns += 1
             turn = self.turns
             metrics.record_turn(self.ctx.tenant)
-            turn_started = time.monotonic()
+            # Wall clock is charged from where the last charge ended (the run's start for turn 1),
+            # so the turns' charges add up to the run's time, recall and reservations included.
+            turn_started = self.charged_until
             response: ModelResponse | None = None
             outcomes: list[ToolOutcome] = []
             try:
@@ -381,7 +387,8 @@ class _Run:
         return self.model.estimate_tokens(text) + self.runner.tool_tokens(self.model)
 
     def _actual(self, response: ModelResponse | None, turn_started: float) -> budget_pb2.Usage:
-        wall_ms = max(0, round((time.monotonic() - turn_started) * 1000))
+        self.charged_until = time.monotonic()
+        wall_ms = max(0, round((self.charged_until - turn_started) * 1000))
         if response is None:  # timed out inside the model call: only the time is known
             return budget_pb2.Usage(wall_clock_ms=wall_ms)
         u = response.usage
