@@ -1,0 +1,33 @@
+"""Prints the configuration table of every loomflow option (flag, variable, default, meaning).
+
+    python scripts/config_table.py > /tmp/table.md
+
+README.md carries this table between the config-table markers; tests/test_readme.py fails
+when the two differ, so the manual cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "services"), str(ROOT / "clients" / "python")]
+
+from loomflow import suite  # noqa: E402
+from loomflow.kernel import config  # noqa: E402
+
+
+def table() -> str:
+    lines = ["| flag | variable | default | meaning |", "|---|---|---|---|"]
+    for section, cls in suite.sections():
+        for opt in config.options(section, cls):
+            default = "(secret)" if opt.secret and opt.default else opt.default
+            shown = f"`{default}`" if default not in ("", None) else "—"
+            meaning = opt.help.replace("|", "\\|")
+            lines.append(f"| `{opt.flag}` | `{opt.env}` | {shown} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(table())
