@@ -22,7 +22,9 @@ class HostedService:
     """One gRPC service ready to be added to a server.
 
     ``accepts_end_users``: whether end-user tokens may call it (only the Agent);
-    every other service accepts only service and operator principals.
+    every other service accepts only service and operator principals. Hooks run in
+    this order: ``on_start`` before serving; ``on_drain`` once the server refuses new calls during a graceful stop;
+    ``on_stop`` after in-flight calls finished.
     """
 
     name: str
@@ -31,6 +33,9 @@ class HostedService:
     accepts_end_users: bool = False
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Called once a graceful stop refuses new calls: end long-lived streams here so
+    # clients move to another replica instead of holding the drain open until the grace ends.
+    on_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Called (synchronously, must not block) for each call refused as UNAUTHENTICATED or
     # PERMISSION_DENIED, after the kernel logged it; the Agent audits them (kernel/security.py).
     on_refusal: RefusalHook | None = None

@@ -112,7 +112,15 @@ class Server:
         await self._health.enter_graceful_shutdown()
         if self.settings.shutdown_delay > 0:
             await asyncio.sleep(self.settings.shutdown_delay)
-        await self._server.stop(self.settings.shutdown_grace if grace is None else grace)
+        stopping = asyncio.ensure_future(self._server.stop(self.settings.shutdown_grace if grace is None else grace))
+        await asyncio.sleep(0)  # the server refuses new calls from here on
+        for service in self.services:
+            for hook in service.on_drain:
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("error draining %s", service.name)
+        await stopping
         for service in reversed(self.services):
             for hook in service.on_stop:
                 try:

@@ -64,6 +64,9 @@ def build(ctx: ServiceContext) -> HostedService:
         await book.start()
         await approvals.start()
 
+    async def end_watches() -> None:
+        approvals.broadcaster.close()  # open WatchApprovals streams end cleanly; watchers reconnect elsewhere
+
     async def stop() -> None:
         await approvals.close()
         await book.close()
@@ -77,5 +80,6 @@ def build(ctx: ServiceContext) -> HostedService:
         full_name=policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
         register=register,
         on_start=[start],
+        on_drain=[end_watches],
         on_stop=[stop],
     )
