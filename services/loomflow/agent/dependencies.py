@@ -100,6 +100,13 @@ class Dependencies:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # A dependency that restarts must be used again at once: gRPC's default reconnect
+            # backoff grows to 120 s, which kept the Agent failing for seconds after a crashed
+            # service was back (bench/faults.py). Reconnecting a dead loopback/cluster peer at
+            # most once a second costs nothing.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         for address in {addresses.memory, addresses.budget, addresses.policy, addresses.audit}:

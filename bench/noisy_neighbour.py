@@ -1,0 +1,251 @@
+"""Noisy neighbour: the other tenants' latency while one tenant floods the Agent, without and with
+per-tenant limits (``--rate-limit-per-user``, ``--rate-burst``, ``--max-inflight-per-user``).
+
+    python bench/noisy_neighbour.py         # about 2 minutes; JSON + PNG in bench/results/noisy_neighbour.*
+
+Every service runs in its own process (the production shape). Quiet tenants send
+runs open-loop at a fixed rate each (a run starts on schedule whether or not the
+previous one finished, so queueing shows in their latency instead of hiding in a
+slower client). One noisy tenant floods with many runs in flight at once, in two
+styles: *hostile* (ignores refusals and retries at once) and *polite* (waits
+the ``RetryInfo`` delay each refusal carries). Scenarios, each measured for
+``--seconds``:
+
+1. limits off, quiet tenants alone (the baseline);
+2. limits off, plus the hostile flood;
+3. limits on, quiet tenants alone;
+4. limits on, plus the hostile flood;
+5. limits on, plus the polite flood.
+
+Exits non-zero when, with limits on, a quiet tenant was refused or saw an error,
+or the flood raised the quiet tenants' p99 more than it did without limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
+
+import grpc  # noqa: E402
+from google.rpc import error_details_pb2, status_pb2  # noqa: E402
+
+from bench.harness import latency_stats, plot_path, write_results  # noqa: E402
+from bench.topology import Suite, start_suite  # noqa: E402
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2  # noqa: E402
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Tally:
+    latencies_s: list[float] = field(default_factory=list)
+    codes: Counter[str] = field(default_factory=Counter)
+
+
+def retry_delay(error: grpc.aio.AioRpcError) -> float:
+    """The RetryInfo delay a refusal carries (0 when it carries none)."""
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        for detail in status_pb2.Status.FromString(value if isinstance(value, bytes) else value.encode()).details:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    return 0.0
+
+
+def request(user: str) -> agent_pb2.RunRequest:
+    return agent_pb2.RunRequest(
+        scope=tenancy_pb2.UserScope(user_id=user),
+        options=agent_pb2.RunOptions(prompt=f"note {secrets.token_hex(4)} for {user}", session_id="s"),
+    )
+
+
+async def one_run(agent: agent_pb2_grpc.AgentServiceAsyncStub, user: str, token: Metadata, tally: Tally) -> None:
+    started = time.perf_counter()
+    try:
+        await agent.Run(request(user), metadata=token, timeout=30)
+    except grpc.aio.AioRpcError as error:
+        tally.codes[error.code().name] += 1
+        return
+    tally.latencies_s.append(time.perf_counter() - started)
+    tally.codes["OK"] += 1
+
+
+async def quiet_tenant(
+    agent: agent_pb2_grpc.AgentServiceAsyncStub, user: str, token: Metadata, rate: float, until: float, tally: Tally
+) -> None:
+    """Open loop: one run every 1/rate seconds, each on its own, for as long as the scenario lasts."""
+    pending: set[asyncio.Task[None]] = set()
+    next_start = time.monotonic() + secrets.randbelow(1000) / 1000 / rate  # tenants out of phase
+    while next_start < until:
+        await asyncio.sleep(max(0.0, next_start - time.monotonic()))
+        task = asyncio.create_task(one_run(agent, user, token, tally))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        next_start += 1 / rate
+    await asyncio.gather(*pending)
+
+
+async def flooder(
+    agent: agent_pb2_grpc.AgentServiceAsyncStub, user: str, token: Metadata, polite: bool, until: float, tally: Tally
+) -> None:
+    """Closed loop with no think time: the next run starts the moment the last one answered."""
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        try:
+            await agent.Run(request(user), metadata=token, timeout=30)
+        except grpc.aio.AioRpcError as error:
+            tally.codes[error.code().name] += 1
+            if polite and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                await asyncio.sleep(retry_delay(error))
+            continue
+        tally.latencies_s.append(time.perf_counter() - started)
+        tally.codes["OK"] += 1
+
+
+async def scenario(suite: Suite, args: argparse.Namespace, flood: str | None) -> dict[str, Any]:
+    quiet_users = [f"quiet-{secrets.token_hex(3)}-{n}" for n in range(args.quiet_users)]
+    noisy = f"noisy-{secrets.token_hex(3)}"
+    tokens = {u: (("authorization", f"Bearer {suite.user_token(u)}"),) for u in [*quiet_users, noisy]}
+    quiet, loud = Tally(), Tally()
+    options = [("grpc.max_concurrent_streams", 1000)]
+    async with (
+        grpc.aio.insecure_channel(suite.agent_address, options=options) as quiet_channel,
+        grpc.aio.insecure_channel(suite.agent_address, options=options) as loud_channel,
+    ):
+        quiet_agent = agent_pb2_grpc.AgentServiceStub(quiet_channel)
+        loud_agent = agent_pb2_grpc.AgentServiceStub(loud_channel)
+        for user in quiet_users:  # warm: channels, per-tenant state
+            await one_run(quiet_agent, user, tokens[user], Tally())
+        started = time.monotonic()
+        until = started + args.seconds
+        work = [quiet_tenant(quiet_agent, u, tokens[u], args.quiet_rate, until, quiet) for u in quiet_users]
+        if flood is not None:
+            work += [
+                flooder(loud_agent, noisy, tokens[noisy], flood == "polite", until, loud)
+                for _ in range(args.flood_concurrency)
+            ]
+        await asyncio.gather(*work)
+        wall = time.monotonic() - started
+    stats = latency_stats(quiet.latencies_s, wall)
+    return {
+        "flood": flood or "none",
+        "quiet_tenants": args.quiet_users,
+        "quiet_runs_per_second_offered": args.quiet_users * args.quiet_rate,
+        "quiet": stats.as_dict(),
+        "quiet_codes": dict(quiet.codes),
+        "noisy_codes": dict(loud.codes),
+        "noisy_ok_per_second": round(loud.codes["OK"] / wall, 1),
+        "noisy_refused_per_second": round(loud.codes["RESOURCE_EXHAUSTED"] / wall, 1),
+    }
+
+
+def plot(results: list[dict[str, Any]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"limits {r['limits']}\nflood: {r['flood']}" for r in results]
+    p50 = [r["quiet"]["p50_ms"] for r in results]
+    p99 = [r["quiet"]["p99_ms"] for r in results]
+    xs = range(len(results))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.bar([x - 0.2 for x in xs], p50, width=0.4, label="quiet tenants p50")
+    ax.bar([x + 0.2 for x in xs], p99, width=0.4, label="quiet tenants p99")
+    for x, r in zip(xs, results, strict=True):
+        ax.text(x, max(p99) * 1.02, f"noisy OK {r['noisy_ok_per_second']}/s", ha="center", fontsize=7)
+    ax.set_xticks(list(xs), labels, fontsize=8)
+    ax.set_ylabel("ms per agent run")
+    ax.set_title("Quiet tenants' latency while one tenant floods the Agent")
+    ax.legend()
+    fig.tight_layout()
+    path = plot_path("noisy_neighbour")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def limits_env(args: argparse.Namespace) -> dict[str, str]:
+    return {
+        "LOOMFLOW_RATE_LIMIT_PER_USER": str(args.rate_limit_per_user),
+        "LOOMFLOW_RATE_BURST": str(args.rate_burst),
+        "LOOMFLOW_MAX_INFLIGHT_PER_USER": str(args.max_inflight_per_user),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    results: list[dict[str, Any]] = []
+    plan = [("off", {}, [None, "hostile"]), ("on", limits_env(args), [None, "hostile", "polite"])]
+    for limits, env, floods in plan:
+        suite = start_suite("per-service", extra_env=env)
+        try:
+            for flood in floods:
+                print(f"limits {limits}, flood {flood or 'none'}", file=sys.stderr)
+                results.append({"limits": limits, **await scenario(suite, args, flood)})
+        finally:
+            suite.stop()
+    by = {(r["limits"], r["flood"]): r for r in results}
+    failures: list[str] = []
+    for flood in ("hostile", "polite"):
+        quiet_codes = by[("on", flood)]["quiet_codes"]
+        if set(quiet_codes) - {"OK"}:
+            failures.append(f"limits on, {flood} flood: quiet tenants saw {quiet_codes}")
+    rise_off = by[("off", "hostile")]["quiet"]["p99_ms"] - by[("off", "none")]["quiet"]["p99_ms"]
+    rise_on = by[("on", "hostile")]["quiet"]["p99_ms"] - by[("on", "none")]["quiet"]["p99_ms"]
+    if rise_on >= rise_off:
+        failures.append(f"the limits did not help: p99 rose {rise_on:.1f} ms with them, {rise_off:.1f} ms without")
+    path = write_results(
+        "noisy_neighbour",
+        {
+            "command": "python bench/noisy_neighbour.py " + " ".join(sys.argv[1:]),
+            "topology": "per-service",
+            "limits": {k.removeprefix("LOOMFLOW_").lower(): v for k, v in limits_env(args).items()},
+            "flood_concurrency": args.flood_concurrency,
+            "scenarios": results,
+            "quiet_p99_rise_ms": {"limits_off": round(rise_off, 2), "limits_on": round(rise_on, 2)},
+            "failures": failures,
+            "passed": not failures,
+        },
+    )
+    picture = plot(results)
+    print(f"results: {path}\nplot: {picture}", file=sys.stderr)
+    for r in results:
+        q = r["quiet"]
+        print(
+            f"limits {r['limits']:<3} flood {r['flood']:<8} "
+            f"quiet p50 {q['p50_ms']:7.1f} ms  p99 {q['p99_ms']:7.1f} ms  "
+            f"quiet codes {r['quiet_codes']}  noisy OK/s {r['noisy_ok_per_second']}  "
+            f"refused/s {r['noisy_refused_per_second']}"
+        )
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each scenario")
+    parser.add_argument("--quiet-users", type=int, default=8, help="well-behaved tenants")
+    parser.add_argument("--quiet-rate", type=float, default=3.0, help="runs per second each quiet tenant starts")
+    parser.add_argument("--flood-concurrency", type=int, default=64, help="runs the noisy tenant keeps in flight")
+    parser.add_argument("--rate-limit-per-user", type=float, default=10.0, help="limit under test (runs/s)")
+    parser.add_argument("--rate-burst", type=int, default=20, help="limit under test (burst)")
+    parser.add_argument("--max-inflight-per-user", type=int, default=4, help="limit under test (runs in flight)")
+    return asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
