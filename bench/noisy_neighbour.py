@@ -61,7 +61,7 @@ def retry_delay(error: grpc.aio.AioRpcError) -> float:
             if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 info = error_details_pb2.RetryInfo()
                 detail.Unpack(info)
-                return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+                return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
     return 0.0
 
 
