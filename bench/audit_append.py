@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import itertools
 import os
 import secrets
 import shutil
@@ -41,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -235,10 +237,9 @@ async def appends_grpc(dsn: str, writers: int, seconds: float, data_dir: Path) -
 # -- verification ----------------------------------------------------------------
 
 
-def generate(key: bytes, count: int) -> list[Entry]:
+def generate(key: bytes, count: int) -> Iterator[Entry]:
     """``count`` valid entries over TENANTS chains, interleaved as a busy log stores them."""
     heads: dict[str, tuple[int, bytes]] = {}
-    entries: list[Entry] = []
     ciphertext = os.urandom(120)
     for n in range(count):
         tenant = f"tenant-{n % TENANTS}"
@@ -257,8 +258,12 @@ def generate(key: bytes, count: int) -> list[Entry]:
             prev_mac=prev,
         )
         heads[tenant] = (entry.seq, entry.mac)
-        entries.append(entry)
-    return entries
+        yield entry
+
+
+def chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
+    while chunk := list(itertools.islice(entries, size)):
+        yield chunk
 
 
 async def timed_verify(source: str, key: bytes, count: int) -> dict[str, Any]:
@@ -276,31 +281,31 @@ async def timed_verify(source: str, key: bytes, count: int) -> dict[str, Any]:
     return {"entries": count, "seconds": round(elapsed, 3), "per_second": round(count / elapsed)}
 
 
-async def verify_file(key: bytes, entries: list[Entry], data_dir: Path) -> dict[str, Any]:
+async def verify_file(key: bytes, count: int, data_dir: Path) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="audit-verify-", dir=data_dir))
     try:
         with (folder / "entries.jsonl").open("wb") as out:
-            for start in range(0, len(entries), 10_000):
-                out.write(b"".join(jsonl.encode(e) for e in entries[start : start + 10_000]))
+            for chunk in chunks(generate(key, count), 10_000):
+                out.write(b"".join(jsonl.encode(e) for e in chunk))
         size = (folder / "entries.jsonl").stat().st_size
-        point = await timed_verify(str(folder), key, len(entries))
+        point = await timed_verify(str(folder), key, count)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {**point, "file_bytes": size}
 
 
-async def verify_postgres(key: bytes, entries: list[Entry], args: argparse.Namespace) -> dict[str, Any]:
+async def verify_postgres(key: bytes, count: int, args: argparse.Namespace) -> dict[str, Any]:
     async with sink_dsn("postgres", args) as dsn:
         conn = await asyncpg.connect(dsn)
         try:
             await migrate(conn)
-            for start in range(0, len(entries), 50_000):
-                records = [entry_record(e) for e in entries[start : start + 50_000]]
+            for chunk in chunks(generate(key, count), 50_000):
+                records = [entry_record(e) for e in chunk]
                 await conn.copy_records_to_table("audit_entries", records=records, columns=ENTRY_COLUMNS)
-            await conn.execute("ANALYZE audit_entries")
+            await conn.execute("VACUUM ANALYZE audit_entries")
         finally:
             await conn.close()
-        return await timed_verify(dsn, key, len(entries))
+        return await timed_verify(dsn, key, count)
 
 
 def verify_in_memory(key: bytes, entries: list[Entry]) -> dict[str, Any]:
@@ -348,8 +353,11 @@ def plot(results: dict[str, Any]) -> Path:
     right.set_title("Verify: read, parse, recompute every mac")
     right.tick_params(axis="x", labelsize=7)
     right.legend(fontsize=8)
-    machine = results["machine_note"]
-    fig.suptitle(f"loomflow audit — {machine}", fontsize=9)
+    title = f"loomflow audit — {results['machine_note']}"
+    if "postgres_settings" in results:
+        settings = results["postgres_settings"]
+        title += f"; Postgres fsync={settings['fsync']}, synchronous_commit={settings['synchronous_commit']}"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = plot_path("audit_append")
     fig.savefig(path, dpi=110)
@@ -402,16 +410,16 @@ async def main() -> int:
                 )
 
     key = os.urandom(32)
-    entries = generate(key, args.verify_entries)
-    results["verify"] = {"in_memory": verify_in_memory(key, entries[: max(1, len(entries) // 4)])}
-    print(f"verify in-memory: {results['verify']['in_memory']['per_second']:,}/s", file=sys.stderr)
+    in_memory = list(generate(key, max(1, args.verify_entries // 4)))
+    results["verify"] = {"in_memory": verify_in_memory(key, in_memory)}
+    del in_memory
+    gc.collect()
     if "file" in sinks:
-        results["verify"]["file"] = await verify_file(key, entries, args.data_dir)
+        results["verify"]["file"] = await verify_file(key, args.verify_entries, args.data_dir)
     if "postgres" in sinks:
-        results["verify"]["postgres"] = await verify_postgres(key, entries, args)
+        results["verify"]["postgres"] = await verify_postgres(key, args.verify_entries, args)
     for name, point in results["verify"].items():
         print(f"verify {name}: {point['per_second']:,}/s", file=sys.stderr)
-    del entries
 
     missed = []
     for sink, modes in results["appends"].items():
