@@ -48,7 +48,7 @@ def build(ctx: ServiceContext) -> HostedService:
             sqlite_synchronous=settings.sqlite_synchronous,
         ),
     )
-    servicer = MemoryServicer(store)
+    servicer = MemoryServicer(store, ctx.server.max_message_bytes)  # Recall answers must fit one message
 
     def register(server: grpc.aio.Server) -> None:
         memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server)
