@@ -140,6 +140,12 @@ type UserScope_UserId struct {
 	// An end user's id: 1 to 256 characters, no control characters, never the
 	// reserved sentinel `__jeeves_anon_user__` (use `anonymous` instead), and no
 	// leading or trailing white space (so " alice" cannot pose as "alice").
+	// Ids are opaque: stored exactly as sent, compared code point by code point,
+	// never normalised. Besides the rules below, every service refuses any
+	// Unicode look-alike of the sentinel with the same violation id
+	// (user_id.not_reserved): NFKC compatibility forms, case folding, invisible
+	// and combining characters, and the UTS #39 confusables of its letters. CEL
+	// cannot normalise Unicode, so the server kernel checks those.
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3,oneof"`
 }
 
