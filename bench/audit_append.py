@@ -209,7 +209,8 @@ async def appends_grpc(dsn: str, writers: int, seconds: float, data_dir: Path) -
         "LOOMFLOW_TRACING": "false",
         "LOOMFLOW_LOG_LEVEL": "warning",
     }
-    server = ServeProcess("audit", data_dir / f"serve-{uuid.uuid4().hex[:6]}", env=env).start()
+    server_dir = data_dir / f"serve-{uuid.uuid4().hex[:6]}"
+    server = ServeProcess("audit", server_dir, env=env).start()
     token = mint_token(AuthSettings(jwt_secret=SECRET), "bench-agent", Role.SERVICE)
     metadata = (("authorization", f"Bearer {token}"),)
     body = struct_pb2.Struct()
@@ -232,6 +233,7 @@ async def appends_grpc(dsn: str, writers: int, seconds: float, data_dir: Path) -
             latencies, wall = await drive(writers, seconds, append)
     finally:
         server.stop()
+        shutil.rmtree(server_dir, ignore_errors=True)
     return latency_stats(latencies, wall).as_dict()
 
 
