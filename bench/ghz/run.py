@@ -31,6 +31,7 @@ import grpc  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
 
 from bench.harness import machine, plot_path  # noqa: E402
+from bench.topology import secure_env  # noqa: E402
 from loomflow.kernel.auth import AuthSettings, Role, mint_token  # noqa: E402
 from loomflow.v1 import budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2  # noqa: E402
 from tests.support.processes import ServeProcess  # noqa: E402
@@ -97,7 +98,14 @@ async def seed(address: str, token: str, reservations: int) -> list[dict[str, An
 
 
 def run_config(
-    ghz: str, name: str, address: str, token: str, total: int, concurrency: int, commits: list[dict[str, Any]]
+    ghz: str,
+    name: str,
+    address: str,
+    token: str,
+    total: int,
+    concurrency: int,
+    commits: list[dict[str, Any]],
+    results: Path,
 ) -> dict[str, Any]:
     config = json.loads((CONFIGS / f"{name}.json").read_text())
     config.pop("_comment", None)
@@ -115,10 +123,10 @@ def run_config(
             "timeout": "20s",
         }
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(config, handle)
-    report_path = RESULTS / f"{name}.json"
+    report_path = results / f"{name}.json"
     subprocess.run(
         [ghz, "--config", handle.name, "--format", "json", "--output", str(report_path)],
         check=False,
@@ -184,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short CI run: 400 requests per call, concurrency 16")
     parser.add_argument("--address", help="use a running suite instead of starting one")
     parser.add_argument("--token", help="bearer token for --address (a service or operator token)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the ghz reports go")
     args = parser.parse_args(argv)
     total, concurrency = (400, 16) if args.quick else (args.total, args.concurrency)
     calls = [c.strip() for c in args.calls.split(",") if c.strip()]
@@ -199,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         server = ServeProcess(
             "memory,budget,policy,audit,agent",
             Path(tempfile.mkdtemp(prefix="loomflow-ghz-")),
-            env={"LOOMFLOW_AUTH_JWT_SECRET": secret, "LOOMFLOW_AUDIT_HMAC_KEY": secrets.token_hex(32)},
+            env=secure_env(secret),
         ).start()
         address = server.address
     try:
@@ -208,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
         failures: list[str] = []
         for name in calls:
             print(f"ghz: {name} ({total} requests, concurrency {concurrency})", file=sys.stderr, flush=True)
-            summaries[name] = summarize(run_config(ghz, name, address, token, total, concurrency, commits))
+            summaries[name] = summarize(
+                run_config(ghz, name, address, token, total, concurrency, commits, args.results_dir)
+            )
             failures += check(name, summaries[name], thresholds[name])
             print(f"ghz: {name}: {summaries[name]}", file=sys.stderr, flush=True)
     finally:
         if server is not None:
             server.stop()
-    summary_path = RESULTS / "summary.json"
+    summary_path = args.results_dir / "summary.json"
     summary_path.write_text(
         json.dumps(
             {
@@ -229,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "\n"
     )
-    print(f"ghz: summary in {summary_path}, plot in {plot(summaries)}", file=sys.stderr)
+    plotted = plot(summaries) if args.results_dir == RESULTS else "(not plotted outside bench/results)"
+    print(f"ghz: summary in {summary_path}, plot in {plotted}", file=sys.stderr)
     for failure in failures:
         print(f"ghz: THRESHOLD MISSED: {failure}", file=sys.stderr)
     return 1 if failures else 0
