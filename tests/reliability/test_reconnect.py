@@ -45,8 +45,7 @@ async def test_a_dependency_back_after_an_outage_is_used_again_within_about_a_se
                 except grpc.aio.AioRpcError:
                     assert time.monotonic() - back < 5, "the channel never reconnected"
                     await asyncio.sleep(0.05)
-            assert time.monotonic() - back < 1.6, (
-                f"reconnected {time.monotonic() - back:.1f} s after the service was back"
-            )
+            waited = time.monotonic() - back
+            assert waited < 2.0, f"reconnected {waited:.1f} s after the service was back"
     finally:
         await deps.close()
