@@ -55,7 +55,7 @@ LOOKALIKES = {
     "bidi_override": "\u202d__jeeves_anon_user__\u202c",
     "combining_accent": "__je\u0301eves_anon_user__",
     "fullwidth_low_line": "\uff3f\uff3fjeeves\uff3fanon\uff3fuser\uff3f\uff3f",
-    "kelvin_and_long_s": "__jeeve\u017f_anon_u\u017fer__",
+    "long_s": "__jeeve\u017f_anon_u\u017fer__",
     "dotless_j": "__\u0237eeves_anon_user__",
 }
 
