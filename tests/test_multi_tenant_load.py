@@ -8,8 +8,9 @@ import pytest
 from bench.multi_tenant import Bounds, measure
 from bench.topology import TOPOLOGIES
 
-# Generous bounds: this runs on a shared 2-core CI machine; the benchmark proper has tighter ones.
-SMOKE_BOUNDS = Bounds(max_p50_ms=500.0, max_p99_ms=3000.0, max_kb_per_tenant=512.0)
+# Generous bounds: this runs on a shared 2-core CI machine, and 20 tenants are too few for a
+# meaningful straight-line fit of RSS (allocator noise dominates); the benchmark proper checks it.
+SMOKE_BOUNDS = Bounds(max_p50_ms=500.0, max_p99_ms=3000.0, max_kb_per_tenant=512.0, min_linear_r2=0.0)
 
 
 @pytest.mark.slow
