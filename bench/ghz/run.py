@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     total, concurrency = (400, 16) if args.quick else (args.total, args.concurrency)
     calls = [c.strip() for c in args.calls.split(",") if c.strip()]
-    thresholds = json.loads(THRESHOLDS.read_text())
+    thresholds = json.loads(THRESHOLDS.read_text())["quick" if args.quick else "full"]
     ghz = ghz_binary()
 
     server: ServeProcess | None = None
