@@ -133,12 +133,14 @@ class Server:
 
     async def run_until_signal(self) -> None:
         """Serves until SIGTERM or SIGINT, then drains gracefully."""
-        await self.start()
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
+        # Before start(): the port accepts connections during start(), and a SIGTERM that arrived
+        # before the handlers would kill the process without a drain.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_requested.set)
         try:
+            await self.start()
             await stop_requested.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
