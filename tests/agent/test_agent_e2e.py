@@ -26,6 +26,7 @@ from loomflow.client import (
 from loomflow.kernel.auth import Role
 from loomflow.v1 import policy_pb2
 from tests.agent.conftest import Tenancy, approver, secure_suite
+from tests.support import backends as support_backends
 
 SECRET = "alpha-7731-zulu"
 
@@ -248,14 +249,20 @@ async def test_the_seed_promises_hold_on_postgres_and_redis_backends(
     tmp_path: Path, postgres_dsn: str, redis_url: str, unique: str
 ) -> None:
     """Production backends: Memory, Policy and Audit on Postgres, Budget on Redis."""
-    backends = {
-        "memory": {"dsn": postgres_dsn},
-        "policy": {"dsn": postgres_dsn},
-        "audit": {"dsn": postgres_dsn},
-        "budget": {"dsn": redis_url},
-    }
     alice, bob = f"alice-{unique}", f"bob-{unique}"
-    async with secure_suite(tmp_path, overrides=backends) as tenancy:
+    # A schema of its own: the audit log pins the keys that wrote it, and this suite's keys are fresh.
+    async with support_backends.postgres_schema(f"agent_e2e_{unique}") as database:
+        overrides = {
+            "memory": {"dsn": database},
+            "policy": {"dsn": database},
+            "audit": {"dsn": database},
+            "budget": {"dsn": redis_url},
+        }
+        await _seed_promises_hold(tmp_path, overrides, alice, bob)
+
+
+async def _seed_promises_hold(tmp_path: Path, overrides: dict[str, dict[str, str]], alice: str, bob: str) -> None:
+    async with secure_suite(tmp_path, overrides=overrides) as tenancy:
         told = await tenancy.agent(alice).run(f"the vault code for project lyra is {SECRET}", user_id=alice)
         bobs = await tenancy.agent(bob).run("what is the vault code for project lyra", user_id=bob)
         alices = await tenancy.agent(alice).run("what is the vault code for project lyra", user_id=alice)

@@ -19,9 +19,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import grpc
 import pytest
 
@@ -86,32 +84,10 @@ def params(*names: str) -> list[object]:
 
 
 @contextlib.asynccontextmanager
-async def postgres_schema(name: str) -> AsyncIterator[str]:
-    """The shared Postgres, with this test's tables in a schema of their own (dropped afterwards):
-    the audit log records which keys wrote it, so tests with other keys must not share its tables."""
-    base = backends.postgres_dsn()
-    conn = await asyncpg.connect(base)
-    try:
-        await conn.execute(f"CREATE SCHEMA {name}")
-    finally:
-        await conn.close()
-    parts = urlsplit(base)
-    query = "&".join(filter(None, [parts.query, f"search_path={name}"]))
-    try:
-        yield urlunsplit(parts._replace(query=query))
-    finally:
-        conn = await asyncpg.connect(base)
-        try:
-            await conn.execute(f"DROP SCHEMA {name} CASCADE")
-        finally:
-            await conn.close()
-
-
-@contextlib.asynccontextmanager
 async def serve(service: str, backend: str, tmp_path: Path, prefix: str) -> AsyncIterator[grpc.aio.Channel]:
     async with contextlib.AsyncExitStack() as stack:
         if backend == "postgres":
-            location = await stack.enter_async_context(postgres_schema(f"reliability_{service}_{prefix}"))
+            location = await stack.enter_async_context(backends.postgres_schema(f"reliability_{service}_{prefix}"))
         else:
             location = dsn(service, backend, tmp_path, prefix)
         overrides = {service: {"dsn": location}}

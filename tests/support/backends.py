@@ -8,8 +8,12 @@ silently there.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 START_HINT = 'start them with: eval "$(scripts/services.sh start)"'
@@ -31,3 +35,25 @@ def postgres_dsn() -> str:
 
 def redis_url() -> str:
     return require_env("LOOMFLOW_TEST_REDIS_URL", "Redis")
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema(name: str) -> AsyncIterator[str]:
+    """The shared Postgres, with this test's tables in a schema of their own (dropped afterwards):
+    the audit log records which keys wrote it, so tests with other keys must not share its tables."""
+    base = postgres_dsn()
+    conn = await asyncpg.connect(base)
+    try:
+        await conn.execute(f"CREATE SCHEMA {name}")
+    finally:
+        await conn.close()
+    parts = urlsplit(base)
+    query = "&".join(filter(None, [parts.query, f"search_path={name}"]))
+    try:
+        yield urlunsplit(parts._replace(query=query))
+    finally:
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(f"DROP SCHEMA {name} CASCADE")
+        finally:
+            await conn.close()
