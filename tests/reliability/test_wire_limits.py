@@ -12,7 +12,7 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from loomflow.v1 import agent_pb2, agent_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.reliability import wire
 from tests.reliability.rpcs import ALL_RPCS, Rpc
 from tests.support.processes import ServeProcess
@@ -104,5 +104,9 @@ def test_a_tenant_whose_episodes_are_huge_can_still_recall_and_run(channel: grpc
     recalled = memory.Recall(memory_pb2.RecallRequest(scope=scope, query="topic1 topic2 topic3", limit=10), timeout=30)
     assert 1 <= len(recalled.hits) < 5, "the answer keeps the best hits that fit in one message"
     assert recalled.ByteSize() <= MAX_MESSAGE
+    # The fuzz tests share this server and may have left any limit behind: clear those that bind.
+    budget = budget_pb2_grpc.BudgetServiceStub(channel)
+    for target in (budget_pb2.LIMIT_TARGET_GLOBAL, budget_pb2.LIMIT_TARGET_DEFAULT_USER, budget_pb2.LIMIT_TARGET_USER):
+        budget.SetLimits(budget_pb2.SetLimitsRequest(scope=scope, target=target), timeout=30)
     reply = agent.Run(agent_pb2.RunRequest(scope=scope, options=agent_pb2.RunOptions(prompt="hello")), timeout=60)
     assert reply.run_id, "the tenant's runs still work"
