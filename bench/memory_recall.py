@@ -391,7 +391,11 @@ def merged(
     if settings.get("users") != [d.users for d in sizes] or settings.get("episodes_per_user") != sizes[0].episodes:
         return results, conditions
     kept = {b: r for b, r in earlier.get("results", {}).items() if b not in results}
-    kept_conditions = {b: c for b, c in earlier.get("conditions_per_backend", {}).items() if b in kept}
+    kept_conditions = {
+        b: {"server_tracing": settings.get("server_tracing"), **c}
+        for b, c in earlier.get("conditions_per_backend", {}).items()
+        if b in kept
+    }
     combined, combined_conditions = {**kept, **results}, {**kept_conditions, **conditions}
     return {b: combined[b] for b in BACKENDS if b in combined}, combined_conditions
 
@@ -473,7 +477,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds the queries are split into")
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight for the concurrent runs")
     parser.add_argument("--via", default="direct,grpc", help="direct, grpc or both")
-    parser.add_argument("--tracing", action=argparse.BooleanOptionalAction, default=True, help="server tracing")
+    parser.add_argument(
+        "--tracing",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="server tracing (off like the other benches)",
+    )
     parser.add_argument("--data-dir", default=os.environ.get("LOOMFLOW_BENCH_DIR", "/tmp/loomflow-bench-memory"))
     parser.add_argument("--postgres-dsn", default=os.environ.get("LOOMFLOW_TEST_POSTGRES_DSN", ""))
     parser.add_argument("--redis-url", default=os.environ.get("LOOMFLOW_TEST_REDIS_URL", ""))
@@ -500,7 +509,7 @@ def main() -> int:
                 skipped[f"{backend} {dataset.name}"] = CHROMA_SKIP_REASON
                 print(f"skipping {backend} {dataset.name}: {CHROMA_SKIP_REASON}", file=sys.stderr)
         results[backend] = {}
-        conditions[backend] = machine()
+        conditions[backend] = {**machine(), "server_tracing": args.tracing}
         if "direct" in args.via:
             print(f"{backend}: direct", file=sys.stderr)
             results[backend]["direct"] = asyncio.run(measure_direct(backend, backend_sizes, corpus, args))
