@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import os
 from typing import Any
 
@@ -11,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import json_format
 
 from loomflow.audit import checkpoint as checkpoints
-from loomflow.audit.chain import entry_mac, seal
+from loomflow.audit.chain import entry_mac, hmac_sha256, seal
 from loomflow.audit.keys import AuditKeys
 from loomflow.audit.models import Checkpoint, Entry, Head, Problem
 from loomflow.audit.servicer import checkpoint_message
@@ -19,6 +20,16 @@ from loomflow.audit.verify import verify_chain, verify_entries
 from loomflow.v1 import audit_pb2
 
 KEY = os.urandom(32)
+
+
+@pytest.mark.parametrize("key_size", [0, 1, 32, 63, 64, 65, 200])
+@pytest.mark.parametrize("message_size", [0, 1, 55, 64, 280, 5000])
+def test_keyed_state_hmac_equals_the_standard_library(key_size: int, message_size: int) -> None:
+    # The chain's mac reuses precomputed key pads; it must stay byte-for-byte RFC 2104 HMAC-SHA256,
+    # because auditors re-implement it with their own libraries (docs/audit.md).
+    key, message = os.urandom(key_size), os.urandom(message_size)
+    assert hmac_sha256(key, message) == hmac.digest(key, message, "sha256")
+    assert hmac_sha256(key, message) == hmac_sha256(key, message)  # the cached states are copied, never consumed
 
 
 def chain(tenant: str, count: int, key: bytes = KEY) -> list[Entry]:

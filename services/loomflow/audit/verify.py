@@ -40,7 +40,8 @@ class ChainVerifier:
         "_detail",
         "_digest",
         "_first_bad",
-        "_head",
+        "_head_mac",
+        "_head_seq",
         "_key",
         "_problem",
         "_tenant",
@@ -52,7 +53,8 @@ class ChainVerifier:
         self._digest = tenant_digest(key, tenant)
         self._checkpoint: SignedHead | None = checkpoint.head_for(self._digest) if checkpoint else None
         self._count = 0
-        self._head = Head()
+        # The head as two fields, not a Head: a frozen dataclass per entry was an eighth of verify's time.
+        self._head_seq, self._head_mac = 0, GENESIS_MAC
         self._problem: Problem | None = None
         self._first_bad = 0
         self._detail = ""
@@ -68,14 +70,14 @@ class ChainVerifier:
                 self._problem = Problem.REORDERED
                 self._detail = f"entry {entry.seq} is stored after a later entry"
             return
-        expected = self._head.seq + 1
+        expected = self._head_seq + 1
         if entry.user_id != self._tenant:
             self._fail(Problem.FOREIGN, expected, "the entry names another tenant", entry.mac)
         elif entry.seq > expected:
             self._fail(Problem.SEQ_GAP, expected, f"entry {expected} is missing (next stored is {entry.seq})")
         elif entry.seq < expected:
             self._fail(Problem.DUPLICATE, expected, f"entry {entry.seq} appears again where {expected} was expected")
-        elif entry.prev_mac != self._head.mac:
+        elif entry.prev_mac != self._head_mac:
             what = "the chain's start" if expected == 1 else f"entry {expected - 1}"
             self._fail(Problem.BROKEN_LINK, expected, f"prev_mac does not match {what}", entry.mac)
         elif entry_mac(self._key, entry) != entry.mac:
@@ -83,21 +85,21 @@ class ChainVerifier:
         elif self._checkpoint is not None and entry.seq == self._checkpoint.seq and entry.mac != self._checkpoint.mac:
             self._fail(Problem.CHECKPOINT_MISMATCH, expected, "the checkpoint signed a different entry at this seq")
         else:
-            self._head = Head(entry.seq, entry.mac)
+            self._head_seq, self._head_mac = entry.seq, entry.mac
 
     def finish(self) -> ChainReport:
         signed = self._checkpoint
-        if self._problem is None and signed is not None and self._head.seq < signed.seq:
+        if self._problem is None and signed is not None and self._head_seq < signed.seq:
             self._fail(
                 Problem.TRUNCATED,
-                self._head.seq + 1,
-                f"the checkpoint signed {signed.seq} entries, the log ends at {self._head.seq}",
+                self._head_seq + 1,
+                f"the checkpoint signed {signed.seq} entries, the log ends at {self._head_seq}",
             )
         return ChainReport(
             tenant=self._tenant,
             tenant_digest=self._digest,
             entries_checked=self._count,
-            head=self._head,
+            head=Head(self._head_seq, self._head_mac),
             problem=self._problem,
             first_bad_seq=self._first_bad,
             detail=self._detail,
