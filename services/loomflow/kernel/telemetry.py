@@ -1,5 +1,8 @@
 """Structured logs, Prometheus metrics tagged with user_id, and OpenTelemetry tracing.
 
+Metrics are loomflow's own light instruments (instruments.py), exported for
+Prometheus; tracing is OpenTelemetry.
+
 Every metric carries a ``user_id`` attribute through :class:`TenantLabels`, a
 cardinality guard: the first N tenants seen keep their own label, the rest are
 reported as ``__other__``, so 100k tenants cannot blow up a Prometheus server.
@@ -16,11 +19,9 @@ import threading
 import time
 from typing import Any
 
-from opentelemetry import metrics, trace
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.resources import Resource
+from opentelemetry import trace
 
+from loomflow.kernel.instruments import INSTRUMENTS, Meter
 from loomflow.kernel.tenancy import display_tenant
 
 OTHER_TENANTS = "__other__"
@@ -105,28 +106,29 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
 
 
 _metrics_lock = threading.Lock()
-_meter_provider: MeterProvider | None = None
+_metrics_served = False
+_meter = Meter(INSTRUMENTS)
 
 
 def setup_metrics(service_name: str, port: int, host: str = "0.0.0.0") -> None:
-    """Installs the OpenTelemetry meter provider, exported for Prometheus on ``port`` (0: not served)."""
-    global _meter_provider
+    """Names the process in ``target_info`` and serves the Prometheus endpoint on ``port`` (0: not served).
+
+    Instruments record from the start; this only decides where they are scraped."""
+    global _metrics_served
     with _metrics_lock:
-        if _meter_provider is not None:
+        if _metrics_served:
             return
-        reader = PrometheusMetricReader()
-        _meter_provider = MeterProvider(
-            resource=Resource.create({"service.name": service_name}), metric_readers=[reader]
-        )
-        metrics.set_meter_provider(_meter_provider)
+        _metrics_served = True
+        INSTRUMENTS.target_info = {"service_name": service_name}
         if port:
             from prometheus_client import start_http_server
 
             start_http_server(port, addr=host)
 
 
-def meter(name: str) -> metrics.Meter:
-    return metrics.get_meter(name)
+def meter(name: str) -> Meter:
+    """Instruments for one component (``name``, e.g. ``loomflow.policy``, documents the owner)."""
+    return _meter
 
 
 def tracer(name: str) -> trace.Tracer:
