@@ -165,7 +165,9 @@ def _floor_server() -> int:
 
     BudgetServicer.Reserve = reserve  # type: ignore[method-assign]
     BudgetServicer.Commit = commit  # type: ignore[method-assign]
-    asyncio.run(suite.build_server().run_until_signal())
+    from loomflow.kernel import eventloop
+
+    eventloop.run(suite.build_server().run_until_signal(), "uvloop")  # the loop `loomflow serve` runs on
     return 0
 
 

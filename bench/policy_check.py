@@ -344,7 +344,9 @@ def _floor_server() -> int:
         return policy_pb2.CheckResponse(decision_id="dec_AAAAAAAAAAAAAAAAAAAAAA", decision=policy_pb2.DECISION_ALLOW)
 
     PolicyServicer.Check = check  # type: ignore[method-assign]
-    asyncio.run(suite.build_server().run_until_signal())
+    from loomflow.kernel import eventloop
+
+    eventloop.run(suite.build_server().run_until_signal(), "uvloop")  # the loop `loomflow serve` runs on
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
@@ -11,7 +10,7 @@ from loomflow import suite
 from loomflow.agent.commands import add_demo as add_demo_subcommand
 from loomflow.agent.commands import add_token as add_token_subcommand
 from loomflow.audit.cli import add_subcommand as add_audit_subcommand
-from loomflow.kernel import config
+from loomflow.kernel import config, eventloop
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_logging
 
@@ -20,7 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = config.load("", ServerSettings, args)
     configure_logging(settings.log_level, settings.log_format)
     server = suite.build_server(args)
-    asyncio.run(server.run_until_signal())
+    eventloop.run(server.run_until_signal(), settings.event_loop)
     return 0
 
 

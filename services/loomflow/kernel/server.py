@@ -100,7 +100,11 @@ class Server:
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving",
-            extra={"address": f"{host}:{port}", "services": [s.name for s in self.services]},
+            extra={
+                "address": f"{host}:{port}",
+                "services": [s.name for s in self.services],
+                "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],  # uvloop or asyncio
+            },
         )
         return self.port
 

@@ -17,6 +17,7 @@ class ServerSettings:
     services: str = option(ALL_SERVICES, "comma-separated services this process hosts")
     data_dir: str = option(".loomflow", "folder for embedded state (SQLite, audit log)")
     insecure: bool = option(False, "accept unauthenticated calls as an operator (local development only)")
+    event_loop: str = option("uvloop", "asyncio event loop: uvloop (less server CPU per RPC) or asyncio")
     log_level: str = option("info", "log level: debug, info, warning, error")
     log_format: str = option("json", "log format: json or text")
     shutdown_grace: float = option(10.0, "seconds in-flight calls get to finish after SIGTERM")
