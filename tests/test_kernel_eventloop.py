@@ -45,7 +45,7 @@ async def test_serve_answers_on_the_configured_loop(tmp_path: Path, configured: 
     env = {"LOOMFLOW_INSECURE": "true", "LOOMFLOW_LOG_LEVEL": "info", "LOOMFLOW_TRACING": "false"}
     if configured is not None:
         env["LOOMFLOW_EVENT_LOOP"] = configured
-    with ServeProcess("policy", tmp_path, env=env).start() as serve:
+    with ServeProcess("policy", tmp_path, env=env) as serve:
         async with grpc.aio.insecure_channel(serve.address) as channel:
             answer = await policy_pb2_grpc.PolicyServiceStub(channel).Check(
                 policy_pb2.CheckRequest(scope=tenancy_pb2.UserScope(user_id="loop-tenant"), tool_name="calculator")

@@ -151,6 +151,7 @@ class _Pipeline:
         self.rpc = rpc
         self.rpc_name = f"{service}/{rpc}"
         self.limiter = owner.limiter if service in owner._end_user_services else None
+        self.traced = owner._traced
 
     def _admit(self, request: Message, context: Context) -> str:
         """Authenticates, validates, binds the tenant and admits it under its limits; returns the tenant key."""
@@ -168,13 +169,15 @@ class _Pipeline:
                 value = getattr(request, name, "")
                 if isinstance(value, str) and value:
                     fields[name] = value
-            if principal.role is not Role.USER:
-                adopt_run_ids(fields)  # ids an internal caller (the Agent) sent as baggage; never an end user's
-            span = trace.get_current_span()
-            span_context = span.get_span_context()
-            if span_context.is_valid:
-                fields["trace_id"] = format(span_context.trace_id, "032x")
-                annotate_span(span, fields)
+            if self.traced:
+                # Baggage and spans exist only when the tracing wrapper extracted them from the metadata.
+                if principal.role is not Role.USER:
+                    adopt_run_ids(fields)  # ids an internal caller (the Agent) sent as baggage; never an end user's
+                span = trace.get_current_span()
+                span_context = span.get_span_context()
+                if span_context.is_valid:
+                    fields["trace_id"] = format(span_context.trace_id, "032x")
+                    annotate_span(span, fields)
             log_context.set(fields)
         self.owner.authorize(principal, self.service, tenant)
         bind_principal(principal)
