@@ -68,15 +68,18 @@ class _Instrument:
         raise NotImplementedError
 
 
-class Counter(_Instrument):
-    """A monotonic sum; exported as ``<name>_total``."""
+class _Sum(_Instrument):
+    """A running sum per label set; subclasses say whether it may go down and how it is exported."""
+
+    monotonic = False
+    family: type[CounterMetricFamily] | type[GaugeMetricFamily] = GaugeMetricFamily
 
     def __init__(self, name: str, unit: str = "", description: str = "") -> None:
         super().__init__(name, unit, description)
         self._series: dict[_Key, list[float]] = {}
 
     def add(self, amount: float, attributes: Attributes | None = None) -> None:
-        if amount < 0:
+        if self.monotonic and amount < 0:
             raise ValueError(f"{self.name}: a counter only goes up (got {amount})")
         key = tuple(attributes.items()) if attributes else ()
         with self._lock:
@@ -90,36 +93,21 @@ class Counter(_Instrument):
         with self._lock:
             series = dict(self._series)
         names, rows = self._labelled(series)
-        family = CounterMetricFamily(self.name, self.description, labels=names)
+        family = self.family(self.name, self.description, labels=names)
         for labels, values in rows:
             family.add_metric(labels, values[0])
         return family
 
 
-class UpDownCounter(_Instrument):
+class Counter(_Sum):
+    """A monotonic sum; exported as ``<name>_total``."""
+
+    monotonic = True
+    family = CounterMetricFamily
+
+
+class UpDownCounter(_Sum):
     """A sum that goes both ways (in flight, pending); exported as a gauge."""
-
-    def __init__(self, name: str, unit: str = "", description: str = "") -> None:
-        super().__init__(name, unit, description)
-        self._series: dict[_Key, list[float]] = {}
-
-    def add(self, amount: float, attributes: Attributes | None = None) -> None:
-        key = tuple(attributes.items()) if attributes else ()
-        with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                self._series[key] = [amount]
-            else:
-                series[0] += amount
-
-    def snapshot(self) -> Metric:
-        with self._lock:
-            series = dict(self._series)
-        names, rows = self._labelled(series)
-        family = GaugeMetricFamily(self.name, self.description, labels=names)
-        for labels, values in rows:
-            family.add_metric(labels, values[0])
-        return family
 
 
 class Histogram(_Instrument):
