@@ -40,7 +40,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "pytho
 
 import grpc  # noqa: E402
 
-from bench.harness import latency_stats, plot_path, progress, rss_kib, write_results  # noqa: E402
+from bench.harness import latency_stats, plot_path, progress, rss_kib, run_load, write_results  # noqa: E402
 from loomflow.kernel.auth import AuthSettings, Role, mint_token  # noqa: E402
 from loomflow.v1 import budget_pb2, budget_pb2_grpc, tenancy_pb2  # noqa: E402
 from tests.support.processes import ServeProcess, source_env  # noqa: E402
@@ -183,7 +183,7 @@ def throughput(backend: str, dsn: str, pairs: int, concurrency: int, extra_env: 
             server = psutil.Process(serve.process.pid)
             token = mint_token(_auth(), "bench-agent", Role.SERVICE)
             before = server.cpu_times()
-            result = asyncio.run(_pairs(serve.address, token, pairs, concurrency, f"{backend} pairs"))
+            result = run_load(_pairs(serve.address, token, pairs, concurrency, f"{backend} pairs"))
             after = server.cpu_times()
             cpu_s = after.user + after.system - before.user - before.system
             # Server CPU per pair: what one server process could do with a core of its own,

@@ -6,6 +6,7 @@ Keep ratios honest: measure the things you compare side by side in one run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -13,7 +14,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +38,19 @@ class LatencyStats:
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def run_load(main: Coroutine[Any, Any, T]) -> T:
+    """Runs a load generator (a gRPC client driving a server) on uvloop.
+
+    The client shares this machine's two cores with the server it measures; a cheaper
+    client leaves the server more of them, so the server's figure is less the client's.
+    Comparisons between systems (the race) keep both sides on the same loop instead.
+    """
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:

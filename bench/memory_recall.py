@@ -52,7 +52,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "pytho
 
 import grpc  # noqa: E402
 
-from bench.harness import LatencyStats, latency_stats, machine, plot_path, progress, write_results  # noqa: E402
+from bench.harness import LatencyStats, latency_stats, machine, plot_path, progress, run_load, write_results  # noqa: E402
 from loomflow.kernel.errors import NotFound  # noqa: E402
 from loomflow.memory.models import BlockWrite, EpisodeDraft, ForgetScope, RecallQuery, now_micros  # noqa: E402
 from loomflow.memory.store import MemoryStore, open_store  # noqa: E402
@@ -369,7 +369,7 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
                 for channel in channels.values():
                     await channel.close()
 
-        asyncio.run(run())
+        run_load(run())
     finally:
         for server in servers.values():
             server.stop()

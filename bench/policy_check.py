@@ -47,7 +47,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "pytho
 import grpc  # noqa: E402
 import yaml  # noqa: E402
 
-from bench.harness import latency_stats, machine, percentile, plot_path, progress, write_results  # noqa: E402
+from bench.harness import latency_stats, machine, percentile, plot_path, progress, run_load, write_results  # noqa: E402
 from loomflow.kernel.auth import AuthSettings, Role, mint_token  # noqa: E402
 from loomflow.policy import engine  # noqa: E402
 from loomflow.policy.approvals import Approvals  # noqa: E402
@@ -361,7 +361,7 @@ def _measure(name: str, serve: ServeProcess, token: str, checks: int, concurrenc
     assert serve.process is not None
     server = psutil.Process(serve.process.pid)
     before = _cpu_seconds(server)
-    result = asyncio.run(_drive(serve.address, token, checks, concurrency))
+    result = run_load(_drive(serve.address, token, checks, concurrency))
     cpu_s = _cpu_seconds(server) - before
     served = checks + TENANTS * len(TOOLS)
     result["server_cpu_us_per_check"] = round(cpu_s * 1e6 / served, 1)
