@@ -10,6 +10,8 @@ from __future__ import annotations
 COUNTERS = {
     "loomflow_rpc_requests_total": ("service", "method", "code"),
     "loomflow_rpc_errors_total": ("service", "method", "code"),
+    "loomflow_rate_limited_total": ("limit",),
+    "loomflow_auth_refusals_total": ("service", "code"),
     "loomflow_memory_episodes_stored_total": (),
     "loomflow_memory_evicted_users_total": ("reason",),
     "loomflow_budget_tokens_charged_total": ("kind",),

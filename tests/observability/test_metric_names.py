@@ -15,6 +15,9 @@ from prometheus_client import REGISTRY, generate_latest
 from loomflow.agent import metrics as agent_metrics
 from loomflow.audit import metrics as audit_metrics
 from loomflow.budget import metrics as budget_metrics
+from loomflow.kernel.errors import ServiceError
+from loomflow.kernel.ratelimit import TenantLimiter
+from loomflow.kernel.security import Refusal, RefusalRecorder
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
 from loomflow.memory import metrics as memory_metrics
 from loomflow.policy import metrics as policy_metrics
@@ -45,6 +48,13 @@ def _record_every_domain_metric(tenant: str) -> None:
     agent_metrics.record_turn(tenant)
     agent_metrics.record_tool_call(tenant, "executed")
     agent_metrics.record_model_call(tenant, "echo", started)
+    limiter = TenantLimiter(0.0, 1, 1)  # one call in flight per tenant: the second is refused
+    limiter.enter(tenant)
+    with contextlib.suppress(ServiceError):
+        limiter.enter(tenant)
+    limiter.leave(tenant)
+    refusal = Refusal("loomflow.v1.MemoryService/Recall", "PERMISSION_DENIED", "test", "-", "", tenant, "peer")
+    RefusalRecorder().record("loomflow.v1.MemoryService", refusal)
 
 
 async def _exported(tmp_path: Path, tenant: str) -> list[Sample]:
