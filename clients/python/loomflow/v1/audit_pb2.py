@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from loomflow.v1 import tenancy_pb2 as loomflow_dot_v1_dot_tenancy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loomflow/v1/audit.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19loomflow/v1/tenancy.proto\"\xa3\x02\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02ts\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05scope\x18\x03 \x01(\x0b\x32\x16.loomflow.v1.UserScope\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12(\n\x07payload\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x64\x65\x63ision_id\x18\t \x01(\t\x12\x10\n\x08prev_mac\x18\n \x01(\x0c\x12\x0b\n\x03mac\x18\x0b \x01(\x0c\x12\x18\n\x10payload_shredded\x18\x0c \x01(\x08\"\xf6\x01\n\rAppendRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x1c\n\nsession_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x18\n\x06run_id\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x19\n\x05\x61\x63tor\x18\x04 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x1a\n\x06\x61\x63tion\x18\x05 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12(\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1d\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"R\n\x0e\x41ppendResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02ts\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03mac\x18\x03 \x01(\x0c\"\xdb\x01\n\x0cQueryRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x13\n\x0b\x61ll_tenants\x18\x02 \x01(\x08\x12\x1c\n\nsession_id\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x18\n\x06run_id\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x18\n\x06\x61\x63tion\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x1a\n\tafter_seq\x18\x06 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x19\n\x05limit\x18\x07 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\x90N(\x00\"9\n\rQueryResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.loomflow.v1.AuditEntry\"\x9d\x01\n\x11\x43hainVerification\x12%\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScope\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x03 \x01(\x03\x12\x15\n\rfirst_bad_seq\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x15\n\rtenant_digest\x18\x06 \x01(\t\"S\n\rVerifyRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x13\n\x0b\x61ll_tenants\x18\x02 \x01(\x08\"\x99\x01\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12.\n\x06\x63hains\x18\x02 \x03(\x0b\x32\x1e.loomflow.v1.ChainVerification\x12\x15\n\rcheckpoint_id\x18\x03 \x01(\t\x12\x18\n\x10\x63heckpoint_error\x18\x04 \x01(\t\x12\x1a\n\x12unreadable_records\x18\x05 \x03(\t\"<\n\tChainHead\x12\x15\n\rtenant_digest\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0b\n\x03mac\x18\x03 \x01(\x0c\"\xa1\x01\n\nCheckpoint\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05heads\x18\x03 \x03(\x0b\x32\x16.loomflow.v1.ChainHead\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\"U\n\x14GetCheckpointRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x0e\n\x06\x63reate\x18\x02 \x01(\x08\"D\n\x15GetCheckpointResponse\x12+\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x17.loomflow.v1.Checkpoint\"J\n\x19\x41uditServiceExportRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\"D\n\x1a\x41uditServiceExportResponse\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x17.loomflow.v1.AuditEntry\"J\n\x19\x41uditServiceForgetRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\"6\n\x1a\x41uditServiceForgetResponse\x12\x18\n\x10\x65ntries_shredded\x18\x01 \x01(\x03\x32\xe4\x03\n\x0c\x41uditService\x12\x41\n\x06\x41ppend\x12\x1a.loomflow.v1.AppendRequest\x1a\x1b.loomflow.v1.AppendResponse\x12>\n\x05Query\x12\x19.loomflow.v1.QueryRequest\x1a\x1a.loomflow.v1.QueryResponse\x12\x41\n\x06Verify\x12\x1a.loomflow.v1.VerifyRequest\x1a\x1b.loomflow.v1.VerifyResponse\x12V\n\rGetCheckpoint\x12!.loomflow.v1.GetCheckpointRequest\x1a\".loomflow.v1.GetCheckpointResponse\x12[\n\x06\x45xport\x12&.loomflow.v1.AuditServiceExportRequest\x1a\'.loomflow.v1.AuditServiceExportResponse0\x01\x12Y\n\x06\x46orget\x12&.loomflow.v1.AuditServiceForgetRequest\x1a\'.loomflow.v1.AuditServiceForgetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loomflow/v1/audit.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19loomflow/v1/tenancy.proto\"\xa3\x02\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02ts\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05scope\x18\x03 \x01(\x0b\x32\x16.loomflow.v1.UserScope\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12(\n\x07payload\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x64\x65\x63ision_id\x18\t \x01(\t\x12\x10\n\x08prev_mac\x18\n \x01(\x0c\x12\x0b\n\x03mac\x18\x0b \x01(\x0c\x12\x18\n\x10payload_shredded\x18\x0c \x01(\x08\"\xfe\x01\n\rAppendRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x1c\n\nsession_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x18\n\x06run_id\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x19\n\x05\x61\x63tor\x18\x04 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x1a\n\x06\x61\x63tion\x18\x05 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x30\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03\x12\x1d\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"R\n\x0e\x41ppendResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02ts\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03mac\x18\x03 \x01(\x0c\"\xdb\x01\n\x0cQueryRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x13\n\x0b\x61ll_tenants\x18\x02 \x01(\x08\x12\x1c\n\nsession_id\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x18\n\x06run_id\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x18\n\x06\x61\x63tion\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x1a\n\tafter_seq\x18\x06 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x19\n\x05limit\x18\x07 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\x90N(\x00\"9\n\rQueryResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.loomflow.v1.AuditEntry\"\x9d\x01\n\x11\x43hainVerification\x12%\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScope\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x03 \x01(\x03\x12\x15\n\rfirst_bad_seq\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x15\n\rtenant_digest\x18\x06 \x01(\t\"S\n\rVerifyRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x13\n\x0b\x61ll_tenants\x18\x02 \x01(\x08\"\x99\x01\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12.\n\x06\x63hains\x18\x02 \x03(\x0b\x32\x1e.loomflow.v1.ChainVerification\x12\x15\n\rcheckpoint_id\x18\x03 \x01(\t\x12\x18\n\x10\x63heckpoint_error\x18\x04 \x01(\t\x12\x1a\n\x12unreadable_records\x18\x05 \x03(\t\"<\n\tChainHead\x12\x15\n\rtenant_digest\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0b\n\x03mac\x18\x03 \x01(\x0c\"\xa1\x01\n\nCheckpoint\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05heads\x18\x03 \x03(\x0b\x32\x16.loomflow.v1.ChainHead\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\"U\n\x14GetCheckpointRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x0e\n\x06\x63reate\x18\x02 \x01(\x08\"D\n\x15GetCheckpointResponse\x12+\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x17.loomflow.v1.Checkpoint\"J\n\x19\x41uditServiceExportRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\"D\n\x1a\x41uditServiceExportResponse\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x17.loomflow.v1.AuditEntry\"J\n\x19\x41uditServiceForgetRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\"6\n\x1a\x41uditServiceForgetResponse\x12\x18\n\x10\x65ntries_shredded\x18\x01 \x01(\x03\x32\xe4\x03\n\x0c\x41uditService\x12\x41\n\x06\x41ppend\x12\x1a.loomflow.v1.AppendRequest\x1a\x1b.loomflow.v1.AppendResponse\x12>\n\x05Query\x12\x19.loomflow.v1.QueryRequest\x1a\x1a.loomflow.v1.QueryResponse\x12\x41\n\x06Verify\x12\x1a.loomflow.v1.VerifyRequest\x1a\x1b.loomflow.v1.VerifyResponse\x12V\n\rGetCheckpoint\x12!.loomflow.v1.GetCheckpointRequest\x1a\".loomflow.v1.GetCheckpointResponse\x12[\n\x06\x45xport\x12&.loomflow.v1.AuditServiceExportRequest\x1a\'.loomflow.v1.AuditServiceExportResponse0\x01\x12Y\n\x06\x46orget\x12&.loomflow.v1.AuditServiceForgetRequest\x1a\'.loomflow.v1.AuditServiceForgetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPENDREQUEST'].fields_by_name['actor']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
   _globals['_APPENDREQUEST'].fields_by_name['action']._loaded_options = None
   _globals['_APPENDREQUEST'].fields_by_name['action']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
+  _globals['_APPENDREQUEST'].fields_by_name['payload']._loaded_options = None
+  _globals['_APPENDREQUEST'].fields_by_name['payload']._serialized_options = b'\272H\003\330\001\003'
   _globals['_APPENDREQUEST'].fields_by_name['decision_id']._loaded_options = None
   _globals['_APPENDREQUEST'].fields_by_name['decision_id']._serialized_options = b'\272H\005r\003\030\200\001'
   _globals['_QUERYREQUEST'].fields_by_name['scope']._loaded_options = None
@@ -70,35 +72,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITENTRY']._serialized_start=160
   _globals['_AUDITENTRY']._serialized_end=451
   _globals['_APPENDREQUEST']._serialized_start=454
-  _globals['_APPENDREQUEST']._serialized_end=700
-  _globals['_APPENDRESPONSE']._serialized_start=702
-  _globals['_APPENDRESPONSE']._serialized_end=784
-  _globals['_QUERYREQUEST']._serialized_start=787
-  _globals['_QUERYREQUEST']._serialized_end=1006
-  _globals['_QUERYRESPONSE']._serialized_start=1008
-  _globals['_QUERYRESPONSE']._serialized_end=1065
-  _globals['_CHAINVERIFICATION']._serialized_start=1068
-  _globals['_CHAINVERIFICATION']._serialized_end=1225
-  _globals['_VERIFYREQUEST']._serialized_start=1227
-  _globals['_VERIFYREQUEST']._serialized_end=1310
-  _globals['_VERIFYRESPONSE']._serialized_start=1313
-  _globals['_VERIFYRESPONSE']._serialized_end=1466
-  _globals['_CHAINHEAD']._serialized_start=1468
-  _globals['_CHAINHEAD']._serialized_end=1528
-  _globals['_CHECKPOINT']._serialized_start=1531
-  _globals['_CHECKPOINT']._serialized_end=1692
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1694
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1779
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1781
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1849
-  _globals['_AUDITSERVICEEXPORTREQUEST']._serialized_start=1851
-  _globals['_AUDITSERVICEEXPORTREQUEST']._serialized_end=1925
-  _globals['_AUDITSERVICEEXPORTRESPONSE']._serialized_start=1927
-  _globals['_AUDITSERVICEEXPORTRESPONSE']._serialized_end=1995
-  _globals['_AUDITSERVICEFORGETREQUEST']._serialized_start=1997
-  _globals['_AUDITSERVICEFORGETREQUEST']._serialized_end=2071
-  _globals['_AUDITSERVICEFORGETRESPONSE']._serialized_start=2073
-  _globals['_AUDITSERVICEFORGETRESPONSE']._serialized_end=2127
-  _globals['_AUDITSERVICE']._serialized_start=2130
-  _globals['_AUDITSERVICE']._serialized_end=2614
+  _globals['_APPENDREQUEST']._serialized_end=708
+  _globals['_APPENDRESPONSE']._serialized_start=710
+  _globals['_APPENDRESPONSE']._serialized_end=792
+  _globals['_QUERYREQUEST']._serialized_start=795
+  _globals['_QUERYREQUEST']._serialized_end=1014
+  _globals['_QUERYRESPONSE']._serialized_start=1016
+  _globals['_QUERYRESPONSE']._serialized_end=1073
+  _globals['_CHAINVERIFICATION']._serialized_start=1076
+  _globals['_CHAINVERIFICATION']._serialized_end=1233
+  _globals['_VERIFYREQUEST']._serialized_start=1235
+  _globals['_VERIFYREQUEST']._serialized_end=1318
+  _globals['_VERIFYRESPONSE']._serialized_start=1321
+  _globals['_VERIFYRESPONSE']._serialized_end=1474
+  _globals['_CHAINHEAD']._serialized_start=1476
+  _globals['_CHAINHEAD']._serialized_end=1536
+  _globals['_CHECKPOINT']._serialized_start=1539
+  _globals['_CHECKPOINT']._serialized_end=1700
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1702
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1787
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1789
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1857
+  _globals['_AUDITSERVICEEXPORTREQUEST']._serialized_start=1859
+  _globals['_AUDITSERVICEEXPORTREQUEST']._serialized_end=1933
+  _globals['_AUDITSERVICEEXPORTRESPONSE']._serialized_start=1935
+  _globals['_AUDITSERVICEEXPORTRESPONSE']._serialized_end=2003
+  _globals['_AUDITSERVICEFORGETREQUEST']._serialized_start=2005
+  _globals['_AUDITSERVICEFORGETREQUEST']._serialized_end=2079
+  _globals['_AUDITSERVICEFORGETRESPONSE']._serialized_start=2081
+  _globals['_AUDITSERVICEFORGETRESPONSE']._serialized_end=2135
+  _globals['_AUDITSERVICE']._serialized_start=2138
+  _globals['_AUDITSERVICE']._serialized_end=2622
 # @@protoc_insertion_point(module_scope)

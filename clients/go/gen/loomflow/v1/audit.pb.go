@@ -166,14 +166,15 @@ func (x *AuditEntry) GetPayloadShredded() bool {
 }
 
 type AppendRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
-	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	RunId         string                 `protobuf:"bytes,3,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	Actor         string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
-	Action        string                 `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
-	Payload       *structpb.Struct       `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
-	DecisionId    string                 `protobuf:"bytes,7,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Scope     *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	SessionId string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	RunId     string                 `protobuf:"bytes,3,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Actor     string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	Action    string                 `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	// Free-form JSON with no rules inside: validation skips it.
+	Payload       *structpb.Struct `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
+	DecisionId    string           `protobuf:"bytes,7,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1118,7 +1119,7 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"\bprev_mac\x18\n" +
 	" \x01(\fR\aprevMac\x12\x10\n" +
 	"\x03mac\x18\v \x01(\fR\x03mac\x12)\n" +
-	"\x10payload_shredded\x18\f \x01(\bR\x0fpayloadShredded\"\xb3\x02\n" +
+	"\x10payload_shredded\x18\f \x01(\bR\x0fpayloadShredded\"\xbb\x02\n" +
 	"\rAppendRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12'\n" +
 	"\n" +
@@ -1127,8 +1128,8 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"\x05actor\x18\x04 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x05actor\x12\"\n" +
 	"\x06action\x18\x05 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x06action\x121\n" +
-	"\apayload\x18\x06 \x01(\v2\x17.google.protobuf.StructR\apayload\x12)\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x06action\x129\n" +
+	"\apayload\x18\x06 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\apayload\x12)\n" +
 	"\vdecision_id\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\n" +
 	"decisionId\"`\n" +
 	"\x0eAppendResponse\x12\x10\n" +

@@ -547,12 +547,13 @@ func (x *Policy) GetVersion() int64 {
 }
 
 type CheckRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Scope     *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
-	ToolName  string                 `protobuf:"bytes,2,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
-	Arguments *structpb.Struct       `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
-	SessionId string                 `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	RunId     string                 `protobuf:"bytes,5,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Scope    *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	ToolName string                 `protobuf:"bytes,2,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
+	// Free-form JSON with no rules inside: validation skips it rather than walking every value.
+	Arguments *structpb.Struct `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	SessionId string           `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	RunId     string           `protobuf:"bytes,5,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// Tags of the tool as registered: "destructive", "edit", "read_only", ...
 	ToolTags      []string `protobuf:"bytes,6,rep,name=tool_tags,json=toolTags,proto3" json:"tool_tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -891,10 +892,11 @@ type RequestApprovalRequest struct {
 	Scope      *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
 	DecisionId string                 `protobuf:"bytes,2,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
 	ToolName   string                 `protobuf:"bytes,3,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
-	Arguments  *structpb.Struct       `protobuf:"bytes,4,opt,name=arguments,proto3" json:"arguments,omitempty"`
-	SessionId  string                 `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	RunId      string                 `protobuf:"bytes,6,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	Reason     string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Free-form JSON with no rules inside: validation skips it.
+	Arguments *structpb.Struct `protobuf:"bytes,4,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	SessionId string           `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	RunId     string           `protobuf:"bytes,6,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Reason    string           `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
 	// How long the approval stays pending; 0 means the server default
 	// (--policy-approval-timeout-seconds). After it, the approval is EXPIRED.
 	TimeoutMs     int64 `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
@@ -1037,7 +1039,7 @@ type ResolveApprovalRequest struct {
 	Scope      *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
 	ApprovalId string                 `protobuf:"bytes,2,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
 	Resolution Resolution             `protobuf:"varint,3,opt,name=resolution,proto3,enum=loomflow.v1.Resolution" json:"resolution,omitempty"`
-	// Approve with these arguments instead of the requested ones.
+	// Approve with these arguments instead of the requested ones (free-form JSON; validation skips it).
 	EditedArguments *structpb.Struct `protobuf:"bytes,4,opt,name=edited_arguments,json=editedArguments,proto3" json:"edited_arguments,omitempty"`
 	// Remember the answer for this user and tool for the rest of the approval's
 	// run: later checks in that run that would ASK get ALLOW (or DENY) instead.
@@ -1611,12 +1613,12 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\x05rules\x18\x01 \x03(\v2\x11.loomflow.v1.RuleB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\x05rules\x12/\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x11.loomflow.v1.ModeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04mode\x12;\n" +
 	"\bfallback\x18\x03 \x01(\x0e2\x15.loomflow.v1.DecisionB\b\xbaH\x05\x82\x01\x02\x10\x01R\bfallback\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x03R\aversion\"\x95\x02\n" +
+	"\aversion\x18\x04 \x01(\x03R\aversion\"\x9d\x02\n" +
 	"\fCheckRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12'\n" +
 	"\ttool_name\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\btoolName\x125\n" +
-	"\targuments\x18\x03 \x01(\v2\x17.google.protobuf.StructR\targuments\x12'\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\btoolName\x12=\n" +
+	"\targuments\x18\x03 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\targuments\x12'\n" +
 	"\n" +
 	"session_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tsessionId\x12\x1f\n" +
 	"\x06run_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x05runId\x12%\n" +
@@ -1654,14 +1656,14 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\vresolved_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"resolvedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xf3\x02\n" +
+	"expires_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xfb\x02\n" +
 	"\x16RequestApprovalRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12)\n" +
 	"\vdecision_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\n" +
 	"decisionId\x12'\n" +
 	"\ttool_name\x18\x03 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\btoolName\x125\n" +
-	"\targuments\x18\x04 \x01(\v2\x17.google.protobuf.StructR\targuments\x12'\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\btoolName\x12=\n" +
+	"\targuments\x18\x04 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\targuments\x12'\n" +
 	"\n" +
 	"session_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tsessionId\x12\x1f\n" +
 	"\x06run_id\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x05runId\x12 \n" +
@@ -1670,7 +1672,7 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"timeout_ms\x18\b \x01(\x03B\r\xbaH\n" +
 	"\"\b\x18\x80\x88\xb2\xa0\x02(\x00R\ttimeoutMs\"L\n" +
 	"\x17RequestApprovalResponse\x121\n" +
-	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\xbe\x02\n" +
+	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\xc6\x02\n" +
 	"\x16ResolveApprovalRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12+\n" +
 	"\vapproval_id\x18\x02 \x01(\tB\n" +
@@ -1679,8 +1681,8 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"resolution\x18\x03 \x01(\x0e2\x17.loomflow.v1.ResolutionB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\n" +
-	"resolution\x12B\n" +
-	"\x10edited_arguments\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x0feditedArguments\x12\x1a\n" +
+	"resolution\x12J\n" +
+	"\x10edited_arguments\x18\x04 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\x0feditedArguments\x12\x1a\n" +
 	"\bremember\x18\x05 \x01(\bR\bremember\x12\x1c\n" +
 	"\x04note\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x04note\"L\n" +
 	"\x17ResolveApprovalResponse\x121\n" +
