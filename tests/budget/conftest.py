@@ -22,22 +22,10 @@ from loomflow.budget.ledger import LedgerOptions, open_ledger
 from loomflow.budget.pricing import PriceTable
 from loomflow.budget.windows import Calendar
 from tests.support import backends
+from tests.support.clock import FakeClock
 
 # 2026-03-31 23:59:00 UTC: one minute before a day *and* a month end.
 START_MS = int(datetime(2026, 3, 31, 23, 59, tzinfo=UTC).timestamp() * 1000)
-
-
-class FakeClock:
-    """Milliseconds that only move when a test says so."""
-
-    def __init__(self, now_ms: int = START_MS) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def advance(self, ms: int) -> None:
-        self.now_ms += ms
 
 
 @dataclass
@@ -122,7 +110,7 @@ async def durable_backend(request: pytest.FixtureRequest, unique: str) -> AsyncI
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START_MS)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from loomflow.budget.models import Dimension, Limit, LimitTarget, Usage, Window
 from loomflow.budget.pricing import PriceTable
 from loomflow.budget.windows import Calendar
 from loomflow.kernel.errors import NotFound, ResourceExhausted
-from tests.budget.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 TOTAL_NONE = Limit(Dimension.TOTAL_TOKENS, Window.NONE, 100)
 

@@ -15,8 +15,9 @@ import pytest
 from loomflow.budget.core import Budget
 from loomflow.budget.models import Dimension, Limit, LimitTarget, Usage, Window
 from loomflow.kernel.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from tests.budget.conftest import Backend, FakeClock
+from tests.budget.conftest import Backend
 from tests.budget.proxy import CuttableProxy
+from tests.support.clock import FakeClock
 
 TOTAL = Dimension.TOTAL_TOKENS
 COST = Dimension.COST_MICROS

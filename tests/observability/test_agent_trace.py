@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ from opentelemetry.trace import SpanKind
 
 from loomflow.kernel import tracing
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2
-from tests.observability.logcapture import CapturedLogs, captured_logs
+from tests.observability.conftest import Traced
+from tests.observability.logcapture import captured_logs
 from tests.support.suite import RunningSuite, running_suite
 
 CANARY = f"CANARY-{uuid.uuid4().hex}"
@@ -40,22 +40,6 @@ DOWNSTREAM = {
     "loomflow.v1.PolicyService",
     "loomflow.v1.AuditService",
 }
-
-
-@dataclass
-class Traced:
-    suite: RunningSuite
-    spans: InMemorySpanExporter
-    logs: CapturedLogs
-
-
-@pytest.fixture
-def span_capture() -> Iterator[InMemorySpanExporter]:
-    with tracing.capture_spans() as exporter:
-        try:
-            yield exporter
-        finally:
-            tracing.uninstrument_grpc()
 
 
 @pytest.fixture

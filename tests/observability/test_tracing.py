@@ -7,8 +7,7 @@ fixture removes it again for the tests that follow.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -21,26 +20,11 @@ from opentelemetry.trace import SpanKind
 from loomflow.kernel import tracing
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
-from tests.observability.logcapture import CapturedLogs, captured_logs
-from tests.support.suite import RunningSuite, running_suite
+from tests.observability.conftest import Traced
+from tests.observability.logcapture import captured_logs
+from tests.support.suite import running_suite
 
 MEMORY = "loomflow.v1.MemoryService"
-
-
-@dataclass
-class Traced:
-    suite: RunningSuite
-    spans: InMemorySpanExporter
-    logs: CapturedLogs
-
-
-@pytest.fixture
-def span_capture() -> Iterator[InMemorySpanExporter]:
-    with tracing.capture_spans() as exporter:
-        try:
-            yield exporter
-        finally:
-            tracing.uninstrument_grpc()
 
 
 @pytest.fixture

@@ -16,21 +16,9 @@ import pytest
 
 from loomflow.policy.store import PolicyStore, open_store
 from tests.support import backends
+from tests.support.clock import FakeClock
 
 START_MS = 1_780_000_000_000
-
-
-class FakeClock:
-    """Milliseconds that only move when a test says so."""
-
-    def __init__(self, now_ms: int = START_MS) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def advance(self, ms: int) -> None:
-        self.now_ms += ms
 
 
 @dataclass
@@ -94,4 +82,4 @@ async def store(backend: Backend) -> AsyncIterator[PolicyStore]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START_MS)

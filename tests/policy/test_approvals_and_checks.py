@@ -21,7 +21,8 @@ from loomflow.policy.models import (
     Rule,
 )
 from loomflow.policy.store import PolicyStore
-from tests.policy.conftest import START_MS, Backend, FakeClock
+from tests.policy.conftest import START_MS, Backend
+from tests.support.clock import FakeClock
 
 APPROVE = ResolutionInput(Resolution.APPROVE, "operator:oncall")
 
