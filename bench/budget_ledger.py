@@ -131,25 +131,8 @@ def _auth() -> AuthSettings:
     return AuthSettings(jwt_secret=SECRET)
 
 
-class _FloorServe(ServeProcess):
-    """`loomflow serve` with Budget handlers that answer a constant: what the kernel and gRPC cost alone."""
-
-    def start(self, timeout: float = 30.0) -> ServeProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **source_env(),
-            "LOOMFLOW_HOST": "127.0.0.1",
-            "LOOMFLOW_PORT": str(self.port),
-            "LOOMFLOW_METRICS_PORT": "0",
-            "LOOMFLOW_SERVICES": self.services,
-            "LOOMFLOW_DATA_DIR": str(self.data_dir),
-            "LOOMFLOW_LOG_LEVEL": "warning",
-            **self.env,
-        }
-        log = (self.data_dir / f"serve-{self.port}.log").open("ab")
-        self.process = subprocess.Popen([sys.executable, __file__, "--floor-server"], env=env, stdout=log, stderr=log)
-        self.wait_serving(timeout)
-        return self
+FLOOR_COMMAND = (sys.executable, __file__, "--floor-server")
+"""`loomflow serve` with Budget handlers that answer a constant: what the kernel and gRPC cost alone."""
 
 
 def _floor_server() -> int:
@@ -175,9 +158,9 @@ def throughput(backend: str, dsn: str, pairs: int, concurrency: int, extra_env: 
     import psutil
 
     with tempfile.TemporaryDirectory() as data_dir:
-        kind = _FloorServe if backend.startswith("floor") else ServeProcess
+        command = FLOOR_COMMAND if backend.startswith("floor") else ()
         env = {"LOOMFLOW_AUTH_JWT_SECRET": SECRET, "LOOMFLOW_BUDGET_DSN": dsn, **extra_env}
-        serve = kind("budget", Path(data_dir), env=env).start()
+        serve = ServeProcess("budget", Path(data_dir), env=env, command=command).start()
         try:
             assert serve.process is not None
             server = psutil.Process(serve.process.pid)

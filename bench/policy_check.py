@@ -57,7 +57,7 @@ from loomflow.policy.models import Condition, Decision, Operator, Policy, Rule, 
 from loomflow.policy.store import open_store  # noqa: E402
 from loomflow.policy.wire import StructView, to_struct  # noqa: E402
 from loomflow.v1 import policy_pb2, policy_pb2_grpc, tenancy_pb2  # noqa: E402
-from tests.support.processes import ServeProcess, source_env  # noqa: E402
+from tests.support.processes import ServeProcess  # noqa: E402
 
 TARGET_DECISION_US = 50.0
 TARGET_CHECKS_PER_S = 5_000.0
@@ -315,24 +315,8 @@ def _ghz(address: str, token: str, checks: int, concurrency: int, data_dir: Path
     }
 
 
-class _FloorServe(ServeProcess):
-    """`loomflow serve` whose Check answers a constant: what the kernel and gRPC cost alone."""
-
-    def start(self, timeout: float = 30.0) -> ServeProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **source_env(),
-            "LOOMFLOW_HOST": "127.0.0.1",
-            "LOOMFLOW_PORT": str(self.port),
-            "LOOMFLOW_METRICS_PORT": "0",
-            "LOOMFLOW_SERVICES": self.services,
-            "LOOMFLOW_DATA_DIR": str(self.data_dir),
-            **self.env,
-        }
-        log = (self.data_dir / f"serve-{self.port}.log").open("ab")
-        self.process = subprocess.Popen([sys.executable, __file__, "--floor-server"], env=env, stdout=log, stderr=log)
-        self.wait_serving(timeout)
-        return self
+FLOOR_COMMAND = (sys.executable, __file__, "--floor-server")
+"""`loomflow serve` whose Check answers a constant: what the kernel and gRPC cost alone."""
 
 
 def _floor_server() -> int:
@@ -412,7 +396,7 @@ def throughput(checks: int, concurrencies: list[int], ghz_at: int) -> dict[str, 
         }
         servers = {
             "policy": ServeProcess("policy", data_dir / "policy", env=env).start(),
-            "floor": _FloorServe("policy", data_dir / "floor", env=env).start(),
+            "floor": ServeProcess("policy", data_dir / "floor", env=env, command=FLOOR_COMMAND).start(),
         }
         try:
             for concurrency in concurrencies:

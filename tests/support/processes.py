@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,8 @@ class ServeProcess:
     env: Mapping[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    command: Sequence[str] = ()
+    """The program to run instead of ``python -m loomflow.cli serve`` (benchmarks' floor servers)."""
 
     @property
     def address(self) -> str:
@@ -63,9 +65,8 @@ class ServeProcess:
             **self.env,
         }
         log = (self.data_dir / f"serve-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "loomflow.cli", "serve"], env=env, stdout=log, stderr=log
-        )
+        command = list(self.command) or [sys.executable, "-m", "loomflow.cli", "serve"]
+        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
         self.wait_serving(timeout)
         return self
 
