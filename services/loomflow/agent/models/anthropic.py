@@ -22,8 +22,7 @@ from loomflow.agent.models.base import (
     ModelUsage,
     TextSink,
     ToolCall,
-    is_transient_status,
-    parse_retry_after,
+    http_error,
 )
 
 
@@ -71,11 +70,11 @@ def _usage(counts: dict[str, int]) -> ModelUsage:
 
 def model_error(error: Exception) -> ModelError:
     if isinstance(error, anthropic.APIStatusError):
-        return ModelError(
-            f"anthropic: HTTP {error.status_code}: {error.api_message or error.message}",
-            transient=is_transient_status(error.status_code),
-            status=error.status_code,
-            retry_after_s=parse_retry_after(error.response.headers.get("retry-after")),
+        return http_error(
+            "anthropic",
+            error.status_code,
+            error.api_message or error.message,
+            error.response.headers.get("retry-after"),
         )
     if isinstance(error, anthropic.APIConnectionError):
         return ModelError(f"anthropic: {error.message}", transient=True)

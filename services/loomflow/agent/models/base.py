@@ -160,3 +160,14 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+def http_error(provider: str, status: int, message: str, retry_after: str | None = None) -> ModelError:
+    """A provider's HTTP error answer as a ModelError: retried when :func:`is_transient_status` says
+    so, after the provider's ``Retry-After`` when it sent one."""
+    return ModelError(
+        f"{provider}: HTTP {status}: {message}",
+        transient=is_transient_status(status),
+        status=status,
+        retry_after_s=parse_retry_after(retry_after),
+    )

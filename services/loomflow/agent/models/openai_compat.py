@@ -23,8 +23,7 @@ from loomflow.agent.models.base import (
     ModelUsage,
     TextSink,
     ToolCall,
-    is_transient_status,
-    parse_retry_after,
+    http_error,
 )
 
 _PLACEHOLDER_KEY = "not-needed"  # local OpenAI-compatible servers accept any key
@@ -76,12 +75,7 @@ def _arguments(raw: str, name: str) -> dict[str, Any]:
 
 def model_error(error: Exception) -> ModelError:
     if isinstance(error, openai.APIStatusError):
-        return ModelError(
-            f"openai: HTTP {error.status_code}: {error.message}",
-            transient=is_transient_status(error.status_code),
-            status=error.status_code,
-            retry_after_s=parse_retry_after(error.response.headers.get("retry-after")),
-        )
+        return http_error("openai", error.status_code, error.message, error.response.headers.get("retry-after"))
     if isinstance(error, openai.APIConnectionError):
         return ModelError(f"openai: {error.message}", transient=True)
     return ModelError(f"openai: {error}", transient=False)
