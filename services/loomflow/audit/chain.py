@@ -70,7 +70,9 @@ def _mac_input(
     decision_id: str,
     prev_mac: bytes,
 ) -> bytes:
-    """prev_mac ‖ canonical(...), built in one join (verification computes millions of these)."""
+    """prev_mac ‖ canonical(entry), built in one join (verification computes millions of these).
+
+    Keep the encoding in step with the module docstring and docs/audit.md."""
     if len(prev_mac) != MAC_SIZE:
         raise ValueError(f"prev_mac must be {MAC_SIZE} bytes, got {len(prev_mac)}")
     user = user_id.encode()
@@ -104,40 +106,6 @@ def _mac_input(
     )
 
 
-def canonical(
-    seq: int,
-    ts_us: int,
-    user_id: str,
-    session_id: str,
-    run_id: str,
-    actor: str,
-    action: str,
-    payload: bytes,
-    decision_id: str,
-    prev_mac: bytes,
-) -> bytes:
-    """The bytes the mac covers (besides the leading prev_mac). Keep in step with docs/audit.md."""
-    return _mac_input(seq, ts_us, user_id, session_id, run_id, actor, action, payload, decision_id, prev_mac)[MAC_SIZE:]
-
-
-def link_mac(
-    key: bytes,
-    seq: int,
-    ts_us: int,
-    user_id: str,
-    session_id: str,
-    run_id: str,
-    actor: str,
-    action: str,
-    payload: bytes,
-    decision_id: str,
-    prev_mac: bytes,
-) -> bytes:
-    """HMAC-SHA256(key, prev_mac ‖ canonical(...))."""
-    message = _mac_input(seq, ts_us, user_id, session_id, run_id, actor, action, payload, decision_id, prev_mac)
-    return hmac_sha256(key, message)
-
-
 def entry_mac(key: bytes, entry: Entry) -> bytes:
     """The mac an entry should carry, recomputed from its other fields."""
     e = entry
@@ -162,7 +130,8 @@ def seal(
     prev_mac: bytes = GENESIS_MAC,
 ) -> Entry:
     """A new entry linked to ``prev_mac``, with its mac computed."""
-    mac = link_mac(key, seq, ts_us, user_id, session_id, run_id, actor, action, payload, decision_id, prev_mac)
+    message = _mac_input(seq, ts_us, user_id, session_id, run_id, actor, action, payload, decision_id, prev_mac)
+    mac = hmac_sha256(key, message)
     return Entry(seq, ts_us, user_id, session_id, run_id, actor, action, payload, decision_id, prev_mac, mac)
 
 
