@@ -20,6 +20,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
+import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
+
+# isort: split
 
 from bench.harness import latency_stats, plot_path, rss_kib, write_results  # noqa: E402
 from bench.topology import TOPOLOGIES, Suite, start_suite  # noqa: E402

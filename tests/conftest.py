@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import loomflow.kernel.grpc_runtime  # noqa: F401  # before grpc: the suite runs on the runtime settings it ships
+
+# isort: split
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import loomflow.kernel.grpc_runtime  # noqa: F401  # first: gRPC core reads its settings when grpc is imported
+
+# isort: split
 import argparse
 import sys
 from collections.abc import Callable, Sequence
