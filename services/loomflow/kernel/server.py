@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from loomflow.kernel import heap
 from loomflow.kernel.auth import AuthSettings, TokenVerifier
 from loomflow.kernel.hosting import HostedService
 from loomflow.kernel.interceptor import KernelInterceptor, WrappingRegistrar
@@ -145,7 +146,8 @@ class Server:
             loop.add_signal_handler(sig, stop_requested.set)
         try:
             await self.start()
-            await stop_requested.wait()
+            with heap.settled():
+                await stop_requested.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
