@@ -146,3 +146,29 @@ async def test_every_log_line_of_a_run_carries_its_ids_and_trace_and_no_payload(
     assert CANARY not in traced.logs.text, "a prompt or metadata value reached the logs"
     attributes = [str(dict(s.attributes or {})) for s in traced.spans.get_finished_spans()]
     assert not [a for a in attributes if CANARY in a], "a prompt or metadata value reached a span attribute"
+
+
+async def test_without_an_exporter_one_run_still_has_one_trace_id_in_every_services_log(tmp_path: Path) -> None:
+    """Nothing records spans (no OTLP endpoint, no capture): the lean server path still propagates."""
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(SCRIPT))
+    overrides: dict[str, dict[str, Any]] = {
+        "": {"tracing": True},
+        "agent": {"model": "scripted", "script_file": str(script)},
+    }
+    try:
+        with captured_logs() as logs:
+            async with running_suite(tmp_path / "data", overrides=overrides) as suite:
+                first = await _run(suite, "alice", "conv-1")
+                second = await _run(suite, "bob", "conv-2")
+    finally:
+        tracing.uninstrument_grpc()  # process-global: the tests that follow expect plain channels
+    for reply, user in ((first, "alice"), (second, "bob")):
+        lines = [line for line in logs.rpc_lines() if line.get("run_id") == reply.run_id]
+        assert {line["rpc"].split("/")[0] for line in lines} == DOWNSTREAM | {"loomflow.v1.AgentService"}
+        (trace_id,) = {line["trace_id"] for line in lines}
+        assert int(trace_id, 16) != 0
+        assert {line["user_id"] for line in lines} == {user}
+    assert {line["trace_id"] for line in logs.rpc_lines() if line.get("run_id") == first.run_id}.isdisjoint(
+        line["trace_id"] for line in logs.rpc_lines() if line.get("run_id") == second.run_id
+    ), "two runs, two traces"
