@@ -42,14 +42,16 @@ DOWNSTREAM = {
 }
 
 
-@pytest.fixture
-async def traced(tmp_path: Path, span_capture: InMemorySpanExporter) -> AsyncIterator[Traced]:
+def _traced_overrides(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Suite settings: tracing on, and the scripted model that makes a run call a tool."""
     script = tmp_path / "script.json"
     script.write_text(json.dumps(SCRIPT))
-    overrides: dict[str, dict[str, Any]] = {
-        "": {"tracing": True},
-        "agent": {"model": "scripted", "script_file": str(script)},
-    }
+    return {"": {"tracing": True}, "agent": {"model": "scripted", "script_file": str(script)}}
+
+
+@pytest.fixture
+async def traced(tmp_path: Path, span_capture: InMemorySpanExporter) -> AsyncIterator[Traced]:
+    overrides = _traced_overrides(tmp_path)
     with captured_logs() as logs:
         async with running_suite(tmp_path / "data", overrides=overrides) as suite:
             yield Traced(suite, span_capture, logs)
@@ -150,12 +152,7 @@ async def test_every_log_line_of_a_run_carries_its_ids_and_trace_and_no_payload(
 
 async def test_without_an_exporter_one_run_still_has_one_trace_id_in_every_services_log(tmp_path: Path) -> None:
     """Nothing records spans (no OTLP endpoint, no capture): the lean server path still propagates."""
-    script = tmp_path / "script.json"
-    script.write_text(json.dumps(SCRIPT))
-    overrides: dict[str, dict[str, Any]] = {
-        "": {"tracing": True},
-        "agent": {"model": "scripted", "script_file": str(script)},
-    }
+    overrides = _traced_overrides(tmp_path)
     try:
         with captured_logs() as logs:
             async with running_suite(tmp_path / "data", overrides=overrides) as suite:
@@ -163,12 +160,12 @@ async def test_without_an_exporter_one_run_still_has_one_trace_id_in_every_servi
                 second = await _run(suite, "bob", "conv-2")
     finally:
         tracing.uninstrument_grpc()  # process-global: the tests that follow expect plain channels
+    trace_ids = []
     for reply, user in ((first, "alice"), (second, "bob")):
         lines = [line for line in logs.rpc_lines() if line.get("run_id") == reply.run_id]
         assert {line["rpc"].split("/")[0] for line in lines} == DOWNSTREAM | {"loomflow.v1.AgentService"}
         (trace_id,) = {line["trace_id"] for line in lines}
         assert int(trace_id, 16) != 0
         assert {line["user_id"] for line in lines} == {user}
-    assert {line["trace_id"] for line in logs.rpc_lines() if line.get("run_id") == first.run_id}.isdisjoint(
-        line["trace_id"] for line in logs.rpc_lines() if line.get("run_id") == second.run_id
-    ), "two runs, two traces"
+        trace_ids.append(trace_id)
+    assert trace_ids[0] != trace_ids[1], "two runs, two traces"
