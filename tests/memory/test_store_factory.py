@@ -53,11 +53,31 @@ async def test_empty_dsn_is_a_durable_sqlite_file_under_the_data_dir(tmp_path: P
         ("mysql://localhost/db", StoreOptions()),
         ("sqlite://", StoreOptions()),
         ("", StoreOptions(sqlite_synchronous="sometimes")),
+        ("", StoreOptions(sqlite_mmap_bytes=-1)),
     ],
-    ids=["unknown_scheme", "sqlite_without_path", "bad_synchronous"],
+    ids=["unknown_scheme", "sqlite_without_path", "bad_synchronous", "negative_mmap"],
 )
 def test_unusable_configuration_is_a_config_error_naming_the_variable(
     dsn: str, options: StoreOptions, tmp_path: Path
 ) -> None:
     with pytest.raises(ConfigError, match="LOOMFLOW_MEMORY_"):
         open_store(dsn, tmp_path, options)
+
+
+def _mapped(path: Path) -> bool:
+    return any(line.rstrip().endswith(str(path)) for line in Path("/proc/self/maps").read_text().splitlines())
+
+
+@pytest.mark.parametrize(("mmap_bytes", "mapped"), [(StoreOptions().sqlite_mmap_bytes, True), (0, False)])
+async def test_sqlite_reads_through_a_memory_map_unless_turned_off(
+    mmap_bytes: int, mapped: bool, tmp_path: Path
+) -> None:
+    store = open_store("", tmp_path, StoreOptions(sqlite_mmap_bytes=mmap_bytes))
+    await store.start()
+    try:
+        stored = await store.remember("alice", EpisodeDraft("", "read back through the map", ""), now_micros())
+        assert await store.get_episode("alice", stored.id) == stored
+        assert _mapped(tmp_path / "memory.db") is mapped
+    finally:
+        await store.close()
+    assert not _mapped(tmp_path / "memory.db")

@@ -9,7 +9,7 @@ import grpc
 from loomflow.kernel.config import option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.memory.servicer import MemoryServicer
-from loomflow.memory.store import StoreOptions, open_store
+from loomflow.memory.store import SQLITE_MMAP_BYTES, StoreOptions, open_store
 from loomflow.v1 import memory_pb2, memory_pb2_grpc
 
 SECTION = "memory"
@@ -33,6 +33,9 @@ class Settings:
     sqlite_synchronous: str = option(
         "normal", "sqlite: normal (a commit survives a process crash) or full (fsync per commit: power loss too)"
     )
+    sqlite_mmap_bytes: int = option(
+        SQLITE_MMAP_BYTES, "sqlite: bytes of the file read through a memory map (page cache, not heap; 0: plain reads)"
+    )
 
 
 def build(ctx: ServiceContext) -> HostedService:
@@ -46,6 +49,7 @@ def build(ctx: ServiceContext) -> HostedService:
             recall_cache_episodes=settings.recall_cache_episodes,
             pool_size=settings.pool_size,
             sqlite_synchronous=settings.sqlite_synchronous,
+            sqlite_mmap_bytes=settings.sqlite_mmap_bytes,
         ),
     )
     servicer = MemoryServicer(store, ctx.server.max_message_bytes)  # Recall answers must fit one message

@@ -48,7 +48,7 @@ from loomflow.memory.recall.cache import IndexCache
 from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, from_bytes, to_bytes
 from loomflow.memory.recall.engine import CachedRecall
 from loomflow.memory.recall.index import IndexedDoc
-from loomflow.memory.store import sql
+from loomflow.memory.store import SQLITE_MMAP_BYTES, sql
 
 T = TypeVar("T")
 
@@ -94,11 +94,12 @@ SYNCHRONOUS = ("normal", "full")
 few; ``full``: every commit is fsynced (survives power loss; each write then waits for the disk)."""
 
 
-def _connect(path: str, synchronous: str = "normal") -> sqlite3.Connection:
+def _connect(path: str, synchronous: str = "normal", mmap_bytes: int = SQLITE_MMAP_BYTES) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
     conn.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL waits for other processes too
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    conn.execute(f"PRAGMA mmap_size={int(mmap_bytes)}")
     return conn
 
 
@@ -160,11 +161,15 @@ class SQLiteStore:
         embedder: Embedder | None = None,
         cache_episodes: int = DEFAULT_CACHE_EPISODES,
         synchronous: str = "normal",
+        mmap_bytes: int = SQLITE_MMAP_BYTES,
     ) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
+        if mmap_bytes < 0:
+            raise ValueError(f"mmap_bytes must be >= 0, not {mmap_bytes}")
         self._path = str(path)
         self._synchronous = synchronous
+        self._mmap_bytes = mmap_bytes
         self._embedder = embedder or HashingEmbedder()
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="memory-sqlite-writer")
         self._scan_thread = ThreadPoolExecutor(1, thread_name_prefix="memory-sqlite-scan")
@@ -180,10 +185,10 @@ class SQLiteStore:
     async def start(self) -> None:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._writer = await self._on_writer(lambda: _connect(self._path, self._synchronous))
+            self._writer = await self._on_writer(lambda: _connect(self._path, self._synchronous, self._mmap_bytes))
             await self._on_writer(lambda: migrate(self._conn(self._writer)))
-            self._scanner = await self._on_scanner(lambda: _connect(self._path))
-            self._reader = _connect(self._path)
+            self._scanner = await self._on_scanner(lambda: _connect(self._path, mmap_bytes=self._mmap_bytes))
+            self._reader = _connect(self._path, mmap_bytes=self._mmap_bytes)
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot open memory database {self._path}: {exc}") from exc
 
