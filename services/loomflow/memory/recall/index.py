@@ -88,6 +88,8 @@ class TenantIndex:
         self._post_doc = _Column(np.int32)
         self._post_term = _Column(np.uint32)
         self._post_tf = _Column(np.float32)
+        self._postings_by_term = True
+        """Whether the postings are grouped by term id, as BM25 reads them (appends are not)."""
         # float32, not the float16 they are stored as: converting a tenant's matrix on every recall
         # cost more than the whole rest of the search.
         self._vectors = _Column(np.float32, width=dim) if dim else None
@@ -124,6 +126,7 @@ class TenantIndex:
             self._post_doc.extend(np.full(len(terms), position, dtype=np.int32))
             self._post_term.extend(terms)
             self._post_tf.extend(tfs)
+            self._postings_by_term = self._postings_by_term and not len(terms)
             if self._vectors is not None:
                 vector = doc.embedding
                 if vector is None:
@@ -133,6 +136,13 @@ class TenantIndex:
                 self._vectors.extend(vector.reshape(1, -1))
             added += 1
         return added
+
+    def _group_postings_by_term(self) -> None:
+        """Sorts the postings by term in place: once after each batch of appends, not per search."""
+        by_term = np.argsort(self._post_term.view, kind="stable")
+        for column in (self._post_doc, self._post_term, self._post_tf):
+            column.view[:] = column.view[by_term]
+        self._postings_by_term = True
 
     def search(
         self,
@@ -159,6 +169,8 @@ class TenantIndex:
             if code is None:
                 return []
             candidates = np.flatnonzero(self._sessions.view == code)
+        if not self._postings_by_term:
+            self._group_postings_by_term()
         lexical = bm25_scores(
             count,
             self._post_doc.view,
