@@ -10,6 +10,9 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
+from loomflow.memory.models import EpisodeDraft, now_micros
+from loomflow.memory.servicer import MemoryServicer
+from loomflow.memory.store import open_store
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.memory.conftest import dsn_for
 from tests.support.status import bad_request_fields
@@ -198,3 +201,21 @@ async def test_every_backend_serves_the_memory_service_over_grpc(backend: str, t
         await stub.Forget(memory_pb2.MemoryServiceForgetRequest(scope=alice))
         assert await export(stub, alice) == []
         assert await export(stub, bob) == ["episode"]
+
+
+async def test_a_recall_answer_keeps_the_best_hits_that_fit_in_one_message(tmp_path: Path) -> None:
+    store = open_store("memory://", tmp_path)
+    await store.start()
+    try:
+        for word in ("alpha", "beta", "gamma"):  # ~25 KB each: two fit in the 64 KiB floor, three do not
+            text = f"{word} needle " + "filler " * 3_500
+            await store.remember("alice", EpisodeDraft("s1", text, ""), now_micros())
+        query = memory_pb2.RecallRequest(scope=user("alice"), query="alpha needle", limit=3)
+        roomy = await MemoryServicer(store).Recall(query, None)
+        tight = await MemoryServicer(store, max_message_bytes=64 * 1024).Recall(query, None)
+    finally:
+        await store.close()
+    assert len(roomy.hits) == 3
+    assert roomy.hits[0].episode.input.startswith("alpha")
+    assert list(tight.hits) == list(roomy.hits[:2])
+    assert tight.ByteSize() <= 64 * 1024

@@ -33,9 +33,17 @@ def tenant_key(scope: tenancy_pb2.UserScope) -> str:
 
 def scope_for(key: str) -> tenancy_pb2.UserScope:
     """The wire scope of a stored partition key (inverse of :func:`tenant_key`)."""
+    scope = tenancy_pb2.UserScope()
+    write_scope(scope, key)
+    return scope
+
+
+def write_scope(scope: tenancy_pb2.UserScope, key: str) -> None:
+    """Sets a (sub-message) scope to the partition key's, in place: no message built and copied."""
     if key == ANONYMOUS_SENTINEL:
-        return tenancy_pb2.UserScope(anonymous=tenancy_pb2.Anonymous())
-    return tenancy_pb2.UserScope(user_id=key)
+        scope.anonymous.SetInParent()
+    else:
+        scope.user_id = key
 
 
 def display_tenant(key: str) -> str:

@@ -14,7 +14,7 @@ from google.protobuf import descriptor, timestamp_pb2
 from google.protobuf.message import Message
 
 from loomflow.kernel.errors import InvalidArgument
-from loomflow.kernel.tenancy import scope_for, tenant_key
+from loomflow.kernel.tenancy import scope_for, tenant_key, write_scope
 from loomflow.memory import metrics
 from loomflow.memory.models import (
     Block,
@@ -70,16 +70,23 @@ def timestamp(micros: Micros) -> timestamp_pb2.Timestamp:
 
 
 def episode_message(episode: Episode) -> memory_pb2.Episode:
-    return memory_pb2.Episode(
-        id=episode.id,
-        scope=scope_for(episode.tenant),
-        session_id=episode.session_id,
-        input=episode.input,
-        output=episode.output,
-        metadata=dict(episode.metadata),
-        created_at=timestamp(episode.created_at),
-        run_id=episode.run_id,
-    )
+    message = memory_pb2.Episode()
+    write_episode(message, episode)
+    return message
+
+
+def write_episode(message: memory_pb2.Episode, episode: Episode) -> None:
+    """Fills a (sub-message) episode in place: a third of the cost of building one and copying it in."""
+    message.id = episode.id
+    write_scope(message.scope, episode.tenant)
+    message.session_id = episode.session_id
+    message.input = episode.input
+    message.output = episode.output
+    if episode.metadata:
+        message.metadata.update(episode.metadata)
+    message.created_at.seconds = episode.created_at // 1_000_000
+    message.created_at.nanos = (episode.created_at % 1_000_000) * 1000
+    message.run_id = episode.run_id
 
 
 def block_message(block: Block) -> memory_pb2.Block:
@@ -146,18 +153,14 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         hits = await self._store.recall(tenant, query)
         metrics.record_recall(tenant, started)
         response = memory_pb2.RecallResponse()
-        room = self._recall_bytes
         for hit in hits:
-            message = memory_pb2.RecallHit(
-                episode=episode_message(hit.episode),
-                score=hit.score,
-                lexical_score=hit.lexical_score,
-                vector_score=hit.vector_score,
-            )
-            room -= message.ByteSize() + 8  # the field's tag and length prefix
-            if room < 0:
-                break  # the best hits that fit; the rest would make the answer undeliverable
-            response.hits.append(message)
+            message = response.hits.add()
+            write_episode(message.episode, hit.episode)
+            message.score = hit.score
+            message.lexical_score = hit.lexical_score
+            message.vector_score = hit.vector_score
+        while response.hits and response.ByteSize() > self._recall_bytes:
+            del response.hits[-1]  # the best hits that fit; the rest would make the answer undeliverable
         return response
 
     async def GetEpisode(
