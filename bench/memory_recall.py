@@ -450,10 +450,13 @@ def plot(results: dict[str, Any], sizes: Sequence[Dataset], info: dict[str, Any]
     for axis, (mode, field, title) in zip(axes, panels, strict=True):
         for k, (via, name) in enumerate(series):
             xs = [b + (k - len(series) / 2 + 0.5) * width for b in range(len(backends))]
-            ys = [results[b].get(via, {}).get(name, {}).get(mode, {}).get(field, 0.0) for b in backends]
+            found = [results[b].get(via, {}).get(name, {}).get(mode, {}).get(field) for b in backends]
             users = name.split("x")[0]
+            ys = [0.0 if y is None else y for y in found]
             bars = axis.bar(xs, ys, width, label=f"{via}, {users} users", color=colors[k % len(colors)])
-            axis.bar_label(bars, fmt="%.2f" if field != "per_second" else "%.0f", fontsize=6, rotation=90)
+            fmt = "{:.2f}" if field != "per_second" else "{:.0f}"
+            labels = ["not measured" if y is None else fmt.format(y) for y in found]
+            axis.bar_label(bars, labels=labels, fontsize=6, rotation=90)
         axis.set_xticks(range(len(backends)), backends)
         axis.set_title(title)
         axis.legend(fontsize=7)
