@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loomflow.memory.models import EpisodeDraft, RecallQuery, now_micros
 from loomflow.memory.recall.bm25 import K1, B
 from loomflow.memory.recall.embedding import HashingEmbedder
 from loomflow.memory.recall.index import IndexedDoc, TenantIndex, prepare
 from loomflow.memory.recall.text import tokens
+from loomflow.memory.store.sqlite import SQLiteStore
 
 VOCABULARY = ["amber", "birch", "cedar", "delta", "ember", "fjord", "glade", "heron", "iris", "juniper"]
 EMBEDDER = HashingEmbedder()
@@ -69,3 +72,27 @@ def test_a_term_no_episode_has_scores_zero_everywhere() -> None:
     index = TenantIndex(EMBEDDER.dim)
     index.add([IndexedDoc(1, "", "amber birch"), IndexedDoc(2, "", "cedar")], EMBEDDER)
     assert lexical_scores(index, "zephyr") == [0.0, 0.0]
+
+
+async def test_a_tenant_that_never_stored_an_episode_is_recalled_without_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(tmp_path / "memory.db")
+    await store.start()
+    loads: list[int] = []
+    real_load = store.load
+
+    async def counted_load(tenant: str, after_seq: int) -> list[IndexedDoc]:
+        loads.append(after_seq)
+        return await real_load(tenant, after_seq)
+
+    monkeypatch.setattr(store, "load", counted_load)
+    try:
+        assert await store.recall("newcomer", RecallQuery(text="anything at all", limit=5)) == []
+        assert loads == []  # a first-time user costs no scan (and no hop to the scan thread)
+        stored = await store.remember("newcomer", EpisodeDraft("", "the heron nests by the fjord", ""), now_micros())
+        hits = await store.recall("newcomer", RecallQuery(text="heron", limit=5))
+        assert [hit.episode.id for hit in hits] == [stored.id]
+        assert loads == [0]
+    finally:
+        await store.close()

@@ -83,7 +83,8 @@ class CachedRecall:
     async def _refresh(self, tenant: str, entry: CachedIndex | None, epoch: int, top_seq: int) -> CachedIndex:
         if entry is None or entry.epoch != epoch:
             index = TenantIndex(0 if self._nearest is not None else self._embedder.dim)
-            index.add(await self._source.load(tenant, 0), self._embedder)
+            if top_seq > 0:  # seq 0: the tenant never stored an episode, so there is nothing to load
+                index.add(await self._source.load(tenant, 0), self._embedder)
             return self._cache.put(tenant, epoch, index, top_seq)
         if top_seq > entry.seen_seq:
             entry.index.add(await self._source.load(tenant, entry.index.max_seq), self._embedder)
