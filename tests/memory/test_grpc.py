@@ -128,6 +128,16 @@ async def test_facts_answer_as_of_queries_on_both_axes(memory: memory_pb2_grpc.M
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_anonymous_recall_answers_episodes_scoped_anonymous(
+    memory: memory_pb2_grpc.MemoryServiceAsyncStub,
+) -> None:
+    stored = await memory.Remember(memory_pb2.RememberRequest(scope=ANONYMOUS, input="the heron nests by the fjord"))
+    recalled = await memory.Recall(memory_pb2.RecallRequest(scope=ANONYMOUS, query="where does the heron nest"))
+    assert [hit.episode for hit in recalled.hits] == [stored.episode]
+    assert recalled.hits[0].episode.scope == ANONYMOUS
+    assert not recalled.hits[0].episode.scope.user_id  # the storage sentinel never goes on the wire
+
+
 async def test_forget_then_export_is_empty_for_a_user_and_for_the_anonymous_bucket(
     memory: memory_pb2_grpc.MemoryServiceAsyncStub,
 ) -> None:
