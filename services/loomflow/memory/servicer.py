@@ -66,7 +66,15 @@ def optional_micros(message: Any, field: str, path: str | None = None) -> Micros
 
 
 def timestamp(micros: Micros) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
+    message = timestamp_pb2.Timestamp()
+    write_timestamp(message, micros)
+    return message
+
+
+def write_timestamp(message: timestamp_pb2.Timestamp, micros: Micros) -> None:
+    """Sets a (sub-message) timestamp in place, to the microsecond."""
+    message.seconds = micros // 1_000_000
+    message.nanos = (micros % 1_000_000) * 1000
 
 
 def episode_message(episode: Episode) -> memory_pb2.Episode:
@@ -84,8 +92,7 @@ def write_episode(message: memory_pb2.Episode, episode: Episode) -> None:
     message.output = episode.output
     if episode.metadata:
         message.metadata.update(episode.metadata)
-    message.created_at.seconds = episode.created_at // 1_000_000
-    message.created_at.nanos = (episode.created_at % 1_000_000) * 1000
+    write_timestamp(message.created_at, episode.created_at)
     message.run_id = episode.run_id
 
 
@@ -112,9 +119,9 @@ def fact_message(fact: Fact) -> memory_pb2.Fact:
         session_id=fact.session_id,
     )
     if fact.valid_until is not None:
-        message.valid_until.CopyFrom(timestamp(fact.valid_until))
+        write_timestamp(message.valid_until, fact.valid_until)
     if fact.retracted_at is not None:
-        message.retracted_at.CopyFrom(timestamp(fact.retracted_at))
+        write_timestamp(message.retracted_at, fact.retracted_at)
     return message
 
 
