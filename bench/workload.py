@@ -72,6 +72,7 @@ class WorkloadResult:
     latencies_s: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0
     turns: int = 0
+    concurrency: int = 0
     errors: list[str] = field(default_factory=list)
     isolation_violations: list[str] = field(default_factory=list)
     budget_mismatches: list[str] = field(default_factory=list)
@@ -105,7 +106,7 @@ async def run_workload(
     for plan in plans:
         plan.token = suite.user_token(plan.user_id)
     operator = (("authorization", f"Bearer {suite.operator_token()}"),)
-    result = WorkloadResult()
+    result = WorkloadResult(concurrency=concurrency)
     usage: dict[str, Usage] = {p.user_id: Usage() for p in plans}
     gate = asyncio.Semaphore(concurrency)
     options = [("grpc.max_concurrent_streams", 1000)]
