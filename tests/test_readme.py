@@ -30,6 +30,17 @@ def test_configuration_table_matches_the_code() -> None:
     assert between(README, "config-table") == module.table(), "README's table is stale: paste scripts/config_table.py"
 
 
+def test_benchmark_tables_are_rendered_from_the_results_files() -> None:
+    spec = importlib.util.spec_from_file_location("bench_tables", REPO / "scripts" / "bench_tables.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.render_into(README) == README, (
+        "a README benchmark table differs from bench/results/*.json: run python scripts/bench_tables.py --write"
+    )
+
+
 def test_grpcurl_recipes_are_the_ones_ci_runs() -> None:
     tested = (REPO / "docs" / "operations-grpcurl.md").read_text()
     section = README.split("## Operations (grpcurl)", 1)[1].split("### Load testing with ghz", 1)[0]
