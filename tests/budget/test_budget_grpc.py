@@ -201,3 +201,41 @@ async def test_unreachable_store_is_unavailable_through_grpc(tmp_path: Path, dur
         with pytest.raises(grpc.aio.AioRpcError) as down:
             await stub(running).Reserve(reserve(ALICE, "c1", 1))
         assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_forget_and_export_through_the_wire(served: RunningSuite) -> None:
+    budget = stub(served)
+    await budget.SetLimits(
+        budget_pb2.SetLimitsRequest(scope=ALICE, target=budget_pb2.LIMIT_TARGET_USER, limits=[limit(1_000)])
+    )
+    held = await budget.Reserve(reserve(ALICE, "call-1", 100))
+    await budget.Commit(
+        budget_pb2.CommitRequest(
+            scope=ALICE, reservation_id=held.reservation_id, actual=budget_pb2.Usage(input_tokens=80)
+        )
+    )
+    await budget.Reserve(reserve(ALICE, "call-2", 10))
+    await budget.Reserve(reserve(BOB, "call-1", 7))
+
+    records = [r async for r in budget.Export(budget_pb2.BudgetServiceExportRequest(scope=ALICE))]
+    kinds = [r.WhichOneof("record") for r in records]
+    assert kinds.count("usage") == 3, "all time, today and this month"
+    assert sorted(r.reservation.state for r in records if r.HasField("reservation")) == ["committed", "held"]
+    assert [r.limit_override.limits[0].max for r in records if r.HasField("limit_override")] == [1_000]
+    committed = next(r.reservation for r in records if r.reservation.state == "committed")
+    assert committed.charged.input_tokens == 80
+    assert committed.call_id == "call-1"
+
+    receipt = await budget.Forget(budget_pb2.BudgetServiceForgetRequest(scope=ALICE))
+    assert (receipt.reservations_deleted, receipt.open_holds_released) == (2, 1)
+    assert receipt.override_removed
+    assert [r async for r in budget.Export(budget_pb2.BudgetServiceExportRequest(scope=ALICE))] == []
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await budget.Commit(
+            budget_pb2.CommitRequest(
+                scope=ALICE, reservation_id=held.reservation_id, actual=budget_pb2.Usage(input_tokens=80)
+            )
+        )
+    assert late.value.code() == grpc.StatusCode.NOT_FOUND
+    bob = [r async for r in budget.Export(budget_pb2.BudgetServiceExportRequest(scope=BOB))]
+    assert [r.reservation.call_id for r in bob if r.HasField("reservation")] == ["call-1"], "bob is untouched"

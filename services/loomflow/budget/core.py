@@ -24,12 +24,14 @@ from loomflow.budget.models import (
     BudgetWarning,
     CommitOutcome,
     Dimension,
+    ForgetReceipt,
     Limit,
     LimitState,
     LimitTarget,
     Reservation,
     ReserveOutcome,
     StatusSnapshot,
+    TenantExport,
     Usage,
     Window,
 )
@@ -223,3 +225,10 @@ class Budget:
         async with self._limits_lock:
             await self.ledger.set_limits(target, tenant, list(limits))
         return await self.ledger.get_limits(target, tenant)
+
+    async def forget(self, tenant: str) -> ForgetReceipt:
+        """Erases the tenant's budget state (see the Ledger contract); the global totals keep the aggregate."""
+        return await self.ledger.forget(tenant, self.calendar.now())
+
+    async def export(self, tenant: str) -> TenantExport:
+        return await self.ledger.export(tenant, self.calendar.now())

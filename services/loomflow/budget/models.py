@@ -245,3 +245,32 @@ class BudgetWarning:
 
     state: LimitState
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeptReservation:
+    """A reservation as the ledger keeps it: the hold, its state and, once committed, the charge."""
+
+    reservation: Reservation
+    state: State
+    charged: Charge | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantExport:
+    """Everything a ledger stores about one tenant."""
+
+    usage: dict[str, Charge]
+    """Committed usage per stored window key (``all``, ``d2026-11-24``, ``m2026-11``); empty windows left out."""
+    reservations: list[KeptReservation]
+    override: list[Limit]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetReceipt:
+    """What a Forget erased from a ledger."""
+
+    reservations_deleted: int = 0
+    open_holds_released: int = 0
+    usage_windows_deleted: int = 0
+    override_removed: bool = False

@@ -6,13 +6,25 @@ request against the .proto's rules; domain errors raised below become statuses.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from loomflow.budget import windows
 from loomflow.budget.core import Budget
-from loomflow.budget.models import BudgetWarning, Charge, Dimension, Limit, LimitState, LimitTarget, Usage, Window
+from loomflow.budget.models import (
+    BudgetWarning,
+    Charge,
+    Dimension,
+    KeptReservation,
+    Limit,
+    LimitState,
+    LimitTarget,
+    State,
+    Usage,
+    Window,
+)
 from loomflow.kernel.auth import require_operator
 from loomflow.kernel.tenancy import tenant_key
 from loomflow.v1 import budget_pb2, budget_pb2_grpc
@@ -74,6 +86,24 @@ def limit_usage_to_wire(state: LimitState, now_ms: int) -> budget_pb2.LimitUsage
     if span is not None:
         message.window_start.FromMilliseconds(span[0])
         message.window_end.FromMilliseconds(span[1])
+    return message
+
+
+_STATE_NAMES = {State.HELD: "held", State.COMMITTED: "committed", State.RELEASED: "released", State.EXPIRED: "expired"}
+
+
+def reservation_to_wire(kept: KeptReservation) -> budget_pb2.ReservationRecord:
+    record = kept.reservation
+    message = budget_pb2.ReservationRecord(
+        reservation_id=record.reservation_id,
+        call_id=record.call_id,
+        state=_STATE_NAMES[kept.state],
+        held=charge_to_wire(record.held),
+    )
+    if kept.charged is not None:
+        message.charged.CopyFrom(charge_to_wire(kept.charged))
+    message.created_at.FromMilliseconds(record.created_ms)
+    message.expires_at.FromMilliseconds(record.expires_ms)
     return message
 
 
@@ -139,3 +169,29 @@ class BudgetServicer(budget_pb2_grpc.BudgetServiceServicer):
         tenant = tenant_key(request.scope) if target is LimitTarget.USER else ""
         stored = await self.budget.set_limits(target, tenant, [limit_from_wire(x) for x in request.limits])
         return budget_pb2.SetLimitsResponse(limits=[limit_to_wire(x) for x in stored])
+
+    async def Forget(
+        self, request: budget_pb2.BudgetServiceForgetRequest, context: Context
+    ) -> budget_pb2.BudgetServiceForgetResponse:
+        receipt = await self.budget.forget(tenant_key(request.scope))
+        return budget_pb2.BudgetServiceForgetResponse(
+            reservations_deleted=receipt.reservations_deleted,
+            open_holds_released=receipt.open_holds_released,
+            usage_windows_deleted=receipt.usage_windows_deleted,
+            override_removed=receipt.override_removed,
+        )
+
+    async def Export(
+        self, request: budget_pb2.BudgetServiceExportRequest, context: Context
+    ) -> AsyncIterator[budget_pb2.BudgetServiceExportResponse]:
+        exported = await self.budget.export(tenant_key(request.scope))
+        for window, usage in sorted(exported.usage.items()):
+            yield budget_pb2.BudgetServiceExportResponse(
+                usage=budget_pb2.UsageRecord(window_key=window, usage=charge_to_wire(usage))
+            )
+        for kept in exported.reservations:
+            yield budget_pb2.BudgetServiceExportResponse(reservation=reservation_to_wire(kept))
+        if exported.override:
+            yield budget_pb2.BudgetServiceExportResponse(
+                limit_override=budget_pb2.SetLimitsResponse(limits=[limit_to_wire(x) for x in exported.override])
+            )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from loomflow.budget.models import Moment, Window
 
@@ -65,3 +65,19 @@ class Calendar:
             self._month = when.strftime("m%Y-%m")
             self._day_start = day_start
         return Moment(now_ms, self._day, self._month)
+
+
+def recent_window_keys(now_ms: int, days: int, months: int) -> list[str]:
+    """``all`` plus the keys of the last ``days`` days and ``months`` months up to ``now_ms``.
+
+    For backends whose day and month buckets expire on their own: these are every bucket
+    that can still exist, so erasing a tenant can name its keys instead of scanning for them.
+    """
+    keys = ["all"]
+    when = _utc(now_ms - now_ms % _DAY_MS)
+    keys += [(when - timedelta(days=n)).strftime("d%Y-%m-%d") for n in range(days)]
+    year, month = when.year, when.month
+    for _ in range(months):
+        keys.append(f"m{year:04d}-{month:02d}")
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+    return keys

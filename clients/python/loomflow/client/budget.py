@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
@@ -115,3 +115,18 @@ class BudgetClient(ServiceClient):
         )
         reply = await self._connection.unary(self._stub.SetLimits, request, idempotent=True)
         return list(reply.limits)
+
+    async def forget(
+        self, *, user_id: str | None = None, anonymous: bool = False
+    ) -> budget_pb2.BudgetServiceForgetResponse:
+        """Erases the tenant's usage, reservations and override (the global totals keep the aggregate)."""
+        request = budget_pb2.BudgetServiceForgetRequest(scope=scope(user_id, anonymous))
+        # Erasing again erases nothing more, so a retry is safe.
+        return await self._connection.unary(self._stub.Forget, request, idempotent=True)
+
+    async def export(
+        self, *, user_id: str | None = None, anonymous: bool = False, deadline_s: float | None = None
+    ) -> AsyncIterator[budget_pb2.BudgetServiceExportResponse]:
+        request = budget_pb2.BudgetServiceExportRequest(scope=scope(user_id, anonymous))
+        async for record in self._connection.stream(self._stub.Export, request, deadline_s=deadline_s):
+            yield record

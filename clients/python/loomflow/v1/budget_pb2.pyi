@@ -218,3 +218,63 @@ class SetLimitsResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     limits: _containers.RepeatedCompositeFieldContainer[Limit]
     def __init__(self, limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ...) -> None: ...
+
+class BudgetServiceForgetRequest(_message.Message):
+    __slots__ = ("scope",)
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ...) -> None: ...
+
+class BudgetServiceForgetResponse(_message.Message):
+    __slots__ = ("reservations_deleted", "open_holds_released", "usage_windows_deleted", "override_removed")
+    RESERVATIONS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    OPEN_HOLDS_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    USAGE_WINDOWS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    reservations_deleted: int
+    open_holds_released: int
+    usage_windows_deleted: int
+    override_removed: bool
+    def __init__(self, reservations_deleted: _Optional[int] = ..., open_holds_released: _Optional[int] = ..., usage_windows_deleted: _Optional[int] = ..., override_removed: _Optional[bool] = ...) -> None: ...
+
+class BudgetServiceExportRequest(_message.Message):
+    __slots__ = ("scope",)
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ...) -> None: ...
+
+class UsageRecord(_message.Message):
+    __slots__ = ("window_key", "usage")
+    WINDOW_KEY_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    window_key: str
+    usage: Charge
+    def __init__(self, window_key: _Optional[str] = ..., usage: _Optional[_Union[Charge, _Mapping]] = ...) -> None: ...
+
+class ReservationRecord(_message.Message):
+    __slots__ = ("reservation_id", "call_id", "state", "held", "charged", "created_at", "expires_at")
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    call_id: str
+    state: str
+    held: Charge
+    charged: Charge
+    created_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, reservation_id: _Optional[str] = ..., call_id: _Optional[str] = ..., state: _Optional[str] = ..., held: _Optional[_Union[Charge, _Mapping]] = ..., charged: _Optional[_Union[Charge, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BudgetServiceExportResponse(_message.Message):
+    __slots__ = ("usage", "reservation", "limit_override")
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    usage: UsageRecord
+    reservation: ReservationRecord
+    limit_override: SetLimitsResponse
+    def __init__(self, usage: _Optional[_Union[UsageRecord, _Mapping]] = ..., reservation: _Optional[_Union[ReservationRecord, _Mapping]] = ..., limit_override: _Optional[_Union[SetLimitsResponse, _Mapping]] = ...) -> None: ...

@@ -63,6 +63,16 @@ class BudgetServiceStub:
                 request_serializer=loomflow_dot_v1_dot_budget__pb2.SetLimitsRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_budget__pb2.SetLimitsResponse.FromString,
                 _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/loomflow.v1.BudgetService/Forget',
+                request_serializer=loomflow_dot_v1_dot_budget__pb2.BudgetServiceForgetRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_budget__pb2.BudgetServiceForgetResponse.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/loomflow.v1.BudgetService/Export',
+                request_serializer=loomflow_dot_v1_dot_budget__pb2.BudgetServiceExportRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_budget__pb2.BudgetServiceExportResponse.FromString,
+                _registered_method=True)
 
 
 class BudgetServiceServicer:
@@ -113,6 +123,27 @@ class BudgetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Forget(self, request, context):
+        """Forget erases the tenant's budget state: its usage in every window, its
+        reservations (open holds go back to the global pool first) and its per-user
+        limit override. The global totals keep the tenant's past usage as an
+        anonymous aggregate (they name no tenant). Idempotent: forgetting a tenant
+        with no state answers zeros. A Commit or Release of a reservation that was
+        forgotten answers NOT_FOUND, so a run racing the erase cannot write the
+        tenant's usage back; a later Reserve starts from zero.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """Export streams everything the ledger stores about the tenant: one usage
+        record per stored window, then each reservation kept, then the override.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BudgetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +171,16 @@ def add_BudgetServiceServicer_to_server(servicer, server):
                     servicer.SetLimits,
                     request_deserializer=loomflow_dot_v1_dot_budget__pb2.SetLimitsRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_budget__pb2.SetLimitsResponse.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=loomflow_dot_v1_dot_budget__pb2.BudgetServiceForgetRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_budget__pb2.BudgetServiceForgetResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=loomflow_dot_v1_dot_budget__pb2.BudgetServiceExportRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_budget__pb2.BudgetServiceExportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -281,6 +322,60 @@ class BudgetService:
             '/loomflow.v1.BudgetService/SetLimits',
             loomflow_dot_v1_dot_budget__pb2.SetLimitsRequest.SerializeToString,
             loomflow_dot_v1_dot_budget__pb2.SetLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.BudgetService/Forget',
+            loomflow_dot_v1_dot_budget__pb2.BudgetServiceForgetRequest.SerializeToString,
+            loomflow_dot_v1_dot_budget__pb2.BudgetServiceForgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loomflow.v1.BudgetService/Export',
+            loomflow_dot_v1_dot_budget__pb2.BudgetServiceExportRequest.SerializeToString,
+            loomflow_dot_v1_dot_budget__pb2.BudgetServiceExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

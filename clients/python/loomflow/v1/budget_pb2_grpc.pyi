@@ -56,6 +56,19 @@ class BudgetServiceStub:
     """SetLimits replaces limits globally, for every user by default, or for the
     scope's user. Operator credential required.
     """
+    Forget: _grpc.UnaryUnaryMultiCallable[_budget_pb2.BudgetServiceForgetRequest, _budget_pb2.BudgetServiceForgetResponse]
+    """Forget erases the tenant's budget state: its usage in every window, its
+    reservations (open holds go back to the global pool first) and its per-user
+    limit override. The global totals keep the tenant's past usage as an
+    anonymous aggregate (they name no tenant). Idempotent: forgetting a tenant
+    with no state answers zeros. A Commit or Release of a reservation that was
+    forgotten answers NOT_FOUND, so a run racing the erase cannot write the
+    tenant's usage back; a later Reserve starts from zero.
+    """
+    Export: _grpc.UnaryStreamMultiCallable[_budget_pb2.BudgetServiceExportRequest, _budget_pb2.BudgetServiceExportResponse]
+    """Export streams everything the ledger stores about the tenant: one usage
+    record per stored window, then each reservation kept, then the override.
+    """
 
 @_typing.type_check_only
 class BudgetServiceAsyncStub(BudgetServiceStub):
@@ -84,6 +97,19 @@ class BudgetServiceAsyncStub(BudgetServiceStub):
     SetLimits: _aio.UnaryUnaryMultiCallable[_budget_pb2.SetLimitsRequest, _budget_pb2.SetLimitsResponse]  # type: ignore[assignment]
     """SetLimits replaces limits globally, for every user by default, or for the
     scope's user. Operator credential required.
+    """
+    Forget: _aio.UnaryUnaryMultiCallable[_budget_pb2.BudgetServiceForgetRequest, _budget_pb2.BudgetServiceForgetResponse]  # type: ignore[assignment]
+    """Forget erases the tenant's budget state: its usage in every window, its
+    reservations (open holds go back to the global pool first) and its per-user
+    limit override. The global totals keep the tenant's past usage as an
+    anonymous aggregate (they name no tenant). Idempotent: forgetting a tenant
+    with no state answers zeros. A Commit or Release of a reservation that was
+    forgotten answers NOT_FOUND, so a run racing the erase cannot write the
+    tenant's usage back; a later Reserve starts from zero.
+    """
+    Export: _aio.UnaryStreamMultiCallable[_budget_pb2.BudgetServiceExportRequest, _budget_pb2.BudgetServiceExportResponse]  # type: ignore[assignment]
+    """Export streams everything the ledger stores about the tenant: one usage
+    record per stored window, then each reservation kept, then the override.
     """
 
 class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -140,6 +166,31 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_budget_pb2.SetLimitsResponse, _abc.Awaitable[_budget_pb2.SetLimitsResponse]]:
         """SetLimits replaces limits globally, for every user by default, or for the
         scope's user. Operator credential required.
+        """
+
+    @_abc_1.abstractmethod
+    def Forget(
+        self,
+        request: _budget_pb2.BudgetServiceForgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_budget_pb2.BudgetServiceForgetResponse, _abc.Awaitable[_budget_pb2.BudgetServiceForgetResponse]]:
+        """Forget erases the tenant's budget state: its usage in every window, its
+        reservations (open holds go back to the global pool first) and its per-user
+        limit override. The global totals keep the tenant's past usage as an
+        anonymous aggregate (they name no tenant). Idempotent: forgetting a tenant
+        with no state answers zeros. A Commit or Release of a reservation that was
+        forgotten answers NOT_FOUND, so a run racing the erase cannot write the
+        tenant's usage back; a later Reserve starts from zero.
+        """
+
+    @_abc_1.abstractmethod
+    def Export(
+        self,
+        request: _budget_pb2.BudgetServiceExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_budget_pb2.BudgetServiceExportResponse], _abc.AsyncIterator[_budget_pb2.BudgetServiceExportResponse]]:
+        """Export streams everything the ledger stores about the tenant: one usage
+        record per stored window, then each reservation kept, then the override.
         """
 
 def add_BudgetServiceServicer_to_server(servicer: BudgetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

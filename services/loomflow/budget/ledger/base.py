@@ -20,6 +20,12 @@ Contract, checked by tests/budget/test_ledger_conformance.py for every backend:
 * Holds past their expiry stop counting (lazily, on the next operation).
 * Unknown ids and other tenants' ids raise ``NotFound``.
 * A backend that cannot reach its store raises ``Unavailable``: it never grants.
+* ``forget`` erases the tenant's usage (every window), its reservations (open holds
+  return to the global pool first) and its override; the global totals keep the
+  tenant's past usage as an anonymous aggregate. Afterwards a Commit or Release of
+  a forgotten reservation raises ``NotFound``, so a run racing the erase cannot
+  write the tenant's usage back. Idempotent.
+* ``export`` returns everything stored about the tenant, and no other tenant's data.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from loomflow.budget.models import (
     Charge,
     CommitOutcome,
     Dimension,
+    ForgetReceipt,
     Limit,
     LimitState,
     LimitTarget,
@@ -40,6 +47,7 @@ from loomflow.budget.models import (
     Reservation,
     ReserveOutcome,
     StatusSnapshot,
+    TenantExport,
     Window,
 )
 
@@ -65,6 +73,10 @@ class Ledger(Protocol):
         """Replaces the target's limits. For USER, an empty list removes the override."""
 
     async def get_limits(self, target: LimitTarget, tenant: str) -> list[Limit]: ...
+
+    async def forget(self, tenant: str, at: Moment) -> ForgetReceipt: ...
+
+    async def export(self, tenant: str, at: Moment) -> TenantExport: ...
 
 
 def committed_value(bucket: Sequence[int], offset: int, dimension: Dimension) -> int:

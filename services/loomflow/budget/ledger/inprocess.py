@@ -27,6 +27,8 @@ from loomflow.budget.models import (
     AppliesTo,
     Charge,
     CommitOutcome,
+    ForgetReceipt,
+    KeptReservation,
     Limit,
     LimitState,
     LimitTarget,
@@ -35,6 +37,7 @@ from loomflow.budget.models import (
     ReserveOutcome,
     State,
     StatusSnapshot,
+    TenantExport,
     first_refusal,
 )
 from loomflow.kernel.errors import NotFound
@@ -52,6 +55,16 @@ class _Usage:
         self.values = array("q", bytes(8 * 3 * BUCKET))
         self.day = ""
         self.month = ""
+
+    def windows(self, at: Moment) -> dict[str, Charge]:
+        """The non-empty buckets by window key, as of ``at``."""
+        values = self.roll(at)
+        keyed = {"all": 0, self.day: BUCKET, self.month: 2 * BUCKET}
+        return {
+            key: Charge.from_stored(list(values[offset : offset + BUCKET]))
+            for key, offset in keyed.items()
+            if any(values[offset : offset + BUCKET])
+        }
 
     def roll(self, at: Moment) -> array[int]:
         """The buckets as of ``at``: a window that has ended reads as zero."""
@@ -320,6 +333,34 @@ class InProcessLedger:
         state = self._tenant(tenant, at, create=False)  # a read never creates tenant state
         total = total_charge(state.usage.values) if state is not None else Charge()
         return StatusSnapshot(self._states(state, tenant, at), total)
+
+    async def forget(self, tenant: str, at: Moment) -> ForgetReceipt:
+        # Nothing here awaits, so no operation can interleave: a later Commit finds no tenant (NotFound).
+        self._expire(at)
+        override_removed = self._overrides.pop(tenant, None) is not None
+        state = self._tenants.pop(tenant, None)
+        if state is None:
+            return ForgetReceipt(override_removed=override_removed)
+        released = 0
+        for reservation in (state.by_id or {}).values():
+            if reservation.state is _HELD:
+                self._unhold(reservation, _RELEASED, at.now_ms)
+                released += 1
+        return ForgetReceipt(
+            reservations_deleted=len(state.by_id or {}),
+            open_holds_released=released,
+            usage_windows_deleted=len(state.usage.windows(at)),
+            override_removed=override_removed,
+        )
+
+    async def export(self, tenant: str, at: Moment) -> TenantExport:
+        self._expire(at)
+        state = self._tenants.get(tenant)  # a read never creates or refreshes tenant state
+        override = list(self._overrides.get(tenant, []))
+        if state is None:
+            return TenantExport({}, [], override)
+        kept = [KeptReservation(r.record, r.state, r.charged) for r in (state.by_id or {}).values()]
+        return TenantExport(state.usage.windows(at), kept, override)
 
 
 def _plus(state: LimitState, hold: tuple[int, ...]) -> LimitState:

@@ -33,13 +33,17 @@ from loomflow.budget.models import (
     AppliesTo,
     Charge,
     CommitOutcome,
+    ForgetReceipt,
+    KeptReservation,
     Limit,
     LimitState,
     LimitTarget,
     Moment,
     Reservation,
     ReserveOutcome,
+    State,
     StatusSnapshot,
+    TenantExport,
     first_refusal,
 )
 from loomflow.kernel.errors import NotFound, Unavailable
@@ -406,6 +410,76 @@ class PostgresLedger:
         except _UNREACHABLE as exc:
             raise Unavailable(f"budget ledger unavailable (Postgres): {exc}") from None
         return decode_limits(text)
+
+    async def forget(self, tenant: str, at: Moment) -> ForgetReceipt:
+        user = "u" + tenant
+
+        async def work(conn: asyncpg.Connection) -> ForgetReceipt:
+            # Under the global lock like every booking: a Commit either ran before (and is erased with
+            # the rest) or runs after and finds no reservation (NOT_FOUND).
+            await self._sweep(conn, at)
+            open_holds = await conn.fetchrow(
+                "SELECT count(*) AS n, coalesce(sum(held[1]), 0) AS i, coalesce(sum(held[2]), 0) AS o, "
+                "coalesce(sum(held[5]), 0) AS c, coalesce(sum(held[6]), 0) AS w "
+                "FROM budget_ledger WHERE user_key = $1 AND state = 'h'",
+                tenant,
+            )
+            if open_holds["n"]:
+                i, o, c, w = (int(open_holds[k]) for k in ("i", "o", "c", "w"))
+                await conn.execute(_ADD_HELD, [GLOBAL], [-i, -o, -(i + o), -c, -w])
+            deleted = await conn.fetchval(
+                "WITH gone AS (DELETE FROM budget_ledger WHERE user_key = $1 RETURNING 1) SELECT count(*) FROM gone",
+                tenant,
+            )
+            windows = await conn.fetchval(
+                "WITH gone AS (DELETE FROM budget_usage WHERE scope = $1 RETURNING 1) SELECT count(*) FROM gone", user
+            )
+            await conn.execute("DELETE FROM budget_held WHERE scope = $1", user)
+            override = await conn.fetchval(
+                "WITH gone AS (DELETE FROM budget_limits WHERE target = 'user' AND user_key = $1 RETURNING 1) "
+                "SELECT count(*) FROM gone",
+                tenant,
+            )
+            return ForgetReceipt(int(deleted), int(open_holds["n"]), int(windows), bool(override))
+
+        receipt: ForgetReceipt = await self._transaction(work)
+        return receipt
+
+    async def export(self, tenant: str, at: Moment) -> TenantExport:
+        pool = await self._connected()
+        try:
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                usage_rows = await conn.fetch(
+                    f"SELECT window_key, {_USAGE_COLUMNS} AS usage FROM budget_usage WHERE scope = $1 "
+                    "ORDER BY window_key",
+                    "u" + tenant,
+                )
+                ledger_rows = await conn.fetch(
+                    "SELECT reservation_id, call_id, state, created_ms, expires_ms, priced_as, held, charged "
+                    "FROM budget_ledger WHERE user_key = $1 ORDER BY created_ms, reservation_id",
+                    tenant,
+                )
+                override = await conn.fetchval(
+                    "SELECT limits FROM budget_limits WHERE target = 'user' AND user_key = $1", tenant
+                )
+        except _UNREACHABLE as exc:
+            raise Unavailable(f"budget ledger unavailable (Postgres): {exc}") from None
+        usage = {row["window_key"]: Charge.from_stored(row["usage"]) for row in usage_rows if any(row["usage"])}
+        kept = [
+            KeptReservation(
+                Reservation(
+                    row["reservation_id"],
+                    row["call_id"],
+                    Charge.from_stored(row["held"], row["priced_as"]),
+                    row["created_ms"],
+                    row["expires_ms"],
+                ),
+                State(row["state"]),
+                Charge.from_stored(row["charged"], row["priced_as"]) if row["charged"] is not None else None,
+            )
+            for row in ledger_rows
+        ]
+        return TenantExport(usage, kept, decode_limits(override))
 
     @staticmethod
     def _target(target: LimitTarget, tenant: str) -> tuple[str, str]:

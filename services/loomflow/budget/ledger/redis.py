@@ -41,16 +41,21 @@ from loomflow.budget.models import (
     Charge,
     CommitOutcome,
     Dimension,
+    ForgetReceipt,
+    KeptReservation,
     Limit,
     LimitState,
     LimitTarget,
     Moment,
     Reservation,
     ReserveOutcome,
+    State,
     StatusSnapshot,
+    TenantExport,
     Window,
     refusal,
 )
+from loomflow.budget.windows import recent_window_keys
 from loomflow.kernel.errors import NotFound, Unavailable
 
 DEFAULT_PREFIX = "loomflow:budget"
@@ -239,6 +244,52 @@ return reply
 """
 )
 
+# KEYS: 1 expiry, 2 user held, 3 global held, 4.. the tenant's reservation keys. Returns {deleted, released}.
+_FORGET_RESERVATIONS = (
+    _PRELUDE
+    + r"""
+local deleted, released = 0, 0
+for i = 4, #KEYS do
+  local f = redis.call('HMGET', KEYS[i], 'st', 'ck', 'h0', 'h1', 'h4', 'h5')
+  if f[1] then
+    if f[1] == 'h' then
+      local v = hold_vector(f[3], f[4], f[5], f[6])
+      add_held(KEYS[2], v, -1)
+      add_held(KEYS[3], v, -1)
+      redis.call('ZREM', KEYS[1], KEYS[i])
+      released = released + 1
+    end
+    if f[2] then redis.call('DEL', f[2]) end
+    redis.call('DEL', KEYS[i])
+    deleted = deleted + 1
+  end
+end
+return {deleted, released}
+"""
+)
+
+# KEYS: 1 user held, 2 user limits, 3.. the tenant's usage buckets. Returns {usage buckets deleted, override removed}.
+# The user's held hash stays only while it still counts holds (of reservations made after the erase began).
+_FORGET_STATE = r"""
+local windows = 0
+for i = 3, #KEYS do windows = windows + redis.call('DEL', KEYS[i]) end
+local override = redis.call('DEL', KEYS[2])
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  if tonumber(v) ~= 0 then return {windows, override} end
+end
+redis.call('DEL', KEYS[1])
+return {windows, override}
+"""
+
+_GLOB_SPECIAL = frozenset("*?[]\\")
+_STATES = {"h": State.HELD, "c": State.COMMITTED, "r": State.RELEASED, "x": State.EXPIRED}
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` as a Redis glob pattern that matches only itself."""
+    return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in text)
+
+
 # ReadOnlyError: a failover left us talking to a replica; writes cannot be booked there.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 
@@ -283,6 +334,8 @@ class RedisLedger:
         self._commit = self._client.register_script(_COMMIT)
         self._release = self._client.register_script(_RELEASE)
         self._status = self._client.register_script(_STATUS)
+        self._forget_reservations = self._client.register_script(_FORGET_RESERVATIONS)
+        self._forget_state = self._client.register_script(_FORGET_STATE)
         tag = "{" + self.prefix + "}"
         self._tag = tag
         self._expiry = f"{tag}:expiry"
@@ -426,3 +479,74 @@ class RedisLedger:
             return decode_limits(await self._client.get(self._limits_key(target, tenant)))
         except _UNREACHABLE as exc:
             raise Unavailable(f"budget ledger unavailable (Redis): {exc}") from None
+
+    # -- erasure and export ----------------------------------------------------
+
+    def _usage_keys(self, tenant: str, at: Moment) -> list[str]:
+        # Day and month buckets expire on their own (DAY/MONTH_BUCKET_TTL_MS): these are all that can exist.
+        windows = recent_window_keys(at.now_ms, days=3, months=2)
+        return [f"{self._tag}:use:user:{w}:{self._u(tenant)}" for w in windows]
+
+    async def _reservation_keys(self, tenant: str) -> list[str]:
+        """The tenant's reservation keys. SCAN, not a script: it must not block other tenants' calls.
+
+        ``<byte length>:<id>`` before the reservation id makes the prefix match one tenant only.
+        """
+        pattern = _glob_literal(f"{self._tag}:rsv:{self._u(tenant)}:") + "*"
+        return [key async for key in self._client.scan_iter(match=pattern, count=1000)]
+
+    async def forget(self, tenant: str, at: Moment) -> ForgetReceipt:
+        user_held = f"{self._tag}:held:user:{self._u(tenant)}"
+        deleted = released = 0
+        try:
+            # Reservations first: once they are gone a racing Commit finds nothing to book.
+            keys = await self._reservation_keys(tenant)
+            for start in range(0, len(keys), PURGE_BATCH):
+                batch = keys[start : start + PURGE_BATCH]
+                gone, freed = await self._forget_reservations(
+                    keys=[self._expiry, user_held, f"{self._tag}:held:global", *batch], args=[]
+                )
+                deleted, released = deleted + int(gone), released + int(freed)
+            windows, override = await self._forget_state(
+                keys=[user_held, self._limits_key(LimitTarget.USER, tenant), *self._usage_keys(tenant, at)], args=[]
+            )
+        except _UNREACHABLE as exc:
+            raise Unavailable(f"budget ledger unavailable (Redis): {exc}") from None
+        return ForgetReceipt(deleted, released, int(windows), bool(int(override)))
+
+    async def export(self, tenant: str, at: Moment) -> TenantExport:
+        usage_keys = self._usage_keys(tenant, at)
+        windows = recent_window_keys(at.now_ms, days=3, months=2)
+        try:
+            keys = await self._reservation_keys(tenant)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in (*usage_keys, *keys):
+                    pipe.hgetall(key)
+                pipe.get(self._limits_key(LimitTarget.USER, tenant))
+                replies = await pipe.execute()
+        except _UNREACHABLE as exc:
+            raise Unavailable(f"budget ledger unavailable (Redis): {exc}") from None
+        usage = {
+            window: Charge.from_stored([int(bucket.get(str(f), 0)) for f in range(6)])
+            for window, bucket in zip(windows, replies[: len(usage_keys)], strict=True)
+            if bucket
+        }
+        prefix_length = len(f"{self._tag}:rsv:{self._u(tenant)}:")
+        kept = [
+            _kept(key[prefix_length:], fields)
+            for key, fields in zip(keys, replies[len(usage_keys) : -1], strict=True)
+            if fields.get("st") in _STATES
+        ]
+        return TenantExport(usage, kept, decode_limits(replies[-1]))
+
+
+def _kept(reservation_id: str, fields: dict[str, str]) -> KeptReservation:
+    held = Charge.from_stored([int(fields.get(f"h{i}", 0)) for i in range(6)], fields.get("hp", ""))
+    state = _STATES[fields["st"]]
+    charged = (
+        Charge.from_stored([int(fields.get(f"c{i}", 0)) for i in range(6)], fields.get("hp", ""))
+        if state is State.COMMITTED
+        else None
+    )
+    record = Reservation(reservation_id, fields.get("call", ""), held, int(fields["cr"]), int(fields["ex"]))
+    return KeptReservation(record, state, charged)

@@ -1210,6 +1210,415 @@ func (x *SetLimitsResponse) GetLimits() []*Limit {
 	return nil
 }
 
+type BudgetServiceForgetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetServiceForgetRequest) Reset() {
+	*x = BudgetServiceForgetRequest{}
+	mi := &file_loomflow_v1_budget_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetServiceForgetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetServiceForgetRequest) ProtoMessage() {}
+
+func (x *BudgetServiceForgetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_budget_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetServiceForgetRequest.ProtoReflect.Descriptor instead.
+func (*BudgetServiceForgetRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BudgetServiceForgetRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+type BudgetServiceForgetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Reservations deleted, of which open_holds_released were still holding.
+	ReservationsDeleted int64 `protobuf:"varint,1,opt,name=reservations_deleted,json=reservationsDeleted,proto3" json:"reservations_deleted,omitempty"`
+	OpenHoldsReleased   int64 `protobuf:"varint,2,opt,name=open_holds_released,json=openHoldsReleased,proto3" json:"open_holds_released,omitempty"`
+	// Usage windows deleted (all time, the current day, the current month, …).
+	UsageWindowsDeleted int64 `protobuf:"varint,3,opt,name=usage_windows_deleted,json=usageWindowsDeleted,proto3" json:"usage_windows_deleted,omitempty"`
+	// True when a per-user limit override was removed.
+	OverrideRemoved bool `protobuf:"varint,4,opt,name=override_removed,json=overrideRemoved,proto3" json:"override_removed,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *BudgetServiceForgetResponse) Reset() {
+	*x = BudgetServiceForgetResponse{}
+	mi := &file_loomflow_v1_budget_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetServiceForgetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetServiceForgetResponse) ProtoMessage() {}
+
+func (x *BudgetServiceForgetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_budget_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetServiceForgetResponse.ProtoReflect.Descriptor instead.
+func (*BudgetServiceForgetResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *BudgetServiceForgetResponse) GetReservationsDeleted() int64 {
+	if x != nil {
+		return x.ReservationsDeleted
+	}
+	return 0
+}
+
+func (x *BudgetServiceForgetResponse) GetOpenHoldsReleased() int64 {
+	if x != nil {
+		return x.OpenHoldsReleased
+	}
+	return 0
+}
+
+func (x *BudgetServiceForgetResponse) GetUsageWindowsDeleted() int64 {
+	if x != nil {
+		return x.UsageWindowsDeleted
+	}
+	return 0
+}
+
+func (x *BudgetServiceForgetResponse) GetOverrideRemoved() bool {
+	if x != nil {
+		return x.OverrideRemoved
+	}
+	return false
+}
+
+type BudgetServiceExportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetServiceExportRequest) Reset() {
+	*x = BudgetServiceExportRequest{}
+	mi := &file_loomflow_v1_budget_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetServiceExportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetServiceExportRequest) ProtoMessage() {}
+
+func (x *BudgetServiceExportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_budget_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetServiceExportRequest.ProtoReflect.Descriptor instead.
+func (*BudgetServiceExportRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BudgetServiceExportRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+// UsageRecord is the tenant's committed usage in one stored window.
+type UsageRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "all" (all time), "d2026-11-24" (a UTC day) or "m2026-11" (a UTC month).
+	WindowKey     string  `protobuf:"bytes,1,opt,name=window_key,json=windowKey,proto3" json:"window_key,omitempty"`
+	Usage         *Charge `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRecord) Reset() {
+	*x = UsageRecord{}
+	mi := &file_loomflow_v1_budget_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRecord) ProtoMessage() {}
+
+func (x *UsageRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_budget_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRecord.ProtoReflect.Descriptor instead.
+func (*UsageRecord) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UsageRecord) GetWindowKey() string {
+	if x != nil {
+		return x.WindowKey
+	}
+	return ""
+}
+
+func (x *UsageRecord) GetUsage() *Charge {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// ReservationRecord is one reservation the ledger keeps (open, or settled and
+// still retained for idempotent retries).
+type ReservationRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReservationId string                 `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	CallId        string                 `protobuf:"bytes,2,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// "held", "committed", "released" or "expired".
+	State string  `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Held  *Charge `protobuf:"bytes,4,opt,name=held,proto3" json:"held,omitempty"`
+	// Set once committed.
+	Charged       *Charge                `protobuf:"bytes,5,opt,name=charged,proto3" json:"charged,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReservationRecord) Reset() {
+	*x = ReservationRecord{}
+	mi := &file_loomflow_v1_budget_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReservationRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReservationRecord) ProtoMessage() {}
+
+func (x *ReservationRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_budget_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReservationRecord.ProtoReflect.Descriptor instead.
+func (*ReservationRecord) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReservationRecord) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
+func (x *ReservationRecord) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *ReservationRecord) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ReservationRecord) GetHeld() *Charge {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
+func (x *ReservationRecord) GetCharged() *Charge {
+	if x != nil {
+		return x.Charged
+	}
+	return nil
+}
+
+func (x *ReservationRecord) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ReservationRecord) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// One exported record.
+type BudgetServiceExportResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Record:
+	//
+	//	*BudgetServiceExportResponse_Usage
+	//	*BudgetServiceExportResponse_Reservation
+	//	*BudgetServiceExportResponse_LimitOverride
+	Record        isBudgetServiceExportResponse_Record `protobuf_oneof:"record"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetServiceExportResponse) Reset() {
+	*x = BudgetServiceExportResponse{}
+	mi := &file_loomflow_v1_budget_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetServiceExportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetServiceExportResponse) ProtoMessage() {}
+
+func (x *BudgetServiceExportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_budget_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetServiceExportResponse.ProtoReflect.Descriptor instead.
+func (*BudgetServiceExportResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *BudgetServiceExportResponse) GetRecord() isBudgetServiceExportResponse_Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *BudgetServiceExportResponse) GetUsage() *UsageRecord {
+	if x != nil {
+		if x, ok := x.Record.(*BudgetServiceExportResponse_Usage); ok {
+			return x.Usage
+		}
+	}
+	return nil
+}
+
+func (x *BudgetServiceExportResponse) GetReservation() *ReservationRecord {
+	if x != nil {
+		if x, ok := x.Record.(*BudgetServiceExportResponse_Reservation); ok {
+			return x.Reservation
+		}
+	}
+	return nil
+}
+
+func (x *BudgetServiceExportResponse) GetLimitOverride() *SetLimitsResponse {
+	if x != nil {
+		if x, ok := x.Record.(*BudgetServiceExportResponse_LimitOverride); ok {
+			return x.LimitOverride
+		}
+	}
+	return nil
+}
+
+type isBudgetServiceExportResponse_Record interface {
+	isBudgetServiceExportResponse_Record()
+}
+
+type BudgetServiceExportResponse_Usage struct {
+	Usage *UsageRecord `protobuf:"bytes,1,opt,name=usage,proto3,oneof"`
+}
+
+type BudgetServiceExportResponse_Reservation struct {
+	Reservation *ReservationRecord `protobuf:"bytes,2,opt,name=reservation,proto3,oneof"`
+}
+
+type BudgetServiceExportResponse_LimitOverride struct {
+	// The tenant's per-user override (absent when the tenant has none).
+	LimitOverride *SetLimitsResponse `protobuf:"bytes,3,opt,name=limit_override,json=limitOverride,proto3,oneof"`
+}
+
+func (*BudgetServiceExportResponse_Usage) isBudgetServiceExportResponse_Record() {}
+
+func (*BudgetServiceExportResponse_Reservation) isBudgetServiceExportResponse_Record() {}
+
+func (*BudgetServiceExportResponse_LimitOverride) isBudgetServiceExportResponse_Record() {}
+
 var File_loomflow_v1_budget_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_budget_proto_rawDesc = "" +
@@ -1296,7 +1705,35 @@ const file_loomflow_v1_budget_proto_rawDesc = "" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06target\x124\n" +
 	"\x06limits\x18\x03 \x03(\v2\x12.loomflow.v1.LimitB\b\xbaH\x05\x92\x01\x02\x10 R\x06limits\"?\n" +
 	"\x11SetLimitsResponse\x12*\n" +
-	"\x06limits\x18\x01 \x03(\v2\x12.loomflow.v1.LimitR\x06limits*\xb3\x01\n" +
+	"\x06limits\x18\x01 \x03(\v2\x12.loomflow.v1.LimitR\x06limits\"R\n" +
+	"\x1aBudgetServiceForgetRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\"\xdf\x01\n" +
+	"\x1bBudgetServiceForgetResponse\x121\n" +
+	"\x14reservations_deleted\x18\x01 \x01(\x03R\x13reservationsDeleted\x12.\n" +
+	"\x13open_holds_released\x18\x02 \x01(\x03R\x11openHoldsReleased\x122\n" +
+	"\x15usage_windows_deleted\x18\x03 \x01(\x03R\x13usageWindowsDeleted\x12)\n" +
+	"\x10override_removed\x18\x04 \x01(\bR\x0foverrideRemoved\"R\n" +
+	"\x1aBudgetServiceExportRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\"W\n" +
+	"\vUsageRecord\x12\x1d\n" +
+	"\n" +
+	"window_key\x18\x01 \x01(\tR\twindowKey\x12)\n" +
+	"\x05usage\x18\x02 \x01(\v2\x13.loomflow.v1.ChargeR\x05usage\"\xb7\x02\n" +
+	"\x11ReservationRecord\x12%\n" +
+	"\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\x12\x17\n" +
+	"\acall_id\x18\x02 \x01(\tR\x06callId\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12'\n" +
+	"\x04held\x18\x04 \x01(\v2\x13.loomflow.v1.ChargeR\x04held\x12-\n" +
+	"\acharged\x18\x05 \x01(\v2\x13.loomflow.v1.ChargeR\acharged\x129\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xe6\x01\n" +
+	"\x1bBudgetServiceExportResponse\x120\n" +
+	"\x05usage\x18\x01 \x01(\v2\x18.loomflow.v1.UsageRecordH\x00R\x05usage\x12B\n" +
+	"\vreservation\x18\x02 \x01(\v2\x1e.loomflow.v1.ReservationRecordH\x00R\vreservation\x12G\n" +
+	"\x0elimit_override\x18\x03 \x01(\v2\x1e.loomflow.v1.SetLimitsResponseH\x00R\rlimitOverrideB\b\n" +
+	"\x06record*\xb3\x01\n" +
 	"\tDimension\x12\x19\n" +
 	"\x15DIMENSION_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DIMENSION_INPUT_TOKENS\x10\x01\x12\x1b\n" +
@@ -1313,13 +1750,15 @@ const file_loomflow_v1_budget_proto_rawDesc = "" +
 	"\x18LIMIT_TARGET_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13LIMIT_TARGET_GLOBAL\x10\x01\x12\x1d\n" +
 	"\x19LIMIT_TARGET_DEFAULT_USER\x10\x02\x12\x15\n" +
-	"\x11LIMIT_TARGET_USER\x10\x032\xf6\x02\n" +
+	"\x11LIMIT_TARGET_USER\x10\x032\xb2\x04\n" +
 	"\rBudgetService\x12D\n" +
 	"\aReserve\x12\x1b.loomflow.v1.ReserveRequest\x1a\x1c.loomflow.v1.ReserveResponse\x12A\n" +
 	"\x06Commit\x12\x1a.loomflow.v1.CommitRequest\x1a\x1b.loomflow.v1.CommitResponse\x12D\n" +
 	"\aRelease\x12\x1b.loomflow.v1.ReleaseRequest\x1a\x1c.loomflow.v1.ReleaseResponse\x12J\n" +
 	"\tGetStatus\x12\x1d.loomflow.v1.GetStatusRequest\x1a\x1e.loomflow.v1.GetStatusResponse\x12J\n" +
-	"\tSetLimits\x12\x1d.loomflow.v1.SetLimitsRequest\x1a\x1e.loomflow.v1.SetLimitsResponseB\xaf\x01\n" +
+	"\tSetLimits\x12\x1d.loomflow.v1.SetLimitsRequest\x1a\x1e.loomflow.v1.SetLimitsResponse\x12[\n" +
+	"\x06Forget\x12'.loomflow.v1.BudgetServiceForgetRequest\x1a(.loomflow.v1.BudgetServiceForgetResponse\x12]\n" +
+	"\x06Export\x12'.loomflow.v1.BudgetServiceExportRequest\x1a(.loomflow.v1.BudgetServiceExportResponse0\x01B\xaf\x01\n" +
 	"\x0fcom.loomflow.v1B\vBudgetProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
 
 var (
@@ -1335,69 +1774,89 @@ func file_loomflow_v1_budget_proto_rawDescGZIP() []byte {
 }
 
 var file_loomflow_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_loomflow_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_loomflow_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_loomflow_v1_budget_proto_goTypes = []any{
-	(Dimension)(0),                // 0: loomflow.v1.Dimension
-	(Window)(0),                   // 1: loomflow.v1.Window
-	(LimitTarget)(0),              // 2: loomflow.v1.LimitTarget
-	(*Usage)(nil),                 // 3: loomflow.v1.Usage
-	(*Charge)(nil),                // 4: loomflow.v1.Charge
-	(*Limit)(nil),                 // 5: loomflow.v1.Limit
-	(*LimitUsage)(nil),            // 6: loomflow.v1.LimitUsage
-	(*BudgetWarning)(nil),         // 7: loomflow.v1.BudgetWarning
-	(*ReserveRequest)(nil),        // 8: loomflow.v1.ReserveRequest
-	(*ReserveResponse)(nil),       // 9: loomflow.v1.ReserveResponse
-	(*CommitRequest)(nil),         // 10: loomflow.v1.CommitRequest
-	(*CommitResponse)(nil),        // 11: loomflow.v1.CommitResponse
-	(*ReleaseRequest)(nil),        // 12: loomflow.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 13: loomflow.v1.ReleaseResponse
-	(*GetStatusRequest)(nil),      // 14: loomflow.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),     // 15: loomflow.v1.GetStatusResponse
-	(*SetLimitsRequest)(nil),      // 16: loomflow.v1.SetLimitsRequest
-	(*SetLimitsResponse)(nil),     // 17: loomflow.v1.SetLimitsResponse
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*UserScope)(nil),             // 19: loomflow.v1.UserScope
+	(Dimension)(0),                      // 0: loomflow.v1.Dimension
+	(Window)(0),                         // 1: loomflow.v1.Window
+	(LimitTarget)(0),                    // 2: loomflow.v1.LimitTarget
+	(*Usage)(nil),                       // 3: loomflow.v1.Usage
+	(*Charge)(nil),                      // 4: loomflow.v1.Charge
+	(*Limit)(nil),                       // 5: loomflow.v1.Limit
+	(*LimitUsage)(nil),                  // 6: loomflow.v1.LimitUsage
+	(*BudgetWarning)(nil),               // 7: loomflow.v1.BudgetWarning
+	(*ReserveRequest)(nil),              // 8: loomflow.v1.ReserveRequest
+	(*ReserveResponse)(nil),             // 9: loomflow.v1.ReserveResponse
+	(*CommitRequest)(nil),               // 10: loomflow.v1.CommitRequest
+	(*CommitResponse)(nil),              // 11: loomflow.v1.CommitResponse
+	(*ReleaseRequest)(nil),              // 12: loomflow.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),             // 13: loomflow.v1.ReleaseResponse
+	(*GetStatusRequest)(nil),            // 14: loomflow.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),           // 15: loomflow.v1.GetStatusResponse
+	(*SetLimitsRequest)(nil),            // 16: loomflow.v1.SetLimitsRequest
+	(*SetLimitsResponse)(nil),           // 17: loomflow.v1.SetLimitsResponse
+	(*BudgetServiceForgetRequest)(nil),  // 18: loomflow.v1.BudgetServiceForgetRequest
+	(*BudgetServiceForgetResponse)(nil), // 19: loomflow.v1.BudgetServiceForgetResponse
+	(*BudgetServiceExportRequest)(nil),  // 20: loomflow.v1.BudgetServiceExportRequest
+	(*UsageRecord)(nil),                 // 21: loomflow.v1.UsageRecord
+	(*ReservationRecord)(nil),           // 22: loomflow.v1.ReservationRecord
+	(*BudgetServiceExportResponse)(nil), // 23: loomflow.v1.BudgetServiceExportResponse
+	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
+	(*UserScope)(nil),                   // 25: loomflow.v1.UserScope
 }
 var file_loomflow_v1_budget_proto_depIdxs = []int32{
 	0,  // 0: loomflow.v1.Limit.dimension:type_name -> loomflow.v1.Dimension
 	1,  // 1: loomflow.v1.Limit.window:type_name -> loomflow.v1.Window
 	5,  // 2: loomflow.v1.LimitUsage.limit:type_name -> loomflow.v1.Limit
-	18, // 3: loomflow.v1.LimitUsage.window_start:type_name -> google.protobuf.Timestamp
-	18, // 4: loomflow.v1.LimitUsage.window_end:type_name -> google.protobuf.Timestamp
+	24, // 3: loomflow.v1.LimitUsage.window_start:type_name -> google.protobuf.Timestamp
+	24, // 4: loomflow.v1.LimitUsage.window_end:type_name -> google.protobuf.Timestamp
 	5,  // 5: loomflow.v1.BudgetWarning.limit:type_name -> loomflow.v1.Limit
-	19, // 6: loomflow.v1.ReserveRequest.scope:type_name -> loomflow.v1.UserScope
+	25, // 6: loomflow.v1.ReserveRequest.scope:type_name -> loomflow.v1.UserScope
 	3,  // 7: loomflow.v1.ReserveRequest.estimate:type_name -> loomflow.v1.Usage
 	4,  // 8: loomflow.v1.ReserveResponse.held:type_name -> loomflow.v1.Charge
-	18, // 9: loomflow.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 9: loomflow.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
 	7,  // 10: loomflow.v1.ReserveResponse.warnings:type_name -> loomflow.v1.BudgetWarning
-	19, // 11: loomflow.v1.CommitRequest.scope:type_name -> loomflow.v1.UserScope
+	25, // 11: loomflow.v1.CommitRequest.scope:type_name -> loomflow.v1.UserScope
 	3,  // 12: loomflow.v1.CommitRequest.actual:type_name -> loomflow.v1.Usage
 	4,  // 13: loomflow.v1.CommitResponse.charged:type_name -> loomflow.v1.Charge
 	7,  // 14: loomflow.v1.CommitResponse.warnings:type_name -> loomflow.v1.BudgetWarning
-	19, // 15: loomflow.v1.ReleaseRequest.scope:type_name -> loomflow.v1.UserScope
-	19, // 16: loomflow.v1.GetStatusRequest.scope:type_name -> loomflow.v1.UserScope
+	25, // 15: loomflow.v1.ReleaseRequest.scope:type_name -> loomflow.v1.UserScope
+	25, // 16: loomflow.v1.GetStatusRequest.scope:type_name -> loomflow.v1.UserScope
 	6,  // 17: loomflow.v1.GetStatusResponse.limits:type_name -> loomflow.v1.LimitUsage
 	4,  // 18: loomflow.v1.GetStatusResponse.total:type_name -> loomflow.v1.Charge
 	7,  // 19: loomflow.v1.GetStatusResponse.warnings:type_name -> loomflow.v1.BudgetWarning
-	19, // 20: loomflow.v1.SetLimitsRequest.scope:type_name -> loomflow.v1.UserScope
+	25, // 20: loomflow.v1.SetLimitsRequest.scope:type_name -> loomflow.v1.UserScope
 	2,  // 21: loomflow.v1.SetLimitsRequest.target:type_name -> loomflow.v1.LimitTarget
 	5,  // 22: loomflow.v1.SetLimitsRequest.limits:type_name -> loomflow.v1.Limit
 	5,  // 23: loomflow.v1.SetLimitsResponse.limits:type_name -> loomflow.v1.Limit
-	8,  // 24: loomflow.v1.BudgetService.Reserve:input_type -> loomflow.v1.ReserveRequest
-	10, // 25: loomflow.v1.BudgetService.Commit:input_type -> loomflow.v1.CommitRequest
-	12, // 26: loomflow.v1.BudgetService.Release:input_type -> loomflow.v1.ReleaseRequest
-	14, // 27: loomflow.v1.BudgetService.GetStatus:input_type -> loomflow.v1.GetStatusRequest
-	16, // 28: loomflow.v1.BudgetService.SetLimits:input_type -> loomflow.v1.SetLimitsRequest
-	9,  // 29: loomflow.v1.BudgetService.Reserve:output_type -> loomflow.v1.ReserveResponse
-	11, // 30: loomflow.v1.BudgetService.Commit:output_type -> loomflow.v1.CommitResponse
-	13, // 31: loomflow.v1.BudgetService.Release:output_type -> loomflow.v1.ReleaseResponse
-	15, // 32: loomflow.v1.BudgetService.GetStatus:output_type -> loomflow.v1.GetStatusResponse
-	17, // 33: loomflow.v1.BudgetService.SetLimits:output_type -> loomflow.v1.SetLimitsResponse
-	29, // [29:34] is the sub-list for method output_type
-	24, // [24:29] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	25, // 24: loomflow.v1.BudgetServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
+	25, // 25: loomflow.v1.BudgetServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
+	4,  // 26: loomflow.v1.UsageRecord.usage:type_name -> loomflow.v1.Charge
+	4,  // 27: loomflow.v1.ReservationRecord.held:type_name -> loomflow.v1.Charge
+	4,  // 28: loomflow.v1.ReservationRecord.charged:type_name -> loomflow.v1.Charge
+	24, // 29: loomflow.v1.ReservationRecord.created_at:type_name -> google.protobuf.Timestamp
+	24, // 30: loomflow.v1.ReservationRecord.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 31: loomflow.v1.BudgetServiceExportResponse.usage:type_name -> loomflow.v1.UsageRecord
+	22, // 32: loomflow.v1.BudgetServiceExportResponse.reservation:type_name -> loomflow.v1.ReservationRecord
+	17, // 33: loomflow.v1.BudgetServiceExportResponse.limit_override:type_name -> loomflow.v1.SetLimitsResponse
+	8,  // 34: loomflow.v1.BudgetService.Reserve:input_type -> loomflow.v1.ReserveRequest
+	10, // 35: loomflow.v1.BudgetService.Commit:input_type -> loomflow.v1.CommitRequest
+	12, // 36: loomflow.v1.BudgetService.Release:input_type -> loomflow.v1.ReleaseRequest
+	14, // 37: loomflow.v1.BudgetService.GetStatus:input_type -> loomflow.v1.GetStatusRequest
+	16, // 38: loomflow.v1.BudgetService.SetLimits:input_type -> loomflow.v1.SetLimitsRequest
+	18, // 39: loomflow.v1.BudgetService.Forget:input_type -> loomflow.v1.BudgetServiceForgetRequest
+	20, // 40: loomflow.v1.BudgetService.Export:input_type -> loomflow.v1.BudgetServiceExportRequest
+	9,  // 41: loomflow.v1.BudgetService.Reserve:output_type -> loomflow.v1.ReserveResponse
+	11, // 42: loomflow.v1.BudgetService.Commit:output_type -> loomflow.v1.CommitResponse
+	13, // 43: loomflow.v1.BudgetService.Release:output_type -> loomflow.v1.ReleaseResponse
+	15, // 44: loomflow.v1.BudgetService.GetStatus:output_type -> loomflow.v1.GetStatusResponse
+	17, // 45: loomflow.v1.BudgetService.SetLimits:output_type -> loomflow.v1.SetLimitsResponse
+	19, // 46: loomflow.v1.BudgetService.Forget:output_type -> loomflow.v1.BudgetServiceForgetResponse
+	23, // 47: loomflow.v1.BudgetService.Export:output_type -> loomflow.v1.BudgetServiceExportResponse
+	41, // [41:48] is the sub-list for method output_type
+	34, // [34:41] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_budget_proto_init() }
@@ -1406,13 +1865,18 @@ func file_loomflow_v1_budget_proto_init() {
 		return
 	}
 	file_loomflow_v1_tenancy_proto_init()
+	file_loomflow_v1_budget_proto_msgTypes[20].OneofWrappers = []any{
+		(*BudgetServiceExportResponse_Usage)(nil),
+		(*BudgetServiceExportResponse_Reservation)(nil),
+		(*BudgetServiceExportResponse_LimitOverride)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_budget_proto_rawDesc), len(file_loomflow_v1_budget_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   15,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

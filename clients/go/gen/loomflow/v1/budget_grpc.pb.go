@@ -24,6 +24,8 @@ const (
 	BudgetService_Release_FullMethodName   = "/loomflow.v1.BudgetService/Release"
 	BudgetService_GetStatus_FullMethodName = "/loomflow.v1.BudgetService/GetStatus"
 	BudgetService_SetLimits_FullMethodName = "/loomflow.v1.BudgetService/SetLimits"
+	BudgetService_Forget_FullMethodName    = "/loomflow.v1.BudgetService/Forget"
+	BudgetService_Export_FullMethodName    = "/loomflow.v1.BudgetService/Export"
 )
 
 // BudgetServiceClient is the client API for BudgetService service.
@@ -51,6 +53,17 @@ type BudgetServiceClient interface {
 	// SetLimits replaces limits globally, for every user by default, or for the
 	// scope's user. Operator credential required.
 	SetLimits(ctx context.Context, in *SetLimitsRequest, opts ...grpc.CallOption) (*SetLimitsResponse, error)
+	// Forget erases the tenant's budget state: its usage in every window, its
+	// reservations (open holds go back to the global pool first) and its per-user
+	// limit override. The global totals keep the tenant's past usage as an
+	// anonymous aggregate (they name no tenant). Idempotent: forgetting a tenant
+	// with no state answers zeros. A Commit or Release of a reservation that was
+	// forgotten answers NOT_FOUND, so a run racing the erase cannot write the
+	// tenant's usage back; a later Reserve starts from zero.
+	Forget(ctx context.Context, in *BudgetServiceForgetRequest, opts ...grpc.CallOption) (*BudgetServiceForgetResponse, error)
+	// Export streams everything the ledger stores about the tenant: one usage
+	// record per stored window, then each reservation kept, then the override.
+	Export(ctx context.Context, in *BudgetServiceExportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BudgetServiceExportResponse], error)
 }
 
 type budgetServiceClient struct {
@@ -111,6 +124,35 @@ func (c *budgetServiceClient) SetLimits(ctx context.Context, in *SetLimitsReques
 	return out, nil
 }
 
+func (c *budgetServiceClient) Forget(ctx context.Context, in *BudgetServiceForgetRequest, opts ...grpc.CallOption) (*BudgetServiceForgetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BudgetServiceForgetResponse)
+	err := c.cc.Invoke(ctx, BudgetService_Forget_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *budgetServiceClient) Export(ctx context.Context, in *BudgetServiceExportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BudgetServiceExportResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BudgetService_ServiceDesc.Streams[0], BudgetService_Export_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BudgetServiceExportRequest, BudgetServiceExportResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BudgetService_ExportClient = grpc.ServerStreamingClient[BudgetServiceExportResponse]
+
 // BudgetServiceServer is the server API for BudgetService service.
 // All implementations must embed UnimplementedBudgetServiceServer
 // for forward compatibility.
@@ -136,6 +178,17 @@ type BudgetServiceServer interface {
 	// SetLimits replaces limits globally, for every user by default, or for the
 	// scope's user. Operator credential required.
 	SetLimits(context.Context, *SetLimitsRequest) (*SetLimitsResponse, error)
+	// Forget erases the tenant's budget state: its usage in every window, its
+	// reservations (open holds go back to the global pool first) and its per-user
+	// limit override. The global totals keep the tenant's past usage as an
+	// anonymous aggregate (they name no tenant). Idempotent: forgetting a tenant
+	// with no state answers zeros. A Commit or Release of a reservation that was
+	// forgotten answers NOT_FOUND, so a run racing the erase cannot write the
+	// tenant's usage back; a later Reserve starts from zero.
+	Forget(context.Context, *BudgetServiceForgetRequest) (*BudgetServiceForgetResponse, error)
+	// Export streams everything the ledger stores about the tenant: one usage
+	// record per stored window, then each reservation kept, then the override.
+	Export(*BudgetServiceExportRequest, grpc.ServerStreamingServer[BudgetServiceExportResponse]) error
 	mustEmbedUnimplementedBudgetServiceServer()
 }
 
@@ -160,6 +213,12 @@ func (UnimplementedBudgetServiceServer) GetStatus(context.Context, *GetStatusReq
 }
 func (UnimplementedBudgetServiceServer) SetLimits(context.Context, *SetLimitsRequest) (*SetLimitsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetLimits not implemented")
+}
+func (UnimplementedBudgetServiceServer) Forget(context.Context, *BudgetServiceForgetRequest) (*BudgetServiceForgetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Forget not implemented")
+}
+func (UnimplementedBudgetServiceServer) Export(*BudgetServiceExportRequest, grpc.ServerStreamingServer[BudgetServiceExportResponse]) error {
+	return status.Error(codes.Unimplemented, "method Export not implemented")
 }
 func (UnimplementedBudgetServiceServer) mustEmbedUnimplementedBudgetServiceServer() {}
 func (UnimplementedBudgetServiceServer) testEmbeddedByValue()                       {}
@@ -272,6 +331,35 @@ func _BudgetService_SetLimits_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BudgetService_Forget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BudgetServiceForgetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BudgetServiceServer).Forget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BudgetService_Forget_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BudgetServiceServer).Forget(ctx, req.(*BudgetServiceForgetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BudgetService_Export_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BudgetServiceExportRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BudgetServiceServer).Export(m, &grpc.GenericServerStream[BudgetServiceExportRequest, BudgetServiceExportResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BudgetService_ExportServer = grpc.ServerStreamingServer[BudgetServiceExportResponse]
+
 // BudgetService_ServiceDesc is the grpc.ServiceDesc for BudgetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -299,7 +387,17 @@ var BudgetService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "SetLimits",
 			Handler:    _BudgetService_SetLimits_Handler,
 		},
+		{
+			MethodName: "Forget",
+			Handler:    _BudgetService_Forget_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Export",
+			Handler:       _BudgetService_Export_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "loomflow/v1/budget.proto",
 }
