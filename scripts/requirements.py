@@ -25,8 +25,8 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 OWN = {"loomflow", "loomflow-client"}
 IMAGE_EXTRAS = ("postgres", "redis", "anthropic", "openai")
-"""chroma stays out of the image: ~0.5 GB (onnxruntime, a kubernetes client) for a backend the
-Kubernetes manifests do not use."""
+"""chroma stays out of the image: ~0.3 GB installed (onnxruntime, tokenizers, a kubernetes client)
+for a backend the Kubernetes manifests do not use."""
 
 
 def table(path: Path) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def test_client_lock_holds_no_server_dependency() -> None:
 
 
 def test_image_lock_leaves_chroma_out() -> None:
-    assert "chromadb" not in pins("image"), "chroma (~0.5 GB) is not an image extra"
+    assert "chromadb" not in pins("image"), "chroma (~0.3 GB) is not an image extra"
     assert "onnxruntime" not in pins("image")
 
 
