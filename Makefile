@@ -14,17 +14,22 @@ phase = echo "=== make $@: $(1) (t+$$(( $$(date +%s) - $(PHASE_T0) ))s)"
 .PHONY: demo serve test lint gen check-gen bench tools lock
 .DEFAULT_GOAL := test
 
+# Two install sets: demo and serve need the runtime only (requirements/image.lock); test, lint,
+# gen and lock need everything (requirements/dev.lock, a superset that also marks the first).
 $(VENV)/.stamp: requirements/dev.lock pyproject.toml clients/python/pyproject.toml scripts/bootstrap.sh
-	bash scripts/bootstrap.sh
+	bash scripts/bootstrap.sh dev
+
+$(VENV)/.stamp-run: requirements/image.lock requirements/build.lock pyproject.toml clients/python/pyproject.toml scripts/bootstrap.sh
+	bash scripts/bootstrap.sh run
 
 tools: ## the pinned Go tools: code generators, grpcurl, ghz (idempotent)
 	bash scripts/install-tools.sh
 
-demo: $(VENV)/.stamp ## all services in one process + a two-tenant demo conversation
+demo: $(VENV)/.stamp-run ## all services in one process + a two-tenant demo conversation
 	@$(call phase,the demo)
 	$(PY) -m loomflow.cli demo
 
-serve: $(VENV)/.stamp ## all services in one process on :50051, embedded defaults, insecure dev mode
+serve: $(VENV)/.stamp-run ## all services in one process on :50051, embedded defaults, insecure dev mode
 	$(PY) -m loomflow.cli serve --insecure
 
 test: $(VENV)/.stamp tools ## the whole suite against real Postgres and Redis

@@ -75,7 +75,10 @@ def test_image_lock_leaves_chroma_out() -> None:
 
 
 def test_bootstrap_ci_and_image_install_from_the_locks_with_hashes() -> None:
-    assert "--require-hashes -r requirements/dev.lock" in (REPO / "scripts" / "bootstrap.sh").read_text()
+    bootstrap = (REPO / "scripts" / "bootstrap.sh").read_text()
+    assert "--require-hashes --no-deps" in bootstrap
+    for lock in ("dev", "image", "build"):
+        assert f"requirements/{lock}.lock" in bootstrap
     ci = (REPO / ".ci" / "run").read_text()
     assert "--require-hashes --no-deps -r requirements/image.lock" in ci
     assert "--require-hashes --no-deps -r requirements/client.lock" in ci
