@@ -16,7 +16,7 @@ phase = echo "=== make $@: $(1) (t+$$(( $$(date +%s) - $(PHASE_T0) ))s)"
 
 # Two install sets: demo and serve need the runtime only (requirements/image.lock); test, lint,
 # gen and lock need everything (requirements/dev.lock, a superset that also marks the first).
-$(VENV)/.stamp: requirements/dev.lock pyproject.toml clients/python/pyproject.toml scripts/bootstrap.sh
+$(VENV)/.stamp: requirements/dev.lock requirements/build.lock pyproject.toml clients/python/pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh dev
 
 $(VENV)/.stamp-run: requirements/image.lock requirements/build.lock pyproject.toml clients/python/pyproject.toml scripts/bootstrap.sh

@@ -5,7 +5,8 @@
 client: what loomflow-client needs (clients/python/pyproject.toml).
 image:  the server with the extras the container image ships (IMAGE_EXTRAS).
 dev:    the server with every extra, plus the dev and bench tools (what bootstrap installs).
-build:  the wheels' build backend at the dev pin (the image builds with it, --no-build-isolation).
+build:  the installer and build backend at their dev pins (uv, hatchling): bootstrap installs them
+        first, the image's builder builds the wheels with them (--no-build-isolation).
 
 The project's own two distributions are left out (they are built from the checkout and installed
 with --no-deps); their dependencies are listed instead. scripts/lock.sh compiles each set into
@@ -24,6 +25,7 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 OWN = {"loomflow", "loomflow-client"}
+BUILD_TOOLS = {"hatchling", "uv"}
 IMAGE_EXTRAS = ("postgres", "redis", "anthropic", "openai")
 """chroma stays out of the image: ~0.3 GB installed (onnxruntime, tokenizers, a kubernetes client)
 for a backend the Kubernetes manifests do not use."""
@@ -44,7 +46,7 @@ def requirements(kind: str) -> list[str]:
         for name in IMAGE_EXTRAS if kind == "image" else tuple(extras):
             chosen += extras[name]
     elif kind == "build":
-        chosen = [r for r in extras["dev"] if Requirement(r).name.lower() == "hatchling"]
+        chosen = [r for r in extras["dev"] if Requirement(r).name.lower() in BUILD_TOOLS]
     elif kind != "client":
         raise SystemExit(f"usage: {sys.argv[0]} client|image|dev|build")
     own = [line for line in chosen if Requirement(line).name.lower() not in OWN]
