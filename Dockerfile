@@ -4,25 +4,39 @@
 #   docker build -t loomflow:0.1.0 .
 #   docker run --rm -p 50051:50051 loomflow:0.1.0 --services memory --insecure
 #
-# builder: builds the project's wheel from the source tree and installs it, with its
-#          dependencies, into a virtualenv at /opt/loomflow.
+# builder: installs the hash-locked dependencies (requirements/image.lock: the servers with the
+#          postgres, redis, anthropic and openai extras) into a virtualenv at /opt/loomflow, then
+#          builds the project's two wheels (loomflow-client, loomflow) with a hash-locked build
+#          backend and installs them without dependencies: nothing resolves from version ranges.
 # runtime: the same Python base plus only that virtualenv; no compilers, no pip cache,
 #          no source tree, no RUN step (nothing in it needs a shell), a fixed non-root UID.
-
-ARG PYTHON_IMAGE=python:3.11-slim
+#
+# The base is pinned by digest (the multi-arch index of python:3.11-slim), so a rebuild starts
+# from the same bytes. To move to a newer base, print the tag's current index digest with
+#   docker buildx imagetools inspect python:3.11-slim      # the "Digest:" line
+# (or `docker pull python:3.11-slim` and `docker inspect --format '{{index .RepoDigests 0}}'`),
+# replace the digest below and rebuild; docs/deploy.md ("1. Build the image") records the size.
+# (This digest is python:3.11-slim as of Python 3.11.16, read from public build logs: no
+# registry can be reached where this file was written.)
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python -m venv /opt/loomflow
-# Only what the wheel is built from (.dockerignore allows nothing else into the context).
+# Dependencies first: this layer is reused until a lock file changes.
+COPY requirements/image.lock requirements/build.lock requirements/
+RUN python -m venv /opt/loomflow \
+ && /opt/loomflow/bin/pip install --require-hashes --no-deps -r requirements/image.lock \
+ && pip install --require-hashes --no-deps -r requirements/build.lock
+# Only what the wheels are built from (.dockerignore allows nothing else into the context).
 COPY pyproject.toml README.md ./
 COPY services/ services/
 COPY clients/python/ clients/python/
-RUN pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/loomflow/bin/pip install /wheels/loomflow-*.whl \
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels ./clients/python . \
+ && /opt/loomflow/bin/pip install --no-deps /wheels/loomflow_client-*.whl /wheels/loomflow-*.whl \
+ && /opt/loomflow/bin/pip check \
  && /opt/loomflow/bin/loomflow serve --help >/dev/null \
  && mkdir -p /empty/data
 

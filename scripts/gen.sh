@@ -7,21 +7,11 @@ cd "$(dirname "$0")/.."
 
 PY_OUT=clients/python
 GO_OUT=clients/go
-PROTO_FILES=$(cd proto && find loomflow -name '*.proto' | sort)
 
-# Python: messages (+ .pyi), gRPC stubs, and typed .pyi for the gRPC stubs.
-rm -rf "$PY_OUT/loomflow/v1" "$PY_OUT/buf"
-mkdir -p "$PY_OUT/loomflow/v1" "$PY_OUT/buf/validate"
-python -m grpc_tools.protoc -I proto -I third_party/protovalidate \
-  --python_out="$PY_OUT" --pyi_out="$PY_OUT" \
-  --grpc_python_out="$PY_OUT" --mypy_grpc_out="$PY_OUT" \
-  $PROTO_FILES
-python -m grpc_tools.protoc -I third_party/protovalidate \
-  --python_out="$PY_OUT" --pyi_out="$PY_OUT" buf/validate/validate.proto
-# Regular packages so type checkers and wheels see them; `loomflow/` itself stays
-# a namespace package shared with services/.
-touch "$PY_OUT/loomflow/v1/__init__.py" "$PY_OUT/loomflow/v1/py.typed" \
-  "$PY_OUT/buf/__init__.py" "$PY_OUT/buf/validate/__init__.py"
+# Python: messages (+ .pyi), gRPC stubs and typed .pyi for them; buf/validate under a private
+# path (see scripts/gen_python.py).
+rm -rf "$PY_OUT/loomflow/v1" "$PY_OUT/loomflow/_vendor" "$PY_OUT/buf"
+python scripts/gen_python.py "$PY_OUT"
 
 # Go: buf with local plugins (see buf.gen.yaml).
 if command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null; then

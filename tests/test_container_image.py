@@ -31,7 +31,7 @@ from tests.support.manifests import K8S, Rendered, image_name, kustomize, pod_sp
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
-PYTHON_BASE = "python:3.11-slim"
+PYTHON_BASE = re.compile(r"python:3\.11-slim@sha256:[0-9a-f]{64}")
 
 
 @dataclass
@@ -95,12 +95,24 @@ def env_of(stage: Stage) -> dict[str, str]:
     return values
 
 
-def test_image_is_built_in_two_stages_on_python_slim(stages: list[Stage]) -> None:
+def test_image_is_built_in_two_stages_on_python_slim_pinned_by_digest(stages: list[Stage]) -> None:
     assert [s.name for s in stages] == ["builder", "runtime"]
-    assert all(s.base == PYTHON_BASE for s in stages), [s.base for s in stages]
+    assert all(PYTHON_BASE.fullmatch(s.base) for s in stages), f"base not pinned by digest: {[s.base for s in stages]}"
+    assert len({s.base for s in stages}) == 1, "both stages must start from the same base"
+
+
+def test_builder_installs_only_hash_locked_dependencies_and_the_projects_own_wheels(stages: list[Stage]) -> None:
     builder_runs = " ".join(stages[0].all("RUN"))
-    assert "pip wheel" in builder_runs, "the builder stage builds the project's wheel"
-    assert re.search(r"/opt/loomflow/bin/pip install /wheels/loomflow-\S*\.whl", builder_runs)
+    assert "/opt/loomflow/bin/pip install --require-hashes --no-deps -r requirements/image.lock" in builder_runs
+    assert "pip install --require-hashes --no-deps -r requirements/build.lock" in builder_runs
+    assert "pip wheel --no-deps --no-build-isolation" in builder_runs, "wheels built with the locked backend"
+    installs = re.findall(r"/opt/loomflow/bin/pip install ([^&]*)", builder_runs)
+    for arguments in installs:
+        assert "--require-hashes" in arguments or "--no-deps" in arguments.split(), (
+            f"an install that may resolve unpinned versions: pip install {arguments}"
+        )
+    assert re.search(r"--no-deps /wheels/loomflow_client-\S*\.whl /wheels/loomflow-\S*\.whl", builder_runs)
+    assert "pip check" in builder_runs, "the lock must satisfy both wheels' requirements"
 
 
 def test_runtime_stage_takes_only_the_virtualenv_and_needs_no_shell(runtime: Stage) -> None:
@@ -199,7 +211,15 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_context() -> None
         "tests/conftest.py",
     ):
         assert not in_context(path, patterns), f"{path} would be sent to the Docker daemon"
-    for path in ("pyproject.toml", "README.md", "services/loomflow/cli.py", "clients/python/loomflow/v1/memory_pb2.py"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "requirements/image.lock",
+        "requirements/build.lock",
+        "services/loomflow/cli.py",
+        "clients/python/pyproject.toml",
+        "clients/python/loomflow/v1/memory_pb2.py",
+    ):
         assert in_context(path, patterns), f"{path} is needed by the build but excluded"
 
 
@@ -225,23 +245,29 @@ def test_builder_copies_are_enough_to_build_a_wheel_that_runs_loomflow_serve(
                     shutil.copy2(path, context / relative)
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), "."],
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"),
+            *("-w", str(wheels), "./clients/python", "."),
+        ],
         cwd=context,
         check=True,
         capture_output=True,
         timeout=300,
     )
-    (wheel,) = wheels.glob("loomflow-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+    (server,) = wheels.glob("loomflow-*.whl")
+    (client,) = wheels.glob("loomflow_client-*.whl")
+    with zipfile.ZipFile(server) as archive:
         names = set(archive.namelist())
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         scripts = archive.read(entry_points).decode()
+    with zipfile.ZipFile(client) as archive:
+        names |= set(archive.namelist())
     for required in (
         "loomflow/cli.py",
         "loomflow/kernel/server.py",
         "loomflow/v1/memory_pb2.py",
-        "buf/validate/validate_pb2.py",
+        "loomflow/_vendor/buf/validate/validate_pb2.py",
         *(f"loomflow/{name}/service.py" for name in suite.SERVICE_NAMES),
     ):
-        assert required in names, f"the image's wheel lacks {required}"
+        assert required in names, f"the image's wheels lack {required}"
     assert re.search(r"^loomflow = loomflow\.cli:main$", scripts, re.M), "ENTRYPOINT loomflow needs the console script"

@@ -14,25 +14,26 @@ REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "clients" / "python"
 
 
+def sources(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.suffix in (".py", ".pyi") and p.is_file()]
+
+
 def test_python_stubs_match_the_protos(tmp_path: Path) -> None:
-    protos = sorted(str(p.relative_to(REPO / "proto")) for p in (REPO / "proto").rglob("*.proto"))
-    base = [sys.executable, "-m", "grpc_tools.protoc", "-I", "proto", "-I", "third_party/protovalidate"]
-    outputs = [f"--python_out={tmp_path}", f"--pyi_out={tmp_path}"]
-    subprocess.run(
-        [*base, *outputs, f"--grpc_python_out={tmp_path}", f"--mypy_grpc_out={tmp_path}", *protos],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run([*base, *outputs, "buf/validate/validate.proto"], cwd=REPO, check=True, capture_output=True)
-    fresh = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.py*")}
+    subprocess.run([sys.executable, "scripts/gen_python.py", str(tmp_path)], cwd=REPO, check=True, capture_output=True)
+    fresh = {p.relative_to(tmp_path): p.read_bytes() for p in sources(tmp_path)}
     assert fresh, "protoc produced nothing"
     stale = [str(path) for path, content in fresh.items() if (COMMITTED / path).read_bytes() != content]
     assert not stale, f"generated code is stale, run `make gen`: {stale}"
-    committed = {
-        p.relative_to(COMMITTED)
-        for p in COMMITTED.rglob("*_pb2*.py*")
-        if p.relative_to(COMMITTED).parts[0] in ("loomflow", "buf")
-    }
+    committed = {p.relative_to(COMMITTED) for p in sources(COMMITTED) if "_pb2" in p.name}
     orphans = sorted(str(p) for p in committed - set(fresh))
     assert not orphans, f"generated files without a .proto: {orphans}"
+
+
+def test_generated_messages_import_buf_validate_only_from_the_private_vendor_path() -> None:
+    assert not (COMMITTED / "buf").exists(), "a top-level `buf` package would collide with other projects"
+    offenders = [
+        str(p.relative_to(COMMITTED))
+        for p in sources(COMMITTED)
+        if b"from buf." in p.read_bytes() or b"import buf" in p.read_bytes()
+    ]
+    assert not offenders, f"generated code imports the top-level `buf` package: {offenders}"

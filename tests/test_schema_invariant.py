@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from buf.validate import validate_pb2
 from google.protobuf import descriptor
 
+from loomflow._vendor.buf.validate import validate_pb2
 from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, memory_pb2, policy_pb2, tenancy_pb2
 
 FILES = [memory_pb2, budget_pb2, policy_pb2, audit_pb2, agent_pb2]

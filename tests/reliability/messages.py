@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from buf.validate import validate_pb2
 from google.protobuf import message_factory, struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
+from loomflow._vendor.buf.validate import validate_pb2
 from loomflow.v1 import tenancy_pb2
 
 TENANTS = ("alice", "bob", "carol")

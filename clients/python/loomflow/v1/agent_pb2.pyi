@@ -1,4 +1,4 @@
-from buf.validate import validate_pb2 as _validate_pb2
+from loomflow._vendor.buf.validate import validate_pb2 as _validate_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from loomflow.v1 import budget_pb2 as _budget_pb2
 from loomflow.v1 import policy_pb2 as _policy_pb2

@@ -1,6 +1,6 @@
 import datetime
 
-from buf.validate import validate_pb2 as _validate_pb2
+from loomflow._vendor.buf.validate import validate_pb2 as _validate_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from loomflow.v1 import tenancy_pb2 as _tenancy_pb2

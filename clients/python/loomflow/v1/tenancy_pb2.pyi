@@ -1,4 +1,4 @@
-from buf.validate import validate_pb2 as _validate_pb2
+from loomflow._vendor.buf.validate import validate_pb2 as _validate_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from loomflow.agent.models.base import Model
 from loomflow.agent.models.echo import EchoModel
-from loomflow.kernel.errors import InvalidArgument
+from loomflow.kernel import extras
+from loomflow.kernel.errors import FailedPrecondition, InvalidArgument
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,18 @@ class ModelCatalog:
             self._models["scripted"] = scripted
         self.default = default or "echo"
         self._offered = {name for name in offered if name} | {self.default}
-        self._default_model = self.resolve(self.default)  # a bad default fails at start, not on the first run
+        # A bad default fails at start, not on the first run (a missing extra as a ConfigError).
+        self._default_model = self._resolve(self.default)
 
     def resolve(self, name: str) -> Model:
         if not name:
             return self._default_model
+        try:
+            return self._resolve(name)
+        except extras.MissingExtra as exc:  # the server's install, not the caller's argument
+            raise FailedPrecondition(f"options.model={name!r}: {exc}") from exc
+
+    def _resolve(self, name: str) -> Model:
         found = self._models.get(name)
         if found is not None:
             return found
@@ -64,11 +72,13 @@ class ModelCatalog:
         if not model_id and name.startswith("claude-"):
             provider, model_id = "anthropic", name
         if provider == "anthropic" and model_id:
+            extras.require("anthropic", f"model {name!r}")
             from loomflow.agent.models.anthropic import AnthropicModel
 
             p = self._providers
             return AnthropicModel(model_id, p.anthropic_api_key, p.anthropic_base_url, p.timeout_s)
         if provider == "openai" and model_id:
+            extras.require("openai", f"model {name!r}")
             from loomflow.agent.models.openai_compat import OpenAICompatModel
 
             p = self._providers

@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from loomflow.audit.sink.base import Conflict, Sink, SinkBroken
+from loomflow.kernel import extras
 from loomflow.kernel.config import ConfigError
 
 __all__ = ["Conflict", "Sink", "SinkBroken", "default_dsn", "open_sink"]
@@ -25,6 +26,7 @@ def open_sink(dsn: str, *, readonly: bool = False) -> Sink:
     """The sink a DSN names (not opened yet). Plain paths are accepted too (the offline verifier)."""
     scheme = urlparse(dsn).scheme
     if scheme in ("postgres", "postgresql"):
+        extras.require("postgres", f"LOOMFLOW_AUDIT_DSN={scheme}://…")
         from loomflow.audit.sink.postgres import PostgresSink
 
         return PostgresSink(dsn, readonly=readonly)

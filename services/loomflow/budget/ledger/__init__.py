@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loomflow.budget.ledger.base import Ledger
+from loomflow.kernel import extras
 from loomflow.kernel.config import ConfigError
 
 
@@ -33,10 +34,12 @@ def open_ledger(dsn: str, options: LedgerOptions | None = None) -> Ledger:
             max_kept_per_user=opts.max_kept_per_user,
         )
     if scheme in ("redis", "rediss"):
+        extras.require("redis", f"LOOMFLOW_BUDGET_DSN={scheme}://…")
         from loomflow.budget.ledger.redis import RedisLedger
 
         return RedisLedger(dsn, retention_ms=opts.retention_ms, pool_size=opts.pool_size)
     if scheme in ("postgres", "postgresql"):
+        extras.require("postgres", f"LOOMFLOW_BUDGET_DSN={scheme}://…")
         from loomflow.budget.ledger.postgres import PostgresLedger
 
         return PostgresLedger(dsn, pool_size=opts.pool_size)

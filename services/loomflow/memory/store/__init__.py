@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from loomflow.kernel import extras
 from loomflow.kernel.config import ConfigError
 from loomflow.memory.recall.embedding import Embedder, HashingEmbedder
 from loomflow.memory.store.base import MemoryStore
@@ -76,14 +77,17 @@ def open_store(
             raise ConfigError("LOOMFLOW_MEMORY_DSN: sqlite:// needs a file path, e.g. sqlite:///var/lib/memory.db")
         return _sqlite(path, embedder, options)
     if scheme in ("postgres", "postgresql"):
+        extras.require("postgres", f"LOOMFLOW_MEMORY_DSN={scheme}://…")
         from loomflow.memory.store.postgres import PostgresStore
 
         return PostgresStore(dsn, embedder, options.recall_cache_episodes, options.pool_size)
     if scheme in ("redis", "rediss"):
+        extras.require("redis", f"LOOMFLOW_MEMORY_DSN={scheme}://…")
         from loomflow.memory.store.redis import RedisStore
 
         return RedisStore(dsn, embedder, options.recall_cache_episodes)
     if scheme == "chroma":
+        extras.require("chroma", "LOOMFLOW_MEMORY_DSN=chroma://…")
         from loomflow.memory.store.chroma import ChromaStore
 
         return ChromaStore(_path_after(dsn, scheme) or None, embedder, options.recall_cache_episodes)

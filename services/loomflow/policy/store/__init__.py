@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from loomflow.kernel import extras
 from loomflow.kernel.config import ConfigError
 from loomflow.policy.store.base import Change, ChangeKind, ChangeListener, PolicyStore
 
@@ -26,6 +27,7 @@ def open_store(dsn: str, data_dir: str | Path, pool_size: int = 10) -> PolicySto
             raise ConfigError("LOOMFLOW_POLICY_DSN: sqlite:// needs a file path, e.g. sqlite:///var/lib/policy.db")
         return SqliteStore(path)
     if scheme in ("postgres", "postgresql"):
+        extras.require("postgres", f"LOOMFLOW_POLICY_DSN={scheme}://…")
         from loomflow.policy.store.postgres import PostgresStore
 
         return PostgresStore(dsn, pool_size=pool_size)
