@@ -28,6 +28,11 @@ root = pathlib.Path.cwd()
 site = pathlib.Path(sysconfig.get_paths()["purelib"])
 (site / "loomflow-source.pth").write_text(f"{root / 'services'}\n{root / 'clients' / 'python'}\n")
 PY
+# The `loomflow` command (pyproject's [project.scripts]), as pip writes console scripts: the venv's
+# python running loomflow.cli:main, imported from the source tree through the .pth above.
+printf '#!%s\nimport sys\nfrom loomflow.cli import main\nif __name__ == "__main__":\n    sys.exit(main())\n' \
+  "$(cd "$VENV" && pwd)/bin/python" >"$VENV/bin/loomflow"
+chmod +x "$VENV/bin/loomflow"
 if command -v go >/dev/null; then
   bash scripts/install-tools.sh
 fi
