@@ -15,7 +15,8 @@ interrupted (SIGINT, as Ctrl-C) and must still have been running; ``# recipe: <n
 How each language runs, in the document's working folder and with the session's exported
 variables: ``bash`` in ``bash -c`` with ``set -euo pipefail`` (exports carry over to later blocks);
 ``python`` written to a file and run with ``python <file>``; ``go`` written to ``main.go`` of a
-fresh module that requires the client module through a ``replace`` directive, then ``go run .``.
+fresh module that requires the client module through a ``replace`` directive, then ``go mod tidy``
+and ``go run .`` (as docs/go-client.md tells a reader).
 """
 
 from __future__ import annotations
@@ -51,13 +52,27 @@ class Block:
         return f"{self.doc}:{self.line}" + (f" ({self.name})" if self.name else "")
 
 
+RECIPE = re.compile(r"^```(?P<lang>bash)\n(?P<body># recipe: .*?)^```", re.M | re.S)
+
+
 def parse(doc: str, markdown: str) -> list[Block]:
+    """The marked blocks of a document, in order."""
+    return _blocks(doc, markdown, MARKED)
+
+
+def parse_recipes(doc: str, markdown: str) -> list[Block]:
+    """Every ``# recipe:`` bash block, marked or not (pages whose tests start their own server)."""
+    return _blocks(doc, markdown, RECIPE)
+
+
+def _blocks(doc: str, markdown: str, pattern: re.Pattern[str]) -> list[Block]:
     blocks: list[Block] = []
-    for found in MARKED.finditer(markdown):
+    for found in pattern.finditer(markdown):
         language, body = found["lang"], found["body"]
+        background = bool(found.groupdict().get("mode"))
         if language not in COMMENT:
             raise ValueError(f"{doc}: a runnable {language} block: only {sorted(COMMENT)} run")
-        line = markdown.count("\n", 0, found.start()) + 3  # the block's first line
+        line = markdown.count("\n", 0, found.start("body")) + 1  # the block's first line
         name, expects, exit_code, stream = "", [], 0, False
         for text in body.splitlines():
             if not text.startswith(COMMENT[language]):
@@ -73,7 +88,7 @@ def parse(doc: str, markdown: str) -> list[Block]:
                 exit_code = int(value)
             elif key == "stream":
                 stream = True
-        blocks.append(Block(doc, line, language, body, bool(found["mode"]), name, expects, exit_code, stream))
+        blocks.append(Block(doc, line, language, body, background, name, expects, exit_code, stream))
     return blocks
 
 
@@ -109,7 +124,7 @@ class Session:
             body = f"python {shlex.quote(str(path))}"
         elif block.language == "go":
             folder = self._go_module(block, body)
-            body = f"cd {shlex.quote(str(folder))} && go run ."
+            body = f"cd {shlex.quote(str(folder))} && go mod tidy && go run ."
         return f"set -euo pipefail\nsource {self.state}\n{body}\nexport -p > {self.state}\n"
 
     def _snippet_file(self, block: Block, suffix: str, body: str) -> Path:
