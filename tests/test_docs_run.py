@@ -7,6 +7,8 @@ order, in one shell session, from the clone's root: servers are started the way 
 (``make serve``, ``loomflow serve …``), commands are the real ones (`.venv/bin/loomflow`, the pinned
 grpcurl and ghz, ``go run``); no shim stands in for any of them.
 
+A clone holds what is committed: run it after committing (CI runs it on its own fresh clone).
+
 What the harness decides instead of the reader, and why:
 
 * the clone's ``.venv`` is a symlink to the already bootstrapped venv of this checkout
