@@ -26,6 +26,28 @@ else
   exit 1
 fi
 
-# Protoset for tools that prefer it to reflection.
+# Protoset for tools that prefer it to reflection. Without json_name, as the Python server's
+# reflection serves its descriptors: grpcurl then prints the .proto field names (user_id) both ways,
+# where a json_name makes it print camelCase (userId) with the protoset only.
 buf build -o clients/loomflow.protoset --as-file-descriptor-set --exclude-source-info
+python - <<'PY'
+from google.protobuf import descriptor_pb2
+
+path = "clients/loomflow.protoset"
+files = descriptor_pb2.FileDescriptorSet.FromString(open(path, "rb").read())
+
+
+def clear(messages):
+    for message in messages:
+        for field in [*message.field, *message.extension]:
+            field.ClearField("json_name")
+        clear(message.nested_type)
+
+
+for file in files.file:
+    clear(file.message_type)
+    for extension in file.extension:
+        extension.ClearField("json_name")
+open(path, "wb").write(files.SerializeToString(deterministic=True))
+PY
 echo "gen: done"

@@ -12,8 +12,12 @@ from collections.abc import Callable, Sequence
 from loomflow import suite
 from loomflow.agent.commands import add_demo as add_demo_subcommand
 from loomflow.agent.commands import add_token as add_token_subcommand
+from loomflow.audit import service as audit_service
 from loomflow.audit.cli import add_subcommand as add_audit_subcommand
-from loomflow.kernel import config, eventloop
+from loomflow.audit.service import PUBLIC_KEY_FILE
+from loomflow.kernel import config, devmode, eventloop
+from loomflow.kernel.auth import AuthSettings
+from loomflow.kernel.hosting import ServiceContext
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_logging
 
@@ -22,8 +26,31 @@ def _serve(args: argparse.Namespace) -> int:
     settings = config.load("", ServerSettings, args)
     configure_logging(settings.log_level, settings.log_format)
     server = suite.build_server(args)
-    eventloop.run(server.run_until_signal(), settings.event_loop)
+    guide = devmode_guide(args, settings) if settings.insecure else None
+    eventloop.run(server.run_until_signal(guide), settings.event_loop)
     return 0
+
+
+def devmode_guide(args: argparse.Namespace, settings: ServerSettings) -> Callable[[int], None]:
+    """What `make serve` prints once serving: a token that works, and how to verify its audit log."""
+
+    def show(port: int) -> None:
+        program = devmode.program()
+        data_dir = "" if settings.data_dir == ServerSettings.data_dir else f" --data-dir {settings.data_dir}"
+        lines = [
+            f"loomflow: serving {settings.services} on {settings.host}:{port} in insecure development mode",
+            "  calls without a token act as an operator; a user token this server accepts (bound to alice):",
+            f"    export ALICE_TOKEN=$({program} token alice{data_dir})",
+        ]
+        folder = audit_service.file_log_folder(ServiceContext(server=settings, auth=AuthSettings(), args=args))
+        if "audit" in settings.service_names() and folder is not None:
+            lines += [
+                "  verify its audit log offline (public development keys; the checkpoint key is kept beside the log):",
+                f"    {program} audit verify {folder} --insecure-dev-key --public-key {folder / PUBLIC_KEY_FILE}",
+            ]
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+    return show
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

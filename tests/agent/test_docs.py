@@ -6,14 +6,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from loomflow.agent.service import SECTION, Settings
 from loomflow.kernel import config
-from tests.support.processes import REPO, source_env
+from tests.support.processes import REPO, loomflow_script, source_env
 from tests.support.secure_serve import secure_suite
 
 
@@ -37,14 +36,10 @@ def test_the_grpcurl_recipe_runs_against_a_live_secure_suite(tmp_path: Path) -> 
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    shim = tmp_path / "bin" / "loomflow"  # `loomflow` as an installed wheel provides it
-    shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m loomflow.cli "$@"\n')
-    shim.chmod(0o755)
     with secure_suite(tmp_path / "data") as suite:
         env = {
             **source_env(),
-            "PATH": f"{shim.parent}:{grpcurl.parent}:{os.environ['PATH']}",
+            "PATH": f"{loomflow_script().parent}:{grpcurl.parent}:{os.environ['PATH']}",
             "LOOMFLOW_AUTH_JWT_SECRET": suite.jwt_secret,
         }
         script = "set -euo pipefail\n" + grpcurl_block().replace("127.0.0.1:50051", suite.address)

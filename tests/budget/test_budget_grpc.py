@@ -98,7 +98,7 @@ async def test_refusal_is_resource_exhausted_naming_the_limit(served: RunningSui
         await budget.Reserve(reserve(ANONYMOUS, "c2", 1))
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error_limit(refused.value) == "user:total_tokens/daily"
-    assert "total_tokens/daily" in (refused.value.details() or "")
+    assert "the user limit (total_tokens, daily (UTC)) is" in (refused.value.details() or "")
 
 
 async def test_another_tenants_reservation_is_not_found(served: RunningSuite) -> None:

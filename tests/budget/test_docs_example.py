@@ -17,7 +17,7 @@ DOC_ADDRESS = "127.0.0.1:50051"
 
 
 def example() -> str:
-    text = DOC.read_text()
+    text = DOC.read_text().replace("<!-- run -->\n", "")  # the marker tests/test_docs_run.py reads
     after = text.split("A reservation and its\ncommit, with a service token:\n\n```bash\n", 1)[1]
     return after.split("```", 1)[0]
 

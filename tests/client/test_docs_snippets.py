@@ -1,17 +1,18 @@
-"""The Python snippets of docs/agent.md run, as written, against a live secure suite."""
+"""The Python snippets of docs/agent.md are complete programs: each, saved as a file and run with
+`python`, works against a live secure suite, with the tokens in the environment as the page says."""
 
 from __future__ import annotations
 
-import ast
+import asyncio
 import re
-import types
+import sys
 from pathlib import Path
 
 import pytest
 
 from loomflow.kernel.auth import Role
 from tests.agent.conftest import secure_suite, token
-from tests.support.processes import REPO
+from tests.support.processes import REPO, source_env
 
 DOC = REPO / "docs" / "agent.md"
 DOC_ADDRESS = "127.0.0.1:50051"
@@ -26,16 +27,13 @@ def test_the_doc_has_snippets() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(snippets())))
-async def test_doc_snippet_runs(tmp_path: Path, index: int) -> None:
-    source = snippets()[index]
+async def test_doc_snippet_runs_as_a_program(tmp_path: Path, index: int) -> None:
+    program = tmp_path / f"snippet_{index + 1}.py"
     async with secure_suite(tmp_path) as tenancy:
-        code = compile(
-            source.replace(DOC_ADDRESS, tenancy.address),
-            f"docs/agent.md snippet {index + 1}",
-            "exec",
-            flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+        program.write_text(snippets()[index].replace(DOC_ADDRESS, tenancy.address))
+        env = {**source_env(), "ALICE_TOKEN": token("alice"), "OPERATOR_TOKEN": token("ops", Role.OPERATOR)}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(program), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
-        namespace = {"alice_token": token("alice"), "operator_token": token("ops", Role.OPERATOR)}
-        result = eval(code, namespace)  # top-level await makes this a coroutine when the snippet awaits
-        if isinstance(result, types.CoroutineType):
-            await result
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, f"docs/agent.md snippet {index + 1} failed:\n{output.decode()}"

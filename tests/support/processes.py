@@ -29,6 +29,13 @@ def free_port() -> int:
         return port
 
 
+def loomflow_script() -> Path:
+    """The installed ``loomflow`` console script of the running venv (scripts/bootstrap.sh installs it)."""
+    script = Path(sys.prefix) / "bin" / "loomflow"
+    assert script.exists(), f"{script} is missing: scripts/bootstrap.sh installs the console script"
+    return script
+
+
 def source_env() -> dict[str, str]:
     """The environment that lets a child Python import loomflow from this source tree."""
     paths = [str(REPO / "services"), str(REPO / "clients" / "python")]

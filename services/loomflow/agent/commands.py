@@ -4,18 +4,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import os
+import sys
+from pathlib import Path
 
-from loomflow.kernel import config
+from loomflow.kernel import config, devmode
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.kernel.settings import ServerSettings
 
 
 def _token(args: argparse.Namespace) -> int:
     settings = config.load("auth", AuthSettings, args)
+    if not (settings.jwt_secret or settings.jwt_private_key_file):
+        settings = _development_signing(settings, args.data_dir)
     try:
         print(mint_token(settings, args.subject, Role(args.role), ttl_seconds=args.ttl))
-    except ValueError as error:  # no signing key configured
+    except ValueError as error:  # an unusable signing key
         raise config.ConfigError(str(error)) from None
     return 0
+
+
+def _development_signing(settings: AuthSettings, data_dir: str) -> AuthSettings:
+    """Signs with the secret `loomflow serve --insecure` keeps in the data folder (devmode)."""
+    secret = devmode.read_dev_secret(data_dir)
+    if secret is None:
+        raise config.ConfigError(
+            "no signing key: set LOOMFLOW_AUTH_JWT_SECRET (--auth-jwt-secret) or LOOMFLOW_AUTH_JWT_PRIVATE_KEY_FILE, "
+            f"or start `make serve` (loomflow serve --insecure) first: it keeps a development secret in "
+            f"{devmode.dev_secret_path(data_dir)}"
+        )
+    print(
+        f"loomflow token: signed with the development secret {devmode.dev_secret_path(data_dir)} "
+        "(accepted by `loomflow serve --insecure` on that folder only)",
+        file=sys.stderr,
+    )
+    return dataclasses.replace(settings, jwt_secret=secret)
 
 
 def add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +56,12 @@ def add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("subject", help="the `sub` claim: a user id, or a service or operator name")
     parser.add_argument("--role", choices=[r.value for r in Role], default=Role.USER.value, help="default: user")
     parser.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires (default: 3600)")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("LOOMFLOW_DATA_DIR", ServerSettings.data_dir),
+        help="without a configured key: sign with the development secret `loomflow serve --insecure` keeps here "
+        "[env LOOMFLOW_DATA_DIR, default %(default)r]",
+    )
     config.add_arguments(parser, "auth", AuthSettings)
     parser.set_defaults(handler=_token)
 
@@ -39,7 +69,7 @@ def add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from loomflow.agent.demo import run_demo
 
-    return asyncio.run(run_demo(keep=args.keep))
+    return asyncio.run(run_demo(keep=args.keep, data_dir=args.data_dir))
 
 
 def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,5 +83,10 @@ def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "the audit verification."
         ),
     )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data folder afterwards")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data folder and its keys afterwards")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep state and keys in this folder (reused by the next run) and print how to verify its audit log",
+    )
     parser.set_defaults(handler=_demo)

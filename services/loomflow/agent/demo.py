@@ -4,22 +4,32 @@ Everything goes through the public Python client and real tokens: the server run
 in secure mode with a secret generated for this run, alice and bob call the Agent
 with their own JWTs, and an operator token administers limits, approvals and audit.
 Each claim the demo makes is checked; a failed check exits 1.
+
+The story is a list of sections (:data:`SECTIONS`), each an async function of the
+:class:`Demo` (its clients and printer): a new scene is one more function in the list.
+With ``--data-dir`` the state and the keys stay in that folder, and the demo prints
+the command that verifies its audit log offline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from loomflow import suite
+from loomflow.audit.keys import parse_signing_key
+from loomflow.audit.service import PUBLIC_KEY_FILE, write_public_key
 from loomflow.client import (
     Agent,
     ApprovalPending,
@@ -35,6 +45,7 @@ from loomflow.client import (
     limit,
 )
 from loomflow.client import Approval as ClientApproval
+from loomflow.kernel import devmode
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
 
 MAX_OUTPUT_TOKENS = 64
@@ -72,7 +83,39 @@ class Show:
             self.failed.append(claim)
 
 
-def _settings(data_dir: Path, secret: str) -> dict[str, dict[str, Any]]:
+SECRETS_FILE = "demo-secrets.json"
+HMAC_KEY_FILE = "audit-hmac-key"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The run's token secret and audit keys; kept in the data folder when the state is kept."""
+
+    jwt_secret: str
+    hmac_key: str
+    signing_key: str
+    payload_key: str
+
+    @classmethod
+    def fresh(cls) -> Secrets:
+        return cls(*(secrets.token_hex(32) for _ in range(4)))
+
+    @classmethod
+    def kept_in(cls, data_dir: Path) -> Secrets:
+        """The folder's secrets (a second run must append to its audit log with the same keys), or new ones."""
+        path = data_dir / SECRETS_FILE
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        made = cls.fresh()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in ((SECRETS_FILE, json.dumps(made.__dict__)), (HMAC_KEY_FILE, made.hmac_key)):
+            descriptor = os.open(data_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(text + "\n")
+        return made
+
+
+def _settings(data_dir: Path, keys: Secrets) -> dict[str, dict[str, Any]]:
     return {
         "": {
             "host": "127.0.0.1",
@@ -83,14 +126,25 @@ def _settings(data_dir: Path, secret: str) -> dict[str, dict[str, Any]]:
             "tracing": False,
             "shutdown_grace": 1.0,
         },
-        "auth": {"jwt_secret": secret},
-        "audit": {
-            "hmac_key": secrets.token_hex(32),
-            "signing_key": secrets.token_hex(32),
-            "payload_key": secrets.token_hex(32),
-        },
+        "auth": {"jwt_secret": keys.jwt_secret},
+        "audit": {"hmac_key": keys.hmac_key, "signing_key": keys.signing_key, "payload_key": keys.payload_key},
         "agent": {"max_output_tokens": MAX_OUTPUT_TOKENS, "approval_timeout_ms": 20_000, "approval_poll_ms": 250},
     }
+
+
+@dataclass
+class Demo:
+    """What every section works with: the printer and one client per caller."""
+
+    show: Show
+    alice: Agent
+    bob: Agent
+    policy: PolicyClient
+    budget: BudgetClient
+    audit: AuditClient
+
+
+Section = Callable[[Demo], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
@@ -122,7 +176,8 @@ async def _approver(policy: PolicyClient, show: Show) -> AsyncIterator[None]:
             await task
 
 
-async def _memory(show: Show, alice: Agent, bob: Agent) -> None:
+async def memory(demo: Demo) -> None:
+    show, alice, bob = demo.show, demo.alice, demo.bob
     show.section("1. Memory is partitioned by user_id")
     told = "My favourite colour is teal."
     show.said("alice", told, await alice.run(told, user_id="alice", session_id="alice-1"))
@@ -143,7 +198,8 @@ async def _memory(show: Show, alice: Agent, bob: Agent) -> None:
     )
 
 
-async def _approval(show: Show, alice: Agent, policy: PolicyClient) -> None:
+async def approval(demo: Demo) -> None:
+    show, alice = demo.show, demo.alice
     show.section("2. A destructive tool call needs a human's approval")
     prompt = '/call notes_append {"text": "buy milk"}'
     saved = await alice.run(prompt, user_id="alice")
@@ -151,29 +207,50 @@ async def _approval(show: Show, alice: Agent, policy: PolicyClient) -> None:
     prompt = "/call notes_clear {}"
     show.said("alice", prompt)
     result: RunResult | None = None
-    async with _approver(policy, show):
+    asked = False
+    async with _approver(demo.policy, show):
         async for event in alice.stream(prompt, user_id="alice"):
             if isinstance(event, ApprovalPending):
-                show.line(f"        approval {event.approval.approval_id} pending for user_id={event.approval.user_id}")
+                asked = True
+                pending = event.approval
+                show.line(
+                    f"        policy check: {pending.tool_name} -> ask ({pending.reason or 'a destructive tool'})"
+                )
+                show.line(
+                    f"        approval {pending.approval_id} pending for user_id={pending.user_id}; the run waits"
+                )
             elif isinstance(event, ApprovalResolved):
                 show.line(f"        approval {event.approval.status} ({event.approval.note})")
             elif isinstance(event, ToolCallEvent):
-                show.line(f"        {event.call.tool_name}: decision={event.call.decision}, ran={event.call.executed}")
+                call = event.call
+                after = " (ask, then approved)" if asked else ""
+                show.line(f"        {call.tool_name}: decision={call.decision}{after}, ran={call.executed}")
             elif isinstance(event, Completed):
                 result = event.result
     ran = result is not None and bool(result.tool_calls) and result.tool_calls[0].executed
-    show.check(ran, "notes_clear asked, reached alice's approval queue, was approved and ran")
+    show.check(asked and ran, "notes_clear asked, reached alice's approval queue, was approved and ran")
 
 
-async def _budget(show: Show, bob: Agent, budget: BudgetClient) -> None:
+async def budget_stop(demo: Demo) -> None:
+    show, bob, budget = demo.show, demo.bob, demo.budget
     show.section("3. A budget stop")
     spent = (await budget.get_status(user_id="bob")).total.output_tokens
     allowed = spent + MAX_OUTPUT_TOKENS
     await budget.set_limits([limit("output_tokens", allowed)], target="user", user_id="bob")
-    show.line(f"  operator: bob's output_tokens limit = {allowed} (he has used {spent}: room for one model turn)")
+    reserve = MAX_OUTPUT_TOKENS
+    show.line(f"  operator: bob's limit on output_tokens, no window = {allowed}")
+    show.line(f"    he has used {spent} in part 1; each model turn first reserves {reserve} output tokens (the")
+    show.line(f"    most it may write), then commits what it wrote: {spent} + {reserve} = {allowed}, one turn fits")
     prompt = "/call current_time {}"
     stopped = await bob.run(prompt, user_id="bob")
     show.said("bob", prompt, stopped)
+    committed = (await budget.get_status(user_id="bob")).total.output_tokens
+    show.line(f"  why: turn 1 reserved {reserve} ({spent} + {reserve} = {allowed} fits), wrote the tool call")
+    show.line(
+        f"       with {committed - spent} output tokens and committed those: bob's ledger {spent} -> {committed};"
+    )
+    show.line(f"       turn 2 (the answer with the tool's result) would reserve {reserve} more:")
+    show.line(f"       {committed} + {reserve} = {committed + reserve} > {allowed}, so the run stops before it")
     show.check(
         stopped.interrupted and stopped.interruption_reason.startswith("budget"),
         "the run stopped when its next turn no longer fitted bob's budget",
@@ -193,7 +270,8 @@ async def _budget(show: Show, bob: Agent, budget: BudgetClient) -> None:
     )
 
 
-async def _audit(show: Show, audit: AuditClient) -> None:
+async def audit_log(demo: Demo) -> None:
+    show, audit = demo.show, demo.audit
     show.section("4. The audit log verifies")
     await audit.get_checkpoint(anonymous=True, create=True)
     verified = await audit.verify(anonymous=True, all_tenants=True)
@@ -205,18 +283,32 @@ async def _audit(show: Show, audit: AuditClient) -> None:
     show.check(verified.ok and len(verified.chains) >= 2, "Verify ok: every tenant's chain and the checkpoint hold")
 
 
-async def run_demo(keep: bool = False, out: TextIO = sys.stdout) -> int:
+SECTIONS: list[Section] = [memory, approval, budget_stop, audit_log]
+
+
+def offline_verify_command(data_dir: Path) -> str:
+    """The command an auditor runs on the kept folder, with the server gone."""
+    folder = data_dir / "audit"
+    return (
+        f'LOOMFLOW_AUDIT_HMAC_KEY="$(cat {data_dir / HMAC_KEY_FILE})" {devmode.program()} audit verify {folder} '
+        f"--public-key {folder / PUBLIC_KEY_FILE}"
+    )
+
+
+async def run_demo(keep: bool = False, out: TextIO = sys.stdout, data_dir: Path | None = None) -> int:
+    """Runs every section; ``data_dir`` (kept, reused by later runs) or a temporary folder (``keep``: not deleted)."""
     logging.getLogger("loomflow").setLevel(logging.ERROR)  # the demo's own lines tell the story
-    data_dir = Path(tempfile.mkdtemp(prefix="loomflow-demo-"))
-    secret = secrets.token_hex(32)
-    auth = AuthSettings(jwt_secret=secret)
+    kept = keep or data_dir is not None
+    folder = data_dir if data_dir is not None else Path(tempfile.mkdtemp(prefix="loomflow-demo-"))
+    keys = Secrets.kept_in(folder) if kept else Secrets.fresh()
+    auth = AuthSettings(jwt_secret=keys.jwt_secret)
     show = Show(out)
-    server = suite.build_server(env={}, overrides=_settings(data_dir, secret))
+    server = suite.build_server(env={}, overrides=_settings(folder, keys))
     try:
         port = await server.start()
         address = f"127.0.0.1:{port}"
         show.line(f"loomflow demo: memory, budget, policy, audit and agent in one process on {address}")
-        show.line(f"secure mode (tokens signed with a fresh secret), echo model, state in {data_dir}")
+        show.line(f"secure mode (tokens signed with a fresh secret), echo model, state in {folder}")
         operator = mint_token(auth, "demo-operator", Role.OPERATOR)
         async with (
             Agent(address, token=mint_token(auth, "alice")) as alice,
@@ -225,19 +317,21 @@ async def run_demo(keep: bool = False, out: TextIO = sys.stdout) -> int:
             BudgetClient(address, token=operator) as budget,
             AuditClient(address, token=operator) as audit,
         ):
-            await _memory(show, alice, bob)
-            await _approval(show, alice, policy)
-            await _budget(show, bob, budget)
-            await _audit(show, audit)
+            demo = Demo(show, alice, bob, policy, budget, audit)
+            for section in SECTIONS:
+                await section(demo)
     except LoomflowError as error:
         show.line(f"demo failed: {error}")
         return 1
     finally:
         await server.stop(0.5)
-        if keep:
-            show.line(f"state kept in {data_dir}")
+        if kept:
+            write_public_key(folder / "audit", parse_signing_key(keys.signing_key))
+            show.line()
+            show.line(f"state and keys kept in {folder}; verify its audit log offline with:")
+            show.line(f"  {offline_verify_command(folder)}")
         else:
-            shutil.rmtree(data_dir, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
     show.line()
     if show.failed:
         show.line(f"demo FAILED: {len(show.failed)} claim(s) did not hold")

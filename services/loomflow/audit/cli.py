@@ -57,7 +57,8 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "default: the newest one stored in the log",
     )
     verify.add_argument(
-        "--public-key", help="the trusted Ed25519 public key (hex, base64 or PEM); default: the checkpoint's own"
+        "--public-key",
+        help="the trusted Ed25519 public key (hex, base64 or PEM, or a file holding it); default: the checkpoint's own",
     )
     verify.add_argument("--user-id", help="verify only this user's chain")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -83,6 +84,12 @@ def _hmac_key(args: argparse.Namespace) -> bytes:
     return parse_hmac_key(text, strict=False)
 
 
+def _key_text(value: str) -> str:
+    """``--public-key`` is the key itself or a file holding it (a PEM kept beside the log)."""
+    path = Path(value)
+    return path.read_text() if not value.lstrip().startswith("-----BEGIN") and path.is_file() else value
+
+
 def _load_checkpoint(path: Path) -> Checkpoint:
     try:
         return checkpoints.from_json(path.read_text())
@@ -105,7 +112,7 @@ async def _run(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
                 f"the log records {expected})"
             )
         checkpoint = _load_checkpoint(args.checkpoint) if args.checkpoint else await sink.latest_checkpoint()
-        trusted = checkpoints.public_bytes(parse_public_key(args.public_key)) if args.public_key else None
+        trusted = checkpoints.public_bytes(parse_public_key(_key_text(args.public_key))) if args.public_key else None
         problem = checkpoints.signature_problem(checkpoint, trusted) if checkpoint is not None else ""
         reports, unreadable = await sink.verify(key, None if problem else checkpoint, args.user_id)
     finally:

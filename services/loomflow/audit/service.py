@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from loomflow.audit.core import AuditLog
-from loomflow.audit.keys import load_keys
+from loomflow.audit.keys import AuditKeys, load_keys
 from loomflow.audit.servicer import AuditServicer
-from loomflow.audit.sink import default_dsn, open_sink
+from loomflow.audit.sink import default_dsn, file_folder, open_sink
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.v1 import audit_pb2, audit_pb2_grpc
@@ -43,9 +48,44 @@ def build_log(ctx: ServiceContext) -> AuditLog:
     return AuditLog(sink, keys, max_batch=settings.max_batch, checkpoint_interval=settings.checkpoint_interval)
 
 
+PUBLIC_KEY_FILE = "public-key.pem"
+
+
+def file_log_folder(ctx: ServiceContext) -> Path | None:
+    """The folder of the configured file log, as the operator wrote it (relative stays relative); None for Postgres."""
+    dsn = ctx.section(SECTION, Settings).dsn
+    if not dsn:
+        return Path(ctx.server.data_dir) / "audit"
+    return file_folder(dsn) if dsn.startswith("file:") or "://" not in dsn else None
+
+
+def write_public_key(folder: Path, signing_key: Ed25519PrivateKey) -> Path:
+    """Writes the checkpoint signing key's public half (PEM) beside a file log, for offline verification."""
+    pem = signing_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / PUBLIC_KEY_FILE
+    path.write_bytes(pem)
+    return path
+
+
+def _keep_public_key(folder: Path, keys: AuditKeys) -> Callable[[], Awaitable[None]]:
+    """Development mode keeps the checkpoint key beside the log, so the log verifies offline against it."""
+
+    async def write() -> None:
+        await asyncio.to_thread(write_public_key, folder, keys.signing_key)
+
+    return write
+
+
 def build(ctx: ServiceContext) -> HostedService:
     audit_log = build_log(ctx)
     servicer = AuditServicer(audit_log)
+    on_start: list[Callable[[], Awaitable[None]]] = [audit_log.start]
+    folder = file_log_folder(ctx)
+    if ctx.server.insecure and folder is not None:
+        on_start.append(_keep_public_key(folder, audit_log.keys))
 
     def register(server: grpc.aio.Server) -> None:
         audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
@@ -54,6 +94,6 @@ def build(ctx: ServiceContext) -> HostedService:
         name=SECTION,
         full_name=audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
         register=register,
-        on_start=[audit_log.start],
+        on_start=on_start,
         on_stop=[audit_log.stop],
     )

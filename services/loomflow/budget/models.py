@@ -71,6 +71,12 @@ class Limit:
     def name(self) -> str:
         return f"{self.dimension.label}/{self.window.label}"
 
+    @property
+    def readable(self) -> str:
+        """The limit as a person reads it: ``output_tokens, no window``, ``total_tokens, daily (UTC)``."""
+        period = {Window.NONE: ", no window", Window.DAILY: ", daily (UTC)", Window.MONTHLY: ", monthly (UTC)"}
+        return self.dimension.label + period[self.window]
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -204,8 +210,9 @@ def limit_name(applies_to: AppliesTo, limit: Limit) -> str:
 def refusal(state: LimitState, amount: int) -> ResourceExhausted:
     limit = state.limit
     return ResourceExhausted(
-        f"budget exceeded: {state.applies_to.value} limit {limit.name} is {limit.max}; "
-        f"committed {state.committed} + reserved {state.reserved} + estimate {amount} would exceed it",
+        f"budget exceeded: the {state.applies_to.value} limit ({limit.readable}) is {limit.max}; "
+        f"committed {state.committed} + reserved {state.reserved} + estimate {amount} = "
+        f"{state.committed + state.reserved + amount} would exceed it",
         limit=limit_name(state.applies_to, limit),
     )
 

@@ -26,7 +26,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from loomflow.kernel.config import option
+from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.errors import PermissionDenied, Unauthenticated
 
 
@@ -102,15 +102,22 @@ class TokenVerifier:
     def __post_init__(self) -> None:
         s = self.settings
         if s.jwt_public_key_file:
-            self._key = Path(s.jwt_public_key_file).read_bytes()
+            try:
+                self._key = Path(s.jwt_public_key_file).read_bytes()
+            except OSError as exc:
+                raise ConfigError(
+                    f"LOOMFLOW_AUTH_JWT_PUBLIC_KEY_FILE (--auth-jwt-public-key-file): cannot read "
+                    f"{s.jwt_public_key_file}: {exc.strerror}"
+                ) from None
             self._algorithms = ["RS256", "EdDSA"]
         elif s.jwt_secret:
             self._key = s.jwt_secret
             self._algorithms = ["HS256"]
         else:
-            raise ValueError(
-                "no token key configured: set LOOMFLOW_AUTH_JWT_SECRET or LOOMFLOW_AUTH_JWT_PUBLIC_KEY_FILE "
-                "(or run with --insecure for local development)"
+            raise ConfigError(
+                "no token key configured: set LOOMFLOW_AUTH_JWT_SECRET (--auth-jwt-secret) or "
+                "LOOMFLOW_AUTH_JWT_PUBLIC_KEY_FILE (--auth-jwt-public-key-file), "
+                "or run with --insecure for local development"
             )
 
     def verify(self, token: str) -> Principal:
@@ -181,6 +188,10 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | 
     value = values[0]
     text = value.decode() if isinstance(value, bytes) else value
     scheme, _, token = text.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer":
         raise Unauthenticated("authorization must be 'Bearer <token>'")
+    if not token.strip():
+        raise Unauthenticated(
+            "the bearer token is empty (an unset shell variable?): mint one with `loomflow token <user_id>`"
+        )
     return token.strip()

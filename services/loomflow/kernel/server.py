@@ -9,15 +9,18 @@ service's ``on_stop``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from loomflow.kernel import heap
+from loomflow.kernel import devmode, heap, reflection
 from loomflow.kernel.auth import AuthSettings, TokenVerifier
+from loomflow.kernel.config import ConfigError
 from loomflow.kernel.hosting import HostedService
 from loomflow.kernel.interceptor import KernelInterceptor, WrappingRegistrar
 from loomflow.kernel.ratelimit import TenantLimiter
@@ -29,6 +32,30 @@ from loomflow.kernel.tracing import flush_spans, setup_tracing
 log = logging.getLogger("loomflow.server")
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another socket listens on ``host:port``: asked before gRPC binds, whose own failure
+    also prints a gRPC core log line, where a newcomer should read one line naming the setting."""
+    if port == 0:
+        return False
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is no conflict
+            probe.bind(where)
+    except OSError as exc:
+        return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def startup_failure(service: str, exc: BaseException) -> str:
+    """One line for a service that could not start: what failed, and the setting that chose its backend."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    setting = (
+        f"LOOMFLOW_{service.upper()}_DSN (--{service}-dsn)" if service != "agent" else "the agent's --agent-* settings"
+    )
+    return f"the {service} service could not start: {reason}: check {setting}"
+
+
 class Server:
     """A running (or ready-to-run) server. ``port`` is the bound port after :meth:`start`."""
 
@@ -37,13 +64,16 @@ class Server:
         self.services = services
         self.port = 0
         self.bound_port = 0
-        self._auth = auth
         self._stopping = False
+        self._verifier: TokenVerifier | None = None
         if settings.insecure:
             log.warning("INSECURE MODE: unauthenticated callers act as operators; never run this in production")
-            self._verifier: TokenVerifier | None = None
+            auth = devmode.with_dev_secret(auth, settings.data_dir)  # so `loomflow token` mints accepted tokens
+            if devmode.has_token_key(auth):
+                self._verifier = TokenVerifier(auth)
         else:
             self._verifier = TokenVerifier(auth)  # fails fast on a missing key
+        self._auth = auth
 
     def _build(self) -> None:
         # grpc.aio objects bind to the running event loop, so they are made in start().
@@ -65,6 +95,7 @@ class Server:
                 max_tenants=settings.rate_limit_max_tenants,
             ),
             refusals=RefusalRecorder({s.full_name: s.on_refusal for s in services if s.on_refusal is not None}),
+            insecure=settings.insecure,
         )
         limit = settings.max_message_bytes
         self._server = grpc.aio.server(
@@ -82,19 +113,29 @@ class Server:
         reflection.enable_server_reflection(names, self._server)
 
     async def start(self) -> int:
-        """Binds, runs every service's ``on_start`` and reports SERVING. Returns the port."""
+        """Binds, runs every service's ``on_start`` and reports SERVING. Returns the port.
+
+        A start-up failure (a port in use, an unreachable backend) stops what had started and
+        raises :class:`ConfigError` naming the setting to change.
+        """
         self._build()
-        host = self.settings.host
-        address = f"[{host}]:{self.settings.port}" if ":" in host else f"{host}:{self.settings.port}"
-        port = self._server.add_insecure_port(address)
-        if port == 0:
-            raise OSError(f"cannot bind {address}")
-        self.bound_port = port  # known to on_start hooks; `port` is set once serving
-        setup_metrics("loomflow", self.settings.metrics_port, host)
-        for service in self.services:
-            for hook in service.on_start:
-                await hook()
-        await self._server.start()
+        started: list[HostedService] = []
+        try:
+            port = self._bind()
+            for service in self.services:
+                started.append(service)
+                for hook in service.on_start:
+                    try:
+                        await hook()
+                    except ConfigError:
+                        raise
+                    except Exception as exc:
+                        raise ConfigError(startup_failure(service.name, exc)) from exc
+            await self._server.start()
+        except BaseException:
+            await self._server.stop(0)
+            await self._run_stop_hooks(started, quiet=True)  # a half-started backend may fail to close too
+            raise
         self.port = port
         for service in self.services:
             await self._health.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
@@ -102,12 +143,45 @@ class Server:
         log.info(
             "serving",
             extra={
-                "address": f"{host}:{port}",
+                "address": f"{self.settings.host}:{port}",
                 "services": [s.name for s in self.services],
                 "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],  # uvloop or asyncio
             },
         )
         return self.port
+
+    def _bind(self) -> int:
+        host, wanted = self.settings.host, self.settings.port
+        address = f"[{host}]:{wanted}" if ":" in host else f"{host}:{wanted}"
+        try:
+            port = 0 if port_in_use(host, wanted) else self._server.add_insecure_port(address)
+        except RuntimeError:  # grpc's "Failed to bind"
+            port = 0
+        if port == 0:
+            raise ConfigError(
+                f"cannot listen on {address} (in use, or not an address of this machine): "
+                "choose another with --port / LOOMFLOW_PORT (or --host / LOOMFLOW_HOST)"
+            )
+        self.bound_port = port  # known to on_start hooks; `port` is set once serving
+        try:
+            setup_metrics("loomflow", self.settings.metrics_port, host)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{self.settings.metrics_port} ({exc.strerror}): "
+                "choose another with --metrics-port / LOOMFLOW_METRICS_PORT (0 turns the endpoint off)"
+            ) from None
+        return port
+
+    async def _run_stop_hooks(self, services: list[HostedService], quiet: bool = False) -> None:
+        for service in reversed(services):
+            for hook in service.on_stop:
+                try:
+                    await hook()
+                except Exception as exc:
+                    if quiet:
+                        log.debug("error stopping %s: %s", service.name, exc)
+                    else:
+                        log.exception("error stopping %s", service.name)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains: NOT_SERVING first (probes and balancers stop sending), then in-flight calls finish."""
@@ -126,18 +200,13 @@ class Server:
                 except Exception:
                     log.exception("error draining %s", service.name)
         await stopping
-        for service in reversed(self.services):
-            for hook in service.on_stop:
-                try:
-                    await hook()
-                except Exception:
-                    log.exception("error stopping %s", service.name)
+        await self._run_stop_hooks(self.services)
         if self.settings.tracing:
             flush_spans()  # the OTLP batch still holds the last spans
         log.info("stopped")
 
-    async def run_until_signal(self) -> None:
-        """Serves until SIGTERM or SIGINT, then drains gracefully."""
+    async def run_until_signal(self, on_serving: Callable[[int], None] | None = None) -> None:
+        """Serves until SIGTERM or SIGINT, then drains gracefully; ``on_serving`` gets the bound port."""
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
         # Before start(): the port accepts connections during start(), and a SIGTERM that arrived
@@ -145,7 +214,9 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_requested.set)
         try:
-            await self.start()
+            port = await self.start()
+            if on_serving is not None:
+                on_serving(port)
             with heap.settled():
                 await stop_requested.wait()
         finally:

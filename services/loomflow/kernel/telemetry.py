@@ -118,12 +118,12 @@ def setup_metrics(service_name: str, port: int, host: str = "0.0.0.0") -> None:
     with _metrics_lock:
         if _metrics_served:
             return
-        _metrics_served = True
         INSTRUMENTS.target_info = {"service_name": service_name}
         if port:
             from prometheus_client import start_http_server
 
-            start_http_server(port, addr=host)
+            start_http_server(port, addr=host)  # OSError when the port is taken: the caller names the setting
+        _metrics_served = True
 
 
 def meter(name: str) -> Meter:

@@ -16,7 +16,7 @@ def default_dsn(data_dir: str) -> str:
     return f"file://{Path(data_dir).resolve() / 'audit'}"
 
 
-def _file_folder(location: str) -> Path:
+def file_folder(location: str) -> Path:
     """A log folder from a path or ``file://`` DSN; a path to ``entries.jsonl`` means its folder."""
     path = Path(unquote(urlparse(location).path) if location.startswith("file:") else location)
     return path.parent if path.suffix == ".jsonl" else path
@@ -35,7 +35,7 @@ def open_sink(dsn: str, *, readonly: bool = False) -> Sink:
 
         if scheme == "file" and not urlparse(dsn).path:
             raise ConfigError(f"LOOMFLOW_AUDIT_DSN={dsn!r}: a file DSN needs a path, e.g. file:///var/lib/audit")
-        return FileSink(_file_folder(dsn), readonly=readonly)
+        return FileSink(file_folder(dsn), readonly=readonly)
     raise ConfigError(
         f"LOOMFLOW_AUDIT_DSN={dsn!r}: unsupported; use file:///path (JSONL, the default) or postgres://… "
         "(an audit log must be durable, so memory:// and sqlite:// are not offered)"
