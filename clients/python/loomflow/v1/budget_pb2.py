@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from loomflow.v1 import tenancy_pb2 as loomflow_dot_v1_dot_tenancy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18loomflow/v1/budget.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19loomflow/v1/tenancy.proto\"\xb1\x01\n\x05Usage\x12\x1d\n\x0cinput_tokens\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1e\n\routput_tokens\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12$\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12#\n\x12\x63\x61\x63he_write_tokens\x18\x04 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1e\n\rwall_clock_ms\x18\x05 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"\xc3\x01\n\x06\x43harge\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x04 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x05 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x06 \x01(\x03\x12\x15\n\rwall_clock_ms\x18\x07 \x01(\x03\x12\x11\n\tpriced_as\x18\x08 \x01(\t\"\x85\x01\n\x05Limit\x12\x35\n\tdimension\x18\x01 \x01(\x0e\x32\x16.loomflow.v1.DimensionB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12/\n\x06window\x18\x02 \x01(\x0e\x32\x13.loomflow.v1.WindowB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x14\n\x03max\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"\xdc\x01\n\nLimitUsage\x12!\n\x05limit\x18\x01 \x01(\x0b\x32\x12.loomflow.v1.Limit\x12\x12\n\napplies_to\x18\x02 \x01(\t\x12\x11\n\tcommitted\x18\x03 \x01(\x03\x12\x10\n\x08reserved\x18\x04 \x01(\x03\x12\x10\n\x08\x66raction\x18\x05 \x01(\x01\x12\x30\n\x0cwindow_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\rBudgetWarning\x12!\n\x05limit\x18\x01 \x01(\x0b\x32\x12.loomflow.v1.Limit\x12\x12\n\napplies_to\x18\x02 \x01(\t\x12\x10\n\x08\x66raction\x18\x03 \x01(\x01\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xdb\x01\n\x0eReserveRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x1b\n\x07\x63\x61ll_id\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x17\n\x05model\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12,\n\x08\x65stimate\x18\x04 \x01(\x0b\x32\x12.loomflow.v1.UsageB\x06\xbaH\x03\xc8\x01\x01\x12\x1c\n\x06ttl_ms\x18\x05 \x01(\x03\x42\x0c\xbaH\t\"\x07\x18\x80\xb8\x99)(\x00\x12\x18\n\x06run_id\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"\xbc\x01\n\x0fReserveResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12!\n\x04held\x18\x02 \x01(\x0b\x32\x13.loomflow.v1.Charge\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08warnings\x18\x04 \x03(\x0b\x32\x1a.loomflow.v1.BudgetWarning\x12\x10\n\x08replayed\x18\x05 \x01(\x08\"\x8e\x01\n\rCommitRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\"\n\x0ereservation_id\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12*\n\x06\x61\x63tual\x18\x03 \x01(\x0b\x32\x12.loomflow.v1.UsageB\x06\xbaH\x03\xc8\x01\x01\"v\n\x0e\x43ommitResponse\x12$\n\x07\x63harged\x18\x01 \x01(\x0b\x32\x13.loomflow.v1.Charge\x12,\n\x08warnings\x18\x02 \x03(\x0b\x32\x1a.loomflow.v1.BudgetWarning\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"c\n\x0eReleaseRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\"\n\x0ereservation_id\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"A\n\x10GetStatusRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\"\x8e\x01\n\x11GetStatusResponse\x12\'\n\x06limits\x18\x01 \x03(\x0b\x32\x17.loomflow.v1.LimitUsage\x12\"\n\x05total\x18\x02 \x01(\x0b\x32\x13.loomflow.v1.Charge\x12,\n\x08warnings\x18\x03 \x03(\x0b\x32\x1a.loomflow.v1.BudgetWarning\"\xa5\x01\n\x10SetLimitsRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x34\n\x06target\x18\x02 \x01(\x0e\x32\x18.loomflow.v1.LimitTargetB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12,\n\x06limits\x18\x03 \x03(\x0b\x32\x12.loomflow.v1.LimitB\x08\xbaH\x05\x92\x01\x02\x10 \"7\n\x11SetLimitsResponse\x12\"\n\x06limits\x18\x01 \x03(\x0b\x32\x12.loomflow.v1.Limit*\xb3\x01\n\tDimension\x12\x19\n\x15\x44IMENSION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44IMENSION_INPUT_TOKENS\x10\x01\x12\x1b\n\x17\x44IMENSION_OUTPUT_TOKENS\x10\x02\x12\x1a\n\x16\x44IMENSION_TOTAL_TOKENS\x10\x03\x12\x19\n\x15\x44IMENSION_COST_MICROS\x10\x04\x12\x1b\n\x17\x44IMENSION_WALL_CLOCK_MS\x10\x05*W\n\x06Window\x12\x16\n\x12WINDOW_UNSPECIFIED\x10\x00\x12\x0f\n\x0bWINDOW_NONE\x10\x01\x12\x10\n\x0cWINDOW_DAILY\x10\x02\x12\x12\n\x0eWINDOW_MONTHLY\x10\x03*z\n\x0bLimitTarget\x12\x1c\n\x18LIMIT_TARGET_UNSPECIFIED\x10\x00\x12\x17\n\x13LIMIT_TARGET_GLOBAL\x10\x01\x12\x1d\n\x19LIMIT_TARGET_DEFAULT_USER\x10\x02\x12\x15\n\x11LIMIT_TARGET_USER\x10\x03\x32\xf6\x02\n\rBudgetService\x12\x44\n\x07Reserve\x12\x1b.loomflow.v1.ReserveRequest\x1a\x1c.loomflow.v1.ReserveResponse\x12\x41\n\x06\x43ommit\x12\x1a.loomflow.v1.CommitRequest\x1a\x1b.loomflow.v1.CommitResponse\x12\x44\n\x07Release\x12\x1b.loomflow.v1.ReleaseRequest\x1a\x1c.loomflow.v1.ReleaseResponse\x12J\n\tGetStatus\x12\x1d.loomflow.v1.GetStatusRequest\x1a\x1e.loomflow.v1.GetStatusResponse\x12J\n\tSetLimits\x12\x1d.loomflow.v1.SetLimitsRequest\x1a\x1e.loomflow.v1.SetLimitsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18loomflow/v1/budget.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19loomflow/v1/tenancy.proto\"\xb1\x01\n\x05Usage\x12\x1d\n\x0cinput_tokens\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1e\n\routput_tokens\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12$\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12#\n\x12\x63\x61\x63he_write_tokens\x18\x04 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1e\n\rwall_clock_ms\x18\x05 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"\xc3\x01\n\x06\x43harge\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x04 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x05 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x06 \x01(\x03\x12\x15\n\rwall_clock_ms\x18\x07 \x01(\x03\x12\x11\n\tpriced_as\x18\x08 \x01(\t\"\x85\x01\n\x05Limit\x12\x35\n\tdimension\x18\x01 \x01(\x0e\x32\x16.loomflow.v1.DimensionB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12/\n\x06window\x18\x02 \x01(\x0e\x32\x13.loomflow.v1.WindowB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x14\n\x03max\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"\xdc\x01\n\nLimitUsage\x12!\n\x05limit\x18\x01 \x01(\x0b\x32\x12.loomflow.v1.Limit\x12\x12\n\napplies_to\x18\x02 \x01(\t\x12\x11\n\tcommitted\x18\x03 \x01(\x03\x12\x10\n\x08reserved\x18\x04 \x01(\x03\x12\x10\n\x08\x66raction\x18\x05 \x01(\x01\x12\x30\n\x0cwindow_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\rBudgetWarning\x12!\n\x05limit\x18\x01 \x01(\x0b\x32\x12.loomflow.v1.Limit\x12\x12\n\napplies_to\x18\x02 \x01(\t\x12\x10\n\x08\x66raction\x18\x03 \x01(\x01\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xff\x01\n\x0eReserveRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\'\n\x07\x63\x61ll_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x01\x32\n^[^\\x00]*$\x12#\n\x05model\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12,\n\x08\x65stimate\x18\x04 \x01(\x0b\x32\x12.loomflow.v1.UsageB\x06\xbaH\x03\xc8\x01\x01\x12\x1c\n\x06ttl_ms\x18\x05 \x01(\x03\x42\x0c\xbaH\t\"\x07\x18\x80\xb8\x99)(\x00\x12$\n\x06run_id\x18\x06 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x01\x32\n^[^\\x00]*$\"\xbc\x01\n\x0fReserveResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12!\n\x04held\x18\x02 \x01(\x0b\x32\x13.loomflow.v1.Charge\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08warnings\x18\x04 \x03(\x0b\x32\x1a.loomflow.v1.BudgetWarning\x12\x10\n\x08replayed\x18\x05 \x01(\x08\"\x9a\x01\n\rCommitRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12.\n\x0ereservation_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x01\x32\n^[^\\x00]*$\x12*\n\x06\x61\x63tual\x18\x03 \x01(\x0b\x32\x12.loomflow.v1.UsageB\x06\xbaH\x03\xc8\x01\x01\"v\n\x0e\x43ommitResponse\x12$\n\x07\x63harged\x18\x01 \x01(\x0b\x32\x13.loomflow.v1.Charge\x12,\n\x08warnings\x18\x02 \x03(\x0b\x32\x1a.loomflow.v1.BudgetWarning\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"o\n\x0eReleaseRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12.\n\x0ereservation_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x01\x32\n^[^\\x00]*$\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"A\n\x10GetStatusRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\"\x8e\x01\n\x11GetStatusResponse\x12\'\n\x06limits\x18\x01 \x03(\x0b\x32\x17.loomflow.v1.LimitUsage\x12\"\n\x05total\x18\x02 \x01(\x0b\x32\x13.loomflow.v1.Charge\x12,\n\x08warnings\x18\x03 \x03(\x0b\x32\x1a.loomflow.v1.BudgetWarning\"\xa5\x01\n\x10SetLimitsRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x34\n\x06target\x18\x02 \x01(\x0e\x32\x18.loomflow.v1.LimitTargetB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12,\n\x06limits\x18\x03 \x03(\x0b\x32\x12.loomflow.v1.LimitB\x08\xbaH\x05\x92\x01\x02\x10 \"7\n\x11SetLimitsResponse\x12\"\n\x06limits\x18\x01 \x03(\x0b\x32\x12.loomflow.v1.Limit*\xb3\x01\n\tDimension\x12\x19\n\x15\x44IMENSION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44IMENSION_INPUT_TOKENS\x10\x01\x12\x1b\n\x17\x44IMENSION_OUTPUT_TOKENS\x10\x02\x12\x1a\n\x16\x44IMENSION_TOTAL_TOKENS\x10\x03\x12\x19\n\x15\x44IMENSION_COST_MICROS\x10\x04\x12\x1b\n\x17\x44IMENSION_WALL_CLOCK_MS\x10\x05*W\n\x06Window\x12\x16\n\x12WINDOW_UNSPECIFIED\x10\x00\x12\x0f\n\x0bWINDOW_NONE\x10\x01\x12\x10\n\x0cWINDOW_DAILY\x10\x02\x12\x12\n\x0eWINDOW_MONTHLY\x10\x03*z\n\x0bLimitTarget\x12\x1c\n\x18LIMIT_TARGET_UNSPECIFIED\x10\x00\x12\x17\n\x13LIMIT_TARGET_GLOBAL\x10\x01\x12\x1d\n\x19LIMIT_TARGET_DEFAULT_USER\x10\x02\x12\x15\n\x11LIMIT_TARGET_USER\x10\x03\x32\xf6\x02\n\rBudgetService\x12\x44\n\x07Reserve\x12\x1b.loomflow.v1.ReserveRequest\x1a\x1c.loomflow.v1.ReserveResponse\x12\x41\n\x06\x43ommit\x12\x1a.loomflow.v1.CommitRequest\x1a\x1b.loomflow.v1.CommitResponse\x12\x44\n\x07Release\x12\x1b.loomflow.v1.ReleaseRequest\x1a\x1c.loomflow.v1.ReleaseResponse\x12J\n\tGetStatus\x12\x1d.loomflow.v1.GetStatusRequest\x1a\x1e.loomflow.v1.GetStatusResponse\x12J\n\tSetLimits\x12\x1d.loomflow.v1.SetLimitsRequest\x1a\x1e.loomflow.v1.SetLimitsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,25 +53,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESERVEREQUEST'].fields_by_name['scope']._loaded_options = None
   _globals['_RESERVEREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
   _globals['_RESERVEREQUEST'].fields_by_name['call_id']._loaded_options = None
-  _globals['_RESERVEREQUEST'].fields_by_name['call_id']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
+  _globals['_RESERVEREQUEST'].fields_by_name['call_id']._serialized_options = b'\272H\023r\021\020\001\030\200\0012\n^[^\\x00]*$'
   _globals['_RESERVEREQUEST'].fields_by_name['model']._loaded_options = None
-  _globals['_RESERVEREQUEST'].fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_RESERVEREQUEST'].fields_by_name['model']._serialized_options = b'\272H\021r\017\030\200\0022\n^[^\\x00]*$'
   _globals['_RESERVEREQUEST'].fields_by_name['estimate']._loaded_options = None
   _globals['_RESERVEREQUEST'].fields_by_name['estimate']._serialized_options = b'\272H\003\310\001\001'
   _globals['_RESERVEREQUEST'].fields_by_name['ttl_ms']._loaded_options = None
   _globals['_RESERVEREQUEST'].fields_by_name['ttl_ms']._serialized_options = b'\272H\t\"\007\030\200\270\231)(\000'
   _globals['_RESERVEREQUEST'].fields_by_name['run_id']._loaded_options = None
-  _globals['_RESERVEREQUEST'].fields_by_name['run_id']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_RESERVEREQUEST'].fields_by_name['run_id']._serialized_options = b'\272H\021r\017\030\200\0012\n^[^\\x00]*$'
   _globals['_COMMITREQUEST'].fields_by_name['scope']._loaded_options = None
   _globals['_COMMITREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
   _globals['_COMMITREQUEST'].fields_by_name['reservation_id']._loaded_options = None
-  _globals['_COMMITREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
+  _globals['_COMMITREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\272H\023r\021\020\001\030\200\0012\n^[^\\x00]*$'
   _globals['_COMMITREQUEST'].fields_by_name['actual']._loaded_options = None
   _globals['_COMMITREQUEST'].fields_by_name['actual']._serialized_options = b'\272H\003\310\001\001'
   _globals['_RELEASEREQUEST'].fields_by_name['scope']._loaded_options = None
   _globals['_RELEASEREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
   _globals['_RELEASEREQUEST'].fields_by_name['reservation_id']._loaded_options = None
-  _globals['_RELEASEREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
+  _globals['_RELEASEREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\272H\023r\021\020\001\030\200\0012\n^[^\\x00]*$'
   _globals['_GETSTATUSREQUEST'].fields_by_name['scope']._loaded_options = None
   _globals['_GETSTATUSREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
   _globals['_SETLIMITSREQUEST'].fields_by_name['scope']._loaded_options = None
@@ -80,12 +80,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETLIMITSREQUEST'].fields_by_name['target']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
   _globals['_SETLIMITSREQUEST'].fields_by_name['limits']._loaded_options = None
   _globals['_SETLIMITSREQUEST'].fields_by_name['limits']._serialized_options = b'\272H\005\222\001\002\020 '
-  _globals['_DIMENSION']._serialized_start=2228
-  _globals['_DIMENSION']._serialized_end=2407
-  _globals['_WINDOW']._serialized_start=2409
-  _globals['_WINDOW']._serialized_end=2496
-  _globals['_LIMITTARGET']._serialized_start=2498
-  _globals['_LIMITTARGET']._serialized_end=2620
+  _globals['_DIMENSION']._serialized_start=2288
+  _globals['_DIMENSION']._serialized_end=2467
+  _globals['_WINDOW']._serialized_start=2469
+  _globals['_WINDOW']._serialized_end=2556
+  _globals['_LIMITTARGET']._serialized_start=2558
+  _globals['_LIMITTARGET']._serialized_end=2680
   _globals['_USAGE']._serialized_start=131
   _globals['_USAGE']._serialized_end=308
   _globals['_CHARGE']._serialized_start=311
@@ -97,25 +97,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUDGETWARNING']._serialized_start=867
   _globals['_BUDGETWARNING']._serialized_end=972
   _globals['_RESERVEREQUEST']._serialized_start=975
-  _globals['_RESERVEREQUEST']._serialized_end=1194
-  _globals['_RESERVERESPONSE']._serialized_start=1197
-  _globals['_RESERVERESPONSE']._serialized_end=1385
-  _globals['_COMMITREQUEST']._serialized_start=1388
-  _globals['_COMMITREQUEST']._serialized_end=1530
-  _globals['_COMMITRESPONSE']._serialized_start=1532
-  _globals['_COMMITRESPONSE']._serialized_end=1650
-  _globals['_RELEASEREQUEST']._serialized_start=1652
-  _globals['_RELEASEREQUEST']._serialized_end=1751
-  _globals['_RELEASERESPONSE']._serialized_start=1753
-  _globals['_RELEASERESPONSE']._serialized_end=1788
-  _globals['_GETSTATUSREQUEST']._serialized_start=1790
-  _globals['_GETSTATUSREQUEST']._serialized_end=1855
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1858
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2000
-  _globals['_SETLIMITSREQUEST']._serialized_start=2003
-  _globals['_SETLIMITSREQUEST']._serialized_end=2168
-  _globals['_SETLIMITSRESPONSE']._serialized_start=2170
-  _globals['_SETLIMITSRESPONSE']._serialized_end=2225
-  _globals['_BUDGETSERVICE']._serialized_start=2623
-  _globals['_BUDGETSERVICE']._serialized_end=2997
+  _globals['_RESERVEREQUEST']._serialized_end=1230
+  _globals['_RESERVERESPONSE']._serialized_start=1233
+  _globals['_RESERVERESPONSE']._serialized_end=1421
+  _globals['_COMMITREQUEST']._serialized_start=1424
+  _globals['_COMMITREQUEST']._serialized_end=1578
+  _globals['_COMMITRESPONSE']._serialized_start=1580
+  _globals['_COMMITRESPONSE']._serialized_end=1698
+  _globals['_RELEASEREQUEST']._serialized_start=1700
+  _globals['_RELEASEREQUEST']._serialized_end=1811
+  _globals['_RELEASERESPONSE']._serialized_start=1813
+  _globals['_RELEASERESPONSE']._serialized_end=1848
+  _globals['_GETSTATUSREQUEST']._serialized_start=1850
+  _globals['_GETSTATUSREQUEST']._serialized_end=1915
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1918
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2060
+  _globals['_SETLIMITSREQUEST']._serialized_start=2063
+  _globals['_SETLIMITSREQUEST']._serialized_end=2228
+  _globals['_SETLIMITSRESPONSE']._serialized_start=2230
+  _globals['_SETLIMITSRESPONSE']._serialized_end=2285
+  _globals['_BUDGETSERVICE']._serialized_start=2683
+  _globals['_BUDGETSERVICE']._serialized_end=3057
 # @@protoc_insertion_point(module_scope)
