@@ -23,6 +23,10 @@ python -m grpc_tools.protoc -I third_party/protovalidate \
 touch "$PY_OUT/loomflow/v1/__init__.py" "$PY_OUT/loomflow/v1/py.typed" \
   "$PY_OUT/buf/__init__.py" "$PY_OUT/buf/validate/__init__.py"
 
+# Go client's sentinel look-alike table, from the server's folding (kernel/lookalikes.py).
+PYTHONPATH="services:clients/python${PYTHONPATH:+:$PYTHONPATH}" python scripts/gen_lookalikes.py
+gofmt -l clients/go/loomflow/lookalikes_table.go | (! grep .)
+
 # Go: buf with local plugins (see buf.gen.yaml).
 if command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null; then
   buf generate
