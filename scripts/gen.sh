@@ -13,6 +13,10 @@ GO_OUT=clients/go
 rm -rf "$PY_OUT/loomflow/v1" "$PY_OUT/loomflow/_vendor" "$PY_OUT/buf"
 python scripts/gen_python.py "$PY_OUT"
 
+# Go client's sentinel look-alike table, from the server's folding (kernel/lookalikes.py).
+PYTHONPATH="services:clients/python${PYTHONPATH:+:$PYTHONPATH}" python scripts/gen_lookalikes.py
+gofmt -l clients/go/loomflow/lookalikes_table.go | (! grep .)
+
 # Go: buf with local plugins (see buf.gen.yaml).
 if command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null; then
   buf generate

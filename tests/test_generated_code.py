@@ -6,6 +6,7 @@ the protoset; this test gives the same answer for Python without Go tools.)
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,14 @@ def test_generated_messages_import_buf_validate_only_from_the_private_vendor_pat
         if b"from buf." in p.read_bytes() or b"import buf" in p.read_bytes()
     ]
     assert not offenders, f"generated code imports the top-level `buf` package: {offenders}"
+
+
+def test_go_lookalike_table_matches_the_server_folding() -> None:
+    """clients/go/loomflow/lookalikes_table.go is what scripts/gen_lookalikes.py writes today (issue 19)."""
+    spec = importlib.util.spec_from_file_location("gen_lookalikes", REPO / "scripts" / "gen_lookalikes.py")
+    assert spec is not None
+    assert spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    committed = (REPO / "clients" / "go" / "loomflow" / "lookalikes_table.go").read_text()
+    assert committed == generator.render(), "the Go look-alike table is stale: run `make gen`"

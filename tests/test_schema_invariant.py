@@ -51,3 +51,78 @@ def test_user_scope_requires_exactly_one_kind() -> None:
 
 def test_no_client_streaming_rpcs_so_every_request_is_validated_once() -> None:
     assert not [m.full_name for m in all_methods() if m.client_streaming]
+
+
+# -- every string a request carries must be storable by every backend (issue 19, item 3) --------
+
+STORABLE_PATTERN = "^[^\\x00]*$"
+"""No NUL: Postgres text and jsonb cannot store one (tenancy.proto explains the rule)."""
+
+
+def request_string_fields() -> list[tuple[str, str]]:
+    """(path, kind) of every string field reachable from any RPC's request, nested messages included."""
+    found: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def walk(message: descriptor.Descriptor) -> None:
+        if message.full_name in seen or message.full_name.startswith("google.protobuf."):
+            return  # Struct and friends are checked by the kernel (kernel/storable.py)
+        seen.add(message.full_name)
+        for field in message.fields:
+            path = f"{message.full_name}.{field.name}"
+            entry = field.message_type
+            if entry is not None and entry.GetOptions().map_entry:
+                for side in ("key", "value"):
+                    if entry.fields_by_name[side].type == descriptor.FieldDescriptor.TYPE_STRING:
+                        found.append((path, f"map {side}s"))
+                value_type = entry.fields_by_name["value"].message_type
+                if value_type is not None:
+                    walk(value_type)
+            elif entry is not None:
+                walk(entry)
+            elif field.type == descriptor.FieldDescriptor.TYPE_STRING:
+                found.append((path, "repeated" if field.is_repeated else "single"))
+
+    for method in all_methods():
+        walk(method.input_type)
+    return found
+
+
+def storable_pattern(path: str, kind: str) -> str:
+    message_name, field_name = path.rsplit(".", 1)
+    message = next(
+        d
+        for f in [*FILES, tenancy_pb2]
+        for d in _all_messages(f.DESCRIPTOR.message_types_by_name.values())
+        if d.full_name == message_name
+    )
+    rules: Any = message.fields_by_name[field_name].GetOptions().Extensions[FIELD_RULES]
+    if kind == "single":
+        return str(rules.string.pattern)
+    if kind == "repeated":
+        return str(rules.repeated.items.string.pattern)
+    side = rules.map.keys if kind == "map keys" else rules.map.values
+    return str(side.string.pattern)
+
+
+def _all_messages(messages: Any) -> list[descriptor.Descriptor]:
+    out: list[descriptor.Descriptor] = []
+    for message in messages:
+        out.append(message)
+        out.extend(_all_messages(message.nested_types))
+    return out
+
+
+def test_the_walk_finds_nested_repeated_and_map_strings() -> None:
+    paths = dict(request_string_fields())
+    assert paths.get("loomflow.v1.UserScope.user_id") == "single"
+    assert paths.get("loomflow.v1.ArgumentCondition.values") == "repeated", "nested in PutPolicyRequest"
+    assert "loomflow.v1.RememberRequest.metadata" in paths
+
+
+@pytest.mark.parametrize(("path", "kind"), request_string_fields(), ids=lambda x: str(x))
+def test_every_request_string_refuses_nul(path: str, kind: str) -> None:
+    assert storable_pattern(path, kind) == STORABLE_PATTERN, (
+        f"{path} ({kind}) lacks (buf.validate.field).string.pattern = {STORABLE_PATTERN!r}: a NUL would reach "
+        "Postgres, which cannot store it (issue 19)"
+    )

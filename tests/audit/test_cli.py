@@ -9,12 +9,16 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import json_format
 
 from loomflow import cli
+from loomflow.audit import checkpoint as checkpoints
+from loomflow.audit.cli import public_key_fingerprint
 from loomflow.audit.keys import AuditKeys
-from loomflow.audit.models import Checkpoint, Draft
+from loomflow.audit.models import Checkpoint, Draft, SignedHead
 from loomflow.audit.servicer import checkpoint_message
+from loomflow.audit.sink import open_sink
 from loomflow.audit.sink.file import CHECKPOINTS
 from loomflow.v1 import audit_pb2
 from tests.audit.conftest import KeyTexts, fresh_key_texts, make_log
@@ -47,9 +51,14 @@ def verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return status, captured.out + captured.err
 
 
+def pinned(key_texts: KeyTexts) -> str:
+    """The service's public key as an auditor pins it (hex, what `loomflow audit public-key` prints)."""
+    return key_texts.load().public_key.hex()
+
+
 def test_an_intact_log_verifies(dsn: str, key_texts: KeyTexts, capsys: pytest.CaptureFixture[str]) -> None:
     asyncio.run(_write(dsn, key_texts.load()))
-    status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key)
+    status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key, "--public-key", pinned(key_texts))
     assert status == 0, out
     assert "2 chains, 10 entries" in out
     assert "result: OK" in out
@@ -58,10 +67,11 @@ def test_an_intact_log_verifies(dsn: str, key_texts: KeyTexts, capsys: pytest.Ca
 def test_a_deleted_entry_fails_with_its_seq(dsn: str, key_texts: KeyTexts, capsys: pytest.CaptureFixture[str]) -> None:
     asyncio.run(_write(dsn, key_texts.load()))
     _drop(dsn, "alice", {3})
-    status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key)
+    status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key, "--public-key", pinned(key_texts))
     assert status == 1, out
     assert "FAIL user 'alice': first bad seq 3: seq gap" in out
-    status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key, "--user-id", "bob", "--json")
+    args = ("--hmac-key", key_texts.hmac_key, "--public-key", pinned(key_texts), "--user-id", "bob", "--json")
+    status, out = verify(capsys, dsn, *args)
     assert status == 0, out
     assert json.loads(out)["chains"][0]["user_id"] == "bob"
 
@@ -77,7 +87,7 @@ def test_truncation_is_caught_by_a_checkpoint_kept_out_of_band(
     _drop(f"file://{folder}", "alice", {4, 5})
     (folder / CHECKPOINTS).unlink()  # the attacker removes the checkpoints the log kept
 
-    status, out = verify(capsys, str(folder), "--hmac-key", key_texts.hmac_key)
+    status, out = verify(capsys, str(folder), "--hmac-key", key_texts.hmac_key, "--public-key", pinned(key_texts))
     assert status == 0, "without a checkpoint a cut tail is undetectable; the output must say so"
     assert "checkpoint: none" in out
 
@@ -103,13 +113,97 @@ def test_unusable_input_exits_2_with_the_reason(
     dsn: str, key_texts: KeyTexts, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     asyncio.run(_write(dsn, key_texts.load()))
-    status, out = verify(capsys, dsn, "--hmac-key", fresh_key_texts().hmac_key)
+    public = ("--public-key", pinned(key_texts))
+    status, out = verify(capsys, dsn, "--hmac-key", fresh_key_texts().hmac_key, *public)
     assert status == 2
     assert "not the one this log was written with" in out
-    status, out = verify(capsys, str(tmp_path / "nowhere"), "--hmac-key", key_texts.hmac_key)
+    status, out = verify(capsys, str(tmp_path / "nowhere"), "--hmac-key", key_texts.hmac_key, *public)
     assert status == 2
     assert "no audit log" in out
     (tmp_path / "bad.json").write_text("{}")
-    status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key, "--checkpoint", str(tmp_path / "bad.json"))
+    status, out = verify(
+        capsys, dsn, "--hmac-key", key_texts.hmac_key, *public, "--checkpoint", str(tmp_path / "bad.json")
+    )
     assert status == 2
     assert "not a checkpoint" in out
+
+
+# -- issue 19, item 7: a forged checkpoint signed with the attacker's own key ----------------
+
+
+def _cut_and_forge(dsn: str, signed: Checkpoint) -> Ed25519PrivateKey:
+    """The attack: cut alice's chain below the checkpoint, then store a checkpoint signed by the attacker's key.
+
+    The attacker has write access to the storage but neither the HMAC key nor the service's signing
+    key: alice's head in the old checkpoint is found by its mac (the mac of her stored entry 5), and
+    the forged checkpoint signs the heads the cut log now has.
+    """
+    attacker = Ed25519PrivateKey.generate()
+
+    async def attack() -> None:
+        store = raw_store(dsn)
+        stored = await store.entries()
+        old_tail = next(e for e in stored if e.user_id == "alice" and e.seq == 5)
+        new_tail = next(e for e in stored if e.user_id == "alice" and e.seq == 3)
+        await store.overwrite([e for e in stored if not (e.user_id == "alice" and e.seq > 3)])
+        heads = tuple(
+            SignedHead(h.tenant_digest, new_tail.seq, new_tail.mac) if h.mac == old_tail.mac else h
+            for h in signed.heads
+        )
+        created_us = signed.created_us + 1
+        checkpoint_id = f"ckpt-{created_us}-f0f0f0f0"
+        signature = attacker.sign(checkpoints.signed_bytes(checkpoint_id, created_us, heads))
+        forged = Checkpoint(checkpoint_id, created_us, heads, signature, checkpoints.public_bytes(attacker))
+        sink = open_sink(dsn)
+        await sink.open()
+        try:
+            await sink.save_checkpoint(forged)
+        finally:
+            await sink.close()
+
+    asyncio.run(attack())
+    return attacker
+
+
+def test_a_checkpoint_forged_with_the_attackers_key_needs_a_trusted_key_to_verify(
+    dsn: str, key_texts: KeyTexts, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signed = asyncio.run(_write(dsn, key_texts.load()))
+    attacker = _cut_and_forge(dsn, signed)
+
+    status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key)
+    assert status == 2, f"verify without a trusted key must refuse to answer, not say ok:\n{out}"
+    assert "a trusted public key is required" in out
+    assert "result: OK" not in out
+
+    status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key, "--public-key", pinned(key_texts))
+    assert status == 1, f"the forged checkpoint passed under the pinned key:\n{out}"
+    assert "NOT USED: checkpoint is signed by a key other than the trusted public key" in out
+
+    fingerprint = public_key_fingerprint(key_texts.load().public_key)
+    status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key, "--public-key-fingerprint", fingerprint)
+    assert status == 1, f"the forged checkpoint passed under the pinned fingerprint:\n{out}"
+    assert "fingerprint is not the pinned one" in out
+
+    # The attacker's own key, pinned, is what the embedded-key mode amounts to: loudly warned.
+    status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key, "--trust-embedded-key")
+    assert status == 0, "--trust-embedded-key accepts any signer: that is why it warns"
+    assert "WARNING: --trust-embedded-key" in out
+    assert "UNTRUSTED" in out
+    assert checkpoints.public_bytes(attacker).hex() != pinned(key_texts)
+
+
+def test_the_genuine_checkpoint_catches_the_cut_under_a_pinned_key_file(
+    dsn: str, key_texts: KeyTexts, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signed = asyncio.run(_write(dsn, key_texts.load()))
+    saved = tmp_path / "checkpoint.json"
+    saved.write_text(json_format.MessageToJson(audit_pb2.GetCheckpointResponse(checkpoint=checkpoint_message(signed))))
+    _cut_and_forge(dsn, signed)
+    key_file = tmp_path / "audit-public.key"
+    key_file.write_text(pinned(key_texts) + "\n")
+    args = ["--hmac-key", key_texts.hmac_key, "--public-key", str(key_file), "--checkpoint", str(saved)]
+    status, out = verify(capsys, dsn, *args)
+    assert status == 1, out
+    assert "FAIL user 'alice': first bad seq 4: truncated below checkpoint" in out
+    assert "signature valid under the trusted public key" in out

@@ -166,7 +166,7 @@ async def test_forget_then_export_is_empty_for_a_user_and_for_the_anonymous_buck
             "before",
         ),
         (memory_pb2.RememberRequest(scope=user("a"), input="nul \x00 inside"), "input"),
-        (memory_pb2.RememberRequest(scope=user("a"), metadata={"k": "v\x00"}), "metadata"),
+        (memory_pb2.RememberRequest(scope=user("a"), metadata={"k": "v\x00"}), "metadata['k']"),
         (memory_pb2.GetBlockRequest(scope=user("a"), label="l\x00"), "label"),
     ],
     ids=[

@@ -5,10 +5,15 @@ sent and compared code point by code point; anything that *reads as* the reserve
 sentinel — ASCII case and white space (the .proto), NFKC forms, case folding,
 invisible characters and the UTS #39 confusables of its letters (the kernel) — is
 INVALID_ARGUMENT with the violation id ``user_id.not_reserved`` on every RPC.
+
+The cases of ``clients/go/loomflow/testdata/sentinel_lookalikes.json`` run here against
+the server and in ``go test`` against the Go client's local check: both must agree
+(issue 19: Hangul and Braille fillers, digit zeros of other scripts, …).
 """
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loomflow.kernel.lookalikes import reads_as_sentinel, skeleton
+from loomflow.kernel.lookalikes import fold, reads_as_sentinel, skeleton
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL
 from loomflow.v1 import (
     agent_pb2,
@@ -35,7 +40,11 @@ from loomflow.v1 import (
     policy_pb2_grpc,
     tenancy_pb2,
 )
-from tests.support.processes import ServeProcess
+from tests.support.processes import REPO, ServeProcess
+
+SHARED_TABLE = REPO / "clients" / "go" / "loomflow" / "testdata" / "sentinel_lookalikes.json"
+SHARED_CASES: list[dict[str, Any]] = json.loads(SHARED_TABLE.read_text())["cases"]
+SHARED_LOOKALIKES = {c["name"]: c["user_id"] for c in SHARED_CASES if c["reads_as_sentinel"]}
 
 LOOKALIKES = {
     "exact": ANONYMOUS_SENTINEL,
@@ -81,6 +90,23 @@ def test_each_lookalike_reads_as_the_sentinel(user_id: str) -> None:
 @pytest.mark.parametrize("user_id", DISTINCT_IDS)
 def test_ordinary_and_near_miss_ids_are_not_refused(user_id: str) -> None:
     assert not reads_as_sentinel(user_id)
+
+
+@pytest.mark.parametrize("case", SHARED_CASES, ids=[c["name"] for c in SHARED_CASES])
+def test_the_server_agrees_with_the_shared_table(case: dict[str, Any]) -> None:
+    """The same table runs in the Go client's `go test` (lookalikes_test.go)."""
+    assert reads_as_sentinel(case["user_id"]) is case["reads_as_sentinel"], (
+        f"{case['name']}: {case['user_id']!r} folds to {skeleton(case['user_id'])!r}"
+    )
+
+
+def test_the_ascii_shortcut_rests_on_the_data() -> None:
+    """reads_as_sentinel skips ASCII ids without '_' or shorter than the sentinel: true only if no other
+    ASCII character folds to '_' and no ASCII expansion ('m' → 'rn') appears inside the sentinel."""
+    for code in range(0x80):
+        folded = fold(chr(code))
+        assert "_" not in folded or chr(code) == "_", f"{chr(code)!r} folds to {folded!r}"
+        assert len(folded) <= 1 or folded not in ANONYMOUS_SENTINEL, f"{chr(code)!r} folds to {folded!r}"
 
 
 @given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=40))
@@ -131,7 +157,10 @@ def channel(served: ServeProcess) -> Iterator[grpc.Channel]:
         yield opened
 
 
-@pytest.mark.parametrize("user_id", LOOKALIKES.values(), ids=list(LOOKALIKES))
+EVERY_LOOKALIKE = {**LOOKALIKES, **{f"shared: {name}": uid for name, uid in SHARED_LOOKALIKES.items()}}
+
+
+@pytest.mark.parametrize("user_id", EVERY_LOOKALIKE.values(), ids=list(EVERY_LOOKALIKE))
 def test_every_service_refuses_every_lookalike_naming_the_rule(channel: grpc.Channel, user_id: str) -> None:
     for service, method, request in one_rpc_per_service(channel, user_id):
         with pytest.raises(grpc.RpcError) as caught:

@@ -13,7 +13,7 @@ import grpc
 from loomflow import suite
 from loomflow.kernel.server import Server
 
-TEST_JWT_SECRET = "test-secret-please-change-0123456789abcdef"
+TEST_JWT_SECRET = "loomflow-test-hs256-7f3a9c1e5b8d2046af91c3e7d5b20864"
 
 
 @dataclass

@@ -16,9 +16,10 @@ var ErrInvalidUserID = errors.New("loomflow: invalid user id")
 // UserScope returns the scope of the end user id. It fails (wrapping
 // [ErrInvalidUserID]) when the server would reject the id: empty, longer than
 // 256 characters, containing control characters, surrounded by white space,
-// or equal to the reserved anonymous sentinel in any letter case. The rules
-// are the ones declared in tenancy.proto, checked with protovalidate, so the
-// client and the server cannot disagree.
+// or reading as the reserved anonymous sentinel (any letter case, or a Unicode
+// look-alike: [ReadsAsSentinel]). The rules are the ones declared in
+// tenancy.proto, checked with protovalidate, plus the server's look-alike
+// table, so the client and the server cannot disagree.
 func UserScope(id string) (*loomflowv1.UserScope, error) {
 	scope := &loomflowv1.UserScope{Kind: &loomflowv1.UserScope_UserId{UserId: id}}
 	if err := protovalidate.Validate(scope); err != nil {
@@ -32,6 +33,9 @@ func UserScope(id string) (*loomflowv1.UserScope, error) {
 		}
 		// %.64q: quote (control characters stay visible) and cap what is echoed back.
 		return nil, fmt.Errorf("%w %.64q: %s", ErrInvalidUserID, id, strings.Join(reasons, "; "))
+	}
+	if ReadsAsSentinel(id) {
+		return nil, fmt.Errorf("%w %.64q: %s", ErrInvalidUserID, id, sentinelMessage)
 	}
 	return scope, nil
 }

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	loomflowv1 "github.com/loomflow/loomflow/clients/go/gen/loomflow/v1"
 )
 
 // ValidateRequest checks msg against the protovalidate rules declared in its
@@ -20,9 +22,17 @@ import (
 // message, and otherwise an INVALID_ARGUMENT status error carrying a
 // google.rpc.BadRequest with one field violation per broken rule, so
 // [IsInvalidArgument] and [FieldViolations] read it like a server answer.
+//
+// Like the server, it also refuses a scope.user_id that reads as the anonymous
+// sentinel ([ReadsAsSentinel]), which CEL rules cannot express.
 func ValidateRequest(msg proto.Message) error {
 	err := protovalidate.Validate(msg)
 	if err == nil {
+		if id, ok := scopeUserID(msg); ok && ReadsAsSentinel(id) {
+			return invalidArgument(msg, []*errdetails.BadRequest_FieldViolation{{
+				Field: "scope.user_id", Description: sentinelMessage, Reason: sentinelRuleID,
+			}})
+		}
 		return nil
 	}
 	var invalid *protovalidate.ValidationError
@@ -30,19 +40,51 @@ func ValidateRequest(msg proto.Message) error {
 		// A rule that cannot compile or run is a bug in the contract, not bad input.
 		return status.Errorf(codes.Internal, "loomflow: validating %s: %v", msg.ProtoReflect().Descriptor().Name(), err)
 	}
-	bad := &errdetails.BadRequest{}
-	summary := make([]string, 0, len(invalid.Violations))
+	violations := make([]*errdetails.BadRequest_FieldViolation, 0, len(invalid.Violations))
 	for _, v := range invalid.Violations {
-		field := protovalidate.FieldPathString(v.Proto.GetField())
-		bad.FieldViolations = append(bad.FieldViolations, &errdetails.BadRequest_FieldViolation{
-			Field:       field,
+		violations = append(violations, &errdetails.BadRequest_FieldViolation{
+			Field:       protovalidate.FieldPathString(v.Proto.GetField()),
 			Description: v.Proto.GetMessage(),
 			Reason:      v.Proto.GetRuleId(),
 		})
+	}
+	return invalidArgument(msg, violations)
+}
+
+// The server's wording and violation id for a look-alike of the sentinel.
+const (
+	sentinelMessage = "user_id must not be the reserved anonymous sentinel; set scope.anonymous instead"
+	sentinelRuleID  = "user_id.not_reserved"
+)
+
+// scopeUserID is the user id in msg's scope field, if msg has one naming a user.
+func scopeUserID(msg proto.Message) (string, bool) {
+	reflected := msg.ProtoReflect()
+	field := reflected.Descriptor().Fields().ByName("scope")
+	if field == nil || field.Message() == nil || !reflected.Has(field) {
+		return "", false
+	}
+	scope, ok := reflected.Get(field).Message().Interface().(*loomflowv1.UserScope)
+	if !ok {
+		return "", false
+	}
+	id, named := scope.GetKind().(*loomflowv1.UserScope_UserId)
+	if !named {
+		return "", false
+	}
+	return id.UserId, true
+}
+
+// invalidArgument is the INVALID_ARGUMENT status the server would answer, with its BadRequest details.
+func invalidArgument(msg proto.Message, violations []*errdetails.BadRequest_FieldViolation) error {
+	bad := &errdetails.BadRequest{FieldViolations: violations}
+	summary := make([]string, 0, len(violations))
+	for _, v := range violations {
+		field := v.GetField()
 		if field == "" {
 			field = "(message)"
 		}
-		summary = append(summary, fmt.Sprintf("%s: %s", field, v.Proto.GetMessage()))
+		summary = append(summary, fmt.Sprintf("%s: %s", field, v.GetDescription()))
 	}
 	st := status.New(codes.InvalidArgument,
 		fmt.Sprintf("invalid %s: %s", msg.ProtoReflect().Descriptor().Name(), strings.Join(summary, "; ")))

@@ -1,28 +1,36 @@
 """``loomflow audit …``: offline tools for auditors and operators.
 
-``loomflow audit verify <path-or-dsn> --hmac-key KEY [--checkpoint FILE] [--public-key KEY]``
+``loomflow audit verify <path-or-dsn> --public-key KEY [--hmac-key KEY] [--checkpoint FILE]``
 reads a log directly (a file log folder, its ``entries.jsonl``, a ``file://``
 DSN or a ``postgres://`` DSN), never writes to it, and checks every chain (or
-one user's) against a signed checkpoint. Exit status: 0 intact, 1 tampered,
-2 unusable input (bad key, unreadable checkpoint, no log).
+one user's) against a checkpoint signed by a *trusted* key: ``--public-key``
+(hex, base64, PEM, or a file holding one) or a pinned
+``--public-key-fingerprint``. A checkpoint carries its own public key, and
+anyone who can edit the log can sign one with their own key, so the embedded
+key is trusted only with ``--trust-embedded-key``, loudly. Exit status:
+0 intact, 1 tampered, 2 unusable input (no trusted key, bad key, unreadable
+checkpoint, no log).
 
-``loomflow audit public-key`` prints the public half of the configured signing
-key, for an auditor to pin.
+``loomflow audit public-key [--fingerprint]`` prints the public half of the
+configured signing key (or its fingerprint), for an auditor to pin.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from loomflow.audit import checkpoint as checkpoints
 from loomflow.audit.chain import key_fingerprint
-from loomflow.audit.keys import DEV_HMAC_KEY_TEXT, parse_hmac_key, parse_public_key, parse_signing_key
+from loomflow.audit.keys import DEV_HMAC_KEY_TEXT, dev_key, parse_hmac_key, parse_public_key, parse_signing_key
 from loomflow.audit.models import ChainReport, Checkpoint
 from loomflow.audit.sink import open_sink
 from loomflow.kernel.config import ConfigError
@@ -56,9 +64,21 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="a checkpoint kept out of band (JSON, e.g. a saved GetCheckpoint response); "
         "default: the newest one stored in the log",
     )
-    verify.add_argument(
+    trust = verify.add_mutually_exclusive_group()
+    trust.add_argument(
         "--public-key",
-        help="the trusted Ed25519 public key (hex, base64 or PEM, or a file holding it); default: the checkpoint's own",
+        help="the trusted Ed25519 public key checkpoints must be signed by: hex, base64, PEM, or a file holding one "
+        "(`loomflow audit public-key` on the service side)",
+    )
+    trust.add_argument(
+        "--public-key-fingerprint",
+        help="the pinned SHA-256 fingerprint (hex) of the trusted public key "
+        "(`loomflow audit public-key --fingerprint`)",
+    )
+    trust.add_argument(
+        "--trust-embedded-key",
+        action="store_true",
+        help="UNSAFE: accept a checkpoint signed by the key it carries; whoever can edit the log can forge one",
     )
     verify.add_argument("--user-id", help="verify only this user's chain")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -68,13 +88,56 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     public = commands.add_parser(
         "public-key", help="print the public key of LOOMFLOW_AUDIT_SIGNING_KEY (hex), for auditors to pin"
     )
+    public.add_argument("--fingerprint", action="store_true", help="print the key's SHA-256 fingerprint instead")
     public.set_defaults(handler=_public_key)
+
+
+EMBEDDED_KEY_WARNING = (
+    "WARNING: --trust-embedded-key: the checkpoint is checked only against the public key it carries. Anyone who "
+    "can edit the log can cut a chain and sign a new checkpoint with their own key, and this check passes. "
+    "Pin the service's key with --public-key or --public-key-fingerprint."
+)
+
+
+def public_key_fingerprint(public: bytes) -> str:
+    """The fingerprint an auditor pins: SHA-256 of the raw 32-byte Ed25519 public key, in hex."""
+    return hashlib.sha256(public).hexdigest()
 
 
 def _public_key(args: argparse.Namespace) -> int:
     signing = parse_signing_key(os.environ.get("LOOMFLOW_AUDIT_SIGNING_KEY", ""), strict=False)
-    print(checkpoints.public_bytes(signing).hex())
+    public = checkpoints.public_bytes(signing)
+    print(public_key_fingerprint(public) if args.fingerprint else public.hex())
     return EXIT_OK
+
+
+def _read_key_text(value: str) -> str:
+    """``value`` itself, or the text of the file it names."""
+    path = Path(value)
+    try:
+        return path.read_text() if path.is_file() else value
+    except OSError as exc:
+        raise ConfigError(f"cannot read public key file {path}: {exc}") from None
+
+
+def _trusted_key(args: argparse.Namespace) -> bytes | None:
+    """The public key checkpoints must be signed by; None when it is pinned by fingerprint or trust is waived."""
+    if args.public_key:
+        return checkpoints.public_bytes(parse_public_key(_read_key_text(args.public_key)))
+    if args.public_key_fingerprint or args.trust_embedded_key:
+        return None
+    if args.insecure_dev_key:  # a development log is signed with the public development key
+        return checkpoints.public_bytes(Ed25519PrivateKey.from_private_bytes(dev_key("signing")))
+    raise ConfigError(
+        "a trusted public key is required: pass --public-key KEY (from `loomflow audit public-key` on the service "
+        "side) or --public-key-fingerprint HEX; --trust-embedded-key accepts any signer (unsafe)"
+    )
+
+
+def _pinned_problem(checkpoint: Checkpoint, fingerprint: str) -> str:
+    if public_key_fingerprint(checkpoint.public_key) != fingerprint.strip().lower():
+        return "checkpoint is signed by a key whose fingerprint is not the pinned one"
+    return ""
 
 
 def _hmac_key(args: argparse.Namespace) -> bytes:
@@ -82,12 +145,6 @@ def _hmac_key(args: argparse.Namespace) -> bytes:
         return DEV_HMAC_KEY_TEXT.encode()
     text = args.hmac_key if args.hmac_key is not None else os.environ.get("LOOMFLOW_AUDIT_HMAC_KEY", "")
     return parse_hmac_key(text, strict=False)
-
-
-def _key_text(value: str) -> str:
-    """``--public-key`` is the key itself or a file holding it (a PEM kept beside the log)."""
-    path = Path(value)
-    return path.read_text() if not value.lstrip().startswith("-----BEGIN") and path.is_file() else value
 
 
 def _load_checkpoint(path: Path) -> Checkpoint:
@@ -99,7 +156,7 @@ def _load_checkpoint(path: Path) -> Checkpoint:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-async def _run(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
+async def _run(args: argparse.Namespace, key: bytes, trusted: bytes | None) -> dict[str, Any]:
     """Opens the log read-only, checks the key's fingerprint, picks the checkpoint, verifies."""
     sink = open_sink(args.source, readonly=True)
     await sink.open()
@@ -112,8 +169,11 @@ async def _run(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
                 f"the log records {expected})"
             )
         checkpoint = _load_checkpoint(args.checkpoint) if args.checkpoint else await sink.latest_checkpoint()
-        trusted = checkpoints.public_bytes(parse_public_key(_key_text(args.public_key))) if args.public_key else None
-        problem = checkpoints.signature_problem(checkpoint, trusted) if checkpoint is not None else ""
+        problem = ""
+        if checkpoint is not None:
+            if args.public_key_fingerprint:
+                problem = _pinned_problem(checkpoint, args.public_key_fingerprint)
+            problem = problem or checkpoints.signature_problem(checkpoint, trusted)
         reports, unreadable = await sink.verify(key, None if problem else checkpoint, args.user_id)
     finally:
         await sink.close()
@@ -122,7 +182,7 @@ async def _run(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
         "checkpoint": checkpoint,
         "checkpoint_source": str(args.checkpoint) if args.checkpoint else "the log's newest",
         "checkpoint_error": problem,
-        "trusted_key": trusted is not None,
+        "trusted_key": not args.trust_embedded_key,
         "reports": reports,
         "unreadable": unreadable,
     }
@@ -143,7 +203,7 @@ def _print_text(result: dict[str, Any], verbose: bool) -> None:
     elif result["checkpoint_error"]:
         print(f"checkpoint {checkpoint.checkpoint_id}: NOT USED: {result['checkpoint_error']}")
     else:
-        trust = "the trusted public key" if result["trusted_key"] else "its own embedded key (pass --public-key)"
+        trust = "the trusted public key" if result["trusted_key"] else "its own embedded key (UNTRUSTED)"
         print(
             f"checkpoint {checkpoint.checkpoint_id} ({result['checkpoint_source']}, {len(checkpoint.heads)} heads): "
             f"signature valid under {trust}"
@@ -190,7 +250,10 @@ def _as_json(result: dict[str, Any]) -> str:
 def _verify(args: argparse.Namespace) -> int:
     try:
         key = _hmac_key(args)
-        result = asyncio.run(_run(args, key))
+        trusted = _trusted_key(args)
+        if args.trust_embedded_key:
+            print(EMBEDDED_KEY_WARNING, file=sys.stderr)
+        result = asyncio.run(_run(args, key, trusted))
     except ConfigError as exc:
         print(f"loomflow audit verify: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

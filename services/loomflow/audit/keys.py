@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from loomflow.kernel.config import ConfigError
+from loomflow.kernel.weak_secrets import MIN_DISTINCT, MIN_SECRET_CHARS, WeakSecret, check_secret_text
 
 log = logging.getLogger("loomflow.audit")
 T = TypeVar("T")
@@ -37,15 +38,7 @@ HMAC_ENV = "LOOMFLOW_AUDIT_HMAC_KEY (--audit-hmac-key)"
 SIGNING_ENV = "LOOMFLOW_AUDIT_SIGNING_KEY (--audit-signing-key)"
 PAYLOAD_ENV = "LOOMFLOW_AUDIT_PAYLOAD_KEY (--audit-payload-key)"
 
-MIN_HMAC_KEY_CHARS = 32
-MIN_DISTINCT = 8
-"""Fewer distinct characters (or bytes) than this is a pattern, not a random key."""
-
-_PLACEHOLDER = re.compile(
-    r"change[-_ ]?me|please[-_ ]?change|replace[-_ ]?me|example|default|insecure|do[-_ ]?not[-_ ]?use|"
-    r"placeholder|your[-_ ]?(secret|key)|dev[-_ ]?key|not[-_ ]?a[-_ ]?secret",
-    re.IGNORECASE,
-)
+MIN_HMAC_KEY_CHARS = MIN_SECRET_CHARS
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -71,8 +64,8 @@ class AuditKeys:
         return self.signing_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-class WeakKey(ConfigError):
-    """The key parses but must not be used outside insecure mode."""
+WeakKey = WeakSecret
+"""The key parses but must not be used outside insecure mode (the kernel's rule for every secret)."""
 
 
 def _decode_32_bytes(text: str) -> bytes | None:
@@ -101,15 +94,7 @@ def parse_hmac_key(text: str, strict: bool = True) -> bytes:
         raise ConfigError(f"{HMAC_ENV} is empty; set it to a secret of at least {MIN_HMAC_KEY_CHARS} characters")
     if not strict:
         return value.encode()
-    if len(value) < MIN_HMAC_KEY_CHARS:
-        raise WeakKey(
-            f"{HMAC_ENV} is too short ({len(value)} characters, at least {MIN_HMAC_KEY_CHARS}); "
-            "generate one with `openssl rand -hex 32`"
-        )
-    if _PLACEHOLDER.search(value) or value == DEV_HMAC_KEY_TEXT:
-        raise WeakKey(f"{HMAC_ENV} is a well-known placeholder or development key; use a random secret")
-    if len(set(value)) < MIN_DISTINCT:
-        raise WeakKey(f"{HMAC_ENV} is not random (too few distinct characters); use `openssl rand -hex 32`")
+    check_secret_text(value, HMAC_ENV, known=(DEV_HMAC_KEY_TEXT,))
     return value.encode()
 
 

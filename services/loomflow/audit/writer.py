@@ -8,6 +8,12 @@ concurrently. An append's future resolves only after the sink reports the
 batch durable; if the write fails, every append of the batch fails and the
 cached chain heads are dropped, so nothing half-written is ever built upon.
 
+A batch mixes tenants, so one entry the sink cannot store (:class:`BadEntry`)
+must not fail the others: the writer splits such a batch in halves until the bad
+entries stand alone; they fail with INVALID_ARGUMENT, the rest commits (about
+2·log2(batch) extra writes per bad entry). Seqs are assigned again for each part
+(heads reload from the sink), so a chain never skips a seq.
+
 Other work that must not interleave with a batch (Forget) runs through
 :meth:`GroupCommitWriter.exclusive`, between batches.
 """
@@ -26,8 +32,8 @@ from loomflow.audit.chain import seal
 from loomflow.audit.checkpoint import now_us
 from loomflow.audit.crypto import Keyring
 from loomflow.audit.models import EMPTY_HEAD, Appended, Batch, Draft, Entry, Head, WrappedKey
-from loomflow.audit.sink import Conflict, Sink, SinkBroken
-from loomflow.kernel.errors import ServiceError, Unavailable
+from loomflow.audit.sink import BadEntry, Conflict, Sink, SinkBroken
+from loomflow.kernel.errors import InvalidArgument, ServiceError, Unavailable
 
 log = logging.getLogger("loomflow.audit")
 T = TypeVar("T")
@@ -136,6 +142,15 @@ class GroupCommitWriter:
                 self._forget_cached(conflict.tenants, created)
                 failure = conflict
                 continue
+            except BadEntry as bad:
+                self._forget_cached(tenants, created)
+                if len(jobs) > 1:  # isolate the bad entry: the rest of the batch commits
+                    middle = len(jobs) // 2
+                    await self._commit(jobs[:middle])
+                    await self._commit(jobs[middle:])
+                    return
+                failure = bad
+                break
             except Exception as exc:  # noqa: BLE001  # every append of the batch fails with it (below)
                 self._forget_cached(tenants, created)
                 failure = exc
@@ -186,19 +201,22 @@ class GroupCommitWriter:
                 if keyring.needs_key(tenant):
                     created.append(keyring.create(tenant))
                 ciphertext = keyring.encrypt(tenant, draft.payload)
-            entry = seal(
-                key,
-                seq=head.seq + 1,
-                ts_us=now_us(),
-                user_id=tenant,
-                session_id=draft.session_id,
-                run_id=draft.run_id,
-                actor=draft.actor,
-                action=draft.action,
-                payload=ciphertext,
-                decision_id=draft.decision_id,
-                prev_mac=head.mac,
-            )
+            try:
+                entry = seal(
+                    key,
+                    seq=head.seq + 1,
+                    ts_us=now_us(),
+                    user_id=tenant,
+                    session_id=draft.session_id,
+                    run_id=draft.run_id,
+                    actor=draft.actor,
+                    action=draft.action,
+                    payload=ciphertext,
+                    decision_id=draft.decision_id,
+                    prev_mac=head.mac,
+                )
+            except UnicodeError as exc:  # e.g. a lone surrogate: no canonical bytes, so no mac
+                raise BadEntry(f"an entry cannot be encoded: {exc}") from None
             heads[tenant] = Head(entry.seq, entry.mac)
             entries.append(entry)
             results.append(Appended(entry.seq, entry.ts_us, entry.mac))
@@ -214,6 +232,8 @@ def _retrieve(done: asyncio.Future[Any]) -> None:
 def _client_error(failure: BaseException | None) -> ServiceError:
     if isinstance(failure, ServiceError):
         return failure
+    if isinstance(failure, BadEntry):
+        return InvalidArgument(f"the audit log cannot store this entry: {failure}")
     if isinstance(failure, SinkBroken):
         return Unavailable(f"the audit log cannot record entries: {failure}")
     return Unavailable("the audit log could not make the entry durable; it was not recorded, retry")

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.errors import PermissionDenied, Unauthenticated
+from loomflow.kernel.weak_secrets import check_secret_text
 
 
 class Role(enum.Enum):
@@ -82,6 +83,8 @@ class AuthSettings:
     service_token: str = option("", "token this process presents to other loomflow services", secret=True)
 
 
+JWT_SECRET_SETTING = "LOOMFLOW_AUTH_JWT_SECRET (--auth-jwt-secret)"
+
 _MAX_VERIFIED = 10_000
 
 
@@ -111,6 +114,7 @@ class TokenVerifier:
                 ) from None
             self._algorithms = ["RS256", "EdDSA"]
         elif s.jwt_secret:
+            check_secret_text(s.jwt_secret, JWT_SECRET_SETTING)  # a weak HS256 key would mint operator tokens
             self._key = s.jwt_secret
             self._algorithms = ["HS256"]
         else:
@@ -175,6 +179,7 @@ def mint_token(settings: AuthSettings, subject: str, role: Role = Role.USER, ttl
         raise ValueError(f"{settings.jwt_private_key_file}: an RSA or Ed25519 private key is needed")
     if not settings.jwt_secret:
         raise ValueError("no signing key: set LOOMFLOW_AUTH_JWT_SECRET or LOOMFLOW_AUTH_JWT_PRIVATE_KEY_FILE")
+    check_secret_text(settings.jwt_secret, JWT_SECRET_SETTING)
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 

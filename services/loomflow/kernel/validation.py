@@ -11,6 +11,7 @@ import protovalidate
 from google.protobuf.message import Message
 
 from loomflow.kernel.errors import FieldViolation, InvalidArgument
+from loomflow.kernel.storable import refuse_unstorable_json
 
 _validator = protovalidate.Validator()  # one instance: it caches compiled rules per message type
 
@@ -39,3 +40,4 @@ def validate(message: Message) -> None:
         ]
         summary = "; ".join(f"{v.field or '(message)'}: {v.description}" for v in violations)
         raise InvalidArgument(f"invalid {message.DESCRIPTOR.name}: {summary}", violations) from None
+    refuse_unstorable_json(message)  # Struct payloads carry no rules of their own

@@ -29,7 +29,7 @@ from loomflow.v1 import policy_pb2 as loomflow_dot_v1_dot_policy__pb2
 from loomflow.v1 import tenancy_pb2 as loomflow_dot_v1_dot_tenancy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loomflow/v1/agent.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/policy.proto\x1a\x19loomflow/v1/tenancy.proto\"\xf7\x02\n\nRunOptions\x12\x1b\n\x06prompt\x18\x01 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01\x18\x80\x80@\x12\x1c\n\nsession_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x41\n\x08metadata\x18\x03 \x03(\x0b\x32%.loomflow.v1.RunOptions.MetadataEntryB\x08\xbaH\x05\x9a\x01\x02\x10@\x12\x17\n\x05model\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x1c\n\tmax_turns\x18\x05 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12 \n\ntimeout_ms\x18\x06 \x01(\x03\x42\x0c\xbaH\t\"\x07\x18\x80\xdd\xdb\x01(\x00\x12\x1f\n\x0crecall_limit\x18\x07 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x17\n\x0f\x64\x65\x66\x65r_approvals\x18\x08 \x01(\x08\x12\'\n\x0c\x61pproval_ids\x18\t \x03(\tB\x11\xbaH\x0e\x92\x01\x0b\x10 \"\x07r\x05\x10\x01\x18\x80\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"m\n\nRunRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x17.loomflow.v1.RunOptionsB\x06\xbaH\x03\xc8\x01\x01\"\xd5\x01\n\x0eToolCallRecord\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x15.loomflow.v1.Decision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x06 \x01(\t\x12\x0e\n\x06result\x18\x07 \x01(\t\x12\x10\n\x08\x65xecuted\x18\x08 \x01(\x08\"\x8f\x02\n\x0bRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\r\n\x05turns\x18\x03 \x01(\x05\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.loomflow.v1.Charge\x12\x13\n\x0binterrupted\x18\x05 \x01(\x08\x12\x1b\n\x13interruption_reason\x18\x06 \x01(\t\x12/\n\ntool_calls\x18\x07 \x03(\x0b\x32\x1b.loomflow.v1.ToolCallRecord\x12,\n\x08warnings\x18\x08 \x03(\x0b\x32\x1a.loomflow.v1.BudgetWarning\x12\x1c\n\x14recalled_episode_ids\x18\t \x03(\t\"s\n\x10RunStreamRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x17.loomflow.v1.RunOptionsB\x06\xbaH\x03\xc8\x01\x01\"\'\n\tTextDelta\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"8\n\rApprovalEvent\x12\'\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x15.loomflow.v1.Approval\"\xc9\x02\n\x11RunStreamResponse\x12&\n\x04text\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.TextDeltaH\x00\x12\x30\n\ttool_call\x18\x02 \x01(\x0b\x32\x1b.loomflow.v1.ToolCallRecordH\x00\x12\x36\n\x10\x61pproval_pending\x18\x03 \x01(\x0b\x32\x1a.loomflow.v1.ApprovalEventH\x00\x12\x37\n\x11\x61pproval_resolved\x18\x04 \x01(\x0b\x32\x1a.loomflow.v1.ApprovalEventH\x00\x12\x34\n\x0e\x62udget_warning\x18\x05 \x01(\x0b\x32\x1a.loomflow.v1.BudgetWarningH\x00\x12*\n\x06result\x18\x06 \x01(\x0b\x32\x18.loomflow.v1.RunResponseH\x00\x42\x07\n\x05\x65vent2\x96\x01\n\x0c\x41gentService\x12\x38\n\x03Run\x12\x17.loomflow.v1.RunRequest\x1a\x18.loomflow.v1.RunResponse\x12L\n\tRunStream\x12\x1d.loomflow.v1.RunStreamRequest\x1a\x1e.loomflow.v1.RunStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loomflow/v1/agent.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/policy.proto\x1a\x19loomflow/v1/tenancy.proto\"\xc7\x03\n\nRunOptions\x12\'\n\x06prompt\x18\x01 \x01(\tB\x17\xbaH\x14r\x12\x10\x01\x18\x80\x80@2\n^[^\\x00]*$\x12(\n\nsession_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12\x61\n\x08metadata\x18\x03 \x03(\x0b\x32%.loomflow.v1.RunOptions.MetadataEntryB(\xbaH%\x9a\x01\"\x10@\"\x0er\x0c\x32\n^[^\\x00]*$*\x0er\x0c\x32\n^[^\\x00]*$\x12#\n\x05model\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12\x1c\n\tmax_turns\x18\x05 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12 \n\ntimeout_ms\x18\x06 \x01(\x03\x42\x0c\xbaH\t\"\x07\x18\x80\xdd\xdb\x01(\x00\x12\x1f\n\x0crecall_limit\x18\x07 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x17\n\x0f\x64\x65\x66\x65r_approvals\x18\x08 \x01(\x08\x12\x33\n\x0c\x61pproval_ids\x18\t \x03(\tB\x1d\xbaH\x1a\x92\x01\x17\x10 \"\x13r\x11\x10\x01\x18\x80\x01\x32\n^[^\\x00]*$\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"m\n\nRunRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x17.loomflow.v1.RunOptionsB\x06\xbaH\x03\xc8\x01\x01\"\xd5\x01\n\x0eToolCallRecord\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x15.loomflow.v1.Decision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x06 \x01(\t\x12\x0e\n\x06result\x18\x07 \x01(\t\x12\x10\n\x08\x65xecuted\x18\x08 \x01(\x08\"\x8f\x02\n\x0bRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\r\n\x05turns\x18\x03 \x01(\x05\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.loomflow.v1.Charge\x12\x13\n\x0binterrupted\x18\x05 \x01(\x08\x12\x1b\n\x13interruption_reason\x18\x06 \x01(\t\x12/\n\ntool_calls\x18\x07 \x03(\x0b\x32\x1b.loomflow.v1.ToolCallRecord\x12,\n\x08warnings\x18\x08 \x03(\x0b\x32\x1a.loomflow.v1.BudgetWarning\x12\x1c\n\x14recalled_episode_ids\x18\t \x03(\t\"s\n\x10RunStreamRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x17.loomflow.v1.RunOptionsB\x06\xbaH\x03\xc8\x01\x01\"\'\n\tTextDelta\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"8\n\rApprovalEvent\x12\'\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x15.loomflow.v1.Approval\"\xc9\x02\n\x11RunStreamResponse\x12&\n\x04text\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.TextDeltaH\x00\x12\x30\n\ttool_call\x18\x02 \x01(\x0b\x32\x1b.loomflow.v1.ToolCallRecordH\x00\x12\x36\n\x10\x61pproval_pending\x18\x03 \x01(\x0b\x32\x1a.loomflow.v1.ApprovalEventH\x00\x12\x37\n\x11\x61pproval_resolved\x18\x04 \x01(\x0b\x32\x1a.loomflow.v1.ApprovalEventH\x00\x12\x34\n\x0e\x62udget_warning\x18\x05 \x01(\x0b\x32\x1a.loomflow.v1.BudgetWarningH\x00\x12*\n\x06result\x18\x06 \x01(\x0b\x32\x18.loomflow.v1.RunResponseH\x00\x42\x07\n\x05\x65vent2\x96\x01\n\x0c\x41gentService\x12\x38\n\x03Run\x12\x17.loomflow.v1.RunRequest\x1a\x18.loomflow.v1.RunResponse\x12L\n\tRunStream\x12\x1d.loomflow.v1.RunStreamRequest\x1a\x1e.loomflow.v1.RunStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,13 +39,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNOPTIONS_METADATAENTRY']._loaded_options = None
   _globals['_RUNOPTIONS_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_RUNOPTIONS'].fields_by_name['prompt']._loaded_options = None
-  _globals['_RUNOPTIONS'].fields_by_name['prompt']._serialized_options = b'\272H\010r\006\020\001\030\200\200@'
+  _globals['_RUNOPTIONS'].fields_by_name['prompt']._serialized_options = b'\272H\024r\022\020\001\030\200\200@2\n^[^\\x00]*$'
   _globals['_RUNOPTIONS'].fields_by_name['session_id']._loaded_options = None
-  _globals['_RUNOPTIONS'].fields_by_name['session_id']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_RUNOPTIONS'].fields_by_name['session_id']._serialized_options = b'\272H\021r\017\030\200\0022\n^[^\\x00]*$'
   _globals['_RUNOPTIONS'].fields_by_name['metadata']._loaded_options = None
-  _globals['_RUNOPTIONS'].fields_by_name['metadata']._serialized_options = b'\272H\005\232\001\002\020@'
+  _globals['_RUNOPTIONS'].fields_by_name['metadata']._serialized_options = b'\272H%\232\001\"\020@\"\016r\0142\n^[^\\x00]*$*\016r\0142\n^[^\\x00]*$'
   _globals['_RUNOPTIONS'].fields_by_name['model']._loaded_options = None
-  _globals['_RUNOPTIONS'].fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_RUNOPTIONS'].fields_by_name['model']._serialized_options = b'\272H\021r\017\030\200\0022\n^[^\\x00]*$'
   _globals['_RUNOPTIONS'].fields_by_name['max_turns']._loaded_options = None
   _globals['_RUNOPTIONS'].fields_by_name['max_turns']._serialized_options = b'\272H\006\032\004\030d(\000'
   _globals['_RUNOPTIONS'].fields_by_name['timeout_ms']._loaded_options = None
@@ -53,7 +53,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNOPTIONS'].fields_by_name['recall_limit']._loaded_options = None
   _globals['_RUNOPTIONS'].fields_by_name['recall_limit']._serialized_options = b'\272H\006\032\004\030d(\000'
   _globals['_RUNOPTIONS'].fields_by_name['approval_ids']._loaded_options = None
-  _globals['_RUNOPTIONS'].fields_by_name['approval_ids']._serialized_options = b'\272H\016\222\001\013\020 \"\007r\005\020\001\030\200\001'
+  _globals['_RUNOPTIONS'].fields_by_name['approval_ids']._serialized_options = b'\272H\032\222\001\027\020 \"\023r\021\020\001\030\200\0012\n^[^\\x00]*$'
   _globals['_RUNREQUEST'].fields_by_name['scope']._loaded_options = None
   _globals['_RUNREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
   _globals['_RUNREQUEST'].fields_by_name['options']._loaded_options = None
@@ -63,23 +63,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSTREAMREQUEST'].fields_by_name['options']._loaded_options = None
   _globals['_RUNSTREAMREQUEST'].fields_by_name['options']._serialized_options = b'\272H\003\310\001\001'
   _globals['_RUNOPTIONS']._serialized_start=179
-  _globals['_RUNOPTIONS']._serialized_end=554
-  _globals['_RUNOPTIONS_METADATAENTRY']._serialized_start=507
-  _globals['_RUNOPTIONS_METADATAENTRY']._serialized_end=554
-  _globals['_RUNREQUEST']._serialized_start=556
-  _globals['_RUNREQUEST']._serialized_end=665
-  _globals['_TOOLCALLRECORD']._serialized_start=668
-  _globals['_TOOLCALLRECORD']._serialized_end=881
-  _globals['_RUNRESPONSE']._serialized_start=884
-  _globals['_RUNRESPONSE']._serialized_end=1155
-  _globals['_RUNSTREAMREQUEST']._serialized_start=1157
-  _globals['_RUNSTREAMREQUEST']._serialized_end=1272
-  _globals['_TEXTDELTA']._serialized_start=1274
-  _globals['_TEXTDELTA']._serialized_end=1313
-  _globals['_APPROVALEVENT']._serialized_start=1315
-  _globals['_APPROVALEVENT']._serialized_end=1371
-  _globals['_RUNSTREAMRESPONSE']._serialized_start=1374
-  _globals['_RUNSTREAMRESPONSE']._serialized_end=1703
-  _globals['_AGENTSERVICE']._serialized_start=1706
-  _globals['_AGENTSERVICE']._serialized_end=1856
+  _globals['_RUNOPTIONS']._serialized_end=634
+  _globals['_RUNOPTIONS_METADATAENTRY']._serialized_start=587
+  _globals['_RUNOPTIONS_METADATAENTRY']._serialized_end=634
+  _globals['_RUNREQUEST']._serialized_start=636
+  _globals['_RUNREQUEST']._serialized_end=745
+  _globals['_TOOLCALLRECORD']._serialized_start=748
+  _globals['_TOOLCALLRECORD']._serialized_end=961
+  _globals['_RUNRESPONSE']._serialized_start=964
+  _globals['_RUNRESPONSE']._serialized_end=1235
+  _globals['_RUNSTREAMREQUEST']._serialized_start=1237
+  _globals['_RUNSTREAMREQUEST']._serialized_end=1352
+  _globals['_TEXTDELTA']._serialized_start=1354
+  _globals['_TEXTDELTA']._serialized_end=1393
+  _globals['_APPROVALEVENT']._serialized_start=1395
+  _globals['_APPROVALEVENT']._serialized_end=1451
+  _globals['_RUNSTREAMRESPONSE']._serialized_start=1454
+  _globals['_RUNSTREAMRESPONSE']._serialized_end=1783
+  _globals['_AGENTSERVICE']._serialized_start=1786
+  _globals['_AGENTSERVICE']._serialized_end=1936
 # @@protoc_insertion_point(module_scope)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from loomflow.audit.sink.base import Conflict, Sink, SinkBroken
+from loomflow.audit.sink.base import BadEntry, Conflict, Sink, SinkBroken
 from loomflow.kernel import extras
 from loomflow.kernel.config import ConfigError
 
-__all__ = ["Conflict", "Sink", "SinkBroken", "default_dsn", "open_sink"]
+__all__ = ["BadEntry", "Conflict", "Sink", "SinkBroken", "default_dsn", "open_sink"]
 
 
 def default_dsn(data_dir: str) -> str:

@@ -27,6 +27,14 @@ class Conflict(Exception):
         self.tenants = set(tenants)
 
 
+class BadEntry(Exception):
+    """The batch holds an entry this sink cannot store (e.g. a NUL byte in Postgres text).
+
+    The writer then splits the batch, so only the entries that cannot be stored fail
+    (INVALID_ARGUMENT) and every other tenant's entries of the batch commit.
+    """
+
+
 class SinkBroken(Exception):
     """The sink can no longer guarantee durability (e.g. fsync failed and the rollback too)."""
 

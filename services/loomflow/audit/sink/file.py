@@ -46,7 +46,7 @@ from pathlib import Path
 from loomflow.audit import checkpoint as checkpoints
 from loomflow.audit.models import Batch, ChainReport, Checkpoint, Entry, Head, QueryFilter, WrappedKey
 from loomflow.audit.sink import jsonl
-from loomflow.audit.sink.base import SinkBroken
+from loomflow.audit.sink.base import BadEntry, SinkBroken
 from loomflow.audit.verify import find_foreign, suspects, verify_entries
 from loomflow.kernel.config import ConfigError
 
@@ -275,7 +275,10 @@ class FileSink:
     async def write_batch(self, batch: Batch) -> None:
         self._check_writable()
         start = self._size
-        encoded = [jsonl.encode(e) for e in batch.entries]
+        try:
+            encoded = [jsonl.encode(e) for e in batch.entries]
+        except (TypeError, ValueError) as exc:  # e.g. a lone surrogate: fail that entry, not the batch
+            raise BadEntry(f"an entry cannot be encoded: {exc}") from None
         blob = b"".join(encoded)
         key_blob = b"".join(_key_line(k) for k in batch.new_keys)
         loop = asyncio.get_running_loop()

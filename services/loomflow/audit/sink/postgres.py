@@ -30,7 +30,7 @@ import asyncpg
 
 from loomflow.audit import checkpoint as checkpoints
 from loomflow.audit.models import Batch, ChainReport, Checkpoint, Entry, Head, QueryFilter, WrappedKey
-from loomflow.audit.sink.base import Conflict
+from loomflow.audit.sink.base import BadEntry, Conflict
 from loomflow.audit.verify import LogVerifier, missing_chains, reclassify, suspects
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.errors import Unavailable
@@ -212,6 +212,8 @@ class PostgresSink:
                 )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(heads, f"another writer appended to these chains: {exc}") from None
+        except asyncpg.DataError as exc:  # SQLSTATE class 22: a value Postgres cannot store, e.g. a NUL in text
+            raise BadEntry(f"an entry cannot be stored: {exc}") from None
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise Unavailable(f"audit: {self.description} failed: {exc}") from exc
 

@@ -713,20 +713,26 @@ var File_loomflow_v1_agent_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17loomflow/v1/agent.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/policy.proto\x1a\x19loomflow/v1/tenancy.proto\"\xe6\x03\n" +
+	"\x17loomflow/v1/agent.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/policy.proto\x1a\x19loomflow/v1/tenancy.proto\"\xb6\x04\n" +
 	"\n" +
-	"RunOptions\x12#\n" +
-	"\x06prompt\x18\x01 \x01(\tB\v\xbaH\br\x06\x10\x01\x18\x80\x80@R\x06prompt\x12'\n" +
+	"RunOptions\x12/\n" +
+	"\x06prompt\x18\x01 \x01(\tB\x17\xbaH\x14r\x12\x10\x01\x18\x80\x80@2\n" +
+	"^[^\\x00]*$R\x06prompt\x123\n" +
 	"\n" +
-	"session_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tsessionId\x12K\n" +
-	"\bmetadata\x18\x03 \x03(\v2%.loomflow.v1.RunOptions.MetadataEntryB\b\xbaH\x05\x9a\x01\x02\x10@R\bmetadata\x12\x1e\n" +
-	"\x05model\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x05model\x12&\n" +
+	"session_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
+	"^[^\\x00]*$R\tsessionId\x12k\n" +
+	"\bmetadata\x18\x03 \x03(\v2%.loomflow.v1.RunOptions.MetadataEntryB(\xbaH%\x9a\x01\"\x10@\"\x0er\f2\n" +
+	"^[^\\x00]*$*\x0er\f2\n" +
+	"^[^\\x00]*$R\bmetadata\x12*\n" +
+	"\x05model\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
+	"^[^\\x00]*$R\x05model\x12&\n" +
 	"\tmax_turns\x18\x05 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\bmaxTurns\x12+\n" +
 	"\n" +
 	"timeout_ms\x18\x06 \x01(\x03B\f\xbaH\t\"\a\x18\x80\xdd\xdb\x01(\x00R\ttimeoutMs\x12,\n" +
 	"\frecall_limit\x18\a \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\vrecallLimit\x12'\n" +
-	"\x0fdefer_approvals\x18\b \x01(\bR\x0edeferApprovals\x124\n" +
-	"\fapproval_ids\x18\t \x03(\tB\x11\xbaH\x0e\x92\x01\v\x10 \"\ar\x05\x10\x01\x18\x80\x01R\vapprovalIds\x1a;\n" +
+	"\x0fdefer_approvals\x18\b \x01(\bR\x0edeferApprovals\x12@\n" +
+	"\fapproval_ids\x18\t \x03(\tB\x1d\xbaH\x1a\x92\x01\x17\x10 \"\x13r\x11\x10\x01\x18\x80\x012\n" +
+	"^[^\\x00]*$R\vapprovalIds\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"}\n" +

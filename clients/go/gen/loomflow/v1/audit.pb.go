@@ -172,7 +172,8 @@ type AppendRequest struct {
 	RunId     string                 `protobuf:"bytes,3,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	Actor     string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	Action    string                 `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
-	// Free-form JSON with no rules inside: validation skips it.
+	// Free-form JSON with no rules inside: protovalidate skips it; the server
+	// refuses a NUL in any key or string value (see UserScope).
 	Payload       *structpb.Struct `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
 	DecisionId    string           `protobuf:"bytes,7,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1119,31 +1120,37 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"\bprev_mac\x18\n" +
 	" \x01(\fR\aprevMac\x12\x10\n" +
 	"\x03mac\x18\v \x01(\fR\x03mac\x12)\n" +
-	"\x10payload_shredded\x18\f \x01(\bR\x0fpayloadShredded\"\xbb\x02\n" +
+	"\x10payload_shredded\x18\f \x01(\bR\x0fpayloadShredded\"\xf7\x02\n" +
 	"\rAppendRequest\x124\n" +
-	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12'\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x123\n" +
 	"\n" +
-	"session_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tsessionId\x12\x1f\n" +
-	"\x06run_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x05runId\x12 \n" +
-	"\x05actor\x18\x04 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x05actor\x12\"\n" +
-	"\x06action\x18\x05 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x06action\x129\n" +
-	"\apayload\x18\x06 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\apayload\x12)\n" +
-	"\vdecision_id\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\n" +
+	"session_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
+	"^[^\\x00]*$R\tsessionId\x12+\n" +
+	"\x06run_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x012\n" +
+	"^[^\\x00]*$R\x05runId\x12,\n" +
+	"\x05actor\x18\x04 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
+	"^[^\\x00]*$R\x05actor\x12.\n" +
+	"\x06action\x18\x05 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
+	"^[^\\x00]*$R\x06action\x129\n" +
+	"\apayload\x18\x06 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\apayload\x125\n" +
+	"\vdecision_id\x18\a \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x012\n" +
+	"^[^\\x00]*$R\n" +
 	"decisionId\"`\n" +
 	"\x0eAppendResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12*\n" +
 	"\x02ts\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02ts\x12\x10\n" +
-	"\x03mac\x18\x03 \x01(\fR\x03mac\"\x99\x02\n" +
+	"\x03mac\x18\x03 \x01(\fR\x03mac\"\xbd\x02\n" +
 	"\fQueryRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12\x1f\n" +
 	"\vall_tenants\x18\x02 \x01(\bR\n" +
-	"allTenants\x12'\n" +
+	"allTenants\x123\n" +
 	"\n" +
-	"session_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tsessionId\x12\x1f\n" +
-	"\x06run_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x05runId\x12 \n" +
-	"\x06action\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x06action\x12$\n" +
+	"session_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
+	"^[^\\x00]*$R\tsessionId\x12+\n" +
+	"\x06run_id\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x012\n" +
+	"^[^\\x00]*$R\x05runId\x12,\n" +
+	"\x06action\x18\x05 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x012\n" +
+	"^[^\\x00]*$R\x06action\x12$\n" +
 	"\tafter_seq\x18\x06 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\bafterSeq\x12 \n" +
 	"\x05limit\x18\a \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x05limit\"B\n" +

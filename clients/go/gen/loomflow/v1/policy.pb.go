@@ -550,7 +550,8 @@ type CheckRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Scope    *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
 	ToolName string                 `protobuf:"bytes,2,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
-	// Free-form JSON with no rules inside: validation skips it rather than walking every value.
+	// Free-form JSON with no rules inside: protovalidate skips it rather than walking every value;
+	// the server refuses a NUL in any key or string value (see UserScope).
 	Arguments *structpb.Struct `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
 	SessionId string           `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	RunId     string           `protobuf:"bytes,5,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
@@ -892,7 +893,8 @@ type RequestApprovalRequest struct {
 	Scope      *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
 	DecisionId string                 `protobuf:"bytes,2,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
 	ToolName   string                 `protobuf:"bytes,3,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
-	// Free-form JSON with no rules inside: validation skips it.
+	// Free-form JSON with no rules inside: protovalidate skips it; the server
+	// refuses a NUL in any key or string value (see UserScope).
 	Arguments *structpb.Struct `protobuf:"bytes,4,opt,name=arguments,proto3" json:"arguments,omitempty"`
 	SessionId string           `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	RunId     string           `protobuf:"bytes,6,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
@@ -1591,38 +1593,43 @@ var File_loomflow_v1_policy_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x18loomflow/v1/policy.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19loomflow/v1/tenancy.proto\"\xa6\x01\n" +
-	"\x11ArgumentCondition\x12&\n" +
-	"\bargument\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\bargument\x12F\n" +
+	"\x18loomflow/v1/policy.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19loomflow/v1/tenancy.proto\"\xc2\x01\n" +
+	"\x11ArgumentCondition\x122\n" +
+	"\bargument\x18\x01 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x022\n" +
+	"^[^\\x00]*$R\bargument\x12F\n" +
 	"\boperator\x18\x02 \x01(\x0e2\x1e.loomflow.v1.ConditionOperatorB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\boperator\x12!\n" +
-	"\x06values\x18\x03 \x03(\tB\t\xbaH\x06\x92\x01\x03\x10\x80\x02R\x06values\"\xed\x01\n" +
-	"\x04Rule\x12\x1a\n" +
-	"\x02id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x02id\x12\x1e\n" +
-	"\x04tool\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x04tool\x12H\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\boperator\x121\n" +
+	"\x06values\x18\x03 \x03(\tB\x19\xbaH\x16\x92\x01\x13\x10\x80\x02\"\x0er\f2\n" +
+	"^[^\\x00]*$R\x06values\"\x91\x02\n" +
+	"\x04Rule\x12&\n" +
+	"\x02id\x18\x01 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
+	"^[^\\x00]*$R\x02id\x12*\n" +
+	"\x04tool\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x022\n" +
+	"^[^\\x00]*$R\x04tool\x12H\n" +
 	"\n" +
 	"conditions\x18\x03 \x03(\v2\x1e.loomflow.v1.ArgumentConditionB\b\xbaH\x05\x92\x01\x02\x10 R\n" +
 	"conditions\x12=\n" +
 	"\bdecision\x18\x04 \x01(\x0e2\x15.loomflow.v1.DecisionB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\bdecision\x12 \n" +
-	"\x06reason\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x06reason\"\xc4\x01\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\bdecision\x12,\n" +
+	"\x06reason\x18\x05 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\b2\n" +
+	"^[^\\x00]*$R\x06reason\"\xc4\x01\n" +
 	"\x06Policy\x122\n" +
 	"\x05rules\x18\x01 \x03(\v2\x11.loomflow.v1.RuleB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\x05rules\x12/\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x11.loomflow.v1.ModeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04mode\x12;\n" +
 	"\bfallback\x18\x03 \x01(\x0e2\x15.loomflow.v1.DecisionB\b\xbaH\x05\x82\x01\x02\x10\x01R\bfallback\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x03R\aversion\"\x9d\x02\n" +
+	"\aversion\x18\x04 \x01(\x03R\aversion\"\xd1\x02\n" +
 	"\fCheckRequest\x124\n" +
-	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12'\n" +
-	"\ttool_name\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\btoolName\x12=\n" +
-	"\targuments\x18\x03 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\targuments\x12'\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x123\n" +
+	"\ttool_name\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x022\n" +
+	"^[^\\x00]*$R\btoolName\x12=\n" +
+	"\targuments\x18\x03 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\targuments\x123\n" +
 	"\n" +
-	"session_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tsessionId\x12\x1f\n" +
-	"\x06run_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x05runId\x12%\n" +
-	"\ttool_tags\x18\x06 \x03(\tB\b\xbaH\x05\x92\x01\x02\x10 R\btoolTags\"\xe6\x01\n" +
+	"session_id\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
+	"^[^\\x00]*$R\tsessionId\x12+\n" +
+	"\x06run_id\x18\x05 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x012\n" +
+	"^[^\\x00]*$R\x05runId\x125\n" +
+	"\ttool_tags\x18\x06 \x03(\tB\x18\xbaH\x15\x92\x01\x12\x10 \"\x0er\f2\n" +
+	"^[^\\x00]*$R\btoolTags\"\xe6\x01\n" +
 	"\rCheckResponse\x12\x1f\n" +
 	"\vdecision_id\x18\x01 \x01(\tR\n" +
 	"decisionId\x121\n" +
@@ -1656,41 +1663,46 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\vresolved_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"resolvedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xfb\x02\n" +
+	"expires_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xb7\x03\n" +
 	"\x16RequestApprovalRequest\x124\n" +
-	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12)\n" +
-	"\vdecision_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\n" +
-	"decisionId\x12'\n" +
-	"\ttool_name\x18\x03 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\btoolName\x12=\n" +
-	"\targuments\x18\x04 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\targuments\x12'\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x125\n" +
+	"\vdecision_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x012\n" +
+	"^[^\\x00]*$R\n" +
+	"decisionId\x123\n" +
+	"\ttool_name\x18\x03 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x022\n" +
+	"^[^\\x00]*$R\btoolName\x12=\n" +
+	"\targuments\x18\x04 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\targuments\x123\n" +
 	"\n" +
-	"session_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tsessionId\x12\x1f\n" +
-	"\x06run_id\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x05runId\x12 \n" +
-	"\x06reason\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x06reason\x12,\n" +
+	"session_id\x18\x05 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
+	"^[^\\x00]*$R\tsessionId\x12+\n" +
+	"\x06run_id\x18\x06 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x012\n" +
+	"^[^\\x00]*$R\x05runId\x12,\n" +
+	"\x06reason\x18\a \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\b2\n" +
+	"^[^\\x00]*$R\x06reason\x12,\n" +
 	"\n" +
 	"timeout_ms\x18\b \x01(\x03B\r\xbaH\n" +
 	"\"\b\x18\x80\x88\xb2\xa0\x02(\x00R\ttimeoutMs\"L\n" +
 	"\x17RequestApprovalResponse\x121\n" +
-	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\xc6\x02\n" +
+	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\xde\x02\n" +
 	"\x16ResolveApprovalRequest\x124\n" +
-	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12+\n" +
-	"\vapproval_id\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x127\n" +
+	"\vapproval_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
+	"^[^\\x00]*$R\n" +
 	"approvalId\x12C\n" +
 	"\n" +
 	"resolution\x18\x03 \x01(\x0e2\x17.loomflow.v1.ResolutionB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\n" +
 	"resolution\x12J\n" +
 	"\x10edited_arguments\x18\x04 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\x0feditedArguments\x12\x1a\n" +
-	"\bremember\x18\x05 \x01(\bR\bremember\x12\x1c\n" +
-	"\x04note\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x04note\"L\n" +
+	"\bremember\x18\x05 \x01(\bR\bremember\x12(\n" +
+	"\x04note\x18\x06 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80 2\n" +
+	"^[^\\x00]*$R\x04note\"L\n" +
 	"\x17ResolveApprovalResponse\x121\n" +
-	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"w\n" +
+	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\x83\x01\n" +
 	"\x12GetApprovalRequest\x124\n" +
-	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12+\n" +
-	"\vapproval_id\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x127\n" +
+	"\vapproval_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
+	"^[^\\x00]*$R\n" +
 	"approvalId\"H\n" +
 	"\x13GetApprovalResponse\x121\n" +
 	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\xc0\x01\n" +

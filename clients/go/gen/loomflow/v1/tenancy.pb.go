@@ -64,6 +64,13 @@ func (*Anonymous) Descriptor() ([]byte, []int) {
 // UserScope names the tenant a request acts for. Every request message of every
 // loomflow service carries it as field 1, named `scope`, and every record the
 // services return carries the scope it belongs to.
+//
+// Every string field of every request (maps and repeated fields included)
+// carries `(buf.validate.field).string.pattern = "^[^\\x00]*$"`: no NUL
+// character, because Postgres text and jsonb cannot store one, and what one
+// backend cannot store must not reach any. The server applies the same rule to
+// the keys and string values of google.protobuf.Struct fields (violation
+// `struct.no_nul`). tests/test_schema_invariant.py keeps every string field covered.
 type UserScope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Exactly one of the two must be set.
@@ -163,12 +170,13 @@ var File_loomflow_v1_tenancy_proto protoreflect.FileDescriptor
 const file_loomflow_v1_tenancy_proto_rawDesc = "" +
 	"\n" +
 	"\x19loomflow/v1/tenancy.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\"\v\n" +
-	"\tAnonymous\"\x81\x04\n" +
-	"\tUserScope\x12\xac\x03\n" +
-	"\auser_id\x18\x01 \x01(\tB\x90\x03\xbaH\x8c\x03\xba\x01w\n" +
+	"\tAnonymous\"\x8d\x04\n" +
+	"\tUserScope\x12\xb8\x03\n" +
+	"\auser_id\x18\x01 \x01(\tB\x9c\x03\xbaH\x98\x03\xba\x01w\n" +
 	"\x1duser_id.no_control_characters\x12+user_id must not contain control characters\x1a)!this.matches('[\\\\x00-\\\\x1f\\\\x7f-\\\\x9f]')\xba\x01\x9c\x01\n" +
 	"\x14user_id.not_reserved\x12Puser_id must not be the reserved anonymous sentinel; set scope.anonymous instead\x1a2this.lowerAscii().trim() != '__jeeves_anon_user__'\xba\x01h\n" +
-	"!user_id.no_surrounding_whitespace\x12.user_id must not start or end with white space\x1a\x13this == this.trim()r\x05\x10\x01\x18\x80\x02H\x00R\x06userId\x126\n" +
+	"!user_id.no_surrounding_whitespace\x12.user_id must not start or end with white space\x1a\x13this == this.trim()r\x11\x10\x01\x18\x80\x022\n" +
+	"^[^\\x00]*$H\x00R\x06userId\x126\n" +
 	"\tanonymous\x18\x02 \x01(\v2\x16.loomflow.v1.AnonymousH\x00R\tanonymousB\r\n" +
 	"\x04kind\x12\x05\xbaH\x02\b\x01B\xb0\x01\n" +
 	"\x0fcom.loomflow.v1B\fTenancyProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
