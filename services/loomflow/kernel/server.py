@@ -18,15 +18,30 @@ from grpc_reflection.v1alpha import reflection
 
 from loomflow.kernel import heap
 from loomflow.kernel.auth import AuthSettings, TokenVerifier
+from loomflow.kernel.config import ConfigError
 from loomflow.kernel.hosting import HostedService
 from loomflow.kernel.interceptor import KernelInterceptor, WrappingRegistrar
 from loomflow.kernel.ratelimit import TenantLimiter
 from loomflow.kernel.security import RefusalRecorder
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
+from loomflow.kernel.tls import server_credentials
 from loomflow.kernel.tracing import flush_spans, setup_tracing
 
 log = logging.getLogger("loomflow.server")
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """Channel arguments of every loomflow server."""
+    options = [("grpc.max_receive_message_length", settings.max_message_bytes), ("grpc.so_reuseport", 0)]
+    if settings.max_connection_age_ms > 0:
+        # A connection that lives forever pins a client to one replica: ageing it out makes the client
+        # re-resolve and spread its calls over replicas (and pick up rotated certificates).
+        options += [
+            ("grpc.max_connection_age_ms", settings.max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace_ms),
+        ]
+    return options
 
 
 class Server:
@@ -44,6 +59,10 @@ class Server:
             self._verifier: TokenVerifier | None = None
         else:
             self._verifier = TokenVerifier(auth)  # fails fast on a missing key
+        try:
+            self._credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"LOOMFLOW_TLS_CERT / LOOMFLOW_TLS_KEY / LOOMFLOW_TLS_CLIENT_CA: {error}") from None
 
     def _build(self) -> None:
         # grpc.aio objects bind to the running event loop, so they are made in start().
@@ -67,13 +86,12 @@ class Server:
             refusals=RefusalRecorder({s.full_name: s.on_refusal for s in services if s.on_refusal is not None}),
         )
         limit = settings.max_message_bytes
-        self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
+        self._server = grpc.aio.server(options=[*server_options(settings), ("grpc.max_send_message_length", limit)])
+        self._health_server: grpc.aio.Server | None = None
+        if settings.health_port:
+            # Kubernetes' gRPC probes speak neither TLS nor metadata: a plaintext port with health only.
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
         registrar = WrappingRegistrar(self._server, interceptor)
         for service in services:
             service.register(registrar)  # type: ignore[arg-type]  # duck-types the two methods generated code calls
@@ -86,9 +104,18 @@ class Server:
         self._build()
         host = self.settings.host
         address = f"[{host}]:{self.settings.port}" if ":" in host else f"{host}:{self.settings.port}"
-        port = self._server.add_insecure_port(address)
+        credentials = self._credentials
+        if credentials is None:
+            port = self._server.add_insecure_port(address)
+        else:
+            port = self._server.add_secure_port(address, credentials)
         if port == 0:
             raise OSError(f"cannot bind {address}")
+        if self._health_server is not None:
+            health_address = address.rsplit(":", 1)[0] + f":{self.settings.health_port}"
+            if self._health_server.add_insecure_port(health_address) == 0:
+                raise OSError(f"cannot bind {health_address}")
+            await self._health_server.start()
         self.bound_port = port  # known to on_start hooks; `port` is set once serving
         setup_metrics("loomflow", self.settings.metrics_port, host)
         for service in self.services:
@@ -103,6 +130,7 @@ class Server:
             "serving",
             extra={
                 "address": f"{host}:{port}",
+                "tls": "mtls" if self.settings.tls_client_ca else "tls" if credentials is not None else "plaintext",
                 "services": [s.name for s in self.services],
                 "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],  # uvloop or asyncio
             },
@@ -126,6 +154,8 @@ class Server:
                 except Exception:
                     log.exception("error draining %s", service.name)
         await stopping
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         for service in reversed(self.services):
             for hook in service.on_stop:
                 try:
