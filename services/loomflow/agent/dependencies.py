@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -52,8 +54,9 @@ class ServiceCredential:
     def __init__(self, auth: AuthSettings, tokenless: bool) -> None:
         self._auth = auth
         self._static = auth.service_token
+        self._token_file = TokenFile(auth.service_token_file) if auth.service_token_file else None
         self._can_mint = bool(auth.jwt_secret or auth.jwt_private_key_file)
-        if not self._static and not self._can_mint and not tokenless:
+        if not self._static and not self._token_file and not self._can_mint and not tokenless:
             raise ValueError(
                 "the agent needs a credential for the internal services: set LOOMFLOW_AUTH_SERVICE_TOKEN, "
                 "a signing key (LOOMFLOW_AUTH_JWT_SECRET or LOOMFLOW_AUTH_JWT_PRIVATE_KEY_FILE), "
@@ -63,6 +66,8 @@ class ServiceCredential:
         self._refresh_at = 0.0
 
     def metadata(self) -> Metadata:
+        if self._token_file is not None:
+            return self._token_file.metadata()
         if self._static:
             if not self._metadata:
                 self._metadata = (("authorization", f"Bearer {self._static}"),)
@@ -74,6 +79,31 @@ class ServiceCredential:
             token = mint_token(self._auth, SERVICE_SUBJECT, Role.SERVICE, ttl_seconds=_TOKEN_TTL_S)
             self._metadata = (("authorization", f"Bearer {token}"),)
             self._refresh_at = now + _TOKEN_TTL_S - _REFRESH_BEFORE_S
+        return self._metadata
+
+
+class TokenFile:
+    """A service token kept in a file by its issuer (short-lived, renewed in place: a projected
+    ServiceAccount token, a Vault agent, an OIDC client-credentials sidecar); re-read when it changes."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stamp: tuple[int, int] = (-1, -1)
+        self._metadata: Metadata = ()
+        self.metadata()  # fails fast on a missing file
+
+    def metadata(self) -> Metadata:
+        try:
+            st = os.stat(self._path)
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                token = Path(self._path).read_text().strip()
+                if token:
+                    self._metadata, self._stamp = (("authorization", f"Bearer {token}"),), stamp
+        except OSError as error:
+            if not self._metadata:
+                raise ValueError(f"LOOMFLOW_AUTH_SERVICE_TOKEN_FILE: {error}") from None
+            log.warning("cannot re-read the service token file, keeping the previous token: %s", error)
         return self._metadata
 
 

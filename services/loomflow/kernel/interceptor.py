@@ -24,7 +24,8 @@ from google.protobuf.message import Message
 from opentelemetry import trace
 
 from loomflow.kernel import errors
-from loomflow.kernel.auth import INSECURE_PRINCIPAL, Principal, Role, TokenVerifier, bearer_token, bind_principal
+from loomflow.kernel.auth import INSECURE_PRINCIPAL, Principal, Role, bearer_token, bind_principal
+from loomflow.kernel.identity import ServiceIdentities, Verifier
 from loomflow.kernel.lookalikes import refuse_sentinel_lookalike
 from loomflow.kernel.ratelimit import TenantLimiter
 from loomflow.kernel.security import Refusal, RefusalRecorder, claimed_subject
@@ -43,13 +44,15 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 class KernelInterceptor:
     def __init__(
         self,
-        verifier: TokenVerifier | None,
+        verifier: Verifier | None,
         end_user_services: set[str],
         traced: bool = False,
         limiter: TenantLimiter | None = None,
         refusals: RefusalRecorder | None = None,
+        service_identities: ServiceIdentities | None = None,
     ) -> None:
         self._verifier = verifier
+        self._service_identities = service_identities
         self._end_user_services = end_user_services
         # Per-tenant rate and concurrency limits apply at the suite's edge (services that accept end
         # users): the internal hops of an admitted run were paid for when the run was admitted.
@@ -91,11 +94,16 @@ class KernelInterceptor:
 
     # -- the steps -------------------------------------------------------
 
-    def authenticate(self, metadata: tuple[Any, ...]) -> Principal:
+    def authenticate(self, metadata: tuple[Any, ...], context: Context | None = None) -> Principal:
         token = bearer_token(metadata)
         if self._verifier is None:
             return INSECURE_PRINCIPAL
         if token is None:
+            # mTLS: a verified client certificate naming a configured service identity is a service principal.
+            if self._service_identities and context is not None:
+                principal = self._service_identities.principal(context.auth_context())
+                if principal is not None:
+                    return principal
             raise errors.Unauthenticated("missing 'authorization: Bearer <token>' metadata")
         return self._verifier.verify(token)
 
@@ -155,7 +163,7 @@ class _Pipeline:
 
     def _admit(self, request: Message, context: Context) -> str:
         """Authenticates, validates, binds the tenant and admits it under its limits; returns the tenant key."""
-        principal = self.owner.authenticate(tuple(context.invocation_metadata() or ()))
+        principal = self.owner.authenticate(tuple(context.invocation_metadata() or ()), context)
         if isinstance(request, _Undecodable):
             raise errors.InvalidArgument(f"the request is not a valid {self.rpc} message: {request.reason}")
         validate(request)
@@ -191,7 +199,7 @@ class _Pipeline:
         principal, token = "-", None
         try:
             token = bearer_token(metadata)
-            who = self.owner.authenticate(metadata)
+            who = self.owner.authenticate(metadata, context)
             principal = f"{who.role.value}:{who.subject}"
         except errors.ServiceError:
             pass

@@ -17,9 +17,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from loomflow.kernel import heap
-from loomflow.kernel.auth import AuthSettings, TokenVerifier
+from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.hosting import HostedService
+from loomflow.kernel.identity import ServiceIdentities, Verifier, build_verifier
 from loomflow.kernel.interceptor import KernelInterceptor, WrappingRegistrar
 from loomflow.kernel.ratelimit import TenantLimiter
 from loomflow.kernel.security import RefusalRecorder
@@ -56,9 +57,9 @@ class Server:
         self._stopping = False
         if settings.insecure:
             log.warning("INSECURE MODE: unauthenticated callers act as operators; never run this in production")
-            self._verifier: TokenVerifier | None = None
+            self._verifier: Verifier | None = None
         else:
-            self._verifier = TokenVerifier(auth)  # fails fast on a missing key
+            self._verifier = build_verifier(auth)  # fails fast on a missing key
         try:
             self._credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         except (OSError, ValueError) as error:
@@ -83,6 +84,7 @@ class Server:
                 settings.max_inflight_per_user,
                 max_tenants=settings.rate_limit_max_tenants,
             ),
+            service_identities=ServiceIdentities(self._auth.service_identities),
             refusals=RefusalRecorder({s.full_name: s.on_refusal for s in services if s.on_refusal is not None}),
         )
         limit = settings.max_message_bytes
