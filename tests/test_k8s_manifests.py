@@ -261,6 +261,15 @@ def test_services_route_their_port_to_the_grpc_container_port(overlay: Rendered)
         assert service_target_port(service, port, deployment) == named_port(container, "grpc")
 
 
+def test_services_expose_the_metrics_port(overlay: Rendered) -> None:
+    for service_name, deployment in overlay.loomflow_deployments().items():
+        service = overlay.get("Service", service_name)
+        ports = {p["name"]: p for p in service["spec"]["ports"]}
+        assert "metrics" in ports, f"Service {service_name} does not expose the metrics port"
+        port = int(ports["metrics"]["port"])
+        assert service_target_port(service, port, deployment) == named_port(main_container(deployment), "metrics")
+
+
 def test_agent_addresses_reach_the_deployment_hosting_each_service(overlay: Rendered) -> None:
     deployments = overlay.loomflow_deployments()
     agent_env = overlay.env(main_container(deployments["agent"]))
@@ -268,9 +277,12 @@ def test_agent_addresses_reach_the_deployment_hosting_each_service(overlay: Rend
         variable = f"LOOMFLOW_AGENT_{dependency.upper()}_ADDRESS"
         address = agent_env.get(variable, "")
         assert address, f"{variable} is empty: the Agent would call its own process, which hosts only the Agent"
-        host, _, port = address.rpartition(":")
+        # Per-call balancing: the DNS resolver plus a headless Service gives the channel every replica.
+        assert address.startswith("dns:///"), f"{variable}={address}: resolve every replica with a dns:/// target"
+        host, _, port = address.removeprefix("dns:///").rpartition(":")
         service = overlay.find("Service", host)
         assert service is not None, f"{variable}={address}: no Service named {host!r}"
+        assert service["spec"].get("clusterIP") == "None", f"Service {host} must be headless for per-call balancing"
         targets = overlay.pods_selected_by(service)
         assert targets == [deployments[dependency]], f"{variable}={address} does not reach the {dependency} pods"
         container = main_container(targets[0])
