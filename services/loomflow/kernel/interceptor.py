@@ -31,7 +31,7 @@ from loomflow.kernel.ratelimit import TenantLimiter
 from loomflow.kernel.security import Refusal, RefusalRecorder, claimed_subject
 from loomflow.kernel.telemetry import LATENCY_BUCKETS_MS, log_context, meter, tenant_label
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
-from loomflow.kernel.tracing import adopt_run_ids, annotate_span, traced_handler
+from loomflow.kernel.tracing import adopt_run_ids, annotate_span
 from loomflow.kernel.validation import validate
 
 log = logging.getLogger("loomflow.rpc")
@@ -70,9 +70,9 @@ class KernelInterceptor:
         )
 
     def wrap(self, service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        """The handler with the pipeline (and the tracing span) around it, built once per method."""
-        wrapped = self._wrap(service, rpc, handler)
-        return traced_handler(service, rpc, wrapped) if self._traced else wrapped
+        """The handler with the pipeline around it, built once per method (the tracing span is the
+        instrumentation library's server interceptor's, around this)."""
+        return self._wrap(service, rpc, handler)
 
     def _wrap(
         self, service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]

@@ -27,7 +27,7 @@ from loomflow.kernel.security import RefusalRecorder
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
 from loomflow.kernel.tls import server_credentials
-from loomflow.kernel.tracing import flush_spans, setup_tracing
+from loomflow.kernel.tracing import flush_spans, server_interceptors, setup_tracing
 
 log = logging.getLogger("loomflow.server")
 
@@ -88,7 +88,10 @@ class Server:
             refusals=RefusalRecorder({s.full_name: s.on_refusal for s in services if s.on_refusal is not None}),
         )
         limit = settings.max_message_bytes
-        self._server = grpc.aio.server(options=[*server_options(settings), ("grpc.max_send_message_length", limit)])
+        self._server = grpc.aio.server(
+            interceptors=server_interceptors() if settings.tracing else None,
+            options=[*server_options(settings), ("grpc.max_send_message_length", limit)],
+        )
         self._health_server: grpc.aio.Server | None = None
         if settings.health_port:
             # Kubernetes' gRPC probes speak neither TLS nor metadata: a plaintext port with health only.
