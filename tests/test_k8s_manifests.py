@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -380,6 +381,24 @@ def test_every_container_declares_requests_and_a_memory_limit(overlay: Rendered)
         where = f"{workload['metadata']['name']}/{container['name']}"
         assert {"cpu", "memory"} <= set(resources.get("requests", {})), f"{where}: cpu and memory requests"
         assert "memory" in resources.get("limits", {}), f"{where}: memory limit"
+
+
+# What the API server accepts as a container resource name: the standard ones, hugepages of a size,
+# or an extended resource with a domain prefix (nvidia.com/gpu). The schemas only say "a map".
+STANDARD_RESOURCES = {"cpu", "memory", "ephemeral-storage"}
+RESOURCE_NAME = re.compile(r"^(hugepages-[0-9]+[KMG]i|[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-A-Za-z0-9_.]+)$")
+
+
+@pytest.mark.parametrize("name", ["base", *OVERLAYS])
+def test_container_resource_names_are_ones_the_api_server_accepts(name: str, rendered: dict[str, Rendered]) -> None:
+    """base included: an overlay that replaces resources wholesale hid `requests: {agent: 256Mi}` in base."""
+    for workload, container in rendered[name].containers():
+        where = f"{name}: {workload['metadata']['name']}/{container['name']}"
+        for kind in ("requests", "limits"):
+            for resource in container.get("resources", {}).get(kind, {}):
+                assert resource in STANDARD_RESOURCES or RESOURCE_NAME.match(resource), (
+                    f"{where}: {kind} names {resource!r}, which is no resource the API server accepts"
+                )
 
 
 def test_prometheus_scrapes_the_configured_metrics_port(overlay: Rendered) -> None:
