@@ -29,7 +29,7 @@ from loomflow.kernel.identity import ServiceIdentities, Verifier
 from loomflow.kernel.lookalikes import refuse_sentinel_lookalike
 from loomflow.kernel.ratelimit import TenantLimiter
 from loomflow.kernel.security import Refusal, RefusalRecorder, claimed_subject
-from loomflow.kernel.telemetry import LATENCY_BUCKETS_MS, log_context, meter, tenant_label
+from loomflow.kernel.telemetry import LATENCY_BUCKETS_S, log_context, meter, tenant_label
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
 from loomflow.kernel.tracing import adopt_run_ids, annotate_span
 from loomflow.kernel.validation import validate
@@ -61,12 +61,11 @@ class KernelInterceptor:
         self._traced = traced  # outside the pipeline, so its span is current while the pipeline runs
         m = meter("loomflow.rpc")
         self._requests = m.create_counter("loomflow_rpc_requests", description="RPCs served, by status code")
-        self._errors = m.create_counter("loomflow_rpc_errors", description="RPCs that ended with a non-OK status")
         self._latency = m.create_histogram(
             "loomflow_rpc_duration",
-            unit="ms",
+            unit="s",
             description="RPC latency",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
         )
 
     def wrap(self, service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
@@ -116,13 +115,13 @@ class KernelInterceptor:
             raise errors.PermissionDenied("token subject does not match scope.user_id")
 
     def record(self, service: str, rpc: str, tenant: str, code: grpc.StatusCode, started: float) -> None:
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
-        attrs = {"service": service, "method": rpc, "code": code.name, "user_id": tenant_label(tenant)}
-        self._requests.add(1, attrs)
-        self._latency.record(elapsed_ms, attrs)
-        if code is not grpc.StatusCode.OK:
-            self._errors.add(1, attrs)
+        elapsed_s = time.perf_counter() - started
+        attrs = {"service": service, "method": rpc, "code": code.name}
+        self._latency.record(elapsed_s, attrs)  # no user_id: per-tenant series stay on counters
+        attrs["user_id"] = tenant_label(tenant)
+        self._requests.add(1, attrs)  # errors: code != "OK"
         if log.isEnabledFor(logging.INFO):
+            elapsed_ms = elapsed_s * 1000.0
             # rpc again here: a call refused before its scope was read has no log context
             log.info("rpc", extra={"rpc": f"{service}/{rpc}", "code": code.name, "duration_ms": round(elapsed_ms, 3)})
 

@@ -32,6 +32,13 @@ from loomflow.kernel.tracing import flush_spans, server_interceptors, setup_trac
 log = logging.getLogger("loomflow.server")
 
 
+def process_name(settings: ServerSettings) -> str:
+    """The default ``service.name`` of traces and ``target_info``: ``loomflow-<service>`` for a pod of one
+    service, ``loomflow`` for a process hosting several (its ``services`` label lists them)."""
+    names = settings.service_names()
+    return f"loomflow-{names[0]}" if len(names) == 1 else "loomflow"
+
+
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     """Channel arguments of every loomflow server."""
     options = [("grpc.max_receive_message_length", settings.max_message_bytes), ("grpc.so_reuseport", 0)]
@@ -70,8 +77,7 @@ class Server:
         settings, services = self.settings, self.services
         if settings.tracing:
             # Before services open their channels: it wraps the channel factories.
-            names = settings.service_names()
-            setup_tracing("loomflow" if len(names) != 1 else f"loomflow-{names[0]}", settings.otlp_endpoint)
+            setup_tracing(process_name(settings), settings.otlp_endpoint)
         self._health = health.aio.HealthServicer()
         configure_tenant_labels(settings.metrics_max_tenants)
         interceptor = KernelInterceptor(
@@ -122,7 +128,9 @@ class Server:
                 raise OSError(f"cannot bind {health_address}")
             await self._health_server.start()
         self.bound_port = port  # known to on_start hooks; `port` is set once serving
-        setup_metrics("loomflow", self.settings.metrics_port, host)
+        setup_metrics(
+            process_name(self.settings), self.settings.metrics_port, host, ",".join(self.settings.service_names())
+        )
         for service in self.services:
             for hook in service.on_start:
                 await hook()
