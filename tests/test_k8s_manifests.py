@@ -62,7 +62,11 @@ BACKEND_OF_SCHEME = {"postgres": "postgres", "postgresql": "postgres", "redis": 
 OVERLAYS = ("dev", "prod", "top", "dev-tls")
 # Custom resources of optional components (k8s/components/): not in the core schemas, so the strict
 # schema check skips exactly these kinds, by name; every other object must pass it.
-CUSTOM_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
+CUSTOM_KINDS = {
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+}
 
 
 # ---------------------------------------------------------------- rendering
@@ -528,6 +532,28 @@ def test_tls_component_mounts_each_pods_own_certificate_and_requires_client_cert
             assert env.get(variable, "").startswith(mounts["tls"] + "/"), f"{service}: {variable} not in the mount"
         if service == "agent":
             assert "LOOMFLOW_TLS_CLIENT_CA" not in env, "end users reach the Agent without client certificates"
+
+
+def test_pod_monitor_scrapes_the_metrics_port_of_every_service_pod(rendered: dict[str, Rendered]) -> None:
+    overlay = rendered["dev-tls"]
+    (monitor,) = overlay.of_kind("PodMonitor")
+    selected = [w for w in overlay.workloads() if selector_matches(monitor["spec"]["selector"], pod_labels(w))]
+    assert sorted(selected, key=lambda w: w["metadata"]["name"]) == sorted(
+        overlay.loomflow_deployments().values(), key=lambda w: w["metadata"]["name"]
+    ), "the PodMonitor must select exactly the loomflow service pods"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    for workload in selected:
+        env = overlay.env(main_container(workload))
+        assert named_port(main_container(workload), endpoint["port"]) == server_setting(env, "metrics_port")
+    assert endpoint["path"] == "/metrics"
+
+
+def test_component_objects_live_in_the_suites_namespace(rendered: dict[str, Rendered]) -> None:
+    custom = [o for o in rendered["dev-tls"].objects if (o["apiVersion"], o["kind"]) in CUSTOM_KINDS]
+    assert custom, "the dev-tls overlay rendered no component objects"
+    for obj in custom:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert obj["metadata"].get("namespace") == "loomflow", f"{where} would land in the default namespace"
 
 
 def test_dev_secret_files_are_marked_dev_only() -> None:
