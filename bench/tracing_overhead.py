@@ -11,9 +11,11 @@ machine. Modes, interleaved round by round so drift hits them alike:
 - ``off``: ``--tracing false``;
 - ``dropped``: ``--tracing`` without ``--otlp-endpoint`` (the default): context
   propagates, every span is dropped by the sampler;
-- ``recorded``: ``--tracing`` with an exporter (spans go to an in-memory one);
-- ``aio_interceptor``: for comparison, the instrumentation's own grpc.aio server
-  interceptor instead of the kernel's registration-time wrapping (spans dropped).
+- ``recorded``: ``--tracing`` with an exporter (spans go to an in-memory one).
+
+Server spans come from the instrumentation library's public grpc.aio server
+interceptor (the kernel no longer wraps handlers with its private internals;
+the former ``aio_interceptor`` comparison mode is now the ``dropped`` mode).
 
 Results: bench/results/tracing_overhead.json and tracing_overhead.png. No target:
 the figures feed docs/observability.md.
@@ -42,16 +44,11 @@ from loomflow.kernel import tracing  # noqa: E402
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2  # noqa: E402
 from tests.support.suite import running_suite  # noqa: E402
 
-MODES = ("off", "dropped", "recorded", "aio_interceptor")
+MODES = ("off", "dropped", "recorded")
 
 
 async def _measure(mode: str, runs: int, concurrency: int) -> dict[str, float]:
     capture = tracing.capture_spans() if mode == "recorded" else contextlib.nullcontext()
-    if mode == "aio_interceptor":
-        from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer, filters
-
-        tracing.setup_tracing("loomflow")  # provider and client instrumentation, as the kernel does
-        GrpcAioInstrumentorServer(filter_=filters.service_prefix("loomflow.")).instrument()  # type: ignore[no-untyped-call]
     traced = mode in ("dropped", "recorded")
     try:
         with capture, tempfile.TemporaryDirectory() as data:
@@ -75,10 +72,6 @@ async def _measure(mode: str, runs: int, concurrency: int) -> dict[str, float]:
                 await asyncio.gather(*(bounded(i) for i in range(runs)))
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     finally:
-        if mode == "aio_interceptor":
-            from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
-
-            GrpcAioInstrumentorServer().uninstrument()  # type: ignore[no-untyped-call]
         tracing.uninstrument_grpc()
     return {"cpu_ms_per_run": cpu * 1000 / runs, "runs_per_second": runs / wall}
 

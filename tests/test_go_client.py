@@ -154,3 +154,15 @@ def test_the_documented_go_snippet_runs_against_the_live_suite(live_suite: Secur
     assert result.returncode == 0, "the docs snippet failed:\n" + _explain(result)
     assert "recalled: My favourite colour is teal." in result.stdout, result.stdout
     assert "bob reads alice's episode: not found = true" in result.stdout, result.stdout
+
+
+def test_go_module_path_matches_its_directory_for_tags() -> None:
+    """`go get …/clients/go@vX` resolves tag `clients/go/vX` only if the module path ends in its directory."""
+    module = re.search(r"^module (\S+)$", (GO_MODULE / "go.mod").read_text(), re.MULTILINE)
+    assert module is not None, "clients/go/go.mod names no module"
+    directory = GO_MODULE.relative_to(REPO).as_posix()
+    assert module.group(1).endswith("/" + directory), f"{module.group(1)} is not <repository>/{directory}"
+    repository = module.group(1).removesuffix("/" + directory)
+    docs = DOCS.read_text()
+    assert f"tag `{directory}/v0.1.0`" in docs, "docs/go-client.md no longer documents the tag scheme"
+    assert f"go get {repository}/{directory}@v0.1.0" in docs

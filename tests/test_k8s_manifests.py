@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import grpc
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loomflow import suite
@@ -57,7 +59,14 @@ DEV_SECRETS = K8S / "overlays" / "dev" / "secrets"
 DSN_SCHEMES = {"postgres", "postgresql", "redis"}
 # Where each kind of DSN must point: the in-cluster Service of that backend.
 BACKEND_OF_SCHEME = {"postgres": "postgres", "postgresql": "postgres", "redis": "redis"}
-OVERLAYS = ("dev", "prod", "top")
+OVERLAYS = ("dev", "prod", "top", "dev-tls")
+# Custom resources of optional components (k8s/components/): not in the core schemas, so the strict
+# schema check skips exactly these kinds, by name; every other object must pass it.
+CUSTOM_KINDS = {
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+}
 
 
 # ---------------------------------------------------------------- rendering
@@ -70,6 +79,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
         "dev": Rendered(kustomize(K8S / "overlays" / "dev")),
         "prod": Rendered(kustomize(copy / "overlays" / "prod")),
         "top": Rendered(kustomize(K8S)),
+        "dev-tls": Rendered(kustomize(K8S / "overlays" / "dev-tls")),
         "base": Rendered(kustomize(K8S / "base")),
     }
 
@@ -103,9 +113,10 @@ def test_base_carries_no_secrets_so_dev_values_cannot_reach_prod(rendered: dict[
 def test_rendered_manifests_validate_strictly_against_kubernetes_schemas(
     name: str, rendered: dict[str, Rendered]
 ) -> None:
+    core = [o for o in rendered[name].objects if (o["apiVersion"], o["kind"]) not in CUSTOM_KINDS]
     done = subprocess.run(
         [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", KUBERNETES_VERSION, "-"],
-        input=rendered[name].text,
+        input=yaml.safe_dump_all(core),
         capture_output=True,
         text=True,
         timeout=120,
@@ -115,7 +126,7 @@ def test_rendered_manifests_validate_strictly_against_kubernetes_schemas(
     # An unknown kind only warns; every object must really have been checked.
     assert "WARN" not in output, output
     passed = [line for line in output.splitlines() if line.startswith("INFO") and " passed " in line]
-    assert len(passed) == len(rendered[name].objects), output
+    assert len(passed) == len(core), output
 
 
 # ---------------------------------------------------------------- the code's view
@@ -236,7 +247,9 @@ def test_probes_are_native_grpc_on_the_served_port_and_real_service_names(overla
             assert "grpc" in probe, f"{name}: {kind} must be a native gRPC probe"
             port = probe["grpc"]["port"]
             assert isinstance(port, int), f"{name}: {kind} port must be a number, got {port!r}"
-            assert port == server_setting(env, "port"), f"{name}: {kind} probes port {port}"
+            # With TLS on the gRPC port, probes (which speak no TLS) use the plaintext health port.
+            probed = server_setting(env, "health_port") or server_setting(env, "port")
+            assert port == probed, f"{name}: {kind} probes port {port}"
             service = probe["grpc"].get("service", "")
             assert service in real_names, f"{name}: {kind} asks for health of unknown service {service!r}"
             assert service in served | {""}, f"{name}: {kind} asks for {service!r}, which this pod does not host"
@@ -253,6 +266,15 @@ def test_services_route_their_port_to_the_grpc_container_port(overlay: Rendered)
         assert service_target_port(service, port, deployment) == named_port(container, "grpc")
 
 
+def test_services_expose_the_metrics_port(overlay: Rendered) -> None:
+    for service_name, deployment in overlay.loomflow_deployments().items():
+        service = overlay.get("Service", service_name)
+        ports = {p["name"]: p for p in service["spec"]["ports"]}
+        assert "metrics" in ports, f"Service {service_name} does not expose the metrics port"
+        port = int(ports["metrics"]["port"])
+        assert service_target_port(service, port, deployment) == named_port(main_container(deployment), "metrics")
+
+
 def test_agent_addresses_reach_the_deployment_hosting_each_service(overlay: Rendered) -> None:
     deployments = overlay.loomflow_deployments()
     agent_env = overlay.env(main_container(deployments["agent"]))
@@ -260,9 +282,12 @@ def test_agent_addresses_reach_the_deployment_hosting_each_service(overlay: Rend
         variable = f"LOOMFLOW_AGENT_{dependency.upper()}_ADDRESS"
         address = agent_env.get(variable, "")
         assert address, f"{variable} is empty: the Agent would call its own process, which hosts only the Agent"
-        host, _, port = address.rpartition(":")
+        # Per-call balancing: the DNS resolver plus a headless Service gives the channel every replica.
+        assert address.startswith("dns:///"), f"{variable}={address}: resolve every replica with a dns:/// target"
+        host, _, port = address.removeprefix("dns:///").rpartition(":")
         service = overlay.find("Service", host)
         assert service is not None, f"{variable}={address}: no Service named {host!r}"
+        assert service["spec"].get("clusterIP") == "None", f"Service {host} must be headless for per-call balancing"
         targets = overlay.pods_selected_by(service)
         assert targets == [deployments[dependency]], f"{variable}={address} does not reach the {dependency} pods"
         container = main_container(targets[0])
@@ -360,6 +385,24 @@ def test_every_container_declares_requests_and_a_memory_limit(overlay: Rendered)
         where = f"{workload['metadata']['name']}/{container['name']}"
         assert {"cpu", "memory"} <= set(resources.get("requests", {})), f"{where}: cpu and memory requests"
         assert "memory" in resources.get("limits", {}), f"{where}: memory limit"
+
+
+# What the API server accepts as a container resource name: the standard ones, hugepages of a size,
+# or an extended resource with a domain prefix (nvidia.com/gpu). The schemas only say "a map".
+STANDARD_RESOURCES = {"cpu", "memory", "ephemeral-storage"}
+RESOURCE_NAME = re.compile(r"^(hugepages-[0-9]+[KMG]i|[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-A-Za-z0-9_.]+)$")
+
+
+@pytest.mark.parametrize("name", ["base", *OVERLAYS])
+def test_container_resource_names_are_ones_the_api_server_accepts(name: str, rendered: dict[str, Rendered]) -> None:
+    """base included: an overlay that replaces resources wholesale hid `requests: {agent: 256Mi}` in base."""
+    for workload, container in rendered[name].containers():
+        where = f"{name}: {workload['metadata']['name']}/{container['name']}"
+        for kind in ("requests", "limits"):
+            for resource in container.get("resources", {}).get(kind, {}):
+                assert resource in STANDARD_RESOURCES or RESOURCE_NAME.match(resource), (
+                    f"{where}: {kind} names {resource!r}, which is no resource the API server accepts"
+                )
 
 
 def test_prometheus_scrapes_the_configured_metrics_port(overlay: Rendered) -> None:
@@ -467,6 +510,50 @@ def test_prod_sets_cpu_and_memory_limits_on_every_container(rendered: dict[str, 
 
 
 # ---------------------------------------------------------------- secrets
+
+
+def test_tls_component_mounts_each_pods_own_certificate_and_requires_client_certs_internally(
+    rendered: dict[str, Rendered],
+) -> None:
+    overlay = rendered["dev-tls"]
+    issued = {c["spec"]["secretName"]: c for c in overlay.of_kind("Certificate")}
+    for service, deployment in overlay.loomflow_deployments().items():
+        container = main_container(deployment)
+        env = overlay.env(container)
+        mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
+        secret = volumes["tls"]["secret"]["secretName"]
+        assert secret in issued, f"{service}: mounts Secret {secret}, which no Certificate issues"
+        assert service in issued[secret]["spec"]["dnsNames"], f"{service}: its certificate does not name {service}"
+        wanted = ["LOOMFLOW_TLS_CERT", "LOOMFLOW_TLS_KEY"]
+        own_channels = ["LOOMFLOW_AGENT_TLS_CA", "LOOMFLOW_AGENT_TLS_CERT"]
+        wanted += own_channels if service == "agent" else ["LOOMFLOW_TLS_CLIENT_CA"]
+        for variable in wanted:
+            assert env.get(variable, "").startswith(mounts["tls"] + "/"), f"{service}: {variable} not in the mount"
+        if service == "agent":
+            assert "LOOMFLOW_TLS_CLIENT_CA" not in env, "end users reach the Agent without client certificates"
+
+
+def test_pod_monitor_scrapes_the_metrics_port_of_every_service_pod(rendered: dict[str, Rendered]) -> None:
+    overlay = rendered["dev-tls"]
+    (monitor,) = overlay.of_kind("PodMonitor")
+    selected = [w for w in overlay.workloads() if selector_matches(monitor["spec"]["selector"], pod_labels(w))]
+    assert sorted(selected, key=lambda w: w["metadata"]["name"]) == sorted(
+        overlay.loomflow_deployments().values(), key=lambda w: w["metadata"]["name"]
+    ), "the PodMonitor must select exactly the loomflow service pods"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    for workload in selected:
+        env = overlay.env(main_container(workload))
+        assert named_port(main_container(workload), endpoint["port"]) == server_setting(env, "metrics_port")
+    assert endpoint["path"] == "/metrics"
+
+
+def test_component_objects_live_in_the_suites_namespace(rendered: dict[str, Rendered]) -> None:
+    custom = [o for o in rendered["dev-tls"].objects if (o["apiVersion"], o["kind"]) in CUSTOM_KINDS]
+    assert custom, "the dev-tls overlay rendered no component objects"
+    for obj in custom:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert obj["metadata"].get("namespace") == "loomflow", f"{where} would land in the default namespace"
 
 
 def test_dev_secret_files_are_marked_dev_only() -> None:

@@ -1,7 +1,7 @@
 """The Prometheus names loomflow exports: a contract dashboards, alerts and docs rely on.
 
-The OpenTelemetry Prometheus exporter derives them from the instrument (``ms``
-becomes ``_milliseconds``, counters get ``_total``, ``{annotation}`` units add
+The OpenTelemetry Prometheus exporter derives them from the instrument (``s``
+becomes ``_seconds``, counters get ``_total``, ``{annotation}`` units add
 nothing). Renaming one breaks every dashboard, so the tests pin them here.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 COUNTERS = {
     "loomflow_rpc_requests_total": ("service", "method", "code"),
-    "loomflow_rpc_errors_total": ("service", "method", "code"),
     "loomflow_rate_limited_total": ("limit",),
     "loomflow_auth_refusals_total": ("service", "code"),
     "loomflow_memory_episodes_stored_total": (),
@@ -33,11 +32,12 @@ GAUGES = {
 }
 
 HISTOGRAMS = {
-    "loomflow_rpc_duration_milliseconds": ("service", "method", "code"),
-    "loomflow_memory_recall_duration_milliseconds": (),
-    "loomflow_agent_model_duration_milliseconds": ("model",),
+    "loomflow_rpc_duration_seconds": ("service", "method", "code"),
+    "loomflow_memory_recall_duration_seconds": (),
+    "loomflow_agent_model_duration_seconds": ("model",),
 }
-"""Histogram family names (samples: ``_bucket``, ``_count``, ``_sum``) → their labels besides ``user_id``."""
+"""Histogram family names (samples: ``_bucket``, ``_count``, ``_sum``) → their labels. No ``user_id``:
+per-tenant labels live only on counters (and gauges), which keeps the series per tenant small."""
 
 
 def sample_names() -> set[str]:

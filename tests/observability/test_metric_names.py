@@ -76,16 +76,23 @@ async def test_every_metric_is_exported_under_its_documented_name_with_user_id(t
     for name in sorted(metric_names.sample_names()):
         family = metric_names.family_of(name)
         extra = {**metric_names.COUNTERS, **metric_names.GAUGES, **metric_names.HISTOGRAMS}[family]
-        found = select(samples, name, user_id="names-tenant")
-        assert found, f"{name} is not exported for the tenant (renamed? exporter naming changed?)"
+        per_tenant = family not in metric_names.HISTOGRAMS
+        found = select(samples, name, user_id="names-tenant") if per_tenant else select(samples, name)
+        assert found, f"{name} is not exported (for the tenant)? renamed? exporter naming changed?"
         missing = [label for label in extra if label not in found[0].labels]
         assert not missing, f"{name} lacks the labels {missing}"
 
 
-async def test_no_loomflow_metric_is_exported_without_a_user_id_label(tmp_path: Path) -> None:
+async def test_user_id_labels_only_counters_and_gauges_never_histograms(tmp_path: Path) -> None:
     samples = await _exported(tmp_path, "labels-tenant")
-    unlabelled = {s.name for s in samples if s.name.startswith("loomflow_") and "user_id" not in s.labels}
-    assert not unlabelled, f"metrics without user_id: {sorted(unlabelled)}"
+    histograms = {f"{h}_{part}" for h in metric_names.HISTOGRAMS for part in ("bucket", "count", "sum")}
+    loomflow = [s for s in samples if s.name.startswith("loomflow_")]
+    unlabelled = {s.name for s in loomflow if s.name not in histograms and "user_id" not in s.labels}
+    assert not unlabelled, f"counters or gauges without user_id: {sorted(unlabelled)}"
+    tenant_histograms = {s.name for s in loomflow if s.name in histograms and "user_id" in s.labels}
+    assert not tenant_histograms, (
+        f"histograms with a user_id label (a series per bucket per tenant): {tenant_histograms}"
+    )
 
 
 def test_dashboard_queries_only_metrics_that_exist() -> None:
@@ -95,7 +102,7 @@ def test_dashboard_queries_only_metrics_that_exist() -> None:
     used = {name for expr in exprs for name in re.findall(r"\bloomflow_[a-z_]+", expr)}
     unknown = used - metric_names.sample_names()
     assert not unknown, f"the dashboard queries metrics loomflow does not export: {sorted(unknown)}"
-    for needed in ("loomflow_budget_cost_charged_usd_total", "loomflow_rpc_duration_milliseconds_bucket"):
+    for needed in ("loomflow_budget_cost_charged_usd_total", "loomflow_rpc_duration_seconds_bucket"):
         assert needed in used, f"the dashboard lost its {needed} panel"
     assert "loomflow_budget_refusals_total" in used
 

@@ -83,3 +83,49 @@ def test_spans_are_exported_to_the_configured_otlp_collector(tmp_path: Path, col
     assert attrs["loomflow.session_id"] == "s-otlp"
     assert attrs["loomflow.run_id"] == "r-otlp"
     assert span.kind == trace_pb2.Span.SPAN_KIND_SERVER
+
+
+def _remember_once(serve: ServeProcess) -> None:
+    with serve, grpc.insecure_channel(serve.address) as channel:
+        scope = tenancy_pb2.UserScope(user_id="otel-tenant")
+        memory_pb2_grpc.MemoryServiceStub(channel).Remember(memory_pb2.RememberRequest(scope=scope, input="x"))
+
+
+def test_standard_otel_variables_alone_export_spans_with_their_resource(
+    tmp_path: Path, collector: tuple[Collector, int]
+) -> None:
+    """No LOOMFLOW_OTLP_ENDPOINT: only what any OpenTelemetry deployment sets (an Operator, a Helm chart)."""
+    servicer, port = collector
+    env = {
+        "LOOMFLOW_INSECURE": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_SERVICE_NAME": "memory-eu-1",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=staging,k8s.pod.name=memory-7d9f",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "1.0",
+    }
+    _remember_once(ServeProcess("memory", tmp_path, env=env))
+    assert servicer.received.wait(10), "OTEL_EXPORTER_OTLP_ENDPOINT alone exported no spans"
+    resources = [
+        {a.key: a.value.string_value for a in rs.resource.attributes}
+        for request in servicer.requests
+        for rs in request.resource_spans
+    ]
+    assert resources, "no resource spans"
+    for attributes in resources:
+        assert attributes["service.name"] == "memory-eu-1", attributes
+        assert attributes["deployment.environment"] == "staging", attributes
+        assert attributes["k8s.pod.name"] == "memory-7d9f", attributes
+    assert any(s.name == "/loomflow.v1.MemoryService/Remember" for _, s in servicer.spans())
+
+
+def test_otel_traces_sampler_is_honoured(tmp_path: Path, collector: tuple[Collector, int]) -> None:
+    servicer, port = collector
+    env = {
+        "LOOMFLOW_INSECURE": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_TRACES_SAMPLER": "traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0",
+    }
+    _remember_once(ServeProcess("memory", tmp_path, env=env))  # its exit flushed whatever was sampled
+    assert servicer.spans() == [], "OTEL_TRACES_SAMPLER_ARG=0 sampled spans anyway"

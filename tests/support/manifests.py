@@ -173,7 +173,14 @@ class Rendered:
         """Every ConfigMap/Secret (and key) a workload names that the rendering lacks."""
         problems: list[str] = []
 
+        # cert-manager writes these Secrets (tls.crt, tls.key, ca.crt) from the Certificates rendered here.
+        issued = {c["spec"]["secretName"] for c in self.of_kind("Certificate")}
+
         def check(kind: str, name: str, key: str | None, where: str) -> None:
+            if kind == "Secret" and name in issued:
+                if key is not None and key not in ("tls.crt", "tls.key", "ca.crt"):
+                    problems.append(f"{where}: Secret {name!r} (a Certificate's) has no key {key!r}")
+                return
             obj = self.find(kind, name)
             if obj is None:
                 problems.append(f"{where}: {kind} {name!r} does not exist")

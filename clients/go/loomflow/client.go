@@ -39,6 +39,7 @@ type dialConfig struct {
 	tokens    TokenSource
 	validate  bool
 	extra     []grpc.DialOption
+	retry     *RetryPolicy
 }
 
 // WithToken presents token as "authorization: Bearer <token>" on every call.
@@ -87,6 +88,11 @@ func WithDialOptions(options ...grpc.DialOption) Option {
 	return func(c *dialConfig) { c.extra = append(c.extra, options...) }
 }
 
+// WithRetry replaces the retry policy (default [DefaultRetryPolicy]); nil turns retries off.
+func WithRetry(policy *RetryPolicy) Option {
+	return func(c *dialConfig) { c.retry = policy }
+}
+
 // Dial creates a client for target (for example "127.0.0.1:50051" or
 // "dns:///loomflow.example.com:443"). Like [grpc.NewClient] it does not
 // connect until the first call, so a down server shows up as UNAVAILABLE on
@@ -95,12 +101,15 @@ func Dial(target string, options ...Option) (*Client, error) {
 	if target == "" {
 		return nil, errors.New("loomflow: empty target address")
 	}
-	config := dialConfig{}
+	config := dialConfig{retry: &DefaultRetryPolicy}
 	WithTLS(nil)(&config)
 	for _, option := range options {
 		option(&config)
 	}
 	dialOptions := []grpc.DialOption{grpc.WithTransportCredentials(config.transport)}
+	if config.retry != nil {
+		dialOptions = append(dialOptions, grpc.WithDefaultServiceConfig(config.retry.ServiceConfig()))
+	}
 	if config.tokens != nil {
 		dialOptions = append(dialOptions,
 			grpc.WithPerRPCCredentials(NewBearerCredentials(config.tokens, config.plaintext)))

@@ -12,14 +12,18 @@ caller sees UNAVAILABLE / DEADLINE_EXCEEDED rather than INTERNAL.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
 from loomflow.kernel import errors
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.kernel.tls import ClientTls, secure_or_insecure_channel
 from loomflow.v1 import (
     audit_pb2_grpc,
     budget_pb2_grpc,
@@ -34,6 +38,8 @@ Metadata = tuple[tuple[str, str], ...]
 SERVICE_SUBJECT = "loomflow-agent"
 _TOKEN_TTL_S = 3600
 _REFRESH_BEFORE_S = 600
+_TLS_CHECK_INTERVAL_S = 10.0
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 class ServiceCredential:
@@ -41,22 +47,27 @@ class ServiceCredential:
 
     A configured token (``LOOMFLOW_AUTH_SERVICE_TOKEN``) is used as is; otherwise
     one is minted from the configured signing key and re-minted before it
-    expires. With neither (insecure development mode) no token is sent.
+    expires. With neither no token is sent: insecure development mode, or mTLS,
+    where the Agent's client certificate is its credential.
     """
 
-    def __init__(self, auth: AuthSettings, insecure: bool) -> None:
+    def __init__(self, auth: AuthSettings, tokenless: bool) -> None:
         self._auth = auth
         self._static = auth.service_token
+        self._token_file = TokenFile(auth.service_token_file) if auth.service_token_file else None
         self._can_mint = bool(auth.jwt_secret or auth.jwt_private_key_file)
-        if not self._static and not self._can_mint and not insecure:
+        if not self._static and not self._token_file and not self._can_mint and not tokenless:
             raise ValueError(
                 "the agent needs a credential for the internal services: set LOOMFLOW_AUTH_SERVICE_TOKEN, "
-                "or a signing key (LOOMFLOW_AUTH_JWT_SECRET or LOOMFLOW_AUTH_JWT_PRIVATE_KEY_FILE)"
+                "a signing key (LOOMFLOW_AUTH_JWT_SECRET or LOOMFLOW_AUTH_JWT_PRIVATE_KEY_FILE), "
+                "or a client certificate (LOOMFLOW_AGENT_TLS_CERT)"
             )
         self._metadata: Metadata = ()
         self._refresh_at = 0.0
 
     def metadata(self) -> Metadata:
+        if self._token_file is not None:
+            return self._token_file.metadata()
         if self._static:
             if not self._metadata:
                 self._metadata = (("authorization", f"Bearer {self._static}"),)
@@ -68,6 +79,31 @@ class ServiceCredential:
             token = mint_token(self._auth, SERVICE_SUBJECT, Role.SERVICE, ttl_seconds=_TOKEN_TTL_S)
             self._metadata = (("authorization", f"Bearer {token}"),)
             self._refresh_at = now + _TOKEN_TTL_S - _REFRESH_BEFORE_S
+        return self._metadata
+
+
+class TokenFile:
+    """A service token kept in a file by its issuer (short-lived, renewed in place: a projected
+    ServiceAccount token, a Vault agent, an OIDC client-credentials sidecar); re-read when it changes."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stamp: tuple[int, int] = (-1, -1)
+        self._metadata: Metadata = ()
+        self.metadata()  # fails fast on a missing file
+
+    def metadata(self) -> Metadata:
+        try:
+            st = os.stat(self._path)
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                token = Path(self._path).read_text().strip()
+                if token:
+                    self._metadata, self._stamp = (("authorization", f"Bearer {token}"),), stamp
+        except OSError as error:
+            if not self._metadata:
+                raise ValueError(f"LOOMFLOW_AUTH_SERVICE_TOKEN_FILE: {error}") from None
+            log.warning("cannot re-read the service token file, keeping the previous token: %s", error)
         return self._metadata
 
 
@@ -86,6 +122,7 @@ class Dependencies:
     budget: budget_pb2_grpc.BudgetServiceAsyncStub
     policy: policy_pb2_grpc.PolicyServiceAsyncStub
     audit: audit_pb2_grpc.AuditServiceAsyncStub
+    _retired: list[asyncio.Future[None]]
 
     def __init__(
         self,
@@ -93,11 +130,13 @@ class Dependencies:
         credential: ServiceCredential,
         call_timeout_s: float,
         max_message_bytes: int = 4 * 1024 * 1024,
+        tls: ClientTls | None = None,
     ) -> None:
         self.addresses = addresses
         self.credential = credential
         self.call_timeout_s = call_timeout_s
-        options = [
+        self.tls = tls or ClientTls()
+        self._options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             # A dependency that restarts must be used again at once: gRPC's default reconnect
@@ -107,17 +146,56 @@ class Dependencies:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
+            # Per-call balancing: with a `dns:///` target naming a headless Service (or an
+            # `ipv4:a,b,c` list) every resolved replica gets a subchannel and calls rotate over
+            # them; the servers' maximum connection age makes the channel re-resolve, so new
+            # replicas get traffic too. A single-address target behaves as before.
+            ("grpc.service_config", ROUND_ROBIN),
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
-        for address in {addresses.memory, addresses.budget, addresses.policy, addresses.audit}:
-            self._channels[address] = grpc.aio.insecure_channel(address, options=options)
+        self._retired = []
+        self._tls_stamps = self.tls.stamps()
+        self._tls_checked = time.monotonic()
+        self._open_channels()
+
+    def _open_channels(self) -> None:
+        addresses = self.addresses
+        self._channels = {
+            address: secure_or_insecure_channel(address, self.tls, self._options)
+            for address in {addresses.memory, addresses.budget, addresses.policy, addresses.audit}
+        }
         self.memory = memory_pb2_grpc.MemoryServiceStub(self._channels[addresses.memory])
         self.budget = budget_pb2_grpc.BudgetServiceStub(self._channels[addresses.budget])
         self.policy = policy_pb2_grpc.PolicyServiceStub(self._channels[addresses.policy])
         self.audit = audit_pb2_grpc.AuditServiceStub(self._channels[addresses.audit])
 
+    def _reload_tls_if_changed(self) -> None:
+        """New channels once the CA or client certificate files were rewritten (cert-manager rotation).
+
+        Channel credentials are read once, so rotated files need new channels. Checked when a call reads
+        :attr:`metadata` (at most every few seconds); the calls after that use the new channels, and
+        calls already on the old ones finish (those close after one call timeout)."""
+        now = time.monotonic()
+        if now - self._tls_checked < _TLS_CHECK_INTERVAL_S:
+            return
+        self._tls_checked = now
+        stamps = self.tls.stamps()
+        if stamps == self._tls_stamps:
+            return
+        old = list(self._channels.values())
+        try:
+            self._open_channels()
+        except (OSError, ValueError) as error:
+            log.warning("TLS files changed but cannot be read yet: %s", error)
+            return
+        self._tls_stamps = stamps
+        log.info("reloaded TLS client certificates")
+        self._retired.append(asyncio.ensure_future(_close_later(old, self.call_timeout_s)))
+
     @property
     def metadata(self) -> Metadata:
+        if self.tls.enabled:
+            self._reload_tls_if_changed()
         return self.credential.metadata()
 
     def timeout(self, deadline: float) -> float:
@@ -128,7 +206,14 @@ class Dependencies:
         return min(remaining, self.call_timeout_s)
 
     async def close(self) -> None:
+        for task in self._retired:
+            task.cancel()
         await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+
+
+async def _close_later(channels: list[grpc.aio.Channel], grace_s: float) -> None:
+    await asyncio.sleep(grace_s)
+    await asyncio.gather(*(channel.close() for channel in channels))
 
 
 _PASSED_THROUGH: dict[grpc.StatusCode, type[errors.ServiceError]] = {

@@ -3,7 +3,7 @@
 Prometheus names: ``loomflow_agent_runs_total{outcome}`` (completed,
 interrupted, failed), ``loomflow_agent_turns_total``,
 ``loomflow_agent_tool_calls_total{outcome}`` (executed, denied, failed) and
-``loomflow_agent_model_duration_milliseconds{model}`` (a histogram of model
+``loomflow_agent_model_duration_seconds{model}`` (a histogram of model
 calls). Every point is labelled ``user_id`` through the kernel's cardinality
 guard.
 
@@ -18,7 +18,7 @@ import time
 
 from opentelemetry import trace
 
-from loomflow.kernel.telemetry import LATENCY_BUCKETS_MS, TenantLabels, meter, tenant_label
+from loomflow.kernel.telemetry import LATENCY_BUCKETS_S, TenantLabels, meter, tenant_label
 from loomflow.kernel.tenancy import display_tenant
 from loomflow.kernel.tracing import USER_ID
 
@@ -33,9 +33,9 @@ _tool_calls = _meter.create_counter(
 )
 _model_duration = _meter.create_histogram(
     "loomflow_agent_model_duration",
-    unit="ms",
+    unit="s",
     description="Latency of one model call",
-    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
 )
 
 
@@ -56,7 +56,7 @@ def record_tool_call(tenant_key: str, outcome: str) -> None:
 def record_model_call(tenant_key: str, model: str, started: float) -> None:
     """``model``: a configured model name (a fixed set); ``started``: ``time.perf_counter()`` before the call."""
     elapsed_ns = int((time.perf_counter() - started) * 1e9)
-    _model_duration.record(elapsed_ns / 1e6, {"user_id": tenant_label(tenant_key), "model": _model_labels.label(model)})
+    _model_duration.record(elapsed_ns / 1e9, {"model": _model_labels.label(model)})
     if trace.get_current_span().is_recording():
         ended = time.time_ns()
         span = _tracer.start_span(

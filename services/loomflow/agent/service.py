@@ -26,6 +26,7 @@ from loomflow.agent.tools.registry import ToolRegistry
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.hosting import HostedService, ServiceContext
+from loomflow.kernel.tls import ClientTls
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
 SECTION = "agent"
@@ -38,6 +39,10 @@ class Settings:
     budget_address: str = option("", "BudgetService host:port (empty: this process)")
     policy_address: str = option("", "PolicyService host:port (empty: this process)")
     audit_address: str = option("", "AuditService host:port (empty: this process)")
+    tls_ca: str = option("", "PEM CA bundle the Agent trusts for the other services (set: TLS on its channels)")
+    tls_cert: str = option("", "PEM client certificate the Agent presents to the other services (mTLS)")
+    tls_key: str = option("", "PEM private key of agent_tls_cert")
+    tls_server_name: str = option("", "name checked against the services' certificates instead of the target's host")
     model: str = option("echo", "default model: echo, scripted, anthropic:<model id> or openai:<model id>")
     models: str = option("", "other models callers may pick, comma-separated (`*`: any provider model)")
     max_turns: int = option(8, "model turns per run at most, unless the run asks for fewer or more")
@@ -91,6 +96,10 @@ def resolve_addresses(settings: Settings, ctx: ServiceContext) -> Addresses:
     return Addresses(**resolved)
 
 
+def client_tls(settings: Settings) -> ClientTls:
+    return ClientTls(settings.tls_ca, settings.tls_cert, settings.tls_key, settings.tls_server_name)
+
+
 def tool_registry(settings: Settings) -> ToolRegistry:
     registry = ToolRegistry(BUILTINS if settings.builtin_tools else ())
     for path in filter(None, (p.strip() for p in settings.tools.split(","))):
@@ -101,7 +110,7 @@ def tool_registry(settings: Settings) -> ToolRegistry:
 def build(ctx: ServiceContext) -> HostedService:
     settings = ctx.section(SECTION, Settings)
     try:
-        credential = ServiceCredential(ctx.auth, ctx.server.insecure)
+        credential = ServiceCredential(ctx.auth, ctx.server.insecure or bool(settings.tls_cert))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     try:
@@ -143,6 +152,7 @@ def build(ctx: ServiceContext) -> HostedService:
             credential,
             settings.call_timeout_ms / 1000.0,
             ctx.server.max_message_bytes,
+            client_tls(settings),
         )
         opened.append(deps)
         approvals = ApprovalWaiter(deps, settings.approval_timeout_ms / 1000.0, settings.approval_poll_ms / 1000.0)

@@ -21,6 +21,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -81,6 +82,19 @@ class AuthSettings:
     jwt_issuer: str = option("loomflow", "required `iss` claim")
     jwt_audience: str = option("loomflow", "required `aud` claim")
     service_token: str = option("", "token this process presents to other loomflow services", secret=True)
+    service_token_file: str = option(
+        "", "file holding the service token, re-read when it changes (short-lived tokens renewed by the issuer)"
+    )
+    jwks_file: str = option("", "JWKS JSON file of public keys that verify tokens (several kids; re-read on change)")
+    jwks_url: str = option("", "JWKS URL of public keys that verify tokens (fetched, cached, refreshed)")
+    oidc_issuer: str = option(
+        "", "OIDC issuer URL: its discovery document names the JWKS; tokens must carry it as `iss`"
+    )
+    user_claim: str = option("sub", "claim holding the user id (dotted for a nested claim)")
+    role_claim: str = option("role", "claim holding the role: user (or absent), service or operator")
+    service_identities: str = option(
+        "", "client-certificate identities (SAN URI/DNS or CN, comma-separated) that act as service principals"
+    )
 
 
 JWT_SECRET_SETTING = "LOOMFLOW_AUTH_JWT_SECRET (--auth-jwt-secret)"
@@ -143,19 +157,37 @@ class TokenVerifier:
             raise Unauthenticated("token expired") from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from None
-        role_claim = claims.get("role", Role.USER.value)
-        try:
-            role = Role(role_claim)
-        except ValueError:
-            raise Unauthenticated(f"invalid token: unknown role {role_claim!r}") from None
-        subject = claims["sub"]
-        if not isinstance(subject, str) or not subject:
-            raise Unauthenticated("invalid token: empty subject")
-        principal = Principal(role, subject)
+        principal = principal_from_claims(claims, self.settings)
         if len(self._verified) >= _MAX_VERIFIED:
             self._verified.clear()
         self._verified[token] = (principal, float(claims["exp"]))
         return principal
+
+
+def claim(claims: dict[str, Any], name: str) -> Any:
+    """A claim by name; a dotted name reads a nested claim (``realm_access.role``)."""
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def principal_from_claims(claims: dict[str, Any], settings: AuthSettings) -> Principal:
+    """The principal a verified token names, read from the configured claim names."""
+    role_value = claim(claims, settings.role_claim)
+    if isinstance(role_value, list):  # IdPs often carry roles as a list: the strongest one counts
+        known = [r for r in (Role.OPERATOR.value, Role.SERVICE.value, Role.USER.value) if r in role_value]
+        role_value = known[0] if known else Role.USER.value
+    try:
+        role = Role(role_value if role_value is not None else Role.USER.value)
+    except ValueError:
+        raise Unauthenticated(f"invalid token: unknown role {role_value!r}") from None
+    subject = claim(claims, settings.user_claim)
+    if not isinstance(subject, str) or not subject:
+        raise Unauthenticated(f"invalid token: empty or missing {settings.user_claim!r} claim")
+    return Principal(role, subject)
 
 
 def mint_token(settings: AuthSettings, subject: str, role: Role = Role.USER, ttl_seconds: int = 3600) -> str:

@@ -24,13 +24,14 @@ from google.protobuf.message import Message
 from opentelemetry import trace
 
 from loomflow.kernel import errors
-from loomflow.kernel.auth import INSECURE_PRINCIPAL, Principal, Role, TokenVerifier, bearer_token, bind_principal
+from loomflow.kernel.auth import INSECURE_PRINCIPAL, Principal, Role, bearer_token, bind_principal
+from loomflow.kernel.identity import ServiceIdentities, Verifier
 from loomflow.kernel.lookalikes import refuse_sentinel_lookalike
 from loomflow.kernel.ratelimit import TenantLimiter
 from loomflow.kernel.security import Refusal, RefusalRecorder, claimed_subject
-from loomflow.kernel.telemetry import LATENCY_BUCKETS_MS, log_context, meter, tenant_label
+from loomflow.kernel.telemetry import LATENCY_BUCKETS_S, log_context, meter, tenant_label
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
-from loomflow.kernel.tracing import adopt_run_ids, annotate_span, traced_handler
+from loomflow.kernel.tracing import adopt_run_ids, annotate_span
 from loomflow.kernel.validation import validate
 
 log = logging.getLogger("loomflow.rpc")
@@ -47,15 +48,17 @@ INSECURE_TOKEN_HINT = (
 class KernelInterceptor:
     def __init__(
         self,
-        verifier: TokenVerifier | None,
+        verifier: Verifier | None,
         end_user_services: set[str],
         traced: bool = False,
         limiter: TenantLimiter | None = None,
         refusals: RefusalRecorder | None = None,
         insecure: bool = False,
+        service_identities: ServiceIdentities | None = None,
     ) -> None:
         self._verifier = verifier
         self._insecure = insecure  # a call without a token acts as an operator (development only)
+        self._service_identities = service_identities
         self._end_user_services = end_user_services
         # Per-tenant rate and concurrency limits apply at the suite's edge (services that accept end
         # users): the internal hops of an admitted run were paid for when the run was admitted.
@@ -64,18 +67,17 @@ class KernelInterceptor:
         self._traced = traced  # outside the pipeline, so its span is current while the pipeline runs
         m = meter("loomflow.rpc")
         self._requests = m.create_counter("loomflow_rpc_requests", description="RPCs served, by status code")
-        self._errors = m.create_counter("loomflow_rpc_errors", description="RPCs that ended with a non-OK status")
         self._latency = m.create_histogram(
             "loomflow_rpc_duration",
-            unit="ms",
+            unit="s",
             description="RPC latency",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
         )
 
     def wrap(self, service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        """The handler with the pipeline (and the tracing span) around it, built once per method."""
-        wrapped = self._wrap(service, rpc, handler)
-        return traced_handler(service, rpc, wrapped) if self._traced else wrapped
+        """The handler with the pipeline around it, built once per method (the tracing span is the
+        instrumentation library's server interceptor's, around this)."""
+        return self._wrap(service, rpc, handler)
 
     def _wrap(
         self, service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]
@@ -97,11 +99,16 @@ class KernelInterceptor:
 
     # -- the steps -------------------------------------------------------
 
-    def authenticate(self, metadata: tuple[Any, ...]) -> Principal:
+    def authenticate(self, metadata: tuple[Any, ...], context: Context | None = None) -> Principal:
         token = bearer_token(metadata)
         if token is None and self._insecure:
             return INSECURE_PRINCIPAL
         if token is None:
+            # mTLS: a verified client certificate naming a configured service identity is a service principal.
+            if self._service_identities and context is not None:
+                principal = self._service_identities.principal(context.auth_context())
+                if principal is not None:
+                    return principal
             raise errors.Unauthenticated("missing 'authorization: Bearer <token>' metadata")
         if self._verifier is None:  # insecure mode that could keep no development secret
             return INSECURE_PRINCIPAL
@@ -121,13 +128,13 @@ class KernelInterceptor:
             raise errors.PermissionDenied("token subject does not match scope.user_id")
 
     def record(self, service: str, rpc: str, tenant: str, code: grpc.StatusCode, started: float) -> None:
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
-        attrs = {"service": service, "method": rpc, "code": code.name, "user_id": tenant_label(tenant)}
-        self._requests.add(1, attrs)
-        self._latency.record(elapsed_ms, attrs)
-        if code is not grpc.StatusCode.OK:
-            self._errors.add(1, attrs)
+        elapsed_s = time.perf_counter() - started
+        attrs = {"service": service, "method": rpc, "code": code.name}
+        self._latency.record(elapsed_s, attrs)  # no user_id: per-tenant series stay on counters
+        attrs["user_id"] = tenant_label(tenant)
+        self._requests.add(1, attrs)  # errors: code != "OK"
         if log.isEnabledFor(logging.INFO):
+            elapsed_ms = elapsed_s * 1000.0
             # rpc again here: a call refused before its scope was read has no log context
             log.info("rpc", extra={"rpc": f"{service}/{rpc}", "code": code.name, "duration_ms": round(elapsed_ms, 3)})
 
@@ -168,7 +175,7 @@ class _Pipeline:
 
     def _admit(self, request: Message, context: Context) -> str:
         """Authenticates, validates, binds the tenant and admits it under its limits; returns the tenant key."""
-        principal = self.owner.authenticate(tuple(context.invocation_metadata() or ()))
+        principal = self.owner.authenticate(tuple(context.invocation_metadata() or ()), context)
         if isinstance(request, _Undecodable):
             raise errors.InvalidArgument(f"the request is not a valid {self.rpc} message: {request.reason}")
         validate(request)
@@ -204,7 +211,7 @@ class _Pipeline:
         principal, token = "-", None
         try:
             token = bearer_token(metadata)
-            who = self.owner.authenticate(metadata)
+            who = self.owner.authenticate(metadata, context)
             principal = f"{who.role.value}:{who.subject}"
         except errors.ServiceError:
             pass

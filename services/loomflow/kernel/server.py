@@ -19,15 +19,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from loomflow.kernel import devmode, heap, reflection
-from loomflow.kernel.auth import AuthSettings, TokenVerifier
+from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.hosting import HostedService
+from loomflow.kernel.identity import ServiceIdentities, Verifier, build_verifier
 from loomflow.kernel.interceptor import KernelInterceptor, WrappingRegistrar
 from loomflow.kernel.ratelimit import TenantLimiter
 from loomflow.kernel.security import RefusalRecorder
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
-from loomflow.kernel.tracing import flush_spans, setup_tracing
+from loomflow.kernel.tls import server_credentials
+from loomflow.kernel.tracing import flush_spans, server_interceptors, setup_tracing
 
 log = logging.getLogger("loomflow.server")
 
@@ -56,6 +58,26 @@ def startup_failure(service: str, exc: BaseException) -> str:
     return f"the {service} service could not start: {reason}: check {setting}"
 
 
+def process_name(settings: ServerSettings) -> str:
+    """The default ``service.name`` of traces and ``target_info``: ``loomflow-<service>`` for a pod of one
+    service, ``loomflow`` for a process hosting several (its ``services`` label lists them)."""
+    names = settings.service_names()
+    return f"loomflow-{names[0]}" if len(names) == 1 else "loomflow"
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """Channel arguments of every loomflow server."""
+    options = [("grpc.max_receive_message_length", settings.max_message_bytes), ("grpc.so_reuseport", 0)]
+    if settings.max_connection_age_ms > 0:
+        # A connection that lives forever pins a client to one replica: ageing it out makes the client
+        # re-resolve and spread its calls over replicas (and pick up rotated certificates).
+        options += [
+            ("grpc.max_connection_age_ms", settings.max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace_ms),
+        ]
+    return options
+
+
 class Server:
     """A running (or ready-to-run) server. ``port`` is the bound port after :meth:`start`."""
 
@@ -65,23 +87,26 @@ class Server:
         self.port = 0
         self.bound_port = 0
         self._stopping = False
-        self._verifier: TokenVerifier | None = None
+        self._verifier: Verifier | None = None
         if settings.insecure:
             log.warning("INSECURE MODE: unauthenticated callers act as operators; never run this in production")
             auth = devmode.with_dev_secret(auth, settings.data_dir)  # so `loomflow token` mints accepted tokens
             if devmode.has_token_key(auth):
-                self._verifier = TokenVerifier(auth)
+                self._verifier = build_verifier(auth)
         else:
-            self._verifier = TokenVerifier(auth)  # fails fast on a missing key
+            self._verifier = build_verifier(auth)  # fails fast on a missing key
         self._auth = auth
+        try:
+            self._credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"LOOMFLOW_TLS_CERT / LOOMFLOW_TLS_KEY / LOOMFLOW_TLS_CLIENT_CA: {error}") from None
 
     def _build(self) -> None:
         # grpc.aio objects bind to the running event loop, so they are made in start().
         settings, services = self.settings, self.services
         if settings.tracing:
             # Before services open their channels: it wraps the channel factories.
-            names = settings.service_names()
-            setup_tracing("loomflow" if len(names) != 1 else f"loomflow-{names[0]}", settings.otlp_endpoint)
+            setup_tracing(process_name(settings), settings.otlp_endpoint)
         self._health = health.aio.HealthServicer()
         configure_tenant_labels(settings.metrics_max_tenants)
         interceptor = KernelInterceptor(
@@ -94,17 +119,20 @@ class Server:
                 settings.max_inflight_per_user,
                 max_tenants=settings.rate_limit_max_tenants,
             ),
+            service_identities=ServiceIdentities(self._auth.service_identities),
             refusals=RefusalRecorder({s.full_name: s.on_refusal for s in services if s.on_refusal is not None}),
             insecure=settings.insecure,
         )
         limit = settings.max_message_bytes
         self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ],
+            interceptors=server_interceptors() if settings.tracing else None,
+            options=[*server_options(settings), ("grpc.max_send_message_length", limit)],
         )
+        self._health_server: grpc.aio.Server | None = None
+        if settings.health_port:
+            # Kubernetes' gRPC probes speak neither TLS nor metadata: a plaintext port with health only.
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
         registrar = WrappingRegistrar(self._server, interceptor)
         for service in services:
             service.register(registrar)  # type: ignore[arg-type]  # duck-types the two methods generated code calls
@@ -121,7 +149,7 @@ class Server:
         self._build()
         started: list[HostedService] = []
         try:
-            port = self._bind()
+            port = await self._bind()
             for service in self.services:
                 started.append(service)
                 for hook in service.on_start:
@@ -134,6 +162,8 @@ class Server:
             await self._server.start()
         except BaseException:
             await self._server.stop(0)
+            if self._health_server is not None:
+                await self._health_server.stop(0)
             await self._run_stop_hooks(started, quiet=True)  # a half-started backend may fail to close too
             raise
         self.port = port
@@ -144,17 +174,23 @@ class Server:
             "serving",
             extra={
                 "address": f"{self.settings.host}:{port}",
+                "tls": "mtls" if self.settings.tls_client_ca else "plaintext" if self._credentials is None else "tls",
                 "services": [s.name for s in self.services],
                 "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],  # uvloop or asyncio
             },
         )
         return self.port
 
-    def _bind(self) -> int:
+    async def _bind(self) -> int:
         host, wanted = self.settings.host, self.settings.port
         address = f"[{host}]:{wanted}" if ":" in host else f"{host}:{wanted}"
         try:
-            port = 0 if port_in_use(host, wanted) else self._server.add_insecure_port(address)
+            if port_in_use(host, wanted):
+                port = 0
+            elif self._credentials is None:
+                port = self._server.add_insecure_port(address)
+            else:
+                port = self._server.add_secure_port(address, self._credentials)
         except RuntimeError:  # grpc's "Failed to bind"
             port = 0
         if port == 0:
@@ -162,9 +198,20 @@ class Server:
                 f"cannot listen on {address} (in use, or not an address of this machine): "
                 "choose another with --port / LOOMFLOW_PORT (or --host / LOOMFLOW_HOST)"
             )
+        if self._health_server is not None:
+            health_address = address.rsplit(":", 1)[0] + f":{self.settings.health_port}"
+            taken = port_in_use(host, self.settings.health_port)
+            if taken or self._health_server.add_insecure_port(health_address) == 0:
+                raise ConfigError(
+                    f"cannot serve plaintext health checks on {health_address}: "
+                    "choose another with --health-port / LOOMFLOW_HEALTH_PORT"
+                )
+            await self._health_server.start()
         self.bound_port = port  # known to on_start hooks; `port` is set once serving
         try:
-            setup_metrics("loomflow", self.settings.metrics_port, host)
+            setup_metrics(
+                process_name(self.settings), self.settings.metrics_port, host, ",".join(self.settings.service_names())
+            )
         except OSError as exc:
             raise ConfigError(
                 f"cannot serve metrics on {host}:{self.settings.metrics_port} ({exc.strerror}): "
@@ -200,6 +247,8 @@ class Server:
                 except Exception:
                     log.exception("error draining %s", service.name)
         await stopping
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         await self._run_stop_hooks(self.services)
         if self.settings.tracing:
             flush_spans()  # the OTLP batch still holds the last spans

@@ -37,5 +37,16 @@ class ServerSettings:
         100_000, "tenants whose rate-limit state is kept (LRU; evicted: a full bucket)"
     )
 
+    tls_cert: str = option("", "PEM certificate chain the server presents (with tls_key: TLS; reloaded on change)")
+    tls_key: str = option("", "PEM private key of tls_cert")
+    tls_client_ca: str = option("", "PEM CA bundle client certificates must chain to (set: mTLS, clients need a cert)")
+    health_port: int = option(
+        0, "plaintext port serving only grpc.health (for Kubernetes probes, which speak no TLS; 0: none)"
+    )
+    max_connection_age_ms: int = option(
+        300_000, "close client connections after this long, so callers re-resolve and spread over replicas (0: never)"
+    )
+    max_connection_age_grace_ms: int = option(30_000, "time calls in flight get when a connection reaches its age")
+
     def service_names(self) -> list[str]:
         return [name.strip() for name in self.services.split(",") if name.strip()]

@@ -9,29 +9,32 @@ baggage (``loomflow.user_id``, ``loomflow.session_id``, ``loomflow.run_id``);
 the kernel interceptor puts them on each server span as attributes and on each
 log line as fields.
 
-Spans leave the process only when ``--otlp-endpoint`` is set (OTLP/gRPC; off by
-default). Without it nothing is recorded (the sampler drops every span, which
-is much cheaper than recording spans nobody reads), but trace context still
-propagates, so every log line still has a ``trace_id`` that is the same in
-every service a run touched.
+Configuration is OpenTelemetry's own: ``OTEL_SERVICE_NAME`` and
+``OTEL_RESOURCE_ATTRIBUTES`` name the resource (default service name
+``loomflow-<service>``), ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` pick the
+sampler (the SDK's default: parent-based always-on), and
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``, with the exporter's
+other ``OTEL_EXPORTER_OTLP_*`` variables) exports over OTLP/gRPC; ``--otlp-endpoint``
+is a shorthand for the endpoint. With no exporter configured spans are dropped
+(recording spans nobody reads costs CPU), but trace context still propagates, so
+every log line still has a ``trace_id`` that is the same in every service a run
+touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator, MutableMapping, Sequence
-from contextvars import Token
-from dataclasses import dataclass
-from typing import Any
 
 import grpc
-from opentelemetry import baggage, context, propagate, trace
+from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 
@@ -47,19 +50,19 @@ _IDS = (("user_id", USER_ID), ("session_id", SESSION_ID), ("run_id", RUN_ID))
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
-_otlp_endpoints: set[str] = set()
+_exporting = False
 _captures: list[SpanExporter] = []
 
 
-class _RecordWhenExported(Sampler):
-    """Parent-based sampling while spans have somewhere to go; otherwise drop them all.
+class _DropWhenNothingExports(Sampler):
+    """The sampler ``OTEL_TRACES_SAMPLER`` configures, while spans have somewhere to go; otherwise none.
 
     A dropped span still carries a valid trace id, so propagation and the
     ``trace_id`` of log lines work either way.
     """
 
-    def __init__(self) -> None:
-        self._sampled = ParentBased(root=ALWAYS_ON)
+    def __init__(self, configured: Sampler) -> None:
+        self.configured = configured
 
     def should_sample(
         self,
@@ -71,11 +74,36 @@ class _RecordWhenExported(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
-        chosen = self._sampled if (_otlp_endpoints or _captures) else ALWAYS_OFF
+        chosen = self.configured if (_exporting or _captures) else ALWAYS_OFF
         return chosen.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
     def get_description(self) -> str:
-        return "RecordWhenExported(ParentBased(AlwaysOn))"
+        return f"DropWhenNothingExports({self.configured.get_description()})"
+
+
+def configured_sampler() -> Sampler:
+    """The sampler the SDK builds from ``OTEL_TRACES_SAMPLER``/``_ARG`` (read through its public API)."""
+    return TracerProvider(shutdown_on_exit=False).sampler
+
+
+def exporter_configured(otlp_endpoint: str = "") -> bool:
+    """Whether spans are exported: ``--otlp-endpoint`` or the standard OTLP endpoint variables."""
+    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(
+        otlp_endpoint
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
+
+def resource(default_service_name: str) -> Resource:
+    """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` as the SDK reads them; the default name
+    only when neither names the service."""
+    detected = Resource.create({})
+    if str(detected.attributes.get("service.name", "")).startswith("unknown_service"):
+        return detected.merge(Resource({"service.name": default_service_name}))
+    return detected
 
 
 class _CaptureProcessor(SpanProcessor):
@@ -87,19 +115,23 @@ class _CaptureProcessor(SpanProcessor):
 
 
 def setup_tracing(service_name: str, otlp_endpoint: str = "") -> None:
-    """Installs the process's TracerProvider (once) and instruments gRPC servers and clients.
+    """Installs the process's TracerProvider (once) and instruments gRPC clients.
 
-    Must run before ``grpc.aio.server()`` is called and before a service opens its
-    channels: the instrumentation wraps those factories. ``otlp_endpoint`` is an
-    OTLP/gRPC collector (``http://host:4317`` for plaintext, ``https://`` for TLS).
+    Must run before a service opens its channels: the instrumentation wraps the
+    channel factories. ``service_name`` is the default ``service.name``;
+    ``otlp_endpoint`` (``http://host:4317`` plaintext, ``https://`` TLS) overrides
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``.
     """
+    global _exporting
     provider = _install_provider(service_name)
     with _lock:
-        if otlp_endpoint and otlp_endpoint not in _otlp_endpoints:
+        if exporter_configured(otlp_endpoint) and not _exporting:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
-            _otlp_endpoints.add(otlp_endpoint)
+            # No endpoint argument: the exporter reads OTEL_EXPORTER_OTLP_* (headers, TLS, timeout) itself.
+            exporter = OTLPSpanExporter(endpoint=otlp_endpoint) if otlp_endpoint else OTLPSpanExporter()
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+            _exporting = True
     instrument_grpc()
 
 
@@ -112,11 +144,19 @@ def _install_provider(service_name: str) -> TracerProvider:
                 _provider = current  # someone (an embedding app) installed an SDK provider: add to it
             else:
                 _provider = TracerProvider(
-                    resource=Resource.create({"service.name": service_name}), sampler=_RecordWhenExported()
+                    resource=resource(service_name), sampler=_DropWhenNothingExports(configured_sampler())
                 )
                 trace.set_tracer_provider(_provider)
             _provider.add_span_processor(_CaptureProcessor())
         return _provider
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """The instrumentation library's grpc.aio server interceptor, for ``loomflow.*`` services only
+    (health probes and reflection would be noise)."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    return [aio_server_interceptor(filter_=filters.service_prefix("loomflow."))]  # type: ignore[no-untyped-call]
 
 
 def instrument_grpc() -> None:
@@ -124,7 +164,7 @@ def instrument_grpc() -> None:
 
     Only ``loomflow.*`` services are traced: health probes and reflection would
     be noise, and the OTLP exporter's own (sync) channel is never traced.
-    Servers are traced by :func:`traced_handler`, method by method.
+    Servers are traced by :func:`server_interceptors`.
     """
     from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, filters
 
@@ -140,89 +180,6 @@ def uninstrument_grpc() -> None:
     client = GrpcAioInstrumentorClient()  # type: ignore[no-untyped-call]
     if client.is_instrumented_by_opentelemetry:
         client.uninstrument()
-
-
-@dataclass(frozen=True)
-class _Method:
-    """What the instrumentation reads of a call's ``HandlerCallDetails``: the method path."""
-
-    method: str
-    invocation_metadata: tuple[tuple[str, str], ...] = ()
-
-
-def _recording() -> bool:
-    """Whether server spans are recorded: only while they have somewhere to go (see the sampler)."""
-    return bool(_otlp_endpoints or _captures)
-
-
-def traced_handler(service: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    """``handler`` inside a SERVER span, wrapped once.
-
-    While spans are recorded, the span is opentelemetry-instrumentation-grpc's
-    (attributes, status code, exceptions). The library's aio server interceptor
-    builds that wrapper on every call, through grpc.aio's interceptor machinery
-    (measured: about a sixth of an agent turn's throughput); the kernel wraps its
-    handlers at registration instead (see interceptor.py), so the span logic is
-    applied there too.
-
-    While nothing records (no ``--otlp-endpoint``: the sampler drops every span),
-    a lean path does only what stays observable: it extracts the caller's trace
-    context and baggage from the metadata and makes the non-recording span
-    current, so log lines carry the caller's ``trace_id`` and downstream calls
-    propagate it. The library's span attributes (peer address parsing, metadata
-    copies, a proxy around the servicer context) are dropped unread in that case;
-    skipping them took the budget benchmark with tracing on from 2,597 to
-    2,714–2,760 Reserve+Commit pairs/s (floor 3,114 → 3,308–3,515).
-    """
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
-    from opentelemetry.instrumentation.grpc._server import _wrap_rpc_behavior
-
-    interceptor = aio_server_interceptor()  # type: ignore[no-untyped-call]
-    details = _Method(f"/{service}/{rpc}")
-    name = details.method
-    tracer = trace.get_tracer(__name__)
-
-    def enter(call: Any) -> tuple[Token[context.Context], trace.Span]:
-        """The caller's context attached, and the (non-recording) server span to make current."""
-        carrier = {key: value for key, value in call.invocation_metadata() or () if isinstance(value, str)}
-        token = context.attach(propagate.extract(carrier))
-        return token, tracer.start_span(name, kind=SpanKind.SERVER)
-
-    def telemetry(behavior: Any, request_streaming: bool, response_streaming: bool) -> Any:
-        if response_streaming:
-            recorded_stream = interceptor._intercept_aio_server_stream(behavior, details)
-
-            async def stream(request: Any, call: Any) -> Any:
-                if _recording():
-                    async for item in recorded_stream(request, call):
-                        yield item
-                    return
-                token, span = enter(call)
-                try:
-                    with trace.use_span(span, end_on_exit=True):
-                        async for item in behavior(request, call):
-                            yield item
-                finally:
-                    context.detach(token)
-
-            return stream
-
-        recorded_unary = interceptor._intercept_aio_server_unary(behavior, details)
-
-        async def unary(request: Any, call: Any) -> Any:
-            if _recording():
-                return await recorded_unary(request, call)
-            token, span = enter(call)
-            try:
-                with trace.use_span(span, end_on_exit=True):
-                    return await behavior(request, call)
-            finally:
-                context.detach(token)
-
-        return unary
-
-    wrapped: grpc.RpcMethodHandler[Any, Any] = _wrap_rpc_behavior(handler, telemetry)  # type: ignore[no-untyped-call]
-    return wrapped
 
 
 def flush_spans(timeout_millis: int = 5000) -> None:

@@ -1,7 +1,7 @@
 """Memory's domain metrics, exported on the Prometheus endpoint (docs/observability.md).
 
 Prometheus names: ``loomflow_memory_episodes_stored_total``,
-``loomflow_memory_recall_duration_milliseconds`` (a histogram) and
+``loomflow_memory_recall_duration_seconds`` (a histogram) and
 ``loomflow_memory_evicted_users_total{reason}`` (tenants the bounded in-memory
 backend dropped: lru, idle). Every point is
 labelled ``user_id`` through the kernel's cardinality guard.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from loomflow.kernel.telemetry import LATENCY_BUCKETS_MS, meter, tenant_label
+from loomflow.kernel.telemetry import LATENCY_BUCKETS_S, meter, tenant_label
 
 _meter = meter("loomflow.memory")
 _episodes_stored = _meter.create_counter(
@@ -19,9 +19,9 @@ _episodes_stored = _meter.create_counter(
 )
 _recall_duration = _meter.create_histogram(
     "loomflow_memory_recall_duration",
-    unit="ms",
+    unit="s",
     description="Time to answer a recall (search and ranking)",
-    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
 )
 
 
@@ -31,8 +31,7 @@ def record_episode_stored(tenant_key: str, count: int = 1) -> None:
 
 def record_recall(tenant_key: str, started: float) -> None:
     """``started``: ``time.perf_counter()`` when the recall began."""
-    elapsed_ms = (time.perf_counter() - started) * 1000.0
-    _recall_duration.record(elapsed_ms, {"user_id": tenant_label(tenant_key)})
+    _recall_duration.record(time.perf_counter() - started, {})
 
 
 _evicted_users = _meter.create_counter(

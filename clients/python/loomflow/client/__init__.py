@@ -6,7 +6,7 @@ services, every method taking ``user_id=`` (or ``anonymous=True``). Failures
 raise the typed exceptions of :mod:`loomflow.client.errors`.
 """
 
-from loomflow.client._transport import Connection, RetryPolicy, scope
+from loomflow.client._transport import Connection, RetryPolicy, scope, tls_credentials
 from loomflow.client.agent import (
     Agent,
     Approval,
@@ -89,5 +89,6 @@ __all__ = [
     "from_rpc_error",
     "limit",
     "scope",
+    "tls_credentials",
     "usage",
 ]

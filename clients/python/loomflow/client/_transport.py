@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self, TypeVar
 
 import grpc
@@ -49,6 +50,19 @@ def scope(user_id: str | None = None, anonymous: bool = False) -> tenancy_pb2.Us
     return tenancy_pb2.UserScope(user_id=user_id)
 
 
+def tls_credentials(
+    ca_file: str | Path | None = None, cert_file: str | Path | None = None, key_file: str | Path | None = None
+) -> grpc.ChannelCredentials:
+    """TLS credentials from PEM files: the CA to trust (None: the system roots) and, for mTLS, a client pair."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs its private key (and the other way round)")
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(ca_file).read_bytes() if ca_file else None,
+        private_key=Path(key_file).read_bytes() if key_file else None,
+        certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
+    )
+
+
 class Connection:
     """A channel plus how to call through it. Shared by every client made from it."""
 
@@ -61,10 +75,13 @@ class Connection:
         retry: RetryPolicy | None = None,
         tls: bool = False,
         options: list[tuple[str, int | str]] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        """``tls=True`` trusts the system roots; ``credentials`` (see :func:`tls_credentials`) a CA or mTLS."""
         if isinstance(target, str):
-            if tls:
-                self.channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+            if credentials is not None or tls:
+                creds = credentials or grpc.ssl_channel_credentials()
+                self.channel = grpc.aio.secure_channel(target, creds, options=options)
             else:
                 self.channel = grpc.aio.insecure_channel(target, options=options)
             self._owns_channel = True
@@ -141,12 +158,15 @@ class ServiceClient:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         tls: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if isinstance(target, Connection):
             self._connection = target
             self._owns = False
         else:
-            self._connection = Connection(target, token=token, timeout=timeout, retry=retry, tls=tls)
+            self._connection = Connection(
+                target, token=token, timeout=timeout, retry=retry, tls=tls, credentials=credentials
+            )
             self._owns = True
         self._bind(self._connection.channel)
 

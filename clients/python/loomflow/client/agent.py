@@ -236,8 +236,9 @@ class Agent:
         token: TokenSource = None,
         timeout: float = 120.0,
         tls: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        self._connection = Connection(address, token=token, timeout=timeout, tls=tls)
+        self._connection = Connection(address, token=token, timeout=timeout, tls=tls, credentials=credentials)
         self._stub = agent_pb2_grpc.AgentServiceStub(self._connection.channel)
 
     @staticmethod
