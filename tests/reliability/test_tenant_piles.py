@@ -55,19 +55,13 @@ MEMORY_BACKENDS = params("memory", "sqlite", "postgres", "redis", "chroma")
 
 
 @pytest.mark.parametrize("backend", MEMORY_BACKENDS)
-async def test_six_one_mib_blocks_list_in_pages_and_the_byte_cap_holds(tmp_path: Path, backend: str) -> None:
+async def test_six_one_mib_blocks_list_in_pages_that_fit_a_message(tmp_path: Path, backend: str) -> None:
     alice, bob = f"alice-{secrets.token_hex(4)}", f"bob-{secrets.token_hex(4)}"
-    async with serve("memory", backend, tmp_path, max_block_bytes_per_user=6 * MIB) as channel:
+    async with serve("memory", backend, tmp_path) as channel:  # default settings: the 16 MiB cap holds six
         stub = memory_pb2_grpc.MemoryServiceStub(channel)
         for n in range(6):
             content = chr(ord("a") + n) * MIB
             await stub.PutBlock(memory_pb2.PutBlockRequest(scope=scope(alice), label=f"b{n}", content=content))
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.PutBlock(memory_pb2.PutBlockRequest(scope=scope(alice), label="one-too-many", content="x"))
-        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        info = error_info(refused.value)
-        assert info is not None
-        assert info.metadata["limit"] == "max_block_bytes_per_user"
         await stub.PutBlock(memory_pb2.PutBlockRequest(scope=scope(bob), label="b0", content="bob's"))
 
         labels: list[str] = []
@@ -96,6 +90,22 @@ async def test_six_one_mib_blocks_list_in_pages_and_the_byte_cap_holds(tmp_path:
                 await stub.ListBlocks(misuse)
             assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             assert bad_request_fields(caught.value) == ["page_token"]
+
+
+@pytest.mark.parametrize("backend", MEMORY_BACKENDS)
+async def test_block_bytes_are_capped_per_tenant(tmp_path: Path, backend: str) -> None:
+    alice, bob = f"alice-{secrets.token_hex(4)}", f"bob-{secrets.token_hex(4)}"
+    async with serve("memory", backend, tmp_path, max_block_bytes_per_user=2 * MIB) as channel:
+        stub = memory_pb2_grpc.MemoryServiceStub(channel)
+        for n in range(2):
+            await stub.PutBlock(memory_pb2.PutBlockRequest(scope=scope(alice), label=f"b{n}", content="a" * MIB))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.PutBlock(memory_pb2.PutBlockRequest(scope=scope(alice), label="one-too-many", content="x"))
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        info = error_info(refused.value)
+        assert info is not None
+        assert info.metadata["limit"] == "max_block_bytes_per_user"
+        await stub.PutBlock(memory_pb2.PutBlockRequest(scope=scope(bob), label="b0", content="b" * MIB))
 
 
 # Redis re-reads a tenant's facts on every assertion, so loading 1,010 takes minutes there; the page
