@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from loomflow.kernel.errors import Aborted, NotFound
+from loomflow.kernel.errors import Aborted, NotFound, ResourceExhausted
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL
 from loomflow.memory.models import (
     Block,
@@ -438,3 +438,50 @@ async def test_remember_many_stores_all_with_consecutive_seqs_or_none_under_a_to
         await store.remember_many(alice, [draft("fine", "", "s0"), draft("overtaken", "", "s1")], t0 + 5)
     left = [r for r in await export_all(store, alice) if isinstance(r, Episode)]
     assert [e.session_id for e in left] == ["s0", "s0", "s0"], "a refused batch stores nothing"
+
+
+# -- per-tenant piles and paging (issue 19, item 9) -----------------------------------------
+
+
+async def test_blocks_beyond_the_tenants_byte_cap_are_refused(store: MemoryStore, tenant: Tenant) -> None:
+    alice, bob = tenant("alice"), tenant("bob")
+    cap = 1000
+
+    def capped(label: str, content: str, session: str = "") -> BlockWrite:
+        return BlockWrite(label=label, session_id=session, content=content, max_tenant_bytes=cap)
+
+    await store.put_block(alice, capped("a", "x" * 400), now_micros())
+    await store.put_block(alice, capped("b", "é" * 200, session="s1"), now_micros())  # 400 UTF-8 bytes
+    with pytest.raises(ResourceExhausted) as refused:
+        await store.put_block(alice, capped("c", "y" * 201), now_micros())
+    assert refused.value.limit == "max_block_bytes_per_user"
+    await store.put_block(alice, capped("c", "y" * 200), now_micros())  # exactly at the cap
+    await store.put_block(alice, capped("a", "z" * 400), now_micros())  # rewriting counts the new size only
+    with pytest.raises(ResourceExhausted):
+        await store.put_block(alice, capped("a", "z" * 401), now_micros())
+    await store.put_block(bob, capped("a", "w" * 1000), now_micros())  # another tenant's pile is its own
+    await store.delete_block(alice, "", "c", None)
+    await store.put_block(alice, capped("d", "v" * 200), now_micros())  # deleting frees room
+    assert sorted(b.label for b in await store.list_blocks(alice, None)) == ["a", "b", "d"]
+
+
+async def test_fact_queries_page_in_a_stable_order_without_gaps_or_repeats(store: MemoryStore, tenant: Tenant) -> None:
+    alice, bob = tenant("alice"), tenant("bob")
+    start = now_micros() - 10 * SECOND
+    for n in range(25):
+        await store.assert_fact(alice, FactAssertion(f"s{n % 5}", f"p{n}", f"o{n}", start, None), start)
+        await store.assert_fact(bob, FactAssertion(f"s{n % 5}", f"p{n}", "bob's", start, None), start)
+    now = now_micros()
+    whole = await store.query_facts(alice, FactQuery(valid_at=now, known_at=now, limit=100))
+    assert len(whole) == 25
+    seen: list[Fact] = []
+    after = None
+    while True:
+        page = await store.query_facts(alice, FactQuery(valid_at=now, known_at=now, limit=7, after=after))
+        seen.extend(page)
+        if len(page) < 7:
+            break
+        last = page[-1]
+        after = (last.subject, last.predicate, last.valid_from, last.recorded_at, last.row_id)
+    assert [f.row_id for f in seen] == [f.row_id for f in whole], "pages must add up to the whole answer, in order"
+    assert all(f.tenant == alice for f in seen)

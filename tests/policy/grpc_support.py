@@ -56,6 +56,12 @@ class Client:
         request = policy_pb2.GetApprovalRequest(scope=scope(user_id), approval_id=approval_id)
         return (await self.stub.GetApproval(request, metadata=self.metadata)).approval
 
+    async def consume(self, user_id: str, approval_id: str, tool: str, **fields: Any) -> policy_pb2.Approval:
+        request = policy_pb2.ConsumeApprovalRequest(
+            scope=scope(user_id), approval_id=approval_id, tool_name=tool, **fields
+        )
+        return (await self.stub.ConsumeApproval(request, metadata=self.metadata)).approval
+
     async def resolve(self, user_id: str, approval_id: str, resolution: int, **fields: Any) -> policy_pb2.Approval:
         request = policy_pb2.ResolveApprovalRequest(
             scope=scope(user_id),

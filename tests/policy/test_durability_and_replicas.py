@@ -36,14 +36,14 @@ async def test_approvals_remembered_answers_and_policies_survive_a_restart(backe
     async with policy_server(tmp_path / "first", backend.dsn) as (agent, operator):
         pending = await agent.request_approval("alice", "delete_file", run_id="run-1", timeout_ms=3_600_000)
         remembered = await agent.request_approval("alice", "shell", run_id="run-1")
-        await agent.resolve("alice", remembered.approval_id, policy_pb2.RESOLUTION_APPROVE, remember=True)
+        await operator.resolve("alice", remembered.approval_id, policy_pb2.RESOLUTION_APPROVE, remember=True)
         policy = await operator.put_policy(
             "alice", policy_pb2.Policy(rules=[rule("ask-all", "*", policy_pb2.DECISION_ASK)])
         )
 
-    async with policy_server(tmp_path / "second", backend.dsn) as (agent, _):
+    async with policy_server(tmp_path / "second", backend.dsn) as (agent, operator):
         assert await agent.get_approval("alice", pending.approval_id) == pending
-        resolved = await agent.resolve("alice", pending.approval_id, policy_pb2.RESOLUTION_APPROVE)
+        resolved = await operator.resolve("alice", pending.approval_id, policy_pb2.RESOLUTION_APPROVE)
         assert resolved.status == APPROVED
         assert (await agent.get_policy("alice")).policy == policy
         shell = await agent.check("alice", "shell", run_id="run-1")
@@ -84,17 +84,14 @@ async def test_a_watcher_on_one_replica_sees_approvals_made_on_another(
     dsn = postgres_backend.dsn
     async with (
         policy_server(tmp_path / "a", dsn) as (agent_a, operator_a),
-        policy_server(tmp_path / "b", dsn) as (
-            agent_b,
-            _,
-        ),
+        policy_server(tmp_path / "b", dsn) as (agent_b, operator_b),
     ):
         everyone = operator_a.watch("ops", all_tenants=True, include_resolved=True)
         alice_only = agent_a.watch("alice")
         await asyncio.gather(everyone.ready(), alice_only.ready())
         bobs = await agent_b.request_approval("bob", "shell")
         alices = await agent_b.request_approval("alice", "shell")
-        await agent_b.resolve("alice", alices.approval_id, policy_pb2.RESOLUTION_APPROVE)
+        await operator_b.resolve("alice", alices.approval_id, policy_pb2.RESOLUTION_APPROVE)
 
         seen = await everyone.wait_for(3)
         assert [(a.approval_id, a.status) for a in seen] == [
@@ -117,10 +114,7 @@ async def test_a_policy_put_on_one_replica_decides_on_another(postgres_backend: 
     dsn = postgres_backend.dsn
     async with (
         policy_server(tmp_path / "a", dsn) as (_, operator_a),
-        policy_server(tmp_path / "b", dsn) as (
-            agent_b,
-            _,
-        ),
+        policy_server(tmp_path / "b", dsn) as (agent_b, _),
     ):
         assert (await agent_b.check("alice", "shell")).decision == policy_pb2.DECISION_ALLOW  # now cached on B
         await operator_a.put_policy(

@@ -11,11 +11,17 @@ import pytest
 
 from loomflow.v1 import policy_pb2
 from tests.policy.grpc_support import OPERATOR, SERVICE, Client, client, rule, user
-from tests.support.status import bad_request_fields
+from tests.support.status import bad_request_fields, error_info
 from tests.support.suite import RunningSuite, running_suite
 
 ALLOW, DENY, ASK = policy_pb2.DECISION_ALLOW, policy_pb2.DECISION_DENY, policy_pb2.DECISION_ASK
 APPROVE, REJECT = policy_pb2.RESOLUTION_APPROVE, policy_pb2.RESOLUTION_DENY
+
+
+def self_approvable(tool: str) -> policy_pb2.Rule:
+    return policy_pb2.Rule(id=f"self-{tool}", tool=tool, decision=ASK, self_approval=True)
+
+
 FAST_EXPIRY = {"policy": {"expiry_sweep_seconds": 0.05, "refresh_seconds": 0.05}}
 
 
@@ -134,9 +140,56 @@ async def test_only_an_operator_may_put_a_policy(served: RunningSuite) -> None:
 
 async def test_end_user_credentials_cannot_call_policy_even_for_themselves(served: RunningSuite) -> None:
     alice = client(served.channel, user("alice"))
+    for call in (
+        alice.check("alice", "shell"),
+        alice.request_approval("alice", "shell"),
+        alice.consume("alice", "apr_x", "shell", run_id="r"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_service_credential_cannot_resolve_any_approval(agent: Client, operator: Client) -> None:
+    await operator.put_policy("alice", policy_pb2.Policy(rules=[self_approvable("shell")]))
+    for tool in ("shell", "delete_file"):  # self-approvable or not: never by a service
+        approval = await agent.request_approval("alice", tool)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await agent.resolve("alice", approval.approval_id, APPROVE)
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert (await agent.get_approval("alice", approval.approval_id)).status == policy_pb2.APPROVAL_STATUS_PENDING
+
+
+async def test_the_tenant_resolves_its_own_approval_only_where_the_rule_says_so(
+    served: RunningSuite, agent: Client, operator: Client
+) -> None:
+    await operator.put_policy("alice", policy_pb2.Policy(rules=[self_approvable("shell")]))
+    alice = client(served.channel, user("alice"))
+    own = await agent.request_approval("alice", "shell")
+    assert own.self_approval
+    resolved = await alice.resolve("alice", own.approval_id, APPROVE)
+    assert (resolved.status, resolved.resolved_by) == (policy_pb2.APPROVAL_STATUS_APPROVED, "user:alice")
+
+    operator_only = await agent.request_approval("alice", "delete_file")  # no rule: destructive default
+    assert not operator_only.self_approval
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await alice.check("alice", "shell")
+        await alice.resolve("alice", operator_only.approval_id, APPROVE)
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+    bobs = await agent.request_approval("bob", "shell")
+    for target in ("bob", "alice"):  # for bob's scope: token mismatch; in her own: not found
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await alice.resolve(target, bobs.approval_id, APPROVE)
+        assert caught.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND)
+    assert (await agent.get_approval("bob", bobs.approval_id)).status == policy_pb2.APPROVAL_STATUS_PENDING
+
+
+async def test_self_approval_is_refused_on_rules_that_do_not_ask(operator: Client) -> None:
+    allow = policy_pb2.Rule(id="r", tool="shell", decision=ALLOW, self_approval=True)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await operator.put_policy("alice", policy_pb2.Policy(rules=[allow]))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_fields(caught.value) == ["policy.rules[0].self_approval"]
 
 
 async def test_calls_without_a_token_are_unauthenticated(served: RunningSuite) -> None:
@@ -165,29 +218,31 @@ async def test_the_approval_flow_ask_request_resolve(agent: Client, operator: Cl
     assert approval.decision_id == check.decision_id
     assert approval.expires_at.ToMilliseconds() > approval.created_at.ToMilliseconds()
 
-    resolved = await agent.resolve(
+    resolved = await operator.resolve(
         "alice", approval.approval_id, APPROVE, note="fine", edited_arguments={"path": "/tmp/b"}
     )
     assert resolved.status == policy_pb2.APPROVAL_STATUS_APPROVED
     assert dict(resolved.edited_arguments) == {"path": "/tmp/b"}
-    assert resolved.resolved_by == "service:loomflow-agent"
+    assert resolved.resolved_by == "operator:oncall"
     fetched = await agent.get_approval("alice", approval.approval_id)
     assert fetched == resolved
 
 
-async def test_resolving_twice_with_the_same_answer_is_idempotent_but_not_a_change_of_mind(agent: Client) -> None:
+async def test_resolving_twice_with_the_same_answer_is_idempotent_but_not_a_change_of_mind(
+    agent: Client, operator: Client
+) -> None:
     approval = await agent.request_approval("alice", "shell")
-    first = await agent.resolve("alice", approval.approval_id, REJECT)
-    assert (await agent.resolve("alice", approval.approval_id, REJECT)) == first
+    first = await operator.resolve("alice", approval.approval_id, REJECT)
+    assert (await operator.resolve("alice", approval.approval_id, REJECT)) == first
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await agent.resolve("alice", approval.approval_id, APPROVE)
+        await operator.resolve("alice", approval.approval_id, APPROVE)
     assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def test_denying_with_edited_arguments_is_invalid(agent: Client) -> None:
+async def test_denying_with_edited_arguments_is_invalid(agent: Client, operator: Client) -> None:
     approval = await agent.request_approval("alice", "shell")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await agent.resolve("alice", approval.approval_id, REJECT, edited_arguments={"cmd": "ls"})
+        await operator.resolve("alice", approval.approval_id, REJECT, edited_arguments={"cmd": "ls"})
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request_fields(caught.value) == ["edited_arguments"]
 
@@ -198,20 +253,20 @@ async def test_another_tenants_approval_is_not_found_for_every_read_and_write(ag
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await caller.get_approval("bob", approval.approval_id)
         assert caught.value.code() is grpc.StatusCode.NOT_FOUND
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await caller.resolve("bob", approval.approval_id, APPROVE)
-        assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await operator.resolve("bob", approval.approval_id, APPROVE)
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
     assert (await agent.get_approval("alice", approval.approval_id)).status == policy_pb2.APPROVAL_STATUS_PENDING
 
 
-async def test_an_unresolved_approval_expires_and_counts_as_a_deny(agent: Client) -> None:
+async def test_an_unresolved_approval_expires_and_counts_as_a_deny(agent: Client, operator: Client) -> None:
     watcher = agent.watch("erin", include_resolved=True)
     await watcher.ready()
     approval = await agent.request_approval("erin", "delete_file", timeout_ms=100)
     await asyncio.sleep(0.2)
     assert (await agent.get_approval("erin", approval.approval_id)).status == policy_pb2.APPROVAL_STATUS_EXPIRED
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await agent.resolve("erin", approval.approval_id, APPROVE)
+        await operator.resolve("erin", approval.approval_id, APPROVE)
     assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "counts as denied" in (caught.value.details() or "")
     seen = await watcher.wait_for(2)
@@ -219,10 +274,10 @@ async def test_an_unresolved_approval_expires_and_counts_as_a_deny(agent: Client
     await watcher.close()
 
 
-async def test_a_remembered_answer_holds_for_that_user_tool_and_run_only(agent: Client) -> None:
+async def test_a_remembered_answer_holds_for_that_user_tool_and_run_only(agent: Client, operator: Client) -> None:
     destructive = ["destructive"]
     approval = await agent.request_approval("alice", "delete_file", run_id="run-1")
-    await agent.resolve("alice", approval.approval_id, APPROVE, remember=True)
+    await operator.resolve("alice", approval.approval_id, APPROVE, remember=True)
 
     same = await agent.check("alice", "delete_file", tool_tags=destructive, run_id="run-1")
     assert (same.decision, same.approval_id) == (ALLOW, approval.approval_id)
@@ -235,23 +290,23 @@ async def test_a_remembered_answer_holds_for_that_user_tool_and_run_only(agent: 
         assert (other.decision, other.approval_id) == (ASK, ""), (who, tool, run)
 
 
-async def test_a_remembered_denial_denies_the_rest_of_the_run(agent: Client) -> None:
+async def test_a_remembered_denial_denies_the_rest_of_the_run(agent: Client, operator: Client) -> None:
     approval = await agent.request_approval("alice", "shell", run_id="run-9")
-    await agent.resolve("alice", approval.approval_id, REJECT, remember=True)
+    await operator.resolve("alice", approval.approval_id, REJECT, remember=True)
     again = await agent.check("alice", "shell", tool_tags=["destructive"], run_id="run-9")
     assert (again.decision, again.approval_id) == (DENY, approval.approval_id)
 
 
-async def test_remember_needs_a_run(agent: Client) -> None:
+async def test_remember_needs_a_run(agent: Client, operator: Client) -> None:
     approval = await agent.request_approval("alice", "shell")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await agent.resolve("alice", approval.approval_id, APPROVE, remember=True)
+        await operator.resolve("alice", approval.approval_id, APPROVE, remember=True)
     assert bad_request_fields(caught.value) == ["remember"]
 
 
 async def test_a_remembered_approval_never_overrides_a_deny_rule(agent: Client, operator: Client) -> None:
     approval = await agent.request_approval("frank", "shell", run_id="run-1")
-    await agent.resolve("frank", approval.approval_id, APPROVE, remember=True)
+    await operator.resolve("frank", approval.approval_id, APPROVE, remember=True)
     await operator.put_policy("frank", policy_pb2.Policy(rules=[rule("no-shell", "shell", DENY)]))
     assert (await agent.check("frank", "shell", run_id="run-1")).decision == DENY
 
@@ -284,26 +339,78 @@ async def test_watching_every_tenant_needs_an_operator(agent: Client) -> None:
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_replay_pending_then_live_resolutions(agent: Client) -> None:
+async def test_replay_pending_then_live_resolutions(agent: Client, operator: Client) -> None:
     old = await agent.request_approval("gina", "shell")
     done = await agent.request_approval("gina", "shell")
-    await agent.resolve("gina", done.approval_id, REJECT)
+    await operator.resolve("gina", done.approval_id, REJECT)
     watcher = agent.watch("gina", replay_pending=True, include_resolved=True)
     first = await watcher.wait_for(1)
     assert [a.approval_id for a in first] == [old.approval_id], "replay must carry only what is still pending"
-    await agent.resolve("gina", old.approval_id, APPROVE)
+    await operator.resolve("gina", old.approval_id, APPROVE)
     resolved = (await watcher.wait_for(2))[1]
     assert (resolved.approval_id, resolved.status) == (old.approval_id, policy_pb2.APPROVAL_STATUS_APPROVED)
     await watcher.close()
 
 
-async def test_a_watch_without_include_resolved_hears_only_new_requests(agent: Client) -> None:
+async def test_a_watch_without_include_resolved_hears_only_new_requests(agent: Client, operator: Client) -> None:
     watcher = agent.watch("hal")
     await watcher.ready()
     first = await agent.request_approval("hal", "shell")
-    await agent.resolve("hal", first.approval_id, APPROVE)
+    await operator.resolve("hal", first.approval_id, APPROVE)
     second = await agent.request_approval("hal", "shell")
     got = await watcher.wait_for(2)
     assert [a.approval_id for a in got] == [first.approval_id, second.approval_id]
     assert all(a.status == policy_pb2.APPROVAL_STATUS_PENDING for a in got)
     await watcher.close()
+
+
+# -- single use (issue 19, item 1) ----------------------------------------------------
+
+
+def refusal_why(error: grpc.aio.AioRpcError) -> str:
+    info = error_info(error)
+    assert info is not None, "a refusal carries google.rpc.ErrorInfo"
+    assert info.reason == "APPROVAL_NOT_USABLE"
+    return str(info.metadata["why"])
+
+
+async def test_an_approval_lets_exactly_one_tool_call_of_its_run_through(
+    agent: Client, operator: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    arguments = {"path": "/tmp/a", "force": True}
+    approval = await agent.request_approval("alice", "delete_file", arguments=arguments, run_id="run-1")
+    assert len(approval.arguments_sha256) == 64
+    await operator.resolve("alice", approval.approval_id, APPROVE)
+    attempts = {
+        "other_tool": dict(tool="shell", arguments=arguments, run_id="run-1"),
+        "other_arguments": dict(tool="delete_file", arguments={"path": "/etc"}, run_id="run-1"),
+        "other_run": dict(tool="delete_file", arguments=arguments, run_id="run-2"),
+    }
+    for why, fields in attempts.items():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await agent.consume("alice", approval.approval_id, **fields)  # type: ignore[arg-type]
+        assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert refusal_why(caught.value) == why
+    used = await agent.consume("alice", approval.approval_id, "delete_file", arguments=arguments, run_id="run-1")
+    assert used.consumed_run_id == "run-1"
+    assert used.HasField("consumed_at")
+    with caplog.at_level("WARNING", logger="loomflow.security"), pytest.raises(grpc.aio.AioRpcError) as caught:
+        await agent.consume("alice", approval.approval_id, "delete_file", arguments=arguments, run_id="run-1")
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal_why(caught.value) == "already_used"
+    refused = [r for r in caplog.records if r.getMessage() == "approval_reuse_refused"]
+    assert refused, "a reuse must reach the security log"
+    assert refused[-1].__dict__["why"] == "already_used"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await agent.consume("bob", approval.approval_id, "delete_file", arguments=arguments, run_id="run-1")
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_pending_or_denied_approval_cannot_be_used(agent: Client, operator: Client) -> None:
+    pending = await agent.request_approval("alice", "shell", run_id="run-1")
+    denied = await agent.request_approval("alice", "shell", run_id="run-1")
+    await operator.resolve("alice", denied.approval_id, REJECT)
+    for approval in (pending, denied):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await agent.consume("alice", approval.approval_id, "shell", run_id="run-1")
+        assert refusal_why(caught.value) == "not_approved"

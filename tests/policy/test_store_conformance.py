@@ -21,6 +21,7 @@ from loomflow.policy.models import (
     Rule,
 )
 from loomflow.policy.store import PolicyStore
+from loomflow.policy.store.codec import arguments_digest
 from tests.policy.conftest import START_MS, Backend
 
 POLICY = Policy(
@@ -216,3 +217,86 @@ async def test_everything_survives_closing_and_reopening(backend: Backend, uniqu
         assert await second.get_approval(tenant, "answered") == answered
     finally:
         await second.close()
+
+
+# -- single use (issue 19, item 1) and the pending cap (item 9) ------------------------------
+
+
+ARGUMENTS = {"path": "/tmp/ß", "nested": {"n": 1.5, "list": [1, "two", None, True]}}
+DIGEST = arguments_digest(ARGUMENTS)
+
+
+async def approved(store: PolicyStore, tenant: str, approval_id: str, *, deferred: bool = False) -> Approval:
+    await store.insert_approval(approval(tenant, approval_id, arguments_sha256=DIGEST, deferred=deferred))
+    resolved = await store.resolve_approval(tenant, approval_id, APPROVE, START_MS + 1, None)
+    assert resolved is not None
+    return resolved
+
+
+async def test_an_approval_is_consumed_once_for_its_tool_arguments_and_run(store: PolicyStore, unique: str) -> None:
+    tenant = f"alice-{unique}"
+    await approved(store, tenant, "once")
+    used = await store.consume_approval(tenant, "once", "delete_file", DIGEST, "run-1", START_MS + 2)
+    assert used is not None
+    assert (used.consumed_at, used.consumed_run_id) == (START_MS + 2, "run-1")
+    assert await store.get_approval(tenant, "once") == used
+    assert await store.consume_approval(tenant, "once", "delete_file", DIGEST, "run-1", START_MS + 3) is None, (
+        "a second consumption by the same run must be refused"
+    )
+    assert await store.consume_approval(tenant, "once", "delete_file", DIGEST, "run-2", START_MS + 3) is None
+
+
+async def test_consuming_refuses_another_tool_arguments_run_tenant_or_answer(store: PolicyStore, unique: str) -> None:
+    tenant = f"alice-{unique}"
+    await approved(store, tenant, "bound")
+    at = START_MS + 2
+    assert await store.consume_approval(tenant, "bound", "other_tool", DIGEST, "run-1", at) is None
+    assert await store.consume_approval(tenant, "bound", "delete_file", arguments_digest({}), "run-1", at) is None
+    assert await store.consume_approval(tenant, "bound", "delete_file", DIGEST, "run-other", at) is None
+    assert await store.consume_approval(f"bob-{unique}", "bound", "delete_file", DIGEST, "run-1", at) is None
+    await store.insert_approval(approval(tenant, "waiting", arguments_sha256=DIGEST))
+    assert await store.consume_approval(tenant, "waiting", "delete_file", DIGEST, "run-1", at) is None
+    await store.insert_approval(approval(tenant, "refused", arguments_sha256=DIGEST))
+    await store.resolve_approval(tenant, "refused", REJECT, START_MS + 1, None)
+    assert await store.consume_approval(tenant, "refused", "delete_file", DIGEST, "run-1", at) is None
+    await store.insert_approval(approval(tenant, "legacy"))  # no digest: from before binding, never usable
+    await store.resolve_approval(tenant, "legacy", APPROVE, START_MS + 1, None)
+    assert await store.consume_approval(tenant, "legacy", "delete_file", "", "run-1", at) is None
+    fresh = await store.get_approval(tenant, "bound")
+    assert fresh is not None
+    assert fresh.consumed_at == 0, "refused attempts must leave the approval unused"
+
+
+async def test_a_deferred_approval_is_consumed_by_the_run_that_resumes_once(store: PolicyStore, unique: str) -> None:
+    tenant = f"alice-{unique}"
+    await approved(store, tenant, "deferred", deferred=True)
+    used = await store.consume_approval(tenant, "deferred", "delete_file", DIGEST, "resuming-run", START_MS + 2)
+    assert used is not None
+    assert used.consumed_run_id == "resuming-run"
+    for run in ("resuming-run", "later-run", "run-1"):
+        assert await store.consume_approval(tenant, "deferred", "delete_file", DIGEST, run, START_MS + 3) is None
+
+
+async def test_racing_consumers_one_wins(store: PolicyStore, unique: str) -> None:
+    tenant = f"alice-{unique}"
+    await approved(store, tenant, "raced", deferred=True)
+    results = await asyncio.gather(
+        *(store.consume_approval(tenant, "raced", "delete_file", DIGEST, f"run-{n}", START_MS + 2) for n in range(16))
+    )
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1, f"{len(winners)} of 16 racing consumers used one approval"
+
+
+async def test_pending_approvals_are_capped_per_tenant(store: PolicyStore, unique: str) -> None:
+    alice, bob = f"alice-{unique}", f"bob-{unique}"
+    inserted = await asyncio.gather(*(store.insert_approval(approval(alice, f"p{n}"), 3) for n in range(8)))
+    assert sum(inserted) == 3, "concurrent requests must not overshoot the cap"
+    assert len(await store.pending_approvals(alice)) == 3
+    assert await store.insert_approval(approval(bob, "b0"), 3), "one tenant's pile does not count against another"
+    # Resolved and expired approvals no longer count.
+    pending = await store.pending_approvals(alice)
+    await store.resolve_approval(alice, pending[0].id, REJECT, START_MS + 1, None)
+    assert await store.insert_approval(approval(alice, "after-resolve"), 3)
+    assert not await store.insert_approval(approval(alice, "full"), 3)
+    later = START_MS + 120_000  # every earlier approval is past its deadline
+    assert await store.insert_approval(approval(alice, "after-expiry", created=later), 3)

@@ -62,9 +62,13 @@ func TestPolicyApprovalIsWatchedRequestedAndResolved(t *testing.T) {
 	if got.GetApproval().GetScope().GetUserId() != alice.GetUserId() {
 		t.Fatalf("approval addressed to %v, want alice", got.GetApproval().GetScope())
 	}
-	resolved, err := client.Policy.ResolveApproval(ctx, &loomflowv1.ResolveApprovalRequest{
+	resolve := &loomflowv1.ResolveApprovalRequest{
 		Scope: alice, ApprovalId: approval.GetApprovalId(), Resolution: loomflowv1.Resolution_RESOLUTION_APPROVE,
-	})
+	}
+	// A service credential (the Agent's) never resolves an approval: an operator does.
+	_, err = client.Policy.ResolveApproval(ctx, resolve)
+	expectCode(t, policy, err, codes.PermissionDenied, "a service token resolving an approval")
+	resolved, err := asOperator(t).Policy.ResolveApproval(ctx, resolve)
 	must(t, policy, err)
 	if resolved.GetApproval().GetStatus() != loomflowv1.ApprovalStatus_APPROVAL_STATUS_APPROVED {
 		t.Fatalf("ResolveApproval = %v, want APPROVED", resolved.GetApproval())
@@ -115,7 +119,7 @@ func TestPolicyAnotherTenantsApprovalIsNotFound(t *testing.T) {
 	id := requested.GetApproval().GetApprovalId()
 	_, err = client.Policy.GetApproval(ctx, &loomflowv1.GetApprovalRequest{Scope: bob, ApprovalId: id})
 	expectCode(t, policy, err, codes.NotFound, "bob reading alice's approval")
-	_, err = client.Policy.ResolveApproval(ctx, &loomflowv1.ResolveApprovalRequest{
+	_, err = asOperator(t).Policy.ResolveApproval(ctx, &loomflowv1.ResolveApprovalRequest{
 		Scope: bob, ApprovalId: id, Resolution: loomflowv1.Resolution_RESOLUTION_APPROVE,
 	})
 	expectCode(t, policy, err, codes.NotFound, "bob approving alice's approval")

@@ -45,7 +45,15 @@ from loomflow.agent.models.base import (
 )
 from loomflow.agent.models.catalog import ModelCatalog
 from loomflow.agent.models.retry import RetryPolicy, with_retries
-from loomflow.agent.toolcalls import ApprovalRequired, Emit, HeldApprovals, ToolCaller, ToolOutcome, to_struct
+from loomflow.agent.toolcalls import (
+    ApprovalNotUsable,
+    ApprovalRequired,
+    Emit,
+    HeldApprovals,
+    ToolCaller,
+    ToolOutcome,
+    to_struct,
+)
 from loomflow.agent.tools.registry import ToolRegistry
 from loomflow.kernel import errors
 from loomflow.kernel.tenancy import tenant_key
@@ -230,8 +238,9 @@ class _Run:
             except TimeoutError:
                 timeout_ms = round((self.work_deadline - self.started) * 1000)
                 self._interrupt(f"timeout: the run took longer than {timeout_ms} ms")
-            except ApprovalRequired:
-                # The caller will resume in a new run: settle this turn, then tell it which approval to get.
+            except (ApprovalRequired, ApprovalNotUsable):
+                # The caller will resume in a new run (or was refused an approval it presented):
+                # settle this turn, then tell it which approval to get, or why it could not be used.
                 actual = self._actual(response, turn_started)
                 entry = self._turn_entry(turn, response, outcomes, actual, last=False)
                 await self._all(self._commit(actual), self._append(entry))

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2, struct_pb2
 from google.protobuf.json_format import MessageToDict
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from loomflow.agent.approvals import ApprovalWaiter
 from loomflow.agent.context import RunContext, bound_run_context
@@ -49,6 +49,37 @@ class ApprovalRequired(FailedPrecondition):
         packed = any_pb2.Any()
         packed.Pack(info)
         return [packed]
+
+
+class ApprovalNotUsable(FailedPrecondition):
+    """The caller presented an approval that Policy refused to let this call use (already used,
+    or asked for another tool, arguments or run): the run ends, audited, and says why."""
+
+    def __init__(self, tool_name: str, approval_id: str, why: str, message: str) -> None:
+        super().__init__(f"tool {tool_name}: {message}")
+        self.approval_id = approval_id
+        self.why = why
+
+    def details(self) -> list[any_pb2.Any]:
+        info = error_details_pb2.ErrorInfo(
+            reason="APPROVAL_NOT_USABLE", domain="loomflow", metadata={"approval_id": self.approval_id, "why": self.why}
+        )
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        return [packed]
+
+
+def _refusal_why(error: grpc.aio.AioRpcError) -> str:
+    """The ``why`` of Policy's APPROVAL_NOT_USABLE ErrorInfo, read from the status details."""
+    raw = next((v for k, v in (error.trailing_metadata() or ()) if k == "grpc-status-details-bin"), None)
+    if raw is None:
+        return "not_usable"
+    status = status_pb2.Status.FromString(raw if isinstance(raw, bytes) else raw.encode())
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.reason == "APPROVAL_NOT_USABLE":
+            return str(info.metadata.get("why", "not_usable"))
+    return "not_usable"
 
 
 @dataclass
@@ -178,9 +209,15 @@ class ToolCaller:
         held: HeldApprovals,
         turn: int,
     ) -> tuple[bool, str, dict[str, Any] | None]:
-        found = await self._held_approval(ctx, record.tool_name, arguments, held)
-        if found is not None:
-            record.approval_id = found.approval_id
+        held_id = await self._held_approval(ctx, record.tool_name, arguments, held)
+        if held_id:
+            record.approval_id = held_id
+            try:
+                found = await self._consume(ctx, held_id, record.tool_name, arguments)
+            except ApprovalNotUsable as refused:
+                # A replayed or misdirected approval: the record says so before the run ends.
+                await self._audit_refused(ctx, record, turn, decision, refused)
+                raise
             edited_held = MessageToDict(found.edited_arguments) if found.HasField("edited_arguments") else None
             return True, found.note or "approved earlier", edited_held
         request = policy_pb2.RequestApprovalRequest(
@@ -191,6 +228,7 @@ class ToolCaller:
             session_id=ctx.session_id,
             run_id=ctx.run_id,
             reason=decision.reason,
+            deferred=held.defer,
         )
         approval = await self._approvals.request(ctx.scope, request, ctx.deadline)
         record.approval_id = approval.approval_id
@@ -203,15 +241,41 @@ class ToolCaller:
         if emit is not None:
             resolved = agent_pb2.ApprovalEvent(approval=outcome.approval)
             emit(agent_pb2.RunStreamResponse(approval_resolved=resolved))
-        edited: dict[str, Any] | None = None
-        if outcome.approved and outcome.approval.HasField("edited_arguments"):
-            edited = MessageToDict(outcome.approval.edited_arguments)
-        return outcome.approved, outcome.reason, edited
+        if not outcome.approved:
+            return False, outcome.reason, None
+        try:
+            # Used once, by this run: the same approval cannot let a later run act again.
+            used = await self._consume(ctx, approval.approval_id, record.tool_name, arguments)
+        except ApprovalNotUsable as refused:
+            await self._audit_refused(ctx, record, turn, decision, refused)
+            return False, f"approval could not be used: {refused.message}", None
+        edited = MessageToDict(used.edited_arguments) if used.HasField("edited_arguments") else None
+        return True, outcome.reason, edited
+
+    async def _consume(
+        self, ctx: RunContext, approval_id: str, tool_name: str, arguments: struct_pb2.Struct
+    ) -> policy_pb2.Approval:
+        """Uses the approval for this call, once (Policy's compare-and-set); ApprovalNotUsable if refused."""
+        deps = self._deps
+        request = policy_pb2.ConsumeApprovalRequest(
+            scope=ctx.scope, approval_id=approval_id, tool_name=tool_name, arguments=arguments, run_id=ctx.run_id
+        )
+        try:
+            reply = await deps.policy.ConsumeApproval(
+                request, metadata=deps.metadata, timeout=deps.timeout(ctx.deadline)
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ApprovalNotUsable(tool_name, approval_id, _refusal_why(error), error.details() or "") from None
+            raise dependency_error("policy", error) from None
+        approval: policy_pb2.Approval = reply.approval
+        return approval
 
     async def _held_approval(
         self, ctx: RunContext, tool_name: str, arguments: struct_pb2.Struct, held: HeldApprovals
-    ) -> policy_pb2.Approval | None:
-        """An approval the caller holds for exactly this call: approved, same tool, same arguments."""
+    ) -> str:
+        """The id of an approval the caller holds for exactly this call (approved, same tool, same
+        arguments), or "". Whether it may still be used is Policy's to say when it is consumed."""
         deps = self._deps
         for approval_id in held.ids:
             if approval_id in held.used:
@@ -232,9 +296,29 @@ class ToolCaller:
                 and approval.arguments == arguments
             ):
                 held.used.add(approval_id)
-                found: policy_pb2.Approval = approval
-                return found
-        return None
+                return approval_id
+        return ""
+
+    async def _audit_refused(
+        self,
+        ctx: RunContext,
+        record: agent_pb2.ToolCallRecord,
+        turn: int,
+        decision: policy_pb2.CheckResponse,
+        refused: ApprovalNotUsable,
+    ) -> None:
+        log.warning(
+            "approval %s refused for %s in run %s: %s", refused.approval_id, record.tool_name, ctx.run_id, refused.why
+        )
+        payload = {
+            "turn": turn,
+            "call_id": record.call_id,
+            "tool": record.tool_name,
+            "approval_id": refused.approval_id,
+            "why": refused.why,
+            "reason": refused.message,
+        }
+        await self._append(ctx, "approval_reuse_refused", payload, record.arguments, decision.decision_id)
 
     async def _audit(
         self,
@@ -245,29 +329,38 @@ class ToolCaller:
         reason: str,
         allowed: bool,
     ) -> None:
+        payload = {
+            "turn": turn,
+            "call_id": record.call_id,
+            "tool": record.tool_name,
+            "decision": policy_pb2.Decision.Name(record.decision),
+            "policy_decision": policy_pb2.Decision.Name(decision.decision),
+            "matched_rule": decision.matched_rule,
+            "reason": reason,
+            "approval_id": record.approval_id,
+            "allowed": allowed,
+        }
+        await self._append(ctx, "tool_call", payload, record.arguments, record.decision_id)
+
+    async def _append(
+        self,
+        ctx: RunContext,
+        action: str,
+        fields: dict[str, Any],
+        arguments: struct_pb2.Struct,
+        decision_id: str,
+    ) -> None:
         deps = self._deps
-        payload = to_struct(
-            {
-                "turn": turn,
-                "call_id": record.call_id,
-                "tool": record.tool_name,
-                "decision": policy_pb2.Decision.Name(record.decision),
-                "policy_decision": policy_pb2.Decision.Name(decision.decision),
-                "matched_rule": decision.matched_rule,
-                "reason": reason,
-                "approval_id": record.approval_id,
-                "allowed": allowed,
-            }
-        )
-        payload.fields["arguments"].struct_value.CopyFrom(record.arguments)
+        payload = to_struct(fields)
+        payload.fields["arguments"].struct_value.CopyFrom(arguments)
         request = audit_pb2.AppendRequest(
             scope=ctx.scope,
             session_id=ctx.session_id,
             run_id=ctx.run_id,
             actor="agent",
-            action="tool_call",
+            action=action,
             payload=payload,
-            decision_id=record.decision_id,
+            decision_id=decision_id,
         )
         try:
             await deps.audit.Append(request, metadata=deps.metadata, timeout=deps.timeout(ctx.deadline))

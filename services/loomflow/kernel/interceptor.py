@@ -119,10 +119,14 @@ class KernelInterceptor:
         except errors.Unauthenticated as exc:
             raise errors.Unauthenticated(f"{exc} ({INSECURE_TOKEN_HINT})") from None
 
-    def authorize(self, principal: Principal, service: str, tenant: str) -> None:
+    def accepts_end_users(self, service: str, rpc: str) -> bool:
+        """Whether end users may call ``service/rpc`` (the whole service, or that one RPC)."""
+        return service in self._end_user_services or f"{service}/{rpc}" in self._end_user_services
+
+    def authorize(self, principal: Principal, service: str, tenant: str, rpc: str = "") -> None:
         if principal.role is not Role.USER:
             return
-        if service not in self._end_user_services:
+        if not self.accepts_end_users(service, rpc):
             raise errors.PermissionDenied(f"end-user credentials cannot call {service}")
         if tenant == ANONYMOUS_SENTINEL or principal.subject != tenant:
             raise errors.PermissionDenied("token subject does not match scope.user_id")
@@ -170,7 +174,7 @@ class _Pipeline:
         self.service = service
         self.rpc = rpc
         self.rpc_name = f"{service}/{rpc}"
-        self.limiter = owner.limiter if service in owner._end_user_services else None
+        self.limiter = owner.limiter if owner.accepts_end_users(service, rpc) else None
         self.traced = owner._traced
 
     def _admit(self, request: Message, context: Context) -> str:
@@ -199,7 +203,7 @@ class _Pipeline:
                     fields["trace_id"] = format(span_context.trace_id, "032x")
                     annotate_span(span, fields)
             log_context.set(fields)
-        self.owner.authorize(principal, self.service, tenant)
+        self.owner.authorize(principal, self.service, tenant, self.rpc)
         bind_principal(principal)
         if self.limiter is not None:
             self.limiter.enter(tenant)  # last: a refused caller never holds a slot; admitted → leave() in finally

@@ -111,7 +111,8 @@ class Server:
         configure_tenant_labels(settings.metrics_max_tenants)
         interceptor = KernelInterceptor(
             self._verifier,
-            {s.full_name for s in services if s.accepts_end_users},
+            {s.full_name for s in services if s.accepts_end_users}
+            | {f"{s.full_name}/{rpc}" for s in services for rpc in s.end_user_rpcs},
             traced=settings.tracing,
             limiter=TenantLimiter(
                 settings.rate_limit_per_user,

@@ -7,16 +7,28 @@ writers that read the same version cannot both win.
 
 from __future__ import annotations
 
-from loomflow.kernel.errors import Aborted, NotFound
+from loomflow.kernel.errors import Aborted, NotFound, ResourceExhausted
 from loomflow.memory.models import Block, BlockWrite, Micros
 
+BYTES_LIMIT = "max_block_bytes_per_user"
 
-def next_block(tenant: str, write: BlockWrite, current_version: int | None, at: Micros) -> Block:
-    """The block a write produces over the stored version (None: no such block), or ABORTED."""
+
+def next_block(tenant: str, write: BlockWrite, current_version: int | None, at: Micros, other_bytes: int = 0) -> Block:
+    """The block a write produces over the stored version (None: no such block), or ABORTED; or
+    RESOURCE_EXHAUSTED when the tenant's blocks would hold more than ``write.max_tenant_bytes``.
+    ``other_bytes``: UTF-8 bytes of the tenant's other blocks, read in the write's own atomic
+    section (only needed when the write carries a cap)."""
     expected = write.expected_version
     if expected is not None and expected != (current_version or 0):
         found = "does not exist" if current_version is None else f"is at version {current_version}"
         raise Aborted(f"block {write.label!r} {found}, expected version {expected}; re-read and retry")
+    cap = write.max_tenant_bytes
+    if cap and other_bytes + len(write.content.encode()) > cap:
+        raise ResourceExhausted(
+            f"working blocks would hold more than {cap} bytes for this user "
+            f"({other_bytes} in other blocks); delete or shrink some first",
+            limit=BYTES_LIMIT,
+        )
     return Block(
         tenant=tenant,
         label=write.label,
@@ -34,6 +46,10 @@ def check_delete(label: str, current_version: int | None, expected_version: int 
     if expected_version is not None and expected_version != current_version:
         raise Aborted(f"block {label!r} is at version {current_version}, expected {expected_version}")
     return current_version
+
+
+def content_bytes(content: str) -> int:
+    return len(content.encode())
 
 
 def block_not_found(label: str) -> NotFound:

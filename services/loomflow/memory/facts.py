@@ -115,4 +115,6 @@ def answer_order(row: Fact) -> tuple[str, str, int, int, str]:
 
 def answer(rows: Iterable[Fact], query: FactQuery) -> list[Fact]:
     """Filters, orders and limits versions for a query (for backends that cannot do it in their engine)."""
-    return sorted((r for r in rows if visible(r, query)), key=answer_order)[: query.limit]
+    after = query.after
+    found = (r for r in rows if visible(r, query) and (after is None or answer_order(r) > after))
+    return sorted(found, key=answer_order)[: query.limit]

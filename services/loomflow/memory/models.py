@@ -81,6 +81,8 @@ class BlockWrite:
     content: str
     expected_version: int | None = None
     """None: last writer wins; 0: the block must not exist; n: the stored version must be n."""
+    max_tenant_bytes: int = 0
+    """Cap on the UTF-8 bytes of all the tenant's blocks after this write (0: no cap)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,8 @@ class FactQuery:
     predicate: str = ""
     include_history: bool = False
     limit: int = 100
+    after: tuple[str, str, int, int, str] | None = None
+    """Keyset paging: only versions after this :func:`loomflow.memory.facts.answer_order` key."""
 
 
 @dataclass(frozen=True, slots=True)

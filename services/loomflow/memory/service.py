@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from loomflow.kernel.config import option
+from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.memory.servicer import MemoryServicer
 from loomflow.memory.store import SQLITE_MMAP_BYTES, StoreOptions, open_store
@@ -28,6 +28,10 @@ class Settings:
     )
     recall_cache_episodes: int = option(
         2_000_000, "sqlite/postgres/redis/chroma: episodes of per-tenant recall indexes cached in process (LRU)"
+    )
+    max_block_bytes_per_user: int = option(
+        16 * 1024 * 1024,
+        "UTF-8 bytes all of one tenant's working blocks may hold; PutBlock beyond is RESOURCE_EXHAUSTED (0: no cap)",
     )
     pool_size: int = option(10, "postgres: connections in the asyncpg pool")
     sqlite_synchronous: str = option(
@@ -52,7 +56,10 @@ def build(ctx: ServiceContext) -> HostedService:
             sqlite_mmap_bytes=settings.sqlite_mmap_bytes,
         ),
     )
-    servicer = MemoryServicer(store, ctx.server.max_message_bytes)  # Recall answers must fit one message
+    if settings.max_block_bytes_per_user < 0:
+        raise ConfigError("LOOMFLOW_MEMORY_MAX_BLOCK_BYTES_PER_USER must be >= 0 (0: no cap)")
+    # Recall answers and list pages must fit one message.
+    servicer = MemoryServicer(store, ctx.server.max_message_bytes, settings.max_block_bytes_per_user)
 
     def register(server: grpc.aio.Server) -> None:
         memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server)

@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 
 from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.tenancy import scope_for, tenant_key, write_scope
-from loomflow.memory import metrics
+from loomflow.memory import facts, metrics, paging
 from loomflow.memory.models import (
     Block,
     BlockWrite,
@@ -35,7 +35,6 @@ from loomflow.v1 import memory_pb2, memory_pb2_grpc
 Context = Any  # grpc.aio.ServicerContext; unused by the handlers
 
 DEFAULT_RECALL_LIMIT = 5
-DEFAULT_FACT_LIMIT = 100
 _RESPONSE_MARGIN = 64 * 1024
 
 # google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
@@ -125,9 +124,21 @@ def fact_message(fact: Fact) -> memory_pb2.Fact:
     return message
 
 
+def _facts_resume(key: list[Any]) -> tuple[Micros, Micros, tuple[str, str, int, int, str]]:
+    """(valid_at, known_at, the last fact's answer-order key) from a QueryFacts page token."""
+    try:
+        valid, known, subject, predicate, valid_from, recorded_at, row_id = key
+        return int(valid), int(known), (str(subject), str(predicate), int(valid_from), int(recorded_at), str(row_id))
+    except (TypeError, ValueError):
+        raise InvalidArgument.field("page_token", "not a page token this service issued") from None
+
+
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, store: MemoryStore, max_message_bytes: int = 4 * 1024 * 1024) -> None:
+    def __init__(
+        self, store: MemoryStore, max_message_bytes: int = 4 * 1024 * 1024, max_block_bytes_per_user: int = 0
+    ) -> None:
         self._store = store
+        self._max_block_bytes = max_block_bytes_per_user
         # A Recall answer must fit in one gRPC message: a tenant whose top hits are large
         # episodes would otherwise get RESOURCE_EXHAUSTED on every Recall (and every agent run).
         self._recall_bytes = max(64 * 1024, max_message_bytes - _RESPONSE_MARGIN)
@@ -185,6 +196,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
             session_id=request.session_id,
             content=request.content,
             expected_version=request.expected_version if request.HasField("expected_version") else None,
+            max_tenant_bytes=self._max_block_bytes,
         )
         block = await self._store.put_block(tenant_key(request.scope), write, at)
         return memory_pb2.PutBlockResponse(block=block_message(block))
@@ -198,8 +210,21 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         self, request: memory_pb2.ListBlocksRequest, context: Context
     ) -> memory_pb2.ListBlocksResponse:
         reject_nul(request)
-        found = await self._store.list_blocks(tenant_key(request.scope), request.session_id or None)
-        return memory_pb2.ListBlocksResponse(blocks=[block_message(b) for b in found])
+        tenant = tenant_key(request.scope)
+        filters = [request.session_id]
+        after = paging.decode_token(request.page_token, "ListBlocks", tenant, filters)
+        if after is not None and (len(after) != 2 or not all(isinstance(part, str) for part in after)):
+            raise InvalidArgument.field("page_token", "not a page token this service issued")
+        # The tenant's blocks are bounded by --memory-max-block-bytes-per-user; the answer is paged.
+        found = await self._store.list_blocks(tenant, request.session_id or None)
+        if after is not None:
+            found = [b for b in found if [b.session_id, b.label] > after]
+        page, more = paging.fit(found, paging.page_size(request.page_size), self._recall_bytes, block_message)
+        response = memory_pb2.ListBlocksResponse(blocks=page)  # type: ignore[arg-type]
+        if more:
+            last = response.blocks[-1]
+            response.next_page_token = paging.encode_token("ListBlocks", tenant, filters, [last.session_id, last.label])
+        return response
 
     async def DeleteBlock(
         self, request: memory_pb2.DeleteBlockRequest, context: Context
@@ -244,18 +269,34 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     ) -> memory_pb2.QueryFactsResponse:
         reject_nul(request)
         at = now_micros()
+        tenant = tenant_key(request.scope)
         valid_at = optional_micros(request, "valid_at")
         known_at = optional_micros(request, "known_at")
+        valid, known = (at if valid_at is None else valid_at), (at if known_at is None else known_at)
+        # A token pins the query's instants too: "now" must not move between the pages of one answer.
+        filters = [request.subject, request.predicate, request.include_history]
+        token = paging.decode_token(request.page_token, "QueryFacts", tenant, filters)
+        after = None
+        if token is not None:
+            valid, known, after = _facts_resume(token)
+        size = paging.page_size(request.page_size, request.limit)
         query = FactQuery(
-            valid_at=at if valid_at is None else valid_at,
-            known_at=at if known_at is None else known_at,
+            valid_at=valid,
+            known_at=known,
             subject=request.subject,
             predicate=request.predicate,
             include_history=request.include_history,
-            limit=request.limit or DEFAULT_FACT_LIMIT,
+            limit=size + 1,  # one more tells whether another page follows
+            after=after,
         )
-        found = await self._store.query_facts(tenant_key(request.scope), query)
-        return memory_pb2.QueryFactsResponse(facts=[fact_message(f) for f in found])
+        found = await self._store.query_facts(tenant, query)
+        page, more = paging.fit(found, size, self._recall_bytes, fact_message)
+        response = memory_pb2.QueryFactsResponse(facts=page)  # type: ignore[arg-type]
+        if more:
+            last = found[len(page) - 1]
+            key = [valid, known, *facts.answer_order(last)]
+            response.next_page_token = paging.encode_token("QueryFacts", tenant, filters, key)
+        return response
 
     async def Forget(
         self, request: memory_pb2.MemoryServiceForgetRequest, context: Context

@@ -18,10 +18,22 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
-from loomflow.kernel.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2
+
+from loomflow.kernel.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+from loomflow.kernel.tenancy import display_tenant
 from loomflow.policy import metrics
 from loomflow.policy.ids import new_id
 from loomflow.policy.models import (
@@ -33,8 +45,10 @@ from loomflow.policy.models import (
     ResolutionInput,
 )
 from loomflow.policy.store import Change, ChangeKind, PolicyStore
+from loomflow.policy.store.codec import arguments_digest
 
 log = logging.getLogger("loomflow.policy")
+security_log = logging.getLogger("loomflow.security")
 
 Clock = Callable[[], int]
 
@@ -48,6 +62,42 @@ def _when(ms: int) -> str:
 
 
 _OUTCOME = {ApprovalStatus.APPROVED: "approved", ApprovalStatus.DENIED: "denied", ApprovalStatus.EXPIRED: "expired"}
+
+
+class ApprovalNotUsable(FailedPrecondition):
+    """An approval presented for a tool call that it does not allow (any more): single use,
+    bound to its tool, its arguments and its run. ``why`` is machine-readable."""
+
+    def __init__(self, approval_id: str, why: str, message: str) -> None:
+        super().__init__(message)
+        self.approval_id = approval_id
+        self.why = why
+
+    def details(self) -> list[any_pb2.Any]:
+        info = error_details_pb2.ErrorInfo(
+            reason="APPROVAL_NOT_USABLE", domain="loomflow", metadata={"approval_id": self.approval_id, "why": self.why}
+        )
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        return [packed]
+
+
+def _unusable(approval: Approval, tool_name: str, digest: str, run_id: str) -> ApprovalNotUsable:
+    """Why ``approval`` cannot be consumed for this call (it was not, by the compare-and-set)."""
+    aid = approval.id
+    if approval.status is not ApprovalStatus.APPROVED:
+        return ApprovalNotUsable(aid, "not_approved", f"approval {aid!r} is {approval.status.value}, not approved")
+    if approval.consumed_at:
+        return ApprovalNotUsable(
+            aid, "already_used", f"approval {aid!r} was already used at {_when(approval.consumed_at)}: it is single-use"
+        )
+    if approval.tool_name != tool_name:
+        return ApprovalNotUsable(aid, "other_tool", f"approval {aid!r} is for another tool than {tool_name}")
+    if not approval.arguments_sha256 or approval.arguments_sha256 != digest:
+        return ApprovalNotUsable(aid, "other_arguments", f"approval {aid!r} was given for other arguments")
+    if not approval.deferred and approval.run_id != run_id:
+        return ApprovalNotUsable(aid, "other_run", f"approval {aid!r} belongs to the run that asked for it")
+    return ApprovalNotUsable(aid, "not_usable", f"approval {aid!r} cannot be used now")
 
 
 class Subscription:
@@ -167,9 +217,11 @@ class Approvals:
         remember_ttl_ms: int = 86_400_000,
         sweep_seconds: float = 1.0,
         queue_size: int = 1000,
+        max_pending_per_tenant: int = 0,
         clock: Clock = wall_clock_ms,
     ) -> None:
         self._store = store
+        self._max_pending = max_pending_per_tenant
         self._default_timeout_ms = default_timeout_ms
         self._remember_ttl_ms = remember_ttl_ms
         self._sweep_seconds = sweep_seconds
@@ -210,8 +262,15 @@ class Approvals:
             status=ApprovalStatus.PENDING,
             created_at=now,
             expires_at=now + (timeout_ms or self._default_timeout_ms),
+            self_approval=request.self_approval,
+            arguments_sha256=arguments_digest(request.arguments),
+            deferred=request.deferred,
         )
-        await self._store.insert_approval(approval)
+        if not await self._store.insert_approval(approval, self._max_pending):
+            raise ResourceExhausted(
+                f"{self._max_pending} approvals are already pending for this user; resolve or let some expire first",
+                limit="max_pending_approvals",
+            )
         metrics.record_approval_opened(approval.tenant)
         self.broadcaster.publish(approval)
         return approval
@@ -225,11 +284,20 @@ class Approvals:
             approval = await self._expire_one(approval)
         return approval
 
-    async def resolve(self, tenant: str, approval_id: str, answer: ResolutionInput) -> Approval:
-        """Approves or denies a pending approval; retrying the same answer returns the same record."""
+    async def resolve(
+        self, tenant: str, approval_id: str, answer: ResolutionInput, *, by_tenant: bool = False
+    ) -> Approval:
+        """Approves or denies a pending approval; retrying the same answer returns the same record.
+
+        ``by_tenant``: the tenant answers for themself (a user credential), which only an
+        approval created by a ``self_approval`` rule allows; otherwise an operator answers."""
         if answer.edited_arguments is not None and answer.resolution is Resolution.DENY:
             raise InvalidArgument.field("edited_arguments", "only an approval can carry edited arguments")
         current = await self.get(tenant, approval_id)
+        if by_tenant and not current.self_approval:
+            raise PermissionDenied(
+                f"approval {approval_id!r} needs an operator: the rule that asked does not let the tenant approve it"
+            )
         if answer.remember and not current.run_id:
             raise InvalidArgument.field(
                 "remember", "this approval has no run_id, so there is no run to remember the answer for"
@@ -251,6 +319,35 @@ class Approvals:
         if current.status is answer.status:
             return current
         raise FailedPrecondition(f"approval {approval_id!r} is already {current.status.value}")
+
+    async def consume(
+        self, tenant: str, approval_id: str, tool_name: str, arguments: Mapping[str, Any], run_id: str
+    ) -> Approval:
+        """Uses an approval for one tool call, once: it must be approved, unused, for this tool and
+        these arguments, and deferred or asked by ``run_id``. A refusal is FAILED_PRECONDITION
+        (ApprovalNotUsable) and a line on the security log; another tenant's is NOT_FOUND."""
+        digest = arguments_digest(arguments)
+        consumed = await self._store.consume_approval(tenant, approval_id, tool_name, digest, run_id, self._clock())
+        if consumed is not None:
+            metrics.record_approval_consumed(tenant)
+            return consumed
+        current = await self.get(tenant, approval_id)
+        refusal = _unusable(current, tool_name, digest, run_id)
+        security_log.warning(
+            "approval_reuse_refused",
+            extra={
+                "event": "approval_reuse_refused",
+                "target_user_id": display_tenant(tenant),
+                "approval_id": approval_id,
+                "why": refusal.why,
+                "tool": tool_name,
+                "run_id": run_id,
+                "asked_by_run": current.run_id,
+                "used_by_run": current.consumed_run_id,
+            },
+        )
+        metrics.record_approval_refused(tenant, refusal.why)
+        raise refusal
 
     async def pending(self, tenant: str | None) -> list[Approval]:
         """Approvals still waiting for a human (of ``tenant``, or every tenant's for None)."""

@@ -60,3 +60,10 @@ class Checker:
                 )
         metrics.record_decision(tenant, verdict.decision.value)
         return CheckResult(new_id("dec_"), verdict, policy.mode, approval_id)
+
+    async def self_approvable(self, tenant: str, tool_name: str, arguments: Mapping[str, Any]) -> bool:
+        """Whether the tenant's own policy lets the tenant approve this call themself: the rule
+        that matches it asks and says ``self_approval``. Decided here, never taken from the caller."""
+        policy, _ = await self._book.applicable(tenant)
+        matched = policy.first_match(tool_name, arguments)
+        return matched is not None and matched.rule.decision is Decision.ASK and matched.rule.self_approval

@@ -85,6 +85,9 @@ class Rule:
     decision: Decision
     conditions: tuple[Condition, ...] = ()
     reason: str = ""
+    self_approval: bool = False
+    """An ask rule whose approvals the tenant may resolve themself (a user credential of that
+    tenant); without it only an operator may. Never a service credential."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ def rule_problems(path: str, rule: Rule) -> list[Problem]:
         found.append(Problem(f"{path}.conditions", f"at most {MAX_CONDITIONS} conditions (got {len(rule.conditions)})"))
     for i, condition in enumerate(rule.conditions):
         found += condition_problems(f"{path}.conditions[{i}]", condition)
+    if rule.self_approval and rule.decision is not Decision.ASK:
+        found.append(Problem(f"{path}.self_approval", "only an ask rule creates approvals to self-approve"))
     return found
 
 
@@ -207,6 +212,8 @@ class ApprovalRequest:
     session_id: str = ""
     run_id: str = ""
     reason: str = ""
+    self_approval: bool = False
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,6 +236,15 @@ class Approval:
     note: str = ""
     remember: bool = False
     resolved_at: int = 0
+    self_approval: bool = False
+    """The rule that asked lets the tenant resolve this approval themself (see :class:`Rule`)."""
+    arguments_sha256: str = ""
+    """SHA-256 of the canonical arguments asked about: the only arguments it can be used for."""
+    deferred: bool = False
+    """The asking run did not wait: the run that resumes uses it. Otherwise only the asking run may."""
+    consumed_at: int = 0
+    """When a run used it (0: not yet). An approval lets exactly one tool call run."""
+    consumed_run_id: str = ""
 
     @property
     def pending(self) -> bool:

@@ -53,7 +53,7 @@ MODE_ALIASES = {"accept_edits": Mode.ACCEPT_EDITS, "acceptEdits": Mode.ACCEPT_ED
 DECISIONS = {d.value: d for d in Decision}
 OPERATORS = {op.value: op for op in Operator}
 POLICY_KEYS = ("mode", "fallback", "rules")
-RULE_KEYS = ("id", "tool", "decision", "reason", "when")
+RULE_KEYS = ("id", "tool", "decision", "reason", "when", "self_approval")
 TOP_KEYS = ("default", "users", "anonymous")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -120,6 +120,12 @@ class _Reader:
             raise self.error(node, f"{what} {word!r} is not one of: {', '.join(choices)}")
         return found
 
+    def flag(self, node: Node, what: str) -> bool:
+        value = self.value(node) if isinstance(node, ScalarNode) else None
+        if not isinstance(value, bool):
+            raise self.error(node, f"{what} must be true or false")
+        return value
+
     def scalar_text(self, node: Node, what: str) -> str:
         """A condition value as the engine compares it (``true``, ``5``, ``null``, strings as is)."""
         if not isinstance(node, ScalarNode):
@@ -169,6 +175,9 @@ def _rule(reader: _Reader, node: Node, marks: dict[str, Node], path: str) -> Rul
         decision=reader.choice(entries["decision"][1], "decision", DECISIONS),
         reason=reader.text(entries["reason"][1], "a rule's reason") if "reason" in entries else "",
         conditions=tuple(conditions),
+        self_approval=reader.flag(entries["self_approval"][1], "self_approval")
+        if "self_approval" in entries
+        else False,
     )
 
 

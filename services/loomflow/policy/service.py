@@ -29,6 +29,9 @@ class Settings:
     refresh_seconds: float = option(1.0, "how often policy changes made by other processes are picked up")
     max_cached_policies: int = option(100_000, "tenants whose policy is kept compiled in memory (LRU)")
     watch_queue_size: int = option(1000, "approvals a slow watcher may fall behind before its stream is ended")
+    max_pending_approvals: int = option(
+        100, "approvals one tenant may have pending at once; RequestApproval beyond is RESOURCE_EXHAUSTED"
+    )
     pool_size: int = option(10, "connections to Postgres")
 
 
@@ -36,7 +39,7 @@ def _check(settings: Settings) -> None:
     for name in ("approval_timeout_seconds", "remember_ttl_seconds"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"LOOMFLOW_POLICY_{name.upper()} must be positive")
-    for name in ("max_cached_policies", "watch_queue_size", "pool_size"):
+    for name in ("max_cached_policies", "watch_queue_size", "pool_size", "max_pending_approvals"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"LOOMFLOW_POLICY_{name.upper()} must be at least 1")
 
@@ -54,6 +57,7 @@ def build(ctx: ServiceContext) -> HostedService:
         remember_ttl_ms=int(settings.remember_ttl_seconds * 1000),
         sweep_seconds=settings.expiry_sweep_seconds,
         queue_size=settings.watch_queue_size,
+        max_pending_per_tenant=settings.max_pending_approvals,
     )
     servicer = PolicyServicer(book, approvals, Checker(book, approvals))
 
@@ -79,6 +83,8 @@ def build(ctx: ServiceContext) -> HostedService:
         name=SECTION,
         full_name=policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
         register=register,
+        # A tenant may answer its own approvals (where the rule allows) with its user credential.
+        end_user_rpcs=frozenset({"GetApproval", "ResolveApproval"}),
         on_start=[start],
         on_drain=[end_watches],
         on_stop=[stop],

@@ -14,7 +14,8 @@ from typing import Any
 
 import grpc
 
-from loomflow.kernel.auth import current_principal, require_operator
+from loomflow.kernel.auth import Role, current_principal, require_operator
+from loomflow.kernel.errors import PermissionDenied
 from loomflow.kernel.tenancy import tenant_key
 from loomflow.policy import wire
 from loomflow.policy.approvals import Approvals
@@ -26,9 +27,16 @@ from loomflow.v1 import policy_pb2, policy_pb2_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _resolver() -> str:
+def _resolver() -> tuple[str, bool]:
+    """Who resolves an approval (``role:subject``) and whether it is the tenant themself.
+
+    An operator may resolve any tenant's approval; a user only their own (the kernel
+    already bound the token's subject to the scope), where the rule allows it. A
+    service credential never: a stolen Agent token must not bypass human approval."""
     principal = current_principal()
-    return f"{principal.role.value}:{principal.subject}"
+    if principal.role is Role.SERVICE:
+        raise PermissionDenied("a service credential cannot resolve approvals: an operator, or the tenant, must")
+    return f"{principal.role.value}:{principal.subject}", principal.role is Role.USER
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
@@ -58,31 +66,50 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def RequestApproval(
         self, request: policy_pb2.RequestApprovalRequest, context: Context
     ) -> policy_pb2.RequestApprovalResponse:
+        tenant = tenant_key(request.scope)
+        arguments = wire.to_dict(request.arguments)
         approval = await self._approvals.request(
             ApprovalRequest(
-                tenant=tenant_key(request.scope),
+                tenant=tenant,
                 tool_name=request.tool_name,
-                arguments=wire.to_dict(request.arguments),
+                arguments=arguments,
                 decision_id=request.decision_id,
                 session_id=request.session_id,
                 run_id=request.run_id,
                 reason=request.reason,
+                self_approval=await self._checker.self_approvable(tenant, request.tool_name, arguments),
+                deferred=request.deferred,
             ),
             timeout_ms=request.timeout_ms,
         )
         return policy_pb2.RequestApprovalResponse(approval=wire.approval_to_wire(approval))
 
+    async def ConsumeApproval(
+        self, request: policy_pb2.ConsumeApprovalRequest, context: Context
+    ) -> policy_pb2.ConsumeApprovalResponse:
+        approval = await self._approvals.consume(
+            tenant_key(request.scope),
+            request.approval_id,
+            request.tool_name,
+            wire.to_dict(request.arguments),
+            request.run_id,
+        )
+        return policy_pb2.ConsumeApprovalResponse(approval=wire.approval_to_wire(approval))
+
     async def ResolveApproval(
         self, request: policy_pb2.ResolveApprovalRequest, context: Context
     ) -> policy_pb2.ResolveApprovalResponse:
+        resolved_by, by_tenant = _resolver()
         answer = ResolutionInput(
             resolution=wire.RESOLUTION_FROM_WIRE[request.resolution],
-            resolved_by=_resolver(),
+            resolved_by=resolved_by,
             edited_arguments=wire.to_dict(request.edited_arguments) if request.HasField("edited_arguments") else None,
             remember=request.remember,
             note=request.note,
         )
-        approval = await self._approvals.resolve(tenant_key(request.scope), request.approval_id, answer)
+        approval = await self._approvals.resolve(
+            tenant_key(request.scope), request.approval_id, answer, by_tenant=by_tenant
+        )
         return policy_pb2.ResolveApprovalResponse(approval=wire.approval_to_wire(approval))
 
     async def GetApproval(

@@ -125,6 +125,7 @@ def policy_from_wire(message: policy_pb2.Policy, field: str = "policy") -> Polic
                 tool=rule.tool,
                 decision=DECISION_FROM_WIRE[rule.decision],
                 reason=rule.reason,
+                self_approval=rule.self_approval,
                 conditions=tuple(
                     Condition(c.argument, OPERATOR_FROM_WIRE[c.operator], tuple(c.values)) for c in rule.conditions
                 ),
@@ -151,6 +152,7 @@ def policy_to_wire(policy: Policy) -> policy_pb2.Policy:
                 tool=rule.tool,
                 decision=DECISION_TO_WIRE[rule.decision],
                 reason=rule.reason,
+                self_approval=rule.self_approval,
                 conditions=[
                     policy_pb2.ArgumentCondition(
                         argument=c.argument, operator=OPERATOR_TO_WIRE[c.operator], values=list(c.values)
@@ -180,7 +182,13 @@ def approval_to_wire(approval: Approval) -> policy_pb2.Approval:
         resolved_by=approval.resolved_by,
         note=approval.note,
         remember=approval.remember,
+        self_approval=approval.self_approval,
+        arguments_sha256=approval.arguments_sha256,
+        deferred=approval.deferred,
+        consumed_run_id=approval.consumed_run_id,
     )
+    if approval.consumed_at:
+        message.consumed_at.FromMilliseconds(approval.consumed_at)
     if approval.edited_arguments is not None:
         message.edited_arguments.CopyFrom(to_struct(approval.edited_arguments))
     message.created_at.FromMilliseconds(approval.created_at)

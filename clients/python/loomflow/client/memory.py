@@ -103,9 +103,23 @@ class MemoryClient(ServiceClient):
     async def list_blocks(
         self, *, user_id: str | None = None, anonymous: bool = False, session_id: str = ""
     ) -> list[memory_pb2.Block]:
-        request = memory_pb2.ListBlocksRequest(scope=scope(user_id, anonymous), session_id=session_id)
-        reply = await self._connection.unary(self._stub.ListBlocks, request, idempotent=True)
-        return list(reply.blocks)
+        """Every block (all pages), ordered by (session_id, label)."""
+        return [b async for b in self.blocks(user_id=user_id, anonymous=anonymous, session_id=session_id)]
+
+    async def blocks(
+        self, *, user_id: str | None = None, anonymous: bool = False, session_id: str = "", page_size: int = 0
+    ) -> AsyncIterator[memory_pb2.Block]:
+        """The tenant's blocks, fetched one page (one ListBlocks call) at a time."""
+        request = memory_pb2.ListBlocksRequest(
+            scope=scope(user_id, anonymous), session_id=session_id, page_size=page_size
+        )
+        while True:
+            reply = await self._connection.unary(self._stub.ListBlocks, request, idempotent=True)
+            for block in reply.blocks:
+                yield block
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
 
     async def delete_block(
         self,
@@ -165,7 +179,39 @@ class MemoryClient(ServiceClient):
         include_history: bool = False,
         limit: int = 0,
     ) -> list[memory_pb2.Fact]:
-        """Facts true at ``valid_at`` as known at ``known_at`` (both default to now)."""
+        """Facts true at ``valid_at`` as known at ``known_at`` (both default to now): the first
+        ``limit`` (0: 100), read page by page."""
+        found: list[memory_pb2.Fact] = []
+        wanted = limit or 100
+        async for fact in self.facts(
+            user_id=user_id,
+            anonymous=anonymous,
+            subject=subject,
+            predicate=predicate,
+            valid_at=valid_at,
+            known_at=known_at,
+            include_history=include_history,
+            page_size=min(wanted, 1000),
+        ):
+            found.append(fact)
+            if len(found) >= wanted:
+                break
+        return found
+
+    async def facts(
+        self,
+        *,
+        user_id: str | None = None,
+        anonymous: bool = False,
+        subject: str = "",
+        predicate: str = "",
+        valid_at: datetime.datetime | None = None,
+        known_at: datetime.datetime | None = None,
+        include_history: bool = False,
+        page_size: int = 0,
+    ) -> AsyncIterator[memory_pb2.Fact]:
+        """Every fact that answers the query, fetched one page (one QueryFacts call) at a time;
+        all pages answer at the instants of the first."""
         request = memory_pb2.QueryFactsRequest(
             scope=scope(user_id, anonymous),
             subject=subject,
@@ -173,10 +219,15 @@ class MemoryClient(ServiceClient):
             valid_at=timestamp(valid_at),
             known_at=timestamp(known_at),
             include_history=include_history,
-            limit=limit,
+            page_size=page_size,
         )
-        reply = await self._connection.unary(self._stub.QueryFacts, request, idempotent=True)
-        return list(reply.facts)
+        while True:
+            reply = await self._connection.unary(self._stub.QueryFacts, request, idempotent=True)
+            for fact in reply.facts:
+                yield fact
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
 
     async def forget(
         self,

@@ -138,6 +138,9 @@ class MemoryServiceServicer:
     def PutBlock(self, request, context):
         """PutBlock writes a working block. With `expected_version` set, the write fails
         with ABORTED unless the stored version matches (optimistic concurrency).
+        RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit
+        "max_block_bytes_per_user") when the tenant's blocks would hold more than
+        --memory-max-block-bytes-per-user bytes of content.
         Also ABORTED when a Forget covering the block's session happened after this
         request started.
         """
@@ -153,7 +156,10 @@ class MemoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListBlocks(self, request, context):
-        """ListBlocks lists the tenant's working blocks, optionally for one session.
+        """ListBlocks lists the tenant's working blocks, optionally for one session,
+        ordered by (session_id, label), one page at a time: at most page_size
+        blocks and never more than fits one message; next_page_token is set while
+        more follow.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -191,7 +197,9 @@ class MemoryServiceServicer:
 
     def QueryFacts(self, request, context):
         """QueryFacts answers bi-temporal queries: what was true at `valid_at`, as the
-        service knew it at `known_at`. Both default to now (current facts).
+        service knew it at `known_at`. Both default to now (current facts). Paged
+        like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
+        the pages of one answer share the instants of its first page.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

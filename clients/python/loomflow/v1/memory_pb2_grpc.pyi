@@ -55,13 +55,20 @@ class MemoryServiceStub:
     PutBlock: _grpc.UnaryUnaryMultiCallable[_memory_pb2.PutBlockRequest, _memory_pb2.PutBlockResponse]
     """PutBlock writes a working block. With `expected_version` set, the write fails
     with ABORTED unless the stored version matches (optimistic concurrency).
+    RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit
+    "max_block_bytes_per_user") when the tenant's blocks would hold more than
+    --memory-max-block-bytes-per-user bytes of content.
     Also ABORTED when a Forget covering the block's session happened after this
     request started.
     """
     GetBlock: _grpc.UnaryUnaryMultiCallable[_memory_pb2.GetBlockRequest, _memory_pb2.GetBlockResponse]
     """GetBlock reads a working block by label (and session)."""
     ListBlocks: _grpc.UnaryUnaryMultiCallable[_memory_pb2.ListBlocksRequest, _memory_pb2.ListBlocksResponse]
-    """ListBlocks lists the tenant's working blocks, optionally for one session."""
+    """ListBlocks lists the tenant's working blocks, optionally for one session,
+    ordered by (session_id, label), one page at a time: at most page_size
+    blocks and never more than fits one message; next_page_token is set while
+    more follow.
+    """
     DeleteBlock: _grpc.UnaryUnaryMultiCallable[_memory_pb2.DeleteBlockRequest, _memory_pb2.DeleteBlockResponse]
     """DeleteBlock removes a working block; ABORTED on a stale expected_version."""
     AssertFact: _grpc.UnaryUnaryMultiCallable[_memory_pb2.AssertFactRequest, _memory_pb2.AssertFactResponse]
@@ -81,7 +88,9 @@ class MemoryServiceStub:
     """
     QueryFacts: _grpc.UnaryUnaryMultiCallable[_memory_pb2.QueryFactsRequest, _memory_pb2.QueryFactsResponse]
     """QueryFacts answers bi-temporal queries: what was true at `valid_at`, as the
-    service knew it at `known_at`. Both default to now (current facts).
+    service knew it at `known_at`. Both default to now (current facts). Paged
+    like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
+    the pages of one answer share the instants of its first page.
     """
     Forget: _grpc.UnaryUnaryMultiCallable[_memory_pb2.MemoryServiceForgetRequest, _memory_pb2.MemoryServiceForgetResponse]
     """Forget deletes the tenant's episodes, blocks and facts (optionally only one
@@ -123,13 +132,20 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     PutBlock: _aio.UnaryUnaryMultiCallable[_memory_pb2.PutBlockRequest, _memory_pb2.PutBlockResponse]  # type: ignore[assignment]
     """PutBlock writes a working block. With `expected_version` set, the write fails
     with ABORTED unless the stored version matches (optimistic concurrency).
+    RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit
+    "max_block_bytes_per_user") when the tenant's blocks would hold more than
+    --memory-max-block-bytes-per-user bytes of content.
     Also ABORTED when a Forget covering the block's session happened after this
     request started.
     """
     GetBlock: _aio.UnaryUnaryMultiCallable[_memory_pb2.GetBlockRequest, _memory_pb2.GetBlockResponse]  # type: ignore[assignment]
     """GetBlock reads a working block by label (and session)."""
     ListBlocks: _aio.UnaryUnaryMultiCallable[_memory_pb2.ListBlocksRequest, _memory_pb2.ListBlocksResponse]  # type: ignore[assignment]
-    """ListBlocks lists the tenant's working blocks, optionally for one session."""
+    """ListBlocks lists the tenant's working blocks, optionally for one session,
+    ordered by (session_id, label), one page at a time: at most page_size
+    blocks and never more than fits one message; next_page_token is set while
+    more follow.
+    """
     DeleteBlock: _aio.UnaryUnaryMultiCallable[_memory_pb2.DeleteBlockRequest, _memory_pb2.DeleteBlockResponse]  # type: ignore[assignment]
     """DeleteBlock removes a working block; ABORTED on a stale expected_version."""
     AssertFact: _aio.UnaryUnaryMultiCallable[_memory_pb2.AssertFactRequest, _memory_pb2.AssertFactResponse]  # type: ignore[assignment]
@@ -149,7 +165,9 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """
     QueryFacts: _aio.UnaryUnaryMultiCallable[_memory_pb2.QueryFactsRequest, _memory_pb2.QueryFactsResponse]  # type: ignore[assignment]
     """QueryFacts answers bi-temporal queries: what was true at `valid_at`, as the
-    service knew it at `known_at`. Both default to now (current facts).
+    service knew it at `known_at`. Both default to now (current facts). Paged
+    like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
+    the pages of one answer share the instants of its first page.
     """
     Forget: _aio.UnaryUnaryMultiCallable[_memory_pb2.MemoryServiceForgetRequest, _memory_pb2.MemoryServiceForgetResponse]  # type: ignore[assignment]
     """Forget deletes the tenant's episodes, blocks and facts (optionally only one
@@ -212,6 +230,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_memory_pb2.PutBlockResponse, _abc.Awaitable[_memory_pb2.PutBlockResponse]]:
         """PutBlock writes a working block. With `expected_version` set, the write fails
         with ABORTED unless the stored version matches (optimistic concurrency).
+        RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit
+        "max_block_bytes_per_user") when the tenant's blocks would hold more than
+        --memory-max-block-bytes-per-user bytes of content.
         Also ABORTED when a Forget covering the block's session happened after this
         request started.
         """
@@ -230,7 +251,11 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _memory_pb2.ListBlocksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.ListBlocksResponse, _abc.Awaitable[_memory_pb2.ListBlocksResponse]]:
-        """ListBlocks lists the tenant's working blocks, optionally for one session."""
+        """ListBlocks lists the tenant's working blocks, optionally for one session,
+        ordered by (session_id, label), one page at a time: at most page_size
+        blocks and never more than fits one message; next_page_token is set while
+        more follow.
+        """
 
     @_abc_1.abstractmethod
     def DeleteBlock(
@@ -274,7 +299,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.QueryFactsResponse, _abc.Awaitable[_memory_pb2.QueryFactsResponse]]:
         """QueryFacts answers bi-temporal queries: what was true at `valid_at`, as the
-        service knew it at `known_at`. Both default to now (current facts).
+        service knew it at `known_at`. Both default to now (current facts). Paged
+        like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
+        the pages of one answer share the instants of its first page.
         """
 
     @_abc_1.abstractmethod

@@ -93,18 +93,20 @@ class ArgumentCondition(_message.Message):
     def __init__(self, argument: _Optional[str] = ..., operator: _Optional[_Union[ConditionOperator, str]] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Rule(_message.Message):
-    __slots__ = ("id", "tool", "conditions", "decision", "reason")
+    __slots__ = ("id", "tool", "conditions", "decision", "reason", "self_approval")
     ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    SELF_APPROVAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     tool: str
     conditions: _containers.RepeatedCompositeFieldContainer[ArgumentCondition]
     decision: Decision
     reason: str
-    def __init__(self, id: _Optional[str] = ..., tool: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[ArgumentCondition, _Mapping]]] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    self_approval: bool
+    def __init__(self, id: _Optional[str] = ..., tool: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[ArgumentCondition, _Mapping]]] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., self_approval: _Optional[bool] = ...) -> None: ...
 
 class Policy(_message.Message):
     __slots__ = ("rules", "mode", "fallback", "version")
@@ -151,7 +153,7 @@ class CheckResponse(_message.Message):
     def __init__(self, decision_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., matched_rule: _Optional[str] = ..., reason: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., approval_id: _Optional[str] = ...) -> None: ...
 
 class Approval(_message.Message):
-    __slots__ = ("approval_id", "scope", "decision_id", "tool_name", "arguments", "session_id", "run_id", "reason", "status", "edited_arguments", "resolved_by", "note", "remember", "created_at", "resolved_at", "expires_at")
+    __slots__ = ("approval_id", "scope", "decision_id", "tool_name", "arguments", "session_id", "run_id", "reason", "status", "edited_arguments", "resolved_by", "note", "remember", "created_at", "resolved_at", "expires_at", "self_approval", "arguments_sha256", "deferred", "consumed_at", "consumed_run_id")
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +170,11 @@ class Approval(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    SELF_APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
+    CONSUMED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONSUMED_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     approval_id: str
     scope: _tenancy_pb2.UserScope
     decision_id: str
@@ -184,10 +191,15 @@ class Approval(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     resolved_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, approval_id: _Optional[str] = ..., scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., decision_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., reason: _Optional[str] = ..., status: _Optional[_Union[ApprovalStatus, str]] = ..., edited_arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., resolved_by: _Optional[str] = ..., note: _Optional[str] = ..., remember: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    self_approval: bool
+    arguments_sha256: str
+    deferred: bool
+    consumed_at: _timestamp_pb2.Timestamp
+    consumed_run_id: str
+    def __init__(self, approval_id: _Optional[str] = ..., scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., decision_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., reason: _Optional[str] = ..., status: _Optional[_Union[ApprovalStatus, str]] = ..., edited_arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., resolved_by: _Optional[str] = ..., note: _Optional[str] = ..., remember: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., self_approval: _Optional[bool] = ..., arguments_sha256: _Optional[str] = ..., deferred: _Optional[bool] = ..., consumed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumed_run_id: _Optional[str] = ...) -> None: ...
 
 class RequestApprovalRequest(_message.Message):
-    __slots__ = ("scope", "decision_id", "tool_name", "arguments", "session_id", "run_id", "reason", "timeout_ms")
+    __slots__ = ("scope", "decision_id", "tool_name", "arguments", "session_id", "run_id", "reason", "timeout_ms", "deferred")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +208,7 @@ class RequestApprovalRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
     scope: _tenancy_pb2.UserScope
     decision_id: str
     tool_name: str
@@ -204,7 +217,8 @@ class RequestApprovalRequest(_message.Message):
     run_id: str
     reason: str
     timeout_ms: int
-    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., decision_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., reason: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    deferred: bool
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., decision_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., reason: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., deferred: _Optional[bool] = ...) -> None: ...
 
 class RequestApprovalResponse(_message.Message):
     __slots__ = ("approval",)
@@ -229,6 +243,26 @@ class ResolveApprovalRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., approval_id: _Optional[str] = ..., resolution: _Optional[_Union[Resolution, str]] = ..., edited_arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., remember: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class ResolveApprovalResponse(_message.Message):
+    __slots__ = ("approval",)
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    approval: Approval
+    def __init__(self, approval: _Optional[_Union[Approval, _Mapping]] = ...) -> None: ...
+
+class ConsumeApprovalRequest(_message.Message):
+    __slots__ = ("scope", "approval_id", "tool_name", "arguments", "run_id")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    approval_id: str
+    tool_name: str
+    arguments: _struct_pb2.Struct
+    run_id: str
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., approval_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., run_id: _Optional[str] = ...) -> None: ...
+
+class ConsumeApprovalResponse(_message.Message):
     __slots__ = ("approval",)
     APPROVAL_FIELD_NUMBER: _ClassVar[int]
     approval: Approval

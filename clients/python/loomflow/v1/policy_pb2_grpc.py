@@ -47,6 +47,11 @@ class PolicyServiceStub:
                 request_serializer=loomflow_dot_v1_dot_policy__pb2.RequestApprovalRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_policy__pb2.RequestApprovalResponse.FromString,
                 _registered_method=True)
+        self.ConsumeApproval = channel.unary_unary(
+                '/loomflow.v1.PolicyService/ConsumeApproval',
+                request_serializer=loomflow_dot_v1_dot_policy__pb2.ConsumeApprovalRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_policy__pb2.ConsumeApprovalResponse.FromString,
+                _registered_method=True)
         self.ResolveApproval = channel.unary_unary(
                 '/loomflow.v1.PolicyService/ResolveApproval',
                 request_serializer=loomflow_dot_v1_dot_policy__pb2.ResolveApprovalRequest.SerializeToString,
@@ -91,14 +96,33 @@ class PolicyServiceServicer:
 
     def RequestApproval(self, request, context):
         """RequestApproval records a durable pending approval addressed to the tenant.
+        RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit "max_pending_approvals")
+        when the tenant already has --policy-max-pending-approvals pending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConsumeApproval(self, request, context):
+        """ConsumeApproval uses an approved approval for one tool call, exactly once:
+        it must be approved, not used yet, for this tool_name and these arguments
+        (their canonical SHA-256), and asked by this run_id unless it was deferred
+        (then the run that resumes uses it). Atomic (compare and set): of racing
+        callers one succeeds. Otherwise FAILED_PRECONDITION with ErrorInfo
+        {reason: "APPROVAL_NOT_USABLE", metadata: {approval_id, why}}, why one of
+        already_used, other_tool, other_arguments, other_run, not_approved; each
+        refusal is written to the security log. NOT_FOUND for another tenant's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResolveApproval(self, request, context):
-        """ResolveApproval approves, denies or approves with edited arguments. A user
-        may resolve only their own approvals; an operator may resolve any.
+        """ResolveApproval approves, denies or approves with edited arguments. An
+        operator may resolve any tenant's approval; the tenant (a user credential
+        whose subject is the approval's user_id) only its own, and only where the
+        rule that asked has self_approval. A service credential never may
+        (PERMISSION_DENIED): a stolen Agent token must not bypass human approval.
         Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
         expired (a deny) or was already resolved otherwise (the same answer again
         returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
@@ -153,6 +177,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.RequestApproval,
                     request_deserializer=loomflow_dot_v1_dot_policy__pb2.RequestApprovalRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_policy__pb2.RequestApprovalResponse.SerializeToString,
+            ),
+            'ConsumeApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConsumeApproval,
+                    request_deserializer=loomflow_dot_v1_dot_policy__pb2.ConsumeApprovalRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_policy__pb2.ConsumeApprovalResponse.SerializeToString,
             ),
             'ResolveApproval': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveApproval,
@@ -237,6 +266,33 @@ class PolicyService:
             '/loomflow.v1.PolicyService/RequestApproval',
             loomflow_dot_v1_dot_policy__pb2.RequestApprovalRequest.SerializeToString,
             loomflow_dot_v1_dot_policy__pb2.RequestApprovalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConsumeApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.PolicyService/ConsumeApproval',
+            loomflow_dot_v1_dot_policy__pb2.ConsumeApprovalRequest.SerializeToString,
+            loomflow_dot_v1_dot_policy__pb2.ConsumeApprovalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,10 +42,26 @@ class PolicyServiceStub:
     read the policy fails (UNAVAILABLE); it never answers ALLOW by default.
     """
     RequestApproval: _grpc.UnaryUnaryMultiCallable[_policy_pb2.RequestApprovalRequest, _policy_pb2.RequestApprovalResponse]
-    """RequestApproval records a durable pending approval addressed to the tenant."""
+    """RequestApproval records a durable pending approval addressed to the tenant.
+    RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit "max_pending_approvals")
+    when the tenant already has --policy-max-pending-approvals pending.
+    """
+    ConsumeApproval: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ConsumeApprovalRequest, _policy_pb2.ConsumeApprovalResponse]
+    """ConsumeApproval uses an approved approval for one tool call, exactly once:
+    it must be approved, not used yet, for this tool_name and these arguments
+    (their canonical SHA-256), and asked by this run_id unless it was deferred
+    (then the run that resumes uses it). Atomic (compare and set): of racing
+    callers one succeeds. Otherwise FAILED_PRECONDITION with ErrorInfo
+    {reason: "APPROVAL_NOT_USABLE", metadata: {approval_id, why}}, why one of
+    already_used, other_tool, other_arguments, other_run, not_approved; each
+    refusal is written to the security log. NOT_FOUND for another tenant's.
+    """
     ResolveApproval: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ResolveApprovalRequest, _policy_pb2.ResolveApprovalResponse]
-    """ResolveApproval approves, denies or approves with edited arguments. A user
-    may resolve only their own approvals; an operator may resolve any.
+    """ResolveApproval approves, denies or approves with edited arguments. An
+    operator may resolve any tenant's approval; the tenant (a user credential
+    whose subject is the approval's user_id) only its own, and only where the
+    rule that asked has self_approval. A service credential never may
+    (PERMISSION_DENIED): a stolen Agent token must not bypass human approval.
     Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
     expired (a deny) or was already resolved otherwise (the same answer again
     returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
@@ -80,10 +96,26 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     read the policy fails (UNAVAILABLE); it never answers ALLOW by default.
     """
     RequestApproval: _aio.UnaryUnaryMultiCallable[_policy_pb2.RequestApprovalRequest, _policy_pb2.RequestApprovalResponse]  # type: ignore[assignment]
-    """RequestApproval records a durable pending approval addressed to the tenant."""
+    """RequestApproval records a durable pending approval addressed to the tenant.
+    RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit "max_pending_approvals")
+    when the tenant already has --policy-max-pending-approvals pending.
+    """
+    ConsumeApproval: _aio.UnaryUnaryMultiCallable[_policy_pb2.ConsumeApprovalRequest, _policy_pb2.ConsumeApprovalResponse]  # type: ignore[assignment]
+    """ConsumeApproval uses an approved approval for one tool call, exactly once:
+    it must be approved, not used yet, for this tool_name and these arguments
+    (their canonical SHA-256), and asked by this run_id unless it was deferred
+    (then the run that resumes uses it). Atomic (compare and set): of racing
+    callers one succeeds. Otherwise FAILED_PRECONDITION with ErrorInfo
+    {reason: "APPROVAL_NOT_USABLE", metadata: {approval_id, why}}, why one of
+    already_used, other_tool, other_arguments, other_run, not_approved; each
+    refusal is written to the security log. NOT_FOUND for another tenant's.
+    """
     ResolveApproval: _aio.UnaryUnaryMultiCallable[_policy_pb2.ResolveApprovalRequest, _policy_pb2.ResolveApprovalResponse]  # type: ignore[assignment]
-    """ResolveApproval approves, denies or approves with edited arguments. A user
-    may resolve only their own approvals; an operator may resolve any.
+    """ResolveApproval approves, denies or approves with edited arguments. An
+    operator may resolve any tenant's approval; the tenant (a user credential
+    whose subject is the approval's user_id) only its own, and only where the
+    rule that asked has self_approval. A service credential never may
+    (PERMISSION_DENIED): a stolen Agent token must not bypass human approval.
     Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
     expired (a deny) or was already resolved otherwise (the same answer again
     returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
@@ -127,7 +159,26 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _policy_pb2.RequestApprovalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.RequestApprovalResponse, _abc.Awaitable[_policy_pb2.RequestApprovalResponse]]:
-        """RequestApproval records a durable pending approval addressed to the tenant."""
+        """RequestApproval records a durable pending approval addressed to the tenant.
+        RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit "max_pending_approvals")
+        when the tenant already has --policy-max-pending-approvals pending.
+        """
+
+    @_abc_1.abstractmethod
+    def ConsumeApproval(
+        self,
+        request: _policy_pb2.ConsumeApprovalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.ConsumeApprovalResponse, _abc.Awaitable[_policy_pb2.ConsumeApprovalResponse]]:
+        """ConsumeApproval uses an approved approval for one tool call, exactly once:
+        it must be approved, not used yet, for this tool_name and these arguments
+        (their canonical SHA-256), and asked by this run_id unless it was deferred
+        (then the run that resumes uses it). Atomic (compare and set): of racing
+        callers one succeeds. Otherwise FAILED_PRECONDITION with ErrorInfo
+        {reason: "APPROVAL_NOT_USABLE", metadata: {approval_id, why}}, why one of
+        already_used, other_tool, other_arguments, other_run, not_approved; each
+        refusal is written to the security log. NOT_FOUND for another tenant's.
+        """
 
     @_abc_1.abstractmethod
     def ResolveApproval(
@@ -135,8 +186,11 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _policy_pb2.ResolveApprovalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.ResolveApprovalResponse, _abc.Awaitable[_policy_pb2.ResolveApprovalResponse]]:
-        """ResolveApproval approves, denies or approves with edited arguments. A user
-        may resolve only their own approvals; an operator may resolve any.
+        """ResolveApproval approves, denies or approves with edited arguments. An
+        operator may resolve any tenant's approval; the tenant (a user credential
+        whose subject is the approval's user_id) only its own, and only where the
+        rule that asked has self_approval. A service credential never may
+        (PERMISSION_DENIED): a stolen Agent token must not bypass human approval.
         Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
         expired (a deny) or was already resolved otherwise (the same answer again
         returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on

@@ -162,7 +162,10 @@ class InMemoryStore:
         forgetting.refuse_if_forgotten(state.cutoffs(write.session_id), at)
         key = (write.session_id, write.label)
         current = state.blocks.get(key)
-        block = blocks.next_block(tenant, write, current.version if current else None, at)
+        others = 0
+        if write.max_tenant_bytes:
+            others = sum(blocks.content_bytes(b.content) for k, b in state.blocks.items() if k != key)
+        block = blocks.next_block(tenant, write, current.version if current else None, at, others)
         state.blocks[key] = block
         return block
 

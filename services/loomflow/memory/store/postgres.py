@@ -315,7 +315,11 @@ class PostgresStore:
             await conn.execute(q(sql.LOCK_TENANT), tenant)
             await _refuse_if_forgotten(conn, tenant, write.session_id, at)
             current = await conn.fetchval(q(sql.BLOCK_VERSION), tenant, write.session_id, write.label)
-            block = blocks.next_block(tenant, write, None if current is None else int(current), at)
+            others = 0
+            if write.max_tenant_bytes:  # the tenant's row lock (LOCK_TENANT) serialises its writes
+                key = (tenant, write.session_id, write.label)
+                others = int(await conn.fetchval(q(sql.other_block_bytes(postgres=True)), *key))
+            block = blocks.next_block(tenant, write, None if current is None else int(current), at, others)
             await conn.execute(q(sql.UPSERT_BLOCK), *sql.block_values(block))
         return block
 
@@ -363,8 +367,12 @@ class PostgresStore:
         params: list[Any] = [tenant, *(v for v in (query.subject, query.predicate) if v)]
         if not query.include_history:
             params += [query.known_at, query.known_at, query.valid_at, query.valid_at]
+        if query.after is not None:
+            params += list(query.after)
         params.append(query.limit)
-        statement = sql.facts_query(query.subject, query.predicate, query.include_history, postgres=True)
+        statement = sql.facts_query(
+            query.subject, query.predicate, query.include_history, postgres=True, after=query.after is not None
+        )
         return [sql.fact_from(r) for r in await self._fetch(statement, *params)]
 
     # -- GDPR ----------------------------------------------------------------

@@ -296,7 +296,15 @@ class RedisStore:
             )
             raw = await pipe.hget(keys.blocks, field)
             current = None if raw is None else int(json.loads(raw)["version"])
-            block = blocks.next_block(tenant, write, current, at)
+            others = 0
+            if write.max_tenant_bytes:  # the hash is WATCHed: a concurrent write retries this whole check
+                stored = await pipe.hgetall(keys.blocks)
+                others = sum(
+                    blocks.content_bytes(json.loads(value)["content"])
+                    for name, value in stored.items()
+                    if (name.decode() if isinstance(name, bytes) else name) != field
+                )
+            block = blocks.next_block(tenant, write, current, at, others)
             pipe.multi()  # type: ignore[no-untyped-call]
             pipe.hset(keys.blocks, field, _block_json(block))
             return block

@@ -60,6 +60,14 @@ UPSERT_BLOCK = (
     "ON CONFLICT (tenant, session_id, label) DO UPDATE SET "
     "content = excluded.content, version = excluded.version, updated_at = excluded.updated_at"
 )
+
+
+def other_block_bytes(postgres: bool) -> str:
+    """UTF-8 bytes of a tenant's blocks but one (parameters: tenant, session_id, label)."""
+    size = "octet_length(content)" if postgres else "length(CAST(content AS BLOB))"
+    return f"SELECT coalesce(sum({size}), 0) FROM memory_blocks WHERE tenant = ? AND NOT (session_id = ? AND label = ?)"
+
+
 GET_BLOCK = f"SELECT {BLOCK_COLUMNS} FROM memory_blocks WHERE tenant = ? AND session_id = ? AND label = ?"
 DELETE_BLOCK = "DELETE FROM memory_blocks WHERE tenant = ? AND session_id = ? AND label = ?"
 
@@ -91,8 +99,9 @@ def fact_order(postgres: bool) -> str:
     return f"{subject}, {predicate}, valid_from, recorded_at, {row_id}"
 
 
-def facts_query(subject: str, predicate: str, history: bool, postgres: bool) -> str:
-    """SELECT for QueryFacts; parameters: tenant, [subject], [predicate], [known, known, valid, valid], limit."""
+def facts_query(subject: str, predicate: str, history: bool, postgres: bool, after: bool = False) -> str:
+    """SELECT for QueryFacts; parameters: tenant, [subject], [predicate], [known, known, valid, valid],
+    [the five answer-order values to page after], limit."""
     where = ["tenant = ?"]
     if subject:
         where.append("subject = ?")
@@ -101,6 +110,8 @@ def facts_query(subject: str, predicate: str, history: bool, postgres: bool) -> 
     if not history:
         where.append("recorded_at <= ? AND (retracted_at IS NULL OR retracted_at > ?)")
         where.append("valid_from <= ? AND (valid_until IS NULL OR valid_until > ?)")
+    if after:
+        where.append(f"({fact_order(postgres)}) > (?, ?, ?, ?, ?)")
     conditions = " AND ".join(where)
     return f"SELECT {FACT_COLUMNS} FROM memory_facts WHERE {conditions} ORDER BY {fact_order(postgres)} LIMIT ?"
 

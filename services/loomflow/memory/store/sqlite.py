@@ -294,8 +294,12 @@ class SQLiteStore:
         def work(conn: sqlite3.Connection) -> Block:
             conn.execute(sql.LOCK_TENANT, (tenant,))
             forgetting.refuse_if_forgotten(_cutoffs(conn, tenant, write.session_id), at)
-            row = conn.execute(sql.BLOCK_VERSION, (tenant, write.session_id, write.label)).fetchone()
-            block = blocks.next_block(tenant, write, None if row is None else int(row[0]), at)
+            key = (tenant, write.session_id, write.label)
+            row = conn.execute(sql.BLOCK_VERSION, key).fetchone()
+            others = 0
+            if write.max_tenant_bytes:  # under the tenant's lock: no concurrent write can slip past the cap
+                others = int(conn.execute(sql.other_block_bytes(postgres=False), key).fetchone()[0])
+            block = blocks.next_block(tenant, write, None if row is None else int(row[0]), at, others)
             conn.execute(sql.UPSERT_BLOCK, sql.block_values(block))
             return block
 
@@ -350,8 +354,12 @@ class SQLiteStore:
         params += [v for v in (query.subject, query.predicate) if v]
         if not query.include_history:
             params += [query.known_at, query.known_at, query.valid_at, query.valid_at]
+        if query.after is not None:
+            params += list(query.after)
         params.append(query.limit)
-        statement = sql.facts_query(query.subject, query.predicate, query.include_history, postgres=False)
+        statement = sql.facts_query(
+            query.subject, query.predicate, query.include_history, postgres=False, after=query.after is not None
+        )
         return [sql.fact_from(r) for r in self.read(statement, params)]
 
     # -- GDPR ----------------------------------------------------------------

@@ -59,7 +59,18 @@ class PolicyStore(Protocol):
 
     # -- approvals ---------------------------------------------------------
 
-    async def insert_approval(self, approval: Approval) -> None: ...
+    async def insert_approval(self, approval: Approval, max_pending: int = 0) -> bool:
+        """Stores a new pending approval; with ``max_pending`` > 0, only if the tenant has fewer
+        approvals pending (and not past their deadline at ``approval.created_at``), atomically.
+        False when the cap refused it."""
+
+    async def consume_approval(
+        self, tenant: str, approval_id: str, tool_name: str, arguments_sha256: str, run_id: str, now_ms: int
+    ) -> Approval | None:
+        """Marks an approved approval as used by ``run_id``, in one compare-and-set: only if it is
+        approved, not used yet, for this tool and these arguments (digest), and either deferred or
+        asked by this run. Returns it as consumed; None when any of that does not hold (each
+        approval is consumed by exactly one caller, however many race)."""
 
     async def get_approval(self, tenant: str, approval_id: str) -> Approval | None: ...
 

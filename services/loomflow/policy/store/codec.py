@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,7 @@ def policy_to_json(policy: Policy) -> str:
                     "decision": rule.decision.value,
                     "reason": rule.reason,
                     "conditions": [[c.argument, c.operator.value, list(c.values)] for c in rule.conditions],
+                    **({"self_approval": True} if rule.self_approval else {}),
                 }
                 for rule in policy.rules
             ],
@@ -39,6 +41,7 @@ def policy_from_json(text: str, version: int) -> Policy:
                 decision=Decision(r["decision"]),
                 reason=r["reason"],
                 conditions=tuple(Condition(a, Operator(op), tuple(values)) for a, op, values in r["conditions"]),
+                self_approval=bool(r.get("self_approval", False)),
             )
             for r in raw["rules"]
         ),
@@ -52,13 +55,20 @@ def arguments_to_json(arguments: Mapping[str, Any] | None) -> str | None:
     return None if arguments is None else json.dumps(arguments, separators=(",", ":"), sort_keys=True)
 
 
+def arguments_digest(arguments: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of tool arguments: what an approval is bound to."""
+    text = arguments_to_json(arguments) or ""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def arguments_from_json(text: str | None) -> dict[str, Any] | None:
     return None if text is None else dict(json.loads(text))
 
 
 APPROVAL_COLUMNS = (
     "tenant, id, tool_name, arguments, decision_id, session_id, run_id, reason, status, created_at, "
-    "expires_at, edited_arguments, resolved_by, note, remember, resolved_at"
+    "expires_at, edited_arguments, resolved_by, note, remember, resolved_at, self_approval, "
+    "arguments_sha256, deferred, consumed_at, consumed_run_id"
 )
 
 
@@ -81,6 +91,12 @@ def approval_from_row(row: Any) -> Approval:
         note=row[13],
         remember=bool(row[14]),
         resolved_at=row[15],
+        # Rows notified by a replica of an older version carry fewer columns.
+        self_approval=bool(row[16]) if len(row) > 16 else False,
+        arguments_sha256=row[17] if len(row) > 17 else "",
+        deferred=bool(row[18]) if len(row) > 18 else False,
+        consumed_at=row[19] if len(row) > 19 else 0,
+        consumed_run_id=row[20] if len(row) > 20 else "",
     )
 
 
@@ -102,6 +118,11 @@ def approval_values(a: Approval) -> tuple[Any, ...]:
         a.note,
         int(a.remember),
         a.resolved_at,
+        int(a.self_approval),
+        a.arguments_sha256,
+        int(a.deferred),
+        a.consumed_at,
+        a.consumed_run_id,
     )
 
 

@@ -49,6 +49,7 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 _MIGRATION_LOCK = 0x706F6C6D  # "polm": serialises migrations across replicas
 _POLICY_WRITE_LOCK = 0x706F6C77  # "polw": serialises policy writes so versions follow commit order
+_PENDING_LOCK = 0x706F6C70  # "polp": with a hash of the tenant, serialises one tenant's approval requests
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -76,11 +77,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS policy_remembered_by_expiry ON policy_remembered (expires_at)",
     ),
+    # The rule that asked lets the tenant resolve the approval themself.
+    ("ALTER TABLE policy_approvals ADD COLUMN IF NOT EXISTS self_approval BOOLEAN NOT NULL DEFAULT FALSE",),
+    # Single use, bound to the tool, the arguments and the run (rows from before carry no digest,
+    # so they can never be consumed: fail closed).
+    (
+        """ALTER TABLE policy_approvals
+            ADD COLUMN IF NOT EXISTS arguments_sha256 TEXT NOT NULL DEFAULT '',
+            ADD COLUMN IF NOT EXISTS deferred BOOLEAN NOT NULL DEFAULT FALSE,
+            ADD COLUMN IF NOT EXISTS consumed_at BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS consumed_run_id TEXT NOT NULL DEFAULT ''""",
+    ),
 )
 
 _MAX_NOTIFY_BYTES = 7900  # Postgres refuses NOTIFY payloads of 8000 bytes or more
 
-_MARKS = ", ".join(f"${i}" for i in range(1, 17))
+_MARKS = ", ".join(f"${i}" for i in range(1, len(APPROVAL_COLUMNS.split(",")) + 1))
 
 
 def _channel(schema: str) -> str:
@@ -94,6 +106,8 @@ def _channel(schema: str) -> str:
 def _pg_values(approval: Approval) -> list[Any]:
     values = list(approval_values(approval))
     values[14] = approval.remember  # BOOLEAN here, INTEGER in SQLite
+    values[16] = approval.self_approval
+    values[18] = approval.deferred
     return values
 
 
@@ -263,14 +277,47 @@ class PostgresStore:
 
     # -- approvals ---------------------------------------------------------
 
-    async def insert_approval(self, approval: Approval) -> None:
-        async def write(conn: asyncpg.Connection) -> None:
+    async def insert_approval(self, approval: Approval, max_pending: int = 0) -> bool:
+        async def write(conn: asyncpg.Connection) -> bool:
+            if max_pending > 0:
+                # One tenant's inserts queue on a lock of their own, so the count below cannot race.
+                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PENDING_LOCK, approval.tenant)
+                pending = await conn.fetchval(
+                    """SELECT count(*) FROM policy_approvals
+                       WHERE tenant = $1 AND status = 'pending' AND expires_at > $2""",
+                    approval.tenant,
+                    approval.created_at,
+                )
+                if pending >= max_pending:
+                    return False
             await conn.execute(
                 f"INSERT INTO policy_approvals ({APPROVAL_COLUMNS}) VALUES ({_MARKS})", *_pg_values(approval)
             )
             await self._notify(conn, ChangeKind.APPROVAL, approval.tenant, approval)
+            return True
 
-        await self._in_transaction(write)
+        return await self._in_transaction(write)
+
+    async def consume_approval(
+        self, tenant: str, approval_id: str, tool_name: str, arguments_sha256: str, run_id: str, now_ms: int
+    ) -> Approval | None:
+        async def write(conn: asyncpg.Connection) -> Approval | None:
+            row = await conn.fetchrow(
+                f"""UPDATE policy_approvals SET consumed_at = $1, consumed_run_id = $2
+                    WHERE tenant = $3 AND id = $4 AND status = 'approved' AND consumed_at = 0
+                      AND tool_name = $5 AND arguments_sha256 = $6 AND arguments_sha256 <> ''
+                      AND (deferred OR run_id = $2)
+                    RETURNING {APPROVAL_COLUMNS}""",
+                now_ms,
+                run_id,
+                tenant,
+                approval_id,
+                tool_name,
+                arguments_sha256,
+            )
+            return None if row is None else approval_from_row(row)
+
+        return await self._with(write)
 
     async def get_approval(self, tenant: str, approval_id: str) -> Approval | None:
         async def read(conn: asyncpg.Connection) -> Approval | None:

@@ -59,6 +59,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (tenant, run_id, tool_name)
         ) WITHOUT ROWID""",
     ),
+    # The rule that asked lets the tenant resolve the approval themself.
+    ("ALTER TABLE policy_approvals ADD COLUMN self_approval INTEGER NOT NULL DEFAULT 0",),
+    # Single use, bound to the tool, the arguments and the run (rows from before carry no digest,
+    # so they can never be consumed: fail closed).
+    (
+        "ALTER TABLE policy_approvals ADD COLUMN arguments_sha256 TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE policy_approvals ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE policy_approvals ADD COLUMN consumed_at INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE policy_approvals ADD COLUMN consumed_run_id TEXT NOT NULL DEFAULT ''",
+    ),
 )
 
 
@@ -185,14 +195,39 @@ class SqliteStore:
 
     # -- approvals ---------------------------------------------------------
 
-    async def insert_approval(self, approval: Approval) -> None:
+    async def insert_approval(self, approval: Approval, max_pending: int = 0) -> bool:
         values = approval_values(approval)
         marks = ", ".join("?" * len(values))
 
-        def write(c: sqlite3.Connection) -> None:
+        def write(c: sqlite3.Connection) -> bool:
+            # Writes are serialised (one thread, BEGIN IMMEDIATE), so count-then-insert cannot race.
+            if max_pending > 0:
+                pending = c.execute(
+                    "SELECT count(*) FROM policy_approvals WHERE tenant = ? AND status = 'pending' AND expires_at > ?",
+                    (approval.tenant, approval.created_at),
+                ).fetchone()[0]
+                if pending >= max_pending:
+                    return False
             c.execute(f"INSERT INTO policy_approvals ({APPROVAL_COLUMNS}) VALUES ({marks})", values)
+            return True
 
-        await self._run(functools.partial(self._write, body=write))
+        return await self._run(functools.partial(self._write, body=write))
+
+    async def consume_approval(
+        self, tenant: str, approval_id: str, tool_name: str, arguments_sha256: str, run_id: str, now_ms: int
+    ) -> Approval | None:
+        def write(c: sqlite3.Connection) -> Approval | None:
+            row = c.execute(
+                f"""UPDATE policy_approvals SET consumed_at = ?, consumed_run_id = ?
+                    WHERE tenant = ? AND id = ? AND status = 'approved' AND consumed_at = 0
+                      AND tool_name = ? AND arguments_sha256 = ? AND arguments_sha256 <> ''
+                      AND (deferred OR run_id = ?)
+                    RETURNING {APPROVAL_COLUMNS}""",
+                (now_ms, run_id, tenant, approval_id, tool_name, arguments_sha256, run_id),
+            ).fetchone()
+            return None if row is None else approval_from_row(row)
+
+        return await self._run(functools.partial(self._write, body=write))
 
     async def get_approval(self, tenant: str, approval_id: str) -> Approval | None:
         def read(c: sqlite3.Connection) -> Approval | None:

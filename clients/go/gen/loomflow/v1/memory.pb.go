@@ -865,7 +865,12 @@ type ListBlocksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
 	// Only this session's blocks when set; tenant-wide and all sessions' otherwise.
-	SessionId     string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Blocks per page; 0 means 100, at most 1000.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page (empty: the first page). Opaque, and
+	// valid only for the same tenant and session_id (INVALID_ARGUMENT otherwise).
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -914,9 +919,25 @@ func (x *ListBlocksRequest) GetSessionId() string {
 	return ""
 }
 
+func (x *ListBlocksRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListBlocksRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListBlocksResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Blocks        []*Block               `protobuf:"bytes,1,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Blocks []*Block               `protobuf:"bytes,1,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	// Set when more blocks follow: pass it as page_token.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -956,6 +977,13 @@ func (x *ListBlocksResponse) GetBlocks() []*Block {
 		return x.Blocks
 	}
 	return nil
+}
+
+func (x *ListBlocksResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type DeleteBlockRequest struct {
@@ -1448,8 +1476,14 @@ type QueryFactsRequest struct {
 	// Return every version ever recorded (ignores valid_at and known_at). Versions
 	// of one fact share its id and differ in validity and recorded_at.
 	IncludeHistory bool `protobuf:"varint,6,opt,name=include_history,json=includeHistory,proto3" json:"include_history,omitempty"`
-	// 0 means the default of 100.
-	Limit         int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Deprecated alias of page_size (used when page_size is 0); served at most
+	// 1000 per page like page_size.
+	Limit int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Facts per page; 0 means `limit`, else 100; at most 1000.
+	PageSize int32 `protobuf:"varint,8,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page (empty: the first page). Opaque, and
+	// valid only for the same tenant, subject, predicate and include_history.
+	PageToken     string `protobuf:"bytes,9,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1533,9 +1567,25 @@ func (x *QueryFactsRequest) GetLimit() int32 {
 	return 0
 }
 
+func (x *QueryFactsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *QueryFactsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type QueryFactsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Facts         []*Fact                `protobuf:"bytes,1,rep,name=facts,proto3" json:"facts,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Facts []*Fact                `protobuf:"bytes,1,rep,name=facts,proto3" json:"facts,omitempty"`
+	// Set when more facts follow: pass it as page_token.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1575,6 +1625,13 @@ func (x *QueryFactsResponse) GetFacts() []*Fact {
 		return x.Facts
 	}
 	return nil
+}
+
+func (x *QueryFactsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type MemoryServiceForgetRequest struct {
@@ -1934,14 +1991,20 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"session_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
 	"^[^\\x00]*$R\tsessionId\"<\n" +
 	"\x10GetBlockResponse\x12(\n" +
-	"\x05block\x18\x01 \x01(\v2\x12.loomflow.v1.BlockR\x05block\"~\n" +
+	"\x05block\x18\x01 \x01(\v2\x12.loomflow.v1.BlockR\x05block\"\xdc\x01\n" +
 	"\x11ListBlocksRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x123\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
-	"^[^\\x00]*$R\tsessionId\"@\n" +
+	"^[^\\x00]*$R\tsessionId\x12'\n" +
+	"\tpage_size\x18\x03 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x123\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80 2\n" +
+	"^[^\\x00]*$R\tpageToken\"h\n" +
 	"\x12ListBlocksResponse\x12*\n" +
-	"\x06blocks\x18\x01 \x03(\v2\x12.loomflow.v1.BlockR\x06blocks\"\xfb\x01\n" +
+	"\x06blocks\x18\x01 \x03(\v2\x12.loomflow.v1.BlockR\x06blocks\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xfb\x01\n" +
 	"\x12DeleteBlockRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12,\n" +
 	"\x05label\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x022\n" +
@@ -1995,7 +2058,7 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"\afact_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
 	"^[^\\x00]*$R\x06factId\"<\n" +
 	"\x13RetractFactResponse\x12%\n" +
-	"\x04fact\x18\x01 \x01(\v2\x11.loomflow.v1.FactR\x04fact\"\xe6\x02\n" +
+	"\x04fact\x18\x01 \x01(\v2\x11.loomflow.v1.FactR\x04fact\"\xc4\x03\n" +
 	"\x11QueryFactsRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12.\n" +
 	"\asubject\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\b2\n" +
@@ -2006,9 +2069,15 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"\bknown_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aknownAt\x12'\n" +
 	"\x0finclude_history\x18\x06 \x01(\bR\x0eincludeHistory\x12 \n" +
 	"\x05limit\x18\a \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x05limit\"=\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x05limit\x12'\n" +
+	"\tpage_size\x18\b \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x123\n" +
+	"\n" +
+	"page_token\x18\t \x01(\tB\x14\xbaH\x11r\x0f\x18\x80 2\n" +
+	"^[^\\x00]*$R\tpageToken\"e\n" +
 	"\x12QueryFactsResponse\x12'\n" +
-	"\x05facts\x18\x01 \x03(\v2\x11.loomflow.v1.FactR\x05facts\"\xbb\x01\n" +
+	"\x05facts\x18\x01 \x03(\v2\x11.loomflow.v1.FactR\x05facts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbb\x01\n" +
 	"\x1aMemoryServiceForgetRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x123\n" +
 	"\n" +

@@ -57,12 +57,18 @@ type MemoryServiceClient interface {
 	GetEpisode(ctx context.Context, in *GetEpisodeRequest, opts ...grpc.CallOption) (*GetEpisodeResponse, error)
 	// PutBlock writes a working block. With `expected_version` set, the write fails
 	// with ABORTED unless the stored version matches (optimistic concurrency).
+	// RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit
+	// "max_block_bytes_per_user") when the tenant's blocks would hold more than
+	// --memory-max-block-bytes-per-user bytes of content.
 	// Also ABORTED when a Forget covering the block's session happened after this
 	// request started.
 	PutBlock(ctx context.Context, in *PutBlockRequest, opts ...grpc.CallOption) (*PutBlockResponse, error)
 	// GetBlock reads a working block by label (and session).
 	GetBlock(ctx context.Context, in *GetBlockRequest, opts ...grpc.CallOption) (*GetBlockResponse, error)
-	// ListBlocks lists the tenant's working blocks, optionally for one session.
+	// ListBlocks lists the tenant's working blocks, optionally for one session,
+	// ordered by (session_id, label), one page at a time: at most page_size
+	// blocks and never more than fits one message; next_page_token is set while
+	// more follow.
 	ListBlocks(ctx context.Context, in *ListBlocksRequest, opts ...grpc.CallOption) (*ListBlocksResponse, error)
 	// DeleteBlock removes a working block; ABORTED on a stale expected_version.
 	DeleteBlock(ctx context.Context, in *DeleteBlockRequest, opts ...grpc.CallOption) (*DeleteBlockResponse, error)
@@ -80,7 +86,9 @@ type MemoryServiceClient interface {
 	// before the retraction. NOT_FOUND when no version of it is believed.
 	RetractFact(ctx context.Context, in *RetractFactRequest, opts ...grpc.CallOption) (*RetractFactResponse, error)
 	// QueryFacts answers bi-temporal queries: what was true at `valid_at`, as the
-	// service knew it at `known_at`. Both default to now (current facts).
+	// service knew it at `known_at`. Both default to now (current facts). Paged
+	// like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
+	// the pages of one answer share the instants of its first page.
 	QueryFacts(ctx context.Context, in *QueryFactsRequest, opts ...grpc.CallOption) (*QueryFactsResponse, error)
 	// Forget deletes the tenant's episodes, blocks and facts (optionally only one
 	// session's, or only older than `before`) and leaves a tombstone so a write
@@ -256,12 +264,18 @@ type MemoryServiceServer interface {
 	GetEpisode(context.Context, *GetEpisodeRequest) (*GetEpisodeResponse, error)
 	// PutBlock writes a working block. With `expected_version` set, the write fails
 	// with ABORTED unless the stored version matches (optimistic concurrency).
+	// RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit
+	// "max_block_bytes_per_user") when the tenant's blocks would hold more than
+	// --memory-max-block-bytes-per-user bytes of content.
 	// Also ABORTED when a Forget covering the block's session happened after this
 	// request started.
 	PutBlock(context.Context, *PutBlockRequest) (*PutBlockResponse, error)
 	// GetBlock reads a working block by label (and session).
 	GetBlock(context.Context, *GetBlockRequest) (*GetBlockResponse, error)
-	// ListBlocks lists the tenant's working blocks, optionally for one session.
+	// ListBlocks lists the tenant's working blocks, optionally for one session,
+	// ordered by (session_id, label), one page at a time: at most page_size
+	// blocks and never more than fits one message; next_page_token is set while
+	// more follow.
 	ListBlocks(context.Context, *ListBlocksRequest) (*ListBlocksResponse, error)
 	// DeleteBlock removes a working block; ABORTED on a stale expected_version.
 	DeleteBlock(context.Context, *DeleteBlockRequest) (*DeleteBlockResponse, error)
@@ -279,7 +293,9 @@ type MemoryServiceServer interface {
 	// before the retraction. NOT_FOUND when no version of it is believed.
 	RetractFact(context.Context, *RetractFactRequest) (*RetractFactResponse, error)
 	// QueryFacts answers bi-temporal queries: what was true at `valid_at`, as the
-	// service knew it at `known_at`. Both default to now (current facts).
+	// service knew it at `known_at`. Both default to now (current facts). Paged
+	// like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
+	// the pages of one answer share the instants of its first page.
 	QueryFacts(context.Context, *QueryFactsRequest) (*QueryFactsResponse, error)
 	// Forget deletes the tenant's episodes, blocks and facts (optionally only one
 	// session's, or only older than `before`) and leaves a tombstone so a write

@@ -405,7 +405,10 @@ type Rule struct {
 	Conditions []*ArgumentCondition `protobuf:"bytes,3,rep,name=conditions,proto3" json:"conditions,omitempty"`
 	Decision   Decision             `protobuf:"varint,4,opt,name=decision,proto3,enum=loomflow.v1.Decision" json:"decision,omitempty"`
 	// Human-readable reason returned with decisions.
-	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Ask rules only: the tenant may resolve the approvals this rule creates
+	// with their own user credential. Otherwise only an operator may.
+	SelfApproval  bool `protobuf:"varint,6,opt,name=self_approval,json=selfApproval,proto3" json:"self_approval,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +476,13 @@ func (x *Rule) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Rule) GetSelfApproval() bool {
+	if x != nil {
+		return x.SelfApproval
+	}
+	return false
 }
 
 // Policy is an ordered rule list, a mode and the decision when nothing matches.
@@ -738,10 +748,22 @@ type Approval struct {
 	ResolvedBy      string           `protobuf:"bytes,11,opt,name=resolved_by,json=resolvedBy,proto3" json:"resolved_by,omitempty"`
 	Note            string           `protobuf:"bytes,12,opt,name=note,proto3" json:"note,omitempty"`
 	// Remember the answer for this user and tool for the rest of the run.
-	Remember      bool                   `protobuf:"varint,13,opt,name=remember,proto3" json:"remember,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	ResolvedAt    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=resolved_at,json=resolvedAt,proto3" json:"resolved_at,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Remember   bool                   `protobuf:"varint,13,opt,name=remember,proto3" json:"remember,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ResolvedAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=resolved_at,json=resolvedAt,proto3" json:"resolved_at,omitempty"`
+	ExpiresAt  *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The rule that asked lets the tenant resolve this approval themself.
+	SelfApproval bool `protobuf:"varint,17,opt,name=self_approval,json=selfApproval,proto3" json:"self_approval,omitempty"`
+	// SHA-256 (hex) of the canonical JSON (sorted keys, compact) of `arguments`:
+	// the only arguments the approval can be used for.
+	ArgumentsSha256 string `protobuf:"bytes,18,opt,name=arguments_sha256,json=argumentsSha256,proto3" json:"arguments_sha256,omitempty"`
+	// The asking run did not wait (RunOptions.defer_approvals): the run that
+	// resumes uses it. Otherwise only the run that asked (run_id) may.
+	Deferred bool `protobuf:"varint,19,opt,name=deferred,proto3" json:"deferred,omitempty"`
+	// When a tool call used it (unset: not yet). An approval is single-use.
+	ConsumedAt *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=consumed_at,json=consumedAt,proto3" json:"consumed_at,omitempty"`
+	// The run whose tool call used it.
+	ConsumedRunId string `protobuf:"bytes,21,opt,name=consumed_run_id,json=consumedRunId,proto3" json:"consumed_run_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -888,6 +910,41 @@ func (x *Approval) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Approval) GetSelfApproval() bool {
+	if x != nil {
+		return x.SelfApproval
+	}
+	return false
+}
+
+func (x *Approval) GetArgumentsSha256() string {
+	if x != nil {
+		return x.ArgumentsSha256
+	}
+	return ""
+}
+
+func (x *Approval) GetDeferred() bool {
+	if x != nil {
+		return x.Deferred
+	}
+	return false
+}
+
+func (x *Approval) GetConsumedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConsumedAt
+	}
+	return nil
+}
+
+func (x *Approval) GetConsumedRunId() string {
+	if x != nil {
+		return x.ConsumedRunId
+	}
+	return ""
+}
+
 type RequestApprovalRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Scope      *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -901,7 +958,11 @@ type RequestApprovalRequest struct {
 	Reason    string           `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
 	// How long the approval stays pending; 0 means the server default
 	// (--policy-approval-timeout-seconds). After it, the approval is EXPIRED.
-	TimeoutMs     int64 `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	TimeoutMs int64 `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// The asking run ends instead of waiting, and a later run resumes with this
+	// approval: any one run of the tenant may then use it (once). Otherwise only
+	// the asking run may.
+	Deferred      bool `protobuf:"varint,9,opt,name=deferred,proto3" json:"deferred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -990,6 +1051,13 @@ func (x *RequestApprovalRequest) GetTimeoutMs() int64 {
 		return x.TimeoutMs
 	}
 	return 0
+}
+
+func (x *RequestApprovalRequest) GetDeferred() bool {
+	if x != nil {
+		return x.Deferred
+	}
+	return false
 }
 
 type RequestApprovalResponse struct {
@@ -1167,6 +1235,132 @@ func (x *ResolveApprovalResponse) GetApproval() *Approval {
 	return nil
 }
 
+type ConsumeApprovalRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Scope      *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	ApprovalId string                 `protobuf:"bytes,2,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
+	// The tool call the approval is used for: its name and arguments as the model
+	// asked (before any edit the approver made).
+	ToolName string `protobuf:"bytes,3,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
+	// Free-form JSON with no rules inside: validation skips it.
+	Arguments *structpb.Struct `protobuf:"bytes,4,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// The run whose tool call uses it.
+	RunId         string `protobuf:"bytes,5,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeApprovalRequest) Reset() {
+	*x = ConsumeApprovalRequest{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeApprovalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeApprovalRequest) ProtoMessage() {}
+
+func (x *ConsumeApprovalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeApprovalRequest.ProtoReflect.Descriptor instead.
+func (*ConsumeApprovalRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ConsumeApprovalRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ConsumeApprovalRequest) GetApprovalId() string {
+	if x != nil {
+		return x.ApprovalId
+	}
+	return ""
+}
+
+func (x *ConsumeApprovalRequest) GetToolName() string {
+	if x != nil {
+		return x.ToolName
+	}
+	return ""
+}
+
+func (x *ConsumeApprovalRequest) GetArguments() *structpb.Struct {
+	if x != nil {
+		return x.Arguments
+	}
+	return nil
+}
+
+func (x *ConsumeApprovalRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+type ConsumeApprovalResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The approval as used (consumed_at and consumed_run_id set); run the tool with
+	// edited_arguments when present.
+	Approval      *Approval `protobuf:"bytes,1,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeApprovalResponse) Reset() {
+	*x = ConsumeApprovalResponse{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeApprovalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeApprovalResponse) ProtoMessage() {}
+
+func (x *ConsumeApprovalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeApprovalResponse.ProtoReflect.Descriptor instead.
+func (*ConsumeApprovalResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ConsumeApprovalResponse) GetApproval() *Approval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
 type GetApprovalRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -1177,7 +1371,7 @@ type GetApprovalRequest struct {
 
 func (x *GetApprovalRequest) Reset() {
 	*x = GetApprovalRequest{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[10]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1383,7 @@ func (x *GetApprovalRequest) String() string {
 func (*GetApprovalRequest) ProtoMessage() {}
 
 func (x *GetApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[10]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1396,7 @@ func (x *GetApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetApprovalRequest.ProtoReflect.Descriptor instead.
 func (*GetApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetApprovalRequest) GetScope() *UserScope {
@@ -1228,7 +1422,7 @@ type GetApprovalResponse struct {
 
 func (x *GetApprovalResponse) Reset() {
 	*x = GetApprovalResponse{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[11]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1434,7 @@ func (x *GetApprovalResponse) String() string {
 func (*GetApprovalResponse) ProtoMessage() {}
 
 func (x *GetApprovalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[11]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1447,7 @@ func (x *GetApprovalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetApprovalResponse.ProtoReflect.Descriptor instead.
 func (*GetApprovalResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetApprovalResponse) GetApproval() *Approval {
@@ -1278,7 +1472,7 @@ type WatchApprovalsRequest struct {
 
 func (x *WatchApprovalsRequest) Reset() {
 	*x = WatchApprovalsRequest{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[12]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1484,7 @@ func (x *WatchApprovalsRequest) String() string {
 func (*WatchApprovalsRequest) ProtoMessage() {}
 
 func (x *WatchApprovalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[12]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1497,7 @@ func (x *WatchApprovalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchApprovalsRequest.ProtoReflect.Descriptor instead.
 func (*WatchApprovalsRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchApprovalsRequest) GetScope() *UserScope {
@@ -1343,7 +1537,7 @@ type WatchApprovalsResponse struct {
 
 func (x *WatchApprovalsResponse) Reset() {
 	*x = WatchApprovalsResponse{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[13]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1549,7 @@ func (x *WatchApprovalsResponse) String() string {
 func (*WatchApprovalsResponse) ProtoMessage() {}
 
 func (x *WatchApprovalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[13]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1562,7 @@ func (x *WatchApprovalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchApprovalsResponse.ProtoReflect.Descriptor instead.
 func (*WatchApprovalsResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchApprovalsResponse) GetApproval() *Approval {
@@ -1389,7 +1583,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[14]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1595,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[14]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1608,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetPolicyRequest) GetScope() *UserScope {
@@ -1442,7 +1636,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[15]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1648,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[15]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1661,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *Policy {
@@ -1496,7 +1690,7 @@ type PutPolicyRequest struct {
 
 func (x *PutPolicyRequest) Reset() {
 	*x = PutPolicyRequest{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1702,7 @@ func (x *PutPolicyRequest) String() string {
 func (*PutPolicyRequest) ProtoMessage() {}
 
 func (x *PutPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1715,7 @@ func (x *PutPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPolicyRequest.ProtoReflect.Descriptor instead.
 func (*PutPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PutPolicyRequest) GetScope() *UserScope {
@@ -1554,7 +1748,7 @@ type PutPolicyResponse struct {
 
 func (x *PutPolicyResponse) Reset() {
 	*x = PutPolicyResponse{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1760,7 @@ func (x *PutPolicyResponse) String() string {
 func (*PutPolicyResponse) ProtoMessage() {}
 
 func (x *PutPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1773,7 @@ func (x *PutPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPolicyResponse.ProtoReflect.Descriptor instead.
 func (*PutPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PutPolicyResponse) GetPolicy() *Policy {
@@ -1600,7 +1794,7 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\boperator\x18\x02 \x01(\x0e2\x1e.loomflow.v1.ConditionOperatorB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\boperator\x121\n" +
 	"\x06values\x18\x03 \x03(\tB\x19\xbaH\x16\x92\x01\x13\x10\x80\x02\"\x0er\f2\n" +
-	"^[^\\x00]*$R\x06values\"\x91\x02\n" +
+	"^[^\\x00]*$R\x06values\"\xb6\x02\n" +
 	"\x04Rule\x12&\n" +
 	"\x02id\x18\x01 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
 	"^[^\\x00]*$R\x02id\x12*\n" +
@@ -1612,7 +1806,8 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\bdecision\x18\x04 \x01(\x0e2\x15.loomflow.v1.DecisionB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\bdecision\x12,\n" +
 	"\x06reason\x18\x05 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\b2\n" +
-	"^[^\\x00]*$R\x06reason\"\xc4\x01\n" +
+	"^[^\\x00]*$R\x06reason\x12#\n" +
+	"\rself_approval\x18\x06 \x01(\bR\fselfApproval\"\xc4\x01\n" +
 	"\x06Policy\x122\n" +
 	"\x05rules\x18\x01 \x03(\v2\x11.loomflow.v1.RuleB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\x05rules\x12/\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x11.loomflow.v1.ModeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04mode\x12;\n" +
@@ -1638,7 +1833,7 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12%\n" +
 	"\x04mode\x18\x05 \x01(\x0e2\x11.loomflow.v1.ModeR\x04mode\x12\x1f\n" +
 	"\vapproval_id\x18\x06 \x01(\tR\n" +
-	"approvalId\"\x99\x05\n" +
+	"approvalId\"\xea\x06\n" +
 	"\bApproval\x12\x1f\n" +
 	"\vapproval_id\x18\x01 \x01(\tR\n" +
 	"approvalId\x12,\n" +
@@ -1663,7 +1858,13 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\vresolved_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"resolvedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xb7\x03\n" +
+	"expires_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12#\n" +
+	"\rself_approval\x18\x11 \x01(\bR\fselfApproval\x12)\n" +
+	"\x10arguments_sha256\x18\x12 \x01(\tR\x0fargumentsSha256\x12\x1a\n" +
+	"\bdeferred\x18\x13 \x01(\bR\bdeferred\x12;\n" +
+	"\vconsumed_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"consumedAt\x12&\n" +
+	"\x0fconsumed_run_id\x18\x15 \x01(\tR\rconsumedRunId\"\xd3\x03\n" +
 	"\x16RequestApprovalRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x125\n" +
 	"\vdecision_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x012\n" +
@@ -1681,7 +1882,8 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"^[^\\x00]*$R\x06reason\x12,\n" +
 	"\n" +
 	"timeout_ms\x18\b \x01(\x03B\r\xbaH\n" +
-	"\"\b\x18\x80\x88\xb2\xa0\x02(\x00R\ttimeoutMs\"L\n" +
+	"\"\b\x18\x80\x88\xb2\xa0\x02(\x00R\ttimeoutMs\x12\x1a\n" +
+	"\bdeferred\x18\t \x01(\bR\bdeferred\"L\n" +
 	"\x17RequestApprovalResponse\x121\n" +
 	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\xde\x02\n" +
 	"\x16ResolveApprovalRequest\x124\n" +
@@ -1698,6 +1900,18 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\x04note\x18\x06 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80 2\n" +
 	"^[^\\x00]*$R\x04note\"L\n" +
 	"\x17ResolveApprovalResponse\x121\n" +
+	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\xaa\x02\n" +
+	"\x16ConsumeApprovalRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x127\n" +
+	"\vapproval_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
+	"^[^\\x00]*$R\n" +
+	"approvalId\x123\n" +
+	"\ttool_name\x18\x03 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x022\n" +
+	"^[^\\x00]*$R\btoolName\x12=\n" +
+	"\targuments\x18\x04 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\targuments\x12-\n" +
+	"\x06run_id\x18\x05 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
+	"^[^\\x00]*$R\x05runId\"L\n" +
+	"\x17ConsumeApprovalResponse\x121\n" +
 	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\x83\x01\n" +
 	"\x12GetApprovalRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x127\n" +
@@ -1759,10 +1973,11 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12RESOLUTION_APPROVE\x10\x01\x12\x13\n" +
-	"\x0fRESOLUTION_DENY\x10\x022\xd2\x04\n" +
+	"\x0fRESOLUTION_DENY\x10\x022\xb0\x05\n" +
 	"\rPolicyService\x12>\n" +
 	"\x05Check\x12\x19.loomflow.v1.CheckRequest\x1a\x1a.loomflow.v1.CheckResponse\x12\\\n" +
 	"\x0fRequestApproval\x12#.loomflow.v1.RequestApprovalRequest\x1a$.loomflow.v1.RequestApprovalResponse\x12\\\n" +
+	"\x0fConsumeApproval\x12#.loomflow.v1.ConsumeApprovalRequest\x1a$.loomflow.v1.ConsumeApprovalResponse\x12\\\n" +
 	"\x0fResolveApproval\x12#.loomflow.v1.ResolveApprovalRequest\x1a$.loomflow.v1.ResolveApprovalResponse\x12P\n" +
 	"\vGetApproval\x12\x1f.loomflow.v1.GetApprovalRequest\x1a .loomflow.v1.GetApprovalResponse\x12[\n" +
 	"\x0eWatchApprovals\x12\".loomflow.v1.WatchApprovalsRequest\x1a#.loomflow.v1.WatchApprovalsResponse0\x01\x12J\n" +
@@ -1783,7 +1998,7 @@ func file_loomflow_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_loomflow_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_loomflow_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_loomflow_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_loomflow_v1_policy_proto_goTypes = []any{
 	(Decision)(0),                   // 0: loomflow.v1.Decision
 	(Mode)(0),                       // 1: loomflow.v1.Mode
@@ -1800,17 +2015,19 @@ var file_loomflow_v1_policy_proto_goTypes = []any{
 	(*RequestApprovalResponse)(nil), // 12: loomflow.v1.RequestApprovalResponse
 	(*ResolveApprovalRequest)(nil),  // 13: loomflow.v1.ResolveApprovalRequest
 	(*ResolveApprovalResponse)(nil), // 14: loomflow.v1.ResolveApprovalResponse
-	(*GetApprovalRequest)(nil),      // 15: loomflow.v1.GetApprovalRequest
-	(*GetApprovalResponse)(nil),     // 16: loomflow.v1.GetApprovalResponse
-	(*WatchApprovalsRequest)(nil),   // 17: loomflow.v1.WatchApprovalsRequest
-	(*WatchApprovalsResponse)(nil),  // 18: loomflow.v1.WatchApprovalsResponse
-	(*GetPolicyRequest)(nil),        // 19: loomflow.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),       // 20: loomflow.v1.GetPolicyResponse
-	(*PutPolicyRequest)(nil),        // 21: loomflow.v1.PutPolicyRequest
-	(*PutPolicyResponse)(nil),       // 22: loomflow.v1.PutPolicyResponse
-	(*UserScope)(nil),               // 23: loomflow.v1.UserScope
-	(*structpb.Struct)(nil),         // 24: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),   // 25: google.protobuf.Timestamp
+	(*ConsumeApprovalRequest)(nil),  // 15: loomflow.v1.ConsumeApprovalRequest
+	(*ConsumeApprovalResponse)(nil), // 16: loomflow.v1.ConsumeApprovalResponse
+	(*GetApprovalRequest)(nil),      // 17: loomflow.v1.GetApprovalRequest
+	(*GetApprovalResponse)(nil),     // 18: loomflow.v1.GetApprovalResponse
+	(*WatchApprovalsRequest)(nil),   // 19: loomflow.v1.WatchApprovalsRequest
+	(*WatchApprovalsResponse)(nil),  // 20: loomflow.v1.WatchApprovalsResponse
+	(*GetPolicyRequest)(nil),        // 21: loomflow.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),       // 22: loomflow.v1.GetPolicyResponse
+	(*PutPolicyRequest)(nil),        // 23: loomflow.v1.PutPolicyRequest
+	(*PutPolicyResponse)(nil),       // 24: loomflow.v1.PutPolicyResponse
+	(*UserScope)(nil),               // 25: loomflow.v1.UserScope
+	(*structpb.Struct)(nil),         // 26: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),   // 27: google.protobuf.Timestamp
 }
 var file_loomflow_v1_policy_proto_depIdxs = []int32{
 	2,  // 0: loomflow.v1.ArgumentCondition.operator:type_name -> loomflow.v1.ConditionOperator
@@ -1819,52 +2036,58 @@ var file_loomflow_v1_policy_proto_depIdxs = []int32{
 	6,  // 3: loomflow.v1.Policy.rules:type_name -> loomflow.v1.Rule
 	1,  // 4: loomflow.v1.Policy.mode:type_name -> loomflow.v1.Mode
 	0,  // 5: loomflow.v1.Policy.fallback:type_name -> loomflow.v1.Decision
-	23, // 6: loomflow.v1.CheckRequest.scope:type_name -> loomflow.v1.UserScope
-	24, // 7: loomflow.v1.CheckRequest.arguments:type_name -> google.protobuf.Struct
+	25, // 6: loomflow.v1.CheckRequest.scope:type_name -> loomflow.v1.UserScope
+	26, // 7: loomflow.v1.CheckRequest.arguments:type_name -> google.protobuf.Struct
 	0,  // 8: loomflow.v1.CheckResponse.decision:type_name -> loomflow.v1.Decision
 	1,  // 9: loomflow.v1.CheckResponse.mode:type_name -> loomflow.v1.Mode
-	23, // 10: loomflow.v1.Approval.scope:type_name -> loomflow.v1.UserScope
-	24, // 11: loomflow.v1.Approval.arguments:type_name -> google.protobuf.Struct
+	25, // 10: loomflow.v1.Approval.scope:type_name -> loomflow.v1.UserScope
+	26, // 11: loomflow.v1.Approval.arguments:type_name -> google.protobuf.Struct
 	3,  // 12: loomflow.v1.Approval.status:type_name -> loomflow.v1.ApprovalStatus
-	24, // 13: loomflow.v1.Approval.edited_arguments:type_name -> google.protobuf.Struct
-	25, // 14: loomflow.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
-	25, // 15: loomflow.v1.Approval.resolved_at:type_name -> google.protobuf.Timestamp
-	25, // 16: loomflow.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 17: loomflow.v1.RequestApprovalRequest.scope:type_name -> loomflow.v1.UserScope
-	24, // 18: loomflow.v1.RequestApprovalRequest.arguments:type_name -> google.protobuf.Struct
-	10, // 19: loomflow.v1.RequestApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	23, // 20: loomflow.v1.ResolveApprovalRequest.scope:type_name -> loomflow.v1.UserScope
-	4,  // 21: loomflow.v1.ResolveApprovalRequest.resolution:type_name -> loomflow.v1.Resolution
-	24, // 22: loomflow.v1.ResolveApprovalRequest.edited_arguments:type_name -> google.protobuf.Struct
-	10, // 23: loomflow.v1.ResolveApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	23, // 24: loomflow.v1.GetApprovalRequest.scope:type_name -> loomflow.v1.UserScope
-	10, // 25: loomflow.v1.GetApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	23, // 26: loomflow.v1.WatchApprovalsRequest.scope:type_name -> loomflow.v1.UserScope
-	10, // 27: loomflow.v1.WatchApprovalsResponse.approval:type_name -> loomflow.v1.Approval
-	23, // 28: loomflow.v1.GetPolicyRequest.scope:type_name -> loomflow.v1.UserScope
-	7,  // 29: loomflow.v1.GetPolicyResponse.policy:type_name -> loomflow.v1.Policy
-	23, // 30: loomflow.v1.PutPolicyRequest.scope:type_name -> loomflow.v1.UserScope
-	7,  // 31: loomflow.v1.PutPolicyRequest.policy:type_name -> loomflow.v1.Policy
-	7,  // 32: loomflow.v1.PutPolicyResponse.policy:type_name -> loomflow.v1.Policy
-	8,  // 33: loomflow.v1.PolicyService.Check:input_type -> loomflow.v1.CheckRequest
-	11, // 34: loomflow.v1.PolicyService.RequestApproval:input_type -> loomflow.v1.RequestApprovalRequest
-	13, // 35: loomflow.v1.PolicyService.ResolveApproval:input_type -> loomflow.v1.ResolveApprovalRequest
-	15, // 36: loomflow.v1.PolicyService.GetApproval:input_type -> loomflow.v1.GetApprovalRequest
-	17, // 37: loomflow.v1.PolicyService.WatchApprovals:input_type -> loomflow.v1.WatchApprovalsRequest
-	19, // 38: loomflow.v1.PolicyService.GetPolicy:input_type -> loomflow.v1.GetPolicyRequest
-	21, // 39: loomflow.v1.PolicyService.PutPolicy:input_type -> loomflow.v1.PutPolicyRequest
-	9,  // 40: loomflow.v1.PolicyService.Check:output_type -> loomflow.v1.CheckResponse
-	12, // 41: loomflow.v1.PolicyService.RequestApproval:output_type -> loomflow.v1.RequestApprovalResponse
-	14, // 42: loomflow.v1.PolicyService.ResolveApproval:output_type -> loomflow.v1.ResolveApprovalResponse
-	16, // 43: loomflow.v1.PolicyService.GetApproval:output_type -> loomflow.v1.GetApprovalResponse
-	18, // 44: loomflow.v1.PolicyService.WatchApprovals:output_type -> loomflow.v1.WatchApprovalsResponse
-	20, // 45: loomflow.v1.PolicyService.GetPolicy:output_type -> loomflow.v1.GetPolicyResponse
-	22, // 46: loomflow.v1.PolicyService.PutPolicy:output_type -> loomflow.v1.PutPolicyResponse
-	40, // [40:47] is the sub-list for method output_type
-	33, // [33:40] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	26, // 13: loomflow.v1.Approval.edited_arguments:type_name -> google.protobuf.Struct
+	27, // 14: loomflow.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
+	27, // 15: loomflow.v1.Approval.resolved_at:type_name -> google.protobuf.Timestamp
+	27, // 16: loomflow.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 17: loomflow.v1.Approval.consumed_at:type_name -> google.protobuf.Timestamp
+	25, // 18: loomflow.v1.RequestApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	26, // 19: loomflow.v1.RequestApprovalRequest.arguments:type_name -> google.protobuf.Struct
+	10, // 20: loomflow.v1.RequestApprovalResponse.approval:type_name -> loomflow.v1.Approval
+	25, // 21: loomflow.v1.ResolveApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	4,  // 22: loomflow.v1.ResolveApprovalRequest.resolution:type_name -> loomflow.v1.Resolution
+	26, // 23: loomflow.v1.ResolveApprovalRequest.edited_arguments:type_name -> google.protobuf.Struct
+	10, // 24: loomflow.v1.ResolveApprovalResponse.approval:type_name -> loomflow.v1.Approval
+	25, // 25: loomflow.v1.ConsumeApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	26, // 26: loomflow.v1.ConsumeApprovalRequest.arguments:type_name -> google.protobuf.Struct
+	10, // 27: loomflow.v1.ConsumeApprovalResponse.approval:type_name -> loomflow.v1.Approval
+	25, // 28: loomflow.v1.GetApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	10, // 29: loomflow.v1.GetApprovalResponse.approval:type_name -> loomflow.v1.Approval
+	25, // 30: loomflow.v1.WatchApprovalsRequest.scope:type_name -> loomflow.v1.UserScope
+	10, // 31: loomflow.v1.WatchApprovalsResponse.approval:type_name -> loomflow.v1.Approval
+	25, // 32: loomflow.v1.GetPolicyRequest.scope:type_name -> loomflow.v1.UserScope
+	7,  // 33: loomflow.v1.GetPolicyResponse.policy:type_name -> loomflow.v1.Policy
+	25, // 34: loomflow.v1.PutPolicyRequest.scope:type_name -> loomflow.v1.UserScope
+	7,  // 35: loomflow.v1.PutPolicyRequest.policy:type_name -> loomflow.v1.Policy
+	7,  // 36: loomflow.v1.PutPolicyResponse.policy:type_name -> loomflow.v1.Policy
+	8,  // 37: loomflow.v1.PolicyService.Check:input_type -> loomflow.v1.CheckRequest
+	11, // 38: loomflow.v1.PolicyService.RequestApproval:input_type -> loomflow.v1.RequestApprovalRequest
+	15, // 39: loomflow.v1.PolicyService.ConsumeApproval:input_type -> loomflow.v1.ConsumeApprovalRequest
+	13, // 40: loomflow.v1.PolicyService.ResolveApproval:input_type -> loomflow.v1.ResolveApprovalRequest
+	17, // 41: loomflow.v1.PolicyService.GetApproval:input_type -> loomflow.v1.GetApprovalRequest
+	19, // 42: loomflow.v1.PolicyService.WatchApprovals:input_type -> loomflow.v1.WatchApprovalsRequest
+	21, // 43: loomflow.v1.PolicyService.GetPolicy:input_type -> loomflow.v1.GetPolicyRequest
+	23, // 44: loomflow.v1.PolicyService.PutPolicy:input_type -> loomflow.v1.PutPolicyRequest
+	9,  // 45: loomflow.v1.PolicyService.Check:output_type -> loomflow.v1.CheckResponse
+	12, // 46: loomflow.v1.PolicyService.RequestApproval:output_type -> loomflow.v1.RequestApprovalResponse
+	16, // 47: loomflow.v1.PolicyService.ConsumeApproval:output_type -> loomflow.v1.ConsumeApprovalResponse
+	14, // 48: loomflow.v1.PolicyService.ResolveApproval:output_type -> loomflow.v1.ResolveApprovalResponse
+	18, // 49: loomflow.v1.PolicyService.GetApproval:output_type -> loomflow.v1.GetApprovalResponse
+	20, // 50: loomflow.v1.PolicyService.WatchApprovals:output_type -> loomflow.v1.WatchApprovalsResponse
+	22, // 51: loomflow.v1.PolicyService.GetPolicy:output_type -> loomflow.v1.GetPolicyResponse
+	24, // 52: loomflow.v1.PolicyService.PutPolicy:output_type -> loomflow.v1.PutPolicyResponse
+	45, // [45:53] is the sub-list for method output_type
+	37, // [37:45] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_policy_proto_init() }
@@ -1879,7 +2102,7 @@ func file_loomflow_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_policy_proto_rawDesc), len(file_loomflow_v1_policy_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	PolicyService_Check_FullMethodName           = "/loomflow.v1.PolicyService/Check"
 	PolicyService_RequestApproval_FullMethodName = "/loomflow.v1.PolicyService/RequestApproval"
+	PolicyService_ConsumeApproval_FullMethodName = "/loomflow.v1.PolicyService/ConsumeApproval"
 	PolicyService_ResolveApproval_FullMethodName = "/loomflow.v1.PolicyService/ResolveApproval"
 	PolicyService_GetApproval_FullMethodName     = "/loomflow.v1.PolicyService/GetApproval"
 	PolicyService_WatchApprovals_FullMethodName  = "/loomflow.v1.PolicyService/WatchApprovals"
@@ -41,9 +42,23 @@ type PolicyServiceClient interface {
 	// read the policy fails (UNAVAILABLE); it never answers ALLOW by default.
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
 	// RequestApproval records a durable pending approval addressed to the tenant.
+	// RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit "max_pending_approvals")
+	// when the tenant already has --policy-max-pending-approvals pending.
 	RequestApproval(ctx context.Context, in *RequestApprovalRequest, opts ...grpc.CallOption) (*RequestApprovalResponse, error)
-	// ResolveApproval approves, denies or approves with edited arguments. A user
-	// may resolve only their own approvals; an operator may resolve any.
+	// ConsumeApproval uses an approved approval for one tool call, exactly once:
+	// it must be approved, not used yet, for this tool_name and these arguments
+	// (their canonical SHA-256), and asked by this run_id unless it was deferred
+	// (then the run that resumes uses it). Atomic (compare and set): of racing
+	// callers one succeeds. Otherwise FAILED_PRECONDITION with ErrorInfo
+	// {reason: "APPROVAL_NOT_USABLE", metadata: {approval_id, why}}, why one of
+	// already_used, other_tool, other_arguments, other_run, not_approved; each
+	// refusal is written to the security log. NOT_FOUND for another tenant's.
+	ConsumeApproval(ctx context.Context, in *ConsumeApprovalRequest, opts ...grpc.CallOption) (*ConsumeApprovalResponse, error)
+	// ResolveApproval approves, denies or approves with edited arguments. An
+	// operator may resolve any tenant's approval; the tenant (a user credential
+	// whose subject is the approval's user_id) only its own, and only where the
+	// rule that asked has self_approval. A service credential never may
+	// (PERMISSION_DENIED): a stolen Agent token must not bypass human approval.
 	// Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
 	// expired (a deny) or was already resolved otherwise (the same answer again
 	// returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
@@ -86,6 +101,16 @@ func (c *policyServiceClient) RequestApproval(ctx context.Context, in *RequestAp
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RequestApprovalResponse)
 	err := c.cc.Invoke(ctx, PolicyService_RequestApproval_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) ConsumeApproval(ctx context.Context, in *ConsumeApprovalRequest, opts ...grpc.CallOption) (*ConsumeApprovalResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConsumeApprovalResponse)
+	err := c.cc.Invoke(ctx, PolicyService_ConsumeApproval_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -164,9 +189,23 @@ type PolicyServiceServer interface {
 	// read the policy fails (UNAVAILABLE); it never answers ALLOW by default.
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
 	// RequestApproval records a durable pending approval addressed to the tenant.
+	// RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit "max_pending_approvals")
+	// when the tenant already has --policy-max-pending-approvals pending.
 	RequestApproval(context.Context, *RequestApprovalRequest) (*RequestApprovalResponse, error)
-	// ResolveApproval approves, denies or approves with edited arguments. A user
-	// may resolve only their own approvals; an operator may resolve any.
+	// ConsumeApproval uses an approved approval for one tool call, exactly once:
+	// it must be approved, not used yet, for this tool_name and these arguments
+	// (their canonical SHA-256), and asked by this run_id unless it was deferred
+	// (then the run that resumes uses it). Atomic (compare and set): of racing
+	// callers one succeeds. Otherwise FAILED_PRECONDITION with ErrorInfo
+	// {reason: "APPROVAL_NOT_USABLE", metadata: {approval_id, why}}, why one of
+	// already_used, other_tool, other_arguments, other_run, not_approved; each
+	// refusal is written to the security log. NOT_FOUND for another tenant's.
+	ConsumeApproval(context.Context, *ConsumeApprovalRequest) (*ConsumeApprovalResponse, error)
+	// ResolveApproval approves, denies or approves with edited arguments. An
+	// operator may resolve any tenant's approval; the tenant (a user credential
+	// whose subject is the approval's user_id) only its own, and only where the
+	// rule that asked has self_approval. A service credential never may
+	// (PERMISSION_DENIED): a stolen Agent token must not bypass human approval.
 	// Errors: NOT_FOUND for another tenant's approval; FAILED_PRECONDITION when it
 	// expired (a deny) or was already resolved otherwise (the same answer again
 	// returns the record: safe to retry); INVALID_ARGUMENT for edited_arguments on
@@ -200,6 +239,9 @@ func (UnimplementedPolicyServiceServer) Check(context.Context, *CheckRequest) (*
 }
 func (UnimplementedPolicyServiceServer) RequestApproval(context.Context, *RequestApprovalRequest) (*RequestApprovalResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RequestApproval not implemented")
+}
+func (UnimplementedPolicyServiceServer) ConsumeApproval(context.Context, *ConsumeApprovalRequest) (*ConsumeApprovalResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConsumeApproval not implemented")
 }
 func (UnimplementedPolicyServiceServer) ResolveApproval(context.Context, *ResolveApprovalRequest) (*ResolveApprovalResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResolveApproval not implemented")
@@ -269,6 +311,24 @@ func _PolicyService_RequestApproval_Handler(srv interface{}, ctx context.Context
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PolicyServiceServer).RequestApproval(ctx, req.(*RequestApprovalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_ConsumeApproval_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConsumeApprovalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).ConsumeApproval(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_ConsumeApproval_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).ConsumeApproval(ctx, req.(*ConsumeApprovalRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -370,6 +430,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RequestApproval",
 			Handler:    _PolicyService_RequestApproval_Handler,
+		},
+		{
+			MethodName: "ConsumeApproval",
+			Handler:    _PolicyService_ConsumeApproval_Handler,
 		},
 		{
 			MethodName: "ResolveApproval",
