@@ -24,6 +24,7 @@ from loomflow.agent.dependencies import Dependencies, dependency_error
 from loomflow.agent.models.base import Message, ToolCall
 from loomflow.agent.tools.registry import ToolArgumentError, ToolRegistry
 from loomflow.kernel.errors import FailedPrecondition, ServiceError
+from loomflow.kernel.jsondepth import MAX_JSON_DEPTH, depth_limit_message, json_depth
 from loomflow.v1 import agent_pb2, audit_pb2, policy_pb2
 
 log = logging.getLogger("loomflow.agent")
@@ -88,6 +89,10 @@ class ToolCaller:
         self, ctx: RunContext, call: ToolCall, turn: int, emit: Emit | None, held: HeldApprovals
     ) -> ToolOutcome:
         record = agent_pb2.ToolCallRecord(call_id=call.id, tool_name=call.name)
+        depth = json_depth(call.arguments)
+        if depth > MAX_JSON_DEPTH:
+            # No service would accept them (nor should the tool see them): the model reads why, nothing runs.
+            return self._result(record, f"error: {call.name}: arguments {depth_limit_message(depth)}", False, emit)
         try:
             arguments = to_struct(call.arguments)
         except (ValueError, TypeError):
