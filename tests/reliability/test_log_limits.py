@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 import traceback
 from collections.abc import Iterator
 
@@ -91,8 +92,8 @@ def test_repeated_errors_are_throttled_then_summarized(
     lines = _lines(server_logging)
     assert len(lines) == REPEATS + 1, f"{len(lines)} lines for 50 repeats of one error and one other"
 
-    later = loglimits.time.monotonic() + 61
-    monkeypatch.setattr(loglimits.time, "monotonic", lambda: later)
+    later = time.monotonic() + 61
+    monkeypatch.setattr(time, "monotonic", lambda: later)  # the throttle's next minute
     log.error("tool %s failed: %s", "calc", "again")
     (summary,) = _lines(server_logging)
     assert f"suppressed {50 - REPEATS} similar" in json.loads(summary)["msg"]

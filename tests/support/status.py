@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 
 def bad_request_violations(error: grpc.RpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
     """The ``google.rpc.BadRequest`` field violations a status carries (sync or aio errors)."""
-    raw = next((v for k, v in (error.trailing_metadata() or ()) if k == "grpc-status-details-bin"), None)  # type: ignore[attr-defined]
+    trailing: Any = error.trailing_metadata() if isinstance(error, grpc.Call) else ()  # sync errors are Calls too
+    raw = next((v for k, v in (trailing or ()) if k == "grpc-status-details-bin"), None)
     if raw is None:
         return []
     status = status_pb2.Status.FromString(raw if isinstance(raw, bytes) else raw.encode())
