@@ -10,7 +10,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 def bad_request_violations(error: grpc.RpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
     """The ``google.rpc.BadRequest`` field violations a status carries (sync or aio errors)."""
-    trailing: Any = error.trailing_metadata() if isinstance(error, grpc.Call) else ()  # sync errors are Calls too
+    read: Any = getattr(error, "trailing_metadata", None)  # aio errors and sync ones (grpc.Call) both have it
+    trailing: Any = read() if callable(read) else ()
     raw = next((v for k, v in (trailing or ()) if k == "grpc-status-details-bin"), None)
     if raw is None:
         return []

@@ -104,6 +104,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU would otherwise dump a core per overrun
     memory = int(os.environ.get(MEMORY_ENV, "0"))
     if memory > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
