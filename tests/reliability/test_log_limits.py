@@ -3,7 +3,7 @@
 A 400-level request once wrote a ~150 KB RecursionError traceback per call, unthrottled. The
 server's logging (``configure_logging``, as ``loomflow serve`` sets it up) cuts any line to
 ``--log-max-line-chars`` (JSON stays valid; the traceback's head and tail survive around a
-marker) and writes a warning or error with the same template at most
+marker) and writes an error with the same logger and template at most
 ``--log-repeats-per-minute`` times a minute, then says how many it suppressed.
 """
 
@@ -99,8 +99,9 @@ def test_repeated_errors_are_throttled_then_summarized(
     assert f"suppressed {50 - REPEATS} similar" in json.loads(summary)["msg"]
 
 
-def test_info_lines_are_not_throttled(server_logging: io.StringIO) -> None:
+def test_info_and_warning_lines_are_not_throttled(server_logging: io.StringIO) -> None:
     logging.getLogger().setLevel(logging.INFO)
     for _ in range(3 * REPEATS):
         logging.getLogger("loomflow.rpc").info("rpc")
-    assert len(_lines(server_logging)) == 3 * REPEATS
+        logging.getLogger("loomflow.security").warning("auth_refused")  # has its own per-principal throttle
+    assert len(_lines(server_logging)) == 6 * REPEATS

@@ -6,9 +6,12 @@ tenant repeating it could fill the disk and drown every other line. So:
 * :class:`BoundedFormatter` caps every line at ``max_chars``, keeping the head and
   tail of the longest fields (a traceback's last frames say the most) and marking
   the cut; a JSON line stays valid JSON.
-* :class:`RepeatThrottle` lets at most ``limit`` records with the same logger,
-  level and message template through per ``interval_s``; the first one let
-  through after that carries how many were suppressed.
+* :class:`RepeatThrottle` lets at most ``limit`` error records with the same
+  logger, level and message template through per ``interval_s``; the first one
+  let through after that carries how many were suppressed. Warnings are left
+  alone: the ones that repeat by design (``auth_refused``) have their own
+  per-principal throttle (kernel/security.py), and a global one would hide
+  one attacker behind another.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class BoundedFormatter(logging.Formatter):
 
 
 class RepeatThrottle(logging.Filter):
-    """At most ``limit`` records per (logger, level, template) per ``interval_s`` at WARNING and above."""
+    """At most ``limit`` records per (logger, level, template) per ``interval_s`` at ERROR and above."""
 
     def __init__(self, limit: int, interval_s: float = 60.0, max_keys: int = 10_000) -> None:
         super().__init__()
@@ -77,7 +80,7 @@ class RepeatThrottle(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.limit <= 0 or record.levelno < logging.WARNING:
+        if self.limit <= 0 or record.levelno < logging.ERROR:
             return True
         key = (record.name, record.levelno, str(record.msg)[:200])
         now = time.monotonic()

@@ -98,8 +98,8 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(
     level: str = "info", fmt: str = "json", max_line_chars: int = 16_384, repeats_per_minute: int = 20
 ) -> None:
-    """Logs to stderr, one line per record, at most ``max_line_chars`` long; a warning or error
-    with the same template is written at most ``repeats_per_minute`` times a minute (0: no limit)."""
+    """Logs to stderr, one line per record, at most ``max_line_chars`` long; an error with the
+    same logger and template is written at most ``repeats_per_minute`` times a minute (0: no limit)."""
     handler = logging.StreamHandler(sys.stderr)
     inner = JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     handler.setFormatter(BoundedFormatter(inner, max_line_chars) if max_line_chars > 0 else inner)
