@@ -15,10 +15,15 @@ the ``RetryInfo`` delay each refusal carries). Scenarios, each measured for
 2. limits off, plus the hostile flood;
 3. limits on, quiet tenants alone;
 4. limits on, plus the hostile flood;
-5. limits on, plus the polite flood.
+5. limits on, plus the polite flood;
+6. limits on, plus a *tools* flood: the polite flood, each run calling the
+   calculator bomb ``((9**999)**999)**8`` (allowed by the default policy). Every
+   admitted run is a hostile tool call, so this isolates what tool calls cost
+   the others (the polite flood alone is case 5).
 
 Exits non-zero when, with limits on, a quiet tenant was refused or saw an error,
-or the flood raised the quiet tenants' p99 more than it did without limits.
+the flood raised the quiet tenants' p99 more than it did without limits, or the
+tools flood took the quiet tenants' p99 past twice their quiet value (case 3).
 """
 
 from __future__ import annotations
@@ -68,10 +73,14 @@ def retry_delay(error: grpc.aio.AioRpcError) -> float:
     return 0.0
 
 
-def request(user: str) -> agent_pb2.RunRequest:
+HOSTILE_TOOL_CALL = '/call calculator {"expression": "((9**999)**999)**8"}'
+"""Held the Agent's CPU (and every tenant's runs) for ~6 s before tools were bounded and isolated."""
+
+
+def request(user: str, tool_call: str = "") -> agent_pb2.RunRequest:
+    prompt = f"note {secrets.token_hex(4)} for {user}" + (f"\n{tool_call}" if tool_call else "")
     return agent_pb2.RunRequest(
-        scope=tenancy_pb2.UserScope(user_id=user),
-        options=agent_pb2.RunOptions(prompt=f"note {secrets.token_hex(4)} for {user}", session_id="s"),
+        scope=tenancy_pb2.UserScope(user_id=user), options=agent_pb2.RunOptions(prompt=prompt, session_id="s")
     )
 
 
@@ -102,13 +111,19 @@ async def quiet_tenant(
 
 
 async def flooder(
-    agent: agent_pb2_grpc.AgentServiceAsyncStub, user: str, token: Metadata, polite: bool, until: float, tally: Tally
+    agent: agent_pb2_grpc.AgentServiceAsyncStub,
+    user: str,
+    token: Metadata,
+    polite: bool,
+    until: float,
+    tally: Tally,
+    tool_call: str = "",
 ) -> None:
     """Closed loop with no think time: the next run starts the moment the last one answered."""
     while time.monotonic() < until:
         started = time.perf_counter()
         try:
-            await agent.Run(request(user), metadata=token, timeout=30)
+            await agent.Run(request(user, tool_call), metadata=token, timeout=30)
         except grpc.aio.AioRpcError as error:
             tally.codes[error.code().name] += 1
             if polite and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -136,8 +151,9 @@ async def scenario(suite: Suite, args: argparse.Namespace, flood: str | None) ->
         until = started + args.seconds
         work = [quiet_tenant(quiet_agent, u, tokens[u], args.quiet_rate, until, quiet) for u in quiet_users]
         if flood is not None:
+            tool_call = HOSTILE_TOOL_CALL if flood == "tools" else ""
             work += [
-                flooder(loud_agent, noisy, tokens[noisy], flood == "polite", until, loud)
+                flooder(loud_agent, noisy, tokens[noisy], flood != "hostile", until, loud, tool_call)
                 for _ in range(args.flood_concurrency)
             ]
         await asyncio.gather(*work)
@@ -155,7 +171,7 @@ async def scenario(suite: Suite, args: argparse.Namespace, flood: str | None) ->
     }
 
 
-def plot(results: list[dict[str, Any]]) -> Path:
+def plot(results: list[dict[str, Any]], name: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +191,7 @@ def plot(results: list[dict[str, Any]]) -> Path:
     ax.set_title("Quiet tenants' latency while one tenant floods the Agent")
     ax.legend()
     fig.tight_layout()
-    path = plot_path("noisy_neighbour")
+    path = plot_path(name)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -191,7 +207,11 @@ def limits_env(args: argparse.Namespace) -> dict[str, str]:
 
 async def main_async(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
-    plan = [("off", {}, [None, "hostile"]), ("on", limits_env(args), [None, "hostile", "polite"])]
+    plan = [("off", {}, [None, "hostile"]), ("on", limits_env(args), [None, "hostile", "polite", "tools"])]
+    if args.only:
+        wanted = {tuple(item.split(":")) for item in args.only.split(",")}
+        plan = [(lim, env, [f for f in floods if (lim, f or "none") in wanted]) for lim, env, floods in plan]
+        plan = [step for step in plan if step[2]]
     for limits, env, floods in plan:
         suite = start_suite("per-service", extra_env=env)
         try:
@@ -202,28 +222,45 @@ async def main_async(args: argparse.Namespace) -> int:
             suite.stop()
     by = {(r["limits"], r["flood"]): r for r in results}
     failures: list[str] = []
-    for flood in ("hostile", "polite"):
-        quiet_codes = by[("on", flood)]["quiet_codes"]
+    for flood in ("hostile", "polite", "tools"):
+        quiet_codes = by[("on", flood)]["quiet_codes"] if ("on", flood) in by else {}
         if set(quiet_codes) - {"OK"}:
             failures.append(f"limits on, {flood} flood: quiet tenants saw {quiet_codes}")
-    rise_off = by[("off", "hostile")]["quiet"]["p99_ms"] - by[("off", "none")]["quiet"]["p99_ms"]
-    rise_on = by[("on", "hostile")]["quiet"]["p99_ms"] - by[("on", "none")]["quiet"]["p99_ms"]
-    if rise_on >= rise_off:
-        failures.append(f"the limits did not help: p99 rose {rise_on:.1f} ms with them, {rise_off:.1f} ms without")
+    p99 = {key: r["quiet"]["p99_ms"] for key, r in by.items()}
+    rise_off = rise_on = None
+    if {("off", "none"), ("off", "hostile"), ("on", "none"), ("on", "hostile")} <= set(p99):
+        rise_off = p99[("off", "hostile")] - p99[("off", "none")]
+        rise_on = p99[("on", "hostile")] - p99[("on", "none")]
+        if rise_on >= rise_off:
+            failures.append(f"the limits did not help: p99 rose {rise_on:.1f} ms with them, {rise_off:.1f} ms without")
+    tools_ratio = None
+    tools_vs_polite = (
+        p99[("on", "tools")] / p99[("on", "polite")] if {("on", "tools"), ("on", "polite")} <= set(p99) else None
+    )
+    if {("on", "none"), ("on", "tools")} <= set(p99) and p99[("on", "none")] > 0:
+        tools_ratio = p99[("on", "tools")] / p99[("on", "none")]
+        if tools_ratio > 2:
+            failures.append(
+                f"hostile tool calls took the quiet p99 to {p99[('on', 'tools')]:.1f} ms, "
+                f"over 2x {p99[('on', 'none')]:.1f} ms"
+            )
     path = write_results(
-        "noisy_neighbour",
+        args.results_name,
         {
             "command": "python bench/noisy_neighbour.py " + " ".join(sys.argv[1:]),
             "topology": "per-service",
             "limits": {k.removeprefix("LOOMFLOW_").lower(): v for k, v in limits_env(args).items()},
             "flood_concurrency": args.flood_concurrency,
             "scenarios": results,
-            "quiet_p99_rise_ms": {"limits_off": round(rise_off, 2), "limits_on": round(rise_on, 2)},
+            "quiet_p99_rise_ms": {"limits_off": rise_off, "limits_on": rise_on},
+            "tools_flood_quiet_p99_vs_quiet": round(tools_ratio, 2) if tools_ratio is not None else None,
+            # What the hostile tool calls add over the same polite flood without them.
+            "tools_flood_quiet_p99_vs_polite_flood": round(tools_vs_polite, 2) if tools_vs_polite else None,
             "failures": failures,
             "passed": not failures,
         },
     )
-    picture = plot(results)
+    picture = plot(results, args.results_name)
     print(f"results: {path}\nplot: {picture}", file=sys.stderr)
     for r in results:
         q = r["quiet"]
@@ -247,6 +284,10 @@ def main() -> int:
     parser.add_argument("--rate-limit-per-user", type=float, default=10.0, help="limit under test (runs/s)")
     parser.add_argument("--rate-burst", type=int, default=20, help="limit under test (burst)")
     parser.add_argument("--max-inflight-per-user", type=int, default=4, help="limit under test (runs in flight)")
+    parser.add_argument("--results-name", default="noisy_neighbour", help="bench/results/<name>.json and .png")
+    parser.add_argument(
+        "--only", default="", help="scenarios to run, as limits:flood pairs, e.g. on:none,on:polite,on:tools (all)"
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 

@@ -24,7 +24,9 @@ from loomflow.kernel.telemetry import configure_logging
 
 def _serve(args: argparse.Namespace) -> int:
     settings = config.load("", ServerSettings, args)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(
+        settings.log_level, settings.log_format, settings.log_max_line_chars, settings.log_repeats_per_minute
+    )
     server = suite.build_server(args)
     guide = devmode_guide(args, settings) if settings.insecure else None
     eventloop.run(server.run_until_signal(guide), settings.event_loop)

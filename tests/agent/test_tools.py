@@ -104,6 +104,25 @@ async def test_calculator_refuses_anything_but_arithmetic(expression: str) -> No
         await calculator.invoke({"expression": expression})
 
 
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "((9**999)**999)**8",
+        "(9**999)*(9**999)*(9**999)*(9**999)*(9**999)",
+        "round(1, -999999999)",
+        "2**999*2**999*2**999*2**999*2**999",
+    ],
+)
+async def test_calculator_refuses_a_step_that_would_outgrow_its_bound_before_computing_it(expression: str) -> None:
+    with pytest.raises(ValueError, match=r"larger than 4096 bits|exponent larger|at most 1000 digits"):
+        await calculator.invoke({"expression": expression})
+
+
+async def test_calculator_still_computes_large_but_bounded_results() -> None:
+    assert len(await calculator.invoke({"expression": "9**999"})) == 954
+    assert await calculator.invoke({"expression": "(4**999)*(4**999)"}) == str(4**1998)
+
+
 async def test_current_time_honours_the_time_zone() -> None:
     assert (await current_time.invoke({"timezone": "Asia/Tokyo"})).endswith("+09:00")
     with pytest.raises(ValueError, match="unknown time zone"):

@@ -319,6 +319,27 @@ async def test_usage_over_the_estimate_is_charged_in_full(budget: Budget) -> Non
         await budget.reserve("alice", "c2", "echo", usage(0))
 
 
+async def test_a_commit_far_above_its_reservation_is_charged_and_flagged_as_an_overrun(budget: Budget) -> None:
+    await user_limits(budget, Limit(TOTAL, Window.NONE, 100))
+    rid = (await budget.reserve("alice", "c1", "echo", usage(1))).outcome.reservation.reservation_id
+    committed = await budget.commit("alice", rid, usage(1_000_000))
+    assert committed.outcome.charged.total_tokens == 1_000_000, "the usage happened: it is charged in full"
+    assert await used(budget, "alice") == (1_000_000, 0)
+    flagged = {o.dimension: (o.held, o.charged, o.excess) for o in committed.overruns}
+    assert flagged[Dimension.INPUT_TOKENS] == (1, 1_000_000, 999_999), f"the overrun is not flagged: {flagged}"
+    assert flagged[TOTAL] == (1, 1_000_000, 999_999)
+    assert Dimension.OUTPUT_TOKENS not in flagged, "only dimensions above their hold are flagged"
+    replay = await budget.commit("alice", rid, usage(1_000_000))
+    assert replay.outcome.replayed
+    assert replay.overruns == committed.overruns, "a retry answers the same overrun"
+    estimate = usage(10, 5, wall_clock_ms=9)
+    within = (await budget.reserve("bob", "c1", "echo", estimate)).outcome.reservation.reservation_id
+    assert (await budget.commit("bob", within, estimate)).overruns == [], "a commit within its hold flags nothing"
+    late = (await budget.reserve("bob", "c2", "echo", estimate)).outcome.reservation.reservation_id
+    slow = await budget.commit("bob", late, usage(1, 1, wall_clock_ms=10))
+    assert [o.dimension for o in slow.overruns] == [WALL], "time beyond an estimated hold is an overrun too"
+
+
 async def test_impossible_usages_and_duplicate_limits_are_invalid(budget: Budget) -> None:
     with pytest.raises(InvalidArgument) as bad:
         await budget.reserve("alice", "c1", "echo", usage(10, cached_input_tokens=8, cache_write_tokens=3))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import message_factory
-from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
 from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, memory_pb2, policy_pb2
@@ -53,3 +53,12 @@ class Rpc:
 
 
 ALL_RPCS = [Rpc(m) for f in SERVICE_FILES for s in f.DESCRIPTOR.services_by_name.values() for m in s.methods]
+
+
+def struct_fields(rpc: Rpc) -> list[FieldDescriptor]:
+    """The request's top-level ``google.protobuf.Struct`` fields (free-form JSON)."""
+    return [f for f in rpc.method.input_type.fields if f.message_type and f.message_type.full_name.endswith("Struct")]
+
+
+STRUCT_RPCS = [r for r in ALL_RPCS if struct_fields(r)]
+"""Every RPC that takes free-form JSON."""

@@ -9,12 +9,11 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.protobuf.descriptor import FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.reliability import wire
-from tests.reliability.rpcs import ALL_RPCS, Rpc
+from tests.reliability.rpcs import ALL_RPCS, STRUCT_RPCS, Rpc, struct_fields
 from tests.support.processes import ServeProcess
 
 MAX_MESSAGE = 4 * 1024 * 1024  # the server's default --max-message-bytes
@@ -68,16 +67,9 @@ def test_bytes_that_do_not_decode_answer_invalid_argument_never_unknown(
     assert "DecodeError" not in (error.details() or ""), "the status must not leak the server's exception"
 
 
-def _struct_fields(rpc: Rpc) -> list[FieldDescriptor]:
-    return [f for f in rpc.method.input_type.fields if f.message_type and f.message_type.full_name.endswith("Struct")]
-
-
-STRUCT_RPCS = [r for r in ALL_RPCS if _struct_fields(r)]
-
-
 @pytest.mark.parametrize("rpc", STRUCT_RPCS, ids=[r.id for r in STRUCT_RPCS])
 def test_a_struct_nested_past_the_decoder_limit_answers_invalid_argument(channel: grpc.Channel, rpc: Rpc) -> None:
-    (field, *_) = _struct_fields(rpc)
+    (field, *_) = struct_fields(rpc)
     payload = VALID_SCOPE + wire.length_delimited(field.number, wire.nested_struct_bytes(200))
     error = send_raw(channel, rpc, payload)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{rpc.id}: {error.code().name} {error.details()}"

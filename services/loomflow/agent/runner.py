@@ -35,6 +35,7 @@ from loomflow.agent import metrics
 from loomflow.agent.context import RunContext
 from loomflow.agent.dependencies import Dependencies, dependency_error
 from loomflow.agent.models.base import (
+    MEMORIES_HEADER,
     Message,
     Model,
     ModelError,
@@ -314,12 +315,13 @@ class _Run:
         prompt and barely similar to it is noise, not memory, and is left out.
         """
         limits = self.runner.limits
-        room = limits.context_tokens
+        # The header and each line's prefix are part of what the model reads, so part of the room.
+        room = limits.context_tokens - self.model.estimate_tokens(MEMORIES_HEADER)
         for hit in hits:
             if hit.lexical_score <= 0 and hit.vector_score < limits.recall_min_similarity:
                 continue
             text = _memory_text(hit.episode)
-            tokens = self.model.estimate_tokens(text)
+            tokens = self._memory_tokens(text)
             if tokens > room:
                 continue
             room -= tokens
@@ -390,10 +392,22 @@ class _Run:
         self.reservation = reply.reservation_id
         self._warn(reply.warnings)
 
+    def _memory_tokens(self, text: str) -> int:
+        return self.model.estimate_tokens("- ") + self.model.estimate_tokens(text)
+
     def _estimate_next(self) -> int:
-        text = self.runner.limits.system_prompt + "\n".join(self.memories)
-        text += "".join(m.content + "".join(json.dumps(c.arguments) for c in m.tool_calls) for m in self.messages)
-        return self.model.estimate_tokens(text) + self.runner.tool_tokens(self.model)
+        """The next request's input as the model will read it, counted part by part (never fewer tokens
+        than together): system prompt, memories with their header, tools, every message and tool call."""
+        model = self.model
+        estimate = model.estimate_tokens(self.runner.limits.system_prompt) + self.runner.tool_tokens(model)
+        if self.memories:
+            estimate += model.estimate_tokens(MEMORIES_HEADER) + sum(map(self._memory_tokens, self.memories))
+        for m in self.messages:
+            estimate += model.estimate_tokens(m.content)
+            for c in m.tool_calls:
+                arguments = json.dumps(c.arguments, sort_keys=True)
+                estimate += model.estimate_tokens(c.name) + model.estimate_tokens(arguments)
+        return estimate
 
     def _actual(self, response: ModelResponse | None, turn_started: float) -> budget_pb2.Usage:
         self.charged_until = time.monotonic()

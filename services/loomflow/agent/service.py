@@ -23,6 +23,7 @@ from loomflow.agent.servicer import AgentServicer
 from loomflow.agent.toolcalls import ToolCaller
 from loomflow.agent.tools.builtins import BUILTINS
 from loomflow.agent.tools.registry import ToolRegistry
+from loomflow.agent.tools.workers import ToolWorkers, WorkerLimits
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.hosting import HostedService, ServiceContext
@@ -68,6 +69,9 @@ class Settings:
     builtin_tools: bool = option(True, "offer the built-in tools (calculator, current_time, notes_*)")
     tools: str = option("", "more tools: comma-separated module:attribute paths of Tools or iterables of them")
     max_tool_result_chars: int = option(16_000, "a tool result longer than this is truncated for the model")
+    tool_timeout_ms: int = option(10_000, "deadline of one tool call unless the tool sets one (never past the run's)")
+    tool_workers: int = option(2, "worker processes running synchronous (blocking, CPU-bound) tools")
+    tool_worker_memory_mb: int = option(1024, "address-space limit of each tool worker process, in MiB")
 
 
 def _loopback(host: str) -> str:
@@ -104,6 +108,9 @@ def tool_registry(settings: Settings) -> ToolRegistry:
     registry = ToolRegistry(BUILTINS if settings.builtin_tools else ())
     for path in filter(None, (p.strip() for p in settings.tools.split(","))):
         registry.load(path)
+    for found in registry:
+        if found.blocking:
+            found.import_path()  # a synchronous tool must be importable by its worker process: fail at start
     return registry
 
 
@@ -145,6 +152,7 @@ def build(ctx: ServiceContext) -> HostedService:
     servicer = AgentServicer()
     refusals = RefusalAuditor()
     opened: list[Dependencies] = []
+    opened_workers: list[ToolWorkers] = []
 
     async def start() -> None:
         deps = Dependencies(
@@ -156,7 +164,25 @@ def build(ctx: ServiceContext) -> HostedService:
         )
         opened.append(deps)
         approvals = ApprovalWaiter(deps, settings.approval_timeout_ms / 1000.0, settings.approval_poll_ms / 1000.0)
-        caller = ToolCaller(deps, tools, approvals, settings.max_tool_result_chars)
+        workers = ToolWorkers(
+            WorkerLimits(
+                settings.tool_workers,
+                settings.tool_worker_memory_mb << 20,
+                settings.max_tool_result_chars,
+                tuple(sorted({t.import_path()[0] for t in tools if t.blocking})),
+            )
+        )
+        if any(t.blocking for t in tools):
+            await workers.start()
+        opened_workers.append(workers)
+        caller = ToolCaller(
+            deps,
+            tools,
+            approvals,
+            settings.max_tool_result_chars,
+            workers=workers,
+            tool_timeout_s=settings.tool_timeout_ms / 1000.0,
+        )
         servicer.runner = Runner(deps, catalog, tools, caller, limits)
         refusals.attach(deps)
 
@@ -166,6 +192,8 @@ def build(ctx: ServiceContext) -> HostedService:
         await refusals.drain()
         for deps in opened:
             await deps.close()
+        for workers in opened_workers:
+            await workers.close()
 
     def register(server: grpc.aio.Server) -> None:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)

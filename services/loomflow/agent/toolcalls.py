@@ -22,8 +22,10 @@ from loomflow.agent.approvals import ApprovalWaiter
 from loomflow.agent.context import RunContext, bound_run_context
 from loomflow.agent.dependencies import Dependencies, dependency_error
 from loomflow.agent.models.base import Message, ToolCall
-from loomflow.agent.tools.registry import ToolArgumentError, ToolRegistry
+from loomflow.agent.tools.registry import Tool, ToolArgumentError, ToolRegistry
+from loomflow.agent.tools.workers import ToolFailed, ToolWorkerError, ToolWorkers
 from loomflow.kernel.errors import FailedPrecondition, ServiceError
+from loomflow.kernel.jsondepth import MAX_JSON_DEPTH, depth_limit_message, json_depth
 from loomflow.v1 import agent_pb2, audit_pb2, policy_pb2
 
 log = logging.getLogger("loomflow.agent")
@@ -108,17 +110,30 @@ def to_struct(values: dict[str, Any]) -> struct_pb2.Struct:
 
 class ToolCaller:
     def __init__(
-        self, deps: Dependencies, tools: ToolRegistry, approvals: ApprovalWaiter, max_result_chars: int
+        self,
+        deps: Dependencies,
+        tools: ToolRegistry,
+        approvals: ApprovalWaiter,
+        max_result_chars: int,
+        *,
+        workers: ToolWorkers | None = None,
+        tool_timeout_s: float = 10.0,
     ) -> None:
         self._deps = deps
         self._tools = tools
         self._approvals = approvals
         self._max_result_chars = max_result_chars
+        self._workers = workers
+        self._tool_timeout_s = tool_timeout_s
 
     async def call(
         self, ctx: RunContext, call: ToolCall, turn: int, emit: Emit | None, held: HeldApprovals
     ) -> ToolOutcome:
         record = agent_pb2.ToolCallRecord(call_id=call.id, tool_name=call.name)
+        depth = json_depth(call.arguments)
+        if depth > MAX_JSON_DEPTH:
+            # No service would accept them (nor should the tool see them): the model reads why, nothing runs.
+            return self._result(record, f"error: {call.name}: arguments {depth_limit_message(depth)}", False, emit)
         try:
             arguments = to_struct(call.arguments)
         except (ValueError, TypeError):
@@ -144,20 +159,34 @@ class ToolCaller:
         await self._audit(ctx, record, turn, decision, reason, allowed)
         if not allowed:
             return self._result(record, f"denied: {reason or 'by policy'}", False, emit, denied=True)
+        # The call's own deadline: the tool's limit (or the Agent's default), never past the run's.
+        timeout = min(tool.timeout_s or self._tool_timeout_s, ctx.remaining())
         try:
             with bound_run_context(ctx):
-                async with asyncio.timeout(tool.timeout_s):
-                    text = await tool.invoke(run_arguments)
+                text = await self._invoke(tool, run_arguments, ctx, timeout)
         except ToolArgumentError as error:
             return self._result(record, f"error: {error}", False, emit)
-        except TimeoutError:  # the tool's own limit; the run's deadline surfaces as cancellation instead
-            return self._result(record, f"error: {call.name} timed out", True, emit)
+        except TimeoutError:
+            return self._result(record, f"error: {call.name} timed out after {timeout:.3g} s", True, emit)
+        except ToolWorkerError as error:
+            return self._result(record, f"error: {call.name}: {error}", True, emit)
+        except ToolFailed as error:
+            return self._result(record, f"error: {error.kind}: {error}", True, emit)
         except ServiceError as error:
             return self._result(record, f"error: {error.message}", True, emit)
         except Exception as error:  # noqa: BLE001  # a tool's failure is the model's to read, not the run's end
             log.info("tool %s failed: %s", call.name, error)
             return self._result(record, f"error: {type(error).__name__}: {error}", True, emit)
         return self._result(record, text, True, emit)
+
+    async def _invoke(self, tool: Tool, arguments: dict[str, Any], ctx: RunContext, limit_s: float) -> str:
+        """A synchronous tool runs in a killable worker process; an async one on the loop, cancelled at
+        its deadline."""
+        if tool.blocking and self._workers is not None:
+            module, name = tool.import_path()
+            return await self._workers.run(module, name, tool.bind(arguments), ctx, limit_s)
+        async with asyncio.timeout(limit_s):
+            return await tool.invoke(arguments)
 
     def _result(
         self,

@@ -28,12 +28,14 @@ from loomflow.budget.models import (
     Limit,
     LimitState,
     LimitTarget,
+    Overrun,
     Reservation,
     ReserveOutcome,
     StatusSnapshot,
     TenantExport,
     Usage,
     Window,
+    overruns,
 )
 from loomflow.budget.pricing import PriceTable
 from loomflow.budget.windows import Calendar
@@ -104,6 +106,8 @@ class ReserveResult:
 class CommitResult:
     outcome: CommitOutcome
     warnings: list[BudgetWarning]
+    overruns: list[Overrun]
+    """Dimensions charged above the reservation's hold: booked all the same (the usage happened)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +204,12 @@ class Budget:
         wall = actual.wall_clock_ms or max(0, at.now_ms - created_ms)
         charge = self.prices.charge(self.prices.by_name(priced_as), actual, wall)
         outcome = await self.ledger.commit(tenant, reservation_id, charge, at)
+        found = overruns(outcome.held, outcome.charged)
         if not outcome.replayed:
             metrics.record_charge(tenant, charge.input_tokens, charge.output_tokens, charge.cost_micros / 1_000_000)
-        return CommitResult(outcome, self.warnings(outcome.limits))
+            for overrun in found:
+                metrics.record_overrun(tenant, overrun.dimension.label, overrun.excess)
+        return CommitResult(outcome, self.warnings(outcome.limits), found)
 
     async def release(self, tenant: str, reservation_id: str) -> bool:
         if parse_reservation_id(reservation_id) is None:

@@ -4,8 +4,10 @@ Prometheus names: ``loomflow_budget_tokens_charged_total{kind}`` (kind: input,
 output), ``loomflow_budget_cost_charged_usd_total``,
 ``loomflow_budget_reservations_total{outcome}`` (granted, replayed) and
 ``loomflow_budget_refusals_total{limit}`` (the limit a refused reservation
-would have exceeded). Every point is labelled ``user_id`` through the kernel's
-cardinality guard.
+would have exceeded), ``loomflow_budget_overruns_total{dimension}`` (commits that
+charged more than their reservation held) and
+``loomflow_budget_overrun_amount_total{dimension}`` (by how much). Every point is
+labelled ``user_id`` through the kernel's cardinality guard.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ _cost_charged = _meter.create_counter(
 )
 _reservations = _meter.create_counter(
     "loomflow_budget_reservations", unit="{reservation}", description="Reservations granted, by outcome"
+)
+_overruns = _meter.create_counter(
+    "loomflow_budget_overruns", unit="{commit}", description="Commits that charged more than their reservation held"
+)
+_overrun_amount = _meter.create_counter(
+    "loomflow_budget_overrun_amount", description="How far commits went above their reservation, in each unit"
 )
 _refusals = _meter.create_counter(
     "loomflow_budget_refusals", unit="{reservation}", description="Reservations refused, by the limit they would exceed"
@@ -46,3 +54,10 @@ def record_reservation(tenant_key: str, replayed: bool) -> None:
 def record_refusal(tenant_key: str, limit: str) -> None:
     """``limit``: the limit's name as RESOURCE_EXHAUSTED names it (a fixed set, e.g. ``user:total_tokens/daily``)."""
     _refusals.add(1, {"user_id": tenant_label(tenant_key), "limit": limit})
+
+
+def record_overrun(tenant_key: str, dimension: str, excess: int) -> None:
+    """A commit charged ``excess`` more of ``dimension`` (e.g. ``total_tokens``) than its reservation held."""
+    attributes = {"user_id": tenant_label(tenant_key), "dimension": dimension}
+    _overruns.add(1, attributes)
+    _overrun_amount.add(excess, attributes)

@@ -238,6 +238,34 @@ class CommitOutcome:
     charged: Charge
     replayed: bool
     limits: list[LimitState]
+    held: Charge
+    """What the reservation held when it was granted (the same on a replay, or after release or expiry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Overrun:
+    """A dimension a commit charged more of than its reservation held."""
+
+    dimension: Dimension
+    held: int
+    charged: int
+
+    @property
+    def excess(self) -> int:
+        return self.charged - self.held
+
+
+def overruns(held: Charge, charged: Charge) -> list[Overrun]:
+    """Every dimension where ``charged`` exceeds ``held``, in dimension order.
+
+    Wall clock counts only when the reservation estimated some: a hold of 0 ms is how a
+    caller says it does not estimate time (the commit then measures it).
+    """
+    return [
+        Overrun(dimension, h, c)
+        for dimension, h, c in zip(Dimension, held.vector, charged.vector, strict=True)
+        if c > h and (dimension is not Dimension.WALL_CLOCK_MS or h > 0)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

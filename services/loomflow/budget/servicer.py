@@ -149,6 +149,15 @@ class BudgetServicer(budget_pb2_grpc.BudgetServiceServicer):
             charged=charge_to_wire(result.outcome.charged),
             warnings=warnings_to_wire(result.warnings),
             replayed=result.outcome.replayed,
+            overruns=[
+                budget_pb2.Overrun(
+                    dimension=budget_pb2.Dimension.Name(o.dimension + 1),
+                    reserved=o.held,
+                    charged=o.charged,
+                    excess=o.excess,
+                )
+                for o in result.overruns
+            ],
         )
 
     async def Release(self, request: budget_pb2.ReleaseRequest, context: Context) -> budget_pb2.ReleaseResponse:

@@ -26,13 +26,14 @@ from opentelemetry import trace
 from loomflow.kernel import errors
 from loomflow.kernel.auth import INSECURE_PRINCIPAL, Principal, Role, bearer_token, bind_principal
 from loomflow.kernel.identity import ServiceIdentities, Verifier
+from loomflow.kernel.jsondepth import MAX_JSON_DEPTH, depth_limit_message
 from loomflow.kernel.lookalikes import refuse_sentinel_lookalike
 from loomflow.kernel.ratelimit import TenantLimiter
 from loomflow.kernel.security import Refusal, RefusalRecorder, claimed_subject
 from loomflow.kernel.telemetry import LATENCY_BUCKETS_S, log_context, meter, tenant_label
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
 from loomflow.kernel.tracing import adopt_run_ids, annotate_span
-from loomflow.kernel.validation import validate
+from loomflow.kernel.validation import DEPTH_RULE, validate
 
 log = logging.getLogger("loomflow.rpc")
 
@@ -43,6 +44,7 @@ INSECURE_TOKEN_HINT = (
     "insecure mode verifies tokens with the secret in <data-dir>/dev-jwt-secret: mint them with "
     "`loomflow token` run from the same folder, or send no authorization header to act as an operator"
 )
+_DECODER_DEPTH = "MaxDepth"  # in protobuf's DecodeError for messages nested past its limit (100)
 
 
 class KernelInterceptor:
@@ -181,6 +183,8 @@ class _Pipeline:
         """Authenticates, validates, binds the tenant and admits it under its limits; returns the tenant key."""
         principal = self.owner.authenticate(tuple(context.invocation_metadata() or ()), context)
         if isinstance(request, _Undecodable):
+            if _DECODER_DEPTH in request.reason:  # nested past the decoder's limit: say which limit
+                raise errors.InvalidArgument.field("", depth_limit_message(MAX_JSON_DEPTH + 1), reason=DEPTH_RULE)
             raise errors.InvalidArgument(f"the request is not a valid {self.rpc} message: {request.reason}")
         validate(request)
         tenant = "-"

@@ -20,6 +20,8 @@ class ServerSettings:
     event_loop: str = option("uvloop", "asyncio event loop: uvloop (less server CPU per RPC) or asyncio")
     log_level: str = option("info", "log level: debug, info, warning, error")
     log_format: str = option("json", "log format: json or text")
+    log_max_line_chars: int = option(16_384, "longest log line; longer ones are cut in the middle, marked")
+    log_repeats_per_minute: int = option(20, "errors with the same logger and message logged per minute at most")
     shutdown_grace: float = option(10.0, "seconds in-flight calls get to finish after SIGTERM")
     shutdown_delay: float = option(
         0.0, "seconds to keep serving while health says NOT_SERVING, so balancers stop routing first"

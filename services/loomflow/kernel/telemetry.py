@@ -22,6 +22,7 @@ from typing import Any
 from opentelemetry import trace
 
 from loomflow.kernel.instruments import INSTRUMENTS, Meter
+from loomflow.kernel.loglimits import BoundedFormatter, RepeatThrottle
 from loomflow.kernel.tenancy import display_tenant
 
 OTHER_TENANTS = "__other__"
@@ -98,12 +99,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
+def configure_logging(
+    level: str = "info", fmt: str = "json", max_line_chars: int = 16_384, repeats_per_minute: int = 20
+) -> None:
+    """Logs to stderr, one line per record, at most ``max_line_chars`` long; an error with the
+    same logger and template is written at most ``repeats_per_minute`` times a minute (0: no limit)."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    inner = JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler.setFormatter(BoundedFormatter(inner, max_line_chars) if max_line_chars > 0 else inner)
+    handler.addFilter(RepeatThrottle(repeats_per_minute, 60.0))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -11,7 +11,10 @@ import protovalidate
 from google.protobuf.message import Message
 
 from loomflow.kernel.errors import FieldViolation, InvalidArgument
+from loomflow.kernel.jsondepth import depth_limit_message, too_deep_json
 from loomflow.kernel.storable import refuse_unstorable_json
+
+DEPTH_RULE = "json.max_depth"
 
 _validator = protovalidate.Validator()  # one instance: it caches compiled rules per message type
 
@@ -30,7 +33,14 @@ def _field_path(violation: protovalidate.Violation) -> str:
 
 
 def validate(message: Message) -> None:
-    """Raises :class:`InvalidArgument` listing every violated rule of ``message``."""
+    """Raises :class:`InvalidArgument` listing every violated rule of ``message``.
+
+    Free-form JSON (Struct fields) is checked for depth first, so no deeper walk meets it.
+    """
+    too_deep = too_deep_json(message)
+    if too_deep is not None:
+        field, depth = too_deep
+        raise InvalidArgument.field(field, depth_limit_message(depth), reason=DEPTH_RULE)
     try:
         _validator.validate(message)
     except protovalidate.ValidationError as exc:

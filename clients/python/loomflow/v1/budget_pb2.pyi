@@ -164,14 +164,28 @@ class CommitRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., reservation_id: _Optional[str] = ..., actual: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
-    __slots__ = ("charged", "warnings", "replayed")
+    __slots__ = ("charged", "warnings", "replayed", "overruns")
     CHARGED_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    OVERRUNS_FIELD_NUMBER: _ClassVar[int]
     charged: Charge
     warnings: _containers.RepeatedCompositeFieldContainer[BudgetWarning]
     replayed: bool
-    def __init__(self, charged: _Optional[_Union[Charge, _Mapping]] = ..., warnings: _Optional[_Iterable[_Union[BudgetWarning, _Mapping]]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    overruns: _containers.RepeatedCompositeFieldContainer[Overrun]
+    def __init__(self, charged: _Optional[_Union[Charge, _Mapping]] = ..., warnings: _Optional[_Iterable[_Union[BudgetWarning, _Mapping]]] = ..., replayed: _Optional[bool] = ..., overruns: _Optional[_Iterable[_Union[Overrun, _Mapping]]] = ...) -> None: ...
+
+class Overrun(_message.Message):
+    __slots__ = ("dimension", "reserved", "charged", "excess")
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_FIELD_NUMBER: _ClassVar[int]
+    dimension: Dimension
+    reserved: int
+    charged: int
+    excess: int
+    def __init__(self, dimension: _Optional[_Union[Dimension, str]] = ..., reserved: _Optional[int] = ..., charged: _Optional[int] = ..., excess: _Optional[int] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("scope", "reservation_id")

@@ -28,6 +28,9 @@ from loomflow.agent.models.base import (
     tools_text,
     truncate_tokens,
 )
+from loomflow.kernel.errors import InvalidArgument
+from loomflow.kernel.jsondepth import MAX_JSON_DEPTH, depth_limit_message, json_depth
+from loomflow.kernel.validation import DEPTH_RULE
 
 _DIRECTIVE = re.compile(r"^/call\s+([A-Za-z0-9_-]{1,64})\s*(\{.*\})?\s*$")
 
@@ -48,6 +51,14 @@ def parse_directives(prompt: str) -> tuple[list[tuple[str, dict[str, Any]]], str
         except json.JSONDecodeError:
             kept.append(line)
             continue
+        except RecursionError:  # deeper than Python's parser goes: far past the limit below
+            arguments = None
+        # The caller wrote these arguments: nesting past the limit is a bad request, not a tool error.
+        depth = json_depth(arguments) if arguments is not None else MAX_JSON_DEPTH + 1
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidArgument.field(
+                "options.prompt", f"/call {match.group(1)}: arguments {depth_limit_message(depth)}", reason=DEPTH_RULE
+            )
         if isinstance(arguments, dict):
             calls.append((match.group(1), arguments))
         else:

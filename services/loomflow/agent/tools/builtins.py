@@ -26,6 +26,9 @@ from loomflow.v1 import memory_pb2
 
 NOTES_LABEL = "notes"
 _MAX_EXPONENT = 1000
+_MAX_BITS = 4096
+"""Largest integer any step of a calculation may produce (about 1,233 digits): checked *before* each
+multiplication or power from its operands' sizes, so no step can run long or fill memory."""
 _MAX_NOTE_CHARS = 100_000
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
@@ -38,10 +41,19 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Pow: operator.pow,
 }
 _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+
+
+def _round(value: Any, ndigits: int | None = None) -> Any:
+    # round(1, -10**9) would compute 10**(10**9) first.
+    if ndigits is not None and abs(ndigits) > _MAX_EXPONENT:
+        raise ValueError(f"round to at most {_MAX_EXPONENT} digits")
+    return round(value, ndigits)
+
+
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sqrt": math.sqrt,
     "abs": abs,
-    "round": round,
+    "round": _round,
     "min": min,
     "max": max,
     "log": math.log,
@@ -60,8 +72,7 @@ def _evaluate(node: ast.AST) -> Any:
         return _CONSTANTS[node.id]
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _evaluate(node.left), _evaluate(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
-            raise ValueError(f"exponent larger than {_MAX_EXPONENT}")
+        _check_size(node.op, left, right)
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_evaluate(node.operand))
@@ -73,6 +84,25 @@ def _evaluate(node: ast.AST) -> Any:
     ):
         return _FUNCTIONS[node.func.id](*(_evaluate(a) for a in node.args))
     raise ValueError(f"unsupported expression element: {ast.dump(node)[:60]}")
+
+
+def _bits(value: Any) -> int:
+    return value.bit_length() if isinstance(value, int) else 0  # floats overflow (an error) instead of growing
+
+
+def _check_size(op: ast.operator, left: Any, right: Any) -> None:
+    """Refuses a step whose integer result would exceed ``_MAX_BITS``, before computing it.
+
+    Addition and subtraction grow by one bit at most, division shrinks, so only
+    products and powers need the check: ``((9**999)**999)**8`` stops at its second step.
+    """
+    if isinstance(op, ast.Pow):
+        if abs(right) > _MAX_EXPONENT:
+            raise ValueError(f"exponent larger than {_MAX_EXPONENT}")
+        if isinstance(right, int) and right > 0 and _bits(left) > 1 and (_bits(left) - 1) * right > _MAX_BITS:
+            raise ValueError(f"result larger than {_MAX_BITS} bits")
+    elif isinstance(op, ast.Mult) and _bits(left) + _bits(right) > _MAX_BITS + 1:
+        raise ValueError(f"result larger than {_MAX_BITS} bits")
 
 
 @tool(tags=("read_only",))

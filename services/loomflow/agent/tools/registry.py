@@ -107,8 +107,30 @@ class Tool:
             bound[p.name] = _coerce(p, arguments[p.name])
         return bound
 
+    @property
+    def blocking(self) -> bool:
+        """A plain ``def`` may block or burn CPU: the Agent runs it in a worker process, never on its loop.
+
+        An ``async def`` is I/O: it runs on the Agent's loop and is cancelled at its deadline.
+        """
+        return not inspect.iscoroutinefunction(self.handler)
+
+    def import_path(self) -> tuple[str, str]:
+        """Where a worker process imports the handler from: (module, qualified name)."""
+        module, name = self.handler.__module__, self.handler.__qualname__
+        if "<locals>" in name or module == "__main__":
+            raise TypeError(
+                f"tool {self.name} is synchronous, so it runs in a worker process that imports it: define it at "
+                "module level (or make it async)"
+            )
+        return module, name
+
     async def invoke(self, arguments: Mapping[str, Any]) -> str:
-        """Runs the tool (async or in a worker thread when sync) and returns its text result."""
+        """Runs the tool in this process (async, or sync in a thread) and returns its text result.
+
+        For scripts and tests; the Agent runs synchronous tools in worker processes instead
+        (:class:`loomflow.agent.tools.workers.ToolWorkers`).
+        """
         kwargs = self.bind(arguments)
         if inspect.iscoroutinefunction(self.handler):
             result = await self.handler(**kwargs)

@@ -308,9 +308,10 @@ class InProcessLedger:
 
     async def commit(self, tenant: str, reservation_id: str, charge: Charge, at: Moment) -> CommitOutcome:
         state, reservation = self._find(tenant, reservation_id, at)
+        held = reservation.record.held
         if reservation.state is _COMMITTED:
             assert reservation.charged is not None
-            return CommitOutcome(reservation.charged, True, self._states(state, tenant, at))
+            return CommitOutcome(reservation.charged, True, self._states(state, tenant, at), held)
         if reservation.state is _HELD:
             self._unhold(reservation, _COMMITTED, at.now_ms)
         reservation.state = _COMMITTED
@@ -319,7 +320,7 @@ class InProcessLedger:
         state.usage.add(charge, at)
         self._global_usage.add(charge, at)
         self._prune(state, at)
-        return CommitOutcome(charge, False, self._states(state, tenant, at))
+        return CommitOutcome(charge, False, self._states(state, tenant, at), held)
 
     async def release(self, tenant: str, reservation_id: str, at: Moment) -> bool:
         _, reservation = self._find(tenant, reservation_id, at)

@@ -326,9 +326,10 @@ class PostgresLedger:
             )
             if row is None:
                 raise NotFound(f"reservation {reservation_id!r} not found")
+            held = Charge.from_stored(row["held"], row["priced_as"])
             if row["state"] == "c":
                 original = Charge.from_stored(row["charged"], row["priced_as"])
-                return CommitOutcome(original, True, _states(await self._state(conn, tenant, at)))
+                return CommitOutcome(original, True, _states(await self._state(conn, tenant, at)), held)
             if row["state"] == "h":
                 await conn.execute(_ADD_HELD, [GLOBAL, "u" + tenant], [-v for v in _hold_vector(row["held"])])
             await conn.execute(
@@ -346,7 +347,7 @@ class PostgresLedger:
                 ["all", at.day, at.month] * 2,
                 list(charge.stored),
             )
-            return CommitOutcome(charge, False, _states(await self._state(conn, tenant, at)))
+            return CommitOutcome(charge, False, _states(await self._state(conn, tenant, at)), held)
 
         outcome: CommitOutcome = await self._transaction(work)
         return outcome

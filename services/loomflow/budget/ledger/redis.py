@@ -179,11 +179,15 @@ _COMMIT = (
     + r"""
 local now, retention = tonumber(ARGV[1]), tonumber(ARGV[8])
 purge(KEYS[2], KEYS[7], now, tonumber(ARGV[9]), retention)
-local f = redis.call('HMGET', KEYS[1], 'st', 'ck', 'h0', 'h1', 'h4', 'h5', 'c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'hp')
+local f = redis.call('HMGET', KEYS[1], 'st', 'ck', 'h0', 'h1', 'h4', 'h5', 'c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'hp',
+  'h2', 'h3')
 if not f[1] then return {'missing'} end
+-- Every answer carries the hold as granted (h0..h5), so the caller can flag a commit above it.
+local granted = {f[3], f[4], f[14], f[15], f[5], f[6]}
 if f[1] == 'c' then
   local reply = {'replay'}
   for i = 7, 13 do reply[#reply + 1] = f[i] end
+  for _, v in ipairs(granted) do reply[#reply + 1] = v end
   for _, v in ipairs(all_states(KEYS, 3)) do reply[#reply + 1] = v end
   return reply
 end
@@ -207,6 +211,7 @@ redis.call('PEXPIRE', KEYS[12], ARGV[10])
 redis.call('PEXPIRE', KEYS[10], ARGV[11])
 redis.call('PEXPIRE', KEYS[13], ARGV[11])
 local reply = {'ok', f[13]}
+for _, v in ipairs(granted) do reply[#reply + 1] = v end
 for _, v in ipairs(all_states(KEYS, 3)) do reply[#reply + 1] = v end
 return reply
 """
@@ -444,8 +449,10 @@ class RedisLedger:
             raise NotFound(f"reservation {reservation_id!r} not found")
         if reply[0] == "replay":
             original = Charge.from_stored([int(v) for v in reply[1:7]], reply[7] or "")
-            return CommitOutcome(original, True, _states(reply[8:]))
-        return CommitOutcome(charge, False, _states(reply[2:]))
+            held = Charge.from_stored([int(v or 0) for v in reply[8:14]], original.priced_as)
+            return CommitOutcome(original, True, _states(reply[14:]), held)
+        held = Charge.from_stored([int(v or 0) for v in reply[2:8]], reply[1] or "")
+        return CommitOutcome(charge, False, _states(reply[8:]), held)
 
     async def release(self, tenant: str, reservation_id: str, at: Moment) -> bool:
         keys = [

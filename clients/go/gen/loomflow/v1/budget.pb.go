@@ -846,7 +846,12 @@ type CommitResponse struct {
 	Charged  *Charge                `protobuf:"bytes,1,opt,name=charged,proto3" json:"charged,omitempty"`
 	Warnings []*BudgetWarning       `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	// True when this answer replays an earlier Commit of the same reservation.
-	Replayed      bool `protobuf:"varint,3,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	Replayed bool `protobuf:"varint,3,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// Every dimension this commit charged more of than its reservation held,
+	// in dimension order; empty when the reservation covered the usage. The
+	// usage is charged all the same (it happened), so it may take the tenant
+	// past a limit; loomflow_budget_overruns_total counts these commits.
+	Overruns      []*Overrun `protobuf:"bytes,4,rep,name=overruns,proto3" json:"overruns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -902,6 +907,85 @@ func (x *CommitResponse) GetReplayed() bool {
 	return false
 }
 
+func (x *CommitResponse) GetOverruns() []*Overrun {
+	if x != nil {
+		return x.Overruns
+	}
+	return nil
+}
+
+// Overrun is one dimension a commit charged above its reservation.
+type Overrun struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Dimension Dimension              `protobuf:"varint,1,opt,name=dimension,proto3,enum=loomflow.v1.Dimension" json:"dimension,omitempty"`
+	// What the reservation held, in the dimension's unit.
+	Reserved int64 `protobuf:"varint,2,opt,name=reserved,proto3" json:"reserved,omitempty"`
+	// What the commit charged.
+	Charged int64 `protobuf:"varint,3,opt,name=charged,proto3" json:"charged,omitempty"`
+	// charged - reserved (always > 0).
+	Excess        int64 `protobuf:"varint,4,opt,name=excess,proto3" json:"excess,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Overrun) Reset() {
+	*x = Overrun{}
+	mi := &file_loomflow_v1_budget_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Overrun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Overrun) ProtoMessage() {}
+
+func (x *Overrun) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_budget_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Overrun.ProtoReflect.Descriptor instead.
+func (*Overrun) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Overrun) GetDimension() Dimension {
+	if x != nil {
+		return x.Dimension
+	}
+	return Dimension_DIMENSION_UNSPECIFIED
+}
+
+func (x *Overrun) GetReserved() int64 {
+	if x != nil {
+		return x.Reserved
+	}
+	return 0
+}
+
+func (x *Overrun) GetCharged() int64 {
+	if x != nil {
+		return x.Charged
+	}
+	return 0
+}
+
+func (x *Overrun) GetExcess() int64 {
+	if x != nil {
+		return x.Excess
+	}
+	return 0
+}
+
 type ReleaseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -912,7 +996,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[9]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1008,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[9]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1021,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{9}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReleaseRequest) GetScope() *UserScope {
@@ -964,7 +1048,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[10]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1060,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[10]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1073,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{10}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReleaseResponse) GetReleased() bool {
@@ -1008,7 +1092,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[11]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1104,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[11]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1117,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{11}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetStatusRequest) GetScope() *UserScope {
@@ -1056,7 +1140,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[12]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1152,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[12]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1165,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{12}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetStatusResponse) GetLimits() []*LimitUsage {
@@ -1117,7 +1201,7 @@ type SetLimitsRequest struct {
 
 func (x *SetLimitsRequest) Reset() {
 	*x = SetLimitsRequest{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[13]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1213,7 @@ func (x *SetLimitsRequest) String() string {
 func (*SetLimitsRequest) ProtoMessage() {}
 
 func (x *SetLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[13]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1226,7 @@ func (x *SetLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLimitsRequest.ProtoReflect.Descriptor instead.
 func (*SetLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{13}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetLimitsRequest) GetScope() *UserScope {
@@ -1175,7 +1259,7 @@ type SetLimitsResponse struct {
 
 func (x *SetLimitsResponse) Reset() {
 	*x = SetLimitsResponse{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[14]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1271,7 @@ func (x *SetLimitsResponse) String() string {
 func (*SetLimitsResponse) ProtoMessage() {}
 
 func (x *SetLimitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[14]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1284,7 @@ func (x *SetLimitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLimitsResponse.ProtoReflect.Descriptor instead.
 func (*SetLimitsResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{14}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetLimitsResponse) GetLimits() []*Limit {
@@ -1219,7 +1303,7 @@ type BudgetServiceForgetRequest struct {
 
 func (x *BudgetServiceForgetRequest) Reset() {
 	*x = BudgetServiceForgetRequest{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[15]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1315,7 @@ func (x *BudgetServiceForgetRequest) String() string {
 func (*BudgetServiceForgetRequest) ProtoMessage() {}
 
 func (x *BudgetServiceForgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[15]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1328,7 @@ func (x *BudgetServiceForgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetServiceForgetRequest.ProtoReflect.Descriptor instead.
 func (*BudgetServiceForgetRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{15}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BudgetServiceForgetRequest) GetScope() *UserScope {
@@ -1269,7 +1353,7 @@ type BudgetServiceForgetResponse struct {
 
 func (x *BudgetServiceForgetResponse) Reset() {
 	*x = BudgetServiceForgetResponse{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[16]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1365,7 @@ func (x *BudgetServiceForgetResponse) String() string {
 func (*BudgetServiceForgetResponse) ProtoMessage() {}
 
 func (x *BudgetServiceForgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[16]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1378,7 @@ func (x *BudgetServiceForgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetServiceForgetResponse.ProtoReflect.Descriptor instead.
 func (*BudgetServiceForgetResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{16}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BudgetServiceForgetResponse) GetReservationsDeleted() int64 {
@@ -1334,7 +1418,7 @@ type BudgetServiceExportRequest struct {
 
 func (x *BudgetServiceExportRequest) Reset() {
 	*x = BudgetServiceExportRequest{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[17]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1430,7 @@ func (x *BudgetServiceExportRequest) String() string {
 func (*BudgetServiceExportRequest) ProtoMessage() {}
 
 func (x *BudgetServiceExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[17]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1443,7 @@ func (x *BudgetServiceExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetServiceExportRequest.ProtoReflect.Descriptor instead.
 func (*BudgetServiceExportRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{17}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BudgetServiceExportRequest) GetScope() *UserScope {
@@ -1381,7 +1465,7 @@ type UsageRecord struct {
 
 func (x *UsageRecord) Reset() {
 	*x = UsageRecord{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[18]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1477,7 @@ func (x *UsageRecord) String() string {
 func (*UsageRecord) ProtoMessage() {}
 
 func (x *UsageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[18]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1490,7 @@ func (x *UsageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRecord.ProtoReflect.Descriptor instead.
 func (*UsageRecord) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{18}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UsageRecord) GetWindowKey() string {
@@ -1442,7 +1526,7 @@ type ReservationRecord struct {
 
 func (x *ReservationRecord) Reset() {
 	*x = ReservationRecord{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[19]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1538,7 @@ func (x *ReservationRecord) String() string {
 func (*ReservationRecord) ProtoMessage() {}
 
 func (x *ReservationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[19]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1551,7 @@ func (x *ReservationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReservationRecord.ProtoReflect.Descriptor instead.
 func (*ReservationRecord) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{19}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReservationRecord) GetReservationId() string {
@@ -1534,7 +1618,7 @@ type BudgetServiceExportResponse struct {
 
 func (x *BudgetServiceExportResponse) Reset() {
 	*x = BudgetServiceExportResponse{}
-	mi := &file_loomflow_v1_budget_proto_msgTypes[20]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1630,7 @@ func (x *BudgetServiceExportResponse) String() string {
 func (*BudgetServiceExportResponse) ProtoMessage() {}
 
 func (x *BudgetServiceExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_budget_proto_msgTypes[20]
+	mi := &file_loomflow_v1_budget_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1643,7 @@ func (x *BudgetServiceExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetServiceExportResponse.ProtoReflect.Descriptor instead.
 func (*BudgetServiceExportResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{20}
+	return file_loomflow_v1_budget_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BudgetServiceExportResponse) GetRecord() isBudgetServiceExportResponse_Record {
@@ -1684,11 +1768,17 @@ const file_loomflow_v1_budget_proto_rawDesc = "" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12=\n" +
 	"\x0ereservation_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
 	"^[^\\x00]*$R\rreservationId\x122\n" +
-	"\x06actual\x18\x03 \x01(\v2\x12.loomflow.v1.UsageB\x06\xbaH\x03\xc8\x01\x01R\x06actual\"\x93\x01\n" +
+	"\x06actual\x18\x03 \x01(\v2\x12.loomflow.v1.UsageB\x06\xbaH\x03\xc8\x01\x01R\x06actual\"\xc5\x01\n" +
 	"\x0eCommitResponse\x12-\n" +
 	"\acharged\x18\x01 \x01(\v2\x13.loomflow.v1.ChargeR\acharged\x126\n" +
 	"\bwarnings\x18\x02 \x03(\v2\x1a.loomflow.v1.BudgetWarningR\bwarnings\x12\x1a\n" +
-	"\breplayed\x18\x03 \x01(\bR\breplayed\"\x85\x01\n" +
+	"\breplayed\x18\x03 \x01(\bR\breplayed\x120\n" +
+	"\boverruns\x18\x04 \x03(\v2\x14.loomflow.v1.OverrunR\boverruns\"\x8d\x01\n" +
+	"\aOverrun\x124\n" +
+	"\tdimension\x18\x01 \x01(\x0e2\x16.loomflow.v1.DimensionR\tdimension\x12\x1a\n" +
+	"\breserved\x18\x02 \x01(\x03R\breserved\x12\x18\n" +
+	"\acharged\x18\x03 \x01(\x03R\acharged\x12\x16\n" +
+	"\x06excess\x18\x04 \x01(\x03R\x06excess\"\x85\x01\n" +
 	"\x0eReleaseRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12=\n" +
 	"\x0ereservation_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
@@ -1776,7 +1866,7 @@ func file_loomflow_v1_budget_proto_rawDescGZIP() []byte {
 }
 
 var file_loomflow_v1_budget_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_loomflow_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_loomflow_v1_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_loomflow_v1_budget_proto_goTypes = []any{
 	(Dimension)(0),                      // 0: loomflow.v1.Dimension
 	(Window)(0),                         // 1: loomflow.v1.Window
@@ -1790,75 +1880,78 @@ var file_loomflow_v1_budget_proto_goTypes = []any{
 	(*ReserveResponse)(nil),             // 9: loomflow.v1.ReserveResponse
 	(*CommitRequest)(nil),               // 10: loomflow.v1.CommitRequest
 	(*CommitResponse)(nil),              // 11: loomflow.v1.CommitResponse
-	(*ReleaseRequest)(nil),              // 12: loomflow.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),             // 13: loomflow.v1.ReleaseResponse
-	(*GetStatusRequest)(nil),            // 14: loomflow.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),           // 15: loomflow.v1.GetStatusResponse
-	(*SetLimitsRequest)(nil),            // 16: loomflow.v1.SetLimitsRequest
-	(*SetLimitsResponse)(nil),           // 17: loomflow.v1.SetLimitsResponse
-	(*BudgetServiceForgetRequest)(nil),  // 18: loomflow.v1.BudgetServiceForgetRequest
-	(*BudgetServiceForgetResponse)(nil), // 19: loomflow.v1.BudgetServiceForgetResponse
-	(*BudgetServiceExportRequest)(nil),  // 20: loomflow.v1.BudgetServiceExportRequest
-	(*UsageRecord)(nil),                 // 21: loomflow.v1.UsageRecord
-	(*ReservationRecord)(nil),           // 22: loomflow.v1.ReservationRecord
-	(*BudgetServiceExportResponse)(nil), // 23: loomflow.v1.BudgetServiceExportResponse
-	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
-	(*UserScope)(nil),                   // 25: loomflow.v1.UserScope
+	(*Overrun)(nil),                     // 12: loomflow.v1.Overrun
+	(*ReleaseRequest)(nil),              // 13: loomflow.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),             // 14: loomflow.v1.ReleaseResponse
+	(*GetStatusRequest)(nil),            // 15: loomflow.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),           // 16: loomflow.v1.GetStatusResponse
+	(*SetLimitsRequest)(nil),            // 17: loomflow.v1.SetLimitsRequest
+	(*SetLimitsResponse)(nil),           // 18: loomflow.v1.SetLimitsResponse
+	(*BudgetServiceForgetRequest)(nil),  // 19: loomflow.v1.BudgetServiceForgetRequest
+	(*BudgetServiceForgetResponse)(nil), // 20: loomflow.v1.BudgetServiceForgetResponse
+	(*BudgetServiceExportRequest)(nil),  // 21: loomflow.v1.BudgetServiceExportRequest
+	(*UsageRecord)(nil),                 // 22: loomflow.v1.UsageRecord
+	(*ReservationRecord)(nil),           // 23: loomflow.v1.ReservationRecord
+	(*BudgetServiceExportResponse)(nil), // 24: loomflow.v1.BudgetServiceExportResponse
+	(*timestamppb.Timestamp)(nil),       // 25: google.protobuf.Timestamp
+	(*UserScope)(nil),                   // 26: loomflow.v1.UserScope
 }
 var file_loomflow_v1_budget_proto_depIdxs = []int32{
 	0,  // 0: loomflow.v1.Limit.dimension:type_name -> loomflow.v1.Dimension
 	1,  // 1: loomflow.v1.Limit.window:type_name -> loomflow.v1.Window
 	5,  // 2: loomflow.v1.LimitUsage.limit:type_name -> loomflow.v1.Limit
-	24, // 3: loomflow.v1.LimitUsage.window_start:type_name -> google.protobuf.Timestamp
-	24, // 4: loomflow.v1.LimitUsage.window_end:type_name -> google.protobuf.Timestamp
+	25, // 3: loomflow.v1.LimitUsage.window_start:type_name -> google.protobuf.Timestamp
+	25, // 4: loomflow.v1.LimitUsage.window_end:type_name -> google.protobuf.Timestamp
 	5,  // 5: loomflow.v1.BudgetWarning.limit:type_name -> loomflow.v1.Limit
-	25, // 6: loomflow.v1.ReserveRequest.scope:type_name -> loomflow.v1.UserScope
+	26, // 6: loomflow.v1.ReserveRequest.scope:type_name -> loomflow.v1.UserScope
 	3,  // 7: loomflow.v1.ReserveRequest.estimate:type_name -> loomflow.v1.Usage
 	4,  // 8: loomflow.v1.ReserveResponse.held:type_name -> loomflow.v1.Charge
-	24, // 9: loomflow.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 9: loomflow.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
 	7,  // 10: loomflow.v1.ReserveResponse.warnings:type_name -> loomflow.v1.BudgetWarning
-	25, // 11: loomflow.v1.CommitRequest.scope:type_name -> loomflow.v1.UserScope
+	26, // 11: loomflow.v1.CommitRequest.scope:type_name -> loomflow.v1.UserScope
 	3,  // 12: loomflow.v1.CommitRequest.actual:type_name -> loomflow.v1.Usage
 	4,  // 13: loomflow.v1.CommitResponse.charged:type_name -> loomflow.v1.Charge
 	7,  // 14: loomflow.v1.CommitResponse.warnings:type_name -> loomflow.v1.BudgetWarning
-	25, // 15: loomflow.v1.ReleaseRequest.scope:type_name -> loomflow.v1.UserScope
-	25, // 16: loomflow.v1.GetStatusRequest.scope:type_name -> loomflow.v1.UserScope
-	6,  // 17: loomflow.v1.GetStatusResponse.limits:type_name -> loomflow.v1.LimitUsage
-	4,  // 18: loomflow.v1.GetStatusResponse.total:type_name -> loomflow.v1.Charge
-	7,  // 19: loomflow.v1.GetStatusResponse.warnings:type_name -> loomflow.v1.BudgetWarning
-	25, // 20: loomflow.v1.SetLimitsRequest.scope:type_name -> loomflow.v1.UserScope
-	2,  // 21: loomflow.v1.SetLimitsRequest.target:type_name -> loomflow.v1.LimitTarget
-	5,  // 22: loomflow.v1.SetLimitsRequest.limits:type_name -> loomflow.v1.Limit
-	5,  // 23: loomflow.v1.SetLimitsResponse.limits:type_name -> loomflow.v1.Limit
-	25, // 24: loomflow.v1.BudgetServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
-	25, // 25: loomflow.v1.BudgetServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
-	4,  // 26: loomflow.v1.UsageRecord.usage:type_name -> loomflow.v1.Charge
-	4,  // 27: loomflow.v1.ReservationRecord.held:type_name -> loomflow.v1.Charge
-	4,  // 28: loomflow.v1.ReservationRecord.charged:type_name -> loomflow.v1.Charge
-	24, // 29: loomflow.v1.ReservationRecord.created_at:type_name -> google.protobuf.Timestamp
-	24, // 30: loomflow.v1.ReservationRecord.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 31: loomflow.v1.BudgetServiceExportResponse.usage:type_name -> loomflow.v1.UsageRecord
-	22, // 32: loomflow.v1.BudgetServiceExportResponse.reservation:type_name -> loomflow.v1.ReservationRecord
-	17, // 33: loomflow.v1.BudgetServiceExportResponse.limit_override:type_name -> loomflow.v1.SetLimitsResponse
-	8,  // 34: loomflow.v1.BudgetService.Reserve:input_type -> loomflow.v1.ReserveRequest
-	10, // 35: loomflow.v1.BudgetService.Commit:input_type -> loomflow.v1.CommitRequest
-	12, // 36: loomflow.v1.BudgetService.Release:input_type -> loomflow.v1.ReleaseRequest
-	14, // 37: loomflow.v1.BudgetService.GetStatus:input_type -> loomflow.v1.GetStatusRequest
-	16, // 38: loomflow.v1.BudgetService.SetLimits:input_type -> loomflow.v1.SetLimitsRequest
-	18, // 39: loomflow.v1.BudgetService.Forget:input_type -> loomflow.v1.BudgetServiceForgetRequest
-	20, // 40: loomflow.v1.BudgetService.Export:input_type -> loomflow.v1.BudgetServiceExportRequest
-	9,  // 41: loomflow.v1.BudgetService.Reserve:output_type -> loomflow.v1.ReserveResponse
-	11, // 42: loomflow.v1.BudgetService.Commit:output_type -> loomflow.v1.CommitResponse
-	13, // 43: loomflow.v1.BudgetService.Release:output_type -> loomflow.v1.ReleaseResponse
-	15, // 44: loomflow.v1.BudgetService.GetStatus:output_type -> loomflow.v1.GetStatusResponse
-	17, // 45: loomflow.v1.BudgetService.SetLimits:output_type -> loomflow.v1.SetLimitsResponse
-	19, // 46: loomflow.v1.BudgetService.Forget:output_type -> loomflow.v1.BudgetServiceForgetResponse
-	23, // 47: loomflow.v1.BudgetService.Export:output_type -> loomflow.v1.BudgetServiceExportResponse
-	41, // [41:48] is the sub-list for method output_type
-	34, // [34:41] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	12, // 15: loomflow.v1.CommitResponse.overruns:type_name -> loomflow.v1.Overrun
+	0,  // 16: loomflow.v1.Overrun.dimension:type_name -> loomflow.v1.Dimension
+	26, // 17: loomflow.v1.ReleaseRequest.scope:type_name -> loomflow.v1.UserScope
+	26, // 18: loomflow.v1.GetStatusRequest.scope:type_name -> loomflow.v1.UserScope
+	6,  // 19: loomflow.v1.GetStatusResponse.limits:type_name -> loomflow.v1.LimitUsage
+	4,  // 20: loomflow.v1.GetStatusResponse.total:type_name -> loomflow.v1.Charge
+	7,  // 21: loomflow.v1.GetStatusResponse.warnings:type_name -> loomflow.v1.BudgetWarning
+	26, // 22: loomflow.v1.SetLimitsRequest.scope:type_name -> loomflow.v1.UserScope
+	2,  // 23: loomflow.v1.SetLimitsRequest.target:type_name -> loomflow.v1.LimitTarget
+	5,  // 24: loomflow.v1.SetLimitsRequest.limits:type_name -> loomflow.v1.Limit
+	5,  // 25: loomflow.v1.SetLimitsResponse.limits:type_name -> loomflow.v1.Limit
+	26, // 26: loomflow.v1.BudgetServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
+	26, // 27: loomflow.v1.BudgetServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
+	4,  // 28: loomflow.v1.UsageRecord.usage:type_name -> loomflow.v1.Charge
+	4,  // 29: loomflow.v1.ReservationRecord.held:type_name -> loomflow.v1.Charge
+	4,  // 30: loomflow.v1.ReservationRecord.charged:type_name -> loomflow.v1.Charge
+	25, // 31: loomflow.v1.ReservationRecord.created_at:type_name -> google.protobuf.Timestamp
+	25, // 32: loomflow.v1.ReservationRecord.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 33: loomflow.v1.BudgetServiceExportResponse.usage:type_name -> loomflow.v1.UsageRecord
+	23, // 34: loomflow.v1.BudgetServiceExportResponse.reservation:type_name -> loomflow.v1.ReservationRecord
+	18, // 35: loomflow.v1.BudgetServiceExportResponse.limit_override:type_name -> loomflow.v1.SetLimitsResponse
+	8,  // 36: loomflow.v1.BudgetService.Reserve:input_type -> loomflow.v1.ReserveRequest
+	10, // 37: loomflow.v1.BudgetService.Commit:input_type -> loomflow.v1.CommitRequest
+	13, // 38: loomflow.v1.BudgetService.Release:input_type -> loomflow.v1.ReleaseRequest
+	15, // 39: loomflow.v1.BudgetService.GetStatus:input_type -> loomflow.v1.GetStatusRequest
+	17, // 40: loomflow.v1.BudgetService.SetLimits:input_type -> loomflow.v1.SetLimitsRequest
+	19, // 41: loomflow.v1.BudgetService.Forget:input_type -> loomflow.v1.BudgetServiceForgetRequest
+	21, // 42: loomflow.v1.BudgetService.Export:input_type -> loomflow.v1.BudgetServiceExportRequest
+	9,  // 43: loomflow.v1.BudgetService.Reserve:output_type -> loomflow.v1.ReserveResponse
+	11, // 44: loomflow.v1.BudgetService.Commit:output_type -> loomflow.v1.CommitResponse
+	14, // 45: loomflow.v1.BudgetService.Release:output_type -> loomflow.v1.ReleaseResponse
+	16, // 46: loomflow.v1.BudgetService.GetStatus:output_type -> loomflow.v1.GetStatusResponse
+	18, // 47: loomflow.v1.BudgetService.SetLimits:output_type -> loomflow.v1.SetLimitsResponse
+	20, // 48: loomflow.v1.BudgetService.Forget:output_type -> loomflow.v1.BudgetServiceForgetResponse
+	24, // 49: loomflow.v1.BudgetService.Export:output_type -> loomflow.v1.BudgetServiceExportResponse
+	43, // [43:50] is the sub-list for method output_type
+	36, // [36:43] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_budget_proto_init() }
@@ -1867,7 +1960,7 @@ func file_loomflow_v1_budget_proto_init() {
 		return
 	}
 	file_loomflow_v1_tenancy_proto_init()
-	file_loomflow_v1_budget_proto_msgTypes[20].OneofWrappers = []any{
+	file_loomflow_v1_budget_proto_msgTypes[21].OneofWrappers = []any{
 		(*BudgetServiceExportResponse_Usage)(nil),
 		(*BudgetServiceExportResponse_Reservation)(nil),
 		(*BudgetServiceExportResponse_LimitOverride)(nil),
@@ -1878,7 +1971,7 @@ func file_loomflow_v1_budget_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_budget_proto_rawDesc), len(file_loomflow_v1_budget_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
