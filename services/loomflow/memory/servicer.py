@@ -29,6 +29,7 @@ from loomflow.memory.models import (
     RecallQuery,
     now_micros,
 )
+from loomflow.memory.recall.embedding import Embedder
 from loomflow.memory.store.base import MemoryStore
 from loomflow.v1 import memory_pb2, memory_pb2_grpc
 
@@ -126,8 +127,11 @@ def fact_message(fact: Fact) -> memory_pb2.Fact:
 
 
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, store: MemoryStore, max_message_bytes: int = 4 * 1024 * 1024) -> None:
+    def __init__(
+        self, store: MemoryStore, max_message_bytes: int = 4 * 1024 * 1024, embedder: Embedder | None = None
+    ) -> None:
         self._store = store
+        self._embedder = embedder
         # A Recall answer must fit in one gRPC message: a tenant whose top hits are large
         # episodes would otherwise get RESOURCE_EXHAUSTED on every Recall (and every agent run).
         self._recall_bytes = max(64 * 1024, max_message_bytes - _RESPONSE_MARGIN)
@@ -159,7 +163,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         )
         hits = await self._store.recall(tenant, query)
         metrics.record_recall(tenant, started)
-        response = memory_pb2.RecallResponse()
+        response = memory_pb2.RecallResponse(embedder=self._embedder.name if self._embedder else "")
         for hit in hits:
             message = response.hits.add()
             write_episode(message.episode, hit.episode)
