@@ -16,6 +16,7 @@ from loomflow.audit.cli import add_subcommand as add_audit_subcommand
 from loomflow.kernel import config, eventloop
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_logging
+from loomflow.memory.cli import add_subcommand as add_memory_subcommand
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -42,6 +43,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     add_audit_subcommand,
     add_token_subcommand,
     add_demo_subcommand,
+    add_memory_subcommand,
 ]
 
 

@@ -2,7 +2,9 @@
 
 WordLlama (``wordllama`` package) is a static embedding model: a 32,000-token
 table of 256-dimensional vectors distilled from LLM token embeddings. A text's
-vector is the mean of its tokens' rows, L2-normalised: ~20 µs per short text
+vector is the mean of its tokens' rows, L2-normalised, with English stop words
+left out of the mean (recall@5 of the vector ranking alone 0.85 -> 0.88 on
+bench/data/recall_quality.yaml): ~20 µs per short text
 in process, no inference runtime, and it knows synonyms (car/automobile 0.67,
 doctor/physician 0.64, doctor/banana -0.04). Its dimensions are Matryoshka
 ordered, so the first 128 or 64 are a smaller model of their own.
@@ -24,6 +26,7 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 from loomflow.memory.recall.embedding import LocalEmbedder, Matrix, normalise_rows
+from loomflow.memory.recall.text import content_words
 
 WORDLLAMA_DIMS = (256, 128, 64)
 _WEIGHTS = "weights/l2_supercat_256.safetensors"
@@ -75,7 +78,7 @@ class WordLlamaEmbedder(LocalEmbedder):
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         if not texts:
             return out
-        encoded = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encoded = tokenizer.encode_batch([content_words(t) for t in texts], add_special_tokens=False)
         for row, encoding in enumerate(encoded):
             ids = encoding.ids
             if ids:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from loomflow.memory.recall.embedding import Embedder, Vector
 
@@ -36,6 +36,7 @@ class VectorRewriter(Protocol):
         ...
 
 
+@runtime_checkable
 class Reembeddable(Protocol):
     async def tenants_after(self, after: str, limit: int) -> list[str]:
         """Tenant keys greater than ``after``, ascending, at most ``limit``."""
