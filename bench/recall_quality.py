@@ -11,7 +11,8 @@ searched by the same code the stores use (TenantIndex: BM25 + exact cosine, weig
 rank fusion); ranks are over the user's whole history.
 
 Hybrid fusion weights are chosen per embedder on the even-numbered questions (grid of vector
-weights, lexical weight 1; the smallest within one point of recall@5 of the best) and reported on the odd-numbered ones (held out) and on all. The
+weights, lexical weight 1; the smallest within one point of recall@5 of the best) and reported on
+the odd-numbered ones (held out) and on all. The
 Agent's similarity threshold per embedder is the 10th percentile of the cosine between a question
 and its answer (so 90% of answers clear it),
 reported with the share of non-answers in the top 5 below it. Embedding cost per text (query and

@@ -32,7 +32,7 @@ def term_counts(text: str) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float
 
 
 STOP_WORDS = frozenset(
-    [
+    (
         "a",
         "about",
         "am",
@@ -109,7 +109,7 @@ STOP_WORDS = frozenset(
         "m",
         "re",
         "ve",
-    ]
+    )
 )
 """English function words. Left out of a static embedding's mean (they pull every text's vector
 toward the same point); kept in BM25, where "my" and "I" do single out a user's own turns
