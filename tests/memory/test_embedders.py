@@ -115,7 +115,8 @@ def test_local_embedders_open_no_connection_at_start_or_at_run_time(kind: str, b
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeEmbeddings]:
-    server = await FakeEmbeddings(dim=256).start()
+    server = FakeEmbeddings(dim=256)
+    await server.start()
     try:
         yield server
     finally:
