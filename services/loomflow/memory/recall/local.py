@@ -18,7 +18,9 @@ socket (tests/memory/test_embedders.py proves it).
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ import numpy.typing as npt
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
-from loomflow.memory.recall.embedding import LocalEmbedder, Matrix, normalise_rows
+from loomflow.memory.recall.embedding import LocalEmbedder, Matrix, Vector
 from loomflow.memory.recall.text import content_words
 
 WORDLLAMA_DIMS = (256, 128, 64)
@@ -49,6 +51,7 @@ class WordLlamaEmbedder(LocalEmbedder):
         self._dim = dim
         self._table: npt.NDArray[np.float16] | None = None
         self._tokenizer: Tokenizer | None = None
+        self._ids_of = lru_cache(maxsize=200_000)(self._word_ids)
 
     @property
     def name(self) -> str:
@@ -72,17 +75,29 @@ class WordLlamaEmbedder(LocalEmbedder):
     async def start(self) -> None:
         self.load()
 
+    def _word_ids(self, word: str) -> tuple[int, ...]:
+        assert self._tokenizer is not None
+        return tuple(self._tokenizer.encode(word, add_special_tokens=False).ids)
+
+    def _embed_one(self, table: npt.NDArray[np.float16], text: str) -> Vector:
+        # Word by word through a cache: a Recall's query costs dictionary lookups, not a tokenizer run.
+        ids = [i for word in content_words(text).split() for i in self._ids_of(word)]
+        if not ids:
+            return np.zeros(self._dim, dtype=np.float32)
+        # The sum, not the mean: normalising makes them the same vector, in fewer numpy calls.
+        vector: Vector = table[ids].sum(axis=0, dtype=np.float32)
+        norm = math.sqrt(float(vector @ vector))
+        return vector / norm if norm > 0 else vector
+
+    def embed(self, text: str) -> Vector:
+        self.load()
+        assert self._table is not None
+        return self._embed_one(self._table, text)
+
     def embed_many(self, texts: Sequence[str]) -> Matrix:
         self.load()
-        table, tokenizer = self._table, self._tokenizer
+        table = self._table
         assert table is not None
-        assert tokenizer is not None
-        out = np.zeros((len(texts), self._dim), dtype=np.float32)
         if not texts:
-            return out
-        encoded = tokenizer.encode_batch([content_words(t) for t in texts], add_special_tokens=False)
-        for row, encoding in enumerate(encoded):
-            ids = encoding.ids
-            if ids:
-                out[row] = table[ids].astype(np.float32).mean(axis=0)
-        return normalise_rows(out)
+            return np.zeros((0, self._dim), dtype=np.float32)
+        return np.stack([self._embed_one(table, text) for text in texts])
