@@ -8,9 +8,11 @@ Each dataset (users x episodes) lives in its own store: a SQLite file and a Chro
 --data-dir, a Postgres database ``loomflow_bench_<users>x<episodes>`` on --postgres-dsn, a Redis
 database (index 10, 11, ...) on --redis-url. Persistent datasets are loaded once and reused by
 later runs (a marker block records what was loaded); the in-memory backend loads every run.
-Loading uses ``remember_many`` (one call per user). Episodes are synthetic turns (8-30 words
-each side, Zipf-distributed vocabulary of 20,000 words); queries are 3-8 words, half taken from
-the queried user's own episodes.
+Loading uses ``remember_many`` (one call per user), with the ``--embedder`` of the stores and servers
+(default: the service default); episode vectors are computed at write time, and the cost of embedding
+one query (part of every Recall) is measured and reported as ``query_embedding``. Episodes are
+synthetic turns (8-30 words each side, Zipf-distributed vocabulary of 20,000 words); queries are
+3-8 words, half taken from the queried user's own episodes.
 
 Direct: the store in this process. Every user is recalled once first (a cold recall builds
 the tenant's in-process index; reported as ``cold``), then ``--queries`` recalls of random
@@ -58,6 +60,7 @@ import grpc  # noqa: E402
 from bench.harness import LatencyStats, latency_stats, machine, plot_path, progress, run_load, write_results  # noqa: E402
 from loomflow.kernel.errors import NotFound  # noqa: E402
 from loomflow.memory.models import BlockWrite, EpisodeDraft, ForgetScope, RecallQuery, now_micros  # noqa: E402
+from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, open_embedder  # noqa: E402
 from loomflow.memory.store import MemoryStore, open_store  # noqa: E402
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2  # noqa: E402
 from tests.support.processes import ServeProcess  # noqa: E402
@@ -125,9 +128,9 @@ def dsn_for(backend: str, dataset: Dataset, index: int, args: argparse.Namespace
     if backend == "memory":
         return "memory://"
     if backend == "sqlite":
-        return f"sqlite://{args.data_dir}/sqlite-{dataset.name}.db"
+        return f"sqlite://{args.data_dir}/sqlite-{dataset.name}-{args.embedder}.db"
     if backend == "chroma":
-        return f"chroma://{args.data_dir}/chroma-{dataset.name}"
+        return f"chroma://{args.data_dir}/chroma-{dataset.name}-{args.embedder}"
     if backend == "postgres":
         parts = urlsplit(str(args.postgres_dsn))
         return urlunsplit(parts._replace(path=f"/loomflow_bench_{dataset.name}"))
@@ -150,23 +153,30 @@ async def prepare_location(backend: str, dsn: str, args: argparse.Namespace) -> 
         os.makedirs(args.data_dir, exist_ok=True)  # once, before anything is timed
 
 
-async def already_loaded(store: MemoryStore, dataset: Dataset) -> bool:
+def marker(dataset: Dataset, embedder: str) -> str:
+    """What a loaded dataset's marker block says: its size and the embedder its vectors are from."""
+    return f"{dataset.name} {embedder}"
+
+
+async def already_loaded(store: MemoryStore, dataset: Dataset, embedder: str) -> bool:
     try:
         block = await store.get_block(MARKER, "", "dataset")
     except NotFound:
         return False
-    return block.content == dataset.name
+    return block.content == marker(dataset, embedder)
 
 
-async def load_direct(store: MemoryStore, dataset: Dataset, corpus: Corpus, label: str) -> dict[str, Any]:
-    if await already_loaded(store, dataset):
+async def load_direct(
+    store: MemoryStore, dataset: Dataset, corpus: Corpus, label: str, embedder: str
+) -> dict[str, Any]:
+    if await already_loaded(store, dataset, embedder):
         return {"reused": True}
     # A persistent store holding another or a partial load: start the dataset's tenants afresh.
     started = time.perf_counter()
     for first in progress(range(0, dataset.users, LOAD_PARALLEL_USERS), label=f"load {label}"):
         users = range(first, min(first + LOAD_PARALLEL_USERS, dataset.users))
         await asyncio.gather(*(_load_user(store, dataset, corpus, user) for user in users))
-    await store.put_block(MARKER, BlockWrite("dataset", "", dataset.name), now_micros())
+    await store.put_block(MARKER, BlockWrite("dataset", "", marker(dataset, embedder)), now_micros())
     seconds = time.perf_counter() - started
     count = dataset.users * dataset.episodes
     return {"reused": False, "episodes": count, "seconds": round(seconds, 1), "per_second": round(count / seconds)}
@@ -180,6 +190,19 @@ async def _load_user(store: MemoryStore, dataset: Dataset, corpus: Corpus, user:
 
 
 # -- measuring -----------------------------------------------------------------------
+
+
+async def query_embedding_cost(kind: str, dataset: Dataset, corpus: Corpus, count: int = 2000) -> dict[str, Any]:
+    """What embedding one Recall's query costs in process (part of every Recall's server time)."""
+    embedder = open_embedder(EmbedderOptions(kind=kind))
+    await embedder.start()
+    queries = [corpus.query(dataset, user % dataset.users) for user in range(count)]
+    started = time.perf_counter()
+    for text in queries:
+        await embedder.embed_texts([text])
+    per_query = (time.perf_counter() - started) / count
+    await embedder.close()
+    return {"embedder": embedder.name, "queries": count, "us_per_query": round(per_query * 1e6, 1)}
 
 
 def direct_recall(store: MemoryStore, tenant: str, text: str) -> Callable[[], Awaitable[Any]]:
@@ -259,14 +282,17 @@ async def measure_direct(
 ) -> dict[str, Any]:
     stores: dict[Dataset, MemoryStore] = {}
     report: dict[str, Any] = {}
+    embedder = open_embedder(EmbedderOptions(kind=args.embedder))
+    await embedder.start()
     try:
         for index, dataset in enumerate(sizes):
             dsn = dsn_for(backend, dataset, index, args)
             await prepare_location(backend, dsn, args)
-            store = open_store(dsn, args.data_dir)
+            store = open_store(dsn, args.data_dir, embedder=embedder)
             await store.start()
             stores[dataset] = store
-            report[dataset.name] = {"load": await load_direct(store, dataset, corpus, f"{backend} {dataset.name}")}
+            label = f"{backend} {dataset.name}"
+            report[dataset.name] = {"load": await load_direct(store, dataset, corpus, label, embedder.name)}
             print(f"  {backend} {dataset.name}: load {report[dataset.name]['load']}", file=sys.stderr)
         for dataset, store in stores.items():
             cold = [direct_recall(store, dataset.tenant(u), "warm up") for u in range(dataset.users)]
@@ -319,6 +345,7 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
                 "LOOMFLOW_MEMORY_DSN": dsn_for(backend, dataset, index, args),
                 "LOOMFLOW_INSECURE": "true",
                 "LOOMFLOW_TRACING": "true" if args.tracing else "false",
+                "LOOMFLOW_MEMORY_EMBEDDER": args.embedder,
             }
             servers[dataset] = ServeProcess("memory", Path(args.data_dir) / "serve", env=env).start(timeout=120)
 
@@ -497,6 +524,7 @@ def main() -> int:
         "--merge", action="store_true", help="keep earlier results (same sizes) of backends not measured now"
     )
     parser.add_argument("--redis-db-base", type=int, default=10, help="first Redis database index the bench uses")
+    parser.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="--memory-embedder of the stores and servers")
     args = parser.parse_args()
 
     sizes = [Dataset(int(u), args.episodes) for u in ("1000,10000" if args.full else args.users).split(",")]
@@ -543,7 +571,9 @@ def main() -> int:
                 "rounds": args.rounds,
                 "concurrency": args.concurrency,
                 "server_tracing": args.tracing,
+                "embedder": args.embedder,
             },
+            "query_embedding": asyncio.run(query_embedding_cost(args.embedder, sizes[0], corpus)),
             "targets": {
                 "p99_ratio_max": TARGET_P99_RATIO,
                 "sqlite_recalls_per_second_min": TARGET_SQLITE_RECALLS_PER_SECOND,

@@ -20,6 +20,7 @@ from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.hosting import ServiceContext
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_logging
+from loomflow.memory.cli import add_subcommand as add_memory_subcommand
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -71,6 +72,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     add_audit_subcommand,
     add_token_subcommand,
     add_demo_subcommand,
+    add_memory_subcommand,
 ]
 
 

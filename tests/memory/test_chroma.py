@@ -27,7 +27,7 @@ async def test_every_operation_uses_our_embeddings_never_chromas_default_model(
         stored = await store.remember("alice", EpisodeDraft("", "chroma keeps our vectors", ""), now_micros())
         hits = await store.recall("alice", RecallQuery(text="our vectors", limit=3))
         assert [h.episode.id for h in hits] == [stored.id]
-        collection = store._collection("alice", create=False)
+        collection = store._collection("alice", store._stored_name("alice"), create=False)
         assert collection.configuration["embedding_function"].name() == "loomflow-feature-hashing"
         assert collection.configuration["hnsw"]["space"] == "cosine"
         await store.forget("alice", ForgetScope(), now_micros())
@@ -43,7 +43,7 @@ async def test_each_tenant_gets_its_own_collection_named_by_hash(tmp_path: Path)
         for tenant in tenants:
             await store.remember(tenant, EpisodeDraft("", f"hello from {tenant}", ""), now_micros())
         collections = {c.name: c.metadata for c in store._client.list_collections()}
-        assert collections == {collection_name(t): {"tenant": t} for t in tenants}
+        assert collections == {collection_name(t): {"tenant": t, "embedder": "hashing-256"} for t in tenants}
     finally:
         await store.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,11 @@ from loomflow.memory.models import (
     RecallQuery,
     now_micros,
 )
-from loomflow.memory.store import MemoryStore
+from loomflow.memory.recall.embedding import Embedder
+from loomflow.memory.recall.local import WordLlamaEmbedder
+from loomflow.memory.recall.reembed import Progress, Reembeddable, reembed
+from loomflow.memory.store import MemoryStore, open_store
+from tests.memory.conftest import dsn_for
 
 Tenant = Callable[[str], str]
 SECOND = 1_000_000
@@ -485,3 +490,85 @@ async def test_fact_queries_page_in_a_stable_order_without_gaps_or_repeats(store
         after = (last.subject, last.predicate, last.valid_from, last.recorded_at, last.row_id)
     assert [f.row_id for f in seen] == [f.row_id for f in whole], "pages must add up to the whole answer, in order"
     assert all(f.tenant == alice for f in seen)
+
+
+# -- embedders: tagged vectors, never compared across embedders, re-embedding ------------
+
+
+@pytest.fixture
+def reopen(backend: str, tmp_path: Path) -> Callable[[Embedder], MemoryStore]:
+    """Opens the same storage again with another embedder (the in-memory backend keeps nothing)."""
+    if backend == "memory":
+        pytest.skip("the in-memory backend keeps nothing across a restart: no stored vectors to switch")
+    return lambda embedder: open_store(dsn_for(backend, tmp_path), tmp_path, embedder=embedder)
+
+
+GARDEN = "we were gardening and planting tomatoes"
+GARDEN_QUERY = "vegetable patch"
+"""Shares no word with GARDEN: only a vector comparison can find it."""
+
+
+async def test_vectors_of_another_embedder_are_never_compared_until_reembedded(
+    store: MemoryStore, reopen: Callable[[Embedder], MemoryStore], tenant: Tenant, tmp_path: Path, backend: str
+) -> None:
+    alice = tenant("alice")
+    old = await store.remember(alice, draft(GARDEN, "nice"), now_micros())  # hashing-256 vectors
+    await store.remember(alice, draft("quarterly budget spreadsheet", "done"), now_micros())
+    await store.close()
+
+    model = WordLlamaEmbedder(128)  # another model *and* another dimension
+    switched = reopen(model)
+    await switched.start()
+    try:
+        assert await recall_ids(switched, alice, GARDEN_QUERY) == [], "hashing vectors must not meet a 128-d query"
+        assert await recall_ids(switched, alice, "tomatoes") == [old.id], "BM25 still finds the old episodes"
+        new = await switched.remember(alice, draft("I repotted the chilli seedlings", "good"), now_micros())
+        assert new.id in await recall_ids(switched, alice, "growing peppers", limit=2), "new vectors compare"
+
+        assert isinstance(switched, Reembeddable)
+        progress = await reembed(switched, model, tmp_path / "progress.json", tenant=alice)
+        assert progress.finished
+        # Chroma keeps one embedder per collection: the new write already moved the tenant's old episodes.
+        assert progress.episodes == (0 if backend == "chroma" else 2), "old episodes re-embedded, the new one not"
+        hits = await switched.recall(alice, RecallQuery(text=GARDEN_QUERY, limit=1))
+        assert [h.episode.id for h in hits] == [old.id]
+        assert hits[0].lexical_score == 0
+        assert hits[0].vector_score > 0.2
+        again = await reembed(switched, model, tmp_path / "again.json", tenant=alice)
+        assert again.episodes == 0, "nothing stale is left"
+    finally:
+        await switched.close()
+
+
+async def test_reembed_resumes_from_its_progress_file_after_an_interruption(
+    store: MemoryStore, reopen: Callable[[Embedder], MemoryStore], tenant: Tenant, tmp_path: Path, backend: str
+) -> None:
+    if backend == "chroma":
+        pytest.skip("Chroma moves a tenant in one step (one embedder per collection): it resumes tenant by tenant")
+    alice = tenant("alice")
+    await store.remember_many(alice, [draft(f"note {n} about the harbour", "ok") for n in range(5)], now_micros())
+    await store.close()
+    model = WordLlamaEmbedder(64)
+    switched = reopen(model)
+    await switched.start()
+    progress_file = tmp_path / "progress.json"
+    pages: list[int] = []
+
+    def interrupt_after_two_pages(progress: Progress) -> None:
+        pages.append(progress.episodes)
+        if len(pages) == 2 and not progress.tenant_done:
+            raise KeyboardInterrupt
+
+    try:
+        assert isinstance(switched, Reembeddable)
+        with pytest.raises(KeyboardInterrupt):
+            await reembed(switched, model, progress_file, tenant=alice, page=1, report=interrupt_after_two_pages)
+        saved = Progress.load(progress_file, model.name)
+        assert (saved.tenant, saved.tenant_done) == (alice, False)
+        resumed = await reembed(switched, model, progress_file, tenant=alice, page=1)
+        assert resumed.finished
+        assert resumed.episodes == 5, "the second run continued where the first stopped: each episode once"
+        assert (await reembed(switched, model, tmp_path / "check.json", tenant=alice)).episodes == 0, "none left"
+        assert len(await recall_ids(switched, alice, "port")) == 5, "found by the new vectors alone"
+    finally:
+        await switched.close()

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from loomflow.memory.models import EpisodeDraft, RecallQuery, now_micros
 from loomflow.memory.recall.bm25 import K1, B
 from loomflow.memory.recall.embedding import HashingEmbedder
-from loomflow.memory.recall.index import IndexedDoc, TenantIndex, prepare
-from loomflow.memory.recall.text import tokens
+from loomflow.memory.recall.index import IndexedDoc, PreparedQuery, TenantIndex
+from loomflow.memory.recall.text import query_terms, tokens
 from loomflow.memory.store.sqlite import SQLiteStore
 
 VOCABULARY = ["amber", "birch", "cedar", "delta", "ember", "fjord", "glade", "heron", "iris", "juniper"]
@@ -46,8 +46,13 @@ def reference_bm25(documents: list[str], query: str) -> list[float]:
     return scores
 
 
+def doc(seq: int, text: str) -> IndexedDoc:
+    return IndexedDoc(seq, "", text, EMBEDDER.embed(text))
+
+
 def lexical_scores(index: TenantIndex, query: str) -> list[float]:
-    found = index.search(prepare(query, EMBEDDER), limit=index.size)
+    prepared = PreparedQuery(terms=query_terms(query), vector=EMBEDDER.embed(query))
+    found = index.search(prepared, limit=index.size)
     by_seq = {doc.seq: doc.lexical for doc in found}
     assert len(by_seq) == index.size  # every episode has a vector score, so every one is returned
     return [by_seq[seq] for seq in range(1, index.size + 1)]
@@ -62,7 +67,7 @@ def test_bm25_matches_the_reference_after_every_batch_of_appends(batches: list[l
     index = TenantIndex(EMBEDDER.dim)
     documents: list[str] = []
     for batch in batches:
-        index.add([IndexedDoc(len(documents) + i + 1, "", text) for i, text in enumerate(batch)], EMBEDDER)
+        index.add([doc(len(documents) + i + 1, text) for i, text in enumerate(batch)])
         documents.extend(batch)
         for query in queries:
             assert lexical_scores(index, query) == pytest.approx(reference_bm25(documents, query), rel=1e-5)
@@ -70,7 +75,7 @@ def test_bm25_matches_the_reference_after_every_batch_of_appends(batches: list[l
 
 def test_a_term_no_episode_has_scores_zero_everywhere() -> None:
     index = TenantIndex(EMBEDDER.dim)
-    index.add([IndexedDoc(1, "", "amber birch"), IndexedDoc(2, "", "cedar")], EMBEDDER)
+    index.add([doc(1, "amber birch"), doc(2, "cedar")])
     assert lexical_scores(index, "zephyr") == [0.0, 0.0]
 
 

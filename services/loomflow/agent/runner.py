@@ -59,6 +59,7 @@ from loomflow.agent.tools.registry import ToolRegistry
 from loomflow.kernel import errors
 from loomflow.kernel.tenancy import tenant_key
 from loomflow.kernel.tracing import bind_run
+from loomflow.memory.recall.tuning import tuning_for
 from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, memory_pb2, tenancy_pb2
 
 log = logging.getLogger("loomflow.agent")
@@ -77,7 +78,8 @@ class RunLimits:
     timeout_s: float = 60.0
     recall_limit: int = 5
     context_tokens: int = 512
-    recall_min_similarity: float = 0.2
+    recall_min_similarity: float = -1.0
+    """Below 0: the threshold tuned for the embedder Memory reports (see loomflow.memory.recall.tuning)."""
     max_output_tokens: int = 1024
     finish_grace_s: float = 1.0
     system_prompt: str = "You are a helpful assistant."
@@ -300,7 +302,7 @@ class _Run:
             raise dependency_error("memory", recalled) from None
         if isinstance(recalled, BaseException):
             raise recalled
-        self._use_memories(recalled.hits)
+        self._use_memories(recalled.hits, recalled.embedder)
 
     async def _first_reserve(self, estimate: int) -> None:
         try:
@@ -308,7 +310,7 @@ class _Run:
         except BudgetRefused as refused:
             raise errors.ResourceExhausted(str(refused), limit=refused.limit) from None
 
-    def _use_memories(self, hits: Sequence[memory_pb2.RecallHit]) -> None:
+    def _use_memories(self, hits: Sequence[memory_pb2.RecallHit], embedder: str) -> None:
         """Relevant recalled episodes as context, within ``context_tokens`` (so the reservation holds).
 
         Recall ranks every episode of the tenant; a hit sharing no word with the
@@ -317,8 +319,11 @@ class _Run:
         limits = self.runner.limits
         # The header and each line's prefix are part of what the model reads, so part of the room.
         room = limits.context_tokens - self.model.estimate_tokens(MEMORIES_HEADER)
+        threshold = limits.recall_min_similarity
+        if threshold < 0:  # each embedder's cosines have their own scale
+            threshold = tuning_for(embedder).min_similarity
         for hit in hits:
-            if hit.lexical_score <= 0 and hit.vector_score < limits.recall_min_similarity:
+            if hit.lexical_score <= 0 and hit.vector_score < threshold:
                 continue
             text = _memory_text(hit.episode)
             tokens = self._memory_tokens(text)

@@ -51,7 +51,9 @@ class Settings:
     recall_limit: int = option(5, "episodes recalled into each run's context (0: no recall)")
     context_tokens: int = option(512, "at most this many tokens of recalled memories per run")
     recall_min_similarity: float = option(
-        0.2, "a recalled episode sharing no word with the prompt needs at least this cosine similarity"
+        -1.0,
+        "a recalled episode sharing no word with the prompt needs at least this cosine similarity "
+        "(below 0: tuned per embedder, hashing 0.2, wordllama see docs/memory.md)",
     )
     max_output_tokens: int = option(1024, "output tokens per model turn at most (what each turn reserves)")
     system_prompt: str = option("You are a helpful assistant.", "system prompt of every run")

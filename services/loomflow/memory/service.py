@@ -8,6 +8,7 @@ import grpc
 
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
+from loomflow.memory.recall.factory import CHOICES, DEFAULT_EMBEDDER, EmbedderOptions, open_embedder
 from loomflow.memory.servicer import MemoryServicer
 from loomflow.memory.store import SQLITE_MMAP_BYTES, StoreOptions, open_store
 from loomflow.v1 import memory_pb2, memory_pb2_grpc
@@ -40,26 +41,58 @@ class Settings:
     sqlite_mmap_bytes: int = option(
         SQLITE_MMAP_BYTES, "sqlite: bytes of the file read through a memory map (page cache, not heap; 0: plain reads)"
     )
+    embedder: str = option(
+        DEFAULT_EMBEDDER,
+        f"recall embeddings: {', '.join(CHOICES)} (wordllama: packaged model, no download; hashing: no model; "
+        "openai: an OpenAI-compatible /v1/embeddings endpoint, see --memory-embedder-*)",
+    )
+    embedder_base_url: str = option("", "openai embedder: base URL, e.g. http://localhost:8080/v1 (vLLM, TEI, Ollama)")
+    embedder_api_key: str = option("", "openai embedder: API key (empty: none)", secret=True)
+    embedder_model: str = option("", "openai embedder: model name sent with each request")
+    embedder_dim: int = option(0, "openai embedder: vector dimension (0: ask the endpoint once at start)")
+    embedder_batch_size: int = option(64, "openai embedder: texts per request at most")
+    embedder_attempts: int = option(3, "openai embedder: tries per request (429/5xx/connection errors, with backoff)")
+    embedder_timeout_ms: int = option(30_000, "openai embedder: HTTP timeout of one request")
+
+
+def embedder_options(settings: Settings) -> EmbedderOptions:
+    return EmbedderOptions(
+        kind=settings.embedder,
+        base_url=settings.embedder_base_url,
+        api_key=settings.embedder_api_key,
+        model=settings.embedder_model,
+        dim=settings.embedder_dim,
+        batch_size=settings.embedder_batch_size,
+        attempts=settings.embedder_attempts,
+        timeout_s=settings.embedder_timeout_ms / 1000.0,
+    )
+
+
+def store_options(settings: Settings) -> StoreOptions:
+    return StoreOptions(
+        max_users=settings.max_users,
+        user_idle_ttl_seconds=settings.user_idle_ttl_seconds,
+        recall_cache_episodes=settings.recall_cache_episodes,
+        pool_size=settings.pool_size,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_mmap_bytes=settings.sqlite_mmap_bytes,
+    )
 
 
 def build(ctx: ServiceContext) -> HostedService:
     settings = ctx.section(SECTION, Settings)
-    store = open_store(
-        settings.dsn,
-        ctx.server.data_dir,
-        StoreOptions(
-            max_users=settings.max_users,
-            user_idle_ttl_seconds=settings.user_idle_ttl_seconds,
-            recall_cache_episodes=settings.recall_cache_episodes,
-            pool_size=settings.pool_size,
-            sqlite_synchronous=settings.sqlite_synchronous,
-            sqlite_mmap_bytes=settings.sqlite_mmap_bytes,
-        ),
-    )
     if settings.max_block_bytes_per_user < 0:
         raise ConfigError("LOOMFLOW_MEMORY_MAX_BLOCK_BYTES_PER_USER must be >= 0 (0: no cap)")
-    # Recall answers and list pages must fit one message.
-    servicer = MemoryServicer(store, ctx.server.max_message_bytes, settings.max_block_bytes_per_user)
+    embedder = open_embedder(embedder_options(settings))
+    store = open_store(settings.dsn, ctx.server.data_dir, store_options(settings), embedder)
+    # Recall answers and list pages must fit one message; each Recall names the embedder, so the
+    # Agent applies its tuning.
+    servicer = MemoryServicer(
+        store,
+        ctx.server.max_message_bytes,
+        max_block_bytes_per_user=settings.max_block_bytes_per_user,
+        embedder=embedder,
+    )
 
     def register(server: grpc.aio.Server) -> None:
         memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server)
@@ -68,6 +101,6 @@ def build(ctx: ServiceContext) -> HostedService:
         name=SECTION,
         full_name=memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
         register=register,
-        on_start=[store.start],
-        on_stop=[store.close],
+        on_start=[embedder.start, store.start],  # the store needs the embedder's dimension
+        on_stop=[store.close, embedder.close],
     )

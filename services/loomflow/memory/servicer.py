@@ -29,6 +29,7 @@ from loomflow.memory.models import (
     RecallQuery,
     now_micros,
 )
+from loomflow.memory.recall.embedding import Embedder
 from loomflow.memory.store.base import MemoryStore
 from loomflow.v1 import memory_pb2, memory_pb2_grpc
 
@@ -135,10 +136,15 @@ def _facts_resume(key: list[Any]) -> tuple[Micros, Micros, tuple[str, str, int, 
 
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     def __init__(
-        self, store: MemoryStore, max_message_bytes: int = 4 * 1024 * 1024, max_block_bytes_per_user: int = 0
+        self,
+        store: MemoryStore,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        max_block_bytes_per_user: int = 0,
+        embedder: Embedder | None = None,
     ) -> None:
         self._store = store
         self._max_block_bytes = max_block_bytes_per_user
+        self._embedder = embedder
         # A Recall answer must fit in one gRPC message: a tenant whose top hits are large
         # episodes would otherwise get RESOURCE_EXHAUSTED on every Recall (and every agent run).
         self._recall_bytes = max(64 * 1024, max_message_bytes - _RESPONSE_MARGIN)
@@ -170,7 +176,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         )
         hits = await self._store.recall(tenant, query)
         metrics.record_recall(tenant, started)
-        response = memory_pb2.RecallResponse()
+        response = memory_pb2.RecallResponse(embedder=self._embedder.name if self._embedder else "")
         for hit in hits:
             message = response.hits.add()
             write_episode(message.episode, hit.episode)

@@ -17,6 +17,7 @@ from loomflow.memory.models import Episode, RecallHit, RecallQuery
 from loomflow.memory.recall.cache import CachedIndex, IndexCache
 from loomflow.memory.recall.embedding import Embedder, Vector
 from loomflow.memory.recall.index import IndexedDoc, PreparedQuery, ScoredDoc, TenantIndex, prepare
+from loomflow.memory.recall.tuning import tuning_for
 
 MAX_REFRESHES = 3
 """Refresh-and-rerank rounds before answering from the newest index (writers may keep racing)."""
@@ -46,19 +47,23 @@ class NearestSource(Protocol):
         ...
 
 
-def to_hits(
+async def to_hits(
     scored: Sequence[ScoredDoc], records: Mapping[int, Episode], query: PreparedQuery, embedder: Embedder
 ) -> list[RecallHit]:
-    hits: list[RecallHit] = []
-    for doc in scored:
-        episode = records.get(doc.seq)
-        if episode is None:
-            continue
-        vector = doc.vector
-        if vector is None:  # outside the external index's candidates: the embedding is deterministic, recompute
-            vector = float(embedder.embed(episode.text) @ query.vector)
-        hits.append(RecallHit(episode=episode, score=doc.score, lexical_score=doc.lexical, vector_score=vector))
-    return hits
+    found = [(doc, records[doc.seq]) for doc in scored if doc.seq in records]
+    # A hit without a vector here (outside the external index's candidates, or stored by another
+    # embedder): embed its text with the query's embedder, so its vector_score is a true cosine.
+    missing = [episode.text for doc, episode in found if doc.vector is None]
+    computed = iter((await embedder.embed_texts(missing)) @ query.vector if missing else ())
+    return [
+        RecallHit(
+            episode=episode,
+            score=doc.score,
+            lexical_score=doc.lexical,
+            vector_score=float(next(computed)) if doc.vector is None else doc.vector,
+        )
+        for doc, episode in found
+    ]
 
 
 class CachedRecall:
@@ -75,6 +80,7 @@ class CachedRecall:
         self._cache = cache
         self._nearest = nearest
         self._nearest_candidates = nearest_candidates
+        self._weights = tuning_for(embedder.name).weights
 
     @property
     def cache(self) -> IndexCache:
@@ -84,10 +90,10 @@ class CachedRecall:
         if entry is None or entry.epoch != epoch:
             index = TenantIndex(0 if self._nearest is not None else self._embedder.dim)
             if top_seq > 0:  # seq 0: the tenant never stored an episode, so there is nothing to load
-                index.add(await self._source.load(tenant, 0), self._embedder)
+                index.add(await self._source.load(tenant, 0))
             return self._cache.put(tenant, epoch, index, top_seq)
         if top_seq > entry.seen_seq:
-            entry.index.add(await self._source.load(tenant, entry.index.max_seq), self._embedder)
+            entry.index.add(await self._source.load(tenant, entry.index.max_seq))
             entry.seen_seq = max(top_seq, entry.index.max_seq)
             self._cache.resized(tenant)
         return entry
@@ -99,10 +105,10 @@ class CachedRecall:
         if self._nearest is not None and index.size:
             count = max(self._nearest_candidates, query.limit * 4)
             nearest = await self._nearest.nearest(tenant, prepared.vector, query.session_id, count)
-        return index.search(prepared, query.limit, query.session_id, query.min_score, nearest)
+        return index.search(prepared, query.limit, query.session_id, query.min_score, nearest, self._weights)
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
-        prepared = prepare(query.text, self._embedder)
+        prepared = await prepare(query.text, self._embedder)
         entry = self._cache.get(tenant)
         if entry is None:
             entry = await self._refresh(tenant, None, *await self._source.probe(tenant))
@@ -112,4 +118,4 @@ class CachedRecall:
             if epoch == entry.epoch and top_seq <= entry.seen_seq:
                 break
             entry = await self._refresh(tenant, entry, epoch, top_seq)
-        return to_hits(scored, records, prepared, self._embedder)
+        return await to_hits(scored, records, prepared, self._embedder)

@@ -1,4 +1,4 @@
-"""Reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank of d), ranks from 1."""
+"""Weighted reciprocal rank fusion: score(d) = sum over rankings of w / (k + rank of d), ranks from 1."""
 
 from __future__ import annotations
 
@@ -24,11 +24,19 @@ def order(
 
 
 def reciprocal_rank_fusion(
-    doc_count: int, rankings: Sequence[npt.NDArray[np.intp]], k: int = RRF_K
+    doc_count: int,
+    rankings: Sequence[npt.NDArray[np.intp]],
+    weights: Sequence[float] | None = None,
+    k: int = RRF_K,
 ) -> npt.NDArray[np.float64]:
-    """Fused scores for documents 0..doc_count-1 from rankings (arrays of document indexes, best first)."""
+    """Fused scores for documents 0..doc_count-1 from rankings (arrays of document indexes, best first).
+
+    ``weights`` (one per ranking, default 1) say how much each ranking counts: a better embedder
+    earns its vector ranking a larger share (tuned per embedder, see :mod:`.tuning`).
+    """
     fused = np.zeros(doc_count, dtype=np.float64)
-    for ranking in rankings:
-        if ranking.size:
-            fused[ranking] += 1.0 / (k + np.arange(1, ranking.size + 1, dtype=np.float64))
+    for n, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else weights[n]
+        if ranking.size and weight:
+            fused[ranking] += weight / (k + np.arange(1, ranking.size + 1, dtype=np.float64))
     return fused

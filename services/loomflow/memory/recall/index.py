@@ -23,7 +23,12 @@ from loomflow.memory.recall.text import query_terms, term_counts
 
 @dataclass(frozen=True, slots=True)
 class IndexedDoc:
-    """What the index needs of an episode (``embedding``: as stored, any float dtype; None: computed)."""
+    """What the index needs of an episode.
+
+    ``embedding``: as stored (any float dtype), made by the store's current embedder; None when the
+    episode has no vector of that embedder (stored by another one and not re-embedded yet): it then
+    takes no part in the vector ranking, and is found by BM25 alone.
+    """
 
     seq: int
     session_id: str
@@ -37,8 +42,8 @@ class PreparedQuery:
     vector: Vector
 
 
-def prepare(text: str, embedder: Embedder) -> PreparedQuery:
-    return PreparedQuery(terms=query_terms(text), vector=embedder.embed(text))
+async def prepare(text: str, embedder: Embedder) -> PreparedQuery:
+    return PreparedQuery(terms=query_terms(text), vector=(await embedder.embed_texts([text]))[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +52,8 @@ class ScoredDoc:
     score: float
     lexical: float
     vector: float | None
-    """None when the vector ranking came from an external index that did not return this episode."""
+    """None when this episode has no vector of the query's embedder here: an external index did not
+    return it, or its stored vector is another embedder's."""
 
 
 class _Column:
@@ -93,6 +99,7 @@ class TenantIndex:
         # float32, not the float16 they are stored as: converting a tenant's matrix on every recall
         # cost more than the whole rest of the search.
         self._vectors = _Column(np.float32, width=dim) if dim else None
+        self._has_vector = _Column(np.bool_)
         self._total_len = 0.0
 
     @property
@@ -107,10 +114,10 @@ class TenantIndex:
     def nbytes(self) -> int:
         columns = [self._seqs, self._sessions, self._doc_len, self._post_doc, self._post_term, self._post_tf]
         if self._vectors is not None:
-            columns.append(self._vectors)
+            columns += [self._vectors, self._has_vector]
         return sum(c.nbytes for c in columns) + 100 * len(self._session_codes)
 
-    def add(self, docs: Iterable[IndexedDoc], embedder: Embedder | None = None) -> int:
+    def add(self, docs: Iterable[IndexedDoc]) -> int:
         """Appends episodes in ascending ``seq``; ones already indexed are skipped. Returns how many were added."""
         added = 0
         for doc in docs:
@@ -128,12 +135,10 @@ class TenantIndex:
             self._post_tf.extend(tfs)
             self._postings_by_term = self._postings_by_term and not len(terms)
             if self._vectors is not None:
-                vector = doc.embedding
-                if vector is None:
-                    if embedder is None:
-                        raise ValueError("an index that keeps embeddings needs them or an embedder")
-                    vector = embedder.embed(doc.text)
-                self._vectors.extend(vector.reshape(1, -1))
+                known = doc.embedding is not None and doc.embedding.shape[-1] == self._dim
+                vector = doc.embedding if known else None
+                self._vectors.extend(np.zeros((1, self._dim)) if vector is None else vector.reshape(1, -1))
+                self._has_vector.extend(np.asarray([known]))
             added += 1
         return added
 
@@ -151,12 +156,14 @@ class TenantIndex:
         session_id: str | None = None,
         min_score: float = 0.0,
         nearest: Mapping[int, float] | None = None,
+        weights: tuple[float, float] = (1.0, 1.0),
     ) -> list[ScoredDoc]:
         """The best ``limit`` episodes by fused rank.
 
         The vector ranking is an exact cosine scan of this tenant's embeddings,
         or, when ``nearest`` is given (seq -> cosine from an external vector
         index such as Chroma or pgvector), those candidates in cosine order.
+        ``weights``: (lexical, vector) weights of the fusion.
         """
         count = self.size
         if count == 0 or limit <= 0:
@@ -185,7 +192,9 @@ class TenantIndex:
             if self._vectors is None:
                 raise ValueError("this index keeps no embeddings: pass the external nearest neighbours")
             cosine = self._vectors.view @ query.vector
-            vector_ranking = order(cosine.astype(np.float64), candidates, seqs)
+            vector_known = self._has_vector.view
+            ranked = candidates if vector_known.all() else candidates[vector_known[candidates]]
+            vector_ranking = order(cosine.astype(np.float64), ranked, seqs)
         else:
             cosine = np.zeros(count, dtype=np.float32)
             vector_known[:] = False
@@ -198,7 +207,7 @@ class TenantIndex:
             in_session[candidates] = True
             vector_ranking = order(cosine.astype(np.float64), np.flatnonzero(vector_known & in_session), seqs)
         lexical_ranking = order(lexical, candidates[lexical[candidates] > 0], seqs)
-        fused = reciprocal_rank_fusion(count, [lexical_ranking, vector_ranking])
+        fused = reciprocal_rank_fusion(count, [lexical_ranking, vector_ranking], weights)
         best = order(fused, candidates, seqs)
         results: list[ScoredDoc] = []
         for position in best:

@@ -2,7 +2,16 @@
 
 Each tenant's episodes live in their own Chroma collection (named by the
 SHA-256 of the tenant key, which the collection's metadata also records), so
-no query ever filters a shared collection by user. Vectors are always computed
+no query ever filters a shared collection by user. A collection holds the
+vectors of one embedder (its metadata names it; the hashing one's collection
+keeps the name it had before embedders were named, the others' add a hash of
+the embedder). The sidecar table ``memory_vector_collections`` says which
+collection holds a tenant's episodes. After a switch of embedder, Recall uses
+BM25 alone on a tenant still in the old collection (its vectors are never
+compared with the new queries) until the tenant's next Remember, or
+``loomflow memory reembed``, moves it: every episode is upserted with a new
+vector into the new collection, the sidecar row is switched, then the old
+collection is dropped (an interrupted move is redone from the old one). Vectors are always computed
 by our embedder and passed to Chroma explicitly; the collections are created
 with our embedding function too, so Chroma never loads or downloads a model.
 Recall asks the tenant's collection (HNSW, cosine) for its nearest episodes
@@ -23,6 +32,8 @@ folder removed at close).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -62,7 +73,7 @@ from loomflow.memory.models import (
     RecallQuery,
 )
 from loomflow.memory.recall.cache import IndexCache
-from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, Vector
+from loomflow.memory.recall.embedding import LEGACY_EMBEDDER, Embedder, HashingEmbedder, LocalEmbedder, Vector
 from loomflow.memory.recall.engine import CachedRecall
 from loomflow.memory.recall.index import IndexedDoc
 from loomflow.memory.store.sqlite import SQLiteStore
@@ -70,24 +81,32 @@ from loomflow.memory.store.sqlite import SQLiteStore
 T = TypeVar("T")
 
 SIDECAR = "loomflow-memory.db"
+_EMPTY_PAGE: dict[str, list[Any]] = {"ids": [], "documents": [], "metadatas": []}
 COLLECTIONS_KEPT_OPEN = 4096
 
 
 class OurEmbeddings(EmbeddingFunction[Documents]):
-    """Chroma's view of our embedder, so a collection never falls back to Chroma's default model."""
+    """Chroma's view of our embedder, so a collection never falls back to Chroma's default model.
+
+    Every vector is passed to Chroma explicitly; this function only stands in for Chroma's default.
+    Its ``name`` is fixed (Chroma refuses to reopen a collection under another function name), the
+    embedder a collection holds is in the collection's metadata.
+    """
 
     def __init__(self, embedder: Embedder | None = None) -> None:
         self._embedder = embedder or HashingEmbedder()
 
     def __call__(self, input: Documents) -> Embeddings:
-        return [self._embedder.embed(text) for text in input]
+        if not isinstance(self._embedder, LocalEmbedder):
+            raise RuntimeError("loomflow passes Chroma its vectors explicitly")
+        return list(self._embedder.embed_many(list(input)))
 
     @staticmethod
     def name() -> str:
         return "loomflow-feature-hashing"
 
     def get_config(self) -> dict[str, Any]:
-        return {"dim": self._embedder.dim}
+        return {"dim": self._embedder.dim, "embedder": self._embedder.name}
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> OurEmbeddings:
@@ -97,8 +116,18 @@ class OurEmbeddings(EmbeddingFunction[Documents]):
         return "cosine"
 
 
-def collection_name(tenant: str) -> str:
-    return "loomflow-memory-" + hashlib.sha256(tenant.encode()).hexdigest()
+def collection_name(tenant: str, embedder: str = LEGACY_EMBEDDER) -> str:
+    """The collection of a tenant's episodes with this embedder's vectors."""
+    base = "loomflow-memory-" + hashlib.sha256(tenant.encode()).hexdigest()
+    return base if embedder == LEGACY_EMBEDDER else f"{base}-{hashlib.sha256(embedder.encode()).hexdigest()[:12]}"
+
+
+STORED_COLLECTION = "SELECT name FROM memory_vector_collections WHERE tenant = ?"
+PUT_STORED_COLLECTION = (
+    "INSERT INTO memory_vector_collections (tenant, name) VALUES (?, ?) "
+    "ON CONFLICT (tenant) DO UPDATE SET name = excluded.name"
+)
+MOVE_PAGE = 500
 
 
 def _episode_from(tenant: str, metadata: Mapping[str, Any], document: str) -> Episode:
@@ -168,20 +197,24 @@ class ChromaStore:
             self._locks[tenant] = lock
         return lock
 
-    def _collection(self, tenant: str, create: bool) -> Any:
-        """The tenant's collection (None when it has none and ``create`` is False). Runs in a Chroma thread."""
+    def _stored_name(self, tenant: str) -> str:
+        """The collection holding the tenant's episodes (a point read of the sidecar, on the event loop)."""
+        rows = self._relational.read(STORED_COLLECTION, (tenant,))
+        return str(rows[0][0]) if rows else collection_name(tenant)
+
+    def _collection(self, tenant: str, name: str, create: bool) -> Any:
+        """The tenant's collection ``name`` (None when missing and ``create`` is False). Runs in a Chroma thread."""
         with self._collections_lock:
-            found = self._collections.get(tenant)
+            found = self._collections.get(name)
             if found is not None:
-                self._collections.move_to_end(tenant)
+                self._collections.move_to_end(name)
                 return found
-        name = collection_name(tenant)
         if create:
             found = self._client.get_or_create_collection(
                 name,
                 embedding_function=self._functions,
                 configuration={"hnsw": {"space": "cosine"}},
-                metadata={"tenant": tenant},
+                metadata={"tenant": tenant, "embedder": self._embedder.name},
             )
         else:
             try:
@@ -191,20 +224,67 @@ class ChromaStore:
         if (found.metadata or {}).get("tenant") != tenant:
             raise RuntimeError(f"chroma collection {name} belongs to another tenant")
         with self._collections_lock:
-            self._collections[tenant] = found
+            self._collections[name] = found
             while len(self._collections) > COLLECTIONS_KEPT_OPEN:
                 self._collections.popitem(last=False)
         return found
 
+    def _forget_collection(self, name: str) -> None:
+        with self._collections_lock:
+            self._collections.pop(name, None)
+
     async def _get(self, tenant: str, **query: Any) -> list[Episode]:
+        name = self._stored_name(tenant)
+
         def run() -> list[Episode]:
-            collection = self._collection(tenant, create=False)
+            collection = self._collection(tenant, name, create=False)
             if collection is None:
                 return []
             found = collection.get(include=["metadatas", "documents"], **query)
             return [_episode_from(tenant, m, d) for m, d in zip(found["metadatas"], found["documents"], strict=True)]
 
         return await self._run(run)
+
+    def _upsert(self, tenant: str, name: str, page: Mapping[str, Any], vectors: list[Vector]) -> None:
+        self._collection(tenant, name, create=True).upsert(
+            ids=page["ids"], embeddings=vectors, documents=page["documents"], metadatas=page["metadatas"]
+        )
+
+    async def _move(self, tenant: str) -> int:
+        """Moves the tenant's episodes into this embedder's collection (with the tenant's lock held).
+
+        Upserts every episode with a new vector, then switches the sidecar row, then drops the old
+        collection: an interruption leaves the old collection authoritative, and the move is redone.
+        """
+        source, target = self._stored_name(tenant), collection_name(tenant, self._embedder.name)
+        if source == target:
+            return 0
+        moved = 0
+
+        def read_page() -> dict[str, Any]:
+            collection = self._collection(tenant, source, create=False)
+            if collection is None:
+                return _EMPTY_PAGE
+            found: dict[str, Any] = collection.get(include=["metadatas", "documents"], limit=MOVE_PAGE, offset=moved)
+            return found
+
+        while True:
+            page = await self._run(read_page)
+            if not page["ids"]:
+                break
+            vectors = await self._embedder.embed_texts(page["documents"])
+            await self._run(functools.partial(self._upsert, tenant, target, page, list(vectors)))
+            moved += len(page["ids"])
+        await self._relational.write(lambda conn: conn.execute(PUT_STORED_COLLECTION, (tenant, target)).fetchall())
+
+        def drop_source() -> None:
+            self._forget_collection(source)
+            with contextlib.suppress(NotFoundError, ValueError):
+                self._client.delete_collection(source)
+
+        await self._run(drop_source)
+        await self._relational.bump_epoch(tenant)  # cached indexes reload, now with vectors to compare
+        return moved
 
     # -- episodes ----------------------------------------------------------
 
@@ -214,9 +294,12 @@ class ChromaStore:
     async def remember_many(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> list[Episode]:
         if not drafts:
             return []
-        vectors = [self._embedder.embed(d.text) for d in drafts]
+        vectors = list(await self._embedder.embed_texts([d.text for d in drafts]))
+        target = collection_name(tenant, self._embedder.name)
         async with self._lock(tenant):
             first = await self._relational.reserve_episode_seqs(tenant, drafts, at)
+            if self._stored_name(tenant) != target:  # one collection, one embedder: move the old episodes first
+                await self._move(tenant)
             stored = stamp(tenant, drafts, first, at)
             metadatas = [
                 {
@@ -231,7 +314,7 @@ class ChromaStore:
                 for e in stored
             ]
             await self._run(
-                lambda: self._collection(tenant, create=True).add(
+                lambda: self._collection(tenant, target, create=True).add(
                     ids=[str(e.seq) for e in stored],
                     embeddings=vectors,
                     documents=[e.text for e in stored],
@@ -255,9 +338,21 @@ class ChromaStore:
         records = {e.seq: e for e in await self._get(tenant, ids=[str(s) for s in seqs])} if seqs else {}
         return epoch, top_seq, records
 
+    async def tenants_after(self, after: str, limit: int) -> list[str]:
+        return await self._relational.tenants_after(after, limit)
+
+    async def reembed_page(self, tenant: str, after_seq: int, limit: int) -> tuple[int, int]:
+        """Moves the whole tenant at once (a collection holds one embedder's vectors)."""
+        async with self._lock(tenant):
+            return await self._move(tenant), -1
+
     async def nearest(self, tenant: str, vector: Vector, session_id: str | None, count: int) -> Mapping[int, float]:
+        name = self._stored_name(tenant)
+        if name != collection_name(tenant, self._embedder.name):
+            return {}  # the tenant's vectors are another embedder's: never compared (BM25 ranks alone)
+
         def run() -> dict[int, float]:
-            collection = self._collection(tenant, create=False)
+            collection = self._collection(tenant, name, create=False)
             size = 0 if collection is None else collection.count()
             if size == 0:
                 return {}
@@ -310,8 +405,8 @@ class ChromaStore:
             conditions.append({"session_id": scope.session_id})
         where = conditions[0] if len(conditions) == 1 else {"$and": conditions}
 
-        def delete_episodes() -> int:
-            collection = self._collection(tenant, create=False)
+        def delete_episodes(name: str) -> int:
+            collection = self._collection(tenant, name, create=False)
             if collection is None:
                 return 0
             ids = collection.get(where=where, include=[])["ids"]
@@ -321,7 +416,8 @@ class ChromaStore:
 
         async with self._lock(tenant):
             relational = await self._relational.forget(tenant, scope, at)  # tombstone first, then delete
-            deleted = await self._run(delete_episodes)
+            name = self._stored_name(tenant)
+            deleted = await self._run(lambda: delete_episodes(name))
             await self._relational.bump_epoch(tenant)  # a recall that rebuilt mid-forget must rebuild again
         return ForgetResult(deleted, relational.blocks_deleted, relational.facts_deleted)
 

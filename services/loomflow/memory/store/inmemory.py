@@ -37,9 +37,10 @@ from loomflow.memory.models import (
     RecallHit,
     RecallQuery,
 )
-from loomflow.memory.recall.embedding import Embedder, HashingEmbedder
+from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, Vector
 from loomflow.memory.recall.engine import to_hits
 from loomflow.memory.recall.index import IndexedDoc, TenantIndex, prepare
+from loomflow.memory.recall.tuning import tuning_for
 
 DEFAULT_MAX_USERS = 100_000
 DEFAULT_IDLE_TTL_SECONDS = 24 * 3600.0
@@ -55,6 +56,8 @@ class _Tenant:
     blocks: dict[tuple[str, str], Block] = field(default_factory=dict)
     facts: dict[str, Fact] = field(default_factory=dict)
     tombstones: dict[str, Micros] = field(default_factory=dict)
+    vectors: dict[int, Vector] = field(default_factory=dict)
+    """seq -> embedding, so a Forget rebuilds the index without embedding anything again."""
 
     def cutoffs(self, session_id: str) -> tuple[Micros | None, ...]:
         return tuple(self.tombstones.get(key) for key in forgetting.write_scope_keys(session_id))
@@ -71,6 +74,7 @@ class InMemoryStore:
         self._max_users = max_users
         self._idle_ttl = idle_ttl_seconds
         self._embedder = embedder or HashingEmbedder()
+        self._weights = tuning_for(self._embedder.name).weights
         self._clock = clock
         self._tenants: OrderedDict[str, _Tenant] = OrderedDict()
 
@@ -129,24 +133,34 @@ class InMemoryStore:
         return (await self.remember_many(tenant, [draft], at))[0]
 
     async def remember_many(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> list[Episode]:
+        # Embedded first: the rest of this method does not await, so it stays atomic against a Forget.
+        vectors = await self._embedder.embed_texts([d.text for d in drafts])
         state = self._writable(tenant)
         for session_id in {d.session_id for d in drafts}:
             forgetting.refuse_if_forgotten(state.cutoffs(session_id), at)
         stored = stamp(tenant, drafts, state.next_seq, at)
         state.next_seq += len(stored)
-        for episode in stored:
+        for episode, vector in zip(stored, vectors, strict=True):
             state.episodes[episode.seq] = episode
             state.episode_seqs[episode.id] = episode.seq
-        state.index.add((IndexedDoc(e.seq, e.session_id, e.text) for e in stored), self._embedder)
+            state.vectors[episode.seq] = vector
+        state.index.add(IndexedDoc(e.seq, e.session_id, e.text, state.vectors[e.seq]) for e in stored)
         return stored
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
+        prepared = await prepare(query.text, self._embedder)
         state = self._state(tenant, create=False)
         if state is None:
             return []
-        prepared = prepare(query.text, self._embedder)
-        scored = state.index.search(prepared, query.limit, query.session_id, query.min_score)
-        return to_hits(scored, state.episodes, prepared, self._embedder)
+        scored = state.index.search(prepared, query.limit, query.session_id, query.min_score, weights=self._weights)
+        return await to_hits(scored, state.episodes, prepared, self._embedder)
+
+    async def tenants_after(self, after: str, limit: int) -> list[str]:
+        """Nothing to re-embed: this backend's vectors always come from the process's one embedder."""
+        return []
+
+    async def reembed_page(self, tenant: str, after_seq: int, limit: int) -> tuple[int, int]:
+        return 0, -1
 
     async def get_episode(self, tenant: str, episode_id: str) -> Episode:
         state = self._state(tenant, create=False)
@@ -236,11 +250,12 @@ class InMemoryStore:
         for episode in gone_episodes:
             del state.episodes[episode.seq]
             del state.episode_seqs[episode.id]
+            del state.vectors[episode.seq]
         if gone_episodes:
             state.index = TenantIndex(self._embedder.dim)
             state.index.add(
-                (IndexedDoc(e.seq, e.session_id, e.text) for e in sorted(state.episodes.values(), key=lambda e: e.seq)),
-                self._embedder,
+                IndexedDoc(e.seq, e.session_id, e.text, state.vectors[e.seq])
+                for e in sorted(state.episodes.values(), key=lambda e: e.seq)
             )
         gone_blocks = [
             k for k, b in state.blocks.items() if forgetting.covered(scope, cutoff, b.session_id, b.updated_at)

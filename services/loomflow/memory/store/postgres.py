@@ -6,9 +6,13 @@ tenant's row in ``memory_tenants`` (see :data:`sql.LOCK_TENANT`), so writes and
 Forgets of one tenant are serialised and a write always sees the tombstone of
 a Forget that committed before it; other tenants never wait.
 
-Vectors: when ``CREATE EXTENSION vector`` succeeds, episodes also get a
-``vector(256)`` column with an HNSW index (cosine) and Recall asks Postgres for
-the tenant's nearest episodes. Otherwise (as on a stock Debian Postgres) the
+Vectors: every episode's vector is stored tagged with its embedder and dimension
+(``embedding``, see :func:`~loomflow.memory.recall.embedding.to_bytes`). When
+``CREATE EXTENSION vector`` succeeds, episodes also get a ``vector(<dim>)``
+column for the embedder's dimension (``embedding_vector`` for 256, as before;
+``embedding_vector_<dim>`` otherwise), an ``embedder`` column, and an HNSW index
+(cosine) per column; Recall then asks Postgres for the tenant's nearest episodes
+*of the same embedder* (a vector of another embedder is never compared). Otherwise (as on a stock Debian Postgres) the
 exact per-tenant scan of the cached index ranks them. Either way BM25 runs on
 the in-process per-tenant index, kept current by the (epoch, seq) probe.
 
@@ -46,9 +50,17 @@ from loomflow.memory.models import (
     RecallQuery,
 )
 from loomflow.memory.recall.cache import IndexCache
-from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, Vector, from_bytes, to_bytes
+from loomflow.memory.recall.embedding import (
+    Embedder,
+    HashingEmbedder,
+    Vector,
+    embedder_of,
+    to_bytes,
+    usable,
+)
 from loomflow.memory.recall.engine import CachedRecall
 from loomflow.memory.recall.index import IndexedDoc
+from loomflow.memory.recall.reembed import rewrite_stale
 from loomflow.memory.store import sql
 from loomflow.memory.store.sql import numbered as q
 
@@ -93,15 +105,24 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 )
 
 PGVECTOR_DDL = (
-    "ALTER TABLE memory_episodes ADD COLUMN IF NOT EXISTS embedding_vector vector({dim})",
-    "CREATE INDEX IF NOT EXISTS memory_episodes_hnsw ON memory_episodes "
-    "USING hnsw (embedding_vector vector_cosine_ops)",
+    "ALTER TABLE memory_episodes ADD COLUMN IF NOT EXISTS embedder TEXT",
+    "ALTER TABLE memory_episodes ADD COLUMN IF NOT EXISTS {column} vector({dim})",
+    "CREATE INDEX IF NOT EXISTS memory_episodes_hnsw{suffix} ON memory_episodes "
+    "USING hnsw ({column} vector_cosine_ops)",
 )
 
-INSERT_EPISODE_WITH_VECTOR = (
-    f"INSERT INTO memory_episodes ({sql.EPISODE_COLUMNS}, embedding, embedding_vector) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::vector)"
-)
+
+def vector_column(dim: int) -> str:
+    """The pgvector column of a dimension (the 256 one keeps the name it had before dimensions varied)."""
+    return "embedding_vector" if dim == 256 else f"embedding_vector_{dim}"
+
+
+def _insert_with_vector(column: str) -> str:
+    return (
+        f"INSERT INTO memory_episodes ({sql.EPISODE_COLUMNS}, embedding, embedder, {column}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::vector)"
+    )
+
 
 _UNAVAILABLE = (
     OSError,
@@ -148,8 +169,9 @@ async def enable_pgvector(conn: asyncpg.Connection, dim: int) -> bool:
         except asyncpg.PostgresError as exc:
             log.info("pgvector unavailable (%s): recall uses an exact per-tenant scan", exc)
             return False
+        column = vector_column(dim)
         for statement in PGVECTOR_DDL:
-            await conn.execute(statement.format(dim=dim))
+            await conn.execute(statement.format(dim=dim, column=column, suffix=column.removeprefix("embedding_vector")))
     return True
 
 
@@ -178,6 +200,7 @@ class PostgresStore:
         self._timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
         self._pgvector = False
+        self._column = ""
         self._cache = IndexCache(cache_episodes)
         self._recall = CachedRecall(self, self._embedder, self._cache)
 
@@ -199,6 +222,7 @@ class PostgresStore:
                 await migrate(conn)
                 self._pgvector = await enable_pgvector(conn, self._embedder.dim)
         if self._pgvector:
+            self._column = vector_column(self._embedder.dim)
             self._recall = CachedRecall(self, self._embedder, self._cache, nearest=self)
             await self._backfill_vectors()
 
@@ -226,18 +250,39 @@ class PostgresStore:
             return rows
 
     async def _backfill_vectors(self) -> None:
-        """Episodes stored before pgvector was installed get their vector column filled in."""
+        """Episodes whose stored vector is this embedder's but not yet in its pgvector column get it filled in
+        (stored before pgvector was installed, or before the ``embedder`` column existed)."""
+        after: tuple[str, int] = ("", 0)
         while True:
             rows = await self._fetch(
-                "SELECT tenant, seq, embedding FROM memory_episodes WHERE embedding_vector IS NULL LIMIT 500"
+                "SELECT tenant, seq, embedding FROM memory_episodes WHERE (tenant, seq) > (?, ?) "
+                f"AND embedding IS NOT NULL AND (embedder IS NULL OR (embedder = ? AND {self._column} IS NULL)) "
+                "ORDER BY tenant, seq LIMIT 500",
+                *after,
+                self._embedder.name,
             )
             if not rows:
                 return
-            async with self._transaction() as conn:
-                await conn.executemany(
-                    "UPDATE memory_episodes SET embedding_vector = $3::vector WHERE tenant = $1 AND seq = $2",
-                    [(r[0], r[1], _vector_literal(from_bytes(r[2]).astype(np.float32))) for r in rows],
-                )
+            after = (rows[-1][0], rows[-1][1])
+            await self._put_vectors([(r[0], int(r[1]), bytes(r[2])) for r in rows])
+
+    async def _put_vectors(self, rows: Sequence[tuple[str, int, bytes]]) -> None:
+        """Writes (tenant, seq, stored vector) rows: the tagged bytes, and the pgvector column when it is
+        this embedder's vector (another embedder's stays out of the column: never compared)."""
+        async with self._transaction() as conn:
+            if not self._pgvector:
+                await conn.executemany(q(sql.UPDATE_EMBEDDING), [(raw, t, seq) for t, seq, raw in rows])
+                return
+            values = []
+            for tenant, seq, raw in rows:
+                vector = usable(raw, self._embedder)
+                literal = None if vector is None else _vector_literal(vector.astype(np.float32))
+                values.append((tenant, seq, raw, embedder_of(raw), literal))
+            await conn.executemany(
+                f"UPDATE memory_episodes SET embedding = $3, embedder = $4, {self._column} = $5::vector "
+                "WHERE tenant = $1 AND seq = $2",
+                values,
+            )
 
     # -- episodes ----------------------------------------------------------
 
@@ -247,15 +292,16 @@ class PostgresStore:
     async def remember_many(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> list[Episode]:
         if not drafts:
             return []
-        vectors = [self._embedder.embed(d.text) for d in drafts]
-        insert = INSERT_EPISODE_WITH_VECTOR if self._pgvector else sql.INSERT_EPISODE
+        vectors = await self._embedder.embed_texts([d.text for d in drafts])
+        name = self._embedder.name
+        insert = _insert_with_vector(self._column) if self._pgvector else sql.INSERT_EPISODE
         async with self._transaction() as conn:
             last = await conn.fetchval(q(sql.ADVANCE_SEQ), tenant, len(drafts))  # locks the tenant row
             for session_id in {d.session_id for d in drafts}:
                 await _refuse_if_forgotten(conn, tenant, session_id, at)
             stored = stamp(tenant, drafts, int(last) - len(drafts) + 1, at)
             rows = [
-                (*sql.episode_values(e), to_bytes(v), *((_vector_literal(v),) if self._pgvector else ()))
+                (*sql.episode_values(e), to_bytes(v, name), *((name, _vector_literal(v)) if self._pgvector else ()))
                 for e, v in zip(stored, vectors, strict=True)
             ]
             await conn.executemany(q(insert), rows)
@@ -271,9 +317,34 @@ class PostgresStore:
     async def load(self, tenant: str, after_seq: int) -> list[IndexedDoc]:
         rows = await self._fetch(sql.EPISODES_AFTER, tenant, after_seq)
         return [
-            IndexedDoc(int(seq), session, f"{text_in}\n{text_out}", None if raw is None else from_bytes(raw))
+            IndexedDoc(int(seq), session, f"{text_in}\n{text_out}", usable(raw, self._embedder))
             for seq, session, text_in, text_out, raw in rows
         ]
+
+    # -- re-embedding (loomflow memory reembed) ---------------------------------
+
+    async def tenants_after(self, after: str, limit: int) -> list[str]:
+        return [
+            row[0]
+            for row in await self._fetch(
+                'SELECT tenant FROM memory_tenants WHERE tenant COLLATE "C" > ? ORDER BY tenant COLLATE "C" LIMIT ?',
+                after,
+                limit,
+            )
+        ]
+
+    async def reembed_page(self, tenant: str, after_seq: int, limit: int) -> tuple[int, int]:
+        return await rewrite_stale(self, self._embedder, tenant, after_seq, limit)
+
+    async def stale_episodes(self, tenant: str, after_seq: int, limit: int) -> tuple[list[tuple[int, str]], int]:
+        rows = await self._fetch(sql.EPISODE_VECTORS_PAGE, tenant, after_seq, limit)
+        stale = [(int(r[0]), f"{r[1]}\n{r[2]}") for r in rows if embedder_of(r[3]) != self._embedder.name]
+        return stale, (int(rows[-1][0]) if len(rows) == limit else -1)
+
+    async def store_vectors(self, tenant: str, vectors: Sequence[tuple[int, Vector]]) -> None:
+        name = self._embedder.name
+        await self._put_vectors([(tenant, seq, to_bytes(v, name)) for seq, v in vectors])
+        await self._fetch(sql.BUMP_EPOCH, tenant)  # every process's cached index reloads the new vectors
 
     async def probe_and_fetch(self, tenant: str, seqs: Sequence[int]) -> tuple[int, int, Mapping[int, Episode]]:
         """One statement, one snapshot: the tenant's (epoch, seq) and the episodes asked for."""
@@ -293,11 +364,13 @@ class PostgresStore:
         """The tenant's nearest episodes by cosine, from the HNSW index when the planner picks it."""
         session = "" if session_id is None else " AND session_id = ?"
         literal = _vector_literal(vector)
-        params: list[Any] = [literal, tenant, *([] if session_id is None else [session_id]), literal, count]
+        params: list[Any] = [literal, tenant, *([] if session_id is None else [session_id])]
+        params += [self._embedder.name, literal, count]
+        column = self._column
         rows = await self._fetch(  # ORDER BY the distance operator itself, so the HNSW index can serve it
-            "SELECT seq, 1 - (embedding_vector <=> ?::vector) FROM memory_episodes "
-            f"WHERE tenant = ?{session} AND embedding_vector IS NOT NULL "
-            "ORDER BY embedding_vector <=> ?::vector LIMIT ?",
+            f"SELECT seq, 1 - ({column} <=> ?::vector) FROM memory_episodes "
+            f"WHERE tenant = ?{session} AND embedder = ? AND {column} IS NOT NULL "
+            f"ORDER BY {column} <=> ?::vector LIMIT ?",
             *params,
         )
         return {int(seq): float(similarity) for seq, similarity in rows}

@@ -7,7 +7,7 @@ tenant's keys live in one slot and one script or transaction can touch them.
 There is no global key: nothing is ever filtered by user.
 
 Per tenant: ``t`` (hash: epoch, seq), ``e`` (hash: seq → episode JSON), ``v``
-(hash: seq → float16 embedding), ``i`` (hash: episode id → seq), ``b`` (hash:
+(hash: seq → float16 embedding tagged with its embedder and dimension), ``i`` (hash: episode id → seq), ``b`` (hash:
 [session, label] → block JSON), ``f`` (hash: row id → fact version JSON), ``x``
 (hash: tombstone scope → cutoff).
 
@@ -52,9 +52,10 @@ from loomflow.memory.models import (
     RecallQuery,
 )
 from loomflow.memory.recall.cache import IndexCache
-from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, from_bytes, to_bytes
+from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, Vector, embedder_of, to_bytes, usable
 from loomflow.memory.recall.engine import CachedRecall
 from loomflow.memory.recall.index import IndexedDoc
+from loomflow.memory.recall.reembed import rewrite_stale
 
 T = TypeVar("T")
 Raw = bytes | str
@@ -97,10 +98,29 @@ return {top, seqs, redis.call('HMGET', KEYS[2], unpack(seqs)), redis.call('HMGET
 """
 
 
+# KEYS: t, e, v   ARGV: (seq, tagged vector) pairs. Replaces the vectors of episodes that still exist (a Forget
+# may have removed some meanwhile) and bumps the epoch, so every process's cached index reloads them.
+STORE_VECTORS = """
+for n = 1, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[2], ARGV[n]) == 1 then redis.call('HSET', KEYS[3], ARGV[n], ARGV[n + 1]) end
+end
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+return 0
+"""
+
+TENANT_ROW_PATTERN = "loomflow:memory:{*}:t"
+
+
 def tenant_prefix(tenant: str) -> str:
     """``loomflow:memory:{<base64url(tenant)>}:``: injective, glob- and hash-tag-safe."""
     encoded = base64.urlsafe_b64encode(tenant.encode()).decode().rstrip("=")
     return f"loomflow:memory:{{{encoded}}}:"
+
+
+def tenant_of_row_key(key: bytes) -> str:
+    """The tenant of a ``loomflow:memory:{<base64url>}:t`` key."""
+    encoded = key.decode().split("{", 1)[1].rsplit("}", 1)[0]
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
 
 
 class _Keys:
@@ -179,6 +199,7 @@ class RedisStore:
             await self._redis.ping()
         self._remember = self._redis.register_script(REMEMBER)
         self._load_after = self._redis.register_script(LOAD_AFTER)
+        self._store_vectors = self._redis.register_script(STORE_VECTORS)
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -225,8 +246,9 @@ class RedisStore:
         stored = stamp(tenant, drafts, 0, at)  # seqs are assigned by the script
         scopes = scope_keys(drafts)
         args: list[Any] = [at, len(scopes), *scopes]
-        for episode in stored:
-            args += [episode.id, _episode_json(episode), to_bytes(self._embedder.embed(episode.text))]
+        vectors = await self._embedder.embed_texts([e.text for e in stored])
+        for episode, vector in zip(stored, vectors, strict=True):
+            args += [episode.id, _episode_json(episode), to_bytes(vector, self._embedder.name)]
         first = int(
             await self._call(
                 self._remember(
@@ -255,11 +277,43 @@ class RedisStore:
             for seq, raw, vector in zip(seqs, episodes, vectors, strict=True):
                 if raw is not None:
                     episode = _episode_from(tenant, int(seq), raw)
-                    embedding = None if vector is None else from_bytes(vector)
-                    docs.append(IndexedDoc(episode.seq, episode.session_id, episode.text, embedding))
+                    docs.append(
+                        IndexedDoc(episode.seq, episode.session_id, episode.text, usable(vector, self._embedder))
+                    )
             after_seq += len(seqs)
             if not seqs or after_seq >= int(top):
                 return docs
+
+    # -- re-embedding (loomflow memory reembed) ---------------------------------
+
+    async def tenants_after(self, after: str, limit: int) -> list[str]:
+        """Tenants in key order after ``after``: one SCAN of the tenant rows (an offline-sized operation)."""
+        with _unavailable_on_connection_errors():
+            found = {tenant_of_row_key(k) async for k in self._client.scan_iter(match=TENANT_ROW_PATTERN, count=1000)}
+        return sorted(t for t in found if t > after)[:limit]
+
+    async def reembed_page(self, tenant: str, after_seq: int, limit: int) -> tuple[int, int]:
+        return await rewrite_stale(self, self._embedder, tenant, after_seq, limit)
+
+    async def stale_episodes(self, tenant: str, after_seq: int, limit: int) -> tuple[list[tuple[int, str]], int]:
+        keys = _Keys(tenant)
+        top, seqs, episodes, vectors = await self._call(
+            self._load_after(keys=[keys.tenant_row, keys.episodes, keys.vectors], args=[after_seq, limit])
+        )
+        stale = [
+            (int(seq), _episode_from(tenant, int(seq), raw).text)
+            for seq, raw, vector in zip(seqs, episodes, vectors, strict=True)
+            if raw is not None and embedder_of(vector) != self._embedder.name
+        ]
+        last = after_seq + len(seqs)
+        return stale, (last if seqs and last < int(top) else -1)
+
+    async def store_vectors(self, tenant: str, vectors: Sequence[tuple[int, Vector]]) -> None:
+        keys = _Keys(tenant)
+        args: list[Any] = []
+        for seq, vector in vectors:
+            args += [seq, to_bytes(vector, self._embedder.name)]
+        await self._call(self._store_vectors(keys=[keys.tenant_row, keys.episodes, keys.vectors], args=args))
 
     async def probe_and_fetch(self, tenant: str, seqs: Sequence[int]) -> tuple[int, int, Mapping[int, Episode]]:
         keys = _Keys(tenant)

@@ -52,6 +52,11 @@ EPISODE_BY_ID = f"SELECT {EPISODE_COLUMNS} FROM memory_episodes WHERE tenant = ?
 EPISODES_AFTER = (
     "SELECT seq, session_id, input, output, embedding FROM memory_episodes WHERE tenant = ? AND seq > ? ORDER BY seq"
 )
+TENANTS_AFTER = "SELECT tenant FROM memory_tenants WHERE tenant > ? ORDER BY tenant LIMIT ?"
+EPISODE_VECTORS_PAGE = (
+    "SELECT seq, input, output, embedding FROM memory_episodes WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+UPDATE_EMBEDDING = "UPDATE memory_episodes SET embedding = ? WHERE tenant = ? AND seq = ?"
 EPISODES_PAGE = f"SELECT {EPISODE_COLUMNS} FROM memory_episodes WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?"
 
 BLOCK_VERSION = "SELECT version FROM memory_blocks WHERE tenant = ? AND session_id = ? AND label = ?"

@@ -45,9 +45,10 @@ from loomflow.memory.models import (
     RecallQuery,
 )
 from loomflow.memory.recall.cache import IndexCache
-from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, from_bytes, to_bytes
+from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, Vector, embedder_of, to_bytes, usable
 from loomflow.memory.recall.engine import CachedRecall
 from loomflow.memory.recall.index import IndexedDoc
+from loomflow.memory.recall.reembed import rewrite_stale
 from loomflow.memory.store import SQLITE_MMAP_BYTES, sql
 
 T = TypeVar("T")
@@ -84,6 +85,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE IF NOT EXISTS memory_tombstones (
             tenant TEXT NOT NULL, scope_key TEXT NOT NULL, cutoff INTEGER NOT NULL,
             PRIMARY KEY (tenant, scope_key)
+        ) WITHOUT ROWID""",
+    ),
+    (
+        # Chroma's sidecar: the collection holding a tenant's episodes, when not the hashing one of old.
+        """CREATE TABLE IF NOT EXISTS memory_vector_collections (
+            tenant TEXT PRIMARY KEY, name TEXT NOT NULL
         ) WITHOUT ROWID""",
     ),
 )
@@ -241,7 +248,8 @@ class SQLiteStore:
         return (await self.remember_many(tenant, [draft], at))[0]
 
     async def remember_many(self, tenant: str, drafts: Sequence[EpisodeDraft], at: Micros) -> list[Episode]:
-        embeddings = [to_bytes(self._embedder.embed(d.text)) for d in drafts]
+        name = self._embedder.name
+        embeddings = [to_bytes(v, name) for v in await self._embedder.embed_texts([d.text for d in drafts])]
 
         def work(conn: sqlite3.Connection) -> list[Episode]:
             stored = stamp(tenant, drafts, _reserve(conn, tenant, drafts, at), at)
@@ -273,9 +281,32 @@ class SQLiteStore:
         params = (tenant, after_seq)
         rows = await self.scan(sql.EPISODES_AFTER, params) if after_seq == 0 else self.read(sql.EPISODES_AFTER, params)
         return [
-            IndexedDoc(int(seq), session, f"{text_in}\n{text_out}", None if raw is None else from_bytes(raw))
+            IndexedDoc(int(seq), session, f"{text_in}\n{text_out}", usable(raw, self._embedder))
             for seq, session, text_in, text_out, raw in rows
         ]
+
+    # -- re-embedding (loomflow memory reembed) ---------------------------------
+
+    async def tenants_after(self, after: str, limit: int) -> list[str]:
+        return [row[0] for row in await self.scan(sql.TENANTS_AFTER, (after, limit))]
+
+    async def reembed_page(self, tenant: str, after_seq: int, limit: int) -> tuple[int, int]:
+        return await rewrite_stale(self, self._embedder, tenant, after_seq, limit)
+
+    async def stale_episodes(self, tenant: str, after_seq: int, limit: int) -> tuple[list[tuple[int, str]], int]:
+        rows = await self.scan(sql.EPISODE_VECTORS_PAGE, (tenant, after_seq, limit))
+        stale = [(int(r[0]), f"{r[1]}\n{r[2]}") for r in rows if embedder_of(r[3]) != self._embedder.name]
+        return stale, (int(rows[-1][0]) if len(rows) == limit else -1)
+
+    async def store_vectors(self, tenant: str, vectors: Sequence[tuple[int, Vector]]) -> None:
+        name = self._embedder.name
+        params = [(to_bytes(v, name), tenant, seq) for seq, v in vectors]
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(sql.UPDATE_EMBEDDING, params)
+            conn.execute(sql.BUMP_EPOCH, (tenant,))  # every process's cached index reloads the new vectors
+
+        await self.write(work)
 
     async def probe_and_fetch(self, tenant: str, seqs: Sequence[int]) -> tuple[int, int, Mapping[int, Episode]]:
         epoch, top_seq = await self.probe(tenant)  # local reads: two of them cost less than a join

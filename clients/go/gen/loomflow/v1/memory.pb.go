@@ -409,8 +409,11 @@ func (x *RecallHit) GetVectorScore() float64 {
 }
 
 type RecallResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hits          []*RecallHit           `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Hits  []*RecallHit           `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
+	// The embedder whose cosines vector_score holds, e.g. "wordllama-256" or "hashing-256": each
+	// embedder has its own scale, so a similarity threshold is chosen per embedder.
+	Embedder      string `protobuf:"bytes,2,opt,name=embedder,proto3" json:"embedder,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -450,6 +453,13 @@ func (x *RecallResponse) GetHits() []*RecallHit {
 		return x.Hits
 	}
 	return nil
+}
+
+func (x *RecallResponse) GetEmbedder() string {
+	if x != nil {
+		return x.Embedder
+	}
+	return ""
 }
 
 type GetEpisodeRequest struct {
@@ -1951,9 +1961,10 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"\aepisode\x18\x01 \x01(\v2\x14.loomflow.v1.EpisodeR\aepisode\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\x12#\n" +
 	"\rlexical_score\x18\x03 \x01(\x01R\flexicalScore\x12!\n" +
-	"\fvector_score\x18\x04 \x01(\x01R\vvectorScore\"<\n" +
+	"\fvector_score\x18\x04 \x01(\x01R\vvectorScore\"X\n" +
 	"\x0eRecallResponse\x12*\n" +
-	"\x04hits\x18\x01 \x03(\v2\x16.loomflow.v1.RecallHitR\x04hits\"\x80\x01\n" +
+	"\x04hits\x18\x01 \x03(\v2\x16.loomflow.v1.RecallHitR\x04hits\x12\x1a\n" +
+	"\bembedder\x18\x02 \x01(\tR\bembedder\"\x80\x01\n" +
 	"\x11GetEpisodeRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x125\n" +
 	"\n" +
