@@ -33,6 +33,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from loomflow.agent import metrics
 from loomflow.agent.context import RunContext
+from loomflow.agent.definitions import AgentDefinition, AgentDefinitions, TenantPolicies, offered_tools
 from loomflow.agent.dependencies import Dependencies, dependency_error
 from loomflow.agent.models.base import (
     Message,
@@ -41,12 +42,14 @@ from loomflow.agent.models.base import (
     ModelRequest,
     ModelResponse,
     ToolCall,
+    seed_text,
     tools_text,
 )
 from loomflow.agent.models.catalog import ModelCatalog
 from loomflow.agent.models.retry import RetryPolicy, with_retries
+from loomflow.agent.seeding import Seed, SeedLimits, read_seed
 from loomflow.agent.toolcalls import ApprovalRequired, Emit, HeldApprovals, ToolCaller, ToolOutcome, to_struct
-from loomflow.agent.tools.registry import ToolRegistry
+from loomflow.agent.tools.registry import ToolRegistry, ToolSpec
 from loomflow.kernel import errors
 from loomflow.kernel.tenancy import tenant_key
 from loomflow.kernel.tracing import bind_run
@@ -73,6 +76,7 @@ class RunLimits:
     finish_grace_s: float = 1.0
     system_prompt: str = "You are a helpful assistant."
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    seed: SeedLimits = field(default_factory=SeedLimits)
 
 
 def _memory_text(episode: memory_pb2.Episode) -> str:
@@ -118,21 +122,28 @@ class Runner:
         tools: ToolRegistry,
         caller: ToolCaller,
         limits: RunLimits,
+        definitions: AgentDefinitions | None = None,
     ) -> None:
         self.deps = deps
         self.catalog = catalog
         self.tools = tools
         self.caller = caller
         self.limits = limits
+        self.definitions = definitions
+        self.policies: TenantPolicies | None = TenantPolicies(deps)
         self.tool_specs = tuple(tools.specs())
-        self._tools_text = tools_text(self.tool_specs)
-        self._tool_tokens: dict[str, int] = {}
+        self.tool_tags = {spec.name: tool.tags for spec in self.tool_specs if (tool := tools.get(spec.name))}
+        self._tool_tokens: dict[tuple[str, tuple[str, ...]], int] = {}
 
-    def tool_tokens(self, model: Model) -> int:
-        """The tool definitions' share of every request's input, estimated once per model."""
-        count = self._tool_tokens.get(model.name)
+    def tool_tokens(self, model: Model, specs: Sequence[ToolSpec] | None = None) -> int:
+        """The tool definitions' share of every request's input, estimated once per model and tool set."""
+        specs = self.tool_specs if specs is None else specs
+        key = (model.name, tuple(s.name for s in specs))
+        count = self._tool_tokens.get(key)
         if count is None:
-            count = self._tool_tokens[model.name] = model.estimate_tokens(self._tools_text) if self.tool_specs else 0
+            if len(self._tool_tokens) > 4096:
+                self._tool_tokens.clear()
+            count = self._tool_tokens[key] = model.estimate_tokens(tools_text(specs)) if specs else 0
         return count
 
     async def run(
@@ -143,8 +154,9 @@ class Runner:
         time_remaining: float | None = None,
         emit: Emit | None = None,
     ) -> agent_pb2.RunResponse:
-        model = self.catalog.resolve(options.model)
-        run = _Run(self, scope, options, model, time_remaining, emit)
+        agent = await self.definitions.resolve(options.agent) if self.definitions is not None else None
+        model = self.catalog.resolve(options.model or (agent.model if agent is not None else ""))
+        run = _Run(self, scope, options, model, time_remaining, emit, agent)
         bind_run(run.ctx.tenant, options.session_id, run.run_id)  # span attributes, log fields, baggage downstream
         try:
             response = await run.execute()
@@ -165,8 +177,15 @@ class _Run:
         model: Model,
         time_remaining: float | None,
         emit: Emit | None,
+        agent: AgentDefinition | None = None,
     ) -> None:
-        limits = runner.limits
+        limits = self.limits = agent.limits(runner.limits) if agent is not None else runner.limits
+        self.agent = agent
+        # The agent's allow-list; the tenant's policy narrows it further in _start.
+        self.tool_specs = (
+            runner.tool_specs if agent is None else tuple(s for s in runner.tool_specs if agent.allows(s.name))
+        )
+        self.allowed_names = frozenset(s.name for s in self.tool_specs)
         self.runner = runner
         self.deps = runner.deps
         self.scope = scope
@@ -196,6 +215,7 @@ class _Run:
         self.records: list[agent_pb2.ToolCallRecord] = []
         self.warnings: dict[tuple[int, int, str], budget_pb2.BudgetWarning] = {}
         self.recalled_ids: list[str] = []
+        self.seed = Seed([], [], [], [])
         self.reservation = ""
         self.interruption = ""
         self.turns = 0
@@ -220,7 +240,9 @@ class _Run:
                     response = await self._call_model(turn)
                     self.messages.append(Message("assistant", response.text, tuple(response.tool_calls)))
                     for call in response.tool_calls:
-                        outcome = await self.runner.caller.call(self.ctx, call, turn, self.emit, self.held)
+                        outcome = await self.runner.caller.call(
+                            self.ctx, call, turn, self.emit, self.held, self.allowed_names
+                        )
                         outcomes.append(outcome)
                         self.records.append(outcome.record)
                         metrics.record_tool_call(self.ctx.tenant, _tool_outcome(outcome))
@@ -265,32 +287,69 @@ class _Run:
             await appended
 
     async def _start(self) -> None:
-        limits = self.runner.limits
+        limits = self.limits
         # Counted apart (never fewer tokens than together), so the system prompt's count is reused.
         model = self.model
         estimate = model.estimate_tokens(limits.system_prompt) + model.estimate_tokens(self.options.prompt)
-        estimate += self.runner.tool_tokens(model)
+        estimate += self.runner.tool_tokens(model, self.tool_specs) + limits.seed.reserved_tokens(
+            self.options.session_id
+        )
+        seed = read_seed(
+            self.deps,
+            self.scope,
+            self.options.session_id,
+            self.options.prompt,
+            limits.seed,
+            model.estimate_tokens,
+            self.deadline,
+        )
+        offer = self._narrow_offer()
         if self.recall_limit <= 0:
-            await self._first_reserve(estimate)
+            reserved, seeded, offered = await asyncio.gather(
+                self._first_reserve(estimate), seed, offer, return_exceptions=True
+            )
+            self._use_seed(reserved, seeded, offered)
             return
         recall = self.deps.memory.Recall(
             memory_pb2.RecallRequest(
-                scope=self.scope, query=self.options.prompt[:_MAX_QUERY_CHARS], limit=self.recall_limit
+                scope=self.scope,
+                query=self.options.prompt[:_MAX_QUERY_CHARS],
+                limit=self.recall_limit,
+                exclude_session_id=self.options.session_id,  # this session's turns come as history
             ),
             metadata=self.deps.metadata,
             timeout=self.deps.timeout(self.deadline),
         )
-        reserved, recalled = await asyncio.gather(
-            self._first_reserve(estimate + limits.context_tokens), recall, return_exceptions=True
+        reserved, recalled, seeded, offered = await asyncio.gather(
+            self._first_reserve(estimate + limits.context_tokens), recall, seed, offer, return_exceptions=True
         )
-        # Either failure ends the run; a reservation that did succeed is released by run().
-        if isinstance(reserved, BaseException):
-            raise reserved
+        self._use_seed(reserved, seeded, offered)
         if isinstance(recalled, grpc.aio.AioRpcError):
             raise dependency_error("memory", recalled) from None
         if isinstance(recalled, BaseException):
             raise recalled
         self._use_memories(recalled.hits)
+
+    def _use_seed(self, reserved: object, seeded: Seed | BaseException, offered: object) -> None:
+        # Any failure ends the run; a reservation that did succeed is released by run().
+        for result in (reserved, seeded, offered):
+            if isinstance(result, BaseException):
+                raise result
+        assert isinstance(seeded, Seed)
+        self.seed = seeded
+
+    async def _narrow_offer(self) -> None:
+        """Drops the tools the tenant's policy denies outright: the model is never offered what it may not call.
+
+        The reservation counted the agent's whole allow-list, so it still covers the smaller offer.
+        """
+        policies = self.runner.policies
+        if not self.tool_specs or policies is None:
+            return
+        policy = await policies.get(self.ctx.tenant, self.scope, self.deadline)
+        # Only the offer narrows: a call the model makes anyway to a tool its agent allows still
+        # goes through the policy check, which denies it and audits the denial.
+        self.tool_specs = offered_tools(self.tool_specs, self.runner.tool_tags, policy)
 
     async def _first_reserve(self, estimate: int) -> None:
         try:
@@ -304,7 +363,7 @@ class _Run:
         Recall ranks every episode of the tenant; a hit sharing no word with the
         prompt and barely similar to it is noise, not memory, and is left out.
         """
-        limits = self.runner.limits
+        limits = self.limits
         room = limits.context_tokens
         for hit in hits:
             if hit.lexical_score <= 0 and hit.vector_score < limits.recall_min_similarity:
@@ -318,13 +377,16 @@ class _Run:
             self.recalled_ids.append(hit.episode.id)
 
     async def _call_model(self, turn: int) -> ModelResponse:
-        limits = self.runner.limits
+        limits = self.limits
         request = ModelRequest(
             system=limits.system_prompt,
             messages=tuple(self.messages),
-            tools=self.runner.tool_specs,
+            tools=self.tool_specs,
             max_output_tokens=limits.max_output_tokens,
             memories=tuple(self.memories),
+            history=tuple(self.seed.history),
+            blocks=tuple(self.seed.blocks),
+            facts=tuple(self.seed.facts),
         )
         emit = self.emit
         streamed = False
@@ -357,7 +419,7 @@ class _Run:
     # -- budget --------------------------------------------------------------
 
     async def _reserve(self, turn: int, input_estimate: int) -> None:
-        limits = self.runner.limits
+        limits = self.limits
         remaining_ms = max(0, round((self.work_deadline - time.monotonic()) * 1000))
         request = budget_pb2.ReserveRequest(
             scope=self.scope,
@@ -382,9 +444,10 @@ class _Run:
         self._warn(reply.warnings)
 
     def _estimate_next(self) -> int:
-        text = self.runner.limits.system_prompt + "\n".join(self.memories)
+        text = self.limits.system_prompt + "\n".join(self.memories)
+        text += seed_text(self.seed.blocks, self.seed.facts) + "".join(m.content for m in self.seed.history)
         text += "".join(m.content + "".join(json.dumps(c.arguments) for c in m.tool_calls) for m in self.messages)
-        return self.model.estimate_tokens(text) + self.runner.tool_tokens(self.model)
+        return self.model.estimate_tokens(text) + self.runner.tool_tokens(self.model, self.tool_specs)
 
     def _actual(self, response: ModelResponse | None, turn_started: float) -> budget_pb2.Usage:
         self.charged_until = time.monotonic()
@@ -475,6 +538,8 @@ class _Run:
         if turn == 1:
             payload["prompt"] = self.options.prompt[:_AUDIT_TEXT_CHARS]
             payload["recalled_episode_ids"] = list(self.recalled_ids)
+            if self.seed.history_episode_ids:
+                payload["history_episode_ids"] = list(self.seed.history_episode_ids)
         if outcomes:
             payload["tool_results"] = [
                 {
@@ -543,6 +608,7 @@ class _Run:
             tool_calls=self.records,
             warnings=list(self.warnings.values()),
             recalled_episode_ids=self.recalled_ids,
+            history_episode_ids=self.seed.history_episode_ids,
         )
 
 

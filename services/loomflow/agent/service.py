@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from loomflow.agent.approvals import ApprovalWaiter
+from loomflow.agent.definitions import AgentDefinition, AgentDefinitions, load_yaml
 from loomflow.agent.dependencies import Addresses, Dependencies, ServiceCredential
 from loomflow.agent.models.base import Model
 from loomflow.agent.models.catalog import ModelCatalog, ProviderSettings
@@ -19,7 +20,9 @@ from loomflow.agent.models.retry import RetryPolicy
 from loomflow.agent.models.scripted import load_script
 from loomflow.agent.refusals import RefusalAuditor
 from loomflow.agent.runner import RunLimits, Runner
+from loomflow.agent.seeding import SeedLimits
 from loomflow.agent.servicer import AgentServicer
+from loomflow.agent.store import open_agent_store
 from loomflow.agent.toolcalls import ToolCaller
 from loomflow.agent.tools.builtins import BUILTINS
 from loomflow.agent.tools.registry import ToolRegistry
@@ -47,6 +50,10 @@ class Settings:
     recall_min_similarity: float = option(
         0.2, "a recalled episode sharing no word with the prompt needs at least this cosine similarity"
     )
+    history_turns: int = option(20, "earlier turns of the run's session given to the model, at most (0: none)")
+    history_tokens: int = option(2048, "at most this many tokens of session history per run (newest turns first)")
+    block_tokens: int = option(512, "at most this many tokens of the user's working blocks in the system context")
+    fact_tokens: int = option(256, "at most this many tokens of current facts matching the prompt (0: none)")
     max_output_tokens: int = option(1024, "output tokens per model turn at most (what each turn reserves)")
     system_prompt: str = option("You are a helpful assistant.", "system prompt of every run")
     approval_timeout_ms: int = option(300_000, "how long a tool call waits for a human approval before denying")
@@ -63,6 +70,11 @@ class Settings:
     builtin_tools: bool = option(True, "offer the built-in tools (calculator, current_time, notes_*)")
     tools: str = option("", "more tools: comma-separated module:attribute paths of Tools or iterables of them")
     max_tool_result_chars: int = option(16_000, "a tool result longer than this is truncated for the model")
+    store_dsn: str = option(
+        "", "durable store of agent definitions and paused runs: sqlite:///path or postgres://… (empty: data dir)"
+    )
+    definitions_file: str = option("", "YAML file of agent definitions (`agents: [...]`) put into the store at start")
+    definitions_cache_ms: int = option(2000, "how long a replica reuses an agent definition it read")
 
 
 def _loopback(host: str) -> str:
@@ -132,10 +144,26 @@ def build(ctx: ServiceContext) -> HostedService:
         max_output_tokens=settings.max_output_tokens,
         system_prompt=settings.system_prompt,
         retry=RetryPolicy(attempts=max(1, settings.model_attempts), base_delay_s=settings.model_backoff_ms / 1000.0),
+        seed=SeedLimits(
+            history_turns=min(1000, max(0, settings.history_turns)),
+            history_tokens=max(0, settings.history_tokens),
+            block_tokens=max(0, settings.block_tokens),
+            fact_tokens=max(0, settings.fact_tokens),
+        ),
     )
     servicer = AgentServicer()
     refusals = RefusalAuditor()
     opened: list[Dependencies] = []
+    loaded = load_yaml(settings.definitions_file) if settings.definitions_file else []
+    for definition in loaded:
+        if definition.model:
+            try:
+                catalog.resolve(definition.model)
+            except InvalidArgument as error:
+                raise ConfigError(
+                    f"LOOMFLOW_AGENT_DEFINITIONS_FILE: agent {definition.name!r}: {error.violations[0].description}"
+                ) from None
+    store = open_agent_store(settings.store_dsn, ctx.server.data_dir)
 
     async def start() -> None:
         deps = Dependencies(
@@ -147,7 +175,10 @@ def build(ctx: ServiceContext) -> HostedService:
         opened.append(deps)
         approvals = ApprovalWaiter(deps, settings.approval_timeout_ms / 1000.0, settings.approval_poll_ms / 1000.0)
         caller = ToolCaller(deps, tools, approvals, settings.max_tool_result_chars)
-        servicer.runner = Runner(deps, catalog, tools, caller, limits)
+        await store.start()
+        book = AgentDefinitions(store, AgentDefinition(name="", tools=("*",)), settings.definitions_cache_ms / 1000.0)
+        await book.load(loaded)
+        servicer.runner = Runner(deps, catalog, tools, caller, limits, book)
         refusals.attach(deps)
 
     async def stop() -> None:
@@ -156,6 +187,7 @@ def build(ctx: ServiceContext) -> HostedService:
         await refusals.drain()
         for deps in opened:
             await deps.close()
+        await store.close()
 
     def register(server: grpc.aio.Server) -> None:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)

@@ -9,8 +9,10 @@ from typing import Any
 
 import grpc
 
+from loomflow.agent import definitions
 from loomflow.agent.runner import Runner
-from loomflow.kernel.errors import InvalidArgument, Unavailable
+from loomflow.kernel.auth import require_operator
+from loomflow.kernel.errors import FailedPrecondition, InvalidArgument, Unavailable
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -37,6 +39,50 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if self.runner is None:
             raise Unavailable("the agent is starting")
         return self.runner
+
+    def _definitions(self, action: str) -> definitions.AgentDefinitions:
+        require_operator(action)
+        found = self._runner().definitions
+        if found is None:
+            raise Unavailable("this agent keeps no definitions")
+        return found
+
+    async def ContinueRun(
+        self, request: agent_pb2.ContinueRunRequest, context: Context
+    ) -> agent_pb2.ContinueRunResponse:
+        raise FailedPrecondition("ContinueRun: no run of this agent pauses yet")
+
+    async def ContinueRunStream(
+        self, request: agent_pb2.ContinueRunStreamRequest, context: Context
+    ) -> AsyncIterator[agent_pb2.ContinueRunStreamResponse]:
+        raise FailedPrecondition("ContinueRunStream: no run of this agent pauses yet")
+        yield agent_pb2.ContinueRunStreamResponse()
+
+    async def PutAgent(self, request: agent_pb2.PutAgentRequest, context: Context) -> agent_pb2.PutAgentResponse:
+        book = self._definitions("PutAgent")
+        definitions.reject_nul(request.agent)
+        if request.agent.model:
+            try:
+                self._runner().catalog.resolve(request.agent.model)
+            except InvalidArgument as error:
+                raise InvalidArgument.field("agent.model", error.violations[0].description) from None
+        stored = await book.put(definitions.from_proto(request.agent))
+        return agent_pb2.PutAgentResponse(agent=definitions.to_proto(stored))
+
+    async def GetAgent(self, request: agent_pb2.GetAgentRequest, context: Context) -> agent_pb2.GetAgentResponse:
+        book = self._definitions("GetAgent")
+        return agent_pb2.GetAgentResponse(agent=definitions.to_proto(await book.resolve_fresh(request.name)))
+
+    async def ListAgents(self, request: agent_pb2.ListAgentsRequest, context: Context) -> agent_pb2.ListAgentsResponse:
+        book = self._definitions("ListAgents")
+        page, token = await book.list(request.page_token, request.page_size or definitions.DEFAULT_PAGE)
+        return agent_pb2.ListAgentsResponse(agents=[definitions.to_proto(d) for d in page], next_page_token=token)
+
+    async def DeleteAgent(
+        self, request: agent_pb2.DeleteAgentRequest, context: Context
+    ) -> agent_pb2.DeleteAgentResponse:
+        book = self._definitions("DeleteAgent")
+        return agent_pb2.DeleteAgentResponse(version=await book.delete(request.name))
 
     async def Run(self, request: agent_pb2.RunRequest, context: Context) -> agent_pb2.RunResponse:
         reject_nul(request.options)

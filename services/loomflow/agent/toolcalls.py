@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +85,13 @@ class ToolCaller:
         self._max_result_chars = max_result_chars
 
     async def call(
-        self, ctx: RunContext, call: ToolCall, turn: int, emit: Emit | None, held: HeldApprovals
+        self,
+        ctx: RunContext,
+        call: ToolCall,
+        turn: int,
+        emit: Emit | None,
+        held: HeldApprovals,
+        offered: Collection[str] | None = None,
     ) -> ToolOutcome:
         record = agent_pb2.ToolCallRecord(call_id=call.id, tool_name=call.name)
         try:
@@ -93,8 +99,8 @@ class ToolCaller:
         except (ValueError, TypeError):
             arguments = struct_pb2.Struct()
         record.arguments.CopyFrom(arguments)
-        tool = self._tools.get(call.name)
-        if tool is None:
+        tool = self._tools.get(call.name) if offered is None or call.name in offered else None
+        if tool is None:  # a tool this run was not offered is one the model cannot call
             return self._result(record, f"error: there is no tool named {call.name!r}", False, emit)
 
         decision = await self._check(ctx, call.name, arguments, sorted(tool.tags))

@@ -156,6 +156,8 @@ class RunResult:
     tool_calls: tuple[ToolCall, ...]
     warnings: tuple[BudgetWarning, ...]
     recalled_episode_ids: tuple[str, ...]
+    history_episode_ids: tuple[str, ...] = ()
+    """Earlier turns of the session the model was given (episode ids, oldest first)."""
 
     @classmethod
     def from_proto(cls, reply: agent_pb2.RunResponse) -> RunResult:
@@ -169,6 +171,7 @@ class RunResult:
             tuple(ToolCall.from_proto(r) for r in reply.tool_calls),
             tuple(BudgetWarning.from_proto(w) for w in reply.warnings),
             tuple(reply.recalled_episode_ids),
+            tuple(reply.history_episode_ids),
         )
 
 
@@ -236,8 +239,11 @@ class Agent:
         token: TokenSource = None,
         timeout: float = 120.0,
         tls: bool = False,
+        agent: str = "",
     ) -> None:
         self._connection = Connection(address, token=token, timeout=timeout, tls=tls)
+        self.agent_name = agent
+        """The named agent (PutAgent) runs use unless they name another; empty: the server's default."""
         self._stub = agent_pb2_grpc.AgentServiceStub(self._connection.channel)
 
     @staticmethod
@@ -281,6 +287,7 @@ class Agent:
         recall_limit: int = 0,
         defer_approvals: bool = False,
         approval_ids: Iterable[str] = (),
+        agent: str | None = None,
     ) -> RunResult:
         """Runs to completion. ``timeout_s`` is the run's own limit, charged to the wall-clock
         budget; 0-valued options mean the server's defaults."""
@@ -290,6 +297,7 @@ class Agent:
                 prompt, session_id, metadata, model, max_turns, timeout_s, recall_limit, defer_approvals, approval_ids
             ),
         )
+        request.options.agent = self.agent_name if agent is None else agent
         reply = await self._connection.unary(
             self._stub.Run, request, idempotent=False, deadline_s=self._deadline(timeout_s)
         )
@@ -309,6 +317,7 @@ class Agent:
         recall_limit: int = 0,
         defer_approvals: bool = False,
         approval_ids: Iterable[str] = (),
+        agent: str | None = None,
     ) -> AsyncIterator[RunEvent]:
         """Runs and yields events as they happen; the last one is :class:`Completed`."""
         request = agent_pb2.RunStreamRequest(
@@ -317,6 +326,7 @@ class Agent:
                 prompt, session_id, metadata, model, max_turns, timeout_s, recall_limit, defer_approvals, approval_ids
             ),
         )
+        request.options.agent = self.agent_name if agent is None else agent
         call = self._stub.RunStream(request, metadata=self._connection.metadata(), timeout=self._deadline(timeout_s))
         try:
             async for message in call:
@@ -327,6 +337,34 @@ class Agent:
             raise from_rpc_error(error) from None
         finally:
             call.cancel()
+
+    # -- agent definitions (operator credential) ---------------------------------
+
+    async def put_agent(self, definition: agent_pb2.AgentDefinition) -> agent_pb2.AgentDefinition:
+        """Creates or replaces a named agent; returns it with its new version."""
+        request = agent_pb2.PutAgentRequest(scope=scope(None, True), agent=definition)
+        reply: agent_pb2.PutAgentResponse = await self._connection.unary(self._stub.PutAgent, request, idempotent=True)
+        return reply.agent
+
+    async def get_agent(self, name: str) -> agent_pb2.AgentDefinition:
+        request = agent_pb2.GetAgentRequest(scope=scope(None, True), name=name)
+        reply: agent_pb2.GetAgentResponse = await self._connection.unary(self._stub.GetAgent, request, idempotent=True)
+        return reply.agent
+
+    async def list_agents(self, page_size: int = 0, page_token: str = "") -> agent_pb2.ListAgentsResponse:
+        request = agent_pb2.ListAgentsRequest(scope=scope(None, True), page_size=page_size, page_token=page_token)
+        reply: agent_pb2.ListAgentsResponse = await self._connection.unary(
+            self._stub.ListAgents, request, idempotent=True
+        )
+        return reply
+
+    async def delete_agent(self, name: str) -> int:
+        """Deletes a named agent; returns the version deleted."""
+        request = agent_pb2.DeleteAgentRequest(scope=scope(None, True), name=name)
+        reply: agent_pb2.DeleteAgentResponse = await self._connection.unary(
+            self._stub.DeleteAgent, request, idempotent=False
+        )
+        return reply.version
 
     async def close(self) -> None:
         await self._connection.close()

@@ -36,6 +36,7 @@ from loomflow.memory.models import (
     Micros,
     RecallHit,
     RecallQuery,
+    SessionPage,
 )
 from loomflow.memory.recall.embedding import Embedder, HashingEmbedder
 from loomflow.memory.recall.engine import to_hits
@@ -145,7 +146,9 @@ class InMemoryStore:
         if state is None:
             return []
         prepared = prepare(query.text, self._embedder)
-        scored = state.index.search(prepared, query.limit, query.session_id, query.min_score)
+        scored = state.index.search(
+            prepared, query.limit, query.session_id, query.min_score, exclude_session_id=query.exclude_session_id
+        )
         return to_hits(scored, state.episodes, prepared, self._embedder)
 
     async def get_episode(self, tenant: str, episode_id: str) -> Episode:
@@ -154,6 +157,12 @@ class InMemoryStore:
         if state is None or seq is None:
             raise NotFound(f"episode {episode_id!r} not found")
         return state.episodes[seq]
+
+    async def list_episodes(self, tenant: str, page: SessionPage) -> list[Episode]:
+        state = self._state(tenant, create=False)
+        if state is None:
+            return []
+        return [state.episodes[seq] for seq in state.index.session_seqs(page.session_id, page.before_seq, page.limit)]
 
     # -- blocks --------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from loomflow.memory.models import (
     Micros,
     RecallHit,
     RecallQuery,
+    SessionPage,
 )
 from loomflow.memory.recall.cache import IndexCache
 from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, from_bytes, to_bytes
@@ -86,6 +87,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (tenant, scope_key)
         ) WITHOUT ROWID""",
     ),
+    (sql.SESSION_INDEX,),
 )
 
 
@@ -287,6 +289,9 @@ class SQLiteStore:
         if not rows:
             raise NotFound(f"episode {episode_id!r} not found")
         return sql.episode_from(rows[0])
+
+    async def list_episodes(self, tenant: str, page: SessionPage) -> list[Episode]:
+        return [sql.episode_from(r) for r in self.read(sql.SESSION_PAGE, sql.session_page_params(tenant, page))]
 
     # -- blocks --------------------------------------------------------------
 
