@@ -110,9 +110,13 @@ def to_json(definition: AgentDefinition) -> str:
 
 
 def from_stored(stored: StoredDefinition) -> AgentDefinition:
-    body: dict[str, Any] = json.loads(stored.body)
+    return from_stored_json(stored.body, stored.version)
+
+
+def from_stored_json(text: str, version: int = 0) -> AgentDefinition:
+    body: dict[str, Any] = json.loads(text)
     body["tools"] = tuple(body.get("tools", ()))
-    return AgentDefinition(**body, version=stored.version)
+    return AgentDefinition(**body, version=version)
 
 
 def load_yaml(path: str | Path) -> list[AgentDefinition]:

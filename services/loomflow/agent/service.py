@@ -18,6 +18,7 @@ from loomflow.agent.models.base import Model
 from loomflow.agent.models.catalog import ModelCatalog, ProviderSettings
 from loomflow.agent.models.retry import RetryPolicy
 from loomflow.agent.models.scripted import load_script
+from loomflow.agent.paused import Pauses, PauseSettings, Sweeper
 from loomflow.agent.refusals import RefusalAuditor
 from loomflow.agent.runner import RunLimits, Runner
 from loomflow.agent.seeding import SeedLimits
@@ -75,6 +76,12 @@ class Settings:
     )
     definitions_file: str = option("", "YAML file of agent definitions (`agents: [...]`) put into the store at start")
     definitions_cache_ms: int = option(2000, "how long a replica reuses an agent definition it read")
+    pause_ttl_ms: int = option(
+        600_000, "how long a run paused for its caller's tool results waits (then its hold goes)"
+    )
+    max_paused_runs: int = option(100, "paused runs per user at most (more: RESOURCE_EXHAUSTED)")
+    max_caller_result_chars: int = option(65_536, "a caller tool result longer than this is refused (INVALID_ARGUMENT)")
+    pause_sweep_ms: int = option(1000, "how often expired paused runs are swept and their holds released")
 
 
 def _loopback(host: str) -> str:
@@ -164,6 +171,7 @@ def build(ctx: ServiceContext) -> HostedService:
                     f"LOOMFLOW_AGENT_DEFINITIONS_FILE: agent {definition.name!r}: {error.violations[0].description}"
                 ) from None
     store = open_agent_store(settings.store_dsn, ctx.server.data_dir)
+    sweepers: list[Sweeper] = []
 
     async def start() -> None:
         deps = Dependencies(
@@ -178,10 +186,22 @@ def build(ctx: ServiceContext) -> HostedService:
         await store.start()
         book = AgentDefinitions(store, AgentDefinition(name="", tools=("*",)), settings.definitions_cache_ms / 1000.0)
         await book.load(loaded)
-        servicer.runner = Runner(deps, catalog, tools, caller, limits, book)
+        pause_settings = PauseSettings(
+            ttl_s=max(1, settings.pause_ttl_ms) / 1000.0,
+            max_per_tenant=settings.max_paused_runs,
+            max_result_chars=settings.max_caller_result_chars,
+            sweep_interval_s=max(10, settings.pause_sweep_ms) / 1000.0,
+        )
+        sweeper = Sweeper(store, deps, pause_settings)
+        sweepers.append(sweeper)
+        sweeper.start()
+        pauses = Pauses(store, pause_settings, sweeper)
+        servicer.runner = Runner(deps, catalog, tools, caller, limits, book, pauses)
         refusals.attach(deps)
 
     async def stop() -> None:
+        for sweeper in sweepers:
+            await sweeper.stop()
         servicer.runner = None
         refusals.attach(None)
         await refusals.drain()

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from loomflow.agent import definitions
 from loomflow.agent.runner import Runner
+from loomflow.agent.toolcalls import Emit
 from loomflow.kernel.auth import require_operator
-from loomflow.kernel.errors import FailedPrecondition, InvalidArgument, Unavailable
+from loomflow.kernel.errors import InvalidArgument, Unavailable
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -50,13 +51,21 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def ContinueRun(
         self, request: agent_pb2.ContinueRunRequest, context: Context
     ) -> agent_pb2.ContinueRunResponse:
-        raise FailedPrecondition("ContinueRun: no run of this agent pauses yet")
+        result = await self._runner().resume(
+            request.scope, request.run_id, request.results, time_remaining=context.time_remaining()
+        )
+        return agent_pb2.ContinueRunResponse(result=result)
 
     async def ContinueRunStream(
         self, request: agent_pb2.ContinueRunStreamRequest, context: Context
     ) -> AsyncIterator[agent_pb2.ContinueRunStreamResponse]:
-        raise FailedPrecondition("ContinueRunStream: no run of this agent pauses yet")
-        yield agent_pb2.ContinueRunStreamResponse()
+        runner = self._runner()
+        async for event in _streamed(
+            lambda emit: runner.resume(
+                request.scope, request.run_id, request.results, time_remaining=context.time_remaining(), emit=emit
+            )
+        ):
+            yield agent_pb2.ContinueRunStreamResponse(event=event)
 
     async def PutAgent(self, request: agent_pb2.PutAgentRequest, context: Context) -> agent_pb2.PutAgentResponse:
         book = self._definitions("PutAgent")
@@ -92,19 +101,26 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request: agent_pb2.RunStreamRequest, context: Context
     ) -> AsyncIterator[agent_pb2.RunStreamResponse]:
         reject_nul(request.options)
-        events: asyncio.Queue[agent_pb2.RunStreamResponse | None] = asyncio.Queue()
-        run = asyncio.ensure_future(
-            self._runner().run(
-                request.scope, request.options, time_remaining=context.time_remaining(), emit=events.put_nowait
-            )
-        )
-        run.add_done_callback(lambda _: events.put_nowait(_DONE))
-        try:
-            while (event := await events.get()) is not _DONE:
-                yield event
-            yield agent_pb2.RunStreamResponse(result=run.result())
-        finally:
-            if not run.done():  # the caller went away: cancelling the run releases its reservation
-                run.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await run
+        runner = self._runner()
+        async for event in _streamed(
+            lambda emit: runner.run(request.scope, request.options, time_remaining=context.time_remaining(), emit=emit)
+        ):
+            yield event
+
+
+async def _streamed(
+    start: Callable[[Emit], Awaitable[agent_pb2.RunResponse]],
+) -> AsyncIterator[agent_pb2.RunStreamResponse]:
+    """The events a run emits as they come, then its result; a caller that goes away cancels the run."""
+    events: asyncio.Queue[agent_pb2.RunStreamResponse | None] = asyncio.Queue()
+    run = asyncio.ensure_future(start(events.put_nowait))
+    run.add_done_callback(lambda _: events.put_nowait(_DONE))
+    try:
+        while (event := await events.get()) is not _DONE:
+            yield event
+        yield agent_pb2.RunStreamResponse(result=run.result())
+    finally:
+        if not run.done():  # the caller went away: cancelling the run releases its reservation
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run

@@ -279,3 +279,40 @@ class ToolCaller:
             await deps.audit.Append(request, metadata=deps.metadata, timeout=deps.timeout(ctx.deadline))
         except grpc.aio.AioRpcError as error:
             raise dependency_error("audit", error) from None
+
+    async def gate(
+        self,
+        ctx: RunContext,
+        call: ToolCall,
+        tags: frozenset[str],
+        turn: int,
+        emit: Emit | None,
+        held: HeldApprovals,
+    ) -> tuple[agent_pb2.ToolCallRecord, ToolOutcome | None]:
+        """The gate of a tool the caller runs: policy check, approval when ASK, write-ahead audit entry.
+
+        Returns the call's record and, when it was denied, the outcome the run stops with;
+        an allowed call is the caller's to run (the record says executed=False until its result comes).
+        """
+        record = agent_pb2.ToolCallRecord(call_id=call.id, tool_name=call.name)
+        try:
+            arguments = to_struct(call.arguments)
+        except (ValueError, TypeError):
+            arguments = struct_pb2.Struct()
+        record.arguments.CopyFrom(arguments)
+        decision = await self._check(ctx, call.name, arguments, sorted(tags))
+        record.decision = decision.decision
+        record.decision_id = decision.decision_id
+        reason = decision.reason or decision.matched_rule
+        if decision.decision == ASK:
+            approved, reason, edited = await self._ask(ctx, record, arguments, decision, emit, held, turn)
+            record.decision = ALLOW if approved else DENY
+            if edited is not None:
+                record.arguments.CopyFrom(to_struct(edited))
+        allowed = record.decision == ALLOW
+        await self._audit(ctx, record, turn, decision, reason, allowed)
+        if not allowed:
+            return record, self._result(record, f"denied: {reason or 'by policy'}", False, emit, denied=True)
+        if emit is not None:
+            emit(agent_pb2.RunStreamResponse(tool_call=record))
+        return record, None

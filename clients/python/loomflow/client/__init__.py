@@ -15,6 +15,7 @@ from loomflow.client.agent import (
     BudgetWarning,
     BudgetWarningEvent,
     Completed,
+    PendingToolCall,
     RunEvent,
     RunResult,
     TextDelta,
@@ -47,6 +48,7 @@ from loomflow.client.errors import (
 )
 from loomflow.client.memory import MemoryClient
 from loomflow.client.policy import PolicyClient
+from loomflow.client.tools import RunContext, Tool, get_run_context, tool
 
 __all__ = [
     "Agent",
@@ -72,14 +74,17 @@ __all__ = [
     "LoomflowError",
     "MemoryClient",
     "NotFound",
+    "PendingToolCall",
     "PermissionDenied",
     "PolicyClient",
     "RateLimited",
     "ResourceExhausted",
     "RetryPolicy",
+    "RunContext",
     "RunEvent",
     "RunResult",
     "TextDelta",
+    "Tool",
     "ToolCall",
     "ToolCallEvent",
     "Unauthenticated",
@@ -87,7 +92,9 @@ __all__ = [
     "Unimplemented",
     "Usage",
     "from_rpc_error",
+    "get_run_context",
     "limit",
     "scope",
+    "tool",
     "usage",
 ]

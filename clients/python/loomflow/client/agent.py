@@ -11,6 +11,8 @@ retried; a failure raises a typed :mod:`loomflow.client.errors` exception.
 
 from __future__ import annotations
 
+import datetime
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,7 +23,10 @@ from google.protobuf.json_format import MessageToDict
 
 from loomflow.client._transport import Connection, TokenSource, scope
 from loomflow.client.errors import from_rpc_error
+from loomflow.client.tools import RunContext, Tool
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, budget_pb2, policy_pb2
+
+log = logging.getLogger("loomflow.client")
 
 _SERVER_GRACE_S = 5.0
 """Extra gRPC deadline beyond a run's own timeout, so the server can answer "interrupted: timeout"."""
@@ -145,6 +150,17 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class PendingToolCall:
+    """A call of one of the caller's tools that a paused run waits for."""
+
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    decision_id: str
+    approval_id: str
+
+
+@dataclass(frozen=True)
 class RunResult:
     run_id: str
     output: str
@@ -158,6 +174,11 @@ class RunResult:
     recalled_episode_ids: tuple[str, ...]
     history_episode_ids: tuple[str, ...] = ()
     """Earlier turns of the session the model was given (episode ids, oldest first)."""
+    status: str = "completed"
+    """completed, interrupted, or requires_action (the run waits for ``pending_tool_calls``)."""
+    pending_tool_calls: tuple[PendingToolCall, ...] = ()
+    expires_at: datetime.datetime | None = None
+    """With requires_action: when the paused run expires."""
 
     @classmethod
     def from_proto(cls, reply: agent_pb2.RunResponse) -> RunResult:
@@ -172,6 +193,12 @@ class RunResult:
             tuple(BudgetWarning.from_proto(w) for w in reply.warnings),
             tuple(reply.recalled_episode_ids),
             tuple(reply.history_episode_ids),
+            _name(agent_pb2.RunStatus.Name(reply.status), "RUN_STATUS_") if reply.status else "completed",
+            tuple(
+                PendingToolCall(p.call_id, p.tool_name, MessageToDict(p.arguments), p.decision_id, p.approval_id)
+                for p in reply.pending_tool_calls
+            ),
+            reply.expires_at.ToDatetime(datetime.UTC) if reply.HasField("expires_at") else None,
         )
 
 
@@ -240,10 +267,13 @@ class Agent:
         timeout: float = 120.0,
         tls: bool = False,
         agent: str = "",
+        tools: Iterable[Tool] = (),
     ) -> None:
         self._connection = Connection(address, token=token, timeout=timeout, tls=tls)
         self.agent_name = agent
         """The named agent (PutAgent) runs use unless they name another; empty: the server's default."""
+        self.tools = {t.name: t for t in tools}
+        """Caller tools (see :func:`loomflow.client.tool`): declared on every run and run here."""
         self._stub = agent_pb2_grpc.AgentServiceStub(self._connection.channel)
 
     @staticmethod
@@ -298,10 +328,42 @@ class Agent:
             ),
         )
         request.options.agent = self.agent_name if agent is None else agent
+        request.options.caller_tools.extend(t.declaration() for t in self.tools.values())
         reply = await self._connection.unary(
             self._stub.Run, request, idempotent=False, deadline_s=self._deadline(timeout_s)
         )
-        return RunResult.from_proto(reply)
+        result = RunResult.from_proto(reply)
+        while result.status == "requires_action" and self._runs_all(result):
+            context = RunContext(None if anonymous else user_id, session_id, result.run_id)
+            results = [await self._call_tool(call, context) for call in result.pending_tool_calls]
+            result = await self.continue_run(result.run_id, results, user_id=user_id, anonymous=anonymous)
+        return result
+
+    def _runs_all(self, result: RunResult) -> bool:
+        return all(call.tool_name in self.tools for call in result.pending_tool_calls)
+
+    async def _call_tool(self, call: PendingToolCall, context: RunContext) -> agent_pb2.ToolResult:
+        try:
+            output = await self.tools[call.tool_name].invoke(call.arguments, context)
+        except Exception as error:  # noqa: BLE001  # the model reads a tool's failure, the run goes on
+            log.info("caller tool %s failed: %s", call.tool_name, error)
+            return agent_pb2.ToolResult(call_id=call.call_id, output=f"{type(error).__name__}: {error}", is_error=True)
+        return agent_pb2.ToolResult(call_id=call.call_id, output=output)
+
+    async def continue_run(
+        self,
+        run_id: str,
+        results: Iterable[agent_pb2.ToolResult],
+        *,
+        user_id: str | None = None,
+        anonymous: bool = False,
+    ) -> RunResult:
+        """Resumes a paused run with the results of its pending caller tool calls (one each)."""
+        request = agent_pb2.ContinueRunRequest(scope=scope(user_id, anonymous), run_id=run_id, results=list(results))
+        reply: agent_pb2.ContinueRunResponse = await self._connection.unary(
+            self._stub.ContinueRun, request, idempotent=False
+        )
+        return RunResult.from_proto(reply.result)
 
     async def stream(
         self,
