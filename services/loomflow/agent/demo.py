@@ -32,7 +32,9 @@ from loomflow.client import (
     PolicyClient,
     RunResult,
     ToolCallEvent,
+    get_run_context,
     limit,
+    tool,
 )
 from loomflow.client import Approval as ClientApproval
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
@@ -205,6 +207,35 @@ async def _audit(show: Show, audit: AuditClient) -> None:
     show.check(verified.ok and len(verified.chains) >= 2, "Verify ok: every tenant's chain and the checkpoint hold")
 
 
+@tool
+async def lookup_order(order_id: str) -> str:
+    """Looks an order up by its id (runs in the caller's process, not in the Agent)."""
+    return f"order {order_id} of {get_run_context().user_id}: shipped"
+
+
+async def _conversation(show: Show, address: str, auth: AuthSettings, budget: BudgetClient) -> None:
+    show.section("5. Conversations continue, and a tool the caller runs")
+    await budget.set_limits([limit("output_tokens", 1_000_000)], target="user", user_id="bob")
+    show.line("  operator: bob's output_tokens limit raised again")
+    for user, city in (("alice", "Lisbon"), ("bob", "Oslo")):
+        async with Agent(address, token=mint_token(auth, user), tools=[lookup_order]) as agent:
+            first = await agent.run(f"I'm flying to {city} tomorrow.", user_id=user, session_id="trip")
+            prompt = "Which city did I just mention?"
+            second = await agent.run(prompt, user_id=user, session_id="trip")
+            show.said(user, prompt, second)
+            show.line(
+                f"        history given to the model: {list(second.history_episode_ids)} (run {first.run_id[:8]})"
+            )
+            show.check(len(second.history_episode_ids) == 1, f"{user}'s second turn is given the first as history")
+            prompt = '/call lookup_order {"order_id": "A-1"}'
+            ordered = await agent.run(prompt, user_id=user, session_id="trip")
+            show.said(user, prompt, ordered)
+            show.check(
+                f"order A-1 of {user}: shipped" in ordered.output,
+                f"lookup_order was gated, paused the run, ran in {user}'s client and its result reached the model",
+            )
+
+
 async def run_demo(keep: bool = False, out: TextIO = sys.stdout) -> int:
     logging.getLogger("loomflow").setLevel(logging.ERROR)  # the demo's own lines tell the story
     data_dir = Path(tempfile.mkdtemp(prefix="loomflow-demo-"))
@@ -229,6 +260,7 @@ async def run_demo(keep: bool = False, out: TextIO = sys.stdout) -> int:
             await _approval(show, alice, policy)
             await _budget(show, bob, budget)
             await _audit(show, audit)
+            await _conversation(show, address, auth, budget)
     except LoomflowError as error:
         show.line(f"demo failed: {error}")
         return 1
