@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from loomflow.client import Agent, FailedPrecondition, NotFound, get_run_context, limit, tool
+from loomflow.client import Agent, Approval, ApprovalAnswer, FailedPrecondition, NotFound, get_run_context, limit, tool
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, policy_pb2, tenancy_pb2
 from tests.agent.conftest import Tenancy, approver, secure_suite, token
 
@@ -186,3 +186,40 @@ async def test_run_stream_streams_the_pause_and_continue_run_stream_the_resume(t
     assert "text" in kinds
     assert resumed[-1].result.status == agent_pb2.RUN_STATUS_COMPLETED
     assert "[lookup_order] on its way" in resumed[-1].result.output
+
+
+async def test_the_approval_handler_answers_with_the_live_user_id_and_may_edit_the_arguments(
+    tenancy: Tenancy,
+) -> None:
+    ask = policy_pb2.Rule(id="ask-orders", tool="lookup_order", decision=policy_pb2.DECISION_ASK)
+    await tenancy.policy().put_policy(policy_pb2.Policy(rules=[ask]), user_id="alice")
+    asked: list[Approval] = []
+
+    async def on_approval(approval: Approval) -> ApprovalAnswer:
+        asked.append(approval)
+        return ApprovalAnswer.edit({"order_id": "99"}, note="checked by the help desk")
+
+    calls.clear()
+    approver = tenancy.policy()
+    agent = Agent(
+        tenancy.address, token=token("alice"), tools=[lookup_order], approval_handler=on_approval, approver=approver
+    )
+    tenancy.clients.append(agent)
+    result = await agent.run(PROMPT, user_id="alice")
+    await approver.close()
+    assert [(a.user_id, a.tool_name, a.arguments) for a in asked] == [("alice", "lookup_order", {"order_id": "42"})]
+    assert result.status == "completed"
+    assert [c["order_id"] for c in calls] == ["99"], "the caller tool ran with the arguments the handler edited"
+
+    deny = Agent(
+        tenancy.address,
+        token=token("alice"),
+        tools=[lookup_order],
+        approval_handler=lambda _: ApprovalAnswer.deny("no"),
+        approver=tenancy.policy(),
+    )
+    tenancy.clients.append(deny)
+    denied = await deny.run(PROMPT, user_id="alice")
+    assert denied.interrupted
+    assert denied.interruption_reason.startswith("denied")
+    assert len(calls) == 1

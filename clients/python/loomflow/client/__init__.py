@@ -10,6 +10,7 @@ from loomflow.client._transport import Connection, RetryPolicy, scope
 from loomflow.client.agent import (
     Agent,
     Approval,
+    ApprovalAnswer,
     ApprovalPending,
     ApprovalResolved,
     BudgetWarning,
@@ -54,6 +55,7 @@ __all__ = [
     "Agent",
     "AlreadyExists",
     "Approval",
+    "ApprovalAnswer",
     "ApprovalPending",
     "ApprovalRequired",
     "ApprovalResolved",

@@ -11,9 +11,12 @@ retried; a failure raises a typed :mod:`loomflow.client.errors` exception.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
+import inspect
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -23,6 +26,7 @@ from google.protobuf.json_format import MessageToDict
 
 from loomflow.client._transport import Connection, TokenSource, scope
 from loomflow.client.errors import from_rpc_error
+from loomflow.client.policy import PolicyClient
 from loomflow.client.tools import RunContext, Tool
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, budget_pb2, policy_pb2
 
@@ -150,6 +154,31 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class ApprovalAnswer:
+    """What an ``approval_handler`` decides: approve, deny, or approve with edited arguments."""
+
+    approved: bool
+    edited_arguments: dict[str, Any] | None = None
+    note: str = ""
+
+    @classmethod
+    def approve(cls, note: str = "") -> ApprovalAnswer:
+        return cls(True, None, note)
+
+    @classmethod
+    def deny(cls, note: str = "") -> ApprovalAnswer:
+        return cls(False, None, note)
+
+    @classmethod
+    def edit(cls, arguments: dict[str, Any], note: str = "") -> ApprovalAnswer:
+        return cls(True, dict(arguments), note)
+
+
+ApprovalHandler = Callable[["Approval"], "ApprovalAnswer | bool | Awaitable[ApprovalAnswer | bool]"]
+"""Receives a pending approval of the live user_id (``approval.user_id``) and answers it."""
+
+
+@dataclass(frozen=True)
 class PendingToolCall:
     """A call of one of the caller's tools that a paused run waits for."""
 
@@ -268,12 +297,18 @@ class Agent:
         tls: bool = False,
         agent: str = "",
         tools: Iterable[Tool] = (),
+        approval_handler: ApprovalHandler | None = None,
+        approver: PolicyClient | None = None,
     ) -> None:
         self._connection = Connection(address, token=token, timeout=timeout, tls=tls)
         self.agent_name = agent
         """The named agent (PutAgent) runs use unless they name another; empty: the server's default."""
         self.tools = {t.name: t for t in tools}
         """Caller tools (see :func:`loomflow.client.tool`): declared on every run and run here."""
+        if approval_handler is not None and approver is None:
+            raise ValueError("an approval_handler needs an approver: a PolicyClient with an approver credential")
+        self._approval_handler = approval_handler
+        self._approver = approver
         self._stub = agent_pb2_grpc.AgentServiceStub(self._connection.channel)
 
     @staticmethod
@@ -329,15 +364,55 @@ class Agent:
         )
         request.options.agent = self.agent_name if agent is None else agent
         request.options.caller_tools.extend(t.declaration() for t in self.tools.values())
-        reply = await self._connection.unary(
-            self._stub.Run, request, idempotent=False, deadline_s=self._deadline(timeout_s)
-        )
+        async with self._answering_approvals(user_id, anonymous):
+            reply = await self._connection.unary(
+                self._stub.Run, request, idempotent=False, deadline_s=self._deadline(timeout_s)
+            )
         result = RunResult.from_proto(reply)
         while result.status == "requires_action" and self._runs_all(result):
             context = RunContext(None if anonymous else user_id, session_id, result.run_id)
             results = [await self._call_tool(call, context) for call in result.pending_tool_calls]
-            result = await self.continue_run(result.run_id, results, user_id=user_id, anonymous=anonymous)
+            async with self._answering_approvals(user_id, anonymous):
+                result = await self.continue_run(result.run_id, results, user_id=user_id, anonymous=anonymous)
         return result
+
+    @contextlib.asynccontextmanager
+    async def _answering_approvals(self, user_id: str | None, anonymous: bool) -> AsyncIterator[None]:
+        """While a run is in flight, the ``approval_handler`` answers the user's pending approvals."""
+        if self._approval_handler is None or self._approver is None:
+            yield
+            return
+        # replay_pending: an approval created before the watch reaches the server is still answered.
+        task = asyncio.create_task(self._answer_approvals(self._approver, self._approval_handler, user_id, anonymous))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    @staticmethod
+    async def _answer_approvals(
+        approver: PolicyClient, handle: ApprovalHandler, user_id: str | None, anonymous: bool
+    ) -> None:
+        stream = approver.watch_approvals(user_id=user_id, anonymous=anonymous, replay_pending=True)
+        async for raw in stream:
+            approval = Approval.from_proto(raw)
+            if approval.status != "pending":
+                continue
+            answer = handle(approval)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if isinstance(answer, bool):
+                answer = ApprovalAnswer(answer)
+            await approver.resolve_approval(
+                approval.approval_id,
+                answer.approved,
+                user_id=approval.user_id,
+                anonymous=approval.user_id is None,
+                edited_arguments=answer.edited_arguments,
+                note=answer.note,
+            )
 
     def _runs_all(self, result: RunResult) -> bool:
         return all(call.tool_name in self.tools for call in result.pending_tool_calls)
