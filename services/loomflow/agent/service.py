@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from loomflow.agent.approvals import ApprovalWaiter
-from loomflow.agent.definitions import AgentDefinition, AgentDefinitions, load_yaml
+from loomflow.agent.definitions import AgentDefinition, AgentDefinitions, TenantPolicies, load_yaml
 from loomflow.agent.dependencies import Addresses, Dependencies, ServiceCredential
 from loomflow.agent.models.base import Model
 from loomflow.agent.models.catalog import ModelCatalog, ProviderSettings
@@ -76,6 +76,9 @@ class Settings:
     )
     definitions_file: str = option("", "YAML file of agent definitions (`agents: [...]`) put into the store at start")
     definitions_cache_ms: int = option(2000, "how long a replica reuses an agent definition it read")
+    policy_cache_ms: int = option(
+        5000, "how long a replica reuses a tenant's policy to decide which tools to offer (calls are checked live)"
+    )
     pause_ttl_ms: int = option(
         600_000, "how long a run paused for its caller's tool results waits (then its hold goes)"
     )
@@ -197,6 +200,7 @@ def build(ctx: ServiceContext) -> HostedService:
         sweeper.start()
         pauses = Pauses(store, pause_settings, sweeper)
         servicer.runner = Runner(deps, catalog, tools, caller, limits, book, pauses)
+        servicer.runner.policies = TenantPolicies(deps, settings.policy_cache_ms / 1000.0)
         refusals.attach(deps)
 
     async def stop() -> None:
