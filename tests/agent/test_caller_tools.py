@@ -223,3 +223,14 @@ async def test_the_approval_handler_answers_with_the_live_user_id_and_may_edit_t
     assert denied.interrupted
     assert denied.interruption_reason.startswith("denied")
     assert len(calls) == 1
+
+
+async def test_user_id_none_runs_in_the_anonymous_partition(tenancy: Tenancy) -> None:
+    calls.clear()
+    agent = Agent(tenancy.address, token=tenancy.operator, tools=[lookup_order])
+    tenancy.clients.append(agent)
+    result = await agent.run(PROMPT)
+    assert result.status == "completed"
+    assert calls[0]["user_id"] is None, "get_run_context().user_id is None for the anonymous partition"
+    gated = await tenancy.audit().query(anonymous=True, run_id=result.run_id, action="tool_call")
+    assert len(gated) == 1

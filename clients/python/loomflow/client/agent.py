@@ -28,12 +28,17 @@ from loomflow.client._transport import Connection, TokenSource, scope
 from loomflow.client.errors import from_rpc_error
 from loomflow.client.policy import PolicyClient
 from loomflow.client.tools import RunContext, Tool
-from loomflow.v1 import agent_pb2, agent_pb2_grpc, budget_pb2, policy_pb2
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, budget_pb2, policy_pb2, tenancy_pb2
 
 log = logging.getLogger("loomflow.client")
 
 _SERVER_GRACE_S = 5.0
 """Extra gRPC deadline beyond a run's own timeout, so the server can answer "interrupted: timeout"."""
+
+
+def _run_scope(user_id: str | None, anonymous: bool) -> tenancy_pb2.UserScope:
+    """As the framework's ``agent.run(..., user_id=None)``: no user id is the anonymous partition."""
+    return scope(None, True) if user_id is None else scope(user_id, anonymous)
 
 
 def _name(enum_name: str, prefix: str) -> str:
@@ -357,7 +362,7 @@ class Agent:
         """Runs to completion. ``timeout_s`` is the run's own limit, charged to the wall-clock
         budget; 0-valued options mean the server's defaults."""
         request = agent_pb2.RunRequest(
-            scope=scope(user_id, anonymous),
+            scope=_run_scope(user_id, anonymous),
             options=self._options(
                 prompt, session_id, metadata, model, max_turns, timeout_s, recall_limit, defer_approvals, approval_ids
             ),
@@ -370,7 +375,7 @@ class Agent:
             )
         result = RunResult.from_proto(reply)
         while result.status == "requires_action" and self._runs_all(result):
-            context = RunContext(None if anonymous else user_id, session_id, result.run_id)
+            context = RunContext(None if anonymous else user_id, session_id, result.run_id)  # None: anonymous
             results = [await self._call_tool(call, context) for call in result.pending_tool_calls]
             async with self._answering_approvals(user_id, anonymous):
                 result = await self.continue_run(result.run_id, results, user_id=user_id, anonymous=anonymous)
@@ -434,7 +439,9 @@ class Agent:
         anonymous: bool = False,
     ) -> RunResult:
         """Resumes a paused run with the results of its pending caller tool calls (one each)."""
-        request = agent_pb2.ContinueRunRequest(scope=scope(user_id, anonymous), run_id=run_id, results=list(results))
+        request = agent_pb2.ContinueRunRequest(
+            scope=_run_scope(user_id, anonymous), run_id=run_id, results=list(results)
+        )
         reply: agent_pb2.ContinueRunResponse = await self._connection.unary(
             self._stub.ContinueRun, request, idempotent=False
         )
@@ -458,7 +465,7 @@ class Agent:
     ) -> AsyncIterator[RunEvent]:
         """Runs and yields events as they happen; the last one is :class:`Completed`."""
         request = agent_pb2.RunStreamRequest(
-            scope=scope(user_id, anonymous),
+            scope=_run_scope(user_id, anonymous),
             options=self._options(
                 prompt, session_id, metadata, model, max_turns, timeout_s, recall_limit, defer_approvals, approval_ids
             ),
