@@ -10,7 +10,10 @@ this process is the client (one channel, each user's own token). Measured per to
   commit ∥ append ∥ remember: Agent → Memory, Budget, Audit);
 * ``tool``: unloaded latency of a run that calls a tool (``/call calculator``): two model turns,
   a policy check and the write-ahead audit entry as well, so all five services are on the path;
-* ``concurrent``: turns/s and latency of plain turns with 16 and 64 in flight.
+* ``concurrent``: turns/s and latency of plain turns with 16 and 64 in flight;
+* ``session``: unloaded latency of a turn in a session that already holds 20 turns and in one
+  that holds 10,000 (``--long-session``): the run reads its history with one ListEpisodes page
+  bounded by the history limit, so the two should cost about the same (ratio near 1).
 
 Users rotate over ``--users`` tenants. Target: echo turn p50 ≤ 3 ms unloaded, one-process.
 Results: bench/results/agent_turn.json and agent_turn.png. The load average is recorded: on a
@@ -38,22 +41,29 @@ import grpc  # noqa: E402
 
 from bench.harness import latency_stats, plot_path, write_results  # noqa: E402
 from bench.topology import TOPOLOGIES, Suite, start_suite  # noqa: E402
-from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2  # noqa: E402
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2  # noqa: E402
 
 TARGET_P50_MS = 3.0
 
 Turn = Callable[[int], Awaitable[float]]
 
 
-def turn_caller(stub: agent_pb2_grpc.AgentServiceAsyncStub, suite: Suite, users: int, prompt: str) -> Turn:
-    ids = [f"bench-{i}" for i in range(users)]
+def turn_caller(
+    stub: agent_pb2_grpc.AgentServiceAsyncStub,
+    suite: Suite,
+    users: int,
+    prompt: str,
+    session: str = "bench",
+    prefix: str = "bench",
+) -> Turn:
+    ids = [f"{prefix}-{i}" for i in range(users)]
     metadata = {u: (("authorization", f"Bearer {suite.user_token(u)}"),) for u in ids}
     scopes = {u: tenancy_pb2.UserScope(user_id=u) for u in ids}
 
     async def one(i: int) -> float:
         user = ids[i % users]
         request = agent_pb2.RunRequest(
-            scope=scopes[user], options=agent_pb2.RunOptions(prompt=prompt.format(i=i), session_id="bench")
+            scope=scopes[user], options=agent_pb2.RunOptions(prompt=prompt.format(i=i), session_id=session)
         )
         started = time.perf_counter()
         reply = await stub.Run(request, metadata=metadata[user], timeout=60)
@@ -85,7 +95,39 @@ async def concurrent(one: Turn, count: int, in_flight: int) -> dict[str, Any]:
     return {"in_flight": in_flight, **latency_stats(latencies, time.perf_counter() - started).as_dict()}
 
 
-async def measure(topology: str, turns: int, users: int, levels: list[int]) -> dict[str, Any]:
+async def fill_session(suite: Suite, user: str, session: str, count: int) -> None:
+    """Stores ``count`` earlier turns of one session straight into Memory (64 in flight)."""
+    metadata = (("authorization", f"Bearer {suite.operator_token()}"),)
+    async with grpc.aio.insecure_channel(suite.internal_address["memory"]) as channel:
+        memory = memory_pb2_grpc.MemoryServiceStub(channel)
+        scope = tenancy_pb2.UserScope(user_id=user)
+        gate = asyncio.Semaphore(64)
+
+        async def one(i: int) -> None:
+            async with gate:
+                request = memory_pb2.RememberRequest(
+                    scope=scope, session_id=session, input=f"earlier question {i}", output=f"earlier answer {i}"
+                )
+                await memory.Remember(request, metadata=metadata, timeout=60)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def session_lengths(
+    stub: agent_pb2_grpc.AgentServiceAsyncStub, suite: Suite, turns: int, long_session: int
+) -> dict[str, Any]:
+    """Turn latency in a session of 20 earlier turns and in one of ``long_session``."""
+    result: dict[str, Any] = {}
+    for label, length in (("short", 20), ("long", long_session)):
+        user = f"session-{label}"
+        await fill_session(suite, f"{user}-0", "conv", length)
+        one = turn_caller(stub, suite, 1, "and what about question {i}?", session="conv", prefix=user)
+        result[label] = {"earlier_turns": length, **await sequential(one, turns)}
+    result["p50_ratio_long_to_short"] = round(result["long"]["p50_ms"] / result["short"]["p50_ms"], 3)
+    return result
+
+
+async def measure(topology: str, turns: int, users: int, levels: list[int], long_session: int) -> dict[str, Any]:
     suite = start_suite(topology)
     try:
         options = [("grpc.max_concurrent_streams", 1000)]
@@ -96,6 +138,8 @@ async def measure(topology: str, turns: int, users: int, levels: list[int]) -> d
             result: dict[str, Any] = {"echo": await sequential(echo, turns)}
             result["tool"] = await sequential(tool, max(50, turns // 4))
             result["concurrent"] = [await concurrent(echo, max(turns, 20 * level), level) for level in levels]
+            if long_session > 0:
+                result["session"] = await session_lengths(stub, suite, max(50, turns // 4), long_session)
             return result
     finally:
         suite.stop()
@@ -136,10 +180,14 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100, help="tenants the turns rotate over")
     parser.add_argument("--levels", default="16,64", help="concurrency levels for the throughput runs")
     parser.add_argument("--topologies", default=",".join(TOPOLOGIES))
+    parser.add_argument(
+        "--long-session", type=int, default=10_000, help="earlier turns of the long session (0: skip the case)"
+    )
     args = parser.parse_args()
     levels = [int(v) for v in args.levels.split(",")]
     load_before = os.getloadavg()[0]
-    results = {t: asyncio.run(measure(t, args.turns, args.users, levels)) for t in args.topologies.split(",")}
+    topologies = args.topologies.split(",")
+    results = {t: asyncio.run(measure(t, args.turns, args.users, levels, args.long_session)) for t in topologies}
     met = results.get("one-process", {}).get("echo", {}).get("p50_ms", float("inf")) <= TARGET_P50_MS
     path = write_results(
         "agent_turn",
@@ -158,6 +206,13 @@ def main() -> int:
             f"tool run p50 {r['tool']['p50_ms']:.2f} ms; "
             + "; ".join(f"{c['in_flight']} in flight {c['per_second']:.0f} turns/s" for c in r["concurrent"])
         )
+        if "session" in r:
+            s = r["session"]
+            print(
+                f"{'':>12}  session of {s['short']['earlier_turns']} turns p50 {s['short']['p50_ms']:.2f} ms, "
+                f"of {s['long']['earlier_turns']} turns p50 {s['long']['p50_ms']:.2f} ms "
+                f"(ratio {s['p50_ratio_long_to_short']})"
+            )
     print(f"results: {path}, {png}; target echo p50 <= {TARGET_P50_MS} ms one-process: {'met' if met else 'MISSED'}")
     return 0 if met else 1
 

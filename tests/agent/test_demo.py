@@ -25,7 +25,9 @@ def test_the_demo_runs_end_to_end_and_exits_zero() -> None:
     for section in ("1. Memory", "2. A destructive tool", "3. A budget stop", "4. The audit log verifies"):
         assert section in out
     assert "[FAILED]" not in out
-    assert out.count("[ok]") == 6
+    assert out.count("[ok]") == 10
+    assert "5. Conversations continue, and a tool the caller runs" in out
+    assert "[lookup_order] order A-1 of bob: shipped" in out
     assert "[recalled] My favourite colour is teal." in out
     assert "policy check: notes_clear -> ask" in out, "the ask step of the approval is shown"
     assert "interrupted: budget:" in out

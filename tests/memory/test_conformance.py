@@ -24,6 +24,7 @@ from loomflow.memory.models import (
     FactQuery,
     ForgetScope,
     RecallQuery,
+    SessionPage,
     now_micros,
 )
 from loomflow.memory.recall.embedding import Embedder
@@ -136,6 +137,78 @@ async def test_recall_sees_episodes_remembered_after_an_earlier_recall(store: Me
     assert len(await recall_ids(store, alice, "volcanoes")) == 1
     later = await store.remember(alice, draft("second note about volcanoes erupting", ""), now_micros())
     assert later.id in await recall_ids(store, alice, "volcanoes erupting")
+
+
+async def test_recall_can_leave_out_one_session(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    here = await store.remember(alice, draft("the flight to Lisbon leaves at nine", "noted", "conv-1"), now_micros())
+    there = await store.remember(alice, draft("the flight to Lisbon was delayed", "sorry", "conv-2"), now_micros())
+    loose = await store.remember(alice, draft("Lisbon flight tips", "pack light", ""), now_micros())
+
+    assert set(await recall_ids(store, alice, "flight to Lisbon")) == {here.id, there.id, loose.id}
+    kept = await recall_ids(store, alice, "flight to Lisbon", exclude_session_id="conv-1")
+    assert set(kept) == {there.id, loose.id}, "the excluded session's episodes must not be recalled"
+    assert await recall_ids(store, alice, "flight to Lisbon", session_id="conv-1", exclude_session_id="conv-1") == []
+    assert set(await recall_ids(store, alice, "flight to Lisbon", exclude_session_id="no-such")) == {
+        here.id,
+        there.id,
+        loose.id,
+    }
+
+
+async def session_ids(
+    store: MemoryStore, tenant: str, session: str, limit: int, before: int | None = None
+) -> list[str]:
+    return [e.id for e in await store.list_episodes(tenant, SessionPage(session, limit, before))]
+
+
+async def test_list_episodes_pages_one_session_newest_first_in_a_stable_order(
+    store: MemoryStore, tenant: Tenant
+) -> None:
+    alice = tenant("alice")
+    at = now_micros()  # every episode gets the same created_at: the order must still be total
+    stored = [await store.remember(alice, draft(f"turn {n}", f"answer {n}", "conv-42"), at) for n in range(7)]
+    await store.remember(alice, draft("another conversation", "", "conv-43"), at)
+    newest_first = [e.id for e in reversed(stored)]
+
+    first = await store.list_episodes(alice, SessionPage("conv-42", 3))
+    assert [e.id for e in first] == newest_first[:3]
+    assert first[0] == stored[-1], "a listed episode reads back with every field"
+    paged: list[str] = []
+    before: int | None = None
+    while True:
+        page = await store.list_episodes(alice, SessionPage("conv-42", 3, before))
+        if not page:
+            break
+        paged += [e.id for e in page]
+        before = page[-1].seq
+    assert paged == newest_first, "paging must visit every episode of the session once, newest first"
+    assert await session_ids(store, alice, "conv-42", 100) == newest_first, "the order is the same on every read"
+    await store.remember(alice, draft("turn 7", "answer 7", "conv-42"), now_micros())
+    assert await session_ids(store, alice, "conv-42", 3, first[-1].seq) == newest_first[3:6], (
+        "a new episode must not shift a page that continues from a token"
+    )
+
+
+async def test_list_episodes_of_another_tenants_session_with_the_same_id_is_empty(
+    store: MemoryStore, tenant: Tenant
+) -> None:
+    alice, bob = tenant("alice"), tenant("bob")
+    theirs = await store.remember(bob, draft("bob's secret plan", "kept", "conv-42"), now_micros())
+    assert await session_ids(store, alice, "conv-42", 20) == [], "alice must never see bob's conv-42"
+    ours = await store.remember(alice, draft("alice's own turn", "", "conv-42"), now_micros())
+    assert await session_ids(store, alice, "conv-42", 20) == [ours.id]
+    assert await session_ids(store, bob, "conv-42", 20) == [theirs.id], "the same session id stays two sessions"
+    assert await session_ids(store, alice, "", 20) == [], "the no-session bucket holds only episodes without one"
+
+
+async def test_list_episodes_forgets_with_the_session(store: MemoryStore, tenant: Tenant) -> None:
+    alice = tenant("alice")
+    kept = await store.remember(alice, draft("keep me", "", "conv-1"), now_micros())
+    await store.remember(alice, draft("forget me", "", "conv-2"), now_micros())
+    await store.forget(alice, ForgetScope(session_id="conv-2"), now_micros() + 1)
+    assert await session_ids(store, alice, "conv-2", 20) == []
+    assert await session_ids(store, alice, "conv-1", 20) == [kept.id]
 
 
 async def test_get_episode_of_another_tenant_is_not_found(store: MemoryStore, tenant: Tenant) -> None:

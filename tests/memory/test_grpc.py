@@ -229,3 +229,42 @@ async def test_a_recall_answer_keeps_the_best_hits_that_fit_in_one_message(tmp_p
     assert roomy.hits[0].episode.input.startswith("alpha")
     assert list(tight.hits) == list(roomy.hits[:2])
     assert tight.ByteSize() <= 64 * 1024
+
+
+async def test_list_episodes_pages_a_session_newest_first_through_tokens(
+    memory: memory_pb2_grpc.MemoryServiceAsyncStub,
+) -> None:
+    stored = [
+        (
+            await memory.Remember(memory_pb2.RememberRequest(scope=user("alice"), session_id="conv", input=f"turn {n}"))
+        ).episode.id
+        for n in range(5)
+    ]
+    await memory.Remember(memory_pb2.RememberRequest(scope=user("bob"), session_id="conv", input="bob's turn"))
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = await memory.ListEpisodes(
+            memory_pb2.ListEpisodesRequest(scope=user("alice"), session_id="conv", page_size=2, page_token=token)
+        )
+        seen += [e.id for e in page.episodes]
+        assert all(e.scope.user_id == "alice" for e in page.episodes)
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == stored[::-1]
+    assert pages == 3, "5 episodes in pages of 2: the last page says there is no next one"
+    carol = await memory.ListEpisodes(memory_pb2.ListEpisodesRequest(scope=user("carol"), session_id="conv"))
+    assert list(carol.episodes) == []
+
+
+async def test_list_episodes_refuses_a_forged_page_token(memory: memory_pb2_grpc.MemoryServiceAsyncStub) -> None:
+    for forged in ("not-a-token", "ZXAxOi0x", "ZXAxOjk5OTk5OTk5OTk5OTk5OTk5OTk5"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await memory.ListEpisodes(
+                memory_pb2.ListEpisodesRequest(scope=user("alice"), session_id="conv", page_token=forged)
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_request_fields(caught.value) == ["page_token"]

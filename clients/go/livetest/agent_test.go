@@ -2,6 +2,7 @@ package livetest
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -89,5 +90,35 @@ func TestAgentRunsEpisodeIsNotFoundForAnotherTenant(t *testing.T) {
 		if id == episode.GetId() {
 			t.Fatal("bob's run recalled alice's episode")
 		}
+	}
+}
+
+func TestAgentRunsCallerToolsInTheClientAndContinuesTheRun(t *testing.T) {
+	client, ctx := dial(t, live.aliceToken), callContext(t)
+	var seen loomflow.RunContext
+	lookup := loomflow.CallerTool{
+		Name:        "lookup_order",
+		Description: "Looks an order up by its id.",
+		Parameters: map[string]any{
+			"type": "object", "properties": map[string]any{"order_id": map[string]any{"type": "string"}},
+		},
+		Handler: func(_ context.Context, run loomflow.RunContext, arguments map[string]any) (string, error) {
+			seen = run
+			return "order " + arguments["order_id"].(string) + " shipped", nil
+		},
+	}
+	reply, err := client.RunWithTools(ctx, &loomflowv1.RunRequest{
+		Scope:   loomflow.MustUserScope(live.alice),
+		Options: &loomflowv1.RunOptions{Prompt: "/call lookup_order {\"order_id\": \"42\"}", SessionId: "go-tools"},
+	}, lookup)
+	must(t, agent, err)
+	if reply.GetStatus() != loomflowv1.RunStatus_RUN_STATUS_COMPLETED {
+		t.Fatalf("status = %v, want completed", reply.GetStatus())
+	}
+	if want := "[lookup_order] order 42 shipped"; !strings.Contains(reply.GetOutput(), want) {
+		t.Fatalf("output = %q, want it to contain %q", reply.GetOutput(), want)
+	}
+	if seen.UserID != live.alice || seen.SessionID != "go-tools" || seen.RunID != reply.GetRunId() {
+		t.Fatalf("the handler saw %+v, want alice's run %s in go-tools", seen, reply.GetRunId())
 	}
 }

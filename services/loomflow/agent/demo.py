@@ -42,7 +42,9 @@ from loomflow.client import (
     PolicyClient,
     RunResult,
     ToolCallEvent,
+    get_run_context,
     limit,
+    tool,
 )
 from loomflow.client import Approval as ClientApproval
 from loomflow.kernel import devmode
@@ -142,6 +144,8 @@ class Demo:
     policy: PolicyClient
     budget: BudgetClient
     audit: AuditClient
+    address: str
+    auth: AuthSettings  # mints tokens for clients a section opens itself
 
 
 Section = Callable[[Demo], Awaitable[None]]
@@ -283,7 +287,37 @@ async def audit_log(demo: Demo) -> None:
     show.check(verified.ok and len(verified.chains) >= 2, "Verify ok: every tenant's chain and the checkpoint hold")
 
 
-SECTIONS: list[Section] = [memory, approval, budget_stop, audit_log]
+@tool
+async def lookup_order(order_id: str) -> str:
+    """Looks an order up by its id (runs in the caller's process, not in the Agent)."""
+    return f"order {order_id} of {get_run_context().user_id}: shipped"
+
+
+async def conversation(demo: Demo) -> None:
+    show, budget = demo.show, demo.budget
+    show.section("5. Conversations continue, and a tool the caller runs")
+    await budget.set_limits([limit("output_tokens", 1_000_000)], target="user", user_id="bob")
+    show.line("  operator: bob's output_tokens limit raised again")
+    for user, city in (("alice", "Lisbon"), ("bob", "Oslo")):
+        async with Agent(demo.address, token=mint_token(demo.auth, user), tools=[lookup_order]) as agent:
+            first = await agent.run(f"I'm flying to {city} tomorrow.", user_id=user, session_id="trip")
+            prompt = "Which city did I just mention?"
+            second = await agent.run(prompt, user_id=user, session_id="trip")
+            show.said(user, prompt, second)
+            show.line(
+                f"        history given to the model: {list(second.history_episode_ids)} (run {first.run_id[:8]})"
+            )
+            show.check(len(second.history_episode_ids) == 1, f"{user}'s second turn is given the first as history")
+            prompt = '/call lookup_order {"order_id": "A-1"}'
+            ordered = await agent.run(prompt, user_id=user, session_id="trip")
+            show.said(user, prompt, ordered)
+            show.check(
+                f"order A-1 of {user}: shipped" in ordered.output,
+                f"lookup_order was gated, paused the run, ran in {user}'s client and its result reached the model",
+            )
+
+
+SECTIONS: list[Section] = [memory, approval, budget_stop, audit_log, conversation]
 
 
 def offline_verify_command(data_dir: Path) -> str:
@@ -317,7 +351,7 @@ async def run_demo(keep: bool = False, out: TextIO = sys.stdout, data_dir: Path 
             BudgetClient(address, token=operator) as budget,
             AuditClient(address, token=operator) as audit,
         ):
-            demo = Demo(show, alice, bob, policy, budget, audit)
+            demo = Demo(show, alice, bob, policy, budget, audit, address, auth)
             for section in SECTIONS:
                 await section(demo)
     except LoomflowError as error:

@@ -31,8 +31,16 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from loomflow.agent import metrics
+from loomflow.agent import metrics, paused
 from loomflow.agent.context import RunContext
+from loomflow.agent.definitions import (
+    AgentDefinition,
+    AgentDefinitions,
+    TenantPolicies,
+    from_stored_json,
+    offered_tools,
+    to_json,
+)
 from loomflow.agent.dependencies import Dependencies, dependency_error
 from loomflow.agent.models.base import (
     MEMORIES_HEADER,
@@ -42,10 +50,14 @@ from loomflow.agent.models.base import (
     ModelRequest,
     ModelResponse,
     ToolCall,
+    seed_text,
     tools_text,
 )
 from loomflow.agent.models.catalog import ModelCatalog
 from loomflow.agent.models.retry import RetryPolicy, with_retries
+from loomflow.agent.paused import Pauses, caller_specs
+from loomflow.agent.seeding import Seed, SeedLimits, read_seed
+from loomflow.agent.store import PausedRecord
 from loomflow.agent.toolcalls import (
     ApprovalNotUsable,
     ApprovalRequired,
@@ -55,7 +67,7 @@ from loomflow.agent.toolcalls import (
     ToolOutcome,
     to_struct,
 )
-from loomflow.agent.tools.registry import ToolRegistry
+from loomflow.agent.tools.registry import ToolRegistry, ToolSpec
 from loomflow.kernel import errors
 from loomflow.kernel.tenancy import tenant_key
 from loomflow.kernel.tracing import bind_run
@@ -84,6 +96,7 @@ class RunLimits:
     finish_grace_s: float = 1.0
     system_prompt: str = "You are a helpful assistant."
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    seed: SeedLimits = field(default_factory=SeedLimits)
 
 
 def _memory_text(episode: memory_pb2.Episode) -> str:
@@ -129,21 +142,30 @@ class Runner:
         tools: ToolRegistry,
         caller: ToolCaller,
         limits: RunLimits,
+        definitions: AgentDefinitions | None = None,
+        pauses: Pauses | None = None,
     ) -> None:
+        self.pauses = pauses
         self.deps = deps
         self.catalog = catalog
         self.tools = tools
         self.caller = caller
         self.limits = limits
+        self.definitions = definitions
+        self.policies: TenantPolicies | None = TenantPolicies(deps)
         self.tool_specs = tuple(tools.specs())
-        self._tools_text = tools_text(self.tool_specs)
-        self._tool_tokens: dict[str, int] = {}
+        self.tool_tags = {spec.name: tool.tags for spec in self.tool_specs if (tool := tools.get(spec.name))}
+        self._tool_tokens: dict[tuple[str, tuple[str, ...]], int] = {}
 
-    def tool_tokens(self, model: Model) -> int:
-        """The tool definitions' share of every request's input, estimated once per model."""
-        count = self._tool_tokens.get(model.name)
+    def tool_tokens(self, model: Model, specs: Sequence[ToolSpec] | None = None) -> int:
+        """The tool definitions' share of every request's input, estimated once per model and tool set."""
+        specs = self.tool_specs if specs is None else specs
+        key = (model.name, tuple(s.name for s in specs))
+        count = self._tool_tokens.get(key)
         if count is None:
-            count = self._tool_tokens[model.name] = model.estimate_tokens(self._tools_text) if self.tool_specs else 0
+            if len(self._tool_tokens) > 4096:
+                self._tool_tokens.clear()
+            count = self._tool_tokens[key] = model.estimate_tokens(tools_text(specs)) if specs else 0
         return count
 
     async def run(
@@ -154,8 +176,9 @@ class Runner:
         time_remaining: float | None = None,
         emit: Emit | None = None,
     ) -> agent_pb2.RunResponse:
-        model = self.catalog.resolve(options.model)
-        run = _Run(self, scope, options, model, time_remaining, emit)
+        agent = await self.definitions.resolve(options.agent) if self.definitions is not None else None
+        model = self.catalog.resolve(options.model or (agent.model if agent is not None else ""))
+        run = _Run(self, scope, options, model, time_remaining, emit, agent)
         bind_run(run.ctx.tenant, options.session_id, run.run_id)  # span attributes, log fields, baggage downstream
         try:
             response = await run.execute()
@@ -164,6 +187,44 @@ class Runner:
             await run.release()
             raise
         metrics.record_run(run.ctx.tenant, "interrupted" if response.interrupted else "completed")
+        return response
+
+    async def resume(
+        self,
+        scope: tenancy_pb2.UserScope,
+        run_id: str,
+        results: Sequence[agent_pb2.ToolResult],
+        *,
+        time_remaining: float | None = None,
+        emit: Emit | None = None,
+    ) -> agent_pb2.RunResponse:
+        """Resumes a paused run of this tenant with its caller's tool results (see agent/paused.py)."""
+        pauses = self.pauses
+        if pauses is None:
+            raise errors.FailedPrecondition("this agent does not pause runs")
+        tenant = tenant_key(scope)
+        record = await pauses.store.get_paused(tenant, run_id)
+        now = paused.now_micros()
+        if record.status == "paused" and record.expires_at <= now:
+            await pauses.sweeper.sweep()  # release its hold now rather than at the next sweep
+        paused.check_resumable(record, now)
+        state = paused.loads(record.state)
+        paused.check_results(results, state["pending"], pauses.settings.max_result_chars)
+        record = await pauses.store.take_paused(tenant, run_id)  # once: a concurrent resume gets NOT_FOUND
+        agent = from_stored_json(state["agent"]) if state["agent"] else None
+        options = paused.unpack(state["options"], agent_pb2.RunOptions)
+        model = self.catalog.resolve(state["model"])
+        run = _Run(self, paused.unpack(state["scope"], tenancy_pb2.UserScope), options, model, None, emit, agent)
+        run._set_deadlines(float(state["work_left_s"]), time_remaining)
+        run._restore(run_id, state, record.reservation_id)
+        bind_run(tenant, options.session_id, run_id)
+        try:
+            response = await run.resume(results)
+        except BaseException:
+            metrics.record_run(tenant, "failed")
+            await run.release()
+            raise
+        metrics.record_run(tenant, "interrupted" if response.interrupted else "completed")
         return response
 
 
@@ -176,8 +237,23 @@ class _Run:
         model: Model,
         time_remaining: float | None,
         emit: Emit | None,
+        agent: AgentDefinition | None = None,
     ) -> None:
-        limits = runner.limits
+        limits = self.limits = agent.limits(runner.limits) if agent is not None else runner.limits
+        self.agent = agent
+        # The agent's allow-list; the tenant's policy narrows it further in _start.
+        self.tool_specs = (
+            runner.tool_specs if agent is None else tuple(s for s in runner.tool_specs if agent.allows(s.name))
+        )
+        self.allowed_names = frozenset(s.name for s in self.tool_specs)
+        callers = caller_specs(options.caller_tools, frozenset(s.name for s in runner.tool_specs))
+        self.caller_tags = {t.name: frozenset(t.tags) for t in options.caller_tools}
+        self.tool_tags = {**runner.tool_tags, **self.caller_tags}
+        self.tool_token_count = runner.tool_tokens(model, self.tool_specs)
+        if callers:
+            self.tool_token_count += model.estimate_tokens(tools_text(callers))
+            self.tool_specs += callers
+        self.paused_calls: list[agent_pb2.ToolCallRecord] = []
         self.runner = runner
         self.deps = runner.deps
         self.scope = scope
@@ -185,18 +261,7 @@ class _Run:
         self.model = model
         self.emit = emit
         self.run_id = uuid.uuid4().hex
-        self.started = time.monotonic()
-        timeout = options.timeout_ms / 1000.0 if options.timeout_ms else limits.timeout_s
-        # Work (model, tools, approvals) stops at work_deadline, the run's own timeout; its records
-        # are written in the grace period before the hard deadline.
-        self.work_deadline = self.started + timeout
-        self.deadline = self.work_deadline + limits.finish_grace_s
-        if time_remaining is not None and time_remaining < timeout + limits.finish_grace_s:
-            # The caller's deadline comes first: keep part of it (half, when short) for the writes,
-            # so the caller still gets an answer.
-            self.deadline = self.started + time_remaining
-            grace = min(limits.finish_grace_s, time_remaining * 0.5)
-            self.work_deadline = min(self.work_deadline, self.deadline - grace)
+        self._set_deadlines(options.timeout_ms / 1000.0 if options.timeout_ms else limits.timeout_s, time_remaining)
         self.max_turns = options.max_turns or limits.max_turns
         self.recall_limit = options.recall_limit or limits.recall_limit
         self.ctx = RunContext(tenant_key(scope), options.session_id, self.run_id, scope, self.work_deadline, self.deps)
@@ -207,16 +272,34 @@ class _Run:
         self.records: list[agent_pb2.ToolCallRecord] = []
         self.warnings: dict[tuple[int, int, str], budget_pb2.BudgetWarning] = {}
         self.recalled_ids: list[str] = []
+        self.seed = Seed([], [], [], [])
         self.reservation = ""
         self.interruption = ""
         self.turns = 0
         self.charged_until = self.started
         self.held = HeldApprovals(options.defer_approvals, tuple(options.approval_ids))
 
+    def _set_deadlines(self, timeout: float, time_remaining: float | None) -> None:
+        limits = self.limits
+        self.started = time.monotonic()
+        # Work (model, tools, approvals) stops at work_deadline, the run's own timeout; its records
+        # are written in the grace period before the hard deadline.
+        self.work_deadline = self.started + timeout
+        self.deadline = self.work_deadline + limits.finish_grace_s
+        if time_remaining is not None and time_remaining < timeout + limits.finish_grace_s:
+            # The caller's deadline comes first: keep part of it (half, when short) for the writes,
+            # so the caller still gets an answer.
+            self.deadline = self.started + time_remaining
+            grace = min(limits.finish_grace_s, time_remaining * 0.5)
+            self.work_deadline = min(self.work_deadline, self.deadline - grace)
+
     # -- the loop ------------------------------------------------------------
 
     async def execute(self) -> agent_pb2.RunResponse:
         await self._start()
+        return await self._loop()
+
+    async def _loop(self) -> agent_pb2.RunResponse:
         while True:
             self.turns += 1
             turn = self.turns
@@ -231,7 +314,19 @@ class _Run:
                     response = await self._call_model(turn)
                     self.messages.append(Message("assistant", response.text, tuple(response.tool_calls)))
                     for call in response.tool_calls:
-                        outcome = await self.runner.caller.call(self.ctx, call, turn, self.emit, self.held)
+                        if call.name in self.caller_tags:  # the caller runs it: gate it, then pause
+                            record, refused = await self.runner.caller.gate(
+                                self.ctx, call, self.caller_tags[call.name], turn, self.emit, self.held
+                            )
+                            if refused is None:
+                                self.records.append(record)
+                                self.paused_calls.append(record)
+                                continue
+                            outcome = refused
+                        else:
+                            outcome = await self.runner.caller.call(
+                                self.ctx, call, turn, self.emit, self.held, self.allowed_names
+                            )
                         outcomes.append(outcome)
                         self.records.append(outcome.record)
                         metrics.record_tool_call(self.ctx.tenant, _tool_outcome(outcome))
@@ -262,47 +357,202 @@ class _Run:
                 await self._all(self._commit(actual), self._append(entry), self._remember())
                 return self._response()
             appended = asyncio.ensure_future(self._append(entry))
+            pause = bool(self.paused_calls) and self.runner.pauses is not None
             try:
                 await self._commit(actual)
-                await self._reserve(turn + 1, self._estimate_next())
+                hold_s = self.runner.pauses.settings.ttl_s if pause and self.runner.pauses else 0.0
+                await self._reserve(turn + 1, self._estimate_next(), hold_s=hold_s)
             except BudgetRefused as refused:
                 await appended
-                self._interrupt(f"budget: {str(refused).removeprefix('budget exceeded: ')}")
-                ended = self._entry("run_interrupted", {"reason": self.interruption, "output": self._output()})
-                await self._all(self._append(ended), self._remember())
-                return self._response()
+                return await self._end_on_budget(refused)
             except BaseException:
                 appended.cancel()
                 raise
             await appended
+            if pause:
+                return await self._pause()
+
+    async def _end_on_budget(self, refused: BudgetRefused) -> agent_pb2.RunResponse:
+        self._interrupt(f"budget: {str(refused).removeprefix('budget exceeded: ')}")
+        ended = self._entry("run_interrupted", {"reason": self.interruption, "output": self._output()})
+        await self._all(self._append(ended), self._remember())
+        return self._response()
+
+    # -- pausing for the caller's tools (see agent/paused.py) ------------------
+
+    async def _pause(self) -> agent_pb2.RunResponse:
+        """Stores the run with its hold and answers REQUIRES_ACTION; any replica resumes it."""
+        pauses = self.runner.pauses
+        assert pauses is not None
+        now = paused.now_micros()
+        expires_at = now + round(pauses.settings.ttl_s * 1_000_000)
+        record = PausedRecord(self.ctx.tenant, self.run_id, paused.dumps(self._state()), self.reservation, expires_at)
+        await pauses.store.pause(record, now, pauses.settings.max_per_tenant)  # a refusal: run() releases the hold
+        self.reservation = ""  # the stored run holds it now (the sweeper releases it at expiry)
+        response = self._response()
+        response.status = agent_pb2.RUN_STATUS_REQUIRES_ACTION
+        for call in self.paused_calls:
+            response.pending_tool_calls.add(
+                call_id=call.call_id,
+                tool_name=call.tool_name,
+                arguments=call.arguments,
+                decision_id=call.decision_id,
+                approval_id=call.approval_id,
+            )
+        response.expires_at.FromMicroseconds(expires_at)
+        return response
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "options": paused.pack(self.options),
+            "scope": paused.pack(self.scope),
+            "model": self.model.name,
+            "agent": to_json(self.agent) if self.agent is not None else None,
+            "turns": self.turns,
+            "work_left_s": max(0.0, self.work_deadline - time.monotonic()),
+            "messages": [paused.message_dict(m) for m in self.messages],
+            "memories": self.memories,
+            "texts": self.texts,
+            "charged": paused.pack(self.charged),
+            "records": [paused.pack(r) for r in self.records],
+            "warnings": [paused.pack(w) for w in self.warnings.values()],
+            "recalled_ids": self.recalled_ids,
+            "seed": {
+                "history": [paused.message_dict(m) for m in self.seed.history],
+                "ids": self.seed.history_episode_ids,
+                "blocks": self.seed.blocks,
+                "facts": self.seed.facts,
+            },
+            "offered": [s.name for s in self.tool_specs if s.name not in self.caller_tags],
+            "held": {"defer": self.held.defer, "ids": list(self.held.ids), "used": sorted(self.held.used)},
+            "pending": [c.call_id for c in self.paused_calls],
+        }
+
+    def _restore(self, run_id: str, state: dict[str, Any], reservation: str) -> None:
+        self.run_id = run_id
+        self.ctx = RunContext(
+            self.ctx.tenant, self.options.session_id, run_id, self.scope, self.work_deadline, self.deps
+        )
+        self.turns = int(state["turns"])
+        self.messages = [paused.message_from(m) for m in state["messages"]]
+        self.memories = list(state["memories"])
+        self.texts = list(state["texts"])
+        self.charged = paused.unpack(state["charged"], budget_pb2.Charge)
+        self.records = [paused.unpack(r, agent_pb2.ToolCallRecord) for r in state["records"]]
+        for warning in (paused.unpack(w, budget_pb2.BudgetWarning) for w in state["warnings"]):
+            self.warnings[(warning.limit.dimension, warning.limit.window, warning.applies_to)] = warning
+        self.recalled_ids = list(state["recalled_ids"])
+        seed = state["seed"]
+        history = [paused.message_from(m) for m in seed["history"]]
+        self.seed = Seed(history, list(seed["ids"]), [(b[0], b[1]) for b in seed["blocks"]], list(seed["facts"]))
+        offered = set(state["offered"])
+        self.tool_specs = tuple(s for s in self.tool_specs if s.name in offered or s.name in self.caller_tags)
+        held = state["held"]
+        self.held = HeldApprovals(bool(held["defer"]), tuple(held["ids"]), set(held["used"]))
+        self.reservation = reservation
+
+    async def resume(self, results: Sequence[agent_pb2.ToolResult]) -> agent_pb2.RunResponse:
+        """Hands the caller's results to the model and goes on; results count as input tokens."""
+        by_id = {r.call_id: r for r in results}
+        for record in self.records:
+            result = by_id.get(record.call_id)
+            if result is None:
+                continue
+            record.result = result.output
+            record.executed = not result.is_error
+            self.messages.append(
+                Message(
+                    "tool",
+                    result.output,
+                    tool_call_id=record.call_id,
+                    tool_name=record.tool_name,
+                    is_error=result.is_error,
+                )
+            )
+            if self.emit is not None:
+                self.emit(agent_pb2.RunStreamResponse(tool_call=record))
+        received = [{"call_id": r.call_id, "chars": len(r.output), "is_error": r.is_error} for r in results]
+        appended = asyncio.ensure_future(self._append(self._entry("tool_results", {"results": received})))
+        held, self.reservation = self.reservation, ""
+        try:
+            await self._reserve(self.turns + 1, self._estimate_next(), suffix=".resumed")
+        except BudgetRefused as refused:
+            self.reservation = held
+            await self.release()
+            await appended
+            return await self._end_on_budget(refused)
+        except BaseException:
+            self.reservation = self.reservation or held
+            appended.cancel()
+            raise
+        stale, self.reservation = self.reservation, held  # release the paused hold, keep the new one
+        await self.release()
+        self.reservation = stale
+        await appended
+        return await self._loop()
 
     async def _start(self) -> None:
-        limits = self.runner.limits
+        limits = self.limits
         # Counted apart (never fewer tokens than together), so the system prompt's count is reused.
         model = self.model
         estimate = model.estimate_tokens(limits.system_prompt) + model.estimate_tokens(self.options.prompt)
-        estimate += self.runner.tool_tokens(model)
+        estimate += self.tool_token_count + limits.seed.reserved_tokens(self.options.session_id)
+        seed = read_seed(
+            self.deps,
+            self.scope,
+            self.options.session_id,
+            self.options.prompt,
+            limits.seed,
+            model.estimate_tokens,
+            self.deadline,
+        )
+        offer = self._narrow_offer()
         if self.recall_limit <= 0:
-            await self._first_reserve(estimate)
+            reserved, seeded, offered = await asyncio.gather(
+                self._first_reserve(estimate), seed, offer, return_exceptions=True
+            )
+            self._use_seed(reserved, seeded, offered)
             return
         recall = self.deps.memory.Recall(
             memory_pb2.RecallRequest(
-                scope=self.scope, query=self.options.prompt[:_MAX_QUERY_CHARS], limit=self.recall_limit
+                scope=self.scope,
+                query=self.options.prompt[:_MAX_QUERY_CHARS],
+                limit=self.recall_limit,
+                exclude_session_id=self.options.session_id,  # this session's turns come as history
             ),
             metadata=self.deps.metadata,
             timeout=self.deps.timeout(self.deadline),
         )
-        reserved, recalled = await asyncio.gather(
-            self._first_reserve(estimate + limits.context_tokens), recall, return_exceptions=True
+        reserved, recalled, seeded, offered = await asyncio.gather(
+            self._first_reserve(estimate + limits.context_tokens), recall, seed, offer, return_exceptions=True
         )
-        # Either failure ends the run; a reservation that did succeed is released by run().
-        if isinstance(reserved, BaseException):
-            raise reserved
+        self._use_seed(reserved, seeded, offered)
         if isinstance(recalled, grpc.aio.AioRpcError):
             raise dependency_error("memory", recalled) from None
         if isinstance(recalled, BaseException):
             raise recalled
         self._use_memories(recalled.hits, recalled.embedder)
+
+    def _use_seed(self, reserved: object, seeded: Seed | BaseException, offered: object) -> None:
+        # Any failure ends the run; a reservation that did succeed is released by run().
+        for result in (reserved, seeded, offered):
+            if isinstance(result, BaseException):
+                raise result
+        assert isinstance(seeded, Seed)
+        self.seed = seeded
+
+    async def _narrow_offer(self) -> None:
+        """Drops the tools the tenant's policy denies outright: the model is never offered what it may not call.
+
+        The reservation counted the agent's whole allow-list, so it still covers the smaller offer.
+        """
+        policies = self.runner.policies
+        if not self.tool_specs or policies is None:
+            return
+        policy = await policies.get(self.ctx.tenant, self.scope, self.deadline)
+        # Only the offer narrows: a call the model makes anyway to a tool its agent allows still
+        # goes through the policy check, which denies it and audits the denial.
+        self.tool_specs = offered_tools(self.tool_specs, self.tool_tags, policy)
 
     async def _first_reserve(self, estimate: int) -> None:
         try:
@@ -316,7 +566,7 @@ class _Run:
         Recall ranks every episode of the tenant; a hit sharing no word with the
         prompt and barely similar to it is noise, not memory, and is left out.
         """
-        limits = self.runner.limits
+        limits = self.limits
         # The header and each line's prefix are part of what the model reads, so part of the room.
         room = limits.context_tokens - self.model.estimate_tokens(MEMORIES_HEADER)
         threshold = limits.recall_min_similarity
@@ -334,13 +584,16 @@ class _Run:
             self.recalled_ids.append(hit.episode.id)
 
     async def _call_model(self, turn: int) -> ModelResponse:
-        limits = self.runner.limits
+        limits = self.limits
         request = ModelRequest(
             system=limits.system_prompt,
             messages=tuple(self.messages),
-            tools=self.runner.tool_specs,
+            tools=self.tool_specs,
             max_output_tokens=limits.max_output_tokens,
             memories=tuple(self.memories),
+            history=tuple(self.seed.history),
+            blocks=tuple(self.seed.blocks),
+            facts=tuple(self.seed.facts),
         )
         emit = self.emit
         streamed = False
@@ -372,19 +625,19 @@ class _Run:
 
     # -- budget --------------------------------------------------------------
 
-    async def _reserve(self, turn: int, input_estimate: int) -> None:
-        limits = self.runner.limits
+    async def _reserve(self, turn: int, input_estimate: int, *, hold_s: float = 0.0, suffix: str = "") -> None:
+        limits = self.limits
         remaining_ms = max(0, round((self.work_deadline - time.monotonic()) * 1000))
         request = budget_pb2.ReserveRequest(
             scope=self.scope,
-            call_id=f"{self.run_id}.{turn}",
+            call_id=f"{self.run_id}.{turn}{suffix}",
             model=self.model.name,
             estimate=budget_pb2.Usage(
                 input_tokens=input_estimate,
                 output_tokens=limits.max_output_tokens,
                 wall_clock_ms=remaining_ms,
             ),
-            ttl_ms=min(86_400_000, max(1, round((self.deadline - time.monotonic()) * 1000)) + _TTL_MARGIN_MS),
+            ttl_ms=min(86_400_000, max(1, round((self.deadline - time.monotonic() + hold_s) * 1000)) + _TTL_MARGIN_MS),
             run_id=self.run_id,
         )
         deps = self.deps
@@ -402,12 +655,16 @@ class _Run:
 
     def _estimate_next(self) -> int:
         """The next request's input as the model will read it, counted part by part (never fewer tokens
-        than together): system prompt, memories with their header, tools, every message and tool call."""
+        than together): system prompt, tools, memories with their header, the seeded blocks, facts and
+        history, every message and tool call."""
         model = self.model
-        estimate = model.estimate_tokens(self.runner.limits.system_prompt) + self.runner.tool_tokens(model)
+        estimate = model.estimate_tokens(self.limits.system_prompt) + self.tool_token_count
         if self.memories:
             estimate += model.estimate_tokens(MEMORIES_HEADER) + sum(map(self._memory_tokens, self.memories))
-        for m in self.messages:
+        seeded = seed_text(self.seed.blocks, self.seed.facts)
+        if seeded:
+            estimate += model.estimate_tokens(seeded)
+        for m in (*self.seed.history, *self.messages):
             estimate += model.estimate_tokens(m.content)
             for c in m.tool_calls:
                 arguments = json.dumps(c.arguments, sort_keys=True)
@@ -503,6 +760,8 @@ class _Run:
         if turn == 1:
             payload["prompt"] = self.options.prompt[:_AUDIT_TEXT_CHARS]
             payload["recalled_episode_ids"] = list(self.recalled_ids)
+            if self.seed.history_episode_ids:
+                payload["history_episode_ids"] = list(self.seed.history_episode_ids)
         if outcomes:
             payload["tool_results"] = [
                 {
@@ -571,6 +830,8 @@ class _Run:
             tool_calls=self.records,
             warnings=list(self.warnings.values()),
             recalled_episode_ids=self.recalled_ids,
+            history_episode_ids=self.seed.history_episode_ids,
+            status=agent_pb2.RUN_STATUS_INTERRUPTED if self.interruption else agent_pb2.RUN_STATUS_COMPLETED,
         )
 
 

@@ -12,14 +12,18 @@ from dataclasses import dataclass
 import grpc
 
 from loomflow.agent.approvals import ApprovalWaiter
+from loomflow.agent.definitions import AgentDefinition, AgentDefinitions, TenantPolicies, load_yaml
 from loomflow.agent.dependencies import Addresses, Dependencies, ServiceCredential
 from loomflow.agent.models.base import Model
 from loomflow.agent.models.catalog import ModelCatalog, ProviderSettings
 from loomflow.agent.models.retry import RetryPolicy
 from loomflow.agent.models.scripted import load_script
+from loomflow.agent.paused import Pauses, PauseSettings, Sweeper
 from loomflow.agent.refusals import RefusalAuditor
 from loomflow.agent.runner import RunLimits, Runner
+from loomflow.agent.seeding import SeedLimits
 from loomflow.agent.servicer import AgentServicer
+from loomflow.agent.store import open_agent_store
 from loomflow.agent.toolcalls import ToolCaller
 from loomflow.agent.tools.builtins import BUILTINS
 from loomflow.agent.tools.registry import ToolRegistry
@@ -55,6 +59,10 @@ class Settings:
         "a recalled episode sharing no word with the prompt needs at least this cosine similarity "
         "(below 0: tuned per embedder, hashing 0.2, wordllama see docs/memory.md)",
     )
+    history_turns: int = option(20, "earlier turns of the run's session given to the model, at most (0: none)")
+    history_tokens: int = option(2048, "at most this many tokens of session history per run (newest turns first)")
+    block_tokens: int = option(512, "at most this many tokens of the user's working blocks in the system context")
+    fact_tokens: int = option(256, "at most this many tokens of current facts matching the prompt (0: none)")
     max_output_tokens: int = option(1024, "output tokens per model turn at most (what each turn reserves)")
     system_prompt: str = option("You are a helpful assistant.", "system prompt of every run")
     approval_timeout_ms: int = option(300_000, "how long a tool call waits for a human approval before denying")
@@ -74,6 +82,20 @@ class Settings:
     tool_timeout_ms: int = option(10_000, "deadline of one tool call unless the tool sets one (never past the run's)")
     tool_workers: int = option(2, "worker processes running synchronous (blocking, CPU-bound) tools")
     tool_worker_memory_mb: int = option(1024, "address-space limit of each tool worker process, in MiB")
+    store_dsn: str = option(
+        "", "durable store of agent definitions and paused runs: sqlite:///path or postgres://… (empty: data dir)"
+    )
+    definitions_file: str = option("", "YAML file of agent definitions (`agents: [...]`) put into the store at start")
+    definitions_cache_ms: int = option(2000, "how long a replica reuses an agent definition it read")
+    policy_cache_ms: int = option(
+        5000, "how long a replica reuses a tenant's policy to decide which tools to offer (calls are checked live)"
+    )
+    pause_ttl_ms: int = option(
+        600_000, "how long a run paused for its caller's tool results waits (then its hold goes)"
+    )
+    max_paused_runs: int = option(100, "paused runs per user at most (more: RESOURCE_EXHAUSTED)")
+    max_caller_result_chars: int = option(65_536, "a caller tool result longer than this is refused (INVALID_ARGUMENT)")
+    pause_sweep_ms: int = option(1000, "how often expired paused runs are swept and their holds released")
 
 
 def _loopback(host: str) -> str:
@@ -150,11 +172,28 @@ def build(ctx: ServiceContext) -> HostedService:
         max_output_tokens=settings.max_output_tokens,
         system_prompt=settings.system_prompt,
         retry=RetryPolicy(attempts=max(1, settings.model_attempts), base_delay_s=settings.model_backoff_ms / 1000.0),
+        seed=SeedLimits(
+            history_turns=min(1000, max(0, settings.history_turns)),
+            history_tokens=max(0, settings.history_tokens),
+            block_tokens=max(0, settings.block_tokens),
+            fact_tokens=max(0, settings.fact_tokens),
+        ),
     )
     servicer = AgentServicer()
     refusals = RefusalAuditor()
     opened: list[Dependencies] = []
     opened_workers: list[ToolWorkers] = []
+    loaded = load_yaml(settings.definitions_file) if settings.definitions_file else []
+    for definition in loaded:
+        if definition.model:
+            try:
+                catalog.resolve(definition.model)
+            except InvalidArgument as error:
+                raise ConfigError(
+                    f"LOOMFLOW_AGENT_DEFINITIONS_FILE: agent {definition.name!r}: {error.violations[0].description}"
+                ) from None
+    store = open_agent_store(settings.store_dsn, ctx.server.data_dir)
+    sweepers: list[Sweeper] = []
 
     async def start() -> None:
         deps = Dependencies(
@@ -185,10 +224,26 @@ def build(ctx: ServiceContext) -> HostedService:
             workers=workers,
             tool_timeout_s=settings.tool_timeout_ms / 1000.0,
         )
-        servicer.runner = Runner(deps, catalog, tools, caller, limits)
+        await store.start()
+        book = AgentDefinitions(store, AgentDefinition(name="", tools=("*",)), settings.definitions_cache_ms / 1000.0)
+        await book.load(loaded)
+        pause_settings = PauseSettings(
+            ttl_s=max(1, settings.pause_ttl_ms) / 1000.0,
+            max_per_tenant=settings.max_paused_runs,
+            max_result_chars=settings.max_caller_result_chars,
+            sweep_interval_s=max(10, settings.pause_sweep_ms) / 1000.0,
+        )
+        sweeper = Sweeper(store, deps, pause_settings)
+        sweepers.append(sweeper)
+        sweeper.start()
+        pauses = Pauses(store, pause_settings, sweeper)
+        servicer.runner = Runner(deps, catalog, tools, caller, limits, book, pauses)
+        servicer.runner.policies = TenantPolicies(deps, settings.policy_cache_ms / 1000.0)
         refusals.attach(deps)
 
     async def stop() -> None:
+        for sweeper in sweepers:
+            await sweeper.stop()
         servicer.runner = None
         refusals.attach(None)
         await refusals.drain()
@@ -196,6 +251,7 @@ def build(ctx: ServiceContext) -> HostedService:
             await deps.close()
         for workers in opened_workers:
             await workers.close()
+        await store.close()
 
     def register(server: grpc.aio.Server) -> None:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from loomflow.agent import definitions
 from loomflow.agent.runner import Runner
+from loomflow.agent.toolcalls import Emit
+from loomflow.kernel.auth import require_operator
 from loomflow.kernel.errors import InvalidArgument, Unavailable
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
@@ -38,6 +41,58 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise Unavailable("the agent is starting")
         return self.runner
 
+    def _definitions(self, action: str) -> definitions.AgentDefinitions:
+        require_operator(action)
+        found = self._runner().definitions
+        if found is None:
+            raise Unavailable("this agent keeps no definitions")
+        return found
+
+    async def ContinueRun(
+        self, request: agent_pb2.ContinueRunRequest, context: Context
+    ) -> agent_pb2.ContinueRunResponse:
+        result = await self._runner().resume(
+            request.scope, request.run_id, request.results, time_remaining=context.time_remaining()
+        )
+        return agent_pb2.ContinueRunResponse(result=result)
+
+    async def ContinueRunStream(
+        self, request: agent_pb2.ContinueRunStreamRequest, context: Context
+    ) -> AsyncIterator[agent_pb2.ContinueRunStreamResponse]:
+        runner = self._runner()
+        async for event in _streamed(
+            lambda emit: runner.resume(
+                request.scope, request.run_id, request.results, time_remaining=context.time_remaining(), emit=emit
+            )
+        ):
+            yield agent_pb2.ContinueRunStreamResponse(event=event)
+
+    async def PutAgent(self, request: agent_pb2.PutAgentRequest, context: Context) -> agent_pb2.PutAgentResponse:
+        book = self._definitions("PutAgent")
+        definitions.reject_nul(request.agent)
+        if request.agent.model:
+            try:
+                self._runner().catalog.resolve(request.agent.model)
+            except InvalidArgument as error:
+                raise InvalidArgument.field("agent.model", error.violations[0].description) from None
+        stored = await book.put(definitions.from_proto(request.agent))
+        return agent_pb2.PutAgentResponse(agent=definitions.to_proto(stored))
+
+    async def GetAgent(self, request: agent_pb2.GetAgentRequest, context: Context) -> agent_pb2.GetAgentResponse:
+        book = self._definitions("GetAgent")
+        return agent_pb2.GetAgentResponse(agent=definitions.to_proto(await book.resolve_fresh(request.name)))
+
+    async def ListAgents(self, request: agent_pb2.ListAgentsRequest, context: Context) -> agent_pb2.ListAgentsResponse:
+        book = self._definitions("ListAgents")
+        page, token = await book.list(request.page_token, request.page_size or definitions.DEFAULT_PAGE)
+        return agent_pb2.ListAgentsResponse(agents=[definitions.to_proto(d) for d in page], next_page_token=token)
+
+    async def DeleteAgent(
+        self, request: agent_pb2.DeleteAgentRequest, context: Context
+    ) -> agent_pb2.DeleteAgentResponse:
+        book = self._definitions("DeleteAgent")
+        return agent_pb2.DeleteAgentResponse(version=await book.delete(request.name))
+
     async def Run(self, request: agent_pb2.RunRequest, context: Context) -> agent_pb2.RunResponse:
         reject_nul(request.options)
         return await self._runner().run(request.scope, request.options, time_remaining=context.time_remaining())
@@ -46,19 +101,26 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request: agent_pb2.RunStreamRequest, context: Context
     ) -> AsyncIterator[agent_pb2.RunStreamResponse]:
         reject_nul(request.options)
-        events: asyncio.Queue[agent_pb2.RunStreamResponse | None] = asyncio.Queue()
-        run = asyncio.ensure_future(
-            self._runner().run(
-                request.scope, request.options, time_remaining=context.time_remaining(), emit=events.put_nowait
-            )
-        )
-        run.add_done_callback(lambda _: events.put_nowait(_DONE))
-        try:
-            while (event := await events.get()) is not _DONE:
-                yield event
-            yield agent_pb2.RunStreamResponse(result=run.result())
-        finally:
-            if not run.done():  # the caller went away: cancelling the run releases its reservation
-                run.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await run
+        runner = self._runner()
+        async for event in _streamed(
+            lambda emit: runner.run(request.scope, request.options, time_remaining=context.time_remaining(), emit=emit)
+        ):
+            yield event
+
+
+async def _streamed(
+    start: Callable[[Emit], Awaitable[agent_pb2.RunResponse]],
+) -> AsyncIterator[agent_pb2.RunStreamResponse]:
+    """The events a run emits as they come, then its result; a caller that goes away cancels the run."""
+    events: asyncio.Queue[agent_pb2.RunStreamResponse | None] = asyncio.Queue()
+    run = asyncio.ensure_future(start(events.put_nowait))
+    run.add_done_callback(lambda _: events.put_nowait(_DONE))
+    try:
+        while (event := await events.get()) is not _DONE:
+            yield event
+        yield agent_pb2.RunStreamResponse(result=run.result())
+    finally:
+        if not run.done():  # the caller went away: cancelling the run releases its reservation
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run

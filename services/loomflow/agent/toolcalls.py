@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +127,13 @@ class ToolCaller:
         self._tool_timeout_s = tool_timeout_s
 
     async def call(
-        self, ctx: RunContext, call: ToolCall, turn: int, emit: Emit | None, held: HeldApprovals
+        self,
+        ctx: RunContext,
+        call: ToolCall,
+        turn: int,
+        emit: Emit | None,
+        held: HeldApprovals,
+        offered: Collection[str] | None = None,
     ) -> ToolOutcome:
         record = agent_pb2.ToolCallRecord(call_id=call.id, tool_name=call.name)
         depth = json_depth(call.arguments)
@@ -139,8 +145,8 @@ class ToolCaller:
         except (ValueError, TypeError):
             arguments = struct_pb2.Struct()
         record.arguments.CopyFrom(arguments)
-        tool = self._tools.get(call.name)
-        if tool is None:
+        tool = self._tools.get(call.name) if offered is None or call.name in offered else None
+        if tool is None:  # a tool this run was not offered is one the model cannot call
             return self._result(record, f"error: there is no tool named {call.name!r}", False, emit)
 
         decision = await self._check(ctx, call.name, arguments, sorted(tool.tags))
@@ -395,3 +401,40 @@ class ToolCaller:
             await deps.audit.Append(request, metadata=deps.metadata, timeout=deps.timeout(ctx.deadline))
         except grpc.aio.AioRpcError as error:
             raise dependency_error("audit", error) from None
+
+    async def gate(
+        self,
+        ctx: RunContext,
+        call: ToolCall,
+        tags: frozenset[str],
+        turn: int,
+        emit: Emit | None,
+        held: HeldApprovals,
+    ) -> tuple[agent_pb2.ToolCallRecord, ToolOutcome | None]:
+        """The gate of a tool the caller runs: policy check, approval when ASK, write-ahead audit entry.
+
+        Returns the call's record and, when it was denied, the outcome the run stops with;
+        an allowed call is the caller's to run (the record says executed=False until its result comes).
+        """
+        record = agent_pb2.ToolCallRecord(call_id=call.id, tool_name=call.name)
+        try:
+            arguments = to_struct(call.arguments)
+        except (ValueError, TypeError):
+            arguments = struct_pb2.Struct()
+        record.arguments.CopyFrom(arguments)
+        decision = await self._check(ctx, call.name, arguments, sorted(tags))
+        record.decision = decision.decision
+        record.decision_id = decision.decision_id
+        reason = decision.reason or decision.matched_rule
+        if decision.decision == ASK:
+            approved, reason, edited = await self._ask(ctx, record, arguments, decision, emit, held, turn)
+            record.decision = ALLOW if approved else DENY
+            if edited is not None:
+                record.arguments.CopyFrom(to_struct(edited))
+        allowed = record.decision == ALLOW
+        await self._audit(ctx, record, turn, decision, reason, allowed)
+        if not allowed:
+            return record, self._result(record, f"denied: {reason or 'by policy'}", False, emit, denied=True)
+        if emit is not None:
+            emit(agent_pb2.RunStreamResponse(tool_call=record))
+        return record, None

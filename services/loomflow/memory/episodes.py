@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 
+from loomflow.kernel.errors import InvalidArgument
 from loomflow.memory import forgetting
 from loomflow.memory.ids import new_episode_id
 from loomflow.memory.models import Episode, EpisodeDraft, Micros
@@ -30,3 +33,25 @@ def stamp(tenant: str, drafts: Sequence[EpisodeDraft], first_seq: int, at: Micro
 def scope_keys(drafts: Sequence[EpisodeDraft]) -> list[str]:
     """Every tombstone scope that could cover one of the drafts."""
     return sorted({key for d in drafts for key in forgetting.write_scope_keys(d.session_id)})
+
+
+_PAGE_TOKEN_PREFIX = "ep1:"
+
+
+def page_token(before_seq: int) -> str:
+    """The opaque ListEpisodes token of the page that continues below ``before_seq``."""
+    return base64.urlsafe_b64encode(f"{_PAGE_TOKEN_PREFIX}{before_seq}".encode()).decode().rstrip("=")
+
+
+def parse_page_token(token: str) -> int | None:
+    """``before_seq`` of a page token (None for the empty token); INVALID_ARGUMENT for one never issued."""
+    if not token:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    number = text.removeprefix(_PAGE_TOKEN_PREFIX)
+    if not text.startswith(_PAGE_TOKEN_PREFIX) or not number.isdigit() or not 0 < int(number) < 2**62:
+        raise InvalidArgument.field("page_token", "is not a page token issued by ListEpisodes")
+    return int(number)

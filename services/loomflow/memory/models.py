@@ -64,6 +64,17 @@ class RecallQuery:
     limit: int
     session_id: str | None = None
     min_score: float = 0.0
+    exclude_session_id: str | None = None
+    """Leave this session's episodes out (a conversation the caller already holds as history)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    """One page of a session's episodes, newest first: those with ``seq < before_seq`` (None: the newest)."""
+
+    session_id: str
+    limit: int
+    before_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.tenancy import scope_for, tenant_key, write_scope
 from loomflow.memory import facts, metrics, paging
+from loomflow.memory.episodes import page_token, parse_page_token
 from loomflow.memory.models import (
     Block,
     BlockWrite,
@@ -27,6 +28,7 @@ from loomflow.memory.models import (
     ForgetScope,
     Micros,
     RecallQuery,
+    SessionPage,
     now_micros,
 )
 from loomflow.memory.recall.embedding import Embedder
@@ -36,6 +38,7 @@ from loomflow.v1 import memory_pb2, memory_pb2_grpc
 Context = Any  # grpc.aio.ServicerContext; unused by the handlers
 
 DEFAULT_RECALL_LIMIT = 5
+DEFAULT_EPISODE_PAGE = 20
 _RESPONSE_MARGIN = 64 * 1024
 
 # google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
@@ -173,6 +176,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
             limit=request.limit or DEFAULT_RECALL_LIMIT,
             session_id=request.session_id or None,
             min_score=request.min_score,
+            exclude_session_id=request.exclude_session_id or None,
         )
         hits = await self._store.recall(tenant, query)
         metrics.record_recall(tenant, started)
@@ -193,6 +197,22 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         reject_nul(request)
         episode = await self._store.get_episode(tenant_key(request.scope), request.episode_id)
         return memory_pb2.GetEpisodeResponse(episode=episode_message(episode))
+
+    async def ListEpisodes(
+        self, request: memory_pb2.ListEpisodesRequest, context: Context
+    ) -> memory_pb2.ListEpisodesResponse:
+        reject_nul(request)
+        size = request.page_size or DEFAULT_EPISODE_PAGE
+        page = SessionPage(request.session_id, size + 1, parse_page_token(request.page_token))
+        found = await self._store.list_episodes(tenant_key(request.scope), page)  # one more: is there a next page?
+        response = memory_pb2.ListEpisodesResponse()
+        for episode in found[:size]:
+            write_episode(response.episodes.add(), episode)
+        while len(response.episodes) > 1 and response.ByteSize() > self._recall_bytes:
+            del response.episodes[-1]  # the newest that fit in one message; the next page continues below them
+        if len(found) > len(response.episodes):
+            response.next_page_token = page_token(found[len(response.episodes) - 1].seq)
+        return response
 
     async def PutBlock(self, request: memory_pb2.PutBlockRequest, context: Context) -> memory_pb2.PutBlockResponse:
         reject_nul(request)

@@ -10,11 +10,13 @@ from loomflow.client._transport import Connection, RetryPolicy, scope, tls_crede
 from loomflow.client.agent import (
     Agent,
     Approval,
+    ApprovalAnswer,
     ApprovalPending,
     ApprovalResolved,
     BudgetWarning,
     BudgetWarningEvent,
     Completed,
+    PendingToolCall,
     RunEvent,
     RunResult,
     TextDelta,
@@ -47,11 +49,13 @@ from loomflow.client.errors import (
 )
 from loomflow.client.memory import MemoryClient
 from loomflow.client.policy import PolicyClient
+from loomflow.client.tools import RunContext, Tool, get_run_context, tool
 
 __all__ = [
     "Agent",
     "AlreadyExists",
     "Approval",
+    "ApprovalAnswer",
     "ApprovalPending",
     "ApprovalRequired",
     "ApprovalResolved",
@@ -72,14 +76,17 @@ __all__ = [
     "LoomflowError",
     "MemoryClient",
     "NotFound",
+    "PendingToolCall",
     "PermissionDenied",
     "PolicyClient",
     "RateLimited",
     "ResourceExhausted",
     "RetryPolicy",
+    "RunContext",
     "RunEvent",
     "RunResult",
     "TextDelta",
+    "Tool",
     "ToolCall",
     "ToolCallEvent",
     "Unauthenticated",
@@ -87,8 +94,10 @@ __all__ = [
     "Unimplemented",
     "Usage",
     "from_rpc_error",
+    "get_run_context",
     "limit",
     "scope",
     "tls_credentials",
+    "tool",
     "usage",
 ]

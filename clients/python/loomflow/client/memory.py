@@ -60,9 +60,15 @@ class MemoryClient(ServiceClient):
         session_id: str = "",
         limit: int = 0,
         min_score: float = 0.0,
+        exclude_session_id: str = "",
     ) -> list[memory_pb2.RecallHit]:
         request = memory_pb2.RecallRequest(
-            scope=scope(user_id, anonymous), query=query, session_id=session_id, limit=limit, min_score=min_score
+            scope=scope(user_id, anonymous),
+            query=query,
+            session_id=session_id,
+            limit=limit,
+            min_score=min_score,
+            exclude_session_id=exclude_session_id,
         )
         reply = await self._connection.unary(self._stub.Recall, request, idempotent=True)
         return list(reply.hits)
@@ -73,6 +79,39 @@ class MemoryClient(ServiceClient):
         request = memory_pb2.GetEpisodeRequest(scope=scope(user_id, anonymous), episode_id=episode_id)
         reply = await self._connection.unary(self._stub.GetEpisode, request, idempotent=True)
         return reply.episode
+
+    async def list_episodes(
+        self,
+        session_id: str,
+        *,
+        user_id: str | None = None,
+        anonymous: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> memory_pb2.ListEpisodesResponse:
+        """One page of a session, newest first; pass ``next_page_token`` back for the older ones."""
+        request = memory_pb2.ListEpisodesRequest(
+            scope=scope(user_id, anonymous), session_id=session_id, page_size=page_size, page_token=page_token
+        )
+        reply: memory_pb2.ListEpisodesResponse = await self._connection.unary(
+            self._stub.ListEpisodes, request, idempotent=True
+        )
+        return reply
+
+    async def session_episodes(
+        self, session_id: str, *, user_id: str | None = None, anonymous: bool = False, page_size: int = 100
+    ) -> AsyncIterator[memory_pb2.Episode]:
+        """Every episode of a session, newest first, page by page."""
+        token = ""
+        while True:
+            page = await self.list_episodes(
+                session_id, user_id=user_id, anonymous=anonymous, page_size=page_size, page_token=token
+            )
+            for episode in page.episodes:
+                yield episode
+            token = page.next_page_token
+            if not token:
+                return
 
     async def put_block(
         self,

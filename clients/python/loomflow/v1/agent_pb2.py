@@ -24,18 +24,41 @@ _sym_db = _symbol_database.Default()
 
 from loomflow._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from loomflow.v1 import budget_pb2 as loomflow_dot_v1_dot_budget__pb2
 from loomflow.v1 import policy_pb2 as loomflow_dot_v1_dot_policy__pb2
 from loomflow.v1 import tenancy_pb2 as loomflow_dot_v1_dot_tenancy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loomflow/v1/agent.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/policy.proto\x1a\x19loomflow/v1/tenancy.proto\"\xc7\x03\n\nRunOptions\x12\'\n\x06prompt\x18\x01 \x01(\tB\x17\xbaH\x14r\x12\x10\x01\x18\x80\x80@2\n^[^\\x00]*$\x12(\n\nsession_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12\x61\n\x08metadata\x18\x03 \x03(\x0b\x32%.loomflow.v1.RunOptions.MetadataEntryB(\xbaH%\x9a\x01\"\x10@\"\x0er\x0c\x32\n^[^\\x00]*$*\x0er\x0c\x32\n^[^\\x00]*$\x12#\n\x05model\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12\x1c\n\tmax_turns\x18\x05 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12 \n\ntimeout_ms\x18\x06 \x01(\x03\x42\x0c\xbaH\t\"\x07\x18\x80\xdd\xdb\x01(\x00\x12\x1f\n\x0crecall_limit\x18\x07 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x17\n\x0f\x64\x65\x66\x65r_approvals\x18\x08 \x01(\x08\x12\x33\n\x0c\x61pproval_ids\x18\t \x03(\tB\x1d\xbaH\x1a\x92\x01\x17\x10 \"\x13r\x11\x10\x01\x18\x80\x01\x32\n^[^\\x00]*$\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"m\n\nRunRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x17.loomflow.v1.RunOptionsB\x06\xbaH\x03\xc8\x01\x01\"\xd5\x01\n\x0eToolCallRecord\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x15.loomflow.v1.Decision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x06 \x01(\t\x12\x0e\n\x06result\x18\x07 \x01(\t\x12\x10\n\x08\x65xecuted\x18\x08 \x01(\x08\"\x8f\x02\n\x0bRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\r\n\x05turns\x18\x03 \x01(\x05\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.loomflow.v1.Charge\x12\x13\n\x0binterrupted\x18\x05 \x01(\x08\x12\x1b\n\x13interruption_reason\x18\x06 \x01(\t\x12/\n\ntool_calls\x18\x07 \x03(\x0b\x32\x1b.loomflow.v1.ToolCallRecord\x12,\n\x08warnings\x18\x08 \x03(\x0b\x32\x1a.loomflow.v1.BudgetWarning\x12\x1c\n\x14recalled_episode_ids\x18\t \x03(\t\"s\n\x10RunStreamRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x17.loomflow.v1.RunOptionsB\x06\xbaH\x03\xc8\x01\x01\"\'\n\tTextDelta\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"8\n\rApprovalEvent\x12\'\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x15.loomflow.v1.Approval\"\xc9\x02\n\x11RunStreamResponse\x12&\n\x04text\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.TextDeltaH\x00\x12\x30\n\ttool_call\x18\x02 \x01(\x0b\x32\x1b.loomflow.v1.ToolCallRecordH\x00\x12\x36\n\x10\x61pproval_pending\x18\x03 \x01(\x0b\x32\x1a.loomflow.v1.ApprovalEventH\x00\x12\x37\n\x11\x61pproval_resolved\x18\x04 \x01(\x0b\x32\x1a.loomflow.v1.ApprovalEventH\x00\x12\x34\n\x0e\x62udget_warning\x18\x05 \x01(\x0b\x32\x1a.loomflow.v1.BudgetWarningH\x00\x12*\n\x06result\x18\x06 \x01(\x0b\x32\x18.loomflow.v1.RunResponseH\x00\x42\x07\n\x05\x65vent2\x96\x01\n\x0c\x41gentService\x12\x38\n\x03Run\x12\x17.loomflow.v1.RunRequest\x1a\x18.loomflow.v1.RunResponse\x12L\n\tRunStream\x12\x1d.loomflow.v1.RunStreamRequest\x1a\x1e.loomflow.v1.RunStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loomflow/v1/agent.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/policy.proto\x1a\x19loomflow/v1/tenancy.proto\"\xc5\x01\n\nCallerTool\x12\x31\n\x04name\x18\x01 \x01(\tB#\xbaH r\x1e\x10\x01\x18@2\x18^[A-Za-z][A-Za-z0-9_-]*$\x12\x1d\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x38\n\x04tags\x18\x04 \x03(\tB*\xbaH\'\x92\x01$\x10\x08\" r\x1eR\x0b\x64\x65structiveR\x04\x65\x64itR\tread_only\"\x8b\x01\n\x0fPendingToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x04 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x05 \x01(\t\"V\n\nToolResult\x12\x1b\n\x07\x63\x61ll_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x19\n\x06output\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80@\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"\x95\x01\n\x12\x43ontinueRunRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x1a\n\x06run_id\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x34\n\x07results\x18\x03 \x03(\x0b\x32\x17.loomflow.v1.ToolResultB\n\xbaH\x07\x92\x01\x04\x08\x01\x10@\"?\n\x13\x43ontinueRunResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.loomflow.v1.RunResponse\"\x9b\x01\n\x18\x43ontinueRunStreamRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x1a\n\x06run_id\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x34\n\x07results\x18\x03 \x03(\x0b\x32\x17.loomflow.v1.ToolResultB\n\xbaH\x07\x92\x01\x04\x08\x01\x10@\"J\n\x19\x43ontinueRunStreamResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.loomflow.v1.RunStreamResponse\"\x98\x04\n\nRunOptions\x12\'\n\x06prompt\x18\x01 \x01(\tB\x17\xbaH\x14r\x12\x10\x01\x18\x80\x80@2\n^[^\\x00]*$\x12(\n\nsession_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12\x61\n\x08metadata\x18\x03 \x03(\x0b\x32%.loomflow.v1.RunOptions.MetadataEntryB(\xbaH%\x9a\x01\"\x10@\"\x0er\x0c\x32\n^[^\\x00]*$*\x0er\x0c\x32\n^[^\\x00]*$\x12#\n\x05model\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12\x1c\n\tmax_turns\x18\x05 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12 \n\ntimeout_ms\x18\x06 \x01(\x03\x42\x0c\xbaH\t\"\x07\x18\x80\xdd\xdb\x01(\x00\x12\x1f\n\x0crecall_limit\x18\x07 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x17\n\x0f\x64\x65\x66\x65r_approvals\x18\x08 \x01(\x08\x12\x33\n\x0c\x61pproval_ids\x18\t \x03(\tB\x1d\xbaH\x1a\x92\x01\x17\x10 \"\x13r\x11\x10\x01\x18\x80\x01\x32\n^[^\\x00]*$\x12\x16\n\x05\x61gent\x18\n \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x37\n\x0c\x63\x61ller_tools\x18\x0b \x03(\x0b\x32\x17.loomflow.v1.CallerToolB\x08\xbaH\x05\x92\x01\x02\x10@\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8c\x03\n\x0f\x41gentDefinition\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x10\x01\x18@2\x12^[a-z][a-z0-9_-]*$\x12 \n\rsystem_prompt\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\x12\x17\n\x05model\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12!\n\x05tools\x18\x04 \x03(\tB\x12\xbaH\x0f\x92\x01\x0c\x10\x80\x01\"\x07r\x05\x10\x01\x18\x80\x02\x12$\n\x0crecall_limit\x18\x05 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00H\x00\x88\x01\x01\x12&\n\rhistory_turns\x18\x06 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00H\x01\x88\x01\x01\x12(\n\x0ehistory_tokens\x18\x07 \x01(\x05\x42\x0b\xbaH\x08\x1a\x06\x18\xc0\x84=(\x00H\x02\x88\x01\x01\x12!\n\tmax_turns\x18\x08 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x01H\x03\x88\x01\x01\x12\x0f\n\x07version\x18\t \x01(\x03\x42\x0f\n\r_recall_limitB\x10\n\x0e_history_turnsB\x11\n\x0f_history_tokensB\x0c\n\n_max_turns\"u\n\x0fPutAgentRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x33\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x1c.loomflow.v1.AgentDefinitionB\x06\xbaH\x03\xc8\x01\x01\"?\n\x10PutAgentResponse\x12+\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1c.loomflow.v1.AgentDefinition\"Y\n\x0fGetAgentRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x17\n\x04name\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"?\n\x10GetAgentResponse\x12+\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1c.loomflow.v1.AgentDefinition\"\x7f\n\x11ListAgentsRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xf4\x03(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\"[\n\x12ListAgentsResponse\x12,\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x1c.loomflow.v1.AgentDefinition\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\\\n\x12\x44\x65leteAgentRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x17\n\x04name\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"&\n\x13\x44\x65leteAgentResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"m\n\nRunRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x17.loomflow.v1.RunOptionsB\x06\xbaH\x03\xc8\x01\x01\"\xd5\x01\n\x0eToolCallRecord\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x15.loomflow.v1.Decision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x06 \x01(\t\x12\x0e\n\x06result\x18\x07 \x01(\t\x12\x10\n\x08\x65xecuted\x18\x08 \x01(\x08\"\xbe\x03\n\x0bRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\r\n\x05turns\x18\x03 \x01(\x05\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.loomflow.v1.Charge\x12\x13\n\x0binterrupted\x18\x05 \x01(\x08\x12\x1b\n\x13interruption_reason\x18\x06 \x01(\t\x12/\n\ntool_calls\x18\x07 \x03(\x0b\x32\x1b.loomflow.v1.ToolCallRecord\x12,\n\x08warnings\x18\x08 \x03(\x0b\x32\x1a.loomflow.v1.BudgetWarning\x12\x1c\n\x14recalled_episode_ids\x18\t \x03(\t\x12\x1b\n\x13history_episode_ids\x18\n \x03(\t\x12&\n\x06status\x18\x0b \x01(\x0e\x32\x16.loomflow.v1.RunStatus\x12\x38\n\x12pending_tool_calls\x18\x0c \x03(\x0b\x32\x1c.loomflow.v1.PendingToolCall\x12.\n\nexpires_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x10RunStreamRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x17.loomflow.v1.RunOptionsB\x06\xbaH\x03\xc8\x01\x01\"\'\n\tTextDelta\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"8\n\rApprovalEvent\x12\'\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x15.loomflow.v1.Approval\"\xc9\x02\n\x11RunStreamResponse\x12&\n\x04text\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.TextDeltaH\x00\x12\x30\n\ttool_call\x18\x02 \x01(\x0b\x32\x1b.loomflow.v1.ToolCallRecordH\x00\x12\x36\n\x10\x61pproval_pending\x18\x03 \x01(\x0b\x32\x1a.loomflow.v1.ApprovalEventH\x00\x12\x37\n\x11\x61pproval_resolved\x18\x04 \x01(\x0b\x32\x1a.loomflow.v1.ApprovalEventH\x00\x12\x34\n\x0e\x62udget_warning\x18\x05 \x01(\x0b\x32\x1a.loomflow.v1.BudgetWarningH\x00\x12*\n\x06result\x18\x06 \x01(\x0b\x32\x18.loomflow.v1.RunResponseH\x00\x42\x07\n\x05\x65vent*}\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x01\x12\x1a\n\x16RUN_STATUS_INTERRUPTED\x10\x02\x12\x1e\n\x1aRUN_STATUS_REQUIRES_ACTION\x10\x03\x32\x81\x05\n\x0c\x41gentService\x12\x38\n\x03Run\x12\x17.loomflow.v1.RunRequest\x1a\x18.loomflow.v1.RunResponse\x12L\n\tRunStream\x12\x1d.loomflow.v1.RunStreamRequest\x1a\x1e.loomflow.v1.RunStreamResponse0\x01\x12G\n\x08PutAgent\x12\x1c.loomflow.v1.PutAgentRequest\x1a\x1d.loomflow.v1.PutAgentResponse\x12G\n\x08GetAgent\x12\x1c.loomflow.v1.GetAgentRequest\x1a\x1d.loomflow.v1.GetAgentResponse\x12M\n\nListAgents\x12\x1e.loomflow.v1.ListAgentsRequest\x1a\x1f.loomflow.v1.ListAgentsResponse\x12P\n\x0b\x44\x65leteAgent\x12\x1f.loomflow.v1.DeleteAgentRequest\x1a .loomflow.v1.DeleteAgentResponse\x12P\n\x0b\x43ontinueRun\x12\x1f.loomflow.v1.ContinueRunRequest\x1a .loomflow.v1.ContinueRunResponse\x12\x64\n\x11\x43ontinueRunStream\x12%.loomflow.v1.ContinueRunStreamRequest\x1a&.loomflow.v1.ContinueRunStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loomflow.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CALLERTOOL'].fields_by_name['name']._loaded_options = None
+  _globals['_CALLERTOOL'].fields_by_name['name']._serialized_options = b'\272H r\036\020\001\030@2\030^[A-Za-z][A-Za-z0-9_-]*$'
+  _globals['_CALLERTOOL'].fields_by_name['description']._loaded_options = None
+  _globals['_CALLERTOOL'].fields_by_name['description']._serialized_options = b'\272H\005r\003\030\200 '
+  _globals['_CALLERTOOL'].fields_by_name['tags']._loaded_options = None
+  _globals['_CALLERTOOL'].fields_by_name['tags']._serialized_options = b'\272H\'\222\001$\020\010\" r\036R\013destructiveR\004editR\tread_only'
+  _globals['_TOOLRESULT'].fields_by_name['call_id']._loaded_options = None
+  _globals['_TOOLRESULT'].fields_by_name['call_id']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
+  _globals['_TOOLRESULT'].fields_by_name['output']._loaded_options = None
+  _globals['_TOOLRESULT'].fields_by_name['output']._serialized_options = b'\272H\006r\004\030\200\200@'
+  _globals['_CONTINUERUNREQUEST'].fields_by_name['scope']._loaded_options = None
+  _globals['_CONTINUERUNREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CONTINUERUNREQUEST'].fields_by_name['run_id']._loaded_options = None
+  _globals['_CONTINUERUNREQUEST'].fields_by_name['run_id']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
+  _globals['_CONTINUERUNREQUEST'].fields_by_name['results']._loaded_options = None
+  _globals['_CONTINUERUNREQUEST'].fields_by_name['results']._serialized_options = b'\272H\007\222\001\004\010\001\020@'
+  _globals['_CONTINUERUNSTREAMREQUEST'].fields_by_name['scope']._loaded_options = None
+  _globals['_CONTINUERUNSTREAMREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CONTINUERUNSTREAMREQUEST'].fields_by_name['run_id']._loaded_options = None
+  _globals['_CONTINUERUNSTREAMREQUEST'].fields_by_name['run_id']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
+  _globals['_CONTINUERUNSTREAMREQUEST'].fields_by_name['results']._loaded_options = None
+  _globals['_CONTINUERUNSTREAMREQUEST'].fields_by_name['results']._serialized_options = b'\272H\007\222\001\004\010\001\020@'
   _globals['_RUNOPTIONS_METADATAENTRY']._loaded_options = None
   _globals['_RUNOPTIONS_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_RUNOPTIONS'].fields_by_name['prompt']._loaded_options = None
@@ -54,6 +77,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNOPTIONS'].fields_by_name['recall_limit']._serialized_options = b'\272H\006\032\004\030d(\000'
   _globals['_RUNOPTIONS'].fields_by_name['approval_ids']._loaded_options = None
   _globals['_RUNOPTIONS'].fields_by_name['approval_ids']._serialized_options = b'\272H\032\222\001\027\020 \"\023r\021\020\001\030\200\0012\n^[^\\x00]*$'
+  _globals['_RUNOPTIONS'].fields_by_name['agent']._loaded_options = None
+  _globals['_RUNOPTIONS'].fields_by_name['agent']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_RUNOPTIONS'].fields_by_name['caller_tools']._loaded_options = None
+  _globals['_RUNOPTIONS'].fields_by_name['caller_tools']._serialized_options = b'\272H\005\222\001\002\020@'
+  _globals['_AGENTDEFINITION'].fields_by_name['name']._loaded_options = None
+  _globals['_AGENTDEFINITION'].fields_by_name['name']._serialized_options = b'\272H\032r\030\020\001\030@2\022^[a-z][a-z0-9_-]*$'
+  _globals['_AGENTDEFINITION'].fields_by_name['system_prompt']._loaded_options = None
+  _globals['_AGENTDEFINITION'].fields_by_name['system_prompt']._serialized_options = b'\272H\006r\004\030\200\200\004'
+  _globals['_AGENTDEFINITION'].fields_by_name['model']._loaded_options = None
+  _globals['_AGENTDEFINITION'].fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_AGENTDEFINITION'].fields_by_name['tools']._loaded_options = None
+  _globals['_AGENTDEFINITION'].fields_by_name['tools']._serialized_options = b'\272H\017\222\001\014\020\200\001\"\007r\005\020\001\030\200\002'
+  _globals['_AGENTDEFINITION'].fields_by_name['recall_limit']._loaded_options = None
+  _globals['_AGENTDEFINITION'].fields_by_name['recall_limit']._serialized_options = b'\272H\006\032\004\030d(\000'
+  _globals['_AGENTDEFINITION'].fields_by_name['history_turns']._loaded_options = None
+  _globals['_AGENTDEFINITION'].fields_by_name['history_turns']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_AGENTDEFINITION'].fields_by_name['history_tokens']._loaded_options = None
+  _globals['_AGENTDEFINITION'].fields_by_name['history_tokens']._serialized_options = b'\272H\010\032\006\030\300\204=(\000'
+  _globals['_AGENTDEFINITION'].fields_by_name['max_turns']._loaded_options = None
+  _globals['_AGENTDEFINITION'].fields_by_name['max_turns']._serialized_options = b'\272H\006\032\004\030d(\001'
+  _globals['_PUTAGENTREQUEST'].fields_by_name['scope']._loaded_options = None
+  _globals['_PUTAGENTREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_PUTAGENTREQUEST'].fields_by_name['agent']._loaded_options = None
+  _globals['_PUTAGENTREQUEST'].fields_by_name['agent']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETAGENTREQUEST'].fields_by_name['scope']._loaded_options = None
+  _globals['_GETAGENTREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETAGENTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETAGENTREQUEST'].fields_by_name['name']._serialized_options = b'\272H\006r\004\020\001\030@'
+  _globals['_LISTAGENTSREQUEST'].fields_by_name['scope']._loaded_options = None
+  _globals['_LISTAGENTSREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_LISTAGENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTAGENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\364\003(\000'
+  _globals['_LISTAGENTSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTAGENTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_DELETEAGENTREQUEST'].fields_by_name['scope']._loaded_options = None
+  _globals['_DELETEAGENTREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_DELETEAGENTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETEAGENTREQUEST'].fields_by_name['name']._serialized_options = b'\272H\006r\004\020\001\030@'
   _globals['_RUNREQUEST'].fields_by_name['scope']._loaded_options = None
   _globals['_RUNREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
   _globals['_RUNREQUEST'].fields_by_name['options']._loaded_options = None
@@ -62,24 +123,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSTREAMREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
   _globals['_RUNSTREAMREQUEST'].fields_by_name['options']._loaded_options = None
   _globals['_RUNSTREAMREQUEST'].fields_by_name['options']._serialized_options = b'\272H\003\310\001\001'
-  _globals['_RUNOPTIONS']._serialized_start=179
-  _globals['_RUNOPTIONS']._serialized_end=634
-  _globals['_RUNOPTIONS_METADATAENTRY']._serialized_start=587
-  _globals['_RUNOPTIONS_METADATAENTRY']._serialized_end=634
-  _globals['_RUNREQUEST']._serialized_start=636
-  _globals['_RUNREQUEST']._serialized_end=745
-  _globals['_TOOLCALLRECORD']._serialized_start=748
-  _globals['_TOOLCALLRECORD']._serialized_end=961
-  _globals['_RUNRESPONSE']._serialized_start=964
-  _globals['_RUNRESPONSE']._serialized_end=1235
-  _globals['_RUNSTREAMREQUEST']._serialized_start=1237
-  _globals['_RUNSTREAMREQUEST']._serialized_end=1352
-  _globals['_TEXTDELTA']._serialized_start=1354
-  _globals['_TEXTDELTA']._serialized_end=1393
-  _globals['_APPROVALEVENT']._serialized_start=1395
-  _globals['_APPROVALEVENT']._serialized_end=1451
-  _globals['_RUNSTREAMRESPONSE']._serialized_start=1454
-  _globals['_RUNSTREAMRESPONSE']._serialized_end=1783
-  _globals['_AGENTSERVICE']._serialized_start=1786
-  _globals['_AGENTSERVICE']._serialized_end=1936
+  _globals['_RUNSTATUS']._serialized_start=4050
+  _globals['_RUNSTATUS']._serialized_end=4175
+  _globals['_CALLERTOOL']._serialized_start=212
+  _globals['_CALLERTOOL']._serialized_end=409
+  _globals['_PENDINGTOOLCALL']._serialized_start=412
+  _globals['_PENDINGTOOLCALL']._serialized_end=551
+  _globals['_TOOLRESULT']._serialized_start=553
+  _globals['_TOOLRESULT']._serialized_end=639
+  _globals['_CONTINUERUNREQUEST']._serialized_start=642
+  _globals['_CONTINUERUNREQUEST']._serialized_end=791
+  _globals['_CONTINUERUNRESPONSE']._serialized_start=793
+  _globals['_CONTINUERUNRESPONSE']._serialized_end=856
+  _globals['_CONTINUERUNSTREAMREQUEST']._serialized_start=859
+  _globals['_CONTINUERUNSTREAMREQUEST']._serialized_end=1014
+  _globals['_CONTINUERUNSTREAMRESPONSE']._serialized_start=1016
+  _globals['_CONTINUERUNSTREAMRESPONSE']._serialized_end=1090
+  _globals['_RUNOPTIONS']._serialized_start=1093
+  _globals['_RUNOPTIONS']._serialized_end=1629
+  _globals['_RUNOPTIONS_METADATAENTRY']._serialized_start=1582
+  _globals['_RUNOPTIONS_METADATAENTRY']._serialized_end=1629
+  _globals['_AGENTDEFINITION']._serialized_start=1632
+  _globals['_AGENTDEFINITION']._serialized_end=2028
+  _globals['_PUTAGENTREQUEST']._serialized_start=2030
+  _globals['_PUTAGENTREQUEST']._serialized_end=2147
+  _globals['_PUTAGENTRESPONSE']._serialized_start=2149
+  _globals['_PUTAGENTRESPONSE']._serialized_end=2212
+  _globals['_GETAGENTREQUEST']._serialized_start=2214
+  _globals['_GETAGENTREQUEST']._serialized_end=2303
+  _globals['_GETAGENTRESPONSE']._serialized_start=2305
+  _globals['_GETAGENTRESPONSE']._serialized_end=2368
+  _globals['_LISTAGENTSREQUEST']._serialized_start=2370
+  _globals['_LISTAGENTSREQUEST']._serialized_end=2497
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=2499
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=2590
+  _globals['_DELETEAGENTREQUEST']._serialized_start=2592
+  _globals['_DELETEAGENTREQUEST']._serialized_end=2684
+  _globals['_DELETEAGENTRESPONSE']._serialized_start=2686
+  _globals['_DELETEAGENTRESPONSE']._serialized_end=2724
+  _globals['_RUNREQUEST']._serialized_start=2726
+  _globals['_RUNREQUEST']._serialized_end=2835
+  _globals['_TOOLCALLRECORD']._serialized_start=2838
+  _globals['_TOOLCALLRECORD']._serialized_end=3051
+  _globals['_RUNRESPONSE']._serialized_start=3054
+  _globals['_RUNRESPONSE']._serialized_end=3500
+  _globals['_RUNSTREAMREQUEST']._serialized_start=3502
+  _globals['_RUNSTREAMREQUEST']._serialized_end=3617
+  _globals['_TEXTDELTA']._serialized_start=3619
+  _globals['_TEXTDELTA']._serialized_end=3658
+  _globals['_APPROVALEVENT']._serialized_start=3660
+  _globals['_APPROVALEVENT']._serialized_end=3716
+  _globals['_RUNSTREAMRESPONSE']._serialized_start=3719
+  _globals['_RUNSTREAMRESPONSE']._serialized_end=4048
+  _globals['_AGENTSERVICE']._serialized_start=4178
+  _globals['_AGENTSERVICE']._serialized_end=4819
 # @@protoc_insertion_point(module_scope)

@@ -48,6 +48,36 @@ class AgentServiceStub:
                 request_serializer=loomflow_dot_v1_dot_agent__pb2.RunStreamRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_agent__pb2.RunStreamResponse.FromString,
                 _registered_method=True)
+        self.PutAgent = channel.unary_unary(
+                '/loomflow.v1.AgentService/PutAgent',
+                request_serializer=loomflow_dot_v1_dot_agent__pb2.PutAgentRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_agent__pb2.PutAgentResponse.FromString,
+                _registered_method=True)
+        self.GetAgent = channel.unary_unary(
+                '/loomflow.v1.AgentService/GetAgent',
+                request_serializer=loomflow_dot_v1_dot_agent__pb2.GetAgentRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_agent__pb2.GetAgentResponse.FromString,
+                _registered_method=True)
+        self.ListAgents = channel.unary_unary(
+                '/loomflow.v1.AgentService/ListAgents',
+                request_serializer=loomflow_dot_v1_dot_agent__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_agent__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAgent = channel.unary_unary(
+                '/loomflow.v1.AgentService/DeleteAgent',
+                request_serializer=loomflow_dot_v1_dot_agent__pb2.DeleteAgentRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_agent__pb2.DeleteAgentResponse.FromString,
+                _registered_method=True)
+        self.ContinueRun = channel.unary_unary(
+                '/loomflow.v1.AgentService/ContinueRun',
+                request_serializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunResponse.FromString,
+                _registered_method=True)
+        self.ContinueRunStream = channel.unary_stream(
+                '/loomflow.v1.AgentService/ContinueRunStream',
+                request_serializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -71,6 +101,60 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutAgent(self, request, context):
+        """Agent definitions: operator-only. A definition names everything that makes
+        an application's agent (system prompt, model, allowed tools, recall and
+        history settings, turn limit); Run picks one by name. Definitions are not
+        tenant data: `scope` names the operator's call (anonymous is fine) and is not
+        part of the key. Stored durably (SQLite by default, Postgres in production).
+        PutAgent creates or replaces a definition; its version grows by one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAgent(self, request, context):
+        """GetAgent reads one definition; NOT_FOUND when none has the name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgents(self, request, context):
+        """ListAgents pages through the definitions in name order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAgent(self, request, context):
+        """DeleteAgent removes a definition; runs that name it then fail NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ContinueRun(self, request, context):
+        """ContinueRun resumes a run that paused with RUN_STATUS_REQUIRES_ACTION: it
+        takes the results of every pending caller tool call and goes on from where
+        the run stopped, with the same budget reservation, remaining run time and
+        turn count. The paused run is stored durably, so any Agent replica (or one
+        restarted since) can resume it, once. A run id of another tenant is
+        NOT_FOUND; a result for an unknown call id, a missing, duplicated or
+        oversized result is INVALID_ARGUMENT (the run stays paused); after the
+        pause's TTL it is FAILED_PRECONDITION (the TTL released the run's hold).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ContinueRunStream(self, request, context):
+        """ContinueRunStream is ContinueRun with the events of the resumed run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +167,36 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.RunStream,
                     request_deserializer=loomflow_dot_v1_dot_agent__pb2.RunStreamRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_agent__pb2.RunStreamResponse.SerializeToString,
+            ),
+            'PutAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutAgent,
+                    request_deserializer=loomflow_dot_v1_dot_agent__pb2.PutAgentRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_agent__pb2.PutAgentResponse.SerializeToString,
+            ),
+            'GetAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAgent,
+                    request_deserializer=loomflow_dot_v1_dot_agent__pb2.GetAgentRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_agent__pb2.GetAgentResponse.SerializeToString,
+            ),
+            'ListAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgents,
+                    request_deserializer=loomflow_dot_v1_dot_agent__pb2.ListAgentsRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_agent__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'DeleteAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAgent,
+                    request_deserializer=loomflow_dot_v1_dot_agent__pb2.DeleteAgentRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_agent__pb2.DeleteAgentResponse.SerializeToString,
+            ),
+            'ContinueRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContinueRun,
+                    request_deserializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunResponse.SerializeToString,
+            ),
+            'ContinueRunStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ContinueRunStream,
+                    request_deserializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -143,6 +257,168 @@ class AgentService:
             '/loomflow.v1.AgentService/RunStream',
             loomflow_dot_v1_dot_agent__pb2.RunStreamRequest.SerializeToString,
             loomflow_dot_v1_dot_agent__pb2.RunStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.AgentService/PutAgent',
+            loomflow_dot_v1_dot_agent__pb2.PutAgentRequest.SerializeToString,
+            loomflow_dot_v1_dot_agent__pb2.PutAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.AgentService/GetAgent',
+            loomflow_dot_v1_dot_agent__pb2.GetAgentRequest.SerializeToString,
+            loomflow_dot_v1_dot_agent__pb2.GetAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.AgentService/ListAgents',
+            loomflow_dot_v1_dot_agent__pb2.ListAgentsRequest.SerializeToString,
+            loomflow_dot_v1_dot_agent__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.AgentService/DeleteAgent',
+            loomflow_dot_v1_dot_agent__pb2.DeleteAgentRequest.SerializeToString,
+            loomflow_dot_v1_dot_agent__pb2.DeleteAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContinueRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.AgentService/ContinueRun',
+            loomflow_dot_v1_dot_agent__pb2.ContinueRunRequest.SerializeToString,
+            loomflow_dot_v1_dot_agent__pb2.ContinueRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContinueRunStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loomflow.v1.AgentService/ContinueRunStream',
+            loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamRequest.SerializeToString,
+            loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

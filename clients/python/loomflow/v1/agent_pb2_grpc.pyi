@@ -41,6 +41,32 @@ class AgentServiceStub:
     """Run executes the agent to completion and returns the final result."""
     RunStream: _grpc.UnaryStreamMultiCallable[_agent_pb2.RunStreamRequest, _agent_pb2.RunStreamResponse]
     """RunStream executes the agent and streams its events, ending with the result."""
+    PutAgent: _grpc.UnaryUnaryMultiCallable[_agent_pb2.PutAgentRequest, _agent_pb2.PutAgentResponse]
+    """Agent definitions: operator-only. A definition names everything that makes
+    an application's agent (system prompt, model, allowed tools, recall and
+    history settings, turn limit); Run picks one by name. Definitions are not
+    tenant data: `scope` names the operator's call (anonymous is fine) and is not
+    part of the key. Stored durably (SQLite by default, Postgres in production).
+    PutAgent creates or replaces a definition; its version grows by one.
+    """
+    GetAgent: _grpc.UnaryUnaryMultiCallable[_agent_pb2.GetAgentRequest, _agent_pb2.GetAgentResponse]
+    """GetAgent reads one definition; NOT_FOUND when none has the name."""
+    ListAgents: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ListAgentsRequest, _agent_pb2.ListAgentsResponse]
+    """ListAgents pages through the definitions in name order."""
+    DeleteAgent: _grpc.UnaryUnaryMultiCallable[_agent_pb2.DeleteAgentRequest, _agent_pb2.DeleteAgentResponse]
+    """DeleteAgent removes a definition; runs that name it then fail NOT_FOUND."""
+    ContinueRun: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ContinueRunRequest, _agent_pb2.ContinueRunResponse]
+    """ContinueRun resumes a run that paused with RUN_STATUS_REQUIRES_ACTION: it
+    takes the results of every pending caller tool call and goes on from where
+    the run stopped, with the same budget reservation, remaining run time and
+    turn count. The paused run is stored durably, so any Agent replica (or one
+    restarted since) can resume it, once. A run id of another tenant is
+    NOT_FOUND; a result for an unknown call id, a missing, duplicated or
+    oversized result is INVALID_ARGUMENT (the run stays paused); after the
+    pause's TTL it is FAILED_PRECONDITION (the TTL released the run's hold).
+    """
+    ContinueRunStream: _grpc.UnaryStreamMultiCallable[_agent_pb2.ContinueRunStreamRequest, _agent_pb2.ContinueRunStreamResponse]
+    """ContinueRunStream is ContinueRun with the events of the resumed run."""
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -55,6 +81,32 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """Run executes the agent to completion and returns the final result."""
     RunStream: _aio.UnaryStreamMultiCallable[_agent_pb2.RunStreamRequest, _agent_pb2.RunStreamResponse]  # type: ignore[assignment]
     """RunStream executes the agent and streams its events, ending with the result."""
+    PutAgent: _aio.UnaryUnaryMultiCallable[_agent_pb2.PutAgentRequest, _agent_pb2.PutAgentResponse]  # type: ignore[assignment]
+    """Agent definitions: operator-only. A definition names everything that makes
+    an application's agent (system prompt, model, allowed tools, recall and
+    history settings, turn limit); Run picks one by name. Definitions are not
+    tenant data: `scope` names the operator's call (anonymous is fine) and is not
+    part of the key. Stored durably (SQLite by default, Postgres in production).
+    PutAgent creates or replaces a definition; its version grows by one.
+    """
+    GetAgent: _aio.UnaryUnaryMultiCallable[_agent_pb2.GetAgentRequest, _agent_pb2.GetAgentResponse]  # type: ignore[assignment]
+    """GetAgent reads one definition; NOT_FOUND when none has the name."""
+    ListAgents: _aio.UnaryUnaryMultiCallable[_agent_pb2.ListAgentsRequest, _agent_pb2.ListAgentsResponse]  # type: ignore[assignment]
+    """ListAgents pages through the definitions in name order."""
+    DeleteAgent: _aio.UnaryUnaryMultiCallable[_agent_pb2.DeleteAgentRequest, _agent_pb2.DeleteAgentResponse]  # type: ignore[assignment]
+    """DeleteAgent removes a definition; runs that name it then fail NOT_FOUND."""
+    ContinueRun: _aio.UnaryUnaryMultiCallable[_agent_pb2.ContinueRunRequest, _agent_pb2.ContinueRunResponse]  # type: ignore[assignment]
+    """ContinueRun resumes a run that paused with RUN_STATUS_REQUIRES_ACTION: it
+    takes the results of every pending caller tool call and goes on from where
+    the run stopped, with the same budget reservation, remaining run time and
+    turn count. The paused run is stored durably, so any Agent replica (or one
+    restarted since) can resume it, once. A run id of another tenant is
+    NOT_FOUND; a result for an unknown call id, a missing, duplicated or
+    oversized result is INVALID_ARGUMENT (the run stays paused); after the
+    pause's TTL it is FAILED_PRECONDITION (the TTL released the run's hold).
+    """
+    ContinueRunStream: _aio.UnaryStreamMultiCallable[_agent_pb2.ContinueRunStreamRequest, _agent_pb2.ContinueRunStreamResponse]  # type: ignore[assignment]
+    """ContinueRunStream is ContinueRun with the events of the resumed run."""
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """AgentService runs an agent for a tenant. It is stateless: every turn recalls
@@ -78,5 +130,67 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_agent_pb2.RunStreamResponse], _abc.AsyncIterator[_agent_pb2.RunStreamResponse]]:
         """RunStream executes the agent and streams its events, ending with the result."""
+
+    @_abc_1.abstractmethod
+    def PutAgent(
+        self,
+        request: _agent_pb2.PutAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.PutAgentResponse, _abc.Awaitable[_agent_pb2.PutAgentResponse]]:
+        """Agent definitions: operator-only. A definition names everything that makes
+        an application's agent (system prompt, model, allowed tools, recall and
+        history settings, turn limit); Run picks one by name. Definitions are not
+        tenant data: `scope` names the operator's call (anonymous is fine) and is not
+        part of the key. Stored durably (SQLite by default, Postgres in production).
+        PutAgent creates or replaces a definition; its version grows by one.
+        """
+
+    @_abc_1.abstractmethod
+    def GetAgent(
+        self,
+        request: _agent_pb2.GetAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.GetAgentResponse, _abc.Awaitable[_agent_pb2.GetAgentResponse]]:
+        """GetAgent reads one definition; NOT_FOUND when none has the name."""
+
+    @_abc_1.abstractmethod
+    def ListAgents(
+        self,
+        request: _agent_pb2.ListAgentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.ListAgentsResponse, _abc.Awaitable[_agent_pb2.ListAgentsResponse]]:
+        """ListAgents pages through the definitions in name order."""
+
+    @_abc_1.abstractmethod
+    def DeleteAgent(
+        self,
+        request: _agent_pb2.DeleteAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.DeleteAgentResponse, _abc.Awaitable[_agent_pb2.DeleteAgentResponse]]:
+        """DeleteAgent removes a definition; runs that name it then fail NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def ContinueRun(
+        self,
+        request: _agent_pb2.ContinueRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.ContinueRunResponse, _abc.Awaitable[_agent_pb2.ContinueRunResponse]]:
+        """ContinueRun resumes a run that paused with RUN_STATUS_REQUIRES_ACTION: it
+        takes the results of every pending caller tool call and goes on from where
+        the run stopped, with the same budget reservation, remaining run time and
+        turn count. The paused run is stored durably, so any Agent replica (or one
+        restarted since) can resume it, once. A run id of another tenant is
+        NOT_FOUND; a result for an unknown call id, a missing, duplicated or
+        oversized result is INVALID_ARGUMENT (the run stays paused); after the
+        pause's TTL it is FAILED_PRECONDITION (the TTL released the run's hold).
+        """
+
+    @_abc_1.abstractmethod
+    def ContinueRunStream(
+        self,
+        request: _agent_pb2.ContinueRunStreamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_agent_pb2.ContinueRunStreamResponse], _abc.AsyncIterator[_agent_pb2.ContinueRunStreamResponse]]:
+        """ContinueRunStream is ContinueRun with the events of the resumed run."""
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

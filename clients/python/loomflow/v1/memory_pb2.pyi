@@ -68,18 +68,20 @@ class RememberResponse(_message.Message):
     def __init__(self, episode: _Optional[_Union[Episode, _Mapping]] = ...) -> None: ...
 
 class RecallRequest(_message.Message):
-    __slots__ = ("scope", "query", "session_id", "limit", "min_score")
+    __slots__ = ("scope", "query", "session_id", "limit", "min_score", "exclude_session_id")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     scope: _tenancy_pb2.UserScope
     query: str
     session_id: str
     limit: int
     min_score: float
-    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., query: _Optional[str] = ..., session_id: _Optional[str] = ..., limit: _Optional[int] = ..., min_score: _Optional[float] = ...) -> None: ...
+    exclude_session_id: str
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., query: _Optional[str] = ..., session_id: _Optional[str] = ..., limit: _Optional[int] = ..., min_score: _Optional[float] = ..., exclude_session_id: _Optional[str] = ...) -> None: ...
 
 class RecallHit(_message.Message):
     __slots__ = ("episode", "score", "lexical_score", "vector_score")
@@ -114,6 +116,26 @@ class GetEpisodeResponse(_message.Message):
     EPISODE_FIELD_NUMBER: _ClassVar[int]
     episode: Episode
     def __init__(self, episode: _Optional[_Union[Episode, _Mapping]] = ...) -> None: ...
+
+class ListEpisodesRequest(_message.Message):
+    __slots__ = ("scope", "session_id", "page_size", "page_token")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    session_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., session_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListEpisodesResponse(_message.Message):
+    __slots__ = ("episodes", "next_page_token")
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    episodes: _containers.RepeatedCompositeFieldContainer[Episode]
+    next_page_token: str
+    def __init__(self, episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Block(_message.Message):
     __slots__ = ("scope", "label", "session_id", "content", "version", "updated_at")

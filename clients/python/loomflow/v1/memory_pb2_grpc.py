@@ -53,6 +53,11 @@ class MemoryServiceStub:
                 request_serializer=loomflow_dot_v1_dot_memory__pb2.GetEpisodeRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_memory__pb2.GetEpisodeResponse.FromString,
                 _registered_method=True)
+        self.ListEpisodes = channel.unary_unary(
+                '/loomflow.v1.MemoryService/ListEpisodes',
+                request_serializer=loomflow_dot_v1_dot_memory__pb2.ListEpisodesRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_memory__pb2.ListEpisodesResponse.FromString,
+                _registered_method=True)
         self.PutBlock = channel.unary_unary(
                 '/loomflow.v1.MemoryService/PutBlock',
                 request_serializer=loomflow_dot_v1_dot_memory__pb2.PutBlockRequest.SerializeToString,
@@ -130,6 +135,17 @@ class MemoryServiceServicer:
 
     def GetEpisode(self, request, context):
         """GetEpisode reads one episode by id; NOT_FOUND when it belongs to another tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEpisodes(self, request, context):
+        """ListEpisodes pages through one session of the tenant, newest first (by the
+        order episodes were stored, which is stable: a page never repeats or skips an
+        episode stored before the first page was read). Another tenant's session with
+        the same id is an empty list. Reads only the rows of the page asked for, so a
+        page costs the same in a session of 20 turns as in one of 10,000.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -243,6 +259,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.GetEpisode,
                     request_deserializer=loomflow_dot_v1_dot_memory__pb2.GetEpisodeRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_memory__pb2.GetEpisodeResponse.SerializeToString,
+            ),
+            'ListEpisodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEpisodes,
+                    request_deserializer=loomflow_dot_v1_dot_memory__pb2.ListEpisodesRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_memory__pb2.ListEpisodesResponse.SerializeToString,
             ),
             'PutBlock': grpc.unary_unary_rpc_method_handler(
                     servicer.PutBlock,
@@ -375,6 +396,33 @@ class MemoryService:
             '/loomflow.v1.MemoryService/GetEpisode',
             loomflow_dot_v1_dot_memory__pb2.GetEpisodeRequest.SerializeToString,
             loomflow_dot_v1_dot_memory__pb2.GetEpisodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEpisodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.MemoryService/ListEpisodes',
+            loomflow_dot_v1_dot_memory__pb2.ListEpisodesRequest.SerializeToString,
+            loomflow_dot_v1_dot_memory__pb2.ListEpisodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,13 @@ class MemoryServiceStub:
     """
     GetEpisode: _grpc.UnaryUnaryMultiCallable[_memory_pb2.GetEpisodeRequest, _memory_pb2.GetEpisodeResponse]
     """GetEpisode reads one episode by id; NOT_FOUND when it belongs to another tenant."""
+    ListEpisodes: _grpc.UnaryUnaryMultiCallable[_memory_pb2.ListEpisodesRequest, _memory_pb2.ListEpisodesResponse]
+    """ListEpisodes pages through one session of the tenant, newest first (by the
+    order episodes were stored, which is stable: a page never repeats or skips an
+    episode stored before the first page was read). Another tenant's session with
+    the same id is an empty list. Reads only the rows of the page asked for, so a
+    page costs the same in a session of 20 turns as in one of 10,000.
+    """
     PutBlock: _grpc.UnaryUnaryMultiCallable[_memory_pb2.PutBlockRequest, _memory_pb2.PutBlockResponse]
     """PutBlock writes a working block. With `expected_version` set, the write fails
     with ABORTED unless the stored version matches (optimistic concurrency).
@@ -129,6 +136,13 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """
     GetEpisode: _aio.UnaryUnaryMultiCallable[_memory_pb2.GetEpisodeRequest, _memory_pb2.GetEpisodeResponse]  # type: ignore[assignment]
     """GetEpisode reads one episode by id; NOT_FOUND when it belongs to another tenant."""
+    ListEpisodes: _aio.UnaryUnaryMultiCallable[_memory_pb2.ListEpisodesRequest, _memory_pb2.ListEpisodesResponse]  # type: ignore[assignment]
+    """ListEpisodes pages through one session of the tenant, newest first (by the
+    order episodes were stored, which is stable: a page never repeats or skips an
+    episode stored before the first page was read). Another tenant's session with
+    the same id is an empty list. Reads only the rows of the page asked for, so a
+    page costs the same in a session of 20 turns as in one of 10,000.
+    """
     PutBlock: _aio.UnaryUnaryMultiCallable[_memory_pb2.PutBlockRequest, _memory_pb2.PutBlockResponse]  # type: ignore[assignment]
     """PutBlock writes a working block. With `expected_version` set, the write fails
     with ABORTED unless the stored version matches (optimistic concurrency).
@@ -221,6 +235,19 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.GetEpisodeResponse, _abc.Awaitable[_memory_pb2.GetEpisodeResponse]]:
         """GetEpisode reads one episode by id; NOT_FOUND when it belongs to another tenant."""
+
+    @_abc_1.abstractmethod
+    def ListEpisodes(
+        self,
+        request: _memory_pb2.ListEpisodesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.ListEpisodesResponse, _abc.Awaitable[_memory_pb2.ListEpisodesResponse]]:
+        """ListEpisodes pages through one session of the tenant, newest first (by the
+        order episodes were stored, which is stable: a page never repeats or skips an
+        episode stored before the first page was read). Another tenant's session with
+        the same id is an empty list. Reads only the rows of the page asked for, so a
+        page costs the same in a session of 20 turns as in one of 10,000.
+        """
 
     @_abc_1.abstractmethod
     def PutBlock(

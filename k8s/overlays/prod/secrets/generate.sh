@@ -46,6 +46,7 @@ cat >dsn.env <<ENV
 LOOMFLOW_MEMORY_DSN=$dsn
 LOOMFLOW_POLICY_DSN=$dsn
 LOOMFLOW_AUDIT_DSN=$dsn
+LOOMFLOW_AGENT_STORE_DSN=$dsn
 LOOMFLOW_BUDGET_DSN=redis://:$redis_password@redis:6379/0
 ENV
 cat >postgres.env <<ENV

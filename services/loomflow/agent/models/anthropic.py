@@ -99,7 +99,7 @@ class AnthropicModel:
         arguments: dict[str, Any] = {
             "model": self.name,
             "max_tokens": request.max_output_tokens,
-            "messages": to_anthropic_messages(request.messages),
+            "messages": to_anthropic_messages(request.conversation()),
         }
         system = request.system_text()
         if system:

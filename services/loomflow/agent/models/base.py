@@ -81,22 +81,48 @@ class Message:
 
 
 MEMORIES_HEADER = "What you remember from earlier conversations with this user:"
+BLOCKS_HEADER = "Your working memory about this user:"
+FACTS_HEADER = "Facts about this user that hold now:"
+
+
+def seed_text(blocks: Sequence[tuple[str, str]], facts: Sequence[str]) -> str:
+    """The working blocks and facts as the system context shows them (empty when there are none)."""
+    parts: list[str] = []
+    if blocks:
+        parts.append(BLOCKS_HEADER + "\n" + "\n".join(f"[{label}]\n{content}" for label, content in blocks))
+    if facts:
+        parts.append(FACTS_HEADER + "\n" + "\n".join(f"- {fact}" for fact in facts))
+    return "\n\n".join(parts)
 
 
 @dataclass(frozen=True)
 class ModelRequest:
     system: str
     messages: Sequence[Message]
+    """This run's conversation: the prompt first, then the model's turns and tool results."""
     tools: Sequence[ToolSpec] = ()
     max_output_tokens: int = 1024
     memories: Sequence[str] = ()
-    """Recalled episodes of this tenant, as text; adapters render them into the system prompt."""
+    """Recalled episodes of this tenant's other sessions, as text; rendered into the system prompt."""
+    history: Sequence[Message] = ()
+    """Earlier turns of this session, oldest first (user, assistant, ...); sent before ``messages``."""
+    blocks: Sequence[tuple[str, str]] = ()
+    """The tenant's working blocks (label, content); rendered into the system prompt."""
+    facts: Sequence[str] = ()
+    """Current facts that match the prompt, one line each; rendered into the system prompt."""
 
     def system_text(self) -> str:
-        if not self.memories:
-            return self.system
-        recalled = "\n".join(f"- {m}" for m in self.memories)
-        return f"{self.system}\n\n{MEMORIES_HEADER}\n{recalled}".strip()
+        parts = [self.system]
+        seeded = seed_text(self.blocks, self.facts)
+        if seeded:
+            parts.append(seeded)
+        if self.memories:
+            parts.append(MEMORIES_HEADER + "\n" + "\n".join(f"- {m}" for m in self.memories))
+        return "\n\n".join(parts).strip()
+
+    def conversation(self) -> list[Message]:
+        """What a provider receives as messages: the session's history, then this run's conversation."""
+        return [*self.history, *self.messages]
 
     def prompt(self) -> str:
         """The user's prompt: the first user message."""

@@ -25,6 +25,7 @@ from loomflow.agent.models.base import (
     TextSink,
     ToolCall,
     count_tokens,
+    seed_text,
     tools_text,
     truncate_tokens,
 )
@@ -86,9 +87,11 @@ def request_tokens(request: ModelRequest) -> int:
     ``request.system_text()`` whole: the joins add only the "-" of each memory line.
     """
     total = count_tokens(request.system) + _tools_tokens(request)
+    if request.blocks or request.facts:
+        total += count_tokens(seed_text(request.blocks, request.facts))
     if request.memories:
         total += count_tokens(MEMORIES_HEADER) + sum(1 + count_tokens(m) for m in request.memories)
-    for message in request.messages:
+    for message in (*request.history, *request.messages):
         total += count_tokens(message.content)
         for call in message.tool_calls:
             total += count_tokens(call.name) + count_tokens(json.dumps(call.arguments, sort_keys=True))

@@ -94,7 +94,7 @@ class OpenAICompatModel:
         arguments: dict[str, Any] = {
             "model": self.name,
             "max_tokens": request.max_output_tokens,
-            "messages": to_openai_messages(request.system_text(), request.messages),
+            "messages": to_openai_messages(request.system_text(), request.conversation()),
         }
         if request.tools:
             arguments["tools"] = [

@@ -4,6 +4,12 @@ A script is a list of cases; the first whose ``when`` is a substring of the
 prompt (or that has no ``when``) plays its turns, one per model call of the run.
 A turn has text, tool calls, optional usage (else counted like echo), a delay,
 or an error to raise (``{"error": 429}`` is transient, ``{"error": 400}`` is not).
+A turn may answer from what the model was given: ``from_history`` (a regular
+expression searched in the session's earlier messages, oldest first) or
+``from_system`` (searched in the system context: blocks, facts, memories); the
+turn's text is then formatted with the match's groups (``{0}``, ``{1}``, ...), or
+is ``"I don't know."`` when nothing matches. ``"list_tools": true`` answers with the
+names of the tools on offer.
 Load it from JSON with ``LOOMFLOW_AGENT_SCRIPT_FILE``::
 
     [{"when": "clean up", "turns": [
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +49,33 @@ class ScriptedTurn:
     error_status: int | None = None
     chunks: tuple[str, ...] = ()
     """Stream the text in these pieces (default: one piece)."""
+    from_history: str = ""
+    from_system: str = ""
+    list_tools: bool = False
+    """Answer with the names of the tools on offer, comma-separated (sorted)."""
+
+    def answer(self, request: ModelRequest) -> str:
+        """The turn's text, filled in from the request when the turn answers from what it was given."""
+        if self.list_tools:
+            return ",".join(sorted(t.name for t in request.tools))
+        if not self.from_history and not self.from_system:
+            return self.text
+        if self.from_history:
+            found = _search(self.from_history, [m.content for m in request.history])
+        else:
+            found = _search(self.from_system, [request.system_text()])
+        return UNKNOWN if found is None else self.text.format(*found.groups(), found.group(0))
+
+
+UNKNOWN = "I don't know."
+
+
+def _search(pattern: str, texts: Sequence[str]) -> re.Match[str] | None:
+    for text in texts:
+        found = re.search(pattern, text)
+        if found is not None:
+            return found
+    return None
 
 
 @dataclass(frozen=True)
@@ -88,14 +122,15 @@ class ScriptedModel:
                     status=turn.error_status,
                 )
         calls = [ToolCall(f"call-{index}-{i}", name, dict(args)) for i, (name, args) in enumerate(turn.tool_calls)]
+        text = turn.answer(request)
         if on_text is not None:
-            for chunk in turn.chunks or ((turn.text,) if turn.text else ()):
+            for chunk in turn.chunks or ((text,) if text else ()):
                 on_text(chunk)
         usage = turn.usage or ModelUsage(
             input_tokens=request_tokens(request),
-            output_tokens=count_tokens(turn.text) + sum(count_tokens(json.dumps(c.arguments)) for c in calls),
+            output_tokens=count_tokens(text) + sum(count_tokens(json.dumps(c.arguments)) for c in calls),
         )
-        return ModelResponse(turn.text, calls, usage, "tool_use" if calls else "end_turn")
+        return ModelResponse(text, calls, usage, "tool_use" if calls else "end_turn")
 
 
 def _turn(raw: Mapping[str, Any]) -> ScriptedTurn:
@@ -107,6 +142,9 @@ def _turn(raw: Mapping[str, Any]) -> ScriptedTurn:
         delay_s=float(raw.get("delay_ms", 0)) / 1000.0,
         error_status=int(raw["error"]) if "error" in raw else None,
         chunks=tuple(str(c) for c in raw.get("chunks", ())),
+        from_history=str(raw.get("from_history", "")),
+        from_system=str(raw.get("from_system", "")),
+        list_tools=bool(raw.get("list_tools", False)),
     )
 
 

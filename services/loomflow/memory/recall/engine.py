@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from loomflow.memory.models import Episode, RecallHit, RecallQuery
+from loomflow.memory.models import Episode, RecallHit, RecallQuery, SessionPage
 from loomflow.memory.recall.cache import CachedIndex, IndexCache
 from loomflow.memory.recall.embedding import Embedder, Vector
 from loomflow.memory.recall.index import IndexedDoc, PreparedQuery, ScoredDoc, TenantIndex, prepare
@@ -105,7 +105,15 @@ class CachedRecall:
         if self._nearest is not None and index.size:
             count = max(self._nearest_candidates, query.limit * 4)
             nearest = await self._nearest.nearest(tenant, prepared.vector, query.session_id, count)
-        return index.search(prepared, query.limit, query.session_id, query.min_score, nearest, self._weights)
+        return index.search(
+            prepared,
+            query.limit,
+            query.session_id,
+            query.min_score,
+            nearest,
+            weights=self._weights,
+            exclude_session_id=query.exclude_session_id,
+        )
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
         prepared = await prepare(query.text, self._embedder)
@@ -119,3 +127,20 @@ class CachedRecall:
                 break
             entry = await self._refresh(tenant, entry, epoch, top_seq)
         return await to_hits(scored, records, prepared, self._embedder)
+
+    async def list_session(self, tenant: str, page: SessionPage) -> list[Episode]:
+        """A page of one session, newest first: the cached index picks the seqs, one read fetches them.
+
+        Same freshness rule as :meth:`recall`: an episode stored (or forgotten)
+        before the call started is seen (or not), even by another process.
+        """
+        entry = self._cache.get(tenant)
+        if entry is None:
+            entry = await self._refresh(tenant, None, *await self._source.probe(tenant))
+        for _ in range(MAX_REFRESHES):
+            seqs = entry.index.session_seqs(page.session_id, page.before_seq, page.limit)
+            epoch, top_seq, records = await self._source.probe_and_fetch(tenant, seqs)
+            if epoch == entry.epoch and top_seq <= entry.seen_seq:
+                break
+            entry = await self._refresh(tenant, entry, epoch, top_seq)
+        return [records[seq] for seq in seqs if seq in records]

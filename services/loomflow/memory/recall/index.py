@@ -142,6 +142,16 @@ class TenantIndex:
             added += 1
         return added
 
+    def session_seqs(self, session_id: str, before_seq: int | None, limit: int) -> list[int]:
+        """The seqs of one session's newest ``limit`` episodes below ``before_seq``, newest first."""
+        code = self._session_codes.get(session_id)
+        if code is None or limit <= 0:
+            return []
+        seqs = self._seqs.view[self._sessions.view == code]  # ascending: episodes are added in seq order
+        if before_seq is not None:
+            seqs = seqs[: int(np.searchsorted(seqs, before_seq))]
+        return [int(s) for s in seqs[-limit:][::-1]]
+
     def _group_postings_by_term(self) -> None:
         """Sorts the postings by term in place: once after each batch of appends, not per search."""
         by_term = np.argsort(self._post_term.view, kind="stable")
@@ -157,6 +167,7 @@ class TenantIndex:
         min_score: float = 0.0,
         nearest: Mapping[int, float] | None = None,
         weights: tuple[float, float] = (1.0, 1.0),
+        exclude_session_id: str | None = None,
     ) -> list[ScoredDoc]:
         """The best ``limit`` episodes by fused rank.
 
@@ -176,6 +187,11 @@ class TenantIndex:
             if code is None:
                 return []
             candidates = np.flatnonzero(self._sessions.view == code)
+        excluded = None if exclude_session_id is None else self._session_codes.get(exclude_session_id)
+        if excluded is not None:
+            candidates = candidates[self._sessions.view[candidates] != excluded]
+        if not len(candidates):
+            return []
         if not self._postings_by_term:
             self._group_postings_by_term()
         lexical = bm25_scores(

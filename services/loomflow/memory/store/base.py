@@ -28,6 +28,7 @@ from loomflow.memory.models import (
     Micros,
     RecallHit,
     RecallQuery,
+    SessionPage,
 )
 
 
@@ -47,6 +48,13 @@ class MemoryStore(Protocol):
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]: ...
 
     async def get_episode(self, tenant: str, episode_id: str) -> Episode: ...
+
+    async def list_episodes(self, tenant: str, page: SessionPage) -> list[Episode]:
+        """One session's episodes with ``seq < page.before_seq``, newest first, at most ``page.limit``.
+
+        Reads only the page's rows (an index on (tenant, session, seq) or the tenant's recall index).
+        """
+        ...
 
     async def put_block(self, tenant: str, write: BlockWrite, at: Micros) -> Block: ...
 

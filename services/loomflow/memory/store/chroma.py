@@ -71,6 +71,7 @@ from loomflow.memory.models import (
     Micros,
     RecallHit,
     RecallQuery,
+    SessionPage,
 )
 from loomflow.memory.recall.cache import IndexCache
 from loomflow.memory.recall.embedding import LEGACY_EMBEDDER, Embedder, HashingEmbedder, LocalEmbedder, Vector
@@ -325,6 +326,9 @@ class ChromaStore:
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
         return await self._recall.recall(tenant, query)
+
+    async def list_episodes(self, tenant: str, page: SessionPage) -> list[Episode]:
+        return await self._recall.list_session(tenant, page)
 
     async def probe(self, tenant: str) -> tuple[int, int]:
         return await self._relational.probe(tenant)

@@ -36,6 +36,7 @@ from loomflow.memory.models import (
     Micros,
     RecallHit,
     RecallQuery,
+    SessionPage,
 )
 from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, Vector
 from loomflow.memory.recall.engine import to_hits
@@ -152,7 +153,14 @@ class InMemoryStore:
         state = self._state(tenant, create=False)
         if state is None:
             return []
-        scored = state.index.search(prepared, query.limit, query.session_id, query.min_score, weights=self._weights)
+        scored = state.index.search(
+            prepared,
+            query.limit,
+            query.session_id,
+            query.min_score,
+            weights=self._weights,
+            exclude_session_id=query.exclude_session_id,
+        )
         return await to_hits(scored, state.episodes, prepared, self._embedder)
 
     async def tenants_after(self, after: str, limit: int) -> list[str]:
@@ -168,6 +176,12 @@ class InMemoryStore:
         if state is None or seq is None:
             raise NotFound(f"episode {episode_id!r} not found")
         return state.episodes[seq]
+
+    async def list_episodes(self, tenant: str, page: SessionPage) -> list[Episode]:
+        state = self._state(tenant, create=False)
+        if state is None:
+            return []
+        return [state.episodes[seq] for seq in state.index.session_seqs(page.session_id, page.before_seq, page.limit)]
 
     # -- blocks --------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from loomflow.memory.models import (
     Micros,
     RecallHit,
     RecallQuery,
+    SessionPage,
 )
 from loomflow.memory.recall.cache import IndexCache
 from loomflow.memory.recall.embedding import (
@@ -102,6 +103,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    (2, (sql.SESSION_INDEX,)),
 )
 
 PGVECTOR_DDL = (
@@ -380,6 +382,11 @@ class PostgresStore:
         if not rows:
             raise NotFound(f"episode {episode_id!r} not found")
         return sql.episode_from(rows[0])
+
+    async def list_episodes(self, tenant: str, page: SessionPage) -> list[Episode]:
+        return [
+            sql.episode_from(r) for r in await self._fetch(sql.SESSION_PAGE, *sql.session_page_params(tenant, page))
+        ]
 
     # -- blocks --------------------------------------------------------------
 

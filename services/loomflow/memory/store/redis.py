@@ -50,6 +50,7 @@ from loomflow.memory.models import (
     Micros,
     RecallHit,
     RecallQuery,
+    SessionPage,
 )
 from loomflow.memory.recall.cache import IndexCache
 from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, Vector, embedder_of, to_bytes, usable
@@ -262,6 +263,9 @@ class RedisStore:
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
         return await self._recall.recall(tenant, query)
+
+    async def list_episodes(self, tenant: str, page: SessionPage) -> list[Episode]:
+        return await self._recall.list_session(tenant, page)
 
     async def probe(self, tenant: str) -> tuple[int, int]:
         epoch, seq = await self._call(self._client.hmget(_Keys(tenant).tenant_row, ["epoch", "seq"]))

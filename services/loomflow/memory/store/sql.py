@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from loomflow.memory.models import Block, Episode, Fact
+from loomflow.memory.models import Block, Episode, Fact, SessionPage
 
 EPISODE_COLUMNS = "tenant, seq, id, session_id, input, output, metadata, run_id, created_at"
 BLOCK_COLUMNS = "tenant, label, session_id, content, version, updated_at"
@@ -57,6 +57,21 @@ EPISODE_VECTORS_PAGE = (
     "SELECT seq, input, output, embedding FROM memory_episodes WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
 UPDATE_EMBEDDING = "UPDATE memory_episodes SET embedding = ? WHERE tenant = ? AND seq = ?"
+SESSION_INDEX = "CREATE INDEX IF NOT EXISTS memory_episodes_by_session ON memory_episodes (tenant, session_id, seq)"
+"""Serves ListEpisodes: a page of one session, newest first, reads only that page's rows."""
+SESSION_PAGE = (
+    f"SELECT {EPISODE_COLUMNS} FROM memory_episodes WHERE tenant = ? AND session_id = ? AND seq < ? "
+    "ORDER BY seq DESC LIMIT ?"
+)
+NO_SEQ_BOUND = 2**62
+"""``before_seq`` of the first page (above any seq a tenant can reach)."""
+
+
+def session_page_params(tenant: str, page: SessionPage) -> tuple[Any, ...]:
+    before = NO_SEQ_BOUND if page.before_seq is None else page.before_seq
+    return (tenant, page.session_id, before, page.limit)
+
+
 EPISODES_PAGE = f"SELECT {EPISODE_COLUMNS} FROM memory_episodes WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?"
 
 BLOCK_VERSION = "SELECT version FROM memory_blocks WHERE tenant = ? AND session_id = ? AND label = ?"

@@ -43,6 +43,7 @@ from loomflow.memory.models import (
     Micros,
     RecallHit,
     RecallQuery,
+    SessionPage,
 )
 from loomflow.memory.recall.cache import IndexCache
 from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, Vector, embedder_of, to_bytes, usable
@@ -93,6 +94,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             tenant TEXT PRIMARY KEY, name TEXT NOT NULL
         ) WITHOUT ROWID""",
     ),
+    (sql.SESSION_INDEX,),
 )
 
 
@@ -318,6 +320,9 @@ class SQLiteStore:
         if not rows:
             raise NotFound(f"episode {episode_id!r} not found")
         return sql.episode_from(rows[0])
+
+    async def list_episodes(self, tenant: str, page: SessionPage) -> list[Episode]:
+        return [sql.episode_from(r) for r in self.read(sql.SESSION_PAGE, sql.session_page_params(tenant, page))]
 
     # -- blocks --------------------------------------------------------------
 

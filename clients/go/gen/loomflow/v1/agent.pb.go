@@ -11,6 +11,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -22,6 +23,487 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// RunStatus says how a run's response ends.
+type RunStatus int32
+
+const (
+	RunStatus_RUN_STATUS_UNSPECIFIED RunStatus = 0
+	// The model gave its final answer.
+	RunStatus_RUN_STATUS_COMPLETED RunStatus = 1
+	// The run stopped early (see interruption_reason).
+	RunStatus_RUN_STATUS_INTERRUPTED RunStatus = 2
+	// The run is paused until the caller sends the results of pending_tool_calls
+	// with ContinueRun (before expires_at).
+	RunStatus_RUN_STATUS_REQUIRES_ACTION RunStatus = 3
+)
+
+// Enum value maps for RunStatus.
+var (
+	RunStatus_name = map[int32]string{
+		0: "RUN_STATUS_UNSPECIFIED",
+		1: "RUN_STATUS_COMPLETED",
+		2: "RUN_STATUS_INTERRUPTED",
+		3: "RUN_STATUS_REQUIRES_ACTION",
+	}
+	RunStatus_value = map[string]int32{
+		"RUN_STATUS_UNSPECIFIED":     0,
+		"RUN_STATUS_COMPLETED":       1,
+		"RUN_STATUS_INTERRUPTED":     2,
+		"RUN_STATUS_REQUIRES_ACTION": 3,
+	}
+)
+
+func (x RunStatus) Enum() *RunStatus {
+	p := new(RunStatus)
+	*p = x
+	return p
+}
+
+func (x RunStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RunStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_loomflow_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (RunStatus) Type() protoreflect.EnumType {
+	return &file_loomflow_v1_agent_proto_enumTypes[0]
+}
+
+func (x RunStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RunStatus.Descriptor instead.
+func (RunStatus) EnumDescriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+// CallerTool is a tool the caller runs itself. When the model calls it the call
+// goes through the tenant's policy (and approval) and gets its audit entry, then
+// the run pauses and hands the call to the caller.
+type CallerTool struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// JSON Schema of the arguments (an object schema); counted as input tokens.
+	Parameters *structpb.Struct `protobuf:"bytes,3,opt,name=parameters,proto3" json:"parameters,omitempty"`
+	// Policy tags of the tool: "destructive", "edit", "read_only".
+	Tags          []string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallerTool) Reset() {
+	*x = CallerTool{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallerTool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallerTool) ProtoMessage() {}
+
+func (x *CallerTool) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallerTool.ProtoReflect.Descriptor instead.
+func (*CallerTool) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CallerTool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CallerTool) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CallerTool) GetParameters() *structpb.Struct {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+func (x *CallerTool) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+// PendingToolCall is a call of a caller tool the run waits for.
+type PendingToolCall struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CallId    string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	ToolName  string                 `protobuf:"bytes,2,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
+	Arguments *structpb.Struct       `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// The policy decision (and approval, when one was asked) that allowed it.
+	DecisionId    string `protobuf:"bytes,4,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	ApprovalId    string `protobuf:"bytes,5,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingToolCall) Reset() {
+	*x = PendingToolCall{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingToolCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingToolCall) ProtoMessage() {}
+
+func (x *PendingToolCall) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingToolCall.ProtoReflect.Descriptor instead.
+func (*PendingToolCall) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PendingToolCall) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *PendingToolCall) GetToolName() string {
+	if x != nil {
+		return x.ToolName
+	}
+	return ""
+}
+
+func (x *PendingToolCall) GetArguments() *structpb.Struct {
+	if x != nil {
+		return x.Arguments
+	}
+	return nil
+}
+
+func (x *PendingToolCall) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *PendingToolCall) GetApprovalId() string {
+	if x != nil {
+		return x.ApprovalId
+	}
+	return ""
+}
+
+// ToolResult is what a caller tool returned, for ContinueRun.
+type ToolResult struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	CallId string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The tool's output as the model reads it (counted as input tokens).
+	Output string `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	// True when the tool failed; the model reads the output as the error.
+	IsError       bool `protobuf:"varint,3,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolResult) Reset() {
+	*x = ToolResult{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolResult) ProtoMessage() {}
+
+func (x *ToolResult) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolResult.ProtoReflect.Descriptor instead.
+func (*ToolResult) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ToolResult) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *ToolResult) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *ToolResult) GetIsError() bool {
+	if x != nil {
+		return x.IsError
+	}
+	return false
+}
+
+type ContinueRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	RunId string                 `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// One result per pending call, in any order.
+	Results       []*ToolResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContinueRunRequest) Reset() {
+	*x = ContinueRunRequest{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContinueRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContinueRunRequest) ProtoMessage() {}
+
+func (x *ContinueRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContinueRunRequest.ProtoReflect.Descriptor instead.
+func (*ContinueRunRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ContinueRunRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ContinueRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *ContinueRunRequest) GetResults() []*ToolResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type ContinueRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *RunResponse           `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContinueRunResponse) Reset() {
+	*x = ContinueRunResponse{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContinueRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContinueRunResponse) ProtoMessage() {}
+
+func (x *ContinueRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContinueRunResponse.ProtoReflect.Descriptor instead.
+func (*ContinueRunResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ContinueRunResponse) GetResult() *RunResponse {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type ContinueRunStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	RunId         string                 `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Results       []*ToolResult          `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContinueRunStreamRequest) Reset() {
+	*x = ContinueRunStreamRequest{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContinueRunStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContinueRunStreamRequest) ProtoMessage() {}
+
+func (x *ContinueRunStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContinueRunStreamRequest.ProtoReflect.Descriptor instead.
+func (*ContinueRunStreamRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ContinueRunStreamRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ContinueRunStreamRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *ContinueRunStreamRequest) GetResults() []*ToolResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// ContinueRunStreamResponse is one event of the resumed run; the last is `result`.
+type ContinueRunStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *RunStreamResponse     `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContinueRunStreamResponse) Reset() {
+	*x = ContinueRunStreamResponse{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContinueRunStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContinueRunStreamResponse) ProtoMessage() {}
+
+func (x *ContinueRunStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContinueRunStreamResponse.ProtoReflect.Descriptor instead.
+func (*ContinueRunStreamResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ContinueRunStreamResponse) GetEvent() *RunStreamResponse {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
 
 // RunOptions are the inputs shared by Run and RunStream.
 type RunOptions struct {
@@ -48,14 +530,20 @@ type RunOptions struct {
 	// Approvals the caller holds. When a tool call needs approval and one of these
 	// is approved for this user, the same tool and the same arguments, it is used
 	// (once) instead of asking again.
-	ApprovalIds   []string `protobuf:"bytes,9,rep,name=approval_ids,json=approvalIds,proto3" json:"approval_ids,omitempty"`
+	ApprovalIds []string `protobuf:"bytes,9,rep,name=approval_ids,json=approvalIds,proto3" json:"approval_ids,omitempty"`
+	// The agent definition to run (see PutAgent); empty means the server's default
+	// agent. An unknown name is NOT_FOUND.
+	Agent string `protobuf:"bytes,10,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Tools the caller runs itself (see CallerTool and ContinueRun). Their names
+	// must differ from each other and from the server's tools.
+	CallerTools   []*CallerTool `protobuf:"bytes,11,rep,name=caller_tools,json=callerTools,proto3" json:"caller_tools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunOptions) Reset() {
 	*x = RunOptions{}
-	mi := &file_loomflow_v1_agent_proto_msgTypes[0]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -67,7 +555,7 @@ func (x *RunOptions) String() string {
 func (*RunOptions) ProtoMessage() {}
 
 func (x *RunOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_agent_proto_msgTypes[0]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -80,7 +568,7 @@ func (x *RunOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunOptions.ProtoReflect.Descriptor instead.
 func (*RunOptions) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RunOptions) GetPrompt() string {
@@ -146,6 +634,545 @@ func (x *RunOptions) GetApprovalIds() []string {
 	return nil
 }
 
+func (x *RunOptions) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *RunOptions) GetCallerTools() []*CallerTool {
+	if x != nil {
+		return x.CallerTools
+	}
+	return nil
+}
+
+// AgentDefinition is one application's agent. Unset optional fields take the
+// server's defaults (its flags), which also define the unnamed default agent.
+type AgentDefinition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lower-case letters, digits, '_' and '-', starting with a letter.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Empty: the server's system prompt.
+	SystemPrompt string `protobuf:"bytes,2,opt,name=system_prompt,json=systemPrompt,proto3" json:"system_prompt,omitempty"`
+	// Empty: the server's default model.
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// Globs of the tool names this agent may offer ("notes_*", "*"); empty offers
+	// none. The model is offered the server's tools that match and that the
+	// tenant's policy does not deny outright, plus the caller's own tools.
+	Tools []string `protobuf:"bytes,4,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Episodes of other sessions recalled per run (0: none).
+	RecallLimit *int32 `protobuf:"varint,5,opt,name=recall_limit,json=recallLimit,proto3,oneof" json:"recall_limit,omitempty"`
+	// Earlier turns of the session given to the model at most (0: none).
+	HistoryTurns *int32 `protobuf:"varint,6,opt,name=history_turns,json=historyTurns,proto3,oneof" json:"history_turns,omitempty"`
+	// Tokens of session history at most.
+	HistoryTokens *int32 `protobuf:"varint,7,opt,name=history_tokens,json=historyTokens,proto3,oneof" json:"history_tokens,omitempty"`
+	// Model turns per run at most.
+	MaxTurns *int32 `protobuf:"varint,8,opt,name=max_turns,json=maxTurns,proto3,oneof" json:"max_turns,omitempty"`
+	// Set by the server: 1 on creation, +1 on every PutAgent.
+	Version       int64 `protobuf:"varint,9,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentDefinition) Reset() {
+	*x = AgentDefinition{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentDefinition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentDefinition) ProtoMessage() {}
+
+func (x *AgentDefinition) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentDefinition.ProtoReflect.Descriptor instead.
+func (*AgentDefinition) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AgentDefinition) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentDefinition) GetSystemPrompt() string {
+	if x != nil {
+		return x.SystemPrompt
+	}
+	return ""
+}
+
+func (x *AgentDefinition) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *AgentDefinition) GetTools() []string {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *AgentDefinition) GetRecallLimit() int32 {
+	if x != nil && x.RecallLimit != nil {
+		return *x.RecallLimit
+	}
+	return 0
+}
+
+func (x *AgentDefinition) GetHistoryTurns() int32 {
+	if x != nil && x.HistoryTurns != nil {
+		return *x.HistoryTurns
+	}
+	return 0
+}
+
+func (x *AgentDefinition) GetHistoryTokens() int32 {
+	if x != nil && x.HistoryTokens != nil {
+		return *x.HistoryTokens
+	}
+	return 0
+}
+
+func (x *AgentDefinition) GetMaxTurns() int32 {
+	if x != nil && x.MaxTurns != nil {
+		return *x.MaxTurns
+	}
+	return 0
+}
+
+func (x *AgentDefinition) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type PutAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	Agent         *AgentDefinition       `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutAgentRequest) Reset() {
+	*x = PutAgentRequest{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutAgentRequest) ProtoMessage() {}
+
+func (x *PutAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutAgentRequest.ProtoReflect.Descriptor instead.
+func (*PutAgentRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PutAgentRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *PutAgentRequest) GetAgent() *AgentDefinition {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+type PutAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         *AgentDefinition       `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutAgentResponse) Reset() {
+	*x = PutAgentResponse{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutAgentResponse) ProtoMessage() {}
+
+func (x *PutAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutAgentResponse.ProtoReflect.Descriptor instead.
+func (*PutAgentResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PutAgentResponse) GetAgent() *AgentDefinition {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+type GetAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentRequest) Reset() {
+	*x = GetAgentRequest{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentRequest) ProtoMessage() {}
+
+func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
+func (*GetAgentRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetAgentRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *GetAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         *AgentDefinition       `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentResponse) Reset() {
+	*x = GetAgentResponse{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentResponse) ProtoMessage() {}
+
+func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
+func (*GetAgentResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetAgentResponse) GetAgent() *AgentDefinition {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+type ListAgentsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// 0 means the default of 50.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsRequest) Reset() {
+	*x = ListAgentsRequest{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsRequest) ProtoMessage() {}
+
+func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListAgentsRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ListAgentsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAgentsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListAgentsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Agents []*AgentDefinition     `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsResponse) Reset() {
+	*x = ListAgentsResponse{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsResponse) ProtoMessage() {}
+
+func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListAgentsResponse) GetAgents() []*AgentDefinition {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *ListAgentsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type DeleteAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAgentRequest) Reset() {
+	*x = DeleteAgentRequest{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAgentRequest) ProtoMessage() {}
+
+func (x *DeleteAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAgentRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAgentRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeleteAgentRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *DeleteAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version deleted.
+	Version       int64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAgentResponse) Reset() {
+	*x = DeleteAgentResponse{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAgentResponse) ProtoMessage() {}
+
+func (x *DeleteAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAgentResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAgentResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeleteAgentResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 type RunRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -156,7 +1183,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_loomflow_v1_agent_proto_msgTypes[1]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -168,7 +1195,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_agent_proto_msgTypes[1]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -181,7 +1208,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunRequest) GetScope() *UserScope {
@@ -216,7 +1243,7 @@ type ToolCallRecord struct {
 
 func (x *ToolCallRecord) Reset() {
 	*x = ToolCallRecord{}
-	mi := &file_loomflow_v1_agent_proto_msgTypes[2]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +1255,7 @@ func (x *ToolCallRecord) String() string {
 func (*ToolCallRecord) ProtoMessage() {}
 
 func (x *ToolCallRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_agent_proto_msgTypes[2]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +1268,7 @@ func (x *ToolCallRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallRecord.ProtoReflect.Descriptor instead.
 func (*ToolCallRecord) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ToolCallRecord) GetCallId() string {
@@ -313,15 +1340,24 @@ type RunResponse struct {
 	InterruptionReason string            `protobuf:"bytes,6,opt,name=interruption_reason,json=interruptionReason,proto3" json:"interruption_reason,omitempty"`
 	ToolCalls          []*ToolCallRecord `protobuf:"bytes,7,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
 	Warnings           []*BudgetWarning  `protobuf:"bytes,8,rep,name=warnings,proto3" json:"warnings,omitempty"`
-	// Episodes recalled into the prompt (ids).
+	// Episodes recalled into the prompt (ids), never of this run's session.
 	RecalledEpisodeIds []string `protobuf:"bytes,9,rep,name=recalled_episode_ids,json=recalledEpisodeIds,proto3" json:"recalled_episode_ids,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Earlier turns of this (tenant, session) given to the model as conversation
+	// messages (episode ids, oldest first).
+	HistoryEpisodeIds []string  `protobuf:"bytes,10,rep,name=history_episode_ids,json=historyEpisodeIds,proto3" json:"history_episode_ids,omitempty"`
+	Status            RunStatus `protobuf:"varint,11,opt,name=status,proto3,enum=loomflow.v1.RunStatus" json:"status,omitempty"`
+	// With RUN_STATUS_REQUIRES_ACTION: the caller tool calls to run and answer
+	// with ContinueRun(run_id, results).
+	PendingToolCalls []*PendingToolCall `protobuf:"bytes,12,rep,name=pending_tool_calls,json=pendingToolCalls,proto3" json:"pending_tool_calls,omitempty"`
+	// With RUN_STATUS_REQUIRES_ACTION: when the paused run expires (UTC).
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunResponse) Reset() {
 	*x = RunResponse{}
-	mi := &file_loomflow_v1_agent_proto_msgTypes[3]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +1369,7 @@ func (x *RunResponse) String() string {
 func (*RunResponse) ProtoMessage() {}
 
 func (x *RunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_agent_proto_msgTypes[3]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +1382,7 @@ func (x *RunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResponse.ProtoReflect.Descriptor instead.
 func (*RunResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RunResponse) GetRunId() string {
@@ -412,6 +1448,34 @@ func (x *RunResponse) GetRecalledEpisodeIds() []string {
 	return nil
 }
 
+func (x *RunResponse) GetHistoryEpisodeIds() []string {
+	if x != nil {
+		return x.HistoryEpisodeIds
+	}
+	return nil
+}
+
+func (x *RunResponse) GetStatus() RunStatus {
+	if x != nil {
+		return x.Status
+	}
+	return RunStatus_RUN_STATUS_UNSPECIFIED
+}
+
+func (x *RunResponse) GetPendingToolCalls() []*PendingToolCall {
+	if x != nil {
+		return x.PendingToolCalls
+	}
+	return nil
+}
+
+func (x *RunResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 type RunStreamRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -422,7 +1486,7 @@ type RunStreamRequest struct {
 
 func (x *RunStreamRequest) Reset() {
 	*x = RunStreamRequest{}
-	mi := &file_loomflow_v1_agent_proto_msgTypes[4]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +1498,7 @@ func (x *RunStreamRequest) String() string {
 func (*RunStreamRequest) ProtoMessage() {}
 
 func (x *RunStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_agent_proto_msgTypes[4]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +1511,7 @@ func (x *RunStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunStreamRequest.ProtoReflect.Descriptor instead.
 func (*RunStreamRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RunStreamRequest) GetScope() *UserScope {
@@ -475,7 +1539,7 @@ type TextDelta struct {
 
 func (x *TextDelta) Reset() {
 	*x = TextDelta{}
-	mi := &file_loomflow_v1_agent_proto_msgTypes[5]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +1551,7 @@ func (x *TextDelta) String() string {
 func (*TextDelta) ProtoMessage() {}
 
 func (x *TextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_agent_proto_msgTypes[5]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +1564,7 @@ func (x *TextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
 func (*TextDelta) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TextDelta) GetTurn() int32 {
@@ -527,7 +1591,7 @@ type ApprovalEvent struct {
 
 func (x *ApprovalEvent) Reset() {
 	*x = ApprovalEvent{}
-	mi := &file_loomflow_v1_agent_proto_msgTypes[6]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +1603,7 @@ func (x *ApprovalEvent) String() string {
 func (*ApprovalEvent) ProtoMessage() {}
 
 func (x *ApprovalEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_agent_proto_msgTypes[6]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +1616,7 @@ func (x *ApprovalEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalEvent.ProtoReflect.Descriptor instead.
 func (*ApprovalEvent) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApprovalEvent) GetApproval() *Approval {
@@ -580,7 +1644,7 @@ type RunStreamResponse struct {
 
 func (x *RunStreamResponse) Reset() {
 	*x = RunStreamResponse{}
-	mi := &file_loomflow_v1_agent_proto_msgTypes[7]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +1656,7 @@ func (x *RunStreamResponse) String() string {
 func (*RunStreamResponse) ProtoMessage() {}
 
 func (x *RunStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_agent_proto_msgTypes[7]
+	mi := &file_loomflow_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +1669,7 @@ func (x *RunStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunStreamResponse.ProtoReflect.Descriptor instead.
 func (*RunStreamResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunStreamResponse) GetEvent() isRunStreamResponse_Event {
@@ -713,7 +1777,45 @@ var File_loomflow_v1_agent_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17loomflow/v1/agent.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/policy.proto\x1a\x19loomflow/v1/tenancy.proto\"\xb6\x04\n" +
+	"\x17loomflow/v1/agent.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/policy.proto\x1a\x19loomflow/v1/tenancy.proto\"\xea\x01\n" +
+	"\n" +
+	"CallerTool\x127\n" +
+	"\x04name\x18\x01 \x01(\tB#\xbaH r\x1e\x10\x01\x18@2\x18^[A-Za-z][A-Za-z0-9_-]*$R\x04name\x12*\n" +
+	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\vdescription\x127\n" +
+	"\n" +
+	"parameters\x18\x03 \x01(\v2\x17.google.protobuf.StructR\n" +
+	"parameters\x12>\n" +
+	"\x04tags\x18\x04 \x03(\tB*\xbaH'\x92\x01$\x10\b\" r\x1eR\vdestructiveR\x04editR\tread_onlyR\x04tags\"\xc0\x01\n" +
+	"\x0fPendingToolCall\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x1b\n" +
+	"\ttool_name\x18\x02 \x01(\tR\btoolName\x125\n" +
+	"\targuments\x18\x03 \x01(\v2\x17.google.protobuf.StructR\targuments\x12\x1f\n" +
+	"\vdecision_id\x18\x04 \x01(\tR\n" +
+	"decisionId\x12\x1f\n" +
+	"\vapproval_id\x18\x05 \x01(\tR\n" +
+	"approvalId\"o\n" +
+	"\n" +
+	"ToolResult\x12#\n" +
+	"\acall_id\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x06callId\x12!\n" +
+	"\x06output\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80@R\x06output\x12\x19\n" +
+	"\bis_error\x18\x03 \x01(\bR\aisError\"\xac\x01\n" +
+	"\x12ContinueRunRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12!\n" +
+	"\x06run_id\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x05runId\x12=\n" +
+	"\aresults\x18\x03 \x03(\v2\x17.loomflow.v1.ToolResultB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x10@R\aresults\"G\n" +
+	"\x13ContinueRunResponse\x120\n" +
+	"\x06result\x18\x01 \x01(\v2\x18.loomflow.v1.RunResponseR\x06result\"\xb2\x01\n" +
+	"\x18ContinueRunStreamRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12!\n" +
+	"\x06run_id\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x05runId\x12=\n" +
+	"\aresults\x18\x03 \x03(\v2\x17.loomflow.v1.ToolResultB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x10@R\aresults\"Q\n" +
+	"\x19ContinueRunStreamResponse\x124\n" +
+	"\x05event\x18\x01 \x01(\v2\x1e.loomflow.v1.RunStreamResponseR\x05event\"\x9b\x05\n" +
 	"\n" +
 	"RunOptions\x12/\n" +
 	"\x06prompt\x18\x01 \x01(\tB\x17\xbaH\x14r\x12\x10\x01\x18\x80\x80@2\n" +
@@ -732,10 +1834,53 @@ const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\frecall_limit\x18\a \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\vrecallLimit\x12'\n" +
 	"\x0fdefer_approvals\x18\b \x01(\bR\x0edeferApprovals\x12@\n" +
 	"\fapproval_ids\x18\t \x03(\tB\x1d\xbaH\x1a\x92\x01\x17\x10 \"\x13r\x11\x10\x01\x18\x80\x012\n" +
-	"^[^\\x00]*$R\vapprovalIds\x1a;\n" +
+	"^[^\\x00]*$R\vapprovalIds\x12\x1d\n" +
+	"\x05agent\x18\n" +
+	" \x01(\tB\a\xbaH\x04r\x02\x18@R\x05agent\x12D\n" +
+	"\fcaller_tools\x18\v \x03(\v2\x17.loomflow.v1.CallerToolB\b\xbaH\x05\x92\x01\x02\x10@R\vcallerTools\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"}\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xeb\x03\n" +
+	"\x0fAgentDefinition\x121\n" +
+	"\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x10\x01\x18@2\x12^[a-z][a-z0-9_-]*$R\x04name\x12.\n" +
+	"\rsystem_prompt\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04R\fsystemPrompt\x12\x1e\n" +
+	"\x05model\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x05model\x12(\n" +
+	"\x05tools\x18\x04 \x03(\tB\x12\xbaH\x0f\x92\x01\f\x10\x80\x01\"\ar\x05\x10\x01\x18\x80\x02R\x05tools\x121\n" +
+	"\frecall_limit\x18\x05 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00H\x00R\vrecallLimit\x88\x01\x01\x124\n" +
+	"\rhistory_turns\x18\x06 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00H\x01R\fhistoryTurns\x88\x01\x01\x127\n" +
+	"\x0ehistory_tokens\x18\a \x01(\x05B\v\xbaH\b\x1a\x06\x18\xc0\x84=(\x00H\x02R\rhistoryTokens\x88\x01\x01\x12+\n" +
+	"\tmax_turns\x18\b \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x01H\x03R\bmaxTurns\x88\x01\x01\x12\x18\n" +
+	"\aversion\x18\t \x01(\x03R\aversionB\x0f\n" +
+	"\r_recall_limitB\x10\n" +
+	"\x0e_history_turnsB\x11\n" +
+	"\x0f_history_tokensB\f\n" +
+	"\n" +
+	"_max_turns\"\x83\x01\n" +
+	"\x0fPutAgentRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12:\n" +
+	"\x05agent\x18\x02 \x01(\v2\x1c.loomflow.v1.AgentDefinitionB\x06\xbaH\x03\xc8\x01\x01R\x05agent\"F\n" +
+	"\x10PutAgentResponse\x122\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1c.loomflow.v1.AgentDefinitionR\x05agent\"f\n" +
+	"\x0fGetAgentRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12\x1d\n" +
+	"\x04name\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x04name\"F\n" +
+	"\x10GetAgentResponse\x122\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1c.loomflow.v1.AgentDefinitionR\x05agent\"\x9b\x01\n" +
+	"\x11ListAgentsRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12'\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\"r\n" +
+	"\x12ListAgentsResponse\x124\n" +
+	"\x06agents\x18\x01 \x03(\v2\x1c.loomflow.v1.AgentDefinitionR\x06agents\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"i\n" +
+	"\x12DeleteAgentRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12\x1d\n" +
+	"\x04name\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x04name\"/\n" +
+	"\x13DeleteAgentResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\"}\n" +
 	"\n" +
 	"RunRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x129\n" +
@@ -750,7 +1895,7 @@ const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\vapproval_id\x18\x06 \x01(\tR\n" +
 	"approvalId\x12\x16\n" +
 	"\x06result\x18\a \x01(\tR\x06result\x12\x1a\n" +
-	"\bexecuted\x18\b \x01(\bR\bexecuted\"\xf6\x02\n" +
+	"\bexecuted\x18\b \x01(\bR\bexecuted\"\xdd\x04\n" +
 	"\vRunResponse\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\tR\x06output\x12\x14\n" +
@@ -761,7 +1906,13 @@ const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"tool_calls\x18\a \x03(\v2\x1b.loomflow.v1.ToolCallRecordR\ttoolCalls\x126\n" +
 	"\bwarnings\x18\b \x03(\v2\x1a.loomflow.v1.BudgetWarningR\bwarnings\x120\n" +
-	"\x14recalled_episode_ids\x18\t \x03(\tR\x12recalledEpisodeIds\"\x83\x01\n" +
+	"\x14recalled_episode_ids\x18\t \x03(\tR\x12recalledEpisodeIds\x12.\n" +
+	"\x13history_episode_ids\x18\n" +
+	" \x03(\tR\x11historyEpisodeIds\x12.\n" +
+	"\x06status\x18\v \x01(\x0e2\x16.loomflow.v1.RunStatusR\x06status\x12J\n" +
+	"\x12pending_tool_calls\x18\f \x03(\v2\x1c.loomflow.v1.PendingToolCallR\x10pendingToolCalls\x129\n" +
+	"\n" +
+	"expires_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x83\x01\n" +
 	"\x10RunStreamRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x129\n" +
 	"\aoptions\x18\x02 \x01(\v2\x17.loomflow.v1.RunOptionsB\x06\xbaH\x03\xc8\x01\x01R\aoptions\"3\n" +
@@ -777,10 +1928,22 @@ const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\x11approval_resolved\x18\x04 \x01(\v2\x1a.loomflow.v1.ApprovalEventH\x00R\x10approvalResolved\x12C\n" +
 	"\x0ebudget_warning\x18\x05 \x01(\v2\x1a.loomflow.v1.BudgetWarningH\x00R\rbudgetWarning\x122\n" +
 	"\x06result\x18\x06 \x01(\v2\x18.loomflow.v1.RunResponseH\x00R\x06resultB\a\n" +
-	"\x05event2\x96\x01\n" +
+	"\x05event*}\n" +
+	"\tRunStatus\x12\x1a\n" +
+	"\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14RUN_STATUS_COMPLETED\x10\x01\x12\x1a\n" +
+	"\x16RUN_STATUS_INTERRUPTED\x10\x02\x12\x1e\n" +
+	"\x1aRUN_STATUS_REQUIRES_ACTION\x10\x032\x81\x05\n" +
 	"\fAgentService\x128\n" +
 	"\x03Run\x12\x17.loomflow.v1.RunRequest\x1a\x18.loomflow.v1.RunResponse\x12L\n" +
-	"\tRunStream\x12\x1d.loomflow.v1.RunStreamRequest\x1a\x1e.loomflow.v1.RunStreamResponse0\x01B\xae\x01\n" +
+	"\tRunStream\x12\x1d.loomflow.v1.RunStreamRequest\x1a\x1e.loomflow.v1.RunStreamResponse0\x01\x12G\n" +
+	"\bPutAgent\x12\x1c.loomflow.v1.PutAgentRequest\x1a\x1d.loomflow.v1.PutAgentResponse\x12G\n" +
+	"\bGetAgent\x12\x1c.loomflow.v1.GetAgentRequest\x1a\x1d.loomflow.v1.GetAgentResponse\x12M\n" +
+	"\n" +
+	"ListAgents\x12\x1e.loomflow.v1.ListAgentsRequest\x1a\x1f.loomflow.v1.ListAgentsResponse\x12P\n" +
+	"\vDeleteAgent\x12\x1f.loomflow.v1.DeleteAgentRequest\x1a .loomflow.v1.DeleteAgentResponse\x12P\n" +
+	"\vContinueRun\x12\x1f.loomflow.v1.ContinueRunRequest\x1a .loomflow.v1.ContinueRunResponse\x12d\n" +
+	"\x11ContinueRunStream\x12%.loomflow.v1.ContinueRunStreamRequest\x1a&.loomflow.v1.ContinueRunStreamResponse0\x01B\xae\x01\n" +
 	"\x0fcom.loomflow.v1B\n" +
 	"AgentProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
 
@@ -796,51 +1959,102 @@ func file_loomflow_v1_agent_proto_rawDescGZIP() []byte {
 	return file_loomflow_v1_agent_proto_rawDescData
 }
 
-var file_loomflow_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_loomflow_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_loomflow_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_loomflow_v1_agent_proto_goTypes = []any{
-	(*RunOptions)(nil),        // 0: loomflow.v1.RunOptions
-	(*RunRequest)(nil),        // 1: loomflow.v1.RunRequest
-	(*ToolCallRecord)(nil),    // 2: loomflow.v1.ToolCallRecord
-	(*RunResponse)(nil),       // 3: loomflow.v1.RunResponse
-	(*RunStreamRequest)(nil),  // 4: loomflow.v1.RunStreamRequest
-	(*TextDelta)(nil),         // 5: loomflow.v1.TextDelta
-	(*ApprovalEvent)(nil),     // 6: loomflow.v1.ApprovalEvent
-	(*RunStreamResponse)(nil), // 7: loomflow.v1.RunStreamResponse
-	nil,                       // 8: loomflow.v1.RunOptions.MetadataEntry
-	(*UserScope)(nil),         // 9: loomflow.v1.UserScope
-	(*structpb.Struct)(nil),   // 10: google.protobuf.Struct
-	(Decision)(0),             // 11: loomflow.v1.Decision
-	(*Charge)(nil),            // 12: loomflow.v1.Charge
-	(*BudgetWarning)(nil),     // 13: loomflow.v1.BudgetWarning
-	(*Approval)(nil),          // 14: loomflow.v1.Approval
+	(RunStatus)(0),                    // 0: loomflow.v1.RunStatus
+	(*CallerTool)(nil),                // 1: loomflow.v1.CallerTool
+	(*PendingToolCall)(nil),           // 2: loomflow.v1.PendingToolCall
+	(*ToolResult)(nil),                // 3: loomflow.v1.ToolResult
+	(*ContinueRunRequest)(nil),        // 4: loomflow.v1.ContinueRunRequest
+	(*ContinueRunResponse)(nil),       // 5: loomflow.v1.ContinueRunResponse
+	(*ContinueRunStreamRequest)(nil),  // 6: loomflow.v1.ContinueRunStreamRequest
+	(*ContinueRunStreamResponse)(nil), // 7: loomflow.v1.ContinueRunStreamResponse
+	(*RunOptions)(nil),                // 8: loomflow.v1.RunOptions
+	(*AgentDefinition)(nil),           // 9: loomflow.v1.AgentDefinition
+	(*PutAgentRequest)(nil),           // 10: loomflow.v1.PutAgentRequest
+	(*PutAgentResponse)(nil),          // 11: loomflow.v1.PutAgentResponse
+	(*GetAgentRequest)(nil),           // 12: loomflow.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),          // 13: loomflow.v1.GetAgentResponse
+	(*ListAgentsRequest)(nil),         // 14: loomflow.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 15: loomflow.v1.ListAgentsResponse
+	(*DeleteAgentRequest)(nil),        // 16: loomflow.v1.DeleteAgentRequest
+	(*DeleteAgentResponse)(nil),       // 17: loomflow.v1.DeleteAgentResponse
+	(*RunRequest)(nil),                // 18: loomflow.v1.RunRequest
+	(*ToolCallRecord)(nil),            // 19: loomflow.v1.ToolCallRecord
+	(*RunResponse)(nil),               // 20: loomflow.v1.RunResponse
+	(*RunStreamRequest)(nil),          // 21: loomflow.v1.RunStreamRequest
+	(*TextDelta)(nil),                 // 22: loomflow.v1.TextDelta
+	(*ApprovalEvent)(nil),             // 23: loomflow.v1.ApprovalEvent
+	(*RunStreamResponse)(nil),         // 24: loomflow.v1.RunStreamResponse
+	nil,                               // 25: loomflow.v1.RunOptions.MetadataEntry
+	(*structpb.Struct)(nil),           // 26: google.protobuf.Struct
+	(*UserScope)(nil),                 // 27: loomflow.v1.UserScope
+	(Decision)(0),                     // 28: loomflow.v1.Decision
+	(*Charge)(nil),                    // 29: loomflow.v1.Charge
+	(*BudgetWarning)(nil),             // 30: loomflow.v1.BudgetWarning
+	(*timestamppb.Timestamp)(nil),     // 31: google.protobuf.Timestamp
+	(*Approval)(nil),                  // 32: loomflow.v1.Approval
 }
 var file_loomflow_v1_agent_proto_depIdxs = []int32{
-	8,  // 0: loomflow.v1.RunOptions.metadata:type_name -> loomflow.v1.RunOptions.MetadataEntry
-	9,  // 1: loomflow.v1.RunRequest.scope:type_name -> loomflow.v1.UserScope
-	0,  // 2: loomflow.v1.RunRequest.options:type_name -> loomflow.v1.RunOptions
-	10, // 3: loomflow.v1.ToolCallRecord.arguments:type_name -> google.protobuf.Struct
-	11, // 4: loomflow.v1.ToolCallRecord.decision:type_name -> loomflow.v1.Decision
-	12, // 5: loomflow.v1.RunResponse.usage:type_name -> loomflow.v1.Charge
-	2,  // 6: loomflow.v1.RunResponse.tool_calls:type_name -> loomflow.v1.ToolCallRecord
-	13, // 7: loomflow.v1.RunResponse.warnings:type_name -> loomflow.v1.BudgetWarning
-	9,  // 8: loomflow.v1.RunStreamRequest.scope:type_name -> loomflow.v1.UserScope
-	0,  // 9: loomflow.v1.RunStreamRequest.options:type_name -> loomflow.v1.RunOptions
-	14, // 10: loomflow.v1.ApprovalEvent.approval:type_name -> loomflow.v1.Approval
-	5,  // 11: loomflow.v1.RunStreamResponse.text:type_name -> loomflow.v1.TextDelta
-	2,  // 12: loomflow.v1.RunStreamResponse.tool_call:type_name -> loomflow.v1.ToolCallRecord
-	6,  // 13: loomflow.v1.RunStreamResponse.approval_pending:type_name -> loomflow.v1.ApprovalEvent
-	6,  // 14: loomflow.v1.RunStreamResponse.approval_resolved:type_name -> loomflow.v1.ApprovalEvent
-	13, // 15: loomflow.v1.RunStreamResponse.budget_warning:type_name -> loomflow.v1.BudgetWarning
-	3,  // 16: loomflow.v1.RunStreamResponse.result:type_name -> loomflow.v1.RunResponse
-	1,  // 17: loomflow.v1.AgentService.Run:input_type -> loomflow.v1.RunRequest
-	4,  // 18: loomflow.v1.AgentService.RunStream:input_type -> loomflow.v1.RunStreamRequest
-	3,  // 19: loomflow.v1.AgentService.Run:output_type -> loomflow.v1.RunResponse
-	7,  // 20: loomflow.v1.AgentService.RunStream:output_type -> loomflow.v1.RunStreamResponse
-	19, // [19:21] is the sub-list for method output_type
-	17, // [17:19] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	26, // 0: loomflow.v1.CallerTool.parameters:type_name -> google.protobuf.Struct
+	26, // 1: loomflow.v1.PendingToolCall.arguments:type_name -> google.protobuf.Struct
+	27, // 2: loomflow.v1.ContinueRunRequest.scope:type_name -> loomflow.v1.UserScope
+	3,  // 3: loomflow.v1.ContinueRunRequest.results:type_name -> loomflow.v1.ToolResult
+	20, // 4: loomflow.v1.ContinueRunResponse.result:type_name -> loomflow.v1.RunResponse
+	27, // 5: loomflow.v1.ContinueRunStreamRequest.scope:type_name -> loomflow.v1.UserScope
+	3,  // 6: loomflow.v1.ContinueRunStreamRequest.results:type_name -> loomflow.v1.ToolResult
+	24, // 7: loomflow.v1.ContinueRunStreamResponse.event:type_name -> loomflow.v1.RunStreamResponse
+	25, // 8: loomflow.v1.RunOptions.metadata:type_name -> loomflow.v1.RunOptions.MetadataEntry
+	1,  // 9: loomflow.v1.RunOptions.caller_tools:type_name -> loomflow.v1.CallerTool
+	27, // 10: loomflow.v1.PutAgentRequest.scope:type_name -> loomflow.v1.UserScope
+	9,  // 11: loomflow.v1.PutAgentRequest.agent:type_name -> loomflow.v1.AgentDefinition
+	9,  // 12: loomflow.v1.PutAgentResponse.agent:type_name -> loomflow.v1.AgentDefinition
+	27, // 13: loomflow.v1.GetAgentRequest.scope:type_name -> loomflow.v1.UserScope
+	9,  // 14: loomflow.v1.GetAgentResponse.agent:type_name -> loomflow.v1.AgentDefinition
+	27, // 15: loomflow.v1.ListAgentsRequest.scope:type_name -> loomflow.v1.UserScope
+	9,  // 16: loomflow.v1.ListAgentsResponse.agents:type_name -> loomflow.v1.AgentDefinition
+	27, // 17: loomflow.v1.DeleteAgentRequest.scope:type_name -> loomflow.v1.UserScope
+	27, // 18: loomflow.v1.RunRequest.scope:type_name -> loomflow.v1.UserScope
+	8,  // 19: loomflow.v1.RunRequest.options:type_name -> loomflow.v1.RunOptions
+	26, // 20: loomflow.v1.ToolCallRecord.arguments:type_name -> google.protobuf.Struct
+	28, // 21: loomflow.v1.ToolCallRecord.decision:type_name -> loomflow.v1.Decision
+	29, // 22: loomflow.v1.RunResponse.usage:type_name -> loomflow.v1.Charge
+	19, // 23: loomflow.v1.RunResponse.tool_calls:type_name -> loomflow.v1.ToolCallRecord
+	30, // 24: loomflow.v1.RunResponse.warnings:type_name -> loomflow.v1.BudgetWarning
+	0,  // 25: loomflow.v1.RunResponse.status:type_name -> loomflow.v1.RunStatus
+	2,  // 26: loomflow.v1.RunResponse.pending_tool_calls:type_name -> loomflow.v1.PendingToolCall
+	31, // 27: loomflow.v1.RunResponse.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 28: loomflow.v1.RunStreamRequest.scope:type_name -> loomflow.v1.UserScope
+	8,  // 29: loomflow.v1.RunStreamRequest.options:type_name -> loomflow.v1.RunOptions
+	32, // 30: loomflow.v1.ApprovalEvent.approval:type_name -> loomflow.v1.Approval
+	22, // 31: loomflow.v1.RunStreamResponse.text:type_name -> loomflow.v1.TextDelta
+	19, // 32: loomflow.v1.RunStreamResponse.tool_call:type_name -> loomflow.v1.ToolCallRecord
+	23, // 33: loomflow.v1.RunStreamResponse.approval_pending:type_name -> loomflow.v1.ApprovalEvent
+	23, // 34: loomflow.v1.RunStreamResponse.approval_resolved:type_name -> loomflow.v1.ApprovalEvent
+	30, // 35: loomflow.v1.RunStreamResponse.budget_warning:type_name -> loomflow.v1.BudgetWarning
+	20, // 36: loomflow.v1.RunStreamResponse.result:type_name -> loomflow.v1.RunResponse
+	18, // 37: loomflow.v1.AgentService.Run:input_type -> loomflow.v1.RunRequest
+	21, // 38: loomflow.v1.AgentService.RunStream:input_type -> loomflow.v1.RunStreamRequest
+	10, // 39: loomflow.v1.AgentService.PutAgent:input_type -> loomflow.v1.PutAgentRequest
+	12, // 40: loomflow.v1.AgentService.GetAgent:input_type -> loomflow.v1.GetAgentRequest
+	14, // 41: loomflow.v1.AgentService.ListAgents:input_type -> loomflow.v1.ListAgentsRequest
+	16, // 42: loomflow.v1.AgentService.DeleteAgent:input_type -> loomflow.v1.DeleteAgentRequest
+	4,  // 43: loomflow.v1.AgentService.ContinueRun:input_type -> loomflow.v1.ContinueRunRequest
+	6,  // 44: loomflow.v1.AgentService.ContinueRunStream:input_type -> loomflow.v1.ContinueRunStreamRequest
+	20, // 45: loomflow.v1.AgentService.Run:output_type -> loomflow.v1.RunResponse
+	24, // 46: loomflow.v1.AgentService.RunStream:output_type -> loomflow.v1.RunStreamResponse
+	11, // 47: loomflow.v1.AgentService.PutAgent:output_type -> loomflow.v1.PutAgentResponse
+	13, // 48: loomflow.v1.AgentService.GetAgent:output_type -> loomflow.v1.GetAgentResponse
+	15, // 49: loomflow.v1.AgentService.ListAgents:output_type -> loomflow.v1.ListAgentsResponse
+	17, // 50: loomflow.v1.AgentService.DeleteAgent:output_type -> loomflow.v1.DeleteAgentResponse
+	5,  // 51: loomflow.v1.AgentService.ContinueRun:output_type -> loomflow.v1.ContinueRunResponse
+	7,  // 52: loomflow.v1.AgentService.ContinueRunStream:output_type -> loomflow.v1.ContinueRunStreamResponse
+	45, // [45:53] is the sub-list for method output_type
+	37, // [37:45] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_agent_proto_init() }
@@ -851,7 +2065,8 @@ func file_loomflow_v1_agent_proto_init() {
 	file_loomflow_v1_budget_proto_init()
 	file_loomflow_v1_policy_proto_init()
 	file_loomflow_v1_tenancy_proto_init()
-	file_loomflow_v1_agent_proto_msgTypes[7].OneofWrappers = []any{
+	file_loomflow_v1_agent_proto_msgTypes[8].OneofWrappers = []any{}
+	file_loomflow_v1_agent_proto_msgTypes[23].OneofWrappers = []any{
 		(*RunStreamResponse_Text)(nil),
 		(*RunStreamResponse_ToolCall)(nil),
 		(*RunStreamResponse_ApprovalPending)(nil),
@@ -864,13 +2079,14 @@ func file_loomflow_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_agent_proto_rawDesc), len(file_loomflow_v1_agent_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   9,
+			NumEnums:      1,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_loomflow_v1_agent_proto_goTypes,
 		DependencyIndexes: file_loomflow_v1_agent_proto_depIdxs,
+		EnumInfos:         file_loomflow_v1_agent_proto_enumTypes,
 		MessageInfos:      file_loomflow_v1_agent_proto_msgTypes,
 	}.Build()
 	File_loomflow_v1_agent_proto = out.File

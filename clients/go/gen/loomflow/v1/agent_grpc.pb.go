@@ -19,8 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_Run_FullMethodName       = "/loomflow.v1.AgentService/Run"
-	AgentService_RunStream_FullMethodName = "/loomflow.v1.AgentService/RunStream"
+	AgentService_Run_FullMethodName               = "/loomflow.v1.AgentService/Run"
+	AgentService_RunStream_FullMethodName         = "/loomflow.v1.AgentService/RunStream"
+	AgentService_PutAgent_FullMethodName          = "/loomflow.v1.AgentService/PutAgent"
+	AgentService_GetAgent_FullMethodName          = "/loomflow.v1.AgentService/GetAgent"
+	AgentService_ListAgents_FullMethodName        = "/loomflow.v1.AgentService/ListAgents"
+	AgentService_DeleteAgent_FullMethodName       = "/loomflow.v1.AgentService/DeleteAgent"
+	AgentService_ContinueRun_FullMethodName       = "/loomflow.v1.AgentService/ContinueRun"
+	AgentService_ContinueRunStream_FullMethodName = "/loomflow.v1.AgentService/ContinueRunStream"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -36,6 +42,30 @@ type AgentServiceClient interface {
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// RunStream executes the agent and streams its events, ending with the result.
 	RunStream(ctx context.Context, in *RunStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunStreamResponse], error)
+	// Agent definitions: operator-only. A definition names everything that makes
+	// an application's agent (system prompt, model, allowed tools, recall and
+	// history settings, turn limit); Run picks one by name. Definitions are not
+	// tenant data: `scope` names the operator's call (anonymous is fine) and is not
+	// part of the key. Stored durably (SQLite by default, Postgres in production).
+	// PutAgent creates or replaces a definition; its version grows by one.
+	PutAgent(ctx context.Context, in *PutAgentRequest, opts ...grpc.CallOption) (*PutAgentResponse, error)
+	// GetAgent reads one definition; NOT_FOUND when none has the name.
+	GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*GetAgentResponse, error)
+	// ListAgents pages through the definitions in name order.
+	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
+	// DeleteAgent removes a definition; runs that name it then fail NOT_FOUND.
+	DeleteAgent(ctx context.Context, in *DeleteAgentRequest, opts ...grpc.CallOption) (*DeleteAgentResponse, error)
+	// ContinueRun resumes a run that paused with RUN_STATUS_REQUIRES_ACTION: it
+	// takes the results of every pending caller tool call and goes on from where
+	// the run stopped, with the same budget reservation, remaining run time and
+	// turn count. The paused run is stored durably, so any Agent replica (or one
+	// restarted since) can resume it, once. A run id of another tenant is
+	// NOT_FOUND; a result for an unknown call id, a missing, duplicated or
+	// oversized result is INVALID_ARGUMENT (the run stays paused); after the
+	// pause's TTL it is FAILED_PRECONDITION (the TTL released the run's hold).
+	ContinueRun(ctx context.Context, in *ContinueRunRequest, opts ...grpc.CallOption) (*ContinueRunResponse, error)
+	// ContinueRunStream is ContinueRun with the events of the resumed run.
+	ContinueRunStream(ctx context.Context, in *ContinueRunStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ContinueRunStreamResponse], error)
 }
 
 type agentServiceClient struct {
@@ -75,6 +105,75 @@ func (c *agentServiceClient) RunStream(ctx context.Context, in *RunStreamRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_RunStreamClient = grpc.ServerStreamingClient[RunStreamResponse]
 
+func (c *agentServiceClient) PutAgent(ctx context.Context, in *PutAgentRequest, opts ...grpc.CallOption) (*PutAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutAgentResponse)
+	err := c.cc.Invoke(ctx, AgentService_PutAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*GetAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAgentResponse)
+	err := c.cc.Invoke(ctx, AgentService_GetAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAgentsResponse)
+	err := c.cc.Invoke(ctx, AgentService_ListAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) DeleteAgent(ctx context.Context, in *DeleteAgentRequest, opts ...grpc.CallOption) (*DeleteAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteAgentResponse)
+	err := c.cc.Invoke(ctx, AgentService_DeleteAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) ContinueRun(ctx context.Context, in *ContinueRunRequest, opts ...grpc.CallOption) (*ContinueRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ContinueRunResponse)
+	err := c.cc.Invoke(ctx, AgentService_ContinueRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) ContinueRunStream(ctx context.Context, in *ContinueRunStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ContinueRunStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[1], AgentService_ContinueRunStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ContinueRunStreamRequest, ContinueRunStreamResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ContinueRunStreamClient = grpc.ServerStreamingClient[ContinueRunStreamResponse]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -88,6 +187,30 @@ type AgentServiceServer interface {
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// RunStream executes the agent and streams its events, ending with the result.
 	RunStream(*RunStreamRequest, grpc.ServerStreamingServer[RunStreamResponse]) error
+	// Agent definitions: operator-only. A definition names everything that makes
+	// an application's agent (system prompt, model, allowed tools, recall and
+	// history settings, turn limit); Run picks one by name. Definitions are not
+	// tenant data: `scope` names the operator's call (anonymous is fine) and is not
+	// part of the key. Stored durably (SQLite by default, Postgres in production).
+	// PutAgent creates or replaces a definition; its version grows by one.
+	PutAgent(context.Context, *PutAgentRequest) (*PutAgentResponse, error)
+	// GetAgent reads one definition; NOT_FOUND when none has the name.
+	GetAgent(context.Context, *GetAgentRequest) (*GetAgentResponse, error)
+	// ListAgents pages through the definitions in name order.
+	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
+	// DeleteAgent removes a definition; runs that name it then fail NOT_FOUND.
+	DeleteAgent(context.Context, *DeleteAgentRequest) (*DeleteAgentResponse, error)
+	// ContinueRun resumes a run that paused with RUN_STATUS_REQUIRES_ACTION: it
+	// takes the results of every pending caller tool call and goes on from where
+	// the run stopped, with the same budget reservation, remaining run time and
+	// turn count. The paused run is stored durably, so any Agent replica (or one
+	// restarted since) can resume it, once. A run id of another tenant is
+	// NOT_FOUND; a result for an unknown call id, a missing, duplicated or
+	// oversized result is INVALID_ARGUMENT (the run stays paused); after the
+	// pause's TTL it is FAILED_PRECONDITION (the TTL released the run's hold).
+	ContinueRun(context.Context, *ContinueRunRequest) (*ContinueRunResponse, error)
+	// ContinueRunStream is ContinueRun with the events of the resumed run.
+	ContinueRunStream(*ContinueRunStreamRequest, grpc.ServerStreamingServer[ContinueRunStreamResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -103,6 +226,24 @@ func (UnimplementedAgentServiceServer) Run(context.Context, *RunRequest) (*RunRe
 }
 func (UnimplementedAgentServiceServer) RunStream(*RunStreamRequest, grpc.ServerStreamingServer[RunStreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method RunStream not implemented")
+}
+func (UnimplementedAgentServiceServer) PutAgent(context.Context, *PutAgentRequest) (*PutAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutAgent not implemented")
+}
+func (UnimplementedAgentServiceServer) GetAgent(context.Context, *GetAgentRequest) (*GetAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAgent not implemented")
+}
+func (UnimplementedAgentServiceServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAgents not implemented")
+}
+func (UnimplementedAgentServiceServer) DeleteAgent(context.Context, *DeleteAgentRequest) (*DeleteAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteAgent not implemented")
+}
+func (UnimplementedAgentServiceServer) ContinueRun(context.Context, *ContinueRunRequest) (*ContinueRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ContinueRun not implemented")
+}
+func (UnimplementedAgentServiceServer) ContinueRunStream(*ContinueRunStreamRequest, grpc.ServerStreamingServer[ContinueRunStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method ContinueRunStream not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -154,6 +295,107 @@ func _AgentService_RunStream_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_RunStreamServer = grpc.ServerStreamingServer[RunStreamResponse]
 
+func _AgentService_PutAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).PutAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_PutAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).PutAgent(ctx, req.(*PutAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_GetAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).GetAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_GetAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).GetAgent(ctx, req.(*GetAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_ListAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ListAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ListAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ListAgents(ctx, req.(*ListAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_DeleteAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).DeleteAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_DeleteAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).DeleteAgent(ctx, req.(*DeleteAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_ContinueRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ContinueRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ContinueRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ContinueRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ContinueRun(ctx, req.(*ContinueRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_ContinueRunStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ContinueRunStreamRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).ContinueRunStream(m, &grpc.GenericServerStream[ContinueRunStreamRequest, ContinueRunStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ContinueRunStreamServer = grpc.ServerStreamingServer[ContinueRunStreamResponse]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -165,11 +407,36 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Run",
 			Handler:    _AgentService_Run_Handler,
 		},
+		{
+			MethodName: "PutAgent",
+			Handler:    _AgentService_PutAgent_Handler,
+		},
+		{
+			MethodName: "GetAgent",
+			Handler:    _AgentService_GetAgent_Handler,
+		},
+		{
+			MethodName: "ListAgents",
+			Handler:    _AgentService_ListAgents_Handler,
+		},
+		{
+			MethodName: "DeleteAgent",
+			Handler:    _AgentService_DeleteAgent_Handler,
+		},
+		{
+			MethodName: "ContinueRun",
+			Handler:    _AgentService_ContinueRun_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "RunStream",
 			Handler:       _AgentService_RunStream_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ContinueRunStream",
+			Handler:       _AgentService_ContinueRunStream_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -266,9 +266,12 @@ type RecallRequest struct {
 	// At most this many hits; 0 means the default of 5.
 	Limit int32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Drop hits whose fused score is below this.
-	MinScore      float64 `protobuf:"fixed64,5,opt,name=min_score,json=minScore,proto3" json:"min_score,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MinScore float64 `protobuf:"fixed64,5,opt,name=min_score,json=minScore,proto3" json:"min_score,omitempty"`
+	// Leave out the episodes of this session (e.g. the conversation the caller
+	// already holds as history). Empty excludes nothing.
+	ExcludeSessionId string `protobuf:"bytes,6,opt,name=exclude_session_id,json=excludeSessionId,proto3" json:"exclude_session_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RecallRequest) Reset() {
@@ -334,6 +337,13 @@ func (x *RecallRequest) GetMinScore() float64 {
 		return x.MinScore
 	}
 	return 0
+}
+
+func (x *RecallRequest) GetExcludeSessionId() string {
+	if x != nil {
+		return x.ExcludeSessionId
+	}
+	return ""
 }
 
 // RecallHit is one recalled episode with its scores.
@@ -558,6 +568,132 @@ func (x *GetEpisodeResponse) GetEpisode() *Episode {
 	return nil
 }
 
+type ListEpisodesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The session to list; empty lists the episodes stored without a session.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Episodes per page at most; 0 means the default of 20.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first (newest) page.
+	// Opaque: a token that was not issued by this RPC is INVALID_ARGUMENT.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEpisodesRequest) Reset() {
+	*x = ListEpisodesRequest{}
+	mi := &file_loomflow_v1_memory_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEpisodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEpisodesRequest) ProtoMessage() {}
+
+func (x *ListEpisodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_memory_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEpisodesRequest.ProtoReflect.Descriptor instead.
+func (*ListEpisodesRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListEpisodesRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ListEpisodesRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *ListEpisodesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListEpisodesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListEpisodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Episodes []*Episode `protobuf:"bytes,1,rep,name=episodes,proto3" json:"episodes,omitempty"`
+	// Empty when there are no older episodes.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEpisodesResponse) Reset() {
+	*x = ListEpisodesResponse{}
+	mi := &file_loomflow_v1_memory_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEpisodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEpisodesResponse) ProtoMessage() {}
+
+func (x *ListEpisodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_memory_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEpisodesResponse.ProtoReflect.Descriptor instead.
+func (*ListEpisodesResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListEpisodesResponse) GetEpisodes() []*Episode {
+	if x != nil {
+		return x.Episodes
+	}
+	return nil
+}
+
+func (x *ListEpisodesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // Block is a labelled piece of working memory.
 type Block struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -575,7 +711,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[8]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +723,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[8]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +736,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{8}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Block) GetScope() *UserScope {
@@ -660,7 +796,7 @@ type PutBlockRequest struct {
 
 func (x *PutBlockRequest) Reset() {
 	*x = PutBlockRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[9]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +808,7 @@ func (x *PutBlockRequest) String() string {
 func (*PutBlockRequest) ProtoMessage() {}
 
 func (x *PutBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[9]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +821,7 @@ func (x *PutBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBlockRequest.ProtoReflect.Descriptor instead.
 func (*PutBlockRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{9}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PutBlockRequest) GetScope() *UserScope {
@@ -732,7 +868,7 @@ type PutBlockResponse struct {
 
 func (x *PutBlockResponse) Reset() {
 	*x = PutBlockResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[10]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +880,7 @@ func (x *PutBlockResponse) String() string {
 func (*PutBlockResponse) ProtoMessage() {}
 
 func (x *PutBlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[10]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +893,7 @@ func (x *PutBlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBlockResponse.ProtoReflect.Descriptor instead.
 func (*PutBlockResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{10}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PutBlockResponse) GetBlock() *Block {
@@ -778,7 +914,7 @@ type GetBlockRequest struct {
 
 func (x *GetBlockRequest) Reset() {
 	*x = GetBlockRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[11]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +926,7 @@ func (x *GetBlockRequest) String() string {
 func (*GetBlockRequest) ProtoMessage() {}
 
 func (x *GetBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[11]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +939,7 @@ func (x *GetBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBlockRequest.ProtoReflect.Descriptor instead.
 func (*GetBlockRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{11}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetBlockRequest) GetScope() *UserScope {
@@ -836,7 +972,7 @@ type GetBlockResponse struct {
 
 func (x *GetBlockResponse) Reset() {
 	*x = GetBlockResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[12]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +984,7 @@ func (x *GetBlockResponse) String() string {
 func (*GetBlockResponse) ProtoMessage() {}
 
 func (x *GetBlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[12]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +997,7 @@ func (x *GetBlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBlockResponse.ProtoReflect.Descriptor instead.
 func (*GetBlockResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{12}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetBlockResponse) GetBlock() *Block {
@@ -887,7 +1023,7 @@ type ListBlocksRequest struct {
 
 func (x *ListBlocksRequest) Reset() {
 	*x = ListBlocksRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[13]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1035,7 @@ func (x *ListBlocksRequest) String() string {
 func (*ListBlocksRequest) ProtoMessage() {}
 
 func (x *ListBlocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[13]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1048,7 @@ func (x *ListBlocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBlocksRequest.ProtoReflect.Descriptor instead.
 func (*ListBlocksRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{13}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListBlocksRequest) GetScope() *UserScope {
@@ -954,7 +1090,7 @@ type ListBlocksResponse struct {
 
 func (x *ListBlocksResponse) Reset() {
 	*x = ListBlocksResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[14]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1102,7 @@ func (x *ListBlocksResponse) String() string {
 func (*ListBlocksResponse) ProtoMessage() {}
 
 func (x *ListBlocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[14]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1115,7 @@ func (x *ListBlocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBlocksResponse.ProtoReflect.Descriptor instead.
 func (*ListBlocksResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{14}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListBlocksResponse) GetBlocks() []*Block {
@@ -1008,7 +1144,7 @@ type DeleteBlockRequest struct {
 
 func (x *DeleteBlockRequest) Reset() {
 	*x = DeleteBlockRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[15]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1156,7 @@ func (x *DeleteBlockRequest) String() string {
 func (*DeleteBlockRequest) ProtoMessage() {}
 
 func (x *DeleteBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[15]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1169,7 @@ func (x *DeleteBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBlockRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBlockRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{15}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteBlockRequest) GetScope() *UserScope {
@@ -1074,7 +1210,7 @@ type DeleteBlockResponse struct {
 
 func (x *DeleteBlockResponse) Reset() {
 	*x = DeleteBlockResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[16]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1222,7 @@ func (x *DeleteBlockResponse) String() string {
 func (*DeleteBlockResponse) ProtoMessage() {}
 
 func (x *DeleteBlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[16]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1235,7 @@ func (x *DeleteBlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBlockResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBlockResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{16}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteBlockResponse) GetVersion() int64 {
@@ -1132,7 +1268,7 @@ type Fact struct {
 
 func (x *Fact) Reset() {
 	*x = Fact{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[17]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1280,7 @@ func (x *Fact) String() string {
 func (*Fact) ProtoMessage() {}
 
 func (x *Fact) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[17]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1293,7 @@ func (x *Fact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fact.ProtoReflect.Descriptor instead.
 func (*Fact) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{17}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Fact) GetId() string {
@@ -1247,7 +1383,7 @@ type AssertFactRequest struct {
 
 func (x *AssertFactRequest) Reset() {
 	*x = AssertFactRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[18]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1395,7 @@ func (x *AssertFactRequest) String() string {
 func (*AssertFactRequest) ProtoMessage() {}
 
 func (x *AssertFactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[18]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1408,7 @@ func (x *AssertFactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssertFactRequest.ProtoReflect.Descriptor instead.
 func (*AssertFactRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{18}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AssertFactRequest) GetScope() *UserScope {
@@ -1335,7 +1471,7 @@ type AssertFactResponse struct {
 
 func (x *AssertFactResponse) Reset() {
 	*x = AssertFactResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[19]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1483,7 @@ func (x *AssertFactResponse) String() string {
 func (*AssertFactResponse) ProtoMessage() {}
 
 func (x *AssertFactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[19]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1496,7 @@ func (x *AssertFactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssertFactResponse.ProtoReflect.Descriptor instead.
 func (*AssertFactResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{19}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AssertFactResponse) GetFact() *Fact {
@@ -1387,7 +1523,7 @@ type RetractFactRequest struct {
 
 func (x *RetractFactRequest) Reset() {
 	*x = RetractFactRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[20]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1535,7 @@ func (x *RetractFactRequest) String() string {
 func (*RetractFactRequest) ProtoMessage() {}
 
 func (x *RetractFactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[20]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1548,7 @@ func (x *RetractFactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetractFactRequest.ProtoReflect.Descriptor instead.
 func (*RetractFactRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{20}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RetractFactRequest) GetScope() *UserScope {
@@ -1438,7 +1574,7 @@ type RetractFactResponse struct {
 
 func (x *RetractFactResponse) Reset() {
 	*x = RetractFactResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[21]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1586,7 @@ func (x *RetractFactResponse) String() string {
 func (*RetractFactResponse) ProtoMessage() {}
 
 func (x *RetractFactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[21]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1599,7 @@ func (x *RetractFactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetractFactResponse.ProtoReflect.Descriptor instead.
 func (*RetractFactResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{21}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RetractFactResponse) GetFact() *Fact {
@@ -1500,7 +1636,7 @@ type QueryFactsRequest struct {
 
 func (x *QueryFactsRequest) Reset() {
 	*x = QueryFactsRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[22]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1648,7 @@ func (x *QueryFactsRequest) String() string {
 func (*QueryFactsRequest) ProtoMessage() {}
 
 func (x *QueryFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[22]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1661,7 @@ func (x *QueryFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryFactsRequest.ProtoReflect.Descriptor instead.
 func (*QueryFactsRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{22}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *QueryFactsRequest) GetScope() *UserScope {
@@ -1602,7 +1738,7 @@ type QueryFactsResponse struct {
 
 func (x *QueryFactsResponse) Reset() {
 	*x = QueryFactsResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[23]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1750,7 @@ func (x *QueryFactsResponse) String() string {
 func (*QueryFactsResponse) ProtoMessage() {}
 
 func (x *QueryFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[23]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +1763,7 @@ func (x *QueryFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryFactsResponse.ProtoReflect.Descriptor instead.
 func (*QueryFactsResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{23}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *QueryFactsResponse) GetFacts() []*Fact {
@@ -1657,7 +1793,7 @@ type MemoryServiceForgetRequest struct {
 
 func (x *MemoryServiceForgetRequest) Reset() {
 	*x = MemoryServiceForgetRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[24]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1805,7 @@ func (x *MemoryServiceForgetRequest) String() string {
 func (*MemoryServiceForgetRequest) ProtoMessage() {}
 
 func (x *MemoryServiceForgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[24]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1818,7 @@ func (x *MemoryServiceForgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryServiceForgetRequest.ProtoReflect.Descriptor instead.
 func (*MemoryServiceForgetRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{24}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MemoryServiceForgetRequest) GetScope() *UserScope {
@@ -1717,7 +1853,7 @@ type MemoryServiceForgetResponse struct {
 
 func (x *MemoryServiceForgetResponse) Reset() {
 	*x = MemoryServiceForgetResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[25]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1865,7 @@ func (x *MemoryServiceForgetResponse) String() string {
 func (*MemoryServiceForgetResponse) ProtoMessage() {}
 
 func (x *MemoryServiceForgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[25]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1878,7 @@ func (x *MemoryServiceForgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryServiceForgetResponse.ProtoReflect.Descriptor instead.
 func (*MemoryServiceForgetResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{25}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MemoryServiceForgetResponse) GetEpisodesDeleted() int64 {
@@ -1775,7 +1911,7 @@ type MemoryServiceExportRequest struct {
 
 func (x *MemoryServiceExportRequest) Reset() {
 	*x = MemoryServiceExportRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[26]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +1923,7 @@ func (x *MemoryServiceExportRequest) String() string {
 func (*MemoryServiceExportRequest) ProtoMessage() {}
 
 func (x *MemoryServiceExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[26]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +1936,7 @@ func (x *MemoryServiceExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryServiceExportRequest.ProtoReflect.Descriptor instead.
 func (*MemoryServiceExportRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{26}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MemoryServiceExportRequest) GetScope() *UserScope {
@@ -1825,7 +1961,7 @@ type MemoryServiceExportResponse struct {
 
 func (x *MemoryServiceExportResponse) Reset() {
 	*x = MemoryServiceExportResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[27]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1973,7 @@ func (x *MemoryServiceExportResponse) String() string {
 func (*MemoryServiceExportResponse) ProtoMessage() {}
 
 func (x *MemoryServiceExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[27]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +1986,7 @@ func (x *MemoryServiceExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryServiceExportResponse.ProtoReflect.Descriptor instead.
 func (*MemoryServiceExportResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{27}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MemoryServiceExportResponse) GetRecord() isMemoryServiceExportResponse_Record {
@@ -1946,7 +2082,7 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
 	"\x10RememberResponse\x12.\n" +
-	"\aepisode\x18\x01 \x01(\v2\x14.loomflow.v1.EpisodeR\aepisode\"\xfa\x01\n" +
+	"\aepisode\x18\x01 \x01(\v2\x14.loomflow.v1.EpisodeR\aepisode\"\xb2\x02\n" +
 	"\rRecallRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12-\n" +
 	"\x05query\x18\x02 \x01(\tB\x17\xbaH\x14r\x12\x10\x01\x18\x80\x80\x042\n" +
@@ -1956,7 +2092,8 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"^[^\\x00]*$R\tsessionId\x12 \n" +
 	"\x05limit\x18\x04 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\x05limit\x12-\n" +
-	"\tmin_score\x18\x05 \x01(\x01B\x10\xbaH\r\x12\v@\x01)\x00\x00\x00\x00\x00\x00\x00\x00R\bminScore\"\x99\x01\n" +
+	"\tmin_score\x18\x05 \x01(\x01B\x10\xbaH\r\x12\v@\x01)\x00\x00\x00\x00\x00\x00\x00\x00R\bminScore\x126\n" +
+	"\x12exclude_session_id\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x10excludeSessionId\"\x99\x01\n" +
 	"\tRecallHit\x12.\n" +
 	"\aepisode\x18\x01 \x01(\v2\x14.loomflow.v1.EpisodeR\aepisode\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\x12#\n" +
@@ -1971,7 +2108,18 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"episode_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
 	"^[^\\x00]*$R\tepisodeId\"D\n" +
 	"\x12GetEpisodeResponse\x12.\n" +
-	"\aepisode\x18\x01 \x01(\v2\x14.loomflow.v1.EpisodeR\aepisode\"\xd9\x01\n" +
+	"\aepisode\x18\x01 \x01(\v2\x14.loomflow.v1.EpisodeR\aepisode\"\xc6\x01\n" +
+	"\x13ListEpisodesRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12'\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tsessionId\x12'\n" +
+	"\tpage_size\x18\x03 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\"p\n" +
+	"\x14ListEpisodesResponse\x120\n" +
+	"\bepisodes\x18\x01 \x03(\v2\x14.loomflow.v1.EpisodeR\bepisodes\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd9\x01\n" +
 	"\x05Block\x12,\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeR\x05scope\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x12\x1d\n" +
@@ -2105,12 +2253,13 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"\aepisode\x18\x01 \x01(\v2\x14.loomflow.v1.EpisodeH\x00R\aepisode\x12*\n" +
 	"\x05block\x18\x02 \x01(\v2\x12.loomflow.v1.BlockH\x00R\x05block\x12'\n" +
 	"\x04fact\x18\x03 \x01(\v2\x11.loomflow.v1.FactH\x00R\x04factB\b\n" +
-	"\x06record2\xc9\a\n" +
+	"\x06record2\x9e\b\n" +
 	"\rMemoryService\x12G\n" +
 	"\bRemember\x12\x1c.loomflow.v1.RememberRequest\x1a\x1d.loomflow.v1.RememberResponse\x12A\n" +
 	"\x06Recall\x12\x1a.loomflow.v1.RecallRequest\x1a\x1b.loomflow.v1.RecallResponse\x12M\n" +
 	"\n" +
-	"GetEpisode\x12\x1e.loomflow.v1.GetEpisodeRequest\x1a\x1f.loomflow.v1.GetEpisodeResponse\x12G\n" +
+	"GetEpisode\x12\x1e.loomflow.v1.GetEpisodeRequest\x1a\x1f.loomflow.v1.GetEpisodeResponse\x12S\n" +
+	"\fListEpisodes\x12 .loomflow.v1.ListEpisodesRequest\x1a!.loomflow.v1.ListEpisodesResponse\x12G\n" +
 	"\bPutBlock\x12\x1c.loomflow.v1.PutBlockRequest\x1a\x1d.loomflow.v1.PutBlockResponse\x12G\n" +
 	"\bGetBlock\x12\x1c.loomflow.v1.GetBlockRequest\x1a\x1d.loomflow.v1.GetBlockResponse\x12M\n" +
 	"\n" +
@@ -2137,7 +2286,7 @@ func file_loomflow_v1_memory_proto_rawDescGZIP() []byte {
 	return file_loomflow_v1_memory_proto_rawDescData
 }
 
-var file_loomflow_v1_memory_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_loomflow_v1_memory_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_loomflow_v1_memory_proto_goTypes = []any{
 	(*Episode)(nil),                     // 0: loomflow.v1.Episode
 	(*RememberRequest)(nil),             // 1: loomflow.v1.RememberRequest
@@ -2147,103 +2296,109 @@ var file_loomflow_v1_memory_proto_goTypes = []any{
 	(*RecallResponse)(nil),              // 5: loomflow.v1.RecallResponse
 	(*GetEpisodeRequest)(nil),           // 6: loomflow.v1.GetEpisodeRequest
 	(*GetEpisodeResponse)(nil),          // 7: loomflow.v1.GetEpisodeResponse
-	(*Block)(nil),                       // 8: loomflow.v1.Block
-	(*PutBlockRequest)(nil),             // 9: loomflow.v1.PutBlockRequest
-	(*PutBlockResponse)(nil),            // 10: loomflow.v1.PutBlockResponse
-	(*GetBlockRequest)(nil),             // 11: loomflow.v1.GetBlockRequest
-	(*GetBlockResponse)(nil),            // 12: loomflow.v1.GetBlockResponse
-	(*ListBlocksRequest)(nil),           // 13: loomflow.v1.ListBlocksRequest
-	(*ListBlocksResponse)(nil),          // 14: loomflow.v1.ListBlocksResponse
-	(*DeleteBlockRequest)(nil),          // 15: loomflow.v1.DeleteBlockRequest
-	(*DeleteBlockResponse)(nil),         // 16: loomflow.v1.DeleteBlockResponse
-	(*Fact)(nil),                        // 17: loomflow.v1.Fact
-	(*AssertFactRequest)(nil),           // 18: loomflow.v1.AssertFactRequest
-	(*AssertFactResponse)(nil),          // 19: loomflow.v1.AssertFactResponse
-	(*RetractFactRequest)(nil),          // 20: loomflow.v1.RetractFactRequest
-	(*RetractFactResponse)(nil),         // 21: loomflow.v1.RetractFactResponse
-	(*QueryFactsRequest)(nil),           // 22: loomflow.v1.QueryFactsRequest
-	(*QueryFactsResponse)(nil),          // 23: loomflow.v1.QueryFactsResponse
-	(*MemoryServiceForgetRequest)(nil),  // 24: loomflow.v1.MemoryServiceForgetRequest
-	(*MemoryServiceForgetResponse)(nil), // 25: loomflow.v1.MemoryServiceForgetResponse
-	(*MemoryServiceExportRequest)(nil),  // 26: loomflow.v1.MemoryServiceExportRequest
-	(*MemoryServiceExportResponse)(nil), // 27: loomflow.v1.MemoryServiceExportResponse
-	nil,                                 // 28: loomflow.v1.Episode.MetadataEntry
-	nil,                                 // 29: loomflow.v1.RememberRequest.MetadataEntry
-	(*UserScope)(nil),                   // 30: loomflow.v1.UserScope
-	(*timestamppb.Timestamp)(nil),       // 31: google.protobuf.Timestamp
+	(*ListEpisodesRequest)(nil),         // 8: loomflow.v1.ListEpisodesRequest
+	(*ListEpisodesResponse)(nil),        // 9: loomflow.v1.ListEpisodesResponse
+	(*Block)(nil),                       // 10: loomflow.v1.Block
+	(*PutBlockRequest)(nil),             // 11: loomflow.v1.PutBlockRequest
+	(*PutBlockResponse)(nil),            // 12: loomflow.v1.PutBlockResponse
+	(*GetBlockRequest)(nil),             // 13: loomflow.v1.GetBlockRequest
+	(*GetBlockResponse)(nil),            // 14: loomflow.v1.GetBlockResponse
+	(*ListBlocksRequest)(nil),           // 15: loomflow.v1.ListBlocksRequest
+	(*ListBlocksResponse)(nil),          // 16: loomflow.v1.ListBlocksResponse
+	(*DeleteBlockRequest)(nil),          // 17: loomflow.v1.DeleteBlockRequest
+	(*DeleteBlockResponse)(nil),         // 18: loomflow.v1.DeleteBlockResponse
+	(*Fact)(nil),                        // 19: loomflow.v1.Fact
+	(*AssertFactRequest)(nil),           // 20: loomflow.v1.AssertFactRequest
+	(*AssertFactResponse)(nil),          // 21: loomflow.v1.AssertFactResponse
+	(*RetractFactRequest)(nil),          // 22: loomflow.v1.RetractFactRequest
+	(*RetractFactResponse)(nil),         // 23: loomflow.v1.RetractFactResponse
+	(*QueryFactsRequest)(nil),           // 24: loomflow.v1.QueryFactsRequest
+	(*QueryFactsResponse)(nil),          // 25: loomflow.v1.QueryFactsResponse
+	(*MemoryServiceForgetRequest)(nil),  // 26: loomflow.v1.MemoryServiceForgetRequest
+	(*MemoryServiceForgetResponse)(nil), // 27: loomflow.v1.MemoryServiceForgetResponse
+	(*MemoryServiceExportRequest)(nil),  // 28: loomflow.v1.MemoryServiceExportRequest
+	(*MemoryServiceExportResponse)(nil), // 29: loomflow.v1.MemoryServiceExportResponse
+	nil,                                 // 30: loomflow.v1.Episode.MetadataEntry
+	nil,                                 // 31: loomflow.v1.RememberRequest.MetadataEntry
+	(*UserScope)(nil),                   // 32: loomflow.v1.UserScope
+	(*timestamppb.Timestamp)(nil),       // 33: google.protobuf.Timestamp
 }
 var file_loomflow_v1_memory_proto_depIdxs = []int32{
-	30, // 0: loomflow.v1.Episode.scope:type_name -> loomflow.v1.UserScope
-	28, // 1: loomflow.v1.Episode.metadata:type_name -> loomflow.v1.Episode.MetadataEntry
-	31, // 2: loomflow.v1.Episode.created_at:type_name -> google.protobuf.Timestamp
-	30, // 3: loomflow.v1.RememberRequest.scope:type_name -> loomflow.v1.UserScope
-	29, // 4: loomflow.v1.RememberRequest.metadata:type_name -> loomflow.v1.RememberRequest.MetadataEntry
+	32, // 0: loomflow.v1.Episode.scope:type_name -> loomflow.v1.UserScope
+	30, // 1: loomflow.v1.Episode.metadata:type_name -> loomflow.v1.Episode.MetadataEntry
+	33, // 2: loomflow.v1.Episode.created_at:type_name -> google.protobuf.Timestamp
+	32, // 3: loomflow.v1.RememberRequest.scope:type_name -> loomflow.v1.UserScope
+	31, // 4: loomflow.v1.RememberRequest.metadata:type_name -> loomflow.v1.RememberRequest.MetadataEntry
 	0,  // 5: loomflow.v1.RememberResponse.episode:type_name -> loomflow.v1.Episode
-	30, // 6: loomflow.v1.RecallRequest.scope:type_name -> loomflow.v1.UserScope
+	32, // 6: loomflow.v1.RecallRequest.scope:type_name -> loomflow.v1.UserScope
 	0,  // 7: loomflow.v1.RecallHit.episode:type_name -> loomflow.v1.Episode
 	4,  // 8: loomflow.v1.RecallResponse.hits:type_name -> loomflow.v1.RecallHit
-	30, // 9: loomflow.v1.GetEpisodeRequest.scope:type_name -> loomflow.v1.UserScope
+	32, // 9: loomflow.v1.GetEpisodeRequest.scope:type_name -> loomflow.v1.UserScope
 	0,  // 10: loomflow.v1.GetEpisodeResponse.episode:type_name -> loomflow.v1.Episode
-	30, // 11: loomflow.v1.Block.scope:type_name -> loomflow.v1.UserScope
-	31, // 12: loomflow.v1.Block.updated_at:type_name -> google.protobuf.Timestamp
-	30, // 13: loomflow.v1.PutBlockRequest.scope:type_name -> loomflow.v1.UserScope
-	8,  // 14: loomflow.v1.PutBlockResponse.block:type_name -> loomflow.v1.Block
-	30, // 15: loomflow.v1.GetBlockRequest.scope:type_name -> loomflow.v1.UserScope
-	8,  // 16: loomflow.v1.GetBlockResponse.block:type_name -> loomflow.v1.Block
-	30, // 17: loomflow.v1.ListBlocksRequest.scope:type_name -> loomflow.v1.UserScope
-	8,  // 18: loomflow.v1.ListBlocksResponse.blocks:type_name -> loomflow.v1.Block
-	30, // 19: loomflow.v1.DeleteBlockRequest.scope:type_name -> loomflow.v1.UserScope
-	30, // 20: loomflow.v1.Fact.scope:type_name -> loomflow.v1.UserScope
-	31, // 21: loomflow.v1.Fact.valid_from:type_name -> google.protobuf.Timestamp
-	31, // 22: loomflow.v1.Fact.valid_until:type_name -> google.protobuf.Timestamp
-	31, // 23: loomflow.v1.Fact.recorded_at:type_name -> google.protobuf.Timestamp
-	31, // 24: loomflow.v1.Fact.retracted_at:type_name -> google.protobuf.Timestamp
-	30, // 25: loomflow.v1.AssertFactRequest.scope:type_name -> loomflow.v1.UserScope
-	31, // 26: loomflow.v1.AssertFactRequest.valid_from:type_name -> google.protobuf.Timestamp
-	31, // 27: loomflow.v1.AssertFactRequest.valid_until:type_name -> google.protobuf.Timestamp
-	17, // 28: loomflow.v1.AssertFactResponse.fact:type_name -> loomflow.v1.Fact
-	17, // 29: loomflow.v1.AssertFactResponse.superseded:type_name -> loomflow.v1.Fact
-	30, // 30: loomflow.v1.RetractFactRequest.scope:type_name -> loomflow.v1.UserScope
-	17, // 31: loomflow.v1.RetractFactResponse.fact:type_name -> loomflow.v1.Fact
-	30, // 32: loomflow.v1.QueryFactsRequest.scope:type_name -> loomflow.v1.UserScope
-	31, // 33: loomflow.v1.QueryFactsRequest.valid_at:type_name -> google.protobuf.Timestamp
-	31, // 34: loomflow.v1.QueryFactsRequest.known_at:type_name -> google.protobuf.Timestamp
-	17, // 35: loomflow.v1.QueryFactsResponse.facts:type_name -> loomflow.v1.Fact
-	30, // 36: loomflow.v1.MemoryServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
-	31, // 37: loomflow.v1.MemoryServiceForgetRequest.before:type_name -> google.protobuf.Timestamp
-	30, // 38: loomflow.v1.MemoryServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
-	0,  // 39: loomflow.v1.MemoryServiceExportResponse.episode:type_name -> loomflow.v1.Episode
-	8,  // 40: loomflow.v1.MemoryServiceExportResponse.block:type_name -> loomflow.v1.Block
-	17, // 41: loomflow.v1.MemoryServiceExportResponse.fact:type_name -> loomflow.v1.Fact
-	1,  // 42: loomflow.v1.MemoryService.Remember:input_type -> loomflow.v1.RememberRequest
-	3,  // 43: loomflow.v1.MemoryService.Recall:input_type -> loomflow.v1.RecallRequest
-	6,  // 44: loomflow.v1.MemoryService.GetEpisode:input_type -> loomflow.v1.GetEpisodeRequest
-	9,  // 45: loomflow.v1.MemoryService.PutBlock:input_type -> loomflow.v1.PutBlockRequest
-	11, // 46: loomflow.v1.MemoryService.GetBlock:input_type -> loomflow.v1.GetBlockRequest
-	13, // 47: loomflow.v1.MemoryService.ListBlocks:input_type -> loomflow.v1.ListBlocksRequest
-	15, // 48: loomflow.v1.MemoryService.DeleteBlock:input_type -> loomflow.v1.DeleteBlockRequest
-	18, // 49: loomflow.v1.MemoryService.AssertFact:input_type -> loomflow.v1.AssertFactRequest
-	20, // 50: loomflow.v1.MemoryService.RetractFact:input_type -> loomflow.v1.RetractFactRequest
-	22, // 51: loomflow.v1.MemoryService.QueryFacts:input_type -> loomflow.v1.QueryFactsRequest
-	24, // 52: loomflow.v1.MemoryService.Forget:input_type -> loomflow.v1.MemoryServiceForgetRequest
-	26, // 53: loomflow.v1.MemoryService.Export:input_type -> loomflow.v1.MemoryServiceExportRequest
-	2,  // 54: loomflow.v1.MemoryService.Remember:output_type -> loomflow.v1.RememberResponse
-	5,  // 55: loomflow.v1.MemoryService.Recall:output_type -> loomflow.v1.RecallResponse
-	7,  // 56: loomflow.v1.MemoryService.GetEpisode:output_type -> loomflow.v1.GetEpisodeResponse
-	10, // 57: loomflow.v1.MemoryService.PutBlock:output_type -> loomflow.v1.PutBlockResponse
-	12, // 58: loomflow.v1.MemoryService.GetBlock:output_type -> loomflow.v1.GetBlockResponse
-	14, // 59: loomflow.v1.MemoryService.ListBlocks:output_type -> loomflow.v1.ListBlocksResponse
-	16, // 60: loomflow.v1.MemoryService.DeleteBlock:output_type -> loomflow.v1.DeleteBlockResponse
-	19, // 61: loomflow.v1.MemoryService.AssertFact:output_type -> loomflow.v1.AssertFactResponse
-	21, // 62: loomflow.v1.MemoryService.RetractFact:output_type -> loomflow.v1.RetractFactResponse
-	23, // 63: loomflow.v1.MemoryService.QueryFacts:output_type -> loomflow.v1.QueryFactsResponse
-	25, // 64: loomflow.v1.MemoryService.Forget:output_type -> loomflow.v1.MemoryServiceForgetResponse
-	27, // 65: loomflow.v1.MemoryService.Export:output_type -> loomflow.v1.MemoryServiceExportResponse
-	54, // [54:66] is the sub-list for method output_type
-	42, // [42:54] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	32, // 11: loomflow.v1.ListEpisodesRequest.scope:type_name -> loomflow.v1.UserScope
+	0,  // 12: loomflow.v1.ListEpisodesResponse.episodes:type_name -> loomflow.v1.Episode
+	32, // 13: loomflow.v1.Block.scope:type_name -> loomflow.v1.UserScope
+	33, // 14: loomflow.v1.Block.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 15: loomflow.v1.PutBlockRequest.scope:type_name -> loomflow.v1.UserScope
+	10, // 16: loomflow.v1.PutBlockResponse.block:type_name -> loomflow.v1.Block
+	32, // 17: loomflow.v1.GetBlockRequest.scope:type_name -> loomflow.v1.UserScope
+	10, // 18: loomflow.v1.GetBlockResponse.block:type_name -> loomflow.v1.Block
+	32, // 19: loomflow.v1.ListBlocksRequest.scope:type_name -> loomflow.v1.UserScope
+	10, // 20: loomflow.v1.ListBlocksResponse.blocks:type_name -> loomflow.v1.Block
+	32, // 21: loomflow.v1.DeleteBlockRequest.scope:type_name -> loomflow.v1.UserScope
+	32, // 22: loomflow.v1.Fact.scope:type_name -> loomflow.v1.UserScope
+	33, // 23: loomflow.v1.Fact.valid_from:type_name -> google.protobuf.Timestamp
+	33, // 24: loomflow.v1.Fact.valid_until:type_name -> google.protobuf.Timestamp
+	33, // 25: loomflow.v1.Fact.recorded_at:type_name -> google.protobuf.Timestamp
+	33, // 26: loomflow.v1.Fact.retracted_at:type_name -> google.protobuf.Timestamp
+	32, // 27: loomflow.v1.AssertFactRequest.scope:type_name -> loomflow.v1.UserScope
+	33, // 28: loomflow.v1.AssertFactRequest.valid_from:type_name -> google.protobuf.Timestamp
+	33, // 29: loomflow.v1.AssertFactRequest.valid_until:type_name -> google.protobuf.Timestamp
+	19, // 30: loomflow.v1.AssertFactResponse.fact:type_name -> loomflow.v1.Fact
+	19, // 31: loomflow.v1.AssertFactResponse.superseded:type_name -> loomflow.v1.Fact
+	32, // 32: loomflow.v1.RetractFactRequest.scope:type_name -> loomflow.v1.UserScope
+	19, // 33: loomflow.v1.RetractFactResponse.fact:type_name -> loomflow.v1.Fact
+	32, // 34: loomflow.v1.QueryFactsRequest.scope:type_name -> loomflow.v1.UserScope
+	33, // 35: loomflow.v1.QueryFactsRequest.valid_at:type_name -> google.protobuf.Timestamp
+	33, // 36: loomflow.v1.QueryFactsRequest.known_at:type_name -> google.protobuf.Timestamp
+	19, // 37: loomflow.v1.QueryFactsResponse.facts:type_name -> loomflow.v1.Fact
+	32, // 38: loomflow.v1.MemoryServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
+	33, // 39: loomflow.v1.MemoryServiceForgetRequest.before:type_name -> google.protobuf.Timestamp
+	32, // 40: loomflow.v1.MemoryServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
+	0,  // 41: loomflow.v1.MemoryServiceExportResponse.episode:type_name -> loomflow.v1.Episode
+	10, // 42: loomflow.v1.MemoryServiceExportResponse.block:type_name -> loomflow.v1.Block
+	19, // 43: loomflow.v1.MemoryServiceExportResponse.fact:type_name -> loomflow.v1.Fact
+	1,  // 44: loomflow.v1.MemoryService.Remember:input_type -> loomflow.v1.RememberRequest
+	3,  // 45: loomflow.v1.MemoryService.Recall:input_type -> loomflow.v1.RecallRequest
+	6,  // 46: loomflow.v1.MemoryService.GetEpisode:input_type -> loomflow.v1.GetEpisodeRequest
+	8,  // 47: loomflow.v1.MemoryService.ListEpisodes:input_type -> loomflow.v1.ListEpisodesRequest
+	11, // 48: loomflow.v1.MemoryService.PutBlock:input_type -> loomflow.v1.PutBlockRequest
+	13, // 49: loomflow.v1.MemoryService.GetBlock:input_type -> loomflow.v1.GetBlockRequest
+	15, // 50: loomflow.v1.MemoryService.ListBlocks:input_type -> loomflow.v1.ListBlocksRequest
+	17, // 51: loomflow.v1.MemoryService.DeleteBlock:input_type -> loomflow.v1.DeleteBlockRequest
+	20, // 52: loomflow.v1.MemoryService.AssertFact:input_type -> loomflow.v1.AssertFactRequest
+	22, // 53: loomflow.v1.MemoryService.RetractFact:input_type -> loomflow.v1.RetractFactRequest
+	24, // 54: loomflow.v1.MemoryService.QueryFacts:input_type -> loomflow.v1.QueryFactsRequest
+	26, // 55: loomflow.v1.MemoryService.Forget:input_type -> loomflow.v1.MemoryServiceForgetRequest
+	28, // 56: loomflow.v1.MemoryService.Export:input_type -> loomflow.v1.MemoryServiceExportRequest
+	2,  // 57: loomflow.v1.MemoryService.Remember:output_type -> loomflow.v1.RememberResponse
+	5,  // 58: loomflow.v1.MemoryService.Recall:output_type -> loomflow.v1.RecallResponse
+	7,  // 59: loomflow.v1.MemoryService.GetEpisode:output_type -> loomflow.v1.GetEpisodeResponse
+	9,  // 60: loomflow.v1.MemoryService.ListEpisodes:output_type -> loomflow.v1.ListEpisodesResponse
+	12, // 61: loomflow.v1.MemoryService.PutBlock:output_type -> loomflow.v1.PutBlockResponse
+	14, // 62: loomflow.v1.MemoryService.GetBlock:output_type -> loomflow.v1.GetBlockResponse
+	16, // 63: loomflow.v1.MemoryService.ListBlocks:output_type -> loomflow.v1.ListBlocksResponse
+	18, // 64: loomflow.v1.MemoryService.DeleteBlock:output_type -> loomflow.v1.DeleteBlockResponse
+	21, // 65: loomflow.v1.MemoryService.AssertFact:output_type -> loomflow.v1.AssertFactResponse
+	23, // 66: loomflow.v1.MemoryService.RetractFact:output_type -> loomflow.v1.RetractFactResponse
+	25, // 67: loomflow.v1.MemoryService.QueryFacts:output_type -> loomflow.v1.QueryFactsResponse
+	27, // 68: loomflow.v1.MemoryService.Forget:output_type -> loomflow.v1.MemoryServiceForgetResponse
+	29, // 69: loomflow.v1.MemoryService.Export:output_type -> loomflow.v1.MemoryServiceExportResponse
+	57, // [57:70] is the sub-list for method output_type
+	44, // [44:57] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_memory_proto_init() }
@@ -2252,9 +2407,9 @@ func file_loomflow_v1_memory_proto_init() {
 		return
 	}
 	file_loomflow_v1_tenancy_proto_init()
-	file_loomflow_v1_memory_proto_msgTypes[9].OneofWrappers = []any{}
-	file_loomflow_v1_memory_proto_msgTypes[15].OneofWrappers = []any{}
-	file_loomflow_v1_memory_proto_msgTypes[27].OneofWrappers = []any{
+	file_loomflow_v1_memory_proto_msgTypes[11].OneofWrappers = []any{}
+	file_loomflow_v1_memory_proto_msgTypes[17].OneofWrappers = []any{}
+	file_loomflow_v1_memory_proto_msgTypes[29].OneofWrappers = []any{
 		(*MemoryServiceExportResponse_Episode)(nil),
 		(*MemoryServiceExportResponse_Block)(nil),
 		(*MemoryServiceExportResponse_Fact)(nil),
@@ -2265,7 +2420,7 @@ func file_loomflow_v1_memory_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_memory_proto_rawDesc), len(file_loomflow_v1_memory_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

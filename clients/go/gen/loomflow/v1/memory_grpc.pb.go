@@ -19,18 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MemoryService_Remember_FullMethodName    = "/loomflow.v1.MemoryService/Remember"
-	MemoryService_Recall_FullMethodName      = "/loomflow.v1.MemoryService/Recall"
-	MemoryService_GetEpisode_FullMethodName  = "/loomflow.v1.MemoryService/GetEpisode"
-	MemoryService_PutBlock_FullMethodName    = "/loomflow.v1.MemoryService/PutBlock"
-	MemoryService_GetBlock_FullMethodName    = "/loomflow.v1.MemoryService/GetBlock"
-	MemoryService_ListBlocks_FullMethodName  = "/loomflow.v1.MemoryService/ListBlocks"
-	MemoryService_DeleteBlock_FullMethodName = "/loomflow.v1.MemoryService/DeleteBlock"
-	MemoryService_AssertFact_FullMethodName  = "/loomflow.v1.MemoryService/AssertFact"
-	MemoryService_RetractFact_FullMethodName = "/loomflow.v1.MemoryService/RetractFact"
-	MemoryService_QueryFacts_FullMethodName  = "/loomflow.v1.MemoryService/QueryFacts"
-	MemoryService_Forget_FullMethodName      = "/loomflow.v1.MemoryService/Forget"
-	MemoryService_Export_FullMethodName      = "/loomflow.v1.MemoryService/Export"
+	MemoryService_Remember_FullMethodName     = "/loomflow.v1.MemoryService/Remember"
+	MemoryService_Recall_FullMethodName       = "/loomflow.v1.MemoryService/Recall"
+	MemoryService_GetEpisode_FullMethodName   = "/loomflow.v1.MemoryService/GetEpisode"
+	MemoryService_ListEpisodes_FullMethodName = "/loomflow.v1.MemoryService/ListEpisodes"
+	MemoryService_PutBlock_FullMethodName     = "/loomflow.v1.MemoryService/PutBlock"
+	MemoryService_GetBlock_FullMethodName     = "/loomflow.v1.MemoryService/GetBlock"
+	MemoryService_ListBlocks_FullMethodName   = "/loomflow.v1.MemoryService/ListBlocks"
+	MemoryService_DeleteBlock_FullMethodName  = "/loomflow.v1.MemoryService/DeleteBlock"
+	MemoryService_AssertFact_FullMethodName   = "/loomflow.v1.MemoryService/AssertFact"
+	MemoryService_RetractFact_FullMethodName  = "/loomflow.v1.MemoryService/RetractFact"
+	MemoryService_QueryFacts_FullMethodName   = "/loomflow.v1.MemoryService/QueryFacts"
+	MemoryService_Forget_FullMethodName       = "/loomflow.v1.MemoryService/Forget"
+	MemoryService_Export_FullMethodName       = "/loomflow.v1.MemoryService/Export"
 )
 
 // MemoryServiceClient is the client API for MemoryService service.
@@ -55,6 +56,12 @@ type MemoryServiceClient interface {
 	Recall(ctx context.Context, in *RecallRequest, opts ...grpc.CallOption) (*RecallResponse, error)
 	// GetEpisode reads one episode by id; NOT_FOUND when it belongs to another tenant.
 	GetEpisode(ctx context.Context, in *GetEpisodeRequest, opts ...grpc.CallOption) (*GetEpisodeResponse, error)
+	// ListEpisodes pages through one session of the tenant, newest first (by the
+	// order episodes were stored, which is stable: a page never repeats or skips an
+	// episode stored before the first page was read). Another tenant's session with
+	// the same id is an empty list. Reads only the rows of the page asked for, so a
+	// page costs the same in a session of 20 turns as in one of 10,000.
+	ListEpisodes(ctx context.Context, in *ListEpisodesRequest, opts ...grpc.CallOption) (*ListEpisodesResponse, error)
 	// PutBlock writes a working block. With `expected_version` set, the write fails
 	// with ABORTED unless the stored version matches (optimistic concurrency).
 	// RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit
@@ -135,6 +142,16 @@ func (c *memoryServiceClient) GetEpisode(ctx context.Context, in *GetEpisodeRequ
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetEpisodeResponse)
 	err := c.cc.Invoke(ctx, MemoryService_GetEpisode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) ListEpisodes(ctx context.Context, in *ListEpisodesRequest, opts ...grpc.CallOption) (*ListEpisodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEpisodesResponse)
+	err := c.cc.Invoke(ctx, MemoryService_ListEpisodes_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -262,6 +279,12 @@ type MemoryServiceServer interface {
 	Recall(context.Context, *RecallRequest) (*RecallResponse, error)
 	// GetEpisode reads one episode by id; NOT_FOUND when it belongs to another tenant.
 	GetEpisode(context.Context, *GetEpisodeRequest) (*GetEpisodeResponse, error)
+	// ListEpisodes pages through one session of the tenant, newest first (by the
+	// order episodes were stored, which is stable: a page never repeats or skips an
+	// episode stored before the first page was read). Another tenant's session with
+	// the same id is an empty list. Reads only the rows of the page asked for, so a
+	// page costs the same in a session of 20 turns as in one of 10,000.
+	ListEpisodes(context.Context, *ListEpisodesRequest) (*ListEpisodesResponse, error)
 	// PutBlock writes a working block. With `expected_version` set, the write fails
 	// with ABORTED unless the stored version matches (optimistic concurrency).
 	// RESOURCE_EXHAUSTED (ErrorInfo LIMIT_EXCEEDED, limit
@@ -326,6 +349,9 @@ func (UnimplementedMemoryServiceServer) Recall(context.Context, *RecallRequest) 
 }
 func (UnimplementedMemoryServiceServer) GetEpisode(context.Context, *GetEpisodeRequest) (*GetEpisodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetEpisode not implemented")
+}
+func (UnimplementedMemoryServiceServer) ListEpisodes(context.Context, *ListEpisodesRequest) (*ListEpisodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEpisodes not implemented")
 }
 func (UnimplementedMemoryServiceServer) PutBlock(context.Context, *PutBlockRequest) (*PutBlockResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutBlock not implemented")
@@ -425,6 +451,24 @@ func _MemoryService_GetEpisode_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(MemoryServiceServer).GetEpisode(ctx, req.(*GetEpisodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_ListEpisodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEpisodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).ListEpisodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_ListEpisodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).ListEpisodes(ctx, req.(*ListEpisodesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -602,6 +646,10 @@ var MemoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetEpisode",
 			Handler:    _MemoryService_GetEpisode_Handler,
+		},
+		{
+			MethodName: "ListEpisodes",
+			Handler:    _MemoryService_ListEpisodes_Handler,
 		},
 		{
 			MethodName: "PutBlock",

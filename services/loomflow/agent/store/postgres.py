@@ -1,0 +1,116 @@
+"""The production agent store: Postgres through an asyncpg pool, shared by every Agent replica."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+
+from loomflow.agent.store import rows, sql
+from loomflow.agent.store.base import Micros, PausedRecord, StoredDefinition
+from loomflow.kernel.errors import Unavailable
+
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('loomflow.agent.migrations'))"
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+def q(statement: str) -> str:
+    return sql.numbered(statement)
+
+
+@contextlib.contextmanager
+def _unavailable_on_connection_errors() -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise Unavailable(f"agent store unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+class PostgresAgentStore:
+    def __init__(self, dsn: str, pool_size: int = 5) -> None:
+        self._dsn = dsn
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        with _unavailable_on_connection_errors():
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size, timeout=5)
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(MIGRATION_LOCK)  # many replicas may start at once
+                for statement in sql.SCHEMA:
+                    await conn.execute(statement)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise Unavailable("agent store is not started")
+        with _unavailable_on_connection_errors():
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
+
+    async def _row(self, statement: str, *params: Any) -> Any:
+        async with self._transaction() as conn:
+            return await conn.fetchrow(q(statement), *params)
+
+    async def put_definition(self, name: str, body: str, at: Micros) -> StoredDefinition:
+        return rows.definition_from(await self._row(sql.UPSERT_DEFINITION, name, body, at))
+
+    async def get_definition(self, name: str) -> StoredDefinition:
+        row = await self._row(sql.GET_DEFINITION, name)
+        if row is None:
+            raise rows.agent_not_found(name)
+        return rows.definition_from(row)
+
+    async def list_definitions(self, after: str, limit: int) -> list[StoredDefinition]:
+        async with self._transaction() as conn:
+            found = await conn.fetch(
+                q(sql.LIST_DEFINITIONS.replace("ORDER BY name", 'ORDER BY name COLLATE "C"')), after, limit
+            )
+        return [rows.definition_from(r) for r in found]
+
+    async def delete_definition(self, name: str) -> int:
+        row = await self._row(sql.DELETE_DEFINITION, name)
+        if row is None:
+            raise rows.agent_not_found(name)
+        return int(row[0])
+
+    async def pause(self, record: PausedRecord, now: Micros, max_per_tenant: int) -> None:
+        async with self._transaction() as conn:
+            # Serialises the tenant's pauses, so two at once cannot both slip under the cap.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agent.paused:{record.tenant}")
+            live = await conn.fetchval(q(sql.COUNT_LIVE_PAUSED), record.tenant, now)
+            rows.refuse_over_cap(int(live), max_per_tenant)
+            await conn.execute(q(sql.INSERT_PAUSED), *rows.paused_values(record))
+
+    async def get_paused(self, tenant: str, run_id: str) -> PausedRecord:
+        row = await self._row(sql.GET_PAUSED, tenant, run_id)
+        if row is None:
+            raise rows.run_not_found(run_id)
+        return rows.paused_from(row)
+
+    async def take_paused(self, tenant: str, run_id: str) -> PausedRecord:
+        row = await self._row(sql.TAKE_PAUSED, tenant, run_id)
+        if row is None:
+            raise rows.run_not_found(run_id)
+        return rows.paused_from(row)
+
+    async def expire_paused(self, now: Micros, limit: int) -> list[PausedRecord]:
+        async with self._transaction() as conn:
+            due = [
+                rows.paused_from(r) for r in await conn.fetch(q(sql.DUE_PAUSED + " FOR UPDATE SKIP LOCKED"), now, limit)
+            ]
+            for record in due:
+                await conn.execute(q(sql.MARK_EXPIRED), record.tenant, record.run_id)
+        return due
+
+    async def purge_expired(self, before: Micros) -> int:
+        async with self._transaction() as conn:
+            status: str = await conn.execute(q(sql.PURGE_EXPIRED), before)
+        return int(status.split()[-1])

@@ -1,0 +1,39 @@
+"""Rows ↔ records and the rules both engines share (caps, not-found), so each engine file holds only SQL plumbing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from loomflow.agent.store.base import PausedRecord, StoredDefinition
+from loomflow.kernel.errors import NotFound, ResourceExhausted
+
+
+def definition_from(row: Sequence[Any]) -> StoredDefinition:
+    return StoredDefinition(name=row[0], body=row[1], version=int(row[2]), updated_at=int(row[3]))
+
+
+def paused_from(row: Sequence[Any]) -> PausedRecord:
+    return PausedRecord(
+        tenant=row[0], run_id=row[1], state=row[2], reservation_id=row[3], expires_at=int(row[4]), status=row[5]
+    )
+
+
+def paused_values(record: PausedRecord) -> tuple[Any, ...]:
+    return (record.tenant, record.run_id, record.state, record.reservation_id, record.expires_at)
+
+
+def agent_not_found(name: str) -> NotFound:
+    return NotFound(f"agent {name!r} not found")
+
+
+def run_not_found(run_id: str) -> NotFound:
+    return NotFound(f"run {run_id!r} not found")
+
+
+def refuse_over_cap(live: int, cap: int) -> None:
+    if cap > 0 and live >= cap:
+        raise ResourceExhausted(
+            f"this user already has {live} paused runs (at most {cap}): continue or let them expire first",
+            limit="paused_runs",
+        )

@@ -1,0 +1,125 @@
+"""The embedded agent store: one SQLite file under the data directory (WAL, one writer at a time).
+
+Each call runs on a worker thread holding the connection's lock, so the event
+loop never waits on the disk and statements of one transaction never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from loomflow.agent.store import rows, sql
+from loomflow.agent.store.base import Micros, PausedRecord, StoredDefinition
+from loomflow.kernel.errors import Unavailable
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _unavailable_on_busy() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise Unavailable(f"agent store unavailable: {exc}") from exc
+
+
+class SQLiteAgentStore:
+    def __init__(self, path: str | Path) -> None:
+        self._path = str(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        def open_and_migrate() -> sqlite3.Connection:
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            for statement in sql.SCHEMA:
+                conn.execute(statement)
+            return conn
+
+        with _unavailable_on_busy():
+            self._conn = await asyncio.to_thread(open_and_migrate)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.to_thread(conn.close)
+
+    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise Unavailable("agent store is not started")
+
+        def run() -> T:
+            with self._lock, _unavailable_on_busy():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+
+        return await asyncio.to_thread(run)
+
+    async def put_definition(self, name: str, body: str, at: Micros) -> StoredDefinition:
+        return await self._transaction(
+            lambda c: rows.definition_from(c.execute(sql.UPSERT_DEFINITION, (name, body, at)).fetchone())
+        )
+
+    async def get_definition(self, name: str) -> StoredDefinition:
+        row = await self._transaction(lambda c: c.execute(sql.GET_DEFINITION, (name,)).fetchone())
+        if row is None:
+            raise rows.agent_not_found(name)
+        return rows.definition_from(row)
+
+    async def list_definitions(self, after: str, limit: int) -> list[StoredDefinition]:
+        found = await self._transaction(lambda c: c.execute(sql.LIST_DEFINITIONS, (after, limit)).fetchall())
+        return [rows.definition_from(r) for r in found]
+
+    async def delete_definition(self, name: str) -> int:
+        row = await self._transaction(lambda c: c.execute(sql.DELETE_DEFINITION, (name,)).fetchone())
+        if row is None:
+            raise rows.agent_not_found(name)
+        return int(row[0])
+
+    async def pause(self, record: PausedRecord, now: Micros, max_per_tenant: int) -> None:
+        def work(c: sqlite3.Connection) -> None:
+            (live,) = c.execute(sql.COUNT_LIVE_PAUSED, (record.tenant, now)).fetchone()
+            rows.refuse_over_cap(int(live), max_per_tenant)
+            c.execute(sql.INSERT_PAUSED, rows.paused_values(record))
+
+        await self._transaction(work)
+
+    async def get_paused(self, tenant: str, run_id: str) -> PausedRecord:
+        row = await self._transaction(lambda c: c.execute(sql.GET_PAUSED, (tenant, run_id)).fetchone())
+        if row is None:
+            raise rows.run_not_found(run_id)
+        return rows.paused_from(row)
+
+    async def take_paused(self, tenant: str, run_id: str) -> PausedRecord:
+        row = await self._transaction(lambda c: c.execute(sql.TAKE_PAUSED, (tenant, run_id)).fetchone())
+        if row is None:
+            raise rows.run_not_found(run_id)
+        return rows.paused_from(row)
+
+    async def expire_paused(self, now: Micros, limit: int) -> list[PausedRecord]:
+        def work(c: sqlite3.Connection) -> list[PausedRecord]:
+            due = [rows.paused_from(r) for r in c.execute(sql.DUE_PAUSED, (now, limit)).fetchall()]
+            for record in due:
+                c.execute(sql.MARK_EXPIRED, (record.tenant, record.run_id))
+            return due
+
+        return await self._transaction(work)
+
+    async def purge_expired(self, before: Micros) -> int:
+        return await self._transaction(lambda c: c.execute(sql.PURGE_EXPIRED, (before,)).rowcount)
