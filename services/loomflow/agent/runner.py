@@ -71,7 +71,6 @@ from loomflow.agent.tools.registry import ToolRegistry, ToolSpec
 from loomflow.kernel import errors
 from loomflow.kernel.tenancy import tenant_key
 from loomflow.kernel.tracing import bind_run
-from loomflow.memory.recall.tuning import tuning_for
 from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, memory_pb2, tenancy_pb2
 
 log = logging.getLogger("loomflow.agent")
@@ -91,7 +90,7 @@ class RunLimits:
     recall_limit: int = 5
     context_tokens: int = 512
     recall_min_similarity: float = -1.0
-    """Below 0: the threshold tuned for the embedder Memory reports (see loomflow.memory.recall.tuning)."""
+    """Below 0: the threshold tuned for the embedder Memory reports (RecallResponse.min_vector_similarity)."""
     max_output_tokens: int = 1024
     finish_grace_s: float = 1.0
     system_prompt: str = "You are a helpful assistant."
@@ -531,7 +530,7 @@ class _Run:
             raise dependency_error("memory", recalled) from None
         if isinstance(recalled, BaseException):
             raise recalled
-        self._use_memories(recalled.hits, recalled.embedder)
+        self._use_memories(recalled.hits, recalled.min_vector_similarity)
 
     def _use_seed(self, reserved: object, seeded: Seed | BaseException, offered: object) -> None:
         # Any failure ends the run; a reservation that did succeed is released by run().
@@ -560,7 +559,7 @@ class _Run:
         except BudgetRefused as refused:
             raise errors.ResourceExhausted(str(refused), limit=refused.limit) from None
 
-    def _use_memories(self, hits: Sequence[memory_pb2.RecallHit], embedder: str) -> None:
+    def _use_memories(self, hits: Sequence[memory_pb2.RecallHit], embedder_threshold: float) -> None:
         """Relevant recalled episodes as context, within ``context_tokens`` (so the reservation holds).
 
         Recall ranks every episode of the tenant; a hit sharing no word with the
@@ -570,8 +569,8 @@ class _Run:
         # The header and each line's prefix are part of what the model reads, so part of the room.
         room = limits.context_tokens - self.model.estimate_tokens(MEMORIES_HEADER)
         threshold = limits.recall_min_similarity
-        if threshold < 0:  # each embedder's cosines have their own scale
-            threshold = tuning_for(embedder).min_similarity
+        if threshold < 0:  # each embedder's cosines have their own scale: Memory says where noise starts
+            threshold = embedder_threshold
         for hit in hits:
             if hit.lexical_score <= 0 and hit.vector_score < threshold:
                 continue

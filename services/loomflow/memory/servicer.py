@@ -32,6 +32,7 @@ from loomflow.memory.models import (
     now_micros,
 )
 from loomflow.memory.recall.embedding import Embedder
+from loomflow.memory.recall.tuning import tuning_for
 from loomflow.memory.store.base import MemoryStore
 from loomflow.v1 import memory_pb2, memory_pb2_grpc
 
@@ -180,7 +181,10 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         )
         hits = await self._store.recall(tenant, query)
         metrics.record_recall(tenant, started)
-        response = memory_pb2.RecallResponse(embedder=self._embedder.name if self._embedder else "")
+        embedder = self._embedder.name if self._embedder else ""
+        response = memory_pb2.RecallResponse(
+            embedder=embedder, min_vector_similarity=tuning_for(embedder).min_similarity
+        )
         for hit in hits:
             message = response.hits.add()
             write_episode(message.episode, hit.episode)

@@ -96,12 +96,14 @@ class RecallHit(_message.Message):
     def __init__(self, episode: _Optional[_Union[Episode, _Mapping]] = ..., score: _Optional[float] = ..., lexical_score: _Optional[float] = ..., vector_score: _Optional[float] = ...) -> None: ...
 
 class RecallResponse(_message.Message):
-    __slots__ = ("hits", "embedder")
+    __slots__ = ("hits", "embedder", "min_vector_similarity")
     HITS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    MIN_VECTOR_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[RecallHit]
     embedder: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[RecallHit, _Mapping]]] = ..., embedder: _Optional[str] = ...) -> None: ...
+    min_vector_similarity: float
+    def __init__(self, hits: _Optional[_Iterable[_Union[RecallHit, _Mapping]]] = ..., embedder: _Optional[str] = ..., min_vector_similarity: _Optional[float] = ...) -> None: ...
 
 class GetEpisodeRequest(_message.Message):
     __slots__ = ("scope", "episode_id")

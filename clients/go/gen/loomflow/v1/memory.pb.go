@@ -423,9 +423,13 @@ type RecallResponse struct {
 	Hits  []*RecallHit           `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
 	// The embedder whose cosines vector_score holds, e.g. "wordllama-256" or "hashing-256": each
 	// embedder has its own scale, so a similarity threshold is chosen per embedder.
-	Embedder      string `protobuf:"bytes,2,opt,name=embedder,proto3" json:"embedder,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Embedder string `protobuf:"bytes,2,opt,name=embedder,proto3" json:"embedder,omitempty"`
+	// The cosine below which a hit sharing no word with the query is likely noise, as measured for
+	// this embedder (bench/recall_quality.py): callers that filter hits use it, so they need not
+	// know each embedder's scale.
+	MinVectorSimilarity float64 `protobuf:"fixed64,3,opt,name=min_vector_similarity,json=minVectorSimilarity,proto3" json:"min_vector_similarity,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *RecallResponse) Reset() {
@@ -470,6 +474,13 @@ func (x *RecallResponse) GetEmbedder() string {
 		return x.Embedder
 	}
 	return ""
+}
+
+func (x *RecallResponse) GetMinVectorSimilarity() float64 {
+	if x != nil {
+		return x.MinVectorSimilarity
+	}
+	return 0
 }
 
 type GetEpisodeRequest struct {
@@ -2098,10 +2109,11 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"\aepisode\x18\x01 \x01(\v2\x14.loomflow.v1.EpisodeR\aepisode\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\x12#\n" +
 	"\rlexical_score\x18\x03 \x01(\x01R\flexicalScore\x12!\n" +
-	"\fvector_score\x18\x04 \x01(\x01R\vvectorScore\"X\n" +
+	"\fvector_score\x18\x04 \x01(\x01R\vvectorScore\"\x8c\x01\n" +
 	"\x0eRecallResponse\x12*\n" +
 	"\x04hits\x18\x01 \x03(\v2\x16.loomflow.v1.RecallHitR\x04hits\x12\x1a\n" +
-	"\bembedder\x18\x02 \x01(\tR\bembedder\"\x80\x01\n" +
+	"\bembedder\x18\x02 \x01(\tR\bembedder\x122\n" +
+	"\x15min_vector_similarity\x18\x03 \x01(\x01R\x13minVectorSimilarity\"\x80\x01\n" +
 	"\x11GetEpisodeRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x125\n" +
 	"\n" +
