@@ -64,13 +64,26 @@ def clone(tmp_path: Path) -> Path:
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(folder)], check=True, timeout=120)
     venv = Path(sys.prefix)
     (folder / ".venv").symlink_to(venv)
-    stamp = venv / ".stamp"
-    if stamp.exists():  # as after `make`'s own bootstrap: its prerequisites are older than the stamp
-        before = stamp.stat().st_mtime - 60
-        for prerequisite in ("pyproject.toml", "scripts/bootstrap.sh", "scripts/install-tools.sh"):
-            if (folder / prerequisite).exists():
-                os.utime(folder / prerequisite, (before, before))
+    # As after `make`'s own bootstrap: every prerequisite of the venv's stamps is older than they are.
+    # Otherwise `make serve` in the clone would re-bootstrap the shared venv, installing the clone
+    # (a folder deleted after the test) as the venv's editable loomflow.
+    stamps = [venv / name for name in _stamp_prerequisites() if (venv / name).exists()]
+    assert stamps, f"{venv} has no bootstrap stamp: run `make test` (or scripts/bootstrap.sh) first"
+    before = min(stamp.stat().st_mtime for stamp in stamps) - 60
+    for prerequisite in {p for found in _stamp_prerequisites().values() for p in found}:
+        if (folder / prerequisite).exists():
+            os.utime(folder / prerequisite, (before, before))
     return folder
+
+
+def _stamp_prerequisites() -> dict[str, list[str]]:
+    """The Makefile's bootstrap stamps (``$(VENV)/.stamp…``) and the files each depends on."""
+    rules: dict[str, list[str]] = {}
+    for line in (REPO / "Makefile").read_text().splitlines():
+        target, colon, prerequisites = line.partition(":")
+        if colon and target.startswith("$(VENV)/.stamp"):
+            rules[target.removeprefix("$(VENV)/")] = prerequisites.split()
+    return rules
 
 
 def session_for(clone: Path) -> Session:

@@ -64,3 +64,14 @@ def test_client_snippets_are_complete_programs_that_run() -> None:
 def test_every_linked_file_exists() -> None:
     for target in re.findall(r"\]\(((?:docs|bench|k8s|clients)/[^)#\s]+)", README):
         assert (REPO / target).exists(), f"README links to {target}, which does not exist"
+
+
+def test_the_two_opening_commands_are_the_ones_ci_runs_on_a_fresh_clone() -> None:
+    """README opens with `make demo` and `make test`. They are not re-run inside the test suite (make test
+    would run the suite within itself): .ci/run runs both, as written, on a fresh clone of main."""
+    opening = fenced_blocks(README, "bash")[0]
+    commands = [line.split("#", 1)[0].strip() for line in opening.splitlines() if line.strip()]
+    assert commands == ["make demo", "make test"], f"README's first block changed: {commands}"
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    for command in commands:
+        assert command in [line.strip() for line in ci], f".ci/run does not run `{command}` as written"
