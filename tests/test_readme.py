@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
+from typing import Any
 
 from tests.support.doc_blocks import parse
 
@@ -23,21 +24,23 @@ def fenced_blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
-def test_configuration_table_matches_the_code() -> None:
-    spec = importlib.util.spec_from_file_location("config_table", REPO / "scripts" / "config_table.py")
+def script(name: str) -> Any:
+    """A module of scripts/ (they are run as files, not imported as a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_configuration_table_matches_the_code() -> None:
+    module = script("config_table")
     assert between(README, "config-table") == module.table(), "README's table is stale: paste scripts/config_table.py"
 
 
 def test_benchmark_tables_are_rendered_from_the_results_files() -> None:
-    spec = importlib.util.spec_from_file_location("bench_tables", REPO / "scripts" / "bench_tables.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = script("bench_tables")
     assert module.render_into(README) == README, (
         "a README benchmark table differs from bench/results/*.json: run python scripts/bench_tables.py --write"
     )
