@@ -6,6 +6,7 @@ lacks a required ``UserScope scope = 1`` cannot land.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -120,9 +121,23 @@ def test_the_walk_finds_nested_repeated_and_map_strings() -> None:
     assert "loomflow.v1.RememberRequest.metadata" in paths
 
 
+def refuses_nul(pattern: str) -> bool:
+    """The no-NUL rule itself, or a stricter anchored pattern (e.g. an identifier's) no NUL can match."""
+    if pattern == STORABLE_PATTERN:
+        return True
+    samples = ("\x00", "a\x00", "\x00a", "a\x00b")
+    return pattern.startswith("^") and pattern.endswith("$") and not any(re.search(pattern, s) for s in samples)
+
+
+def test_a_stricter_pattern_counts_only_when_no_nul_can_match_it() -> None:
+    assert refuses_nul("^[a-z][a-z0-9_-]*$")
+    assert not refuses_nul("^.*$"), "'.' matches a NUL"
+    assert not refuses_nul("[a-z]"), "unanchored: a NUL may stand around the match"
+
+
 @pytest.mark.parametrize(("path", "kind"), request_string_fields(), ids=lambda x: str(x))
 def test_every_request_string_refuses_nul(path: str, kind: str) -> None:
-    assert storable_pattern(path, kind) == STORABLE_PATTERN, (
+    assert refuses_nul(storable_pattern(path, kind)), (
         f"{path} ({kind}) lacks (buf.validate.field).string.pattern = {STORABLE_PATTERN!r}: a NUL would reach "
         "Postgres, which cannot store it (issue 19)"
     )
