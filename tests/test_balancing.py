@@ -19,7 +19,7 @@ def served_recalls(metrics_port: int) -> float:
     """Recall calls one Memory process served, read from its own /metrics endpoint."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
-    pattern = r'^loomflow_rpc_requests_total\{[^}]*method="Recall"[^}]*\} (\S+)$'
+    pattern = r'^loomflow_rpc_duration_seconds_count\{[^}]*method="Recall"[^}]*\} (\S+)$'
     return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
 
 

@@ -8,7 +8,7 @@ nothing). Renaming one breaks every dashboard, so the tests pin them here.
 from __future__ import annotations
 
 COUNTERS = {
-    "loomflow_rpc_requests_total": ("service", "method", "code"),
+    "loomflow_rpc_requests_total": ("service", "code"),
     "loomflow_rate_limited_total": ("limit",),
     "loomflow_auth_refusals_total": ("service", "code"),
     "loomflow_memory_episodes_stored_total": (),

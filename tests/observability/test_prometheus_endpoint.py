@@ -171,19 +171,20 @@ def failed(samples: list[Sample], **labels: str) -> float:
     return sum(s.value for s in found if s.labels.get("code") != "OK")
 
 
-def test_requests_are_counted_per_tenant_under_the_rpc_and_user_id_labels(observed: ObservedRun) -> None:
+def test_requests_are_counted_per_tenant_under_the_service_and_user_id_labels(observed: ObservedRun) -> None:
     s = observed.samples
-    rpc = {"service": MEMORY, "method": "Remember"}
-    assert total(s, "loomflow_rpc_requests_total", **rpc, user_id="alice") == 3
-    assert total(s, "loomflow_rpc_requests_total", **rpc, user_id="bob") == 2
-    # Latency is per service/method/code only (no user_id on histograms): alice's 3 + bob's 2 + others'.
-    assert total(s, "loomflow_rpc_duration_seconds_count", **rpc) == total(s, "loomflow_rpc_requests_total", **rpc)
-    assert total(s, "loomflow_rpc_requests_total", service=MEMORY, method="Recall", user_id="alice") == 1
+    # Per tenant by service (alice: 3 Remembers and 1 Recall; bob: 2 Remembers), per method without tenant.
+    assert total(s, "loomflow_rpc_requests_total", service=MEMORY, user_id="alice") == 3 + 1
+    assert total(s, "loomflow_rpc_requests_total", service=MEMORY, user_id="bob") == 2
+    assert total(s, "loomflow_rpc_duration_seconds_count", service=MEMORY) == total(
+        s, "loomflow_rpc_requests_total", service=MEMORY
+    )
+    # alice's Recall and the one the agent run made
+    assert total(s, "loomflow_rpc_duration_seconds_count", service=MEMORY, method="Recall") == 2
 
 
 def test_the_anonymous_partition_is_labelled_anonymous_never_the_sentinel(observed: ObservedRun) -> None:
-    rpc = {"service": MEMORY, "method": "Remember"}
-    assert total(observed.samples, "loomflow_rpc_requests_total", **rpc, user_id=ANONYMOUS_LABEL) == 1
+    assert total(observed.samples, "loomflow_rpc_requests_total", service=MEMORY, user_id=ANONYMOUS_LABEL) == 1
     leaked = [s for s in observed.samples if any(ANONYMOUS_SENTINEL in v for v in s.labels.values())]
     assert not leaked, f"the sentinel appears as a label value: {leaked[:3]}"
 
@@ -193,18 +194,20 @@ def test_tenants_beyond_the_guard_are_reported_as_other(observed: ObservedRun) -
     assert users == {"alice", "bob", ANONYMOUS_LABEL, AGENT_TENANT, OTHER_TENANTS}, f"user_id values: {sorted(users)}"
     assert not users & set(OVERFLOW)
     # carol, dave and erin, plus the refused sentinel request (which has no tenant).
-    rpc = {"service": MEMORY, "method": "Remember"}
-    assert total(observed.samples, "loomflow_rpc_requests_total", **rpc, user_id=OTHER_TENANTS) == len(OVERFLOW) + 1
+    assert total(observed.samples, "loomflow_rpc_requests_total", service=MEMORY, user_id=OTHER_TENANTS) == (
+        len(OVERFLOW) + 1
+    )
 
 
 def test_errors_are_counted_by_status_code(observed: ObservedRun) -> None:
     assert observed.codes["remember:sentinel"] == [grpc.StatusCode.INVALID_ARGUMENT]
     refused = total(observed.samples, "loomflow_rpc_requests_total", service=MEMORY, code="INVALID_ARGUMENT")
     assert refused == 1
-    ok_alice = observed.codes["remember:alice"].count(grpc.StatusCode.OK)
-    rpc = {"service": MEMORY, "method": "Remember", "user_id": "alice"}
+    calls = observed.codes["remember:alice"] + observed.codes["recall:alice"]
+    ok_alice = calls.count(grpc.StatusCode.OK)
+    rpc = {"service": MEMORY, "user_id": "alice"}
     assert total(observed.samples, "loomflow_rpc_requests_total", **rpc, code="OK") == ok_alice
-    assert failed(observed.samples, **rpc) == 3 - ok_alice
+    assert failed(observed.samples, **rpc) == len(calls) - ok_alice
 
 
 def _rpc_lines(observed: ObservedRun) -> list[dict[str, Any]]:
