@@ -159,8 +159,11 @@ def test_loomflow_token_mints_what_the_server_verifies() -> None:
     assert claims["exp"] - claims["iat"] == 60
 
 
-def test_loomflow_token_without_a_key_is_a_configuration_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["token", "alice", "--auth-jwt-secret", ""]) == 2
+def test_loomflow_token_without_a_key_is_a_configuration_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # A data folder without the development secret `serve --insecure` keeps (which token would use).
+    assert cli.main(["token", "alice", "--auth-jwt-secret", "", "--data-dir", str(tmp_path)]) == 2
     assert "no signing key" in capsys.readouterr().err
 
 
