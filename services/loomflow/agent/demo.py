@@ -298,18 +298,19 @@ async def conversation(demo: Demo) -> None:
     show.section("5. Conversations continue, and a tool the caller runs")
     await budget.set_limits([limit("output_tokens", 1_000_000)], target="user", user_id="bob")
     show.line("  operator: bob's output_tokens limit raised again")
+    session = f"trip-{secrets.token_hex(3)}"  # a new conversation each run, also on a kept --data-dir
     for user, city in (("alice", "Lisbon"), ("bob", "Oslo")):
         async with Agent(demo.address, token=mint_token(demo.auth, user), tools=[lookup_order]) as agent:
-            first = await agent.run(f"I'm flying to {city} tomorrow.", user_id=user, session_id="trip")
+            first = await agent.run(f"I'm flying to {city} tomorrow.", user_id=user, session_id=session)
             prompt = "Which city did I just mention?"
-            second = await agent.run(prompt, user_id=user, session_id="trip")
+            second = await agent.run(prompt, user_id=user, session_id=session)
             show.said(user, prompt, second)
             show.line(
                 f"        history given to the model: {list(second.history_episode_ids)} (run {first.run_id[:8]})"
             )
             show.check(len(second.history_episode_ids) == 1, f"{user}'s second turn is given the first as history")
             prompt = '/call lookup_order {"order_id": "A-1"}'
-            ordered = await agent.run(prompt, user_id=user, session_id="trip")
+            ordered = await agent.run(prompt, user_id=user, session_id=session)
             show.said(user, prompt, ordered)
             show.check(
                 f"order A-1 of {user}: shipped" in ordered.output,
