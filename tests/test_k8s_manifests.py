@@ -414,7 +414,7 @@ def test_termination_grace_outlasts_the_servers_drain(overlay: Rendered) -> None
 
 
 def test_every_pod_meets_the_restricted_security_profile(overlay: Rendered) -> None:
-    for workload in overlay.workloads():
+    for workload in overlay.pod_templates():
         name = workload["metadata"]["name"]
         spec = pod_spec(workload)
         pod = spec.get("securityContext", {})
@@ -445,7 +445,8 @@ def test_loomflow_pods_get_writable_scratch_and_data_folders(overlay: Rendered) 
 
 
 def test_every_container_declares_requests_and_a_memory_limit(overlay: Rendered) -> None:
-    for workload, container in overlay.containers():
+    jobs = [(job, container) for job in overlay.of_kind("Job") for container in pod_spec(job)["containers"]]
+    for workload, container in [*overlay.containers(), *jobs]:
         resources = container.get("resources", {})
         where = f"{workload['metadata']['name']}/{container['name']}"
         assert {"cpu", "memory"} <= set(resources.get("requests", {})), f"{where}: cpu and memory requests"

@@ -139,6 +139,10 @@ class Rendered:
     def workloads(self) -> list[Obj]:
         return self.of_kind("Deployment") + self.of_kind("StatefulSet")
 
+    def pod_templates(self) -> list[Obj]:
+        """Everything that runs pods: the long-running workloads and the Jobs (loomflow migrate)."""
+        return self.workloads() + self.of_kind("Job")
+
     def loomflow_deployments(self) -> dict[str, Obj]:
         """The Deployments that run a loomflow service, keyed by the service they host."""
         found: dict[str, Obj] = {}
