@@ -16,7 +16,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
+from loomflow.kernel.schema import SchemaBehind
 from tests.support.backends import postgres_dsn, postgres_schema
 from tests.support.processes import ServeProcess, loomflow_script
 
@@ -125,3 +127,66 @@ def test_migrate_with_embedded_defaults_has_nothing_to_do(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert all("nothing to migrate" in line for line in done.stdout.splitlines()), done.stdout
     assert len(done.stdout.splitlines()) == 5
+
+
+async def _open_close(backend: str, dsn: str, *, migrate: bool) -> None:
+    """Starts one Postgres backend as `serve` would (migrating or only checking), then closes it."""
+    if backend == "memory":
+        from loomflow.memory.store.postgres import PostgresStore as MemoryStore
+
+        memory = MemoryStore(dsn, migrate=migrate)
+        await memory.start()
+        await memory.close()
+    elif backend == "budget":
+        from loomflow.budget.ledger.postgres import PostgresLedger
+
+        ledger = PostgresLedger(dsn, migrate=migrate)
+        try:
+            await ledger.migrate()
+        finally:
+            await ledger.close()
+    elif backend == "policy":
+        from loomflow.policy.store.postgres import PostgresStore as PolicyStore
+
+        policy = PolicyStore(dsn, migrate=migrate)
+        await policy.start()
+        await policy.close()
+    elif backend == "audit":
+        from loomflow.audit.sink.postgres import PostgresSink
+
+        sink = PostgresSink(dsn, migrate=migrate)
+        await sink.open()
+        await sink.close()
+    else:
+        from loomflow.agent.store.postgres import PostgresAgentStore
+
+        agent = PostgresAgentStore(dsn, migrate=migrate)
+        await agent.start()
+        await agent.close()
+
+
+# How to set each backend's schema one step back, as an older release would have left it.
+LATEST_ROW = "DELETE FROM {0} WHERE version = (SELECT max(version) FROM {0})"
+ONE_STEP_BACK = {
+    "memory": LATEST_ROW.format("memory_schema_migrations"),
+    "budget": LATEST_ROW.format("budget_schema"),
+    "policy": LATEST_ROW.format("policy_schema"),
+    "audit": LATEST_ROW.format("audit_migrations"),
+    "agent": "DROP INDEX agent_paused_by_expiry",
+}
+
+
+@pytest.mark.parametrize("backend", sorted(ONE_STEP_BACK))
+async def test_each_backend_without_migrations_starts_on_a_current_schema_and_refuses_one_behind(backend: str) -> None:
+    async with postgres_schema(f"behind_{backend}_{secrets.token_hex(3)}") as dsn:
+        await _open_close(backend, dsn, migrate=True)
+        await _open_close(backend, dsn, migrate=False)  # current: starts without DDL
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(ONE_STEP_BACK[backend])
+        finally:
+            await conn.close()
+        with pytest.raises(SchemaBehind, match=rf"^{backend} schema .*run `loomflow migrate`$"):
+            await _open_close(backend, dsn, migrate=False)
+        await _open_close(backend, dsn, migrate=True)  # migrating again brings it back
+        await _open_close(backend, dsn, migrate=False)
