@@ -37,6 +37,7 @@ from loomflow.kernel.settings import ServerSettings
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, audit_pb2, audit_pb2_grpc, tenancy_pb2
 from tests.support.manifests import (
     K8S,
+    PROD_DATABASES,
     Obj,
     Peer,
     Rendered,
@@ -56,9 +57,11 @@ from tests.support.processes import ServeProcess, free_port, source_env
 
 KUBERNETES_VERSION = "1.30.0"
 DEV_SECRETS = K8S / "overlays" / "dev" / "secrets"
-DSN_SCHEMES = {"postgres", "postgresql", "redis"}
+DSN_SCHEMES = {"postgres", "postgresql", "redis", "rediss"}
 # Where each kind of DSN must point: the in-cluster Service of that backend.
-BACKEND_OF_SCHEME = {"postgres": "postgres", "postgresql": "postgres", "redis": "redis"}
+BACKEND_OF_SCHEME = {"postgres": "postgres", "postgresql": "postgres", "redis": "redis", "rediss": "redis"}
+# Overlays with the in-cluster-databases component; prod points its DSNs at managed databases.
+IN_CLUSTER_DATABASES = {"dev", "top", "dev-tls"}
 OVERLAYS = ("dev", "prod", "top", "dev-tls")
 # Custom resources of optional components (k8s/components/): not in the core schemas, so the strict
 # schema check skips exactly these kinds, by name; every other object must pass it.
@@ -295,6 +298,8 @@ def test_agent_addresses_reach_the_deployment_hosting_each_service(overlay: Rend
 
 
 def test_dsns_use_accepted_schemes_and_point_at_the_in_cluster_backends(overlay: Rendered) -> None:
+    if overlay.find("StatefulSet", "postgres") is None:
+        pytest.skip("no in-cluster databases here: test_prod_dsns_name_the_managed_databases covers it")
     # What the backends themselves are given: the init script's role and database, Redis's password.
     postgres_env = overlay.env(main_container(overlay.get("StatefulSet", "postgres")))
     redis_env = overlay.env(main_container(overlay.get("StatefulSet", "redis")))
@@ -337,6 +342,66 @@ def test_budget_uses_redis_and_memory_policy_audit_use_postgres(overlay: Rendere
         assert BACKEND_OF_SCHEME[urlsplit(dsn).scheme] == scheme, f"{service} should use {scheme}: {dsn}"
 
 
+def test_prod_dsns_name_the_managed_databases(rendered: dict[str, Rendered]) -> None:
+    """Prod runs no databases: its DSNs are the ones the operator gave generate.sh, hosts outside the overlay."""
+    prod = rendered["prod"]
+    for workload, _, env in loomflow_containers(prod):
+        for variable, dsn in env.items():
+            if variable.endswith("_DSN"):
+                expected = PROD_DATABASES["REDIS_URL" if variable == "LOOMFLOW_BUDGET_DSN" else "POSTGRES_DSN"]
+                assert dsn == expected, f"{workload['metadata']['name']}: {variable}"
+                assert prod.find("Service", str(urlsplit(dsn).hostname)) is None
+
+
+def test_in_cluster_databases_are_an_optional_component(rendered: dict[str, Rendered]) -> None:
+    assert rendered["base"].of_kind("StatefulSet") == [], "the databases belong to components/in-cluster-databases"
+    for name, overlay in rendered.items():
+        if name == "base":
+            continue
+        has = name in IN_CLUSTER_DATABASES
+        databases = sorted(s["metadata"]["name"] for s in overlay.of_kind("StatefulSet"))
+        assert databases == (["postgres", "redis"] if has else []), name
+        policies = {p["metadata"]["name"] for p in overlay.of_kind("NetworkPolicy")}
+        assert ({"postgres-from-services", "redis-from-budget"} <= policies) == has, f"{name}: {policies}"
+
+
+def migrate_job(overlay: Rendered) -> Obj:
+    (job,) = overlay.of_kind("Job")
+    assert main_container(job)["command"] == ["loomflow", "migrate"]
+    return job
+
+
+def test_every_overlay_runs_migrate_as_a_job_with_the_services_settings(overlay: Rendered) -> None:
+    job = migrate_job(overlay)
+    env = overlay.env(main_container(job))
+    assert pod_spec(job)["restartPolicy"] == "OnFailure"
+    for workload, _, service_env in loomflow_containers(overlay):
+        for variable in service_env:
+            if variable.endswith("_DSN"):
+                assert variable in env, f"migrate does not migrate {workload['metadata']['name']}'s {variable}"
+    assert "LOOMFLOW_INSECURE" not in env
+
+
+def test_migrate_job_reaches_the_in_cluster_postgres(rendered: dict[str, Rendered]) -> None:
+    for name in IN_CLUSTER_DATABASES:
+        overlay = rendered[name]
+        postgres = overlay.get("StatefulSet", "postgres")
+        port = int(main_container(postgres)["ports"][0]["containerPort"])
+        assert overlay.may_connect(pod_peer(overlay, migrate_job(overlay)), postgres, port), name
+
+
+def test_prod_services_run_without_ddl_and_only_the_job_migrates_as_the_owner(rendered: dict[str, Rendered]) -> None:
+    prod = rendered["prod"]
+    for workload, _, env in loomflow_containers(prod):
+        assert server_setting(env, "migrate") is False, f"{workload['metadata']['name']} would apply DDL at start"
+    job_env = prod.env(main_container(migrate_job(prod)))
+    for variable in ("LOOMFLOW_MEMORY_DSN", "LOOMFLOW_POLICY_DSN", "LOOMFLOW_AUDIT_DSN", "LOOMFLOW_AGENT_STORE_DSN"):
+        assert job_env[variable] == PROD_DATABASES["POSTGRES_OWNER_DSN"], variable
+    dev = rendered["dev"]
+    for workload, _, env in loomflow_containers(dev):
+        assert server_setting(env, "migrate") is True, f"{workload['metadata']['name']}: dev migrates at start"
+
+
 # ---------------------------------------------------------------- lifecycle and security
 
 
@@ -349,7 +414,7 @@ def test_termination_grace_outlasts_the_servers_drain(overlay: Rendered) -> None
 
 
 def test_every_pod_meets_the_restricted_security_profile(overlay: Rendered) -> None:
-    for workload in overlay.workloads():
+    for workload in overlay.pod_templates():
         name = workload["metadata"]["name"]
         spec = pod_spec(workload)
         pod = spec.get("securityContext", {})
@@ -380,7 +445,8 @@ def test_loomflow_pods_get_writable_scratch_and_data_folders(overlay: Rendered) 
 
 
 def test_every_container_declares_requests_and_a_memory_limit(overlay: Rendered) -> None:
-    for workload, container in overlay.containers():
+    jobs = [(job, container) for job in overlay.of_kind("Job") for container in pod_spec(job)["containers"]]
+    for workload, container in [*overlay.containers(), *jobs]:
         resources = container.get("resources", {})
         where = f"{workload['metadata']['name']}/{container['name']}"
         assert {"cpu", "memory"} <= set(resources.get("requests", {})), f"{where}: cpu and memory requests"
@@ -438,7 +504,7 @@ def test_network_policies_let_only_the_agent_reach_services_and_only_their_users
     users_of: dict[str, set[str]] = {name: set() for name in backends}
     for service, deployment in deployments.items():
         for variable, value in overlay.env(main_container(deployment)).items():
-            if variable.endswith("_DSN") and urlsplit(value).scheme in BACKEND_OF_SCHEME:
+            if variable.endswith("_DSN") and BACKEND_OF_SCHEME.get(urlsplit(value).scheme) in users_of:
                 users_of[BACKEND_OF_SCHEME[urlsplit(value).scheme]].add(service)
 
     for target_name, target in deployments.items():
@@ -588,7 +654,7 @@ def test_prod_secret_generator_refuses_to_overwrite_existing_secrets(tmp_path: P
 
 # ---------------------------------------------------------------- Postgres schema init, for real
 
-INIT_SCRIPT = K8S / "base" / "postgres" / "10-loomflow-role.sh"
+INIT_SCRIPT = K8S / "components" / "in-cluster-databases" / "postgres" / "10-loomflow-role.sh"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 

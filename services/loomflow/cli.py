@@ -21,6 +21,7 @@ from loomflow.kernel.hosting import ServiceContext
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_logging
 from loomflow.memory.cli import add_subcommand as add_memory_subcommand
+from loomflow.migrate import add_subcommand as add_migrate_subcommand
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -73,6 +74,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     add_token_subcommand,
     add_demo_subcommand,
     add_memory_subcommand,
+    add_migrate_subcommand,
 ]
 
 

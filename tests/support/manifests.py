@@ -47,6 +47,14 @@ def kustomize(directory: Path) -> str:
     return done.stdout
 
 
+# The managed databases an operator hands generate.sh (prod runs no databases in the cluster).
+PROD_DATABASES = {
+    "POSTGRES_DSN": "postgres://loomflow_app:app-secret@db.example.internal:5432/loomflow",
+    "POSTGRES_OWNER_DSN": "postgres://loomflow_owner:owner-secret@db.example.internal:5432/loomflow",
+    "REDIS_URL": "rediss://:redis-secret@cache.example.internal:6379/0",
+}
+
+
 def copy_with_prod_secrets(destination: Path) -> Path:
     """A copy of k8s/ whose prod secrets were made by the documented generate.sh; returns it."""
     require_tool("openssl")
@@ -54,7 +62,8 @@ def copy_with_prod_secrets(destination: Path) -> Path:
     shutil.copytree(K8S, copy)
     for generated in (copy / PROD_SECRETS_SCRIPT).parent.glob("*.env"):
         generated.unlink()  # a developer's own prod secrets never take part in a test
-    subprocess.run(["bash", str(copy / PROD_SECRETS_SCRIPT)], check=True, capture_output=True, timeout=60)
+    env = {**os.environ, **PROD_DATABASES}
+    subprocess.run(["bash", str(copy / PROD_SECRETS_SCRIPT)], env=env, check=True, capture_output=True, timeout=60)
     return copy
 
 
@@ -129,6 +138,10 @@ class Rendered:
 
     def workloads(self) -> list[Obj]:
         return self.of_kind("Deployment") + self.of_kind("StatefulSet")
+
+    def pod_templates(self) -> list[Obj]:
+        """Everything that runs pods: the long-running workloads and the Jobs (loomflow migrate)."""
+        return self.workloads() + self.of_kind("Job")
 
     def loomflow_deployments(self) -> dict[str, Obj]:
         """The Deployments that run a loomflow service, keyed by the service they host."""

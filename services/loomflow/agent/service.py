@@ -192,7 +192,7 @@ def build(ctx: ServiceContext) -> HostedService:
                 raise ConfigError(
                     f"LOOMFLOW_AGENT_DEFINITIONS_FILE: agent {definition.name!r}: {error.violations[0].description}"
                 ) from None
-    store = open_agent_store(settings.store_dsn, ctx.server.data_dir)
+    store = open_agent_store(settings.store_dsn, ctx.server.data_dir, migrate=ctx.server.migrate)
     sweepers: list[Sweeper] = []
 
     async def start() -> None:

@@ -44,7 +44,7 @@ def build_log(ctx: ServiceContext) -> AuditLog:
     if settings.checkpoint_interval < 0:
         raise ConfigError(f"LOOMFLOW_AUDIT_CHECKPOINT_INTERVAL={settings.checkpoint_interval}: must be ≥ 0")
     keys = load_keys(settings.hmac_key, settings.signing_key, settings.payload_key, insecure=ctx.server.insecure)
-    sink = open_sink(settings.dsn or default_dsn(ctx.server.data_dir))
+    sink = open_sink(settings.dsn or default_dsn(ctx.server.data_dir), migrate=ctx.server.migrate)
     return AuditLog(sink, keys, max_batch=settings.max_batch, checkpoint_interval=settings.checkpoint_interval)
 
 

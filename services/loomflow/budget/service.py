@@ -41,7 +41,7 @@ class Settings:
     pool_size: int = option(10, "connections to Postgres or Redis")
 
 
-def build_budget(settings: Settings) -> Budget:
+def build_budget(settings: Settings, *, migrate: bool = True) -> Budget:
     if not 0 <= settings.warn_fraction <= 1:
         raise ConfigError(f"LOOMFLOW_BUDGET_WARN_FRACTION={settings.warn_fraction}: expected 0..1")
     if settings.reservation_ttl_seconds <= 0:
@@ -59,6 +59,7 @@ def build_budget(settings: Settings) -> Budget:
             idle_ttl_ms=int(settings.user_idle_ttl_seconds * 1000),
             max_kept_per_user=settings.max_kept_reservations_per_user,
             pool_size=settings.pool_size,
+            migrate=migrate,
         ),
     )
     prices = PriceTable.load(
@@ -74,7 +75,7 @@ def build_budget(settings: Settings) -> Budget:
 
 
 def build(ctx: ServiceContext) -> HostedService:
-    budget = build_budget(ctx.section(SECTION, Settings))
+    budget = build_budget(ctx.section(SECTION, Settings), migrate=ctx.server.migrate)
     servicer = BudgetServicer(budget)
 
     def register(server: grpc.aio.Server) -> None:

@@ -22,6 +22,10 @@ class ServerSettings:
     log_format: str = option("json", "log format: json or text")
     log_max_line_chars: int = option(16_384, "longest log line; longer ones are cut in the middle, marked")
     log_repeats_per_minute: int = option(20, "errors with the same logger and message logged per minute at most")
+    migrate: bool = option(
+        True,
+        "apply database migrations at start (false: no DDL; refuse a schema older than `loomflow migrate` makes)",
+    )
     shutdown_grace: float = option(10.0, "seconds in-flight calls get to finish after SIGTERM")
     shutdown_delay: float = option(
         0.0, "seconds to keep serving while health says NOT_SERVING, so balancers stop routing first"

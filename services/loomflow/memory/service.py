@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import grpc
@@ -84,7 +85,8 @@ def build(ctx: ServiceContext) -> HostedService:
     if settings.max_block_bytes_per_user < 0:
         raise ConfigError("LOOMFLOW_MEMORY_MAX_BLOCK_BYTES_PER_USER must be >= 0 (0: no cap)")
     embedder = open_embedder(embedder_options(settings))
-    store = open_store(settings.dsn, ctx.server.data_dir, store_options(settings), embedder)
+    options = dataclasses.replace(store_options(settings), migrate=ctx.server.migrate)
+    store = open_store(settings.dsn, ctx.server.data_dir, options, embedder)
     # Recall answers and list pages must fit one message; each Recall names the embedder, so the
     # Agent applies its tuning.
     servicer = MemoryServicer(

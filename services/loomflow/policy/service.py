@@ -49,7 +49,7 @@ def build(ctx: ServiceContext) -> HostedService:
     _check(settings)
     # Read and validate the file now, so a bad file stops the server before it binds.
     policy_file: PolicyFile | None = load_policy_file(settings.file) if settings.file else None
-    store = open_store(settings.dsn, ctx.server.data_dir, pool_size=settings.pool_size)
+    store = open_store(settings.dsn, ctx.server.data_dir, pool_size=settings.pool_size, migrate=ctx.server.migrate)
     book = PolicyBook(store, max_cached=settings.max_cached_policies, refresh_seconds=settings.refresh_seconds)
     approvals = Approvals(
         store,

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Generates the production secrets the prod overlay's secretGenerator reads, once, with
-# fresh random values:   bash k8s/overlays/prod/secrets/generate.sh
-# Writes auth.env, audit-keys.env, dsn.env, postgres.env, redis.env beside this script
+# fresh random values, and the DSNs of your managed databases:
+#   POSTGRES_DSN=postgres://app:…@db:5432/loomflow      (the services' role: rows, no DDL rights)
+#   POSTGRES_OWNER_DSN=postgres://owner:…@db:5432/loomflow  (the schema owner, for the migrate Job)
+#   REDIS_URL=rediss://:…@redis:6379/0
+#   bash k8s/overlays/prod/secrets/generate.sh
+# Writes auth.env, audit-keys.env, dsn.env, migrate-dsn.env beside this script
 # (git-ignored, mode 600) and refuses to overwrite them: rotating a key is a decision
 # (the audit keys in particular: losing them makes the existing chains unverifiable),
 # not a side effect of re-running a script. Needs bash and openssl only.
 set -euo pipefail
 umask 077
 cd "$(dirname "$0")"
-files=(auth.env audit-keys.env dsn.env postgres.env redis.env)
+files=(auth.env audit-keys.env dsn.env migrate-dsn.env)
+: "${POSTGRES_DSN:?set POSTGRES_DSN to the Postgres DSN of the services (a role without DDL rights)}"
+: "${POSTGRES_OWNER_DSN:?set POSTGRES_OWNER_DSN to the DSN of the schema owner (the migrate Job)}"
+: "${REDIS_URL:?set REDIS_URL to the Redis of the budget ledger}"
 for f in "${files[@]}"; do
   if [ -e "$f" ]; then
-    echo "generate.sh: $PWD/$f exists; delete the five *.env files first to regenerate" >&2
+    echo "generate.sh: $PWD/$f exists; delete the four *.env files first to regenerate" >&2
     exit 1
   fi
 done
@@ -29,9 +36,6 @@ claims=$(printf '{"sub":"agent","role":"service","iss":"%s","aud":"%s","iat":%d,
 signature=$(printf '%s.%s' "$header" "$claims" | openssl dgst -sha256 -hmac "$jwt_secret" -binary | b64url)
 service_token="$header.$claims.$signature"
 
-app_password=$(rand_hex 24)
-redis_password=$(rand_hex 24)
-dsn="postgres://loomflow:$app_password@postgres:5432/loomflow"
 
 cat >auth.env <<ENV
 LOOMFLOW_AUTH_JWT_SECRET=$jwt_secret
@@ -43,17 +47,16 @@ LOOMFLOW_AUDIT_SIGNING_KEY=$(rand_hex 32)
 LOOMFLOW_AUDIT_PAYLOAD_KEY=$(rand_hex 32)
 ENV
 cat >dsn.env <<ENV
-LOOMFLOW_MEMORY_DSN=$dsn
-LOOMFLOW_POLICY_DSN=$dsn
-LOOMFLOW_AUDIT_DSN=$dsn
-LOOMFLOW_AGENT_STORE_DSN=$dsn
-LOOMFLOW_BUDGET_DSN=redis://:$redis_password@redis:6379/0
+LOOMFLOW_MEMORY_DSN=$POSTGRES_DSN
+LOOMFLOW_POLICY_DSN=$POSTGRES_DSN
+LOOMFLOW_AUDIT_DSN=$POSTGRES_DSN
+LOOMFLOW_AGENT_STORE_DSN=$POSTGRES_DSN
+LOOMFLOW_BUDGET_DSN=$REDIS_URL
 ENV
-cat >postgres.env <<ENV
-POSTGRES_PASSWORD=$(rand_hex 24)
-APP_DB_PASSWORD=$app_password
-ENV
-cat >redis.env <<ENV
-REDIS_PASSWORD=$redis_password
+cat >migrate-dsn.env <<ENV
+LOOMFLOW_MEMORY_DSN=$POSTGRES_OWNER_DSN
+LOOMFLOW_POLICY_DSN=$POSTGRES_OWNER_DSN
+LOOMFLOW_AUDIT_DSN=$POSTGRES_OWNER_DSN
+LOOMFLOW_AGENT_STORE_DSN=$POSTGRES_OWNER_DSN
 ENV
 echo "generate.sh: wrote ${files[*]} in $PWD (keep them out of git; back up the audit keys)" >&2

@@ -11,7 +11,7 @@ from loomflow.kernel.config import ConfigError
 FILE_NAME = "agent.db"
 
 
-def open_agent_store(dsn: str, data_dir: str | Path) -> AgentStore:
+def open_agent_store(dsn: str, data_dir: str | Path, *, migrate: bool = True) -> AgentStore:
     """The store a DSN names; empty is ``<data_dir>/agent.db`` (SQLite)."""
     scheme = urlsplit(dsn).scheme.lower() if dsn else "sqlite"
     if not dsn:
@@ -28,7 +28,7 @@ def open_agent_store(dsn: str, data_dir: str | Path) -> AgentStore:
     if scheme in ("postgres", "postgresql"):
         from loomflow.agent.store.postgres import PostgresAgentStore
 
-        return PostgresAgentStore(dsn)
+        return PostgresAgentStore(dsn, migrate=migrate)
     raise ConfigError(f"LOOMFLOW_AGENT_STORE_DSN={dsn!r}: use sqlite:///path or postgres://…")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import asyncpg
 
 from loomflow.agent.store import rows, sql
 from loomflow.agent.store.base import Micros, PausedRecord, StoredDefinition
+from loomflow.kernel import schema
 from loomflow.kernel.errors import Unavailable
 
 MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('loomflow.agent.migrations'))"
@@ -28,19 +30,28 @@ def _unavailable_on_connection_errors() -> Iterator[None]:
         raise Unavailable(f"agent store unavailable: {type(exc).__name__}: {exc}") from exc
 
 
+async def migrate(conn: asyncpg.Connection) -> None:
+    async with conn.transaction():
+        await conn.execute(MIGRATION_LOCK)  # many replicas may start at once
+        for statement in sql.SCHEMA:
+            await conn.execute(statement)
+
+
 class PostgresAgentStore:
-    def __init__(self, dsn: str, pool_size: int = 5) -> None:
+    def __init__(self, dsn: str, pool_size: int = 5, *, migrate: bool = True) -> None:
         self._dsn = dsn
+        self._migrate = migrate
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
         with _unavailable_on_connection_errors():
             self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size, timeout=5)
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(MIGRATION_LOCK)  # many replicas may start at once
-                for statement in sql.SCHEMA:
-                    await conn.execute(statement)
+            async with self._pool.acquire() as conn:
+                if self._migrate:
+                    await migrate(conn)
+                else:
+                    await schema.check_objects(conn, "agent", re.findall(r"IF NOT EXISTS (\w+)", " ".join(sql.SCHEMA)))
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

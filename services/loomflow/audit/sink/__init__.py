@@ -22,14 +22,14 @@ def file_folder(location: str) -> Path:
     return path.parent if path.suffix == ".jsonl" else path
 
 
-def open_sink(dsn: str, *, readonly: bool = False) -> Sink:
+def open_sink(dsn: str, *, readonly: bool = False, migrate: bool = True) -> Sink:
     """The sink a DSN names (not opened yet). Plain paths are accepted too (the offline verifier)."""
     scheme = urlparse(dsn).scheme
     if scheme in ("postgres", "postgresql"):
         extras.require("postgres", f"LOOMFLOW_AUDIT_DSN={scheme}://…")
         from loomflow.audit.sink.postgres import PostgresSink
 
-        return PostgresSink(dsn, readonly=readonly)
+        return PostgresSink(dsn, readonly=readonly, migrate=migrate)
     if scheme == "file" or (not scheme and dsn):
         from loomflow.audit.sink.file import FileSink
 

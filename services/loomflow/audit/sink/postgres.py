@@ -32,6 +32,7 @@ from loomflow.audit import checkpoint as checkpoints
 from loomflow.audit.models import Batch, ChainReport, Checkpoint, Entry, Head, QueryFilter, WrappedKey
 from loomflow.audit.sink.base import BadEntry, Conflict
 from loomflow.audit.verify import LogVerifier, missing_chains, reclassify, suspects
+from loomflow.kernel import schema
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.errors import Unavailable
 
@@ -138,8 +139,9 @@ async def migrate(conn: Any) -> None:
 
 
 class PostgresSink:
-    def __init__(self, dsn: str, *, readonly: bool = False, pool_size: int = 4) -> None:
+    def __init__(self, dsn: str, *, readonly: bool = False, pool_size: int = 4, migrate: bool = True) -> None:
         self._dsn = dsn
+        self._migrate = migrate
         self.readonly = readonly
         self._pool_size = pool_size
         self._pool: Any = None
@@ -158,7 +160,14 @@ class PostgresSink:
             raise ConfigError(f"audit: cannot connect to {self.description}: {exc}") from None
         async with self._pool.acquire() as conn:
             if not self.readonly:
-                await migrate(conn)
+                await schema.migrate_or_check(
+                    conn,
+                    "audit",
+                    apply=self._migrate,
+                    migrate=migrate,
+                    table="audit_migrations",
+                    latest=MIGRATIONS[-1][0],
+                )
             exists = await conn.fetchval("SELECT to_regclass('audit_entries') IS NOT NULL")
         if not exists:
             await self.close()

@@ -18,6 +18,7 @@ class LedgerOptions:
     idle_ttl_ms: int = 86_400_000
     max_kept_per_user: int = 1_000
     pool_size: int = 10
+    migrate: bool = True  # False: no DDL at start, refuse a schema behind this release (Postgres)
 
 
 def open_ledger(dsn: str, options: LedgerOptions | None = None) -> Ledger:
@@ -42,7 +43,7 @@ def open_ledger(dsn: str, options: LedgerOptions | None = None) -> Ledger:
         extras.require("postgres", f"LOOMFLOW_BUDGET_DSN={scheme}://…")
         from loomflow.budget.ledger.postgres import PostgresLedger
 
-        return PostgresLedger(dsn, pool_size=opts.pool_size)
+        return PostgresLedger(dsn, pool_size=opts.pool_size, migrate=opts.migrate)
     raise ConfigError(f"budget dsn {dsn!r}: use memory://, redis://… or postgres://… (LOOMFLOW_BUDGET_DSN)")
 
 

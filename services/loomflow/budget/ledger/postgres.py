@@ -46,6 +46,7 @@ from loomflow.budget.models import (
     TenantExport,
     first_refusal,
 )
+from loomflow.kernel import schema
 from loomflow.kernel.errors import NotFound, Unavailable
 
 log = logging.getLogger("loomflow.budget.postgres")
@@ -202,9 +203,22 @@ def _plus(states: list[LimitState], hold: Sequence[int]) -> list[LimitState]:
     return [LimitState(s.limit, s.applies_to, s.committed, s.reserved + hold[s.limit.dimension]) for s in states]
 
 
+async def migrate(conn: asyncpg.Connection) -> None:
+    """Applies the migrations not yet recorded; safe to run from many processes at once."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('loomflow.budget.migrations'))")
+        await conn.execute("CREATE TABLE IF NOT EXISTS budget_schema (version int PRIMARY KEY)")
+        applied = await conn.fetchval("SELECT coalesce(max(version), 0) FROM budget_schema")
+        for version, statements in enumerate(MIGRATIONS, start=1):
+            if version > applied:
+                await conn.execute(statements)
+                await conn.execute("INSERT INTO budget_schema (version) VALUES ($1)", version)
+
+
 class PostgresLedger:
-    def __init__(self, dsn: str, *, pool_size: int = 10) -> None:
+    def __init__(self, dsn: str, *, pool_size: int = 10, migrate: bool = True) -> None:
         self._dsn = dsn
+        self._apply = migrate
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
@@ -231,7 +245,15 @@ class PostgresLedger:
                         self._dsn, min_size=1, max_size=self._pool_size, timeout=5, command_timeout=30
                     )
                     try:
-                        await self._migrate(pool)
+                        async with pool.acquire() as conn:
+                            await schema.migrate_or_check(
+                                conn,
+                                "budget",
+                                apply=self._apply,
+                                migrate=migrate,
+                                table="budget_schema",
+                                latest=len(MIGRATIONS),
+                            )
                     except BaseException:
                         await pool.close()
                         raise
@@ -241,17 +263,9 @@ class PostgresLedger:
         assert self._pool is not None
         return self._pool
 
-    @staticmethod
-    async def _migrate(pool: asyncpg.Pool) -> None:
-        """Applies the migrations not yet recorded; safe to run from many processes at once."""
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('loomflow.budget.migrations'))")
-            await conn.execute("CREATE TABLE IF NOT EXISTS budget_schema (version int PRIMARY KEY)")
-            applied = await conn.fetchval("SELECT coalesce(max(version), 0) FROM budget_schema")
-            for version, statements in enumerate(MIGRATIONS, start=1):
-                if version > applied:
-                    await conn.execute(statements)
-                    await conn.execute("INSERT INTO budget_schema (version) VALUES ($1)", version)
+    async def migrate(self) -> None:
+        """Connects, applying the migrations (``loomflow migrate``): unlike ``start``, fails when it cannot."""
+        await self._connected()
 
     async def _transaction(self, work: Any) -> Any:
         """Runs ``work(conn)`` in one transaction holding the global lock; connection loss → UNAVAILABLE."""

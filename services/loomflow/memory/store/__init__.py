@@ -35,6 +35,7 @@ class StoreOptions:
     pool_size: int = 10
     sqlite_synchronous: str = "normal"
     sqlite_mmap_bytes: int = SQLITE_MMAP_BYTES
+    migrate: bool = True  # False: no DDL at start, refuse a schema behind this release (Postgres)
 
 
 def _path_after(dsn: str, scheme: str) -> str:
@@ -80,7 +81,7 @@ def open_store(
         extras.require("postgres", f"LOOMFLOW_MEMORY_DSN={scheme}://…")
         from loomflow.memory.store.postgres import PostgresStore
 
-        return PostgresStore(dsn, embedder, options.recall_cache_episodes, options.pool_size)
+        return PostgresStore(dsn, embedder, options.recall_cache_episodes, options.pool_size, migrate=options.migrate)
     if scheme in ("redis", "rediss"):
         extras.require("redis", f"LOOMFLOW_MEMORY_DSN={scheme}://…")
         from loomflow.memory.store.redis import RedisStore

@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from loomflow.kernel import schema
 from loomflow.kernel.errors import NotFound, Unavailable
 from loomflow.memory import blocks, facts, forgetting
 from loomflow.memory.episodes import stamp
@@ -144,21 +145,33 @@ def unavailable_on_connection_errors() -> Any:
         raise Unavailable(f"memory database unavailable: {type(exc).__name__}: {exc}") from exc
 
 
+MIGRATIONS_TABLE = "memory_schema_migrations"
+
+
 async def migrate(conn: asyncpg.Connection) -> None:
     """Applies pending migrations; safe when many processes start at once (advisory lock, IF NOT EXISTS)."""
     async with conn.transaction():
         await conn.execute(MIGRATION_LOCK)
         await conn.execute(
-            "CREATE TABLE IF NOT EXISTS memory_schema_migrations "
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
             "(version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-        applied = {r[0] for r in await conn.fetch("SELECT version FROM memory_schema_migrations")}
+        applied = {r[0] for r in await conn.fetch(f"SELECT version FROM {MIGRATIONS_TABLE}")}
         for version, statements in MIGRATIONS:
             if version in applied:
                 continue
             for statement in statements:
                 await conn.execute(statement)
-            await conn.execute("INSERT INTO memory_schema_migrations (version) VALUES ($1)", version)
+            await conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES ($1)", version)
+
+
+async def has_vector_column(conn: asyncpg.Connection, dim: int) -> bool:
+    found = await conn.fetchval(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'memory_episodes' AND column_name = $1",
+        vector_column(dim),
+    )
+    return found is not None
 
 
 async def enable_pgvector(conn: asyncpg.Connection, dim: int) -> bool:
@@ -195,8 +208,10 @@ class PostgresStore:
         cache_episodes: int = 2_000_000,
         pool_size: int = 10,
         connect_timeout: float = 5.0,
+        migrate: bool = True,
     ) -> None:
         self._dsn = dsn
+        self._migrate = migrate
         self._embedder = embedder or HashingEmbedder()
         self._pool_size = pool_size
         self._timeout = connect_timeout
@@ -221,8 +236,18 @@ class PostgresStore:
                 self._dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout, command_timeout=30
             )
             async with self._pool.acquire() as conn:
-                await migrate(conn)
-                self._pgvector = await enable_pgvector(conn, self._embedder.dim)
+                await schema.migrate_or_check(
+                    conn,
+                    "memory",
+                    apply=self._migrate,
+                    migrate=migrate,
+                    table=MIGRATIONS_TABLE,
+                    latest=MIGRATIONS[-1][0],
+                )
+                if self._migrate:
+                    self._pgvector = await enable_pgvector(conn, self._embedder.dim)
+                else:  # no DDL: use the vector column `loomflow migrate` added, if it could
+                    self._pgvector = await has_vector_column(conn, self._embedder.dim)
         if self._pgvector:
             self._column = vector_column(self._embedder.dim)
             self._recall = CachedRecall(self, self._embedder, self._cache, nearest=self)

@@ -12,7 +12,7 @@ from loomflow.policy.store.base import Change, ChangeKind, ChangeListener, Polic
 SCHEMES = ("sqlite:///path", "postgres://…", "postgresql://…")
 
 
-def open_store(dsn: str, data_dir: str | Path, pool_size: int = 10) -> PolicyStore:
+def open_store(dsn: str, data_dir: str | Path, pool_size: int = 10, *, migrate: bool = True) -> PolicyStore:
     """The store a DSN names; empty means ``<data_dir>/policy.db``. Connects in ``start()``."""
     if not dsn:
         from loomflow.policy.store.sqlite import SqliteStore
@@ -30,7 +30,7 @@ def open_store(dsn: str, data_dir: str | Path, pool_size: int = 10) -> PolicySto
         extras.require("postgres", f"LOOMFLOW_POLICY_DSN={scheme}://…")
         from loomflow.policy.store.postgres import PostgresStore
 
-        return PostgresStore(dsn, pool_size=pool_size)
+        return PostgresStore(dsn, pool_size=pool_size, migrate=migrate)
     raise ConfigError(f"LOOMFLOW_POLICY_DSN={dsn!r}: unknown scheme; use one of {', '.join(SCHEMES)}")
 
 

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from loomflow.kernel import schema
 from loomflow.kernel.errors import Unavailable
 from loomflow.policy.models import Approval, ApprovalStatus, Decision, Policy, Remembered, ResolutionInput
 from loomflow.policy.store.base import Change, ChangeKind, ChangeListener
@@ -111,9 +112,22 @@ def _pg_values(approval: Approval) -> list[Any]:
     return values
 
 
+async def migrate(conn: asyncpg.Connection) -> None:
+    """Applies the migrations not applied yet; call inside a transaction (many replicas may start at once)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+    await conn.execute("CREATE TABLE IF NOT EXISTS policy_schema (version INTEGER NOT NULL)")
+    applied = await conn.fetchval("SELECT max(version) FROM policy_schema") or 0
+    for statements in MIGRATIONS[applied:]:
+        for statement in statements:
+            await conn.execute(statement)
+    if applied < len(MIGRATIONS):
+        await conn.execute("INSERT INTO policy_schema (version) VALUES ($1)", len(MIGRATIONS))
+
+
 class PostgresStore:
-    def __init__(self, dsn: str, pool_size: int = 10) -> None:
+    def __init__(self, dsn: str, pool_size: int = 10, *, migrate: bool = True) -> None:
         self._dsn = dsn
+        self._migrate = migrate
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._origin = uuid.uuid4().hex
@@ -160,18 +174,13 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError) as exc:
             raise Unavailable(f"cannot connect to the policy store: {exc}") from exc
 
-        async def migrate(conn: asyncpg.Connection) -> str:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute("CREATE TABLE IF NOT EXISTS policy_schema (version INTEGER NOT NULL)")
-            applied = await conn.fetchval("SELECT max(version) FROM policy_schema") or 0
-            for statements in MIGRATIONS[applied:]:
-                for statement in statements:
-                    await conn.execute(statement)
-            if applied < len(MIGRATIONS):
-                await conn.execute("INSERT INTO policy_schema (version) VALUES ($1)", len(MIGRATIONS))
+        async def migrate_and_name(conn: asyncpg.Connection) -> str:
+            await schema.migrate_or_check(
+                conn, "policy", apply=self._migrate, migrate=migrate, table="policy_schema", latest=len(MIGRATIONS)
+            )
             return str(await conn.fetchval("SELECT current_schema()"))
 
-        self._channel = _channel(await self._in_transaction(migrate))
+        self._channel = _channel(await self._in_transaction(migrate_and_name))
         await self._listen()
 
     async def close(self) -> None:
