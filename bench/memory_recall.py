@@ -224,7 +224,8 @@ class _Context:
 
 async def recall_steps(dataset: Dataset, corpus: Corpus, args: argparse.Namespace, batch: int = 500) -> dict[str, Any]:
     """Server CPU of one SQLite Recall by step, in this process (thread CPU time, the fastest of
-    several batches: robust on a loaded machine). Each step includes the ones above it in the list;
+    several batches, the steps interleaved: robust on a loaded machine). Each step includes the ones
+    above it in the list (kernel_validate is part of kernel_pipeline only);
     what is left of a gRPC Recall's server CPU is grpc.aio, the event loop and the poller hand-off."""
     from loomflow.kernel.interceptor import KernelInterceptor
     from loomflow.kernel.validation import validate
@@ -274,22 +275,22 @@ async def recall_steps(dataset: Dataset, corpus: Corpus, args: argparse.Namespac
             request = memory_pb2.RecallRequest.FromString(wire[i])
             (await pipeline(request, context)).SerializeToString()
 
-        steps: dict[str, float] = {}
-        for name, step in (
+        named = (
             ("query_embedding", embed),
             ("prepare_query (embedding + BM25 terms)", prepared),
             ("kernel_validate (protovalidate + JSON depth)", validated),
             ("store_recall (prepare + rank + SQLite reads)", stored),
             ("servicer_recall (+ the answer, metrics)", served),
             ("kernel_pipeline (+ decode, admit, record, encode)", piped),
-        ):
-            fastest = float("inf")
-            for first in range(0, len(queries), batch):
+        )
+        fastest = {name: float("inf") for name, _ in named}
+        for first in range(0, len(queries), batch):  # steps interleaved batch by batch: noise hits each alike
+            for name, step in named:
                 began = time.thread_time()
                 for i in range(first, first + batch):
                     await step(i)
-                fastest = min(fastest, (time.thread_time() - began) / batch)
-            steps[name] = round(fastest * 1e6, 1)
+                fastest[name] = min(fastest[name], (time.thread_time() - began) / batch)
+        steps = {name: round(seconds * 1e6, 1) for name, seconds in fastest.items()}
         return {"us_per_recall": steps, "embedder": embedder.name, "batches": len(queries) // batch, "batch": batch}
     finally:
         await store.close()
