@@ -44,7 +44,8 @@ async def test_forget_and_export_through_the_wire(served: RunningSuite) -> None:
 
     records = await export(agent, "alice")
     assert [r.WhichOneof("record") for r in records] == ["policy", "approval"]
-    assert records[1].approval.scope.user_id == "alice" and records[1].approval.tool_name == "delete_file"
+    assert records[1].approval.scope.user_id == "alice"
+    assert records[1].approval.tool_name == "delete_file"
 
     receipt = await forget(agent, "alice")
     assert (receipt.policy_removed, receipt.approvals_deleted, receipt.pending_approvals_deleted) == (True, 1, 1)

@@ -8,6 +8,7 @@ racing the erase must not bring the tenant's data back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -68,11 +69,13 @@ async def test_export_holds_policy_approvals_with_arguments_and_remembered_answe
     tenant = f"carol-{unique}"
     await seed(store, tenant)
     exported = await store.export(tenant)
-    assert exported.policy is not None and exported.policy.rules == POLICY.rules
+    assert exported.policy is not None
+    assert exported.policy.rules == POLICY.rules
     assert [a.id for a in exported.approvals] == [f"apr_{tenant}_1", f"apr_{tenant}_2"], "oldest first"
     first = exported.approvals[0]
     assert first.arguments == approval(tenant, "x").arguments
-    assert (first.status, first.edited_arguments, first.note) == (ApprovalStatus.APPROVED, {"path": "/tmp/edited"}, "ok")
+    assert first.status is ApprovalStatus.APPROVED
+    assert (first.edited_arguments, first.note) == ({"path": "/tmp/edited"}, "ok")
     assert [(r.run_id, r.tool_name, r.approval_id, r.decision) for r in exported.remembered] == [
         ("run-1", "delete_file", f"apr_{tenant}_1", Decision.ALLOW)
     ]
@@ -98,10 +101,8 @@ async def test_requests_racing_the_forget_leave_no_approval_behind(store: Policy
 
     async def request(n: int) -> None:
         # Every request started before the Forget's instant: each is either erased or refused.
-        try:
+        with contextlib.suppress(Aborted):
             await store.insert_approval(approval(tenant, f"apr_race_{n}", created=START_MS + n), max_pending=1000)
-        except Aborted:
-            pass
 
     racers = [asyncio.create_task(request(n)) for n in range(60)]
     await asyncio.sleep(0)
