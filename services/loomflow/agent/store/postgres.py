@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from loomflow.agent.store import rows, sql
-from loomflow.agent.store.base import Micros, PausedRecord, StoredDefinition
+from loomflow.agent.store.base import ErasureRow, Micros, PausedRecord, StoredDefinition
 from loomflow.kernel import schema
 from loomflow.kernel.errors import Unavailable
 
@@ -125,3 +125,45 @@ class PostgresAgentStore:
         async with self._transaction() as conn:
             status: str = await conn.execute(q(sql.PURGE_EXPIRED), before)
         return int(status.split()[-1])
+
+    async def forget_paused(self, tenant: str) -> list[PausedRecord]:
+        async with self._transaction() as conn:
+            # The tenant's pause lock: a pause of this tenant waits, then lands after the erase or before it.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agent.paused:{tenant}")
+            found = await conn.fetch(q(sql.FORGET_PAUSED), tenant)
+        return [rows.paused_from(r) for r in found]
+
+    async def export_paused(self, tenant: str) -> list[PausedRecord]:
+        async with self._transaction() as conn:
+            found = await conn.fetch(
+                q(sql.EXPORT_PAUSED.replace("ORDER BY run_id", 'ORDER BY run_id COLLATE "C"')), tenant
+            )
+        return [rows.paused_from(r) for r in found]
+
+    async def insert_erasure(self, row: ErasureRow) -> ErasureRow:
+        async with self._transaction() as conn:
+            await conn.execute(q(sql.INSERT_ERASURE), *rows.erasure_values(row))
+            return rows.erasure_from(await conn.fetchrow(q(sql.ERASURE_BY_REQUEST), row.tenant, row.request_id))
+
+    async def pending_erasure(self, tenant: str) -> ErasureRow | None:
+        row = await self._row(sql.PENDING_ERASURE, tenant)
+        return None if row is None else rows.erasure_from(row)
+
+    async def get_erasure(self, tenant: str, erasure_id: str) -> ErasureRow:
+        row = await self._row(sql.GET_ERASURE, tenant, erasure_id)
+        if row is None:
+            raise rows.erasure_not_found(erasure_id)
+        return rows.erasure_from(row)
+
+    async def claim_erasure(self, erasure_id: str, now: Micros, lease_until: Micros) -> ErasureRow | None:
+        row = await self._row(sql.CLAIM_ERASURE, lease_until, erasure_id, now)
+        return None if row is None else rows.erasure_from(row)
+
+    async def save_erasure(self, erasure_id: str, body: str, state: str, next_attempt_at: Micros) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(q(sql.SAVE_ERASURE), body, state, next_attempt_at, erasure_id)
+
+    async def due_erasures(self, now: Micros, limit: int) -> list[str]:
+        async with self._transaction() as conn:
+            found = await conn.fetch(q(sql.DUE_ERASURES), now, now, limit)
+        return [str(r[0]) for r in found]
