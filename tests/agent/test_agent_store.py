@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from loomflow.agent.store import AgentStore, PausedRecord, open_agent_store
 from loomflow.agent.store.base import ErasureRow
-from loomflow.kernel.errors import NotFound, ResourceExhausted
+from loomflow.kernel.errors import Aborted, NotFound, ResourceExhausted
 from tests.support import backends
 
 STORES = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
@@ -104,12 +105,25 @@ async def test_forgetting_paused_runs_takes_only_that_tenants_runs_and_markers(s
     await store.pause(paused("alice", "run-2", 5), now=0, max_per_tenant=10)
     await store.expire_paused(10, 100)  # alice's run-2 becomes an expired marker
     assert [r.run_id for r in await store.export_paused("alice")] == ["run-1", "run-2"]
-    forgotten = await store.forget_paused("alice")
+    forgotten = await store.forget_paused("alice", at=1_000)
     assert sorted((r.run_id, r.status) for r in forgotten) == [("run-1", "paused"), ("run-2", "expired")]
     assert await store.export_paused("alice") == []
-    assert await store.forget_paused("alice") == [], "idempotent"
+    assert await store.forget_paused("alice", at=900) == [], "idempotent"
     for other in ("alice2", "bob"):
         assert [r.run_id for r in await store.export_paused(other)] == ["run-1"], f"{other}'s paused run went too"
+
+
+async def test_a_run_that_started_before_the_forget_cannot_pause_after_it(store: AgentStore) -> None:
+    await store.forget_paused("alice", at=1_000)
+    await store.forget_paused("alice", at=500)  # an older cutoff never moves the tombstone back
+    late = dataclasses.replace(paused("alice", "run-late", 10**15), started_at=999)
+    with pytest.raises(Aborted):
+        await store.pause(late, now=2_000, max_per_tenant=10)
+    assert await store.export_paused("alice") == []
+    fresh = dataclasses.replace(paused("alice", "run-new", 10**15), started_at=1_000)
+    await store.pause(fresh, now=2_000, max_per_tenant=10)
+    assert [r.run_id for r in await store.export_paused("alice")] == ["run-new"], "a run started after is new data"
+    await store.pause(paused("bob", "run-1", 10**15), now=2_000, max_per_tenant=10)  # bob has no tombstone
 
 
 async def test_an_erasure_is_stored_once_per_request_leased_to_one_caller_and_found_only_by_its_tenant(

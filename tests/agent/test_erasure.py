@@ -21,7 +21,7 @@ import pytest
 
 from loomflow.kernel.auth import Role
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc, tenancy_pb2
-from tests.agent.conftest import Tenancy, audit_keys, secure_suite, token
+from tests.agent.conftest import Tenancy, audit_keys, secure_suite, token, write_script
 from tests.agent.test_caller_tools import limited, raw_run, reserved
 from tests.support.status import bad_request_fields
 from tests.support.suite import RunningSuite, running_suite
@@ -246,3 +246,24 @@ async def test_a_service_down_mid_erase_leaves_the_erasure_pending_until_it_retu
             assert counts(done)["policy"]["policy_removed"] == 1
             assert "budget" in counts(done)
             assert all(s.attempts >= 1 and not s.last_error for s in done.steps)
+
+
+async def test_a_run_in_flight_during_the_erase_does_not_store_a_paused_run_afterwards(tmp_path: Path) -> None:
+    slow_tool_call = {"delay_ms": 1500, "tool_calls": [{"name": "lookup_order", "arguments": {"order_id": "42"}}]}
+    script = write_script(tmp_path / "script.json", [{"when": "slowly", "turns": [slow_tool_call]}])
+    async with secure_suite(tmp_path / "suite", agent={"script_file": script, "model": "scripted"}) as tenancy:
+        await limited(tenancy)
+        stub: agent_pb2_grpc.AgentServiceAsyncStub = agent_pb2_grpc.AgentServiceStub(tenancy.suite.channel)
+        run = asyncio.ensure_future(stub.Run(raw_run(tenancy, "alice", "look it up slowly"), metadata=auth("alice")))
+        for _ in range(100):
+            if await reserved(tenancy, "alice") > 0:
+                break
+            await asyncio.sleep(0.02)
+        assert await reserved(tenancy, "alice") > 0, "the run is in flight, holding budget"
+        assert (await forget(stub, "alice")).state == DONE
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await run  # it started before the erase: it may not pause (and store the conversation) after it
+        # Budget's erase took its reservation (NOT_FOUND at the next commit); had it not, the pause would be ABORTED.
+        assert refused.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ABORTED)
+        assert (await export(stub, "alice", OPERATOR))["agent.jsonl"] == [], "a paused run outlived ForgetUser"
+        assert await reserved(tenancy, "alice") == 0

@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.message import Message
 
 from loomflow.agent.dependencies import Dependencies
+from loomflow.agent.paused import now_micros
 from loomflow.agent.store import AgentStore
 from loomflow.kernel.tenancy import scope_for
 from loomflow.v1 import audit_pb2, budget_pb2, memory_pb2, policy_pb2
@@ -41,7 +42,7 @@ class Steps:
 
     async def agent(self, tenant: str) -> Counts:
         """The Agent's own state: paused runs (their budget holds go back now) and this replica's caches."""
-        records = await self._store.forget_paused(tenant)
+        records = await self._store.forget_paused(tenant, now_micros())
         self._on_forget(tenant)
         holds = [r for r in records if r.status == "paused" and r.reservation_id]
         releases: list[Awaitable[object]] = [

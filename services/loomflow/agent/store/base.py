@@ -38,6 +38,10 @@ class PausedRecord:
     reservation_id: str
     expires_at: Micros
     status: str = PAUSED
+    started_at: Micros = 0
+    """When the request that paused the run started (not stored): a pause that started before a
+    ForgetUser of its tenant is refused, so a run in flight during the erase cannot store the
+    user's conversation again."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ class AgentStore(Protocol):
         ...
 
     async def pause(self, record: PausedRecord, now: Micros, max_per_tenant: int) -> None:
-        """Stores a paused run; ResourceExhausted when the tenant already has ``max_per_tenant`` live ones."""
+        """Stores a paused run; ResourceExhausted when the tenant already has ``max_per_tenant`` live ones;
+        Aborted when the tenant was forgotten after ``record.started_at``."""
         ...
 
     async def get_paused(self, tenant: str, run_id: str) -> PausedRecord:
@@ -97,8 +102,9 @@ class AgentStore(Protocol):
         """Deletes expired markers that expired before ``before`` (they only answer FAILED_PRECONDITION)."""
         ...
 
-    async def forget_paused(self, tenant: str) -> list[PausedRecord]:
-        """Deletes every paused run (and expired marker) of the tenant and returns them (for their holds)."""
+    async def forget_paused(self, tenant: str, at: Micros) -> list[PausedRecord]:
+        """Deletes every paused run (and expired marker) of the tenant and returns them (for their holds);
+        records the tombstone ``at``, atomically with respect to :meth:`pause`."""
         ...
 
     async def export_paused(self, tenant: str) -> list[PausedRecord]:

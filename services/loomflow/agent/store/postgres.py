@@ -96,6 +96,7 @@ class PostgresAgentStore:
         async with self._transaction() as conn:
             # Serialises the tenant's pauses, so two at once cannot both slip under the cap.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agent.paused:{record.tenant}")
+            rows.refuse_if_forgotten(await conn.fetchval(q(sql.FORGOTTEN_CUTOFF), record.tenant), record)
             live = await conn.fetchval(q(sql.COUNT_LIVE_PAUSED), record.tenant, now)
             rows.refuse_over_cap(int(live), max_per_tenant)
             await conn.execute(q(sql.INSERT_PAUSED), *rows.paused_values(record))
@@ -126,10 +127,11 @@ class PostgresAgentStore:
             status: str = await conn.execute(q(sql.PURGE_EXPIRED), before)
         return int(status.split()[-1])
 
-    async def forget_paused(self, tenant: str) -> list[PausedRecord]:
+    async def forget_paused(self, tenant: str, at: Micros) -> list[PausedRecord]:
         async with self._transaction() as conn:
-            # The tenant's pause lock: a pause of this tenant waits, then lands after the erase or before it.
+            # The tenant's pause lock: a racing pause sees the tombstone, or commits before the delete.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agent.paused:{tenant}")
+            await conn.execute(q(sql.RECORD_FORGOTTEN), tenant, at)
             found = await conn.fetch(q(sql.FORGET_PAUSED), tenant)
         return [rows.paused_from(r) for r in found]
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from loomflow.agent.store.base import ErasureRow, PausedRecord, StoredDefinition
-from loomflow.kernel.errors import NotFound, ResourceExhausted
+from loomflow.kernel.errors import Aborted, NotFound, ResourceExhausted
 
 
 def definition_from(row: Sequence[Any]) -> StoredDefinition:
@@ -67,3 +67,11 @@ def erasure_values(row: ErasureRow) -> tuple[Any, ...]:
 
 def erasure_not_found(erasure_id: str) -> NotFound:
     return NotFound(f"erasure {erasure_id!r} not found")
+
+
+def refuse_if_forgotten(cutoff: int | None, record: PausedRecord) -> None:
+    if cutoff is not None and record.started_at < cutoff:
+        raise Aborted(
+            "this user's data was erased (ForgetUser) after this run's request started; the run was not paused "
+            "(start a new run)"
+        )

@@ -24,6 +24,8 @@ SCHEMA = (
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS agent_erasures_by_request ON agent_erasures (tenant, request_id)",
     "CREATE INDEX IF NOT EXISTS agent_erasures_due ON agent_erasures (state, next_attempt_at)",
+    # ForgetUser's tombstones: a pause whose request started before the cutoff is refused.
+    "CREATE TABLE IF NOT EXISTS agent_forgotten (tenant TEXT PRIMARY KEY, cutoff BIGINT NOT NULL)",
 )
 
 UPSERT_DEFINITION = (
@@ -51,6 +53,12 @@ MARK_EXPIRED = (
 )
 PURGE_EXPIRED = "DELETE FROM agent_paused_runs WHERE status = 'expired' AND expires_at < ?"
 
+FORGOTTEN_CUTOFF = "SELECT cutoff FROM agent_forgotten WHERE tenant = ?"
+RECORD_FORGOTTEN = (
+    "INSERT INTO agent_forgotten (tenant, cutoff) VALUES (?, ?) "
+    "ON CONFLICT (tenant) DO UPDATE SET cutoff = CASE WHEN excluded.cutoff > agent_forgotten.cutoff "
+    "THEN excluded.cutoff ELSE agent_forgotten.cutoff END"
+)
 FORGET_PAUSED = f"DELETE FROM agent_paused_runs WHERE tenant = ? RETURNING {PAUSED_COLUMNS}"
 EXPORT_PAUSED = f"SELECT {PAUSED_COLUMNS} FROM agent_paused_runs WHERE tenant = ? ORDER BY run_id"
 

@@ -94,6 +94,8 @@ class SQLiteAgentStore:
 
     async def pause(self, record: PausedRecord, now: Micros, max_per_tenant: int) -> None:
         def work(c: sqlite3.Connection) -> None:
+            forgotten = c.execute(sql.FORGOTTEN_CUTOFF, (record.tenant,)).fetchone()
+            rows.refuse_if_forgotten(None if forgotten is None else int(forgotten[0]), record)
             (live,) = c.execute(sql.COUNT_LIVE_PAUSED, (record.tenant, now)).fetchone()
             rows.refuse_over_cap(int(live), max_per_tenant)
             c.execute(sql.INSERT_PAUSED, rows.paused_values(record))
@@ -124,9 +126,12 @@ class SQLiteAgentStore:
     async def purge_expired(self, before: Micros) -> int:
         return await self._transaction(lambda c: c.execute(sql.PURGE_EXPIRED, (before,)).rowcount)
 
-    async def forget_paused(self, tenant: str) -> list[PausedRecord]:
-        found = await self._transaction(lambda c: c.execute(sql.FORGET_PAUSED, (tenant,)).fetchall())
-        return [rows.paused_from(r) for r in found]
+    async def forget_paused(self, tenant: str, at: Micros) -> list[PausedRecord]:
+        def work(c: sqlite3.Connection) -> list[PausedRecord]:
+            c.execute(sql.RECORD_FORGOTTEN, (tenant, at))
+            return [rows.paused_from(r) for r in c.execute(sql.FORGET_PAUSED, (tenant,)).fetchall()]
+
+        return await self._transaction(work)
 
     async def export_paused(self, tenant: str) -> list[PausedRecord]:
         found = await self._transaction(lambda c: c.execute(sql.EXPORT_PAUSED, (tenant,)).fetchall())
