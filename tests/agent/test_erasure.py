@@ -23,6 +23,7 @@ from loomflow.kernel.auth import Role
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc, tenancy_pb2
 from tests.agent.conftest import Tenancy, audit_keys, secure_suite, token, write_script
 from tests.agent.test_caller_tools import limited, raw_run, reserved
+from tests.support import backends
 from tests.support.status import bad_request_fields
 from tests.support.suite import RunningSuite, running_suite
 
@@ -82,9 +83,24 @@ def counts(erasure: agent_pb2.Erasure) -> dict[str, dict[str, int]]:
     return {s.service: dict(s.counts) for s in erasure.steps}
 
 
-@pytest.fixture
-async def suite(tmp_path: Path) -> AsyncIterator[tuple[Tenancy, agent_pb2_grpc.AgentServiceAsyncStub]]:
-    async with secure_suite(tmp_path) as tenancy:
+@pytest.fixture(
+    params=[
+        pytest.param("embedded", id="embedded"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+async def suite(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str
+) -> AsyncIterator[tuple[Tenancy, agent_pb2_grpc.AgentServiceAsyncStub]]:
+    """Every service on its embedded default, or every durable one on the real Postgres (one schema)."""
+    async with contextlib.AsyncExitStack() as stack:
+        agent: dict[str, Any] = {}
+        overrides: dict[str, dict[str, Any]] = {}
+        if request.param == "postgres":
+            dsn = await stack.enter_async_context(backends.postgres_schema(f"erasure_{unique}"))
+            agent = {"store_dsn": dsn}
+            overrides = {name: {"dsn": dsn} for name in ("memory", "budget", "policy", "audit")}
+        tenancy = await stack.enter_async_context(secure_suite(tmp_path, agent=agent, overrides=overrides))
         await limited(tenancy)
         stub: agent_pb2_grpc.AgentServiceAsyncStub = agent_pb2_grpc.AgentServiceStub(tenancy.suite.channel)
         yield tenancy, stub
