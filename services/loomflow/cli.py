@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from loomflow import suite
 from loomflow.agent.commands import add_demo as add_demo_subcommand
 from loomflow.agent.commands import add_token as add_token_subcommand
+from loomflow.agent.erasure.cli import add_subcommands as add_erasure_subcommands
 from loomflow.audit import service as audit_service
 from loomflow.audit.cli import add_subcommand as add_audit_subcommand
 from loomflow.audit.service import PUBLIC_KEY_FILE
@@ -75,6 +76,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     add_demo_subcommand,
     add_memory_subcommand,
     add_migrate_subcommand,
+    add_erasure_subcommands,
 ]
 
 

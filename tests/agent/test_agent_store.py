@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from loomflow.agent.store import AgentStore, PausedRecord, open_agent_store
-from loomflow.kernel.errors import NotFound, ResourceExhausted
+from loomflow.agent.store.base import ErasureRow
+from loomflow.kernel.errors import Aborted, NotFound, ResourceExhausted
 from tests.support import backends
 
 STORES = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
@@ -92,3 +94,55 @@ async def test_expiry_marks_due_runs_once_and_they_cannot_be_taken(store: AgentS
     with pytest.raises(NotFound):
         await store.get_paused("alice", "due")
     assert (await store.get_paused("alice", "live")).status == "paused"
+
+
+# -- ForgetUser: paused runs and erasure jobs ----------------------------------------------------------
+
+
+async def test_forgetting_paused_runs_takes_only_that_tenants_runs_and_markers(store: AgentStore) -> None:
+    for tenant in ("alice", "alice2", "bob"):
+        await store.pause(paused(tenant, "run-1", 10**15), now=0, max_per_tenant=10)
+    await store.pause(paused("alice", "run-2", 5), now=0, max_per_tenant=10)
+    await store.expire_paused(10, 100)  # alice's run-2 becomes an expired marker
+    assert [r.run_id for r in await store.export_paused("alice")] == ["run-1", "run-2"]
+    forgotten = await store.forget_paused("alice", at=1_000)
+    assert sorted((r.run_id, r.status) for r in forgotten) == [("run-1", "paused"), ("run-2", "expired")]
+    assert await store.export_paused("alice") == []
+    assert await store.forget_paused("alice", at=900) == [], "idempotent"
+    for other in ("alice2", "bob"):
+        assert [r.run_id for r in await store.export_paused(other)] == ["run-1"], f"{other}'s paused run went too"
+
+
+async def test_a_run_that_started_before_the_forget_cannot_pause_after_it(store: AgentStore) -> None:
+    await store.forget_paused("alice", at=1_000)
+    await store.forget_paused("alice", at=500)  # an older cutoff never moves the tombstone back
+    late = dataclasses.replace(paused("alice", "run-late", 10**15), started_at=999)
+    with pytest.raises(Aborted):
+        await store.pause(late, now=2_000, max_per_tenant=10)
+    assert await store.export_paused("alice") == []
+    fresh = dataclasses.replace(paused("alice", "run-new", 10**15), started_at=1_000)
+    await store.pause(fresh, now=2_000, max_per_tenant=10)
+    assert [r.run_id for r in await store.export_paused("alice")] == ["run-new"], "a run started after is new data"
+    await store.pause(paused("bob", "run-1", 10**15), now=2_000, max_per_tenant=10)  # bob has no tombstone
+
+
+async def test_an_erasure_is_stored_once_per_request_leased_to_one_caller_and_found_only_by_its_tenant(
+    store: AgentStore,
+) -> None:
+    row = ErasureRow("era_1", "alice", "ticket-1", "{}", "pending", 0, 0, 1)
+    assert await store.insert_erasure(row) == row
+    duplicate = ErasureRow("era_2", "alice", "ticket-1", "{}", "pending", 0, 0, 2)
+    assert (await store.insert_erasure(duplicate)).id == "era_1", "the same request answers the same erasure"
+    assert (await store.pending_erasure("alice")) == row
+    assert await store.pending_erasure("bob") is None
+    with pytest.raises(NotFound):
+        await store.get_erasure("bob", "era_1")
+    assert await store.due_erasures(now=100, limit=10) == ["era_1"]
+    claims = await asyncio.gather(*(store.claim_erasure("era_1", 100, 1_000) for _ in range(5)))
+    assert sum(c is not None for c in claims) == 1, "one caller at a time runs an erasure"
+    assert await store.due_erasures(now=100, limit=10) == [], "a leased erasure is not due"
+    await store.save_erasure("era_1", '{"x":1}', "done", 0)
+    saved = await store.get_erasure("alice", "era_1")
+    assert (saved.body, saved.state, saved.leased_until) == ('{"x":1}', "done", 0)
+    assert await store.claim_erasure("era_1", 2_000, 3_000) is None, "a done erasure is never run again"
+    assert await store.pending_erasure("alice") is None

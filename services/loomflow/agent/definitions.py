@@ -262,6 +262,10 @@ class TenantPolicies:
         self._max = max_tenants
         self._cache: OrderedDict[str, tuple[float, policy_pb2.Policy]] = OrderedDict()
 
+    def forget(self, tenant: str) -> None:
+        """Drops the tenant's cached policy (ForgetUser): this replica reads it afresh next time."""
+        self._cache.pop(tenant, None)
+
     async def get(self, tenant: str, scope: tenancy_pb2.UserScope, deadline: float) -> policy_pb2.Policy:
         now = time.monotonic()
         cached = self._cache.get(tenant)

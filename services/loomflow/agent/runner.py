@@ -385,7 +385,15 @@ class _Run:
         assert pauses is not None
         now = paused.now_micros()
         expires_at = now + round(pauses.settings.ttl_s * 1_000_000)
-        record = PausedRecord(self.ctx.tenant, self.run_id, paused.dumps(self._state()), self.reservation, expires_at)
+        started_at = now - round((time.monotonic() - self.started) * 1_000_000)  # checked against ForgetUser
+        record = PausedRecord(
+            self.ctx.tenant,
+            self.run_id,
+            paused.dumps(self._state()),
+            self.reservation,
+            expires_at,
+            started_at=started_at,
+        )
         await pauses.store.pause(record, now, pauses.settings.max_per_tenant)  # a refusal: run() releases the hold
         self.reservation = ""  # the stored run holds it now (the sweeper releases it at expiry)
         response = self._response()

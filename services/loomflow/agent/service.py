@@ -14,6 +14,9 @@ import grpc
 from loomflow.agent.approvals import ApprovalWaiter
 from loomflow.agent.definitions import AgentDefinition, AgentDefinitions, TenantPolicies, load_yaml
 from loomflow.agent.dependencies import Addresses, Dependencies, ServiceCredential
+from loomflow.agent.erasure import UserData
+from loomflow.agent.erasure.eraser import Eraser, EraserSettings
+from loomflow.agent.erasure.steps import Steps
 from loomflow.agent.models.base import Model
 from loomflow.agent.models.catalog import ModelCatalog, ProviderSettings
 from loomflow.agent.models.retry import RetryPolicy
@@ -96,6 +99,8 @@ class Settings:
     max_paused_runs: int = option(100, "paused runs per user at most (more: RESOURCE_EXHAUSTED)")
     max_caller_result_chars: int = option(65_536, "a caller tool result longer than this is refused (INVALID_ARGUMENT)")
     pause_sweep_ms: int = option(1000, "how often expired paused runs are swept and their holds released")
+    erasure_retry_ms: int = option(1000, "first retry delay of a ForgetUser whose service was down (then doubling)")
+    erasure_retry_max_ms: int = option(60_000, "longest delay between retries of a pending ForgetUser")
 
 
 def _loopback(host: str) -> str:
@@ -194,6 +199,7 @@ def build(ctx: ServiceContext) -> HostedService:
                 ) from None
     store = open_agent_store(settings.store_dsn, ctx.server.data_dir, migrate=ctx.server.migrate)
     sweepers: list[Sweeper] = []
+    erasers: list[Eraser] = []
 
     async def start() -> None:
         deps = Dependencies(
@@ -238,13 +244,23 @@ def build(ctx: ServiceContext) -> HostedService:
         sweeper.start()
         pauses = Pauses(store, pause_settings, sweeper)
         servicer.runner = Runner(deps, catalog, tools, caller, limits, book, pauses)
-        servicer.runner.policies = TenantPolicies(deps, settings.policy_cache_ms / 1000.0)
+        policies = servicer.runner.policies = TenantPolicies(deps, settings.policy_cache_ms / 1000.0)
+        retry = EraserSettings(
+            max(1, settings.erasure_retry_ms) / 1000.0, max(1, settings.erasure_retry_max_ms) / 1000.0
+        )
+        eraser = Eraser(store, Steps(deps, store, policies.forget), retry)
+        erasers.append(eraser)
+        eraser.start()
+        servicer.user_data = UserData(eraser, deps, store)
         refusals.attach(deps)
 
     async def stop() -> None:
         for sweeper in sweepers:
             await sweeper.stop()
+        for eraser in erasers:
+            await eraser.stop()
         servicer.runner = None
+        servicer.user_data = None
         refusals.attach(None)
         await refusals.drain()
         for deps in opened:

@@ -10,10 +10,13 @@ from typing import Any
 import grpc
 
 from loomflow.agent import definitions
+from loomflow.agent.erasure import UserData
+from loomflow.agent.erasure.export import chunks
 from loomflow.agent.runner import Runner
 from loomflow.agent.toolcalls import Emit
-from loomflow.kernel.auth import require_operator
-from loomflow.kernel.errors import InvalidArgument, Unavailable
+from loomflow.kernel.auth import Role, current_principal, require_operator
+from loomflow.kernel.errors import InvalidArgument, PermissionDenied, Unavailable
+from loomflow.kernel.tenancy import tenant_key
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -35,6 +38,7 @@ def reject_nul(options: agent_pb2.RunOptions) -> None:
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(self) -> None:
         self.runner: Runner | None = None  # set when the service starts (channels need the event loop)
+        self.user_data: UserData | None = None  # ForgetUser / ExportUser, set with the runner
 
     def _runner(self) -> Runner:
         if self.runner is None:
@@ -47,6 +51,33 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if found is None:
             raise Unavailable("this agent keeps no definitions")
         return found
+
+    def _user_data(self) -> UserData:
+        if self.user_data is None:
+            raise Unavailable("the agent is starting")
+        return self.user_data
+
+    async def ForgetUser(self, request: agent_pb2.ForgetUserRequest, context: Context) -> agent_pb2.ForgetUserResponse:
+        principal = require_operator("ForgetUser")
+        job = await self._user_data().eraser.request(
+            tenant_key(request.scope), request.request_id, f"{principal.role.value}:{principal.subject}"
+        )
+        return agent_pb2.ForgetUserResponse(erasure=job.to_proto())
+
+    async def GetErasure(self, request: agent_pb2.GetErasureRequest, context: Context) -> agent_pb2.GetErasureResponse:
+        require_operator("GetErasure")
+        job = await self._user_data().eraser.get(tenant_key(request.scope), request.erasure_id)
+        return agent_pb2.GetErasureResponse(erasure=job.to_proto())
+
+    async def ExportUser(
+        self, request: agent_pb2.ExportUserRequest, context: Context
+    ) -> AsyncIterator[agent_pb2.ExportUserResponse]:
+        # The kernel already bound a user token's subject to scope.user_id; a service credential is not the user.
+        if current_principal().role is Role.SERVICE:
+            raise PermissionDenied("ExportUser needs an operator credential, or the user's own token")
+        data = await self._user_data().export(tenant_key(request.scope))
+        for chunk in chunks(data):
+            yield agent_pb2.ExportUserResponse(chunk=chunk)
 
     async def ContinueRun(
         self, request: agent_pb2.ContinueRunRequest, context: Context

@@ -245,6 +245,10 @@ class Approvals:
                 await task
         self._sweeper = None
 
+    def now(self) -> int:
+        """This service's clock (Unix ms): what approvals are stamped with and Forget tombstones compared to."""
+        return self._clock()
+
     # -- the flow ----------------------------------------------------------
 
     async def request(self, request: ApprovalRequest, timeout_ms: int = 0) -> Approval:

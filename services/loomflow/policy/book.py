@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from loomflow.policy.engine import CompiledPolicy, compile_policy
-from loomflow.policy.models import BUILT_IN_DEFAULT, DEFAULT_POLICY_KEY, Policy
+from loomflow.policy.models import BUILT_IN_DEFAULT, DEFAULT_POLICY_KEY, ForgetReceipt, Policy, TenantExport
 from loomflow.policy.store import Change, ChangeKind, PolicyStore
 
 log = logging.getLogger("loomflow.policy")
@@ -96,6 +96,16 @@ class PolicyBook:
         else:
             self._remember(key, compiled)
         return stored
+
+    async def forget(self, tenant: str, at_ms: int) -> ForgetReceipt:
+        """Erases the tenant's Policy data (see PolicyStore.forget) and drops it from this cache now;
+        other replicas drop it on the store's notification or their next poll of the change feed."""
+        receipt = await self._store.forget(tenant, at_ms)
+        self._invalidate(tenant)
+        return receipt
+
+    async def export(self, tenant: str) -> TenantExport:
+        return await self._store.export(tenant)
 
     async def apply_file(self, policies: Mapping[str, Policy]) -> list[str]:
         """Writes the policies a file declares, skipping those already stored as is; returns the keys written."""

@@ -272,3 +272,33 @@ class Remembered:
 
     approval_id: str
     decision: Decision
+
+
+@dataclass(frozen=True)
+class RememberedAnswer:
+    """A stored remembered answer, as Export returns it (times in Unix ms)."""
+
+    run_id: str
+    tool_name: str
+    approval_id: str
+    decision: Decision
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class ForgetReceipt:
+    """What a Forget erased."""
+
+    policy_removed: bool = False
+    approvals_deleted: int = 0
+    pending_approvals_deleted: int = 0
+    remembered_deleted: int = 0
+
+
+@dataclass(frozen=True)
+class TenantExport:
+    """Everything Policy stores about one tenant: its own policy, approvals (oldest first), remembered answers."""
+
+    policy: Policy | None
+    approvals: tuple[Approval, ...]
+    remembered: tuple[RememberedAnswer, ...]

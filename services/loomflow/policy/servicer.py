@@ -148,3 +148,25 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         key = DEFAULT_POLICY_KEY if request.default_policy else tenant_key(request.scope)
         stored = await self._book.put(key, policy)
         return policy_pb2.PutPolicyResponse(policy=wire.policy_to_wire(stored))
+
+    async def Forget(
+        self, request: policy_pb2.PolicyServiceForgetRequest, context: Context
+    ) -> policy_pb2.PolicyServiceForgetResponse:
+        receipt = await self._book.forget(tenant_key(request.scope), self._approvals.now())
+        return policy_pb2.PolicyServiceForgetResponse(
+            policy_removed=receipt.policy_removed,
+            approvals_deleted=receipt.approvals_deleted,
+            pending_approvals_deleted=receipt.pending_approvals_deleted,
+            remembered_deleted=receipt.remembered_deleted,
+        )
+
+    async def Export(
+        self, request: policy_pb2.PolicyServiceExportRequest, context: Context
+    ) -> AsyncIterator[policy_pb2.PolicyServiceExportResponse]:
+        exported = await self._book.export(tenant_key(request.scope))
+        if exported.policy is not None:
+            yield policy_pb2.PolicyServiceExportResponse(policy=wire.policy_to_wire(exported.policy))
+        for approval in exported.approvals:
+            yield policy_pb2.PolicyServiceExportResponse(approval=wire.approval_to_wire(approval))
+        for answer in exported.remembered:
+            yield policy_pb2.PolicyServiceExportResponse(remembered=wire.remembered_to_wire(answer))

@@ -17,6 +17,7 @@ from loomflow.policy.models import (
     Mode,
     Operator,
     Policy,
+    RememberedAnswer,
     Resolution,
     Rule,
     policy_problems,
@@ -195,4 +196,15 @@ def approval_to_wire(approval: Approval) -> policy_pb2.Approval:
     message.expires_at.FromMilliseconds(approval.expires_at)
     if approval.resolved_at:
         message.resolved_at.FromMilliseconds(approval.resolved_at)
+    return message
+
+
+def remembered_to_wire(answer: RememberedAnswer) -> policy_pb2.RememberedAnswer:
+    message = policy_pb2.RememberedAnswer(
+        run_id=answer.run_id,
+        tool_name=answer.tool_name,
+        approval_id=answer.approval_id,
+        decision=DECISION_TO_WIRE[answer.decision],
+    )
+    message.expires_at.FromMilliseconds(answer.expires_at)
     return message

@@ -511,6 +511,38 @@ class Agent:
         )
         return reply.version
 
+    # -- erasing and exporting a user (docs/erasure.md) ---------------------------
+
+    async def forget_user(
+        self, user_id: str | None = None, *, anonymous: bool = False, request_id: str = ""
+    ) -> agent_pb2.Erasure:
+        """Erases the user from every service (operator credential); the same ``request_id`` answers
+        the same erasure, so retrying is safe. A pending erasure completes in the background."""
+        request = agent_pb2.ForgetUserRequest(scope=scope(user_id, anonymous), request_id=request_id)
+        reply: agent_pb2.ForgetUserResponse = await self._connection.unary(
+            self._stub.ForgetUser, request, idempotent=bool(request_id)
+        )
+        return reply.erasure
+
+    async def get_erasure(
+        self, erasure_id: str, user_id: str | None = None, *, anonymous: bool = False
+    ) -> agent_pb2.Erasure:
+        """An erasure's progress and receipt (operator credential)."""
+        request = agent_pb2.GetErasureRequest(scope=scope(user_id, anonymous), erasure_id=erasure_id)
+        reply: agent_pb2.GetErasureResponse = await self._connection.unary(
+            self._stub.GetErasure, request, idempotent=True
+        )
+        return reply.erasure
+
+    async def export_user(self, user_id: str | None = None, *, anonymous: bool = False) -> bytes:
+        """Everything the suite stores about the user, as one tar.gz (an operator, or the user's own token)."""
+        request = agent_pb2.ExportUserRequest(scope=scope(user_id, anonymous))
+        call = self._stub.ExportUser(request, metadata=self._connection.metadata(), timeout=self._connection.timeout)
+        try:
+            return b"".join([message.chunk async for message in call])
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+
     async def close(self) -> None:
         await self._connection.close()
 

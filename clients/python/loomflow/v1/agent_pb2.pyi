@@ -21,10 +21,19 @@ class RunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATUS_COMPLETED: _ClassVar[RunStatus]
     RUN_STATUS_INTERRUPTED: _ClassVar[RunStatus]
     RUN_STATUS_REQUIRES_ACTION: _ClassVar[RunStatus]
+
+class ErasureState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERASURE_STATE_UNSPECIFIED: _ClassVar[ErasureState]
+    ERASURE_STATE_PENDING: _ClassVar[ErasureState]
+    ERASURE_STATE_DONE: _ClassVar[ErasureState]
 RUN_STATUS_UNSPECIFIED: RunStatus
 RUN_STATUS_COMPLETED: RunStatus
 RUN_STATUS_INTERRUPTED: RunStatus
 RUN_STATUS_REQUIRES_ACTION: RunStatus
+ERASURE_STATE_UNSPECIFIED: ErasureState
+ERASURE_STATE_PENDING: ErasureState
+ERASURE_STATE_DONE: ErasureState
 
 class CallerTool(_message.Message):
     __slots__ = ("name", "description", "parameters", "tags")
@@ -304,3 +313,86 @@ class RunStreamResponse(_message.Message):
     budget_warning: _budget_pb2.BudgetWarning
     result: RunResponse
     def __init__(self, text: _Optional[_Union[TextDelta, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallRecord, _Mapping]] = ..., approval_pending: _Optional[_Union[ApprovalEvent, _Mapping]] = ..., approval_resolved: _Optional[_Union[ApprovalEvent, _Mapping]] = ..., budget_warning: _Optional[_Union[_budget_pb2.BudgetWarning, _Mapping]] = ..., result: _Optional[_Union[RunResponse, _Mapping]] = ...) -> None: ...
+
+class ForgetUserRequest(_message.Message):
+    __slots__ = ("scope", "request_id")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    request_id: str
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ErasureStep(_message.Message):
+    __slots__ = ("service", "state", "counts", "attempts", "last_error", "done_at")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    DONE_AT_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    state: ErasureState
+    counts: _containers.ScalarMap[str, int]
+    attempts: int
+    last_error: str
+    done_at: _timestamp_pb2.Timestamp
+    def __init__(self, service: _Optional[str] = ..., state: _Optional[_Union[ErasureState, str]] = ..., counts: _Optional[_Mapping[str, int]] = ..., attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., done_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Erasure(_message.Message):
+    __slots__ = ("erasure_id", "scope", "state", "steps", "created_at", "done_at", "requested_by", "next_attempt_at")
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DONE_AT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    erasure_id: str
+    scope: _tenancy_pb2.UserScope
+    state: ErasureState
+    steps: _containers.RepeatedCompositeFieldContainer[ErasureStep]
+    created_at: _timestamp_pb2.Timestamp
+    done_at: _timestamp_pb2.Timestamp
+    requested_by: str
+    next_attempt_at: _timestamp_pb2.Timestamp
+    def __init__(self, erasure_id: _Optional[str] = ..., scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., state: _Optional[_Union[ErasureState, str]] = ..., steps: _Optional[_Iterable[_Union[ErasureStep, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., done_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requested_by: _Optional[str] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ForgetUserResponse(_message.Message):
+    __slots__ = ("erasure",)
+    ERASURE_FIELD_NUMBER: _ClassVar[int]
+    erasure: Erasure
+    def __init__(self, erasure: _Optional[_Union[Erasure, _Mapping]] = ...) -> None: ...
+
+class GetErasureRequest(_message.Message):
+    __slots__ = ("scope", "erasure_id")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    erasure_id: str
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., erasure_id: _Optional[str] = ...) -> None: ...
+
+class GetErasureResponse(_message.Message):
+    __slots__ = ("erasure",)
+    ERASURE_FIELD_NUMBER: _ClassVar[int]
+    erasure: Erasure
+    def __init__(self, erasure: _Optional[_Union[Erasure, _Mapping]] = ...) -> None: ...
+
+class ExportUserRequest(_message.Message):
+    __slots__ = ("scope",)
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ...) -> None: ...
+
+class ExportUserResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...

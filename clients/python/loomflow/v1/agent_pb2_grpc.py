@@ -78,6 +78,21 @@ class AgentServiceStub:
                 request_serializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamResponse.FromString,
                 _registered_method=True)
+        self.ForgetUser = channel.unary_unary(
+                '/loomflow.v1.AgentService/ForgetUser',
+                request_serializer=loomflow_dot_v1_dot_agent__pb2.ForgetUserRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_agent__pb2.ForgetUserResponse.FromString,
+                _registered_method=True)
+        self.GetErasure = channel.unary_unary(
+                '/loomflow.v1.AgentService/GetErasure',
+                request_serializer=loomflow_dot_v1_dot_agent__pb2.GetErasureRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_agent__pb2.GetErasureResponse.FromString,
+                _registered_method=True)
+        self.ExportUser = channel.unary_stream(
+                '/loomflow.v1.AgentService/ExportUser',
+                request_serializer=loomflow_dot_v1_dot_agent__pb2.ExportUserRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_agent__pb2.ExportUserResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -155,6 +170,46 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForgetUser(self, request, context):
+        """Erasing and exporting a user everywhere (see docs/erasure.md). They live on
+        the Agent because it already holds a channel and a service credential for
+        every other service, owns a durable store (where the erasure's job state is
+        kept) and is the one service end users may call (ExportUser by the user).
+
+        ForgetUser erases scope's user from the whole suite: the Agent's paused
+        runs (their budget holds released), Memory (episodes, blocks, facts),
+        Budget (usage, reservations, per-user limits), Policy (own policy,
+        approvals with their arguments, remembered answers) and Audit (payloads
+        crypto-shredded; the chain still verifies). The erasure is a durable job:
+        this call runs it once and answers its state; a service that is down is
+        retried with backoff until it answers (GetErasure shows the progress). The
+        request and the completion are audited. Idempotent: the same request_id
+        answers the same erasure; without one, a pending erasure of the user is
+        answered instead of starting another. Operator credential required.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetErasure(self, request, context):
+        """GetErasure reads an erasure's progress; NOT_FOUND for an unknown id or
+        another user's. Operator credential required.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportUser(self, request, context):
+        """ExportUser streams one archive (a gzip'd tar, in chunks) of everything the
+        suite stores about scope's user: one JSONL file per service plus a
+        manifest (docs/erasure.md). An operator, or the user themself (a user
+        token whose subject is scope.user_id). UNAVAILABLE when a service cannot
+        be read: an export is never partial.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +252,21 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ContinueRunStream,
                     request_deserializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamResponse.SerializeToString,
+            ),
+            'ForgetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetUser,
+                    request_deserializer=loomflow_dot_v1_dot_agent__pb2.ForgetUserRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_agent__pb2.ForgetUserResponse.SerializeToString,
+            ),
+            'GetErasure': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetErasure,
+                    request_deserializer=loomflow_dot_v1_dot_agent__pb2.GetErasureRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_agent__pb2.GetErasureResponse.SerializeToString,
+            ),
+            'ExportUser': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUser,
+                    request_deserializer=loomflow_dot_v1_dot_agent__pb2.ExportUserRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_agent__pb2.ExportUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -419,6 +489,87 @@ class AgentService:
             '/loomflow.v1.AgentService/ContinueRunStream',
             loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamRequest.SerializeToString,
             loomflow_dot_v1_dot_agent__pb2.ContinueRunStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.AgentService/ForgetUser',
+            loomflow_dot_v1_dot_agent__pb2.ForgetUserRequest.SerializeToString,
+            loomflow_dot_v1_dot_agent__pb2.ForgetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetErasure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.AgentService/GetErasure',
+            loomflow_dot_v1_dot_agent__pb2.GetErasureRequest.SerializeToString,
+            loomflow_dot_v1_dot_agent__pb2.GetErasureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loomflow.v1.AgentService/ExportUser',
+            loomflow_dot_v1_dot_agent__pb2.ExportUserRequest.SerializeToString,
+            loomflow_dot_v1_dot_agent__pb2.ExportUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,34 @@ class AgentServiceStub:
     """
     ContinueRunStream: _grpc.UnaryStreamMultiCallable[_agent_pb2.ContinueRunStreamRequest, _agent_pb2.ContinueRunStreamResponse]
     """ContinueRunStream is ContinueRun with the events of the resumed run."""
+    ForgetUser: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ForgetUserRequest, _agent_pb2.ForgetUserResponse]
+    """Erasing and exporting a user everywhere (see docs/erasure.md). They live on
+    the Agent because it already holds a channel and a service credential for
+    every other service, owns a durable store (where the erasure's job state is
+    kept) and is the one service end users may call (ExportUser by the user).
+
+    ForgetUser erases scope's user from the whole suite: the Agent's paused
+    runs (their budget holds released), Memory (episodes, blocks, facts),
+    Budget (usage, reservations, per-user limits), Policy (own policy,
+    approvals with their arguments, remembered answers) and Audit (payloads
+    crypto-shredded; the chain still verifies). The erasure is a durable job:
+    this call runs it once and answers its state; a service that is down is
+    retried with backoff until it answers (GetErasure shows the progress). The
+    request and the completion are audited. Idempotent: the same request_id
+    answers the same erasure; without one, a pending erasure of the user is
+    answered instead of starting another. Operator credential required.
+    """
+    GetErasure: _grpc.UnaryUnaryMultiCallable[_agent_pb2.GetErasureRequest, _agent_pb2.GetErasureResponse]
+    """GetErasure reads an erasure's progress; NOT_FOUND for an unknown id or
+    another user's. Operator credential required.
+    """
+    ExportUser: _grpc.UnaryStreamMultiCallable[_agent_pb2.ExportUserRequest, _agent_pb2.ExportUserResponse]
+    """ExportUser streams one archive (a gzip'd tar, in chunks) of everything the
+    suite stores about scope's user: one JSONL file per service plus a
+    manifest (docs/erasure.md). An operator, or the user themself (a user
+    token whose subject is scope.user_id). UNAVAILABLE when a service cannot
+    be read: an export is never partial.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -107,6 +135,34 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """
     ContinueRunStream: _aio.UnaryStreamMultiCallable[_agent_pb2.ContinueRunStreamRequest, _agent_pb2.ContinueRunStreamResponse]  # type: ignore[assignment]
     """ContinueRunStream is ContinueRun with the events of the resumed run."""
+    ForgetUser: _aio.UnaryUnaryMultiCallable[_agent_pb2.ForgetUserRequest, _agent_pb2.ForgetUserResponse]  # type: ignore[assignment]
+    """Erasing and exporting a user everywhere (see docs/erasure.md). They live on
+    the Agent because it already holds a channel and a service credential for
+    every other service, owns a durable store (where the erasure's job state is
+    kept) and is the one service end users may call (ExportUser by the user).
+
+    ForgetUser erases scope's user from the whole suite: the Agent's paused
+    runs (their budget holds released), Memory (episodes, blocks, facts),
+    Budget (usage, reservations, per-user limits), Policy (own policy,
+    approvals with their arguments, remembered answers) and Audit (payloads
+    crypto-shredded; the chain still verifies). The erasure is a durable job:
+    this call runs it once and answers its state; a service that is down is
+    retried with backoff until it answers (GetErasure shows the progress). The
+    request and the completion are audited. Idempotent: the same request_id
+    answers the same erasure; without one, a pending erasure of the user is
+    answered instead of starting another. Operator credential required.
+    """
+    GetErasure: _aio.UnaryUnaryMultiCallable[_agent_pb2.GetErasureRequest, _agent_pb2.GetErasureResponse]  # type: ignore[assignment]
+    """GetErasure reads an erasure's progress; NOT_FOUND for an unknown id or
+    another user's. Operator credential required.
+    """
+    ExportUser: _aio.UnaryStreamMultiCallable[_agent_pb2.ExportUserRequest, _agent_pb2.ExportUserResponse]  # type: ignore[assignment]
+    """ExportUser streams one archive (a gzip'd tar, in chunks) of everything the
+    suite stores about scope's user: one JSONL file per service plus a
+    manifest (docs/erasure.md). An operator, or the user themself (a user
+    token whose subject is scope.user_id). UNAVAILABLE when a service cannot
+    be read: an export is never partial.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """AgentService runs an agent for a tenant. It is stateless: every turn recalls
@@ -192,5 +248,51 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_agent_pb2.ContinueRunStreamResponse], _abc.AsyncIterator[_agent_pb2.ContinueRunStreamResponse]]:
         """ContinueRunStream is ContinueRun with the events of the resumed run."""
+
+    @_abc_1.abstractmethod
+    def ForgetUser(
+        self,
+        request: _agent_pb2.ForgetUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.ForgetUserResponse, _abc.Awaitable[_agent_pb2.ForgetUserResponse]]:
+        """Erasing and exporting a user everywhere (see docs/erasure.md). They live on
+        the Agent because it already holds a channel and a service credential for
+        every other service, owns a durable store (where the erasure's job state is
+        kept) and is the one service end users may call (ExportUser by the user).
+
+        ForgetUser erases scope's user from the whole suite: the Agent's paused
+        runs (their budget holds released), Memory (episodes, blocks, facts),
+        Budget (usage, reservations, per-user limits), Policy (own policy,
+        approvals with their arguments, remembered answers) and Audit (payloads
+        crypto-shredded; the chain still verifies). The erasure is a durable job:
+        this call runs it once and answers its state; a service that is down is
+        retried with backoff until it answers (GetErasure shows the progress). The
+        request and the completion are audited. Idempotent: the same request_id
+        answers the same erasure; without one, a pending erasure of the user is
+        answered instead of starting another. Operator credential required.
+        """
+
+    @_abc_1.abstractmethod
+    def GetErasure(
+        self,
+        request: _agent_pb2.GetErasureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.GetErasureResponse, _abc.Awaitable[_agent_pb2.GetErasureResponse]]:
+        """GetErasure reads an erasure's progress; NOT_FOUND for an unknown id or
+        another user's. Operator credential required.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportUser(
+        self,
+        request: _agent_pb2.ExportUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_agent_pb2.ExportUserResponse], _abc.AsyncIterator[_agent_pb2.ExportUserResponse]]:
+        """ExportUser streams one archive (a gzip'd tar, in chunks) of everything the
+        suite stores about scope's user: one JSONL file per service plus a
+        manifest (docs/erasure.md). An operator, or the user themself (a user
+        token whose subject is scope.user_id). UNAVAILABLE when a service cannot
+        be read: an export is never partial.
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

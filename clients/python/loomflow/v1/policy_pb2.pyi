@@ -331,3 +331,51 @@ class PutPolicyResponse(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     policy: Policy
     def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
+
+class PolicyServiceForgetRequest(_message.Message):
+    __slots__ = ("scope",)
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ...) -> None: ...
+
+class PolicyServiceForgetResponse(_message.Message):
+    __slots__ = ("policy_removed", "approvals_deleted", "pending_approvals_deleted", "remembered_deleted")
+    POLICY_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_APPROVALS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    REMEMBERED_DELETED_FIELD_NUMBER: _ClassVar[int]
+    policy_removed: bool
+    approvals_deleted: int
+    pending_approvals_deleted: int
+    remembered_deleted: int
+    def __init__(self, policy_removed: _Optional[bool] = ..., approvals_deleted: _Optional[int] = ..., pending_approvals_deleted: _Optional[int] = ..., remembered_deleted: _Optional[int] = ...) -> None: ...
+
+class PolicyServiceExportRequest(_message.Message):
+    __slots__ = ("scope",)
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ...) -> None: ...
+
+class RememberedAnswer(_message.Message):
+    __slots__ = ("run_id", "tool_name", "approval_id", "decision", "expires_at")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_NAME_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    tool_name: str
+    approval_id: str
+    decision: Decision
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, run_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., approval_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PolicyServiceExportResponse(_message.Message):
+    __slots__ = ("policy", "approval", "remembered")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    REMEMBERED_FIELD_NUMBER: _ClassVar[int]
+    policy: Policy
+    approval: Approval
+    remembered: RememberedAnswer
+    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ..., approval: _Optional[_Union[Approval, _Mapping]] = ..., remembered: _Optional[_Union[RememberedAnswer, _Mapping]] = ...) -> None: ...

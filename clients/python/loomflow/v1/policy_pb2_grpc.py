@@ -77,6 +77,16 @@ class PolicyServiceStub:
                 request_serializer=loomflow_dot_v1_dot_policy__pb2.PutPolicyRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_policy__pb2.PutPolicyResponse.FromString,
                 _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/loomflow.v1.PolicyService/Forget',
+                request_serializer=loomflow_dot_v1_dot_policy__pb2.PolicyServiceForgetRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_policy__pb2.PolicyServiceForgetResponse.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/loomflow.v1.PolicyService/Export',
+                request_serializer=loomflow_dot_v1_dot_policy__pb2.PolicyServiceExportRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_policy__pb2.PolicyServiceExportResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -165,6 +175,28 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Forget(self, request, context):
+        """Forget erases what Policy stores about the tenant: its own policy (the
+        default applies again, on every replica: the erase is a versioned change
+        that invalidates every cache), every approval with its arguments, edits and
+        notes, and every remembered answer. It leaves a tombstone: an approval
+        requested by a run that started before the erase is refused with ABORTED,
+        so a run racing the erase cannot write the tenant's arguments back (a
+        retry is stored as new data). Idempotent: a second Forget answers zeros.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """Export streams everything Policy stores about the tenant: its own policy
+        (when it has one), then every approval (oldest first), then every
+        remembered answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +239,16 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.PutPolicy,
                     request_deserializer=loomflow_dot_v1_dot_policy__pb2.PutPolicyRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_policy__pb2.PutPolicyResponse.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=loomflow_dot_v1_dot_policy__pb2.PolicyServiceForgetRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_policy__pb2.PolicyServiceForgetResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=loomflow_dot_v1_dot_policy__pb2.PolicyServiceExportRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_policy__pb2.PolicyServiceExportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -428,6 +470,60 @@ class PolicyService:
             '/loomflow.v1.PolicyService/PutPolicy',
             loomflow_dot_v1_dot_policy__pb2.PutPolicyRequest.SerializeToString,
             loomflow_dot_v1_dot_policy__pb2.PutPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.PolicyService/Forget',
+            loomflow_dot_v1_dot_policy__pb2.PolicyServiceForgetRequest.SerializeToString,
+            loomflow_dot_v1_dot_policy__pb2.PolicyServiceForgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loomflow.v1.PolicyService/Export',
+            loomflow_dot_v1_dot_policy__pb2.PolicyServiceExportRequest.SerializeToString,
+            loomflow_dot_v1_dot_policy__pb2.PolicyServiceExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

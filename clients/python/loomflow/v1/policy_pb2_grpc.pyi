@@ -81,6 +81,20 @@ class PolicyServiceStub:
     """GetPolicy returns the policy that applies to the tenant (or the default)."""
     PutPolicy: _grpc.UnaryUnaryMultiCallable[_policy_pb2.PutPolicyRequest, _policy_pb2.PutPolicyResponse]
     """PutPolicy replaces the tenant's policy or the default. Operator credential required."""
+    Forget: _grpc.UnaryUnaryMultiCallable[_policy_pb2.PolicyServiceForgetRequest, _policy_pb2.PolicyServiceForgetResponse]
+    """Forget erases what Policy stores about the tenant: its own policy (the
+    default applies again, on every replica: the erase is a versioned change
+    that invalidates every cache), every approval with its arguments, edits and
+    notes, and every remembered answer. It leaves a tombstone: an approval
+    requested by a run that started before the erase is refused with ABORTED,
+    so a run racing the erase cannot write the tenant's arguments back (a
+    retry is stored as new data). Idempotent: a second Forget answers zeros.
+    """
+    Export: _grpc.UnaryStreamMultiCallable[_policy_pb2.PolicyServiceExportRequest, _policy_pb2.PolicyServiceExportResponse]
+    """Export streams everything Policy stores about the tenant: its own policy
+    (when it has one), then every approval (oldest first), then every
+    remembered answer.
+    """
 
 @_typing.type_check_only
 class PolicyServiceAsyncStub(PolicyServiceStub):
@@ -135,6 +149,20 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     """GetPolicy returns the policy that applies to the tenant (or the default)."""
     PutPolicy: _aio.UnaryUnaryMultiCallable[_policy_pb2.PutPolicyRequest, _policy_pb2.PutPolicyResponse]  # type: ignore[assignment]
     """PutPolicy replaces the tenant's policy or the default. Operator credential required."""
+    Forget: _aio.UnaryUnaryMultiCallable[_policy_pb2.PolicyServiceForgetRequest, _policy_pb2.PolicyServiceForgetResponse]  # type: ignore[assignment]
+    """Forget erases what Policy stores about the tenant: its own policy (the
+    default applies again, on every replica: the erase is a versioned change
+    that invalidates every cache), every approval with its arguments, edits and
+    notes, and every remembered answer. It leaves a tombstone: an approval
+    requested by a run that started before the erase is refused with ABORTED,
+    so a run racing the erase cannot write the tenant's arguments back (a
+    retry is stored as new data). Idempotent: a second Forget answers zeros.
+    """
+    Export: _aio.UnaryStreamMultiCallable[_policy_pb2.PolicyServiceExportRequest, _policy_pb2.PolicyServiceExportResponse]  # type: ignore[assignment]
+    """Export streams everything Policy stores about the tenant: its own policy
+    (when it has one), then every approval (oldest first), then every
+    remembered answer.
+    """
 
 class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
     """PolicyService decides whether a tenant's agent may call a tool, and holds the
@@ -234,5 +262,31 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.PutPolicyResponse, _abc.Awaitable[_policy_pb2.PutPolicyResponse]]:
         """PutPolicy replaces the tenant's policy or the default. Operator credential required."""
+
+    @_abc_1.abstractmethod
+    def Forget(
+        self,
+        request: _policy_pb2.PolicyServiceForgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.PolicyServiceForgetResponse, _abc.Awaitable[_policy_pb2.PolicyServiceForgetResponse]]:
+        """Forget erases what Policy stores about the tenant: its own policy (the
+        default applies again, on every replica: the erase is a versioned change
+        that invalidates every cache), every approval with its arguments, edits and
+        notes, and every remembered answer. It leaves a tombstone: an approval
+        requested by a run that started before the erase is refused with ABORTED,
+        so a run racing the erase cannot write the tenant's arguments back (a
+        retry is stored as new data). Idempotent: a second Forget answers zeros.
+        """
+
+    @_abc_1.abstractmethod
+    def Export(
+        self,
+        request: _policy_pb2.PolicyServiceExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_policy_pb2.PolicyServiceExportResponse], _abc.AsyncIterator[_policy_pb2.PolicyServiceExportResponse]]:
+        """Export streams everything Policy stores about the tenant: its own policy
+        (when it has one), then every approval (oldest first), then every
+        remembered answer.
+        """
 
 def add_PolicyServiceServicer_to_server(servicer: PolicyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

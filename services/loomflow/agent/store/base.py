@@ -38,6 +38,24 @@ class PausedRecord:
     reservation_id: str
     expires_at: Micros
     status: str = PAUSED
+    started_at: Micros = 0
+    """When the request that paused the run started (not stored): a pause that started before a
+    ForgetUser of its tenant is refused, so a run in flight during the erase cannot store the
+    user's conversation again."""
+
+
+@dataclass(frozen=True)
+class ErasureRow:
+    """One ForgetUser job as stored; ``body`` is its steps as JSON (see :mod:`loomflow.agent.erasure.job`)."""
+
+    id: str
+    tenant: str
+    request_id: str
+    body: str
+    state: str
+    next_attempt_at: Micros
+    leased_until: Micros
+    created_at: Micros
 
 
 class AgentStore(Protocol):
@@ -64,7 +82,8 @@ class AgentStore(Protocol):
         ...
 
     async def pause(self, record: PausedRecord, now: Micros, max_per_tenant: int) -> None:
-        """Stores a paused run; ResourceExhausted when the tenant already has ``max_per_tenant`` live ones."""
+        """Stores a paused run; ResourceExhausted when the tenant already has ``max_per_tenant`` live ones;
+        Aborted when the tenant was forgotten after ``record.started_at``."""
         ...
 
     async def get_paused(self, tenant: str, run_id: str) -> PausedRecord:
@@ -81,4 +100,37 @@ class AgentStore(Protocol):
 
     async def purge_expired(self, before: Micros) -> int:
         """Deletes expired markers that expired before ``before`` (they only answer FAILED_PRECONDITION)."""
+        ...
+
+    async def forget_paused(self, tenant: str, at: Micros) -> list[PausedRecord]:
+        """Deletes every paused run (and expired marker) of the tenant and returns them (for their holds);
+        records the tombstone ``at``, atomically with respect to :meth:`pause`."""
+        ...
+
+    async def export_paused(self, tenant: str) -> list[PausedRecord]:
+        """Every paused run (and expired marker) of the tenant, by run id."""
+        ...
+
+    async def insert_erasure(self, row: ErasureRow) -> ErasureRow:
+        """Stores a new erasure, or returns the one already stored for (tenant, request_id)."""
+        ...
+
+    async def pending_erasure(self, tenant: str) -> ErasureRow | None:
+        """The tenant's oldest erasure not done yet, if any."""
+        ...
+
+    async def get_erasure(self, tenant: str, erasure_id: str) -> ErasureRow:
+        """NotFound for an unknown id, or another tenant's."""
+        ...
+
+    async def claim_erasure(self, erasure_id: str, now: Micros, lease_until: Micros) -> ErasureRow | None:
+        """Leases a pending erasure to this caller until ``lease_until``; None if done or leased by another."""
+        ...
+
+    async def save_erasure(self, erasure_id: str, body: str, state: str, next_attempt_at: Micros) -> None:
+        """Records a claimed erasure's progress and ends the lease."""
+        ...
+
+    async def due_erasures(self, now: Micros, limit: int) -> list[str]:
+        """Ids of pending, unleased erasures whose next attempt is due."""
         ...

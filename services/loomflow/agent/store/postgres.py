@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from loomflow.agent.store import rows, sql
-from loomflow.agent.store.base import Micros, PausedRecord, StoredDefinition
+from loomflow.agent.store.base import ErasureRow, Micros, PausedRecord, StoredDefinition
 from loomflow.kernel import schema
 from loomflow.kernel.errors import Unavailable
 
@@ -96,6 +96,7 @@ class PostgresAgentStore:
         async with self._transaction() as conn:
             # Serialises the tenant's pauses, so two at once cannot both slip under the cap.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agent.paused:{record.tenant}")
+            rows.refuse_if_forgotten(await conn.fetchval(q(sql.FORGOTTEN_CUTOFF), record.tenant), record)
             live = await conn.fetchval(q(sql.COUNT_LIVE_PAUSED), record.tenant, now)
             rows.refuse_over_cap(int(live), max_per_tenant)
             await conn.execute(q(sql.INSERT_PAUSED), *rows.paused_values(record))
@@ -125,3 +126,46 @@ class PostgresAgentStore:
         async with self._transaction() as conn:
             status: str = await conn.execute(q(sql.PURGE_EXPIRED), before)
         return int(status.split()[-1])
+
+    async def forget_paused(self, tenant: str, at: Micros) -> list[PausedRecord]:
+        async with self._transaction() as conn:
+            # The tenant's pause lock: a racing pause sees the tombstone, or commits before the delete.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"agent.paused:{tenant}")
+            await conn.execute(q(sql.RECORD_FORGOTTEN), tenant, at)
+            found = await conn.fetch(q(sql.FORGET_PAUSED), tenant)
+        return [rows.paused_from(r) for r in found]
+
+    async def export_paused(self, tenant: str) -> list[PausedRecord]:
+        async with self._transaction() as conn:
+            found = await conn.fetch(
+                q(sql.EXPORT_PAUSED.replace("ORDER BY run_id", 'ORDER BY run_id COLLATE "C"')), tenant
+            )
+        return [rows.paused_from(r) for r in found]
+
+    async def insert_erasure(self, row: ErasureRow) -> ErasureRow:
+        async with self._transaction() as conn:
+            await conn.execute(q(sql.INSERT_ERASURE), *rows.erasure_values(row))
+            return rows.erasure_from(await conn.fetchrow(q(sql.ERASURE_BY_REQUEST), row.tenant, row.request_id))
+
+    async def pending_erasure(self, tenant: str) -> ErasureRow | None:
+        row = await self._row(sql.PENDING_ERASURE, tenant)
+        return None if row is None else rows.erasure_from(row)
+
+    async def get_erasure(self, tenant: str, erasure_id: str) -> ErasureRow:
+        row = await self._row(sql.GET_ERASURE, tenant, erasure_id)
+        if row is None:
+            raise rows.erasure_not_found(erasure_id)
+        return rows.erasure_from(row)
+
+    async def claim_erasure(self, erasure_id: str, now: Micros, lease_until: Micros) -> ErasureRow | None:
+        row = await self._row(sql.CLAIM_ERASURE, lease_until, erasure_id, now)
+        return None if row is None else rows.erasure_from(row)
+
+    async def save_erasure(self, erasure_id: str, body: str, state: str, next_attempt_at: Micros) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(q(sql.SAVE_ERASURE), body, state, next_attempt_at, erasure_id)
+
+    async def due_erasures(self, now: Micros, limit: int) -> list[str]:
+        async with self._transaction() as conn:
+            found = await conn.fetch(q(sql.DUE_ERASURES), now, now, limit)
+        return [str(r[0]) for r in found]

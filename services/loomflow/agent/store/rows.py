@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from loomflow.agent.store.base import PausedRecord, StoredDefinition
-from loomflow.kernel.errors import NotFound, ResourceExhausted
+from loomflow.agent.store.base import ErasureRow, PausedRecord, StoredDefinition
+from loomflow.kernel.errors import Aborted, NotFound, ResourceExhausted
 
 
 def definition_from(row: Sequence[Any]) -> StoredDefinition:
@@ -36,4 +36,42 @@ def refuse_over_cap(live: int, cap: int) -> None:
         raise ResourceExhausted(
             f"this user already has {live} paused runs (at most {cap}): continue or let them expire first",
             limit="paused_runs",
+        )
+
+
+def erasure_from(row: Sequence[Any]) -> ErasureRow:
+    return ErasureRow(
+        id=row[0],
+        tenant=row[1],
+        request_id=row[2],
+        body=row[3],
+        state=row[4],
+        next_attempt_at=int(row[5]),
+        leased_until=int(row[6]),
+        created_at=int(row[7]),
+    )
+
+
+def erasure_values(row: ErasureRow) -> tuple[Any, ...]:
+    return (
+        row.id,
+        row.tenant,
+        row.request_id,
+        row.body,
+        row.state,
+        row.next_attempt_at,
+        row.leased_until,
+        row.created_at,
+    )
+
+
+def erasure_not_found(erasure_id: str) -> NotFound:
+    return NotFound(f"erasure {erasure_id!r} not found")
+
+
+def refuse_if_forgotten(cutoff: int | None, record: PausedRecord) -> None:
+    if cutoff is not None and record.started_at < cutoff:
+        raise Aborted(
+            "this user's data was erased (ForgetUser) after this run's request started; the run was not paused "
+            "(start a new run)"
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from loomflow.agent.store import rows, sql
-from loomflow.agent.store.base import Micros, PausedRecord, StoredDefinition
+from loomflow.agent.store.base import ErasureRow, Micros, PausedRecord, StoredDefinition
 from loomflow.kernel.errors import Unavailable
 
 T = TypeVar("T")
@@ -94,6 +94,8 @@ class SQLiteAgentStore:
 
     async def pause(self, record: PausedRecord, now: Micros, max_per_tenant: int) -> None:
         def work(c: sqlite3.Connection) -> None:
+            forgotten = c.execute(sql.FORGOTTEN_CUTOFF, (record.tenant,)).fetchone()
+            rows.refuse_if_forgotten(None if forgotten is None else int(forgotten[0]), record)
             (live,) = c.execute(sql.COUNT_LIVE_PAUSED, (record.tenant, now)).fetchone()
             rows.refuse_over_cap(int(live), max_per_tenant)
             c.execute(sql.INSERT_PAUSED, rows.paused_values(record))
@@ -123,3 +125,42 @@ class SQLiteAgentStore:
 
     async def purge_expired(self, before: Micros) -> int:
         return await self._transaction(lambda c: c.execute(sql.PURGE_EXPIRED, (before,)).rowcount)
+
+    async def forget_paused(self, tenant: str, at: Micros) -> list[PausedRecord]:
+        def work(c: sqlite3.Connection) -> list[PausedRecord]:
+            c.execute(sql.RECORD_FORGOTTEN, (tenant, at))
+            return [rows.paused_from(r) for r in c.execute(sql.FORGET_PAUSED, (tenant,)).fetchall()]
+
+        return await self._transaction(work)
+
+    async def export_paused(self, tenant: str) -> list[PausedRecord]:
+        found = await self._transaction(lambda c: c.execute(sql.EXPORT_PAUSED, (tenant,)).fetchall())
+        return [rows.paused_from(r) for r in found]
+
+    async def insert_erasure(self, row: ErasureRow) -> ErasureRow:
+        def work(c: sqlite3.Connection) -> ErasureRow:
+            c.execute(sql.INSERT_ERASURE, rows.erasure_values(row))
+            return rows.erasure_from(c.execute(sql.ERASURE_BY_REQUEST, (row.tenant, row.request_id)).fetchone())
+
+        return await self._transaction(work)
+
+    async def pending_erasure(self, tenant: str) -> ErasureRow | None:
+        row = await self._transaction(lambda c: c.execute(sql.PENDING_ERASURE, (tenant,)).fetchone())
+        return None if row is None else rows.erasure_from(row)
+
+    async def get_erasure(self, tenant: str, erasure_id: str) -> ErasureRow:
+        row = await self._transaction(lambda c: c.execute(sql.GET_ERASURE, (tenant, erasure_id)).fetchone())
+        if row is None:
+            raise rows.erasure_not_found(erasure_id)
+        return rows.erasure_from(row)
+
+    async def claim_erasure(self, erasure_id: str, now: Micros, lease_until: Micros) -> ErasureRow | None:
+        row = await self._transaction(lambda c: c.execute(sql.CLAIM_ERASURE, (lease_until, erasure_id, now)).fetchone())
+        return None if row is None else rows.erasure_from(row)
+
+    async def save_erasure(self, erasure_id: str, body: str, state: str, next_attempt_at: Micros) -> None:
+        await self._transaction(lambda c: c.execute(sql.SAVE_ERASURE, (body, state, next_attempt_at, erasure_id)))
+
+    async def due_erasures(self, now: Micros, limit: int) -> list[str]:
+        found = await self._transaction(lambda c: c.execute(sql.DUE_ERASURES, (now, now, limit)).fetchall())
+        return [str(r[0]) for r in found]

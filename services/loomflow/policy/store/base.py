@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from loomflow.policy.models import Approval, Policy, Remembered, ResolutionInput
+from loomflow.policy.models import Approval, ForgetReceipt, Policy, Remembered, ResolutionInput, TenantExport
 
 
 class ChangeKind(enum.Enum):
@@ -62,7 +62,8 @@ class PolicyStore(Protocol):
     async def insert_approval(self, approval: Approval, max_pending: int = 0) -> bool:
         """Stores a new pending approval; with ``max_pending`` > 0, only if the tenant has fewer
         approvals pending (and not past their deadline at ``approval.created_at``), atomically.
-        False when the cap refused it."""
+        False when the cap refused it. Aborted when a Forget of the tenant happened after
+        ``approval.created_at`` (the request started before the erase)."""
 
     async def consume_approval(
         self, tenant: str, approval_id: str, tool_name: str, arguments_sha256: str, run_id: str, now_ms: int
@@ -100,6 +101,17 @@ class PolicyStore(Protocol):
 
     async def purge(self, now_ms: int) -> int:
         """Drops remembered answers that lapsed; returns how many."""
+
+    # -- erasure -----------------------------------------------------------
+
+    async def forget(self, tenant: str, at_ms: int) -> ForgetReceipt:
+        """Erases the tenant's own policy (leaving a versioned marker, so other replicas' caches drop
+        it), every approval and every remembered answer, and records the tombstone ``at_ms``: from
+        then on :meth:`insert_approval` refuses (Aborted) an approval created before it. Atomic
+        with respect to every other write of the tenant; idempotent."""
+
+    async def export(self, tenant: str) -> TenantExport:
+        """Everything stored about the tenant (its own policy, approvals oldest first, remembered answers)."""
 
     # -- replicas ----------------------------------------------------------
 

@@ -31,6 +31,16 @@ def policy_to_json(policy: Policy) -> str:
     )
 
 
+FORGOTTEN_POLICY = ""
+"""The body of a tenant's policy row after Forget: a versioned change (so every replica's cache drops
+the policy, by notification or by polling the change feed) that reads as "no policy of its own"."""
+
+
+def stored_policy(body: str, version: int) -> Policy | None:
+    """The policy a stored row holds; None for a Forget's marker."""
+    return None if body == FORGOTTEN_POLICY else policy_from_json(body, version)
+
+
 def policy_from_json(text: str, version: int) -> Policy:
     raw = json.loads(text)
     return Policy(

@@ -30,10 +30,20 @@ import asyncpg
 
 from loomflow.kernel import schema
 from loomflow.kernel.errors import Unavailable
-from loomflow.policy.models import Approval, ApprovalStatus, Decision, Policy, Remembered, ResolutionInput
+from loomflow.policy.models import (
+    Approval,
+    ApprovalStatus,
+    Decision,
+    ForgetReceipt,
+    Policy,
+    Remembered,
+    ResolutionInput,
+    TenantExport,
+)
 from loomflow.policy.store.base import Change, ChangeKind, ChangeListener
 from loomflow.policy.store.codec import (
     APPROVAL_COLUMNS,
+    FORGOTTEN_POLICY,
     approval_from_json,
     approval_from_row,
     approval_to_json,
@@ -41,7 +51,9 @@ from loomflow.policy.store.codec import (
     arguments_to_json,
     policy_from_json,
     policy_to_json,
+    stored_policy,
 )
+from loomflow.policy.store.erasure import REMEMBERED_COLUMNS, refuse_if_forgotten, remembered_from_row
 
 log = logging.getLogger("loomflow.policy")
 
@@ -50,7 +62,7 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 _MIGRATION_LOCK = 0x706F6C6D  # "polm": serialises migrations across replicas
 _POLICY_WRITE_LOCK = 0x706F6C77  # "polw": serialises policy writes so versions follow commit order
-_PENDING_LOCK = 0x706F6C70  # "polp": with a hash of the tenant, serialises one tenant's approval requests
+_PENDING_LOCK = 0x706F6C70  # "polp": with a hash of the tenant, serialises its approval requests and Forget
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -89,6 +101,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ADD COLUMN IF NOT EXISTS consumed_at BIGINT NOT NULL DEFAULT 0,
             ADD COLUMN IF NOT EXISTS consumed_run_id TEXT NOT NULL DEFAULT ''""",
     ),
+    # Forget's tombstones (see loomflow.policy.store.erasure).
+    ("CREATE TABLE IF NOT EXISTS policy_forgotten (tenant TEXT PRIMARY KEY, cutoff BIGINT NOT NULL)",),
 )
 
 _MAX_NOTIFY_BYTES = 7900  # Postgres refuses NOTIFY payloads of 8000 bytes or more
@@ -241,10 +255,26 @@ class PostgresStore:
 
     # -- policies ----------------------------------------------------------
 
+    async def _upsert_policy(self, conn: asyncpg.Connection, key: str, body: str) -> int:
+        """Writes ``key``'s policy row with the next version and announces it (inside a transaction)."""
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _POLICY_WRITE_LOCK)
+        version: int = await conn.fetchval(
+            """INSERT INTO policy_policies (key, body, version, updated_at)
+               VALUES ($1, $2, (SELECT coalesce(max(version), 0) + 1 FROM policy_policies), $3)
+               ON CONFLICT (key) DO UPDATE SET body = excluded.body, version = excluded.version,
+               updated_at = excluded.updated_at
+               RETURNING version""",
+            key,
+            body,
+            int(time.time() * 1000),
+        )
+        await self._notify(conn, ChangeKind.POLICY, key)
+        return version
+
     async def get_policy(self, key: str) -> Policy | None:
         async def read(conn: asyncpg.Connection) -> Policy | None:
             row = await conn.fetchrow("SELECT body, version FROM policy_policies WHERE key = $1", key)
-            return None if row is None else policy_from_json(row["body"], row["version"])
+            return None if row is None else stored_policy(row["body"], row["version"])
 
         return await self._with(read)
 
@@ -252,19 +282,7 @@ class PostgresStore:
         body = policy_to_json(policy)
 
         async def write(conn: asyncpg.Connection) -> int:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _POLICY_WRITE_LOCK)
-            version: int = await conn.fetchval(
-                """INSERT INTO policy_policies (key, body, version, updated_at)
-                   VALUES ($1, $2, (SELECT coalesce(max(version), 0) + 1 FROM policy_policies), $3)
-                   ON CONFLICT (key) DO UPDATE SET body = excluded.body, version = excluded.version,
-                   updated_at = excluded.updated_at
-                   RETURNING version""",
-                key,
-                body,
-                int(time.time() * 1000),
-            )
-            await self._notify(conn, ChangeKind.POLICY, key)
-            return version
+            return await self._upsert_policy(conn, key, body)
 
         version = await self._in_transaction(write)
         return policy_from_json(body, version)
@@ -288,9 +306,12 @@ class PostgresStore:
 
     async def insert_approval(self, approval: Approval, max_pending: int = 0) -> bool:
         async def write(conn: asyncpg.Connection) -> bool:
+            # One tenant's inserts (and its Forget) queue on a lock of their own, so neither the
+            # tombstone check nor the count below can race.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PENDING_LOCK, approval.tenant)
+            cutoff = await conn.fetchval("SELECT cutoff FROM policy_forgotten WHERE tenant = $1", approval.tenant)
+            refuse_if_forgotten(cutoff, approval.created_at)
             if max_pending > 0:
-                # One tenant's inserts queue on a lock of their own, so the count below cannot race.
-                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PENDING_LOCK, approval.tenant)
                 pending = await conn.fetchval(
                     """SELECT count(*) FROM policy_approvals
                        WHERE tenant = $1 AND status = 'pending' AND expires_at > $2""",
@@ -446,3 +467,54 @@ class PostgresStore:
             return int(status.rsplit(" ", 1)[-1])
 
         return await self._with(write)
+
+    # -- erasure -----------------------------------------------------------
+
+    async def forget(self, tenant: str, at_ms: int) -> ForgetReceipt:
+        async def write(conn: asyncpg.Connection) -> ForgetReceipt:
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PENDING_LOCK, tenant)
+            body = await conn.fetchval("SELECT body FROM policy_policies WHERE key = $1", tenant)
+            had_policy = body is not None and body != FORGOTTEN_POLICY
+            if had_policy:
+                await self._upsert_policy(conn, tenant, FORGOTTEN_POLICY)
+            counted = await conn.fetchrow(
+                """WITH gone AS (DELETE FROM policy_approvals WHERE tenant = $1 RETURNING status)
+                   SELECT count(*) AS approvals, count(*) FILTER (WHERE status = 'pending') AS pending FROM gone""",
+                tenant,
+            )
+            status: str = await conn.execute("DELETE FROM policy_remembered WHERE tenant = $1", tenant)
+            await conn.execute(
+                """INSERT INTO policy_forgotten (tenant, cutoff) VALUES ($1, $2)
+                   ON CONFLICT (tenant) DO UPDATE
+                   SET cutoff = greatest(policy_forgotten.cutoff, excluded.cutoff)""",
+                tenant,
+                at_ms,
+            )
+            return ForgetReceipt(
+                had_policy, int(counted["approvals"]), int(counted["pending"]), int(status.rsplit(" ", 1)[-1])
+            )
+
+        return await self._in_transaction(write)
+
+    async def export(self, tenant: str) -> TenantExport:
+        async def read(conn: asyncpg.Connection) -> TenantExport:
+            row = await conn.fetchrow("SELECT body, version FROM policy_policies WHERE key = $1", tenant)
+            approvals = await conn.fetch(
+                f"SELECT {APPROVAL_COLUMNS} FROM policy_approvals WHERE tenant = $1 ORDER BY created_at, id", tenant
+            )
+            remembered = await conn.fetch(
+                f"SELECT {REMEMBERED_COLUMNS} FROM policy_remembered WHERE tenant = $1 "
+                'ORDER BY run_id COLLATE "C", tool_name COLLATE "C"',
+                tenant,
+            )
+            return TenantExport(
+                None if row is None else stored_policy(row["body"], row["version"]),
+                tuple(approval_from_row(r) for r in approvals),
+                tuple(remembered_from_row(r) for r in remembered),
+            )
+
+        async def snapshot(conn: asyncpg.Connection) -> TenantExport:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await read(conn)
+
+        return await self._with(snapshot)

@@ -23,16 +23,28 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from loomflow.kernel.errors import Unavailable
-from loomflow.policy.models import Approval, ApprovalStatus, Decision, Policy, Remembered, ResolutionInput
+from loomflow.policy.models import (
+    Approval,
+    ApprovalStatus,
+    Decision,
+    ForgetReceipt,
+    Policy,
+    Remembered,
+    ResolutionInput,
+    TenantExport,
+)
 from loomflow.policy.store.base import ChangeListener
 from loomflow.policy.store.codec import (
     APPROVAL_COLUMNS,
+    FORGOTTEN_POLICY,
     approval_from_row,
     approval_values,
     arguments_to_json,
     policy_from_json,
     policy_to_json,
+    stored_policy,
 )
+from loomflow.policy.store.erasure import REMEMBERED_COLUMNS, refuse_if_forgotten, remembered_from_row
 
 T = TypeVar("T")
 
@@ -68,6 +80,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE policy_approvals ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE policy_approvals ADD COLUMN consumed_at INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE policy_approvals ADD COLUMN consumed_run_id TEXT NOT NULL DEFAULT ''",
+    ),
+    # Forget's tombstones (see loomflow.policy.store.erasure).
+    (
+        """CREATE TABLE IF NOT EXISTS policy_forgotten (
+            tenant TEXT PRIMARY KEY, cutoff INTEGER NOT NULL
+        ) WITHOUT ROWID""",
     ),
 )
 
@@ -157,25 +175,14 @@ class SqliteStore:
     async def get_policy(self, key: str) -> Policy | None:
         def read(c: sqlite3.Connection) -> Policy | None:
             row = c.execute("SELECT body, version FROM policy_policies WHERE key = ?", (key,)).fetchone()
-            return None if row is None else policy_from_json(row[0], row[1])
+            return None if row is None else stored_policy(row[0], row[1])
 
         return self._read_now(read)
 
     async def put_policy(self, key: str, policy: Policy) -> Policy:
         body = policy_to_json(policy)
 
-        def write(c: sqlite3.Connection) -> int:
-            version: int = c.execute("SELECT coalesce(max(version), 0) + 1 FROM policy_policies").fetchone()[0]
-            c.execute(
-                """INSERT INTO policy_policies (key, body, version, updated_at)
-                   VALUES (?, ?, ?, ?)
-                   ON CONFLICT (key) DO UPDATE SET body = excluded.body, version = excluded.version,
-                   updated_at = excluded.updated_at""",
-                (key, body, version, int(time.time() * 1000)),
-            )
-            return version
-
-        version = await self._run(functools.partial(self._write, body=write))
+        version = await self._run(functools.partial(self._write, body=functools.partial(_upsert_policy, key, body)))
         return policy_from_json(body, version)
 
     async def policy_version(self) -> int:
@@ -200,7 +207,9 @@ class SqliteStore:
         marks = ", ".join("?" * len(values))
 
         def write(c: sqlite3.Connection) -> bool:
-            # Writes are serialised (one thread, BEGIN IMMEDIATE), so count-then-insert cannot race.
+            # Writes are serialised (one thread, BEGIN IMMEDIATE), so check-then-insert cannot race.
+            row = c.execute("SELECT cutoff FROM policy_forgotten WHERE tenant = ?", (approval.tenant,)).fetchone()
+            refuse_if_forgotten(None if row is None else row[0], approval.created_at)
             if max_pending > 0:
                 pending = c.execute(
                     "SELECT count(*) FROM policy_approvals WHERE tenant = ? AND status = 'pending' AND expires_at > ?",
@@ -332,3 +341,57 @@ class SqliteStore:
             return c.execute("DELETE FROM policy_remembered WHERE expires_at <= ?", (now_ms,)).rowcount
 
         return await self._run(functools.partial(self._write, body=write))
+
+    # -- erasure -----------------------------------------------------------
+
+    async def forget(self, tenant: str, at_ms: int) -> ForgetReceipt:
+        def write(c: sqlite3.Connection) -> ForgetReceipt:
+            row = c.execute("SELECT body FROM policy_policies WHERE key = ?", (tenant,)).fetchone()
+            had_policy = row is not None and row[0] != FORGOTTEN_POLICY
+            if had_policy:
+                _upsert_policy(tenant, FORGOTTEN_POLICY, c)
+            pending = c.execute(
+                "SELECT count(*) FROM policy_approvals WHERE tenant = ? AND status = 'pending'", (tenant,)
+            ).fetchone()[0]
+            approvals = c.execute("DELETE FROM policy_approvals WHERE tenant = ?", (tenant,)).rowcount
+            remembered = c.execute("DELETE FROM policy_remembered WHERE tenant = ?", (tenant,)).rowcount
+            c.execute(
+                """INSERT INTO policy_forgotten (tenant, cutoff) VALUES (?, ?)
+                   ON CONFLICT (tenant) DO UPDATE SET cutoff = max(cutoff, excluded.cutoff)""",
+                (tenant, at_ms),
+            )
+            return ForgetReceipt(had_policy, approvals, pending, remembered)
+
+        return await self._run(functools.partial(self._write, body=write))
+
+    async def export(self, tenant: str) -> TenantExport:
+        def read(c: sqlite3.Connection) -> TenantExport:
+            row = c.execute("SELECT body, version FROM policy_policies WHERE key = ?", (tenant,)).fetchone()
+            approvals = c.execute(
+                f"SELECT {APPROVAL_COLUMNS} FROM policy_approvals WHERE tenant = ? ORDER BY created_at, id", (tenant,)
+            ).fetchall()
+            remembered = c.execute(
+                f"SELECT {REMEMBERED_COLUMNS} FROM policy_remembered WHERE tenant = ? ORDER BY run_id, tool_name",
+                (tenant,),
+            ).fetchall()
+            return TenantExport(
+                None if row is None else stored_policy(row[0], row[1]),
+                tuple(approval_from_row(r) for r in approvals),
+                tuple(remembered_from_row(r) for r in remembered),
+            )
+
+        # One BEGIN IMMEDIATE: a snapshot no write of the tenant can split.
+        return await self._run(functools.partial(self._write, body=read))
+
+
+def _upsert_policy(key: str, body: str, c: sqlite3.Connection) -> int:
+    """Writes ``key``'s policy row with the next version (inside the caller's write transaction)."""
+    version: int = c.execute("SELECT coalesce(max(version), 0) + 1 FROM policy_policies").fetchone()[0]
+    c.execute(
+        """INSERT INTO policy_policies (key, body, version, updated_at)
+           VALUES (?, ?, ?, ?)
+           ON CONFLICT (key) DO UPDATE SET body = excluded.body, version = excluded.version,
+           updated_at = excluded.updated_at""",
+        (key, body, version, int(time.time() * 1000)),
+    )
+    return version

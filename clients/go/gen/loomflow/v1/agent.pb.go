@@ -81,6 +81,58 @@ func (RunStatus) EnumDescriptor() ([]byte, []int) {
 	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{0}
 }
 
+// ErasureState is where an erasure, or one service's part of it, stands.
+type ErasureState int32
+
+const (
+	ErasureState_ERASURE_STATE_UNSPECIFIED ErasureState = 0
+	// Not done yet: waiting for its next attempt (a service was unreachable).
+	ErasureState_ERASURE_STATE_PENDING ErasureState = 1
+	// Done: the service answered and holds nothing of the user.
+	ErasureState_ERASURE_STATE_DONE ErasureState = 2
+)
+
+// Enum value maps for ErasureState.
+var (
+	ErasureState_name = map[int32]string{
+		0: "ERASURE_STATE_UNSPECIFIED",
+		1: "ERASURE_STATE_PENDING",
+		2: "ERASURE_STATE_DONE",
+	}
+	ErasureState_value = map[string]int32{
+		"ERASURE_STATE_UNSPECIFIED": 0,
+		"ERASURE_STATE_PENDING":     1,
+		"ERASURE_STATE_DONE":        2,
+	}
+)
+
+func (x ErasureState) Enum() *ErasureState {
+	p := new(ErasureState)
+	*p = x
+	return p
+}
+
+func (x ErasureState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErasureState) Descriptor() protoreflect.EnumDescriptor {
+	return file_loomflow_v1_agent_proto_enumTypes[1].Descriptor()
+}
+
+func (ErasureState) Type() protoreflect.EnumType {
+	return &file_loomflow_v1_agent_proto_enumTypes[1]
+}
+
+func (x ErasureState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErasureState.Descriptor instead.
+func (ErasureState) EnumDescriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
 // CallerTool is a tool the caller runs itself. When the model calls it the call
 // goes through the tenant's policy (and approval) and gets its audit entry, then
 // the run pauses and hands the call to the caller.
@@ -1773,6 +1825,480 @@ func (*RunStreamResponse_BudgetWarning) isRunStreamResponse_Event() {}
 
 func (*RunStreamResponse_Result) isRunStreamResponse_Event() {}
 
+type ForgetUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Idempotency key: the same key for the same user answers the same erasure.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetUserRequest) Reset() {
+	*x = ForgetUserRequest{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetUserRequest) ProtoMessage() {}
+
+func (x *ForgetUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetUserRequest.ProtoReflect.Descriptor instead.
+func (*ForgetUserRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ForgetUserRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ForgetUserRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// ErasureStep is one service's part of an erasure.
+type ErasureStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "agent", "memory", "budget", "policy" or "audit".
+	Service string       `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	State   ErasureState `protobuf:"varint,2,opt,name=state,proto3,enum=loomflow.v1.ErasureState" json:"state,omitempty"`
+	// What the service erased, by kind (its Forget response's fields, e.g.
+	// episodes_deleted, entries_shredded, paused_runs_deleted).
+	Counts map[string]int64 `protobuf:"bytes,3,rep,name=counts,proto3" json:"counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Attempts so far, and the last failure (empty once done).
+	Attempts      int32                  `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	LastError     string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	DoneAt        *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=done_at,json=doneAt,proto3" json:"done_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErasureStep) Reset() {
+	*x = ErasureStep{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErasureStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErasureStep) ProtoMessage() {}
+
+func (x *ErasureStep) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErasureStep.ProtoReflect.Descriptor instead.
+func (*ErasureStep) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ErasureStep) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ErasureStep) GetState() ErasureState {
+	if x != nil {
+		return x.State
+	}
+	return ErasureState_ERASURE_STATE_UNSPECIFIED
+}
+
+func (x *ErasureStep) GetCounts() map[string]int64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *ErasureStep) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *ErasureStep) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ErasureStep) GetDoneAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DoneAt
+	}
+	return nil
+}
+
+// Erasure is the durable record (and receipt) of one ForgetUser.
+type Erasure struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ErasureId string                 `protobuf:"bytes,1,opt,name=erasure_id,json=erasureId,proto3" json:"erasure_id,omitempty"`
+	Scope     *UserScope             `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
+	State     ErasureState           `protobuf:"varint,3,opt,name=state,proto3,enum=loomflow.v1.ErasureState" json:"state,omitempty"`
+	Steps     []*ErasureStep         `protobuf:"bytes,4,rep,name=steps,proto3" json:"steps,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	DoneAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=done_at,json=doneAt,proto3" json:"done_at,omitempty"`
+	// Who asked (role:subject).
+	RequestedBy string `protobuf:"bytes,7,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// When a pending erasure is tried again.
+	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Erasure) Reset() {
+	*x = Erasure{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Erasure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Erasure) ProtoMessage() {}
+
+func (x *Erasure) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Erasure.ProtoReflect.Descriptor instead.
+func (*Erasure) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Erasure) GetErasureId() string {
+	if x != nil {
+		return x.ErasureId
+	}
+	return ""
+}
+
+func (x *Erasure) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *Erasure) GetState() ErasureState {
+	if x != nil {
+		return x.State
+	}
+	return ErasureState_ERASURE_STATE_UNSPECIFIED
+}
+
+func (x *Erasure) GetSteps() []*ErasureStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *Erasure) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Erasure) GetDoneAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DoneAt
+	}
+	return nil
+}
+
+func (x *Erasure) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *Erasure) GetNextAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptAt
+	}
+	return nil
+}
+
+type ForgetUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Erasure       *Erasure               `protobuf:"bytes,1,opt,name=erasure,proto3" json:"erasure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetUserResponse) Reset() {
+	*x = ForgetUserResponse{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetUserResponse) ProtoMessage() {}
+
+func (x *ForgetUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetUserResponse.ProtoReflect.Descriptor instead.
+func (*ForgetUserResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ForgetUserResponse) GetErasure() *Erasure {
+	if x != nil {
+		return x.Erasure
+	}
+	return nil
+}
+
+type GetErasureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	ErasureId     string                 `protobuf:"bytes,2,opt,name=erasure_id,json=erasureId,proto3" json:"erasure_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetErasureRequest) Reset() {
+	*x = GetErasureRequest{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetErasureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetErasureRequest) ProtoMessage() {}
+
+func (x *GetErasureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetErasureRequest.ProtoReflect.Descriptor instead.
+func (*GetErasureRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetErasureRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *GetErasureRequest) GetErasureId() string {
+	if x != nil {
+		return x.ErasureId
+	}
+	return ""
+}
+
+type GetErasureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Erasure       *Erasure               `protobuf:"bytes,1,opt,name=erasure,proto3" json:"erasure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetErasureResponse) Reset() {
+	*x = GetErasureResponse{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetErasureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetErasureResponse) ProtoMessage() {}
+
+func (x *GetErasureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetErasureResponse.ProtoReflect.Descriptor instead.
+func (*GetErasureResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetErasureResponse) GetErasure() *Erasure {
+	if x != nil {
+		return x.Erasure
+	}
+	return nil
+}
+
+type ExportUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportUserRequest) Reset() {
+	*x = ExportUserRequest{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportUserRequest) ProtoMessage() {}
+
+func (x *ExportUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportUserRequest.ProtoReflect.Descriptor instead.
+func (*ExportUserRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ExportUserRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+// One piece of the archive: concatenate every chunk in order.
+type ExportUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chunk         []byte                 `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportUserResponse) Reset() {
+	*x = ExportUserResponse{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportUserResponse) ProtoMessage() {}
+
+func (x *ExportUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportUserResponse.ProtoReflect.Descriptor instead.
+func (*ExportUserResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ExportUserResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
 var File_loomflow_v1_agent_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_agent_proto_rawDesc = "" +
@@ -1938,12 +2464,56 @@ const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\x11approval_resolved\x18\x04 \x01(\v2\x1a.loomflow.v1.ApprovalEventH\x00R\x10approvalResolved\x12C\n" +
 	"\x0ebudget_warning\x18\x05 \x01(\v2\x1a.loomflow.v1.BudgetWarningH\x00R\rbudgetWarning\x122\n" +
 	"\x06result\x18\x06 \x01(\v2\x18.loomflow.v1.RunResponseH\x00R\x06resultB\a\n" +
-	"\x05event*}\n" +
+	"\x05event\"~\n" +
+	"\x11ForgetUserRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x123\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x012\n" +
+	"^[^\\x00]*$R\trequestId\"\xc1\x02\n" +
+	"\vErasureStep\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12/\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x19.loomflow.v1.ErasureStateR\x05state\x12<\n" +
+	"\x06counts\x18\x03 \x03(\v2$.loomflow.v1.ErasureStep.CountsEntryR\x06counts\x12\x1a\n" +
+	"\battempts\x18\x04 \x01(\x05R\battempts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x123\n" +
+	"\adone_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06doneAt\x1a9\n" +
+	"\vCountsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x8e\x03\n" +
+	"\aErasure\x12\x1d\n" +
+	"\n" +
+	"erasure_id\x18\x01 \x01(\tR\terasureId\x12,\n" +
+	"\x05scope\x18\x02 \x01(\v2\x16.loomflow.v1.UserScopeR\x05scope\x12/\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x19.loomflow.v1.ErasureStateR\x05state\x12.\n" +
+	"\x05steps\x18\x04 \x03(\v2\x18.loomflow.v1.ErasureStepR\x05steps\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x123\n" +
+	"\adone_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06doneAt\x12!\n" +
+	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x12B\n" +
+	"\x0fnext_attempt_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"D\n" +
+	"\x12ForgetUserResponse\x12.\n" +
+	"\aerasure\x18\x01 \x01(\v2\x14.loomflow.v1.ErasureR\aerasure\"\x80\x01\n" +
+	"\x11GetErasureRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x125\n" +
+	"\n" +
+	"erasure_id\x18\x02 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x012\n" +
+	"^[^\\x00]*$R\terasureId\"D\n" +
+	"\x12GetErasureResponse\x12.\n" +
+	"\aerasure\x18\x01 \x01(\v2\x14.loomflow.v1.ErasureR\aerasure\"I\n" +
+	"\x11ExportUserRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\"*\n" +
+	"\x12ExportUserResponse\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk*}\n" +
 	"\tRunStatus\x12\x1a\n" +
 	"\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RUN_STATUS_COMPLETED\x10\x01\x12\x1a\n" +
 	"\x16RUN_STATUS_INTERRUPTED\x10\x02\x12\x1e\n" +
-	"\x1aRUN_STATUS_REQUIRES_ACTION\x10\x032\x81\x05\n" +
+	"\x1aRUN_STATUS_REQUIRES_ACTION\x10\x03*`\n" +
+	"\fErasureState\x12\x1d\n" +
+	"\x19ERASURE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ERASURE_STATE_PENDING\x10\x01\x12\x16\n" +
+	"\x12ERASURE_STATE_DONE\x10\x022\xf0\x06\n" +
 	"\fAgentService\x128\n" +
 	"\x03Run\x12\x17.loomflow.v1.RunRequest\x1a\x18.loomflow.v1.RunResponse\x12L\n" +
 	"\tRunStream\x12\x1d.loomflow.v1.RunStreamRequest\x1a\x1e.loomflow.v1.RunStreamResponse0\x01\x12G\n" +
@@ -1953,7 +2523,13 @@ const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"ListAgents\x12\x1e.loomflow.v1.ListAgentsRequest\x1a\x1f.loomflow.v1.ListAgentsResponse\x12P\n" +
 	"\vDeleteAgent\x12\x1f.loomflow.v1.DeleteAgentRequest\x1a .loomflow.v1.DeleteAgentResponse\x12P\n" +
 	"\vContinueRun\x12\x1f.loomflow.v1.ContinueRunRequest\x1a .loomflow.v1.ContinueRunResponse\x12d\n" +
-	"\x11ContinueRunStream\x12%.loomflow.v1.ContinueRunStreamRequest\x1a&.loomflow.v1.ContinueRunStreamResponse0\x01B\xae\x01\n" +
+	"\x11ContinueRunStream\x12%.loomflow.v1.ContinueRunStreamRequest\x1a&.loomflow.v1.ContinueRunStreamResponse0\x01\x12M\n" +
+	"\n" +
+	"ForgetUser\x12\x1e.loomflow.v1.ForgetUserRequest\x1a\x1f.loomflow.v1.ForgetUserResponse\x12M\n" +
+	"\n" +
+	"GetErasure\x12\x1e.loomflow.v1.GetErasureRequest\x1a\x1f.loomflow.v1.GetErasureResponse\x12O\n" +
+	"\n" +
+	"ExportUser\x12\x1e.loomflow.v1.ExportUserRequest\x1a\x1f.loomflow.v1.ExportUserResponse0\x01B\xae\x01\n" +
 	"\x0fcom.loomflow.v1B\n" +
 	"AgentProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
 
@@ -1969,102 +2545,132 @@ func file_loomflow_v1_agent_proto_rawDescGZIP() []byte {
 	return file_loomflow_v1_agent_proto_rawDescData
 }
 
-var file_loomflow_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_loomflow_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_loomflow_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_loomflow_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_loomflow_v1_agent_proto_goTypes = []any{
 	(RunStatus)(0),                    // 0: loomflow.v1.RunStatus
-	(*CallerTool)(nil),                // 1: loomflow.v1.CallerTool
-	(*PendingToolCall)(nil),           // 2: loomflow.v1.PendingToolCall
-	(*ToolResult)(nil),                // 3: loomflow.v1.ToolResult
-	(*ContinueRunRequest)(nil),        // 4: loomflow.v1.ContinueRunRequest
-	(*ContinueRunResponse)(nil),       // 5: loomflow.v1.ContinueRunResponse
-	(*ContinueRunStreamRequest)(nil),  // 6: loomflow.v1.ContinueRunStreamRequest
-	(*ContinueRunStreamResponse)(nil), // 7: loomflow.v1.ContinueRunStreamResponse
-	(*RunOptions)(nil),                // 8: loomflow.v1.RunOptions
-	(*AgentDefinition)(nil),           // 9: loomflow.v1.AgentDefinition
-	(*PutAgentRequest)(nil),           // 10: loomflow.v1.PutAgentRequest
-	(*PutAgentResponse)(nil),          // 11: loomflow.v1.PutAgentResponse
-	(*GetAgentRequest)(nil),           // 12: loomflow.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),          // 13: loomflow.v1.GetAgentResponse
-	(*ListAgentsRequest)(nil),         // 14: loomflow.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 15: loomflow.v1.ListAgentsResponse
-	(*DeleteAgentRequest)(nil),        // 16: loomflow.v1.DeleteAgentRequest
-	(*DeleteAgentResponse)(nil),       // 17: loomflow.v1.DeleteAgentResponse
-	(*RunRequest)(nil),                // 18: loomflow.v1.RunRequest
-	(*ToolCallRecord)(nil),            // 19: loomflow.v1.ToolCallRecord
-	(*RunResponse)(nil),               // 20: loomflow.v1.RunResponse
-	(*RunStreamRequest)(nil),          // 21: loomflow.v1.RunStreamRequest
-	(*TextDelta)(nil),                 // 22: loomflow.v1.TextDelta
-	(*ApprovalEvent)(nil),             // 23: loomflow.v1.ApprovalEvent
-	(*RunStreamResponse)(nil),         // 24: loomflow.v1.RunStreamResponse
-	nil,                               // 25: loomflow.v1.RunOptions.MetadataEntry
-	(*structpb.Struct)(nil),           // 26: google.protobuf.Struct
-	(*UserScope)(nil),                 // 27: loomflow.v1.UserScope
-	(Decision)(0),                     // 28: loomflow.v1.Decision
-	(*Charge)(nil),                    // 29: loomflow.v1.Charge
-	(*BudgetWarning)(nil),             // 30: loomflow.v1.BudgetWarning
-	(*timestamppb.Timestamp)(nil),     // 31: google.protobuf.Timestamp
-	(*Approval)(nil),                  // 32: loomflow.v1.Approval
+	(ErasureState)(0),                 // 1: loomflow.v1.ErasureState
+	(*CallerTool)(nil),                // 2: loomflow.v1.CallerTool
+	(*PendingToolCall)(nil),           // 3: loomflow.v1.PendingToolCall
+	(*ToolResult)(nil),                // 4: loomflow.v1.ToolResult
+	(*ContinueRunRequest)(nil),        // 5: loomflow.v1.ContinueRunRequest
+	(*ContinueRunResponse)(nil),       // 6: loomflow.v1.ContinueRunResponse
+	(*ContinueRunStreamRequest)(nil),  // 7: loomflow.v1.ContinueRunStreamRequest
+	(*ContinueRunStreamResponse)(nil), // 8: loomflow.v1.ContinueRunStreamResponse
+	(*RunOptions)(nil),                // 9: loomflow.v1.RunOptions
+	(*AgentDefinition)(nil),           // 10: loomflow.v1.AgentDefinition
+	(*PutAgentRequest)(nil),           // 11: loomflow.v1.PutAgentRequest
+	(*PutAgentResponse)(nil),          // 12: loomflow.v1.PutAgentResponse
+	(*GetAgentRequest)(nil),           // 13: loomflow.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),          // 14: loomflow.v1.GetAgentResponse
+	(*ListAgentsRequest)(nil),         // 15: loomflow.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 16: loomflow.v1.ListAgentsResponse
+	(*DeleteAgentRequest)(nil),        // 17: loomflow.v1.DeleteAgentRequest
+	(*DeleteAgentResponse)(nil),       // 18: loomflow.v1.DeleteAgentResponse
+	(*RunRequest)(nil),                // 19: loomflow.v1.RunRequest
+	(*ToolCallRecord)(nil),            // 20: loomflow.v1.ToolCallRecord
+	(*RunResponse)(nil),               // 21: loomflow.v1.RunResponse
+	(*RunStreamRequest)(nil),          // 22: loomflow.v1.RunStreamRequest
+	(*TextDelta)(nil),                 // 23: loomflow.v1.TextDelta
+	(*ApprovalEvent)(nil),             // 24: loomflow.v1.ApprovalEvent
+	(*RunStreamResponse)(nil),         // 25: loomflow.v1.RunStreamResponse
+	(*ForgetUserRequest)(nil),         // 26: loomflow.v1.ForgetUserRequest
+	(*ErasureStep)(nil),               // 27: loomflow.v1.ErasureStep
+	(*Erasure)(nil),                   // 28: loomflow.v1.Erasure
+	(*ForgetUserResponse)(nil),        // 29: loomflow.v1.ForgetUserResponse
+	(*GetErasureRequest)(nil),         // 30: loomflow.v1.GetErasureRequest
+	(*GetErasureResponse)(nil),        // 31: loomflow.v1.GetErasureResponse
+	(*ExportUserRequest)(nil),         // 32: loomflow.v1.ExportUserRequest
+	(*ExportUserResponse)(nil),        // 33: loomflow.v1.ExportUserResponse
+	nil,                               // 34: loomflow.v1.RunOptions.MetadataEntry
+	nil,                               // 35: loomflow.v1.ErasureStep.CountsEntry
+	(*structpb.Struct)(nil),           // 36: google.protobuf.Struct
+	(*UserScope)(nil),                 // 37: loomflow.v1.UserScope
+	(Decision)(0),                     // 38: loomflow.v1.Decision
+	(*Charge)(nil),                    // 39: loomflow.v1.Charge
+	(*BudgetWarning)(nil),             // 40: loomflow.v1.BudgetWarning
+	(*timestamppb.Timestamp)(nil),     // 41: google.protobuf.Timestamp
+	(*Approval)(nil),                  // 42: loomflow.v1.Approval
 }
 var file_loomflow_v1_agent_proto_depIdxs = []int32{
-	26, // 0: loomflow.v1.CallerTool.parameters:type_name -> google.protobuf.Struct
-	26, // 1: loomflow.v1.PendingToolCall.arguments:type_name -> google.protobuf.Struct
-	27, // 2: loomflow.v1.ContinueRunRequest.scope:type_name -> loomflow.v1.UserScope
-	3,  // 3: loomflow.v1.ContinueRunRequest.results:type_name -> loomflow.v1.ToolResult
-	20, // 4: loomflow.v1.ContinueRunResponse.result:type_name -> loomflow.v1.RunResponse
-	27, // 5: loomflow.v1.ContinueRunStreamRequest.scope:type_name -> loomflow.v1.UserScope
-	3,  // 6: loomflow.v1.ContinueRunStreamRequest.results:type_name -> loomflow.v1.ToolResult
-	24, // 7: loomflow.v1.ContinueRunStreamResponse.event:type_name -> loomflow.v1.RunStreamResponse
-	25, // 8: loomflow.v1.RunOptions.metadata:type_name -> loomflow.v1.RunOptions.MetadataEntry
-	1,  // 9: loomflow.v1.RunOptions.caller_tools:type_name -> loomflow.v1.CallerTool
-	27, // 10: loomflow.v1.PutAgentRequest.scope:type_name -> loomflow.v1.UserScope
-	9,  // 11: loomflow.v1.PutAgentRequest.agent:type_name -> loomflow.v1.AgentDefinition
-	9,  // 12: loomflow.v1.PutAgentResponse.agent:type_name -> loomflow.v1.AgentDefinition
-	27, // 13: loomflow.v1.GetAgentRequest.scope:type_name -> loomflow.v1.UserScope
-	9,  // 14: loomflow.v1.GetAgentResponse.agent:type_name -> loomflow.v1.AgentDefinition
-	27, // 15: loomflow.v1.ListAgentsRequest.scope:type_name -> loomflow.v1.UserScope
-	9,  // 16: loomflow.v1.ListAgentsResponse.agents:type_name -> loomflow.v1.AgentDefinition
-	27, // 17: loomflow.v1.DeleteAgentRequest.scope:type_name -> loomflow.v1.UserScope
-	27, // 18: loomflow.v1.RunRequest.scope:type_name -> loomflow.v1.UserScope
-	8,  // 19: loomflow.v1.RunRequest.options:type_name -> loomflow.v1.RunOptions
-	26, // 20: loomflow.v1.ToolCallRecord.arguments:type_name -> google.protobuf.Struct
-	28, // 21: loomflow.v1.ToolCallRecord.decision:type_name -> loomflow.v1.Decision
-	29, // 22: loomflow.v1.RunResponse.usage:type_name -> loomflow.v1.Charge
-	19, // 23: loomflow.v1.RunResponse.tool_calls:type_name -> loomflow.v1.ToolCallRecord
-	30, // 24: loomflow.v1.RunResponse.warnings:type_name -> loomflow.v1.BudgetWarning
+	36, // 0: loomflow.v1.CallerTool.parameters:type_name -> google.protobuf.Struct
+	36, // 1: loomflow.v1.PendingToolCall.arguments:type_name -> google.protobuf.Struct
+	37, // 2: loomflow.v1.ContinueRunRequest.scope:type_name -> loomflow.v1.UserScope
+	4,  // 3: loomflow.v1.ContinueRunRequest.results:type_name -> loomflow.v1.ToolResult
+	21, // 4: loomflow.v1.ContinueRunResponse.result:type_name -> loomflow.v1.RunResponse
+	37, // 5: loomflow.v1.ContinueRunStreamRequest.scope:type_name -> loomflow.v1.UserScope
+	4,  // 6: loomflow.v1.ContinueRunStreamRequest.results:type_name -> loomflow.v1.ToolResult
+	25, // 7: loomflow.v1.ContinueRunStreamResponse.event:type_name -> loomflow.v1.RunStreamResponse
+	34, // 8: loomflow.v1.RunOptions.metadata:type_name -> loomflow.v1.RunOptions.MetadataEntry
+	2,  // 9: loomflow.v1.RunOptions.caller_tools:type_name -> loomflow.v1.CallerTool
+	37, // 10: loomflow.v1.PutAgentRequest.scope:type_name -> loomflow.v1.UserScope
+	10, // 11: loomflow.v1.PutAgentRequest.agent:type_name -> loomflow.v1.AgentDefinition
+	10, // 12: loomflow.v1.PutAgentResponse.agent:type_name -> loomflow.v1.AgentDefinition
+	37, // 13: loomflow.v1.GetAgentRequest.scope:type_name -> loomflow.v1.UserScope
+	10, // 14: loomflow.v1.GetAgentResponse.agent:type_name -> loomflow.v1.AgentDefinition
+	37, // 15: loomflow.v1.ListAgentsRequest.scope:type_name -> loomflow.v1.UserScope
+	10, // 16: loomflow.v1.ListAgentsResponse.agents:type_name -> loomflow.v1.AgentDefinition
+	37, // 17: loomflow.v1.DeleteAgentRequest.scope:type_name -> loomflow.v1.UserScope
+	37, // 18: loomflow.v1.RunRequest.scope:type_name -> loomflow.v1.UserScope
+	9,  // 19: loomflow.v1.RunRequest.options:type_name -> loomflow.v1.RunOptions
+	36, // 20: loomflow.v1.ToolCallRecord.arguments:type_name -> google.protobuf.Struct
+	38, // 21: loomflow.v1.ToolCallRecord.decision:type_name -> loomflow.v1.Decision
+	39, // 22: loomflow.v1.RunResponse.usage:type_name -> loomflow.v1.Charge
+	20, // 23: loomflow.v1.RunResponse.tool_calls:type_name -> loomflow.v1.ToolCallRecord
+	40, // 24: loomflow.v1.RunResponse.warnings:type_name -> loomflow.v1.BudgetWarning
 	0,  // 25: loomflow.v1.RunResponse.status:type_name -> loomflow.v1.RunStatus
-	2,  // 26: loomflow.v1.RunResponse.pending_tool_calls:type_name -> loomflow.v1.PendingToolCall
-	31, // 27: loomflow.v1.RunResponse.expires_at:type_name -> google.protobuf.Timestamp
-	27, // 28: loomflow.v1.RunStreamRequest.scope:type_name -> loomflow.v1.UserScope
-	8,  // 29: loomflow.v1.RunStreamRequest.options:type_name -> loomflow.v1.RunOptions
-	32, // 30: loomflow.v1.ApprovalEvent.approval:type_name -> loomflow.v1.Approval
-	22, // 31: loomflow.v1.RunStreamResponse.text:type_name -> loomflow.v1.TextDelta
-	19, // 32: loomflow.v1.RunStreamResponse.tool_call:type_name -> loomflow.v1.ToolCallRecord
-	23, // 33: loomflow.v1.RunStreamResponse.approval_pending:type_name -> loomflow.v1.ApprovalEvent
-	23, // 34: loomflow.v1.RunStreamResponse.approval_resolved:type_name -> loomflow.v1.ApprovalEvent
-	30, // 35: loomflow.v1.RunStreamResponse.budget_warning:type_name -> loomflow.v1.BudgetWarning
-	20, // 36: loomflow.v1.RunStreamResponse.result:type_name -> loomflow.v1.RunResponse
-	18, // 37: loomflow.v1.AgentService.Run:input_type -> loomflow.v1.RunRequest
-	21, // 38: loomflow.v1.AgentService.RunStream:input_type -> loomflow.v1.RunStreamRequest
-	10, // 39: loomflow.v1.AgentService.PutAgent:input_type -> loomflow.v1.PutAgentRequest
-	12, // 40: loomflow.v1.AgentService.GetAgent:input_type -> loomflow.v1.GetAgentRequest
-	14, // 41: loomflow.v1.AgentService.ListAgents:input_type -> loomflow.v1.ListAgentsRequest
-	16, // 42: loomflow.v1.AgentService.DeleteAgent:input_type -> loomflow.v1.DeleteAgentRequest
-	4,  // 43: loomflow.v1.AgentService.ContinueRun:input_type -> loomflow.v1.ContinueRunRequest
-	6,  // 44: loomflow.v1.AgentService.ContinueRunStream:input_type -> loomflow.v1.ContinueRunStreamRequest
-	20, // 45: loomflow.v1.AgentService.Run:output_type -> loomflow.v1.RunResponse
-	24, // 46: loomflow.v1.AgentService.RunStream:output_type -> loomflow.v1.RunStreamResponse
-	11, // 47: loomflow.v1.AgentService.PutAgent:output_type -> loomflow.v1.PutAgentResponse
-	13, // 48: loomflow.v1.AgentService.GetAgent:output_type -> loomflow.v1.GetAgentResponse
-	15, // 49: loomflow.v1.AgentService.ListAgents:output_type -> loomflow.v1.ListAgentsResponse
-	17, // 50: loomflow.v1.AgentService.DeleteAgent:output_type -> loomflow.v1.DeleteAgentResponse
-	5,  // 51: loomflow.v1.AgentService.ContinueRun:output_type -> loomflow.v1.ContinueRunResponse
-	7,  // 52: loomflow.v1.AgentService.ContinueRunStream:output_type -> loomflow.v1.ContinueRunStreamResponse
-	45, // [45:53] is the sub-list for method output_type
-	37, // [37:45] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	3,  // 26: loomflow.v1.RunResponse.pending_tool_calls:type_name -> loomflow.v1.PendingToolCall
+	41, // 27: loomflow.v1.RunResponse.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 28: loomflow.v1.RunStreamRequest.scope:type_name -> loomflow.v1.UserScope
+	9,  // 29: loomflow.v1.RunStreamRequest.options:type_name -> loomflow.v1.RunOptions
+	42, // 30: loomflow.v1.ApprovalEvent.approval:type_name -> loomflow.v1.Approval
+	23, // 31: loomflow.v1.RunStreamResponse.text:type_name -> loomflow.v1.TextDelta
+	20, // 32: loomflow.v1.RunStreamResponse.tool_call:type_name -> loomflow.v1.ToolCallRecord
+	24, // 33: loomflow.v1.RunStreamResponse.approval_pending:type_name -> loomflow.v1.ApprovalEvent
+	24, // 34: loomflow.v1.RunStreamResponse.approval_resolved:type_name -> loomflow.v1.ApprovalEvent
+	40, // 35: loomflow.v1.RunStreamResponse.budget_warning:type_name -> loomflow.v1.BudgetWarning
+	21, // 36: loomflow.v1.RunStreamResponse.result:type_name -> loomflow.v1.RunResponse
+	37, // 37: loomflow.v1.ForgetUserRequest.scope:type_name -> loomflow.v1.UserScope
+	1,  // 38: loomflow.v1.ErasureStep.state:type_name -> loomflow.v1.ErasureState
+	35, // 39: loomflow.v1.ErasureStep.counts:type_name -> loomflow.v1.ErasureStep.CountsEntry
+	41, // 40: loomflow.v1.ErasureStep.done_at:type_name -> google.protobuf.Timestamp
+	37, // 41: loomflow.v1.Erasure.scope:type_name -> loomflow.v1.UserScope
+	1,  // 42: loomflow.v1.Erasure.state:type_name -> loomflow.v1.ErasureState
+	27, // 43: loomflow.v1.Erasure.steps:type_name -> loomflow.v1.ErasureStep
+	41, // 44: loomflow.v1.Erasure.created_at:type_name -> google.protobuf.Timestamp
+	41, // 45: loomflow.v1.Erasure.done_at:type_name -> google.protobuf.Timestamp
+	41, // 46: loomflow.v1.Erasure.next_attempt_at:type_name -> google.protobuf.Timestamp
+	28, // 47: loomflow.v1.ForgetUserResponse.erasure:type_name -> loomflow.v1.Erasure
+	37, // 48: loomflow.v1.GetErasureRequest.scope:type_name -> loomflow.v1.UserScope
+	28, // 49: loomflow.v1.GetErasureResponse.erasure:type_name -> loomflow.v1.Erasure
+	37, // 50: loomflow.v1.ExportUserRequest.scope:type_name -> loomflow.v1.UserScope
+	19, // 51: loomflow.v1.AgentService.Run:input_type -> loomflow.v1.RunRequest
+	22, // 52: loomflow.v1.AgentService.RunStream:input_type -> loomflow.v1.RunStreamRequest
+	11, // 53: loomflow.v1.AgentService.PutAgent:input_type -> loomflow.v1.PutAgentRequest
+	13, // 54: loomflow.v1.AgentService.GetAgent:input_type -> loomflow.v1.GetAgentRequest
+	15, // 55: loomflow.v1.AgentService.ListAgents:input_type -> loomflow.v1.ListAgentsRequest
+	17, // 56: loomflow.v1.AgentService.DeleteAgent:input_type -> loomflow.v1.DeleteAgentRequest
+	5,  // 57: loomflow.v1.AgentService.ContinueRun:input_type -> loomflow.v1.ContinueRunRequest
+	7,  // 58: loomflow.v1.AgentService.ContinueRunStream:input_type -> loomflow.v1.ContinueRunStreamRequest
+	26, // 59: loomflow.v1.AgentService.ForgetUser:input_type -> loomflow.v1.ForgetUserRequest
+	30, // 60: loomflow.v1.AgentService.GetErasure:input_type -> loomflow.v1.GetErasureRequest
+	32, // 61: loomflow.v1.AgentService.ExportUser:input_type -> loomflow.v1.ExportUserRequest
+	21, // 62: loomflow.v1.AgentService.Run:output_type -> loomflow.v1.RunResponse
+	25, // 63: loomflow.v1.AgentService.RunStream:output_type -> loomflow.v1.RunStreamResponse
+	12, // 64: loomflow.v1.AgentService.PutAgent:output_type -> loomflow.v1.PutAgentResponse
+	14, // 65: loomflow.v1.AgentService.GetAgent:output_type -> loomflow.v1.GetAgentResponse
+	16, // 66: loomflow.v1.AgentService.ListAgents:output_type -> loomflow.v1.ListAgentsResponse
+	18, // 67: loomflow.v1.AgentService.DeleteAgent:output_type -> loomflow.v1.DeleteAgentResponse
+	6,  // 68: loomflow.v1.AgentService.ContinueRun:output_type -> loomflow.v1.ContinueRunResponse
+	8,  // 69: loomflow.v1.AgentService.ContinueRunStream:output_type -> loomflow.v1.ContinueRunStreamResponse
+	29, // 70: loomflow.v1.AgentService.ForgetUser:output_type -> loomflow.v1.ForgetUserResponse
+	31, // 71: loomflow.v1.AgentService.GetErasure:output_type -> loomflow.v1.GetErasureResponse
+	33, // 72: loomflow.v1.AgentService.ExportUser:output_type -> loomflow.v1.ExportUserResponse
+	62, // [62:73] is the sub-list for method output_type
+	51, // [51:62] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_agent_proto_init() }
@@ -2089,8 +2695,8 @@ func file_loomflow_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_agent_proto_rawDesc), len(file_loomflow_v1_agent_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   25,
+			NumEnums:      2,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,9 @@ const (
 	AgentService_DeleteAgent_FullMethodName       = "/loomflow.v1.AgentService/DeleteAgent"
 	AgentService_ContinueRun_FullMethodName       = "/loomflow.v1.AgentService/ContinueRun"
 	AgentService_ContinueRunStream_FullMethodName = "/loomflow.v1.AgentService/ContinueRunStream"
+	AgentService_ForgetUser_FullMethodName        = "/loomflow.v1.AgentService/ForgetUser"
+	AgentService_GetErasure_FullMethodName        = "/loomflow.v1.AgentService/GetErasure"
+	AgentService_ExportUser_FullMethodName        = "/loomflow.v1.AgentService/ExportUser"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -66,6 +69,31 @@ type AgentServiceClient interface {
 	ContinueRun(ctx context.Context, in *ContinueRunRequest, opts ...grpc.CallOption) (*ContinueRunResponse, error)
 	// ContinueRunStream is ContinueRun with the events of the resumed run.
 	ContinueRunStream(ctx context.Context, in *ContinueRunStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ContinueRunStreamResponse], error)
+	// Erasing and exporting a user everywhere (see docs/erasure.md). They live on
+	// the Agent because it already holds a channel and a service credential for
+	// every other service, owns a durable store (where the erasure's job state is
+	// kept) and is the one service end users may call (ExportUser by the user).
+	//
+	// ForgetUser erases scope's user from the whole suite: the Agent's paused
+	// runs (their budget holds released), Memory (episodes, blocks, facts),
+	// Budget (usage, reservations, per-user limits), Policy (own policy,
+	// approvals with their arguments, remembered answers) and Audit (payloads
+	// crypto-shredded; the chain still verifies). The erasure is a durable job:
+	// this call runs it once and answers its state; a service that is down is
+	// retried with backoff until it answers (GetErasure shows the progress). The
+	// request and the completion are audited. Idempotent: the same request_id
+	// answers the same erasure; without one, a pending erasure of the user is
+	// answered instead of starting another. Operator credential required.
+	ForgetUser(ctx context.Context, in *ForgetUserRequest, opts ...grpc.CallOption) (*ForgetUserResponse, error)
+	// GetErasure reads an erasure's progress; NOT_FOUND for an unknown id or
+	// another user's. Operator credential required.
+	GetErasure(ctx context.Context, in *GetErasureRequest, opts ...grpc.CallOption) (*GetErasureResponse, error)
+	// ExportUser streams one archive (a gzip'd tar, in chunks) of everything the
+	// suite stores about scope's user: one JSONL file per service plus a
+	// manifest (docs/erasure.md). An operator, or the user themself (a user
+	// token whose subject is scope.user_id). UNAVAILABLE when a service cannot
+	// be read: an export is never partial.
+	ExportUser(ctx context.Context, in *ExportUserRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUserResponse], error)
 }
 
 type agentServiceClient struct {
@@ -174,6 +202,45 @@ func (c *agentServiceClient) ContinueRunStream(ctx context.Context, in *Continue
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_ContinueRunStreamClient = grpc.ServerStreamingClient[ContinueRunStreamResponse]
 
+func (c *agentServiceClient) ForgetUser(ctx context.Context, in *ForgetUserRequest, opts ...grpc.CallOption) (*ForgetUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetUserResponse)
+	err := c.cc.Invoke(ctx, AgentService_ForgetUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) GetErasure(ctx context.Context, in *GetErasureRequest, opts ...grpc.CallOption) (*GetErasureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetErasureResponse)
+	err := c.cc.Invoke(ctx, AgentService_GetErasure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) ExportUser(ctx context.Context, in *ExportUserRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUserResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[2], AgentService_ExportUser_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportUserRequest, ExportUserResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ExportUserClient = grpc.ServerStreamingClient[ExportUserResponse]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -211,6 +278,31 @@ type AgentServiceServer interface {
 	ContinueRun(context.Context, *ContinueRunRequest) (*ContinueRunResponse, error)
 	// ContinueRunStream is ContinueRun with the events of the resumed run.
 	ContinueRunStream(*ContinueRunStreamRequest, grpc.ServerStreamingServer[ContinueRunStreamResponse]) error
+	// Erasing and exporting a user everywhere (see docs/erasure.md). They live on
+	// the Agent because it already holds a channel and a service credential for
+	// every other service, owns a durable store (where the erasure's job state is
+	// kept) and is the one service end users may call (ExportUser by the user).
+	//
+	// ForgetUser erases scope's user from the whole suite: the Agent's paused
+	// runs (their budget holds released), Memory (episodes, blocks, facts),
+	// Budget (usage, reservations, per-user limits), Policy (own policy,
+	// approvals with their arguments, remembered answers) and Audit (payloads
+	// crypto-shredded; the chain still verifies). The erasure is a durable job:
+	// this call runs it once and answers its state; a service that is down is
+	// retried with backoff until it answers (GetErasure shows the progress). The
+	// request and the completion are audited. Idempotent: the same request_id
+	// answers the same erasure; without one, a pending erasure of the user is
+	// answered instead of starting another. Operator credential required.
+	ForgetUser(context.Context, *ForgetUserRequest) (*ForgetUserResponse, error)
+	// GetErasure reads an erasure's progress; NOT_FOUND for an unknown id or
+	// another user's. Operator credential required.
+	GetErasure(context.Context, *GetErasureRequest) (*GetErasureResponse, error)
+	// ExportUser streams one archive (a gzip'd tar, in chunks) of everything the
+	// suite stores about scope's user: one JSONL file per service plus a
+	// manifest (docs/erasure.md). An operator, or the user themself (a user
+	// token whose subject is scope.user_id). UNAVAILABLE when a service cannot
+	// be read: an export is never partial.
+	ExportUser(*ExportUserRequest, grpc.ServerStreamingServer[ExportUserResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -244,6 +336,15 @@ func (UnimplementedAgentServiceServer) ContinueRun(context.Context, *ContinueRun
 }
 func (UnimplementedAgentServiceServer) ContinueRunStream(*ContinueRunStreamRequest, grpc.ServerStreamingServer[ContinueRunStreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method ContinueRunStream not implemented")
+}
+func (UnimplementedAgentServiceServer) ForgetUser(context.Context, *ForgetUserRequest) (*ForgetUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetUser not implemented")
+}
+func (UnimplementedAgentServiceServer) GetErasure(context.Context, *GetErasureRequest) (*GetErasureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetErasure not implemented")
+}
+func (UnimplementedAgentServiceServer) ExportUser(*ExportUserRequest, grpc.ServerStreamingServer[ExportUserResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportUser not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -396,6 +497,53 @@ func _AgentService_ContinueRunStream_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_ContinueRunStreamServer = grpc.ServerStreamingServer[ContinueRunStreamResponse]
 
+func _AgentService_ForgetUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ForgetUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ForgetUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ForgetUser(ctx, req.(*ForgetUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_GetErasure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetErasureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).GetErasure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_GetErasure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).GetErasure(ctx, req.(*GetErasureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_ExportUser_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportUserRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).ExportUser(m, &grpc.GenericServerStream[ExportUserRequest, ExportUserResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ExportUserServer = grpc.ServerStreamingServer[ExportUserResponse]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -427,6 +575,14 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ContinueRun",
 			Handler:    _AgentService_ContinueRun_Handler,
 		},
+		{
+			MethodName: "ForgetUser",
+			Handler:    _AgentService_ForgetUser_Handler,
+		},
+		{
+			MethodName: "GetErasure",
+			Handler:    _AgentService_GetErasure_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -437,6 +593,11 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ContinueRunStream",
 			Handler:       _AgentService_ContinueRunStream_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExportUser",
+			Handler:       _AgentService_ExportUser_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1783,6 +1783,344 @@ func (x *PutPolicyResponse) GetPolicy() *Policy {
 	return nil
 }
 
+type PolicyServiceForgetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyServiceForgetRequest) Reset() {
+	*x = PolicyServiceForgetRequest{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyServiceForgetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyServiceForgetRequest) ProtoMessage() {}
+
+func (x *PolicyServiceForgetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyServiceForgetRequest.ProtoReflect.Descriptor instead.
+func (*PolicyServiceForgetRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PolicyServiceForgetRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+type PolicyServiceForgetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the tenant had a policy of its own (now removed).
+	PolicyRemoved bool `protobuf:"varint,1,opt,name=policy_removed,json=policyRemoved,proto3" json:"policy_removed,omitempty"`
+	// Approvals deleted, of which pending_approvals_deleted were still pending
+	// (their watchers see nothing more; a run waiting on one is denied).
+	ApprovalsDeleted        int64 `protobuf:"varint,2,opt,name=approvals_deleted,json=approvalsDeleted,proto3" json:"approvals_deleted,omitempty"`
+	PendingApprovalsDeleted int64 `protobuf:"varint,3,opt,name=pending_approvals_deleted,json=pendingApprovalsDeleted,proto3" json:"pending_approvals_deleted,omitempty"`
+	// Remembered answers deleted.
+	RememberedDeleted int64 `protobuf:"varint,4,opt,name=remembered_deleted,json=rememberedDeleted,proto3" json:"remembered_deleted,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *PolicyServiceForgetResponse) Reset() {
+	*x = PolicyServiceForgetResponse{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyServiceForgetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyServiceForgetResponse) ProtoMessage() {}
+
+func (x *PolicyServiceForgetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyServiceForgetResponse.ProtoReflect.Descriptor instead.
+func (*PolicyServiceForgetResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PolicyServiceForgetResponse) GetPolicyRemoved() bool {
+	if x != nil {
+		return x.PolicyRemoved
+	}
+	return false
+}
+
+func (x *PolicyServiceForgetResponse) GetApprovalsDeleted() int64 {
+	if x != nil {
+		return x.ApprovalsDeleted
+	}
+	return 0
+}
+
+func (x *PolicyServiceForgetResponse) GetPendingApprovalsDeleted() int64 {
+	if x != nil {
+		return x.PendingApprovalsDeleted
+	}
+	return 0
+}
+
+func (x *PolicyServiceForgetResponse) GetRememberedDeleted() int64 {
+	if x != nil {
+		return x.RememberedDeleted
+	}
+	return 0
+}
+
+type PolicyServiceExportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyServiceExportRequest) Reset() {
+	*x = PolicyServiceExportRequest{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyServiceExportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyServiceExportRequest) ProtoMessage() {}
+
+func (x *PolicyServiceExportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyServiceExportRequest.ProtoReflect.Descriptor instead.
+func (*PolicyServiceExportRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PolicyServiceExportRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+// RememberedAnswer is an approval answer remembered for the rest of a run.
+type RememberedAnswer struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	RunId    string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	ToolName string                 `protobuf:"bytes,2,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
+	// The approval whose answer is remembered.
+	ApprovalId    string                 `protobuf:"bytes,3,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
+	Decision      Decision               `protobuf:"varint,4,opt,name=decision,proto3,enum=loomflow.v1.Decision" json:"decision,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RememberedAnswer) Reset() {
+	*x = RememberedAnswer{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RememberedAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RememberedAnswer) ProtoMessage() {}
+
+func (x *RememberedAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RememberedAnswer.ProtoReflect.Descriptor instead.
+func (*RememberedAnswer) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RememberedAnswer) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RememberedAnswer) GetToolName() string {
+	if x != nil {
+		return x.ToolName
+	}
+	return ""
+}
+
+func (x *RememberedAnswer) GetApprovalId() string {
+	if x != nil {
+		return x.ApprovalId
+	}
+	return ""
+}
+
+func (x *RememberedAnswer) GetDecision() Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return Decision_DECISION_UNSPECIFIED
+}
+
+func (x *RememberedAnswer) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// One exported record.
+type PolicyServiceExportResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Record:
+	//
+	//	*PolicyServiceExportResponse_Policy
+	//	*PolicyServiceExportResponse_Approval
+	//	*PolicyServiceExportResponse_Remembered
+	Record        isPolicyServiceExportResponse_Record `protobuf_oneof:"record"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyServiceExportResponse) Reset() {
+	*x = PolicyServiceExportResponse{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyServiceExportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyServiceExportResponse) ProtoMessage() {}
+
+func (x *PolicyServiceExportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyServiceExportResponse.ProtoReflect.Descriptor instead.
+func (*PolicyServiceExportResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PolicyServiceExportResponse) GetRecord() isPolicyServiceExportResponse_Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *PolicyServiceExportResponse) GetPolicy() *Policy {
+	if x != nil {
+		if x, ok := x.Record.(*PolicyServiceExportResponse_Policy); ok {
+			return x.Policy
+		}
+	}
+	return nil
+}
+
+func (x *PolicyServiceExportResponse) GetApproval() *Approval {
+	if x != nil {
+		if x, ok := x.Record.(*PolicyServiceExportResponse_Approval); ok {
+			return x.Approval
+		}
+	}
+	return nil
+}
+
+func (x *PolicyServiceExportResponse) GetRemembered() *RememberedAnswer {
+	if x != nil {
+		if x, ok := x.Record.(*PolicyServiceExportResponse_Remembered); ok {
+			return x.Remembered
+		}
+	}
+	return nil
+}
+
+type isPolicyServiceExportResponse_Record interface {
+	isPolicyServiceExportResponse_Record()
+}
+
+type PolicyServiceExportResponse_Policy struct {
+	// The tenant's own policy.
+	Policy *Policy `protobuf:"bytes,1,opt,name=policy,proto3,oneof"`
+}
+
+type PolicyServiceExportResponse_Approval struct {
+	Approval *Approval `protobuf:"bytes,2,opt,name=approval,proto3,oneof"`
+}
+
+type PolicyServiceExportResponse_Remembered struct {
+	Remembered *RememberedAnswer `protobuf:"bytes,3,opt,name=remembered,proto3,oneof"`
+}
+
+func (*PolicyServiceExportResponse_Policy) isPolicyServiceExportResponse_Record() {}
+
+func (*PolicyServiceExportResponse_Approval) isPolicyServiceExportResponse_Record() {}
+
+func (*PolicyServiceExportResponse_Remembered) isPolicyServiceExportResponse_Record() {}
+
 var File_loomflow_v1_policy_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_policy_proto_rawDesc = "" +
@@ -1940,7 +2278,31 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\x06policy\x18\x02 \x01(\v2\x13.loomflow.v1.PolicyB\x06\xbaH\x03\xc8\x01\x01R\x06policy\x12%\n" +
 	"\x0edefault_policy\x18\x03 \x01(\bR\rdefaultPolicy\"@\n" +
 	"\x11PutPolicyResponse\x12+\n" +
-	"\x06policy\x18\x01 \x01(\v2\x13.loomflow.v1.PolicyR\x06policy*]\n" +
+	"\x06policy\x18\x01 \x01(\v2\x13.loomflow.v1.PolicyR\x06policy\"R\n" +
+	"\x1aPolicyServiceForgetRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\"\xdc\x01\n" +
+	"\x1bPolicyServiceForgetResponse\x12%\n" +
+	"\x0epolicy_removed\x18\x01 \x01(\bR\rpolicyRemoved\x12+\n" +
+	"\x11approvals_deleted\x18\x02 \x01(\x03R\x10approvalsDeleted\x12:\n" +
+	"\x19pending_approvals_deleted\x18\x03 \x01(\x03R\x17pendingApprovalsDeleted\x12-\n" +
+	"\x12remembered_deleted\x18\x04 \x01(\x03R\x11rememberedDeleted\"R\n" +
+	"\x1aPolicyServiceExportRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\"\xd5\x01\n" +
+	"\x10RememberedAnswer\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1b\n" +
+	"\ttool_name\x18\x02 \x01(\tR\btoolName\x12\x1f\n" +
+	"\vapproval_id\x18\x03 \x01(\tR\n" +
+	"approvalId\x121\n" +
+	"\bdecision\x18\x04 \x01(\x0e2\x15.loomflow.v1.DecisionR\bdecision\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xcc\x01\n" +
+	"\x1bPolicyServiceExportResponse\x12-\n" +
+	"\x06policy\x18\x01 \x01(\v2\x13.loomflow.v1.PolicyH\x00R\x06policy\x123\n" +
+	"\bapproval\x18\x02 \x01(\v2\x15.loomflow.v1.ApprovalH\x00R\bapproval\x12?\n" +
+	"\n" +
+	"remembered\x18\x03 \x01(\v2\x1d.loomflow.v1.RememberedAnswerH\x00R\n" +
+	"rememberedB\b\n" +
+	"\x06record*]\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
@@ -1973,7 +2335,7 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12RESOLUTION_APPROVE\x10\x01\x12\x13\n" +
-	"\x0fRESOLUTION_DENY\x10\x022\xb0\x05\n" +
+	"\x0fRESOLUTION_DENY\x10\x022\xec\x06\n" +
 	"\rPolicyService\x12>\n" +
 	"\x05Check\x12\x19.loomflow.v1.CheckRequest\x1a\x1a.loomflow.v1.CheckResponse\x12\\\n" +
 	"\x0fRequestApproval\x12#.loomflow.v1.RequestApprovalRequest\x1a$.loomflow.v1.RequestApprovalResponse\x12\\\n" +
@@ -1982,7 +2344,9 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\vGetApproval\x12\x1f.loomflow.v1.GetApprovalRequest\x1a .loomflow.v1.GetApprovalResponse\x12[\n" +
 	"\x0eWatchApprovals\x12\".loomflow.v1.WatchApprovalsRequest\x1a#.loomflow.v1.WatchApprovalsResponse0\x01\x12J\n" +
 	"\tGetPolicy\x12\x1d.loomflow.v1.GetPolicyRequest\x1a\x1e.loomflow.v1.GetPolicyResponse\x12J\n" +
-	"\tPutPolicy\x12\x1d.loomflow.v1.PutPolicyRequest\x1a\x1e.loomflow.v1.PutPolicyResponseB\xaf\x01\n" +
+	"\tPutPolicy\x12\x1d.loomflow.v1.PutPolicyRequest\x1a\x1e.loomflow.v1.PutPolicyResponse\x12[\n" +
+	"\x06Forget\x12'.loomflow.v1.PolicyServiceForgetRequest\x1a(.loomflow.v1.PolicyServiceForgetResponse\x12]\n" +
+	"\x06Export\x12'.loomflow.v1.PolicyServiceExportRequest\x1a(.loomflow.v1.PolicyServiceExportResponse0\x01B\xaf\x01\n" +
 	"\x0fcom.loomflow.v1B\vPolicyProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
 
 var (
@@ -1998,36 +2362,41 @@ func file_loomflow_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_loomflow_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_loomflow_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_loomflow_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_loomflow_v1_policy_proto_goTypes = []any{
-	(Decision)(0),                   // 0: loomflow.v1.Decision
-	(Mode)(0),                       // 1: loomflow.v1.Mode
-	(ConditionOperator)(0),          // 2: loomflow.v1.ConditionOperator
-	(ApprovalStatus)(0),             // 3: loomflow.v1.ApprovalStatus
-	(Resolution)(0),                 // 4: loomflow.v1.Resolution
-	(*ArgumentCondition)(nil),       // 5: loomflow.v1.ArgumentCondition
-	(*Rule)(nil),                    // 6: loomflow.v1.Rule
-	(*Policy)(nil),                  // 7: loomflow.v1.Policy
-	(*CheckRequest)(nil),            // 8: loomflow.v1.CheckRequest
-	(*CheckResponse)(nil),           // 9: loomflow.v1.CheckResponse
-	(*Approval)(nil),                // 10: loomflow.v1.Approval
-	(*RequestApprovalRequest)(nil),  // 11: loomflow.v1.RequestApprovalRequest
-	(*RequestApprovalResponse)(nil), // 12: loomflow.v1.RequestApprovalResponse
-	(*ResolveApprovalRequest)(nil),  // 13: loomflow.v1.ResolveApprovalRequest
-	(*ResolveApprovalResponse)(nil), // 14: loomflow.v1.ResolveApprovalResponse
-	(*ConsumeApprovalRequest)(nil),  // 15: loomflow.v1.ConsumeApprovalRequest
-	(*ConsumeApprovalResponse)(nil), // 16: loomflow.v1.ConsumeApprovalResponse
-	(*GetApprovalRequest)(nil),      // 17: loomflow.v1.GetApprovalRequest
-	(*GetApprovalResponse)(nil),     // 18: loomflow.v1.GetApprovalResponse
-	(*WatchApprovalsRequest)(nil),   // 19: loomflow.v1.WatchApprovalsRequest
-	(*WatchApprovalsResponse)(nil),  // 20: loomflow.v1.WatchApprovalsResponse
-	(*GetPolicyRequest)(nil),        // 21: loomflow.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),       // 22: loomflow.v1.GetPolicyResponse
-	(*PutPolicyRequest)(nil),        // 23: loomflow.v1.PutPolicyRequest
-	(*PutPolicyResponse)(nil),       // 24: loomflow.v1.PutPolicyResponse
-	(*UserScope)(nil),               // 25: loomflow.v1.UserScope
-	(*structpb.Struct)(nil),         // 26: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),   // 27: google.protobuf.Timestamp
+	(Decision)(0),                       // 0: loomflow.v1.Decision
+	(Mode)(0),                           // 1: loomflow.v1.Mode
+	(ConditionOperator)(0),              // 2: loomflow.v1.ConditionOperator
+	(ApprovalStatus)(0),                 // 3: loomflow.v1.ApprovalStatus
+	(Resolution)(0),                     // 4: loomflow.v1.Resolution
+	(*ArgumentCondition)(nil),           // 5: loomflow.v1.ArgumentCondition
+	(*Rule)(nil),                        // 6: loomflow.v1.Rule
+	(*Policy)(nil),                      // 7: loomflow.v1.Policy
+	(*CheckRequest)(nil),                // 8: loomflow.v1.CheckRequest
+	(*CheckResponse)(nil),               // 9: loomflow.v1.CheckResponse
+	(*Approval)(nil),                    // 10: loomflow.v1.Approval
+	(*RequestApprovalRequest)(nil),      // 11: loomflow.v1.RequestApprovalRequest
+	(*RequestApprovalResponse)(nil),     // 12: loomflow.v1.RequestApprovalResponse
+	(*ResolveApprovalRequest)(nil),      // 13: loomflow.v1.ResolveApprovalRequest
+	(*ResolveApprovalResponse)(nil),     // 14: loomflow.v1.ResolveApprovalResponse
+	(*ConsumeApprovalRequest)(nil),      // 15: loomflow.v1.ConsumeApprovalRequest
+	(*ConsumeApprovalResponse)(nil),     // 16: loomflow.v1.ConsumeApprovalResponse
+	(*GetApprovalRequest)(nil),          // 17: loomflow.v1.GetApprovalRequest
+	(*GetApprovalResponse)(nil),         // 18: loomflow.v1.GetApprovalResponse
+	(*WatchApprovalsRequest)(nil),       // 19: loomflow.v1.WatchApprovalsRequest
+	(*WatchApprovalsResponse)(nil),      // 20: loomflow.v1.WatchApprovalsResponse
+	(*GetPolicyRequest)(nil),            // 21: loomflow.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),           // 22: loomflow.v1.GetPolicyResponse
+	(*PutPolicyRequest)(nil),            // 23: loomflow.v1.PutPolicyRequest
+	(*PutPolicyResponse)(nil),           // 24: loomflow.v1.PutPolicyResponse
+	(*PolicyServiceForgetRequest)(nil),  // 25: loomflow.v1.PolicyServiceForgetRequest
+	(*PolicyServiceForgetResponse)(nil), // 26: loomflow.v1.PolicyServiceForgetResponse
+	(*PolicyServiceExportRequest)(nil),  // 27: loomflow.v1.PolicyServiceExportRequest
+	(*RememberedAnswer)(nil),            // 28: loomflow.v1.RememberedAnswer
+	(*PolicyServiceExportResponse)(nil), // 29: loomflow.v1.PolicyServiceExportResponse
+	(*UserScope)(nil),                   // 30: loomflow.v1.UserScope
+	(*structpb.Struct)(nil),             // 31: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),       // 32: google.protobuf.Timestamp
 }
 var file_loomflow_v1_policy_proto_depIdxs = []int32{
 	2,  // 0: loomflow.v1.ArgumentCondition.operator:type_name -> loomflow.v1.ConditionOperator
@@ -2036,58 +2405,69 @@ var file_loomflow_v1_policy_proto_depIdxs = []int32{
 	6,  // 3: loomflow.v1.Policy.rules:type_name -> loomflow.v1.Rule
 	1,  // 4: loomflow.v1.Policy.mode:type_name -> loomflow.v1.Mode
 	0,  // 5: loomflow.v1.Policy.fallback:type_name -> loomflow.v1.Decision
-	25, // 6: loomflow.v1.CheckRequest.scope:type_name -> loomflow.v1.UserScope
-	26, // 7: loomflow.v1.CheckRequest.arguments:type_name -> google.protobuf.Struct
+	30, // 6: loomflow.v1.CheckRequest.scope:type_name -> loomflow.v1.UserScope
+	31, // 7: loomflow.v1.CheckRequest.arguments:type_name -> google.protobuf.Struct
 	0,  // 8: loomflow.v1.CheckResponse.decision:type_name -> loomflow.v1.Decision
 	1,  // 9: loomflow.v1.CheckResponse.mode:type_name -> loomflow.v1.Mode
-	25, // 10: loomflow.v1.Approval.scope:type_name -> loomflow.v1.UserScope
-	26, // 11: loomflow.v1.Approval.arguments:type_name -> google.protobuf.Struct
+	30, // 10: loomflow.v1.Approval.scope:type_name -> loomflow.v1.UserScope
+	31, // 11: loomflow.v1.Approval.arguments:type_name -> google.protobuf.Struct
 	3,  // 12: loomflow.v1.Approval.status:type_name -> loomflow.v1.ApprovalStatus
-	26, // 13: loomflow.v1.Approval.edited_arguments:type_name -> google.protobuf.Struct
-	27, // 14: loomflow.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
-	27, // 15: loomflow.v1.Approval.resolved_at:type_name -> google.protobuf.Timestamp
-	27, // 16: loomflow.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	27, // 17: loomflow.v1.Approval.consumed_at:type_name -> google.protobuf.Timestamp
-	25, // 18: loomflow.v1.RequestApprovalRequest.scope:type_name -> loomflow.v1.UserScope
-	26, // 19: loomflow.v1.RequestApprovalRequest.arguments:type_name -> google.protobuf.Struct
+	31, // 13: loomflow.v1.Approval.edited_arguments:type_name -> google.protobuf.Struct
+	32, // 14: loomflow.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
+	32, // 15: loomflow.v1.Approval.resolved_at:type_name -> google.protobuf.Timestamp
+	32, // 16: loomflow.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	32, // 17: loomflow.v1.Approval.consumed_at:type_name -> google.protobuf.Timestamp
+	30, // 18: loomflow.v1.RequestApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	31, // 19: loomflow.v1.RequestApprovalRequest.arguments:type_name -> google.protobuf.Struct
 	10, // 20: loomflow.v1.RequestApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	25, // 21: loomflow.v1.ResolveApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	30, // 21: loomflow.v1.ResolveApprovalRequest.scope:type_name -> loomflow.v1.UserScope
 	4,  // 22: loomflow.v1.ResolveApprovalRequest.resolution:type_name -> loomflow.v1.Resolution
-	26, // 23: loomflow.v1.ResolveApprovalRequest.edited_arguments:type_name -> google.protobuf.Struct
+	31, // 23: loomflow.v1.ResolveApprovalRequest.edited_arguments:type_name -> google.protobuf.Struct
 	10, // 24: loomflow.v1.ResolveApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	25, // 25: loomflow.v1.ConsumeApprovalRequest.scope:type_name -> loomflow.v1.UserScope
-	26, // 26: loomflow.v1.ConsumeApprovalRequest.arguments:type_name -> google.protobuf.Struct
+	30, // 25: loomflow.v1.ConsumeApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	31, // 26: loomflow.v1.ConsumeApprovalRequest.arguments:type_name -> google.protobuf.Struct
 	10, // 27: loomflow.v1.ConsumeApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	25, // 28: loomflow.v1.GetApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	30, // 28: loomflow.v1.GetApprovalRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 29: loomflow.v1.GetApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	25, // 30: loomflow.v1.WatchApprovalsRequest.scope:type_name -> loomflow.v1.UserScope
+	30, // 30: loomflow.v1.WatchApprovalsRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 31: loomflow.v1.WatchApprovalsResponse.approval:type_name -> loomflow.v1.Approval
-	25, // 32: loomflow.v1.GetPolicyRequest.scope:type_name -> loomflow.v1.UserScope
+	30, // 32: loomflow.v1.GetPolicyRequest.scope:type_name -> loomflow.v1.UserScope
 	7,  // 33: loomflow.v1.GetPolicyResponse.policy:type_name -> loomflow.v1.Policy
-	25, // 34: loomflow.v1.PutPolicyRequest.scope:type_name -> loomflow.v1.UserScope
+	30, // 34: loomflow.v1.PutPolicyRequest.scope:type_name -> loomflow.v1.UserScope
 	7,  // 35: loomflow.v1.PutPolicyRequest.policy:type_name -> loomflow.v1.Policy
 	7,  // 36: loomflow.v1.PutPolicyResponse.policy:type_name -> loomflow.v1.Policy
-	8,  // 37: loomflow.v1.PolicyService.Check:input_type -> loomflow.v1.CheckRequest
-	11, // 38: loomflow.v1.PolicyService.RequestApproval:input_type -> loomflow.v1.RequestApprovalRequest
-	15, // 39: loomflow.v1.PolicyService.ConsumeApproval:input_type -> loomflow.v1.ConsumeApprovalRequest
-	13, // 40: loomflow.v1.PolicyService.ResolveApproval:input_type -> loomflow.v1.ResolveApprovalRequest
-	17, // 41: loomflow.v1.PolicyService.GetApproval:input_type -> loomflow.v1.GetApprovalRequest
-	19, // 42: loomflow.v1.PolicyService.WatchApprovals:input_type -> loomflow.v1.WatchApprovalsRequest
-	21, // 43: loomflow.v1.PolicyService.GetPolicy:input_type -> loomflow.v1.GetPolicyRequest
-	23, // 44: loomflow.v1.PolicyService.PutPolicy:input_type -> loomflow.v1.PutPolicyRequest
-	9,  // 45: loomflow.v1.PolicyService.Check:output_type -> loomflow.v1.CheckResponse
-	12, // 46: loomflow.v1.PolicyService.RequestApproval:output_type -> loomflow.v1.RequestApprovalResponse
-	16, // 47: loomflow.v1.PolicyService.ConsumeApproval:output_type -> loomflow.v1.ConsumeApprovalResponse
-	14, // 48: loomflow.v1.PolicyService.ResolveApproval:output_type -> loomflow.v1.ResolveApprovalResponse
-	18, // 49: loomflow.v1.PolicyService.GetApproval:output_type -> loomflow.v1.GetApprovalResponse
-	20, // 50: loomflow.v1.PolicyService.WatchApprovals:output_type -> loomflow.v1.WatchApprovalsResponse
-	22, // 51: loomflow.v1.PolicyService.GetPolicy:output_type -> loomflow.v1.GetPolicyResponse
-	24, // 52: loomflow.v1.PolicyService.PutPolicy:output_type -> loomflow.v1.PutPolicyResponse
-	45, // [45:53] is the sub-list for method output_type
-	37, // [37:45] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	30, // 37: loomflow.v1.PolicyServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
+	30, // 38: loomflow.v1.PolicyServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
+	0,  // 39: loomflow.v1.RememberedAnswer.decision:type_name -> loomflow.v1.Decision
+	32, // 40: loomflow.v1.RememberedAnswer.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 41: loomflow.v1.PolicyServiceExportResponse.policy:type_name -> loomflow.v1.Policy
+	10, // 42: loomflow.v1.PolicyServiceExportResponse.approval:type_name -> loomflow.v1.Approval
+	28, // 43: loomflow.v1.PolicyServiceExportResponse.remembered:type_name -> loomflow.v1.RememberedAnswer
+	8,  // 44: loomflow.v1.PolicyService.Check:input_type -> loomflow.v1.CheckRequest
+	11, // 45: loomflow.v1.PolicyService.RequestApproval:input_type -> loomflow.v1.RequestApprovalRequest
+	15, // 46: loomflow.v1.PolicyService.ConsumeApproval:input_type -> loomflow.v1.ConsumeApprovalRequest
+	13, // 47: loomflow.v1.PolicyService.ResolveApproval:input_type -> loomflow.v1.ResolveApprovalRequest
+	17, // 48: loomflow.v1.PolicyService.GetApproval:input_type -> loomflow.v1.GetApprovalRequest
+	19, // 49: loomflow.v1.PolicyService.WatchApprovals:input_type -> loomflow.v1.WatchApprovalsRequest
+	21, // 50: loomflow.v1.PolicyService.GetPolicy:input_type -> loomflow.v1.GetPolicyRequest
+	23, // 51: loomflow.v1.PolicyService.PutPolicy:input_type -> loomflow.v1.PutPolicyRequest
+	25, // 52: loomflow.v1.PolicyService.Forget:input_type -> loomflow.v1.PolicyServiceForgetRequest
+	27, // 53: loomflow.v1.PolicyService.Export:input_type -> loomflow.v1.PolicyServiceExportRequest
+	9,  // 54: loomflow.v1.PolicyService.Check:output_type -> loomflow.v1.CheckResponse
+	12, // 55: loomflow.v1.PolicyService.RequestApproval:output_type -> loomflow.v1.RequestApprovalResponse
+	16, // 56: loomflow.v1.PolicyService.ConsumeApproval:output_type -> loomflow.v1.ConsumeApprovalResponse
+	14, // 57: loomflow.v1.PolicyService.ResolveApproval:output_type -> loomflow.v1.ResolveApprovalResponse
+	18, // 58: loomflow.v1.PolicyService.GetApproval:output_type -> loomflow.v1.GetApprovalResponse
+	20, // 59: loomflow.v1.PolicyService.WatchApprovals:output_type -> loomflow.v1.WatchApprovalsResponse
+	22, // 60: loomflow.v1.PolicyService.GetPolicy:output_type -> loomflow.v1.GetPolicyResponse
+	24, // 61: loomflow.v1.PolicyService.PutPolicy:output_type -> loomflow.v1.PutPolicyResponse
+	26, // 62: loomflow.v1.PolicyService.Forget:output_type -> loomflow.v1.PolicyServiceForgetResponse
+	29, // 63: loomflow.v1.PolicyService.Export:output_type -> loomflow.v1.PolicyServiceExportResponse
+	54, // [54:64] is the sub-list for method output_type
+	44, // [44:54] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_policy_proto_init() }
@@ -2096,13 +2476,18 @@ func file_loomflow_v1_policy_proto_init() {
 		return
 	}
 	file_loomflow_v1_tenancy_proto_init()
+	file_loomflow_v1_policy_proto_msgTypes[24].OneofWrappers = []any{
+		(*PolicyServiceExportResponse_Policy)(nil),
+		(*PolicyServiceExportResponse_Approval)(nil),
+		(*PolicyServiceExportResponse_Remembered)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_policy_proto_rawDesc), len(file_loomflow_v1_policy_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   20,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

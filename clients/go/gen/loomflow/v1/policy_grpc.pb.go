@@ -27,6 +27,8 @@ const (
 	PolicyService_WatchApprovals_FullMethodName  = "/loomflow.v1.PolicyService/WatchApprovals"
 	PolicyService_GetPolicy_FullMethodName       = "/loomflow.v1.PolicyService/GetPolicy"
 	PolicyService_PutPolicy_FullMethodName       = "/loomflow.v1.PolicyService/PutPolicy"
+	PolicyService_Forget_FullMethodName          = "/loomflow.v1.PolicyService/Forget"
+	PolicyService_Export_FullMethodName          = "/loomflow.v1.PolicyService/Export"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -77,6 +79,18 @@ type PolicyServiceClient interface {
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error)
 	// PutPolicy replaces the tenant's policy or the default. Operator credential required.
 	PutPolicy(ctx context.Context, in *PutPolicyRequest, opts ...grpc.CallOption) (*PutPolicyResponse, error)
+	// Forget erases what Policy stores about the tenant: its own policy (the
+	// default applies again, on every replica: the erase is a versioned change
+	// that invalidates every cache), every approval with its arguments, edits and
+	// notes, and every remembered answer. It leaves a tombstone: an approval
+	// requested by a run that started before the erase is refused with ABORTED,
+	// so a run racing the erase cannot write the tenant's arguments back (a
+	// retry is stored as new data). Idempotent: a second Forget answers zeros.
+	Forget(ctx context.Context, in *PolicyServiceForgetRequest, opts ...grpc.CallOption) (*PolicyServiceForgetResponse, error)
+	// Export streams everything Policy stores about the tenant: its own policy
+	// (when it has one), then every approval (oldest first), then every
+	// remembered answer.
+	Export(ctx context.Context, in *PolicyServiceExportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PolicyServiceExportResponse], error)
 }
 
 type policyServiceClient struct {
@@ -176,6 +190,35 @@ func (c *policyServiceClient) PutPolicy(ctx context.Context, in *PutPolicyReques
 	return out, nil
 }
 
+func (c *policyServiceClient) Forget(ctx context.Context, in *PolicyServiceForgetRequest, opts ...grpc.CallOption) (*PolicyServiceForgetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyServiceForgetResponse)
+	err := c.cc.Invoke(ctx, PolicyService_Forget_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) Export(ctx context.Context, in *PolicyServiceExportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PolicyServiceExportResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PolicyService_ServiceDesc.Streams[1], PolicyService_Export_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PolicyServiceExportRequest, PolicyServiceExportResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PolicyService_ExportClient = grpc.ServerStreamingClient[PolicyServiceExportResponse]
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -224,6 +267,18 @@ type PolicyServiceServer interface {
 	GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error)
 	// PutPolicy replaces the tenant's policy or the default. Operator credential required.
 	PutPolicy(context.Context, *PutPolicyRequest) (*PutPolicyResponse, error)
+	// Forget erases what Policy stores about the tenant: its own policy (the
+	// default applies again, on every replica: the erase is a versioned change
+	// that invalidates every cache), every approval with its arguments, edits and
+	// notes, and every remembered answer. It leaves a tombstone: an approval
+	// requested by a run that started before the erase is refused with ABORTED,
+	// so a run racing the erase cannot write the tenant's arguments back (a
+	// retry is stored as new data). Idempotent: a second Forget answers zeros.
+	Forget(context.Context, *PolicyServiceForgetRequest) (*PolicyServiceForgetResponse, error)
+	// Export streams everything Policy stores about the tenant: its own policy
+	// (when it has one), then every approval (oldest first), then every
+	// remembered answer.
+	Export(*PolicyServiceExportRequest, grpc.ServerStreamingServer[PolicyServiceExportResponse]) error
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -257,6 +312,12 @@ func (UnimplementedPolicyServiceServer) GetPolicy(context.Context, *GetPolicyReq
 }
 func (UnimplementedPolicyServiceServer) PutPolicy(context.Context, *PutPolicyRequest) (*PutPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutPolicy not implemented")
+}
+func (UnimplementedPolicyServiceServer) Forget(context.Context, *PolicyServiceForgetRequest) (*PolicyServiceForgetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Forget not implemented")
+}
+func (UnimplementedPolicyServiceServer) Export(*PolicyServiceExportRequest, grpc.ServerStreamingServer[PolicyServiceExportResponse]) error {
+	return status.Error(codes.Unimplemented, "method Export not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -416,6 +477,35 @@ func _PolicyService_PutPolicy_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_Forget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PolicyServiceForgetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).Forget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_Forget_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).Forget(ctx, req.(*PolicyServiceForgetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_Export_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PolicyServiceExportRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PolicyServiceServer).Export(m, &grpc.GenericServerStream[PolicyServiceExportRequest, PolicyServiceExportResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PolicyService_ExportServer = grpc.ServerStreamingServer[PolicyServiceExportResponse]
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -451,11 +541,20 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "PutPolicy",
 			Handler:    _PolicyService_PutPolicy_Handler,
 		},
+		{
+			MethodName: "Forget",
+			Handler:    _PolicyService_Forget_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "WatchApprovals",
 			Handler:       _PolicyService_WatchApprovals_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Export",
+			Handler:       _PolicyService_Export_Handler,
 			ServerStreams: true,
 		},
 	},
