@@ -20,7 +20,8 @@ from loomflow.agent.models.retry import RetryPolicy
 from loomflow.agent.models.scripted import load_script
 from loomflow.agent.paused import Pauses, PauseSettings, Sweeper
 from loomflow.agent.refusals import RefusalAuditor
-from loomflow.agent.runner import RunLimits, Runner
+from loomflow.agent.run.limits import RunLimits
+from loomflow.agent.runner import Runner
 from loomflow.agent.seeding import SeedLimits
 from loomflow.agent.servicer import AgentServicer
 from loomflow.agent.store import open_agent_store
