@@ -265,4 +265,5 @@ def build(ctx: ServiceContext) -> HostedService:
         on_start=[start],
         on_stop=[stop],
         on_refusal=refusals,
+        backend_setting="the agent's --agent-* settings",
     )

@@ -17,7 +17,7 @@ from loomflow.kernel.telemetry import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = config.load("", ServerSettings, args)
+    settings = config.load("", suite.SuiteSettings, args)
     configure_logging(
         settings.log_level, settings.log_format, settings.log_max_line_chars, settings.log_repeats_per_minute
     )
