@@ -57,7 +57,7 @@ from bench.topology import INTERNAL, Suite, start_suite  # noqa: E402
 EXPECTED_FAILURES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 RUN_TIMEOUT_MS = 8000
 CALL_TIMEOUT_MS = 2000
-TTL_MARGIN_S = 5.0  # the Agent's reservation TTL = the run's deadline + 5 s (agent/runner.py)
+TTL_MARGIN_S = 5.0  # the Agent's reservation TTL = the run's deadline + 5 s (agent/run/settlement.py)
 
 
 @dataclass

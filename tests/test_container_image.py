@@ -216,7 +216,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_context() -> None
         "README.md",
         "requirements/image.lock",
         "requirements/build.lock",
-        "services/loomflow/cli.py",
+        "services/loomflow/cli/__init__.py",
         "clients/python/pyproject.toml",
         "clients/python/loomflow/v1/memory_pb2.py",
     ):
@@ -263,7 +263,7 @@ def test_builder_copies_are_enough_to_build_a_wheel_that_runs_loomflow_serve(
     with zipfile.ZipFile(client) as archive:
         names |= set(archive.namelist())
     for required in (
-        "loomflow/cli.py",
+        "loomflow/cli/__init__.py",
         "loomflow/kernel/server.py",
         "loomflow/v1/memory_pb2.py",
         "loomflow/_vendor/buf/validate/validate_pb2.py",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from loomflow.agent.models.echo import EchoModel
-from loomflow.agent.runner import RunLimits, _Run
+from loomflow.agent.run.limits import RunLimits
+from loomflow.agent.run.memories import select_memories
 from loomflow.memory.recall.embedding import HashingEmbedder
 from loomflow.memory.recall.tuning import DEFAULT, tuning_for
 from loomflow.memory.servicer import MemoryServicer
@@ -15,16 +16,11 @@ from loomflow.v1 import memory_pb2, tenancy_pb2
 
 
 def _kept(limits: RunLimits, reported: float, cosines: list[float]) -> list[str]:
-    run = object.__new__(_Run)  # only what _use_memories reads: the limits, the model, the lists it fills
-    run.limits = limits
-    run.model = EchoModel()
-    run.memories, run.recalled_ids = [], []
     hits = [
         memory_pb2.RecallHit(episode=memory_pb2.Episode(id=f"e{n}", input=f"turn {n}"), vector_score=c)
         for n, c in enumerate(cosines)
     ]
-    run._use_memories(hits, reported)
-    return run.recalled_ids
+    return [episode_id for episode_id, _ in select_memories(hits, reported, limits, EchoModel())]
 
 
 @pytest.mark.parametrize(

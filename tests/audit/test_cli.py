@@ -14,7 +14,6 @@ from google.protobuf import json_format
 
 from loomflow import cli
 from loomflow.audit import checkpoint as checkpoints
-from loomflow.audit.cli import public_key_fingerprint
 from loomflow.audit.keys import AuditKeys
 from loomflow.audit.models import Checkpoint, Draft, SignedHead
 from loomflow.audit.servicer import checkpoint_message
@@ -180,7 +179,7 @@ def test_a_checkpoint_forged_with_the_attackers_key_needs_a_trusted_key_to_verif
     assert status == 1, f"the forged checkpoint passed under the pinned key:\n{out}"
     assert "NOT USED: checkpoint is signed by a key other than the trusted public key" in out
 
-    fingerprint = public_key_fingerprint(key_texts.load().public_key)
+    fingerprint = checkpoints.public_key_fingerprint(key_texts.load().public_key)
     status, out = verify(capsys, dsn, "--hmac-key", key_texts.hmac_key, "--public-key-fingerprint", fingerprint)
     assert status == 1, f"the forged checkpoint passed under the pinned fingerprint:\n{out}"
     assert "fingerprint is not the pinned one" in out

@@ -36,7 +36,7 @@ from loomflow.kernel.validation import validate
 from loomflow.v1 import agent_pb2, policy_pb2, tenancy_pb2
 
 if TYPE_CHECKING:
-    from loomflow.agent.runner import RunLimits
+    from loomflow.agent.run.limits import RunLimits
 
 DEFAULT_PAGE = 50
 

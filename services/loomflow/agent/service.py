@@ -23,7 +23,8 @@ from loomflow.agent.models.retry import RetryPolicy
 from loomflow.agent.models.scripted import load_script
 from loomflow.agent.paused import Pauses, PauseSettings, Sweeper
 from loomflow.agent.refusals import RefusalAuditor
-from loomflow.agent.runner import RunLimits, Runner
+from loomflow.agent.run.limits import RunLimits
+from loomflow.agent.runner import Runner
 from loomflow.agent.seeding import SeedLimits
 from loomflow.agent.servicer import AgentServicer
 from loomflow.agent.store import open_agent_store
@@ -280,4 +281,5 @@ def build(ctx: ServiceContext) -> HostedService:
         on_start=[start],
         on_stop=[stop],
         on_refusal=refusals,
+        backend_setting="the agent's --agent-* settings",
     )

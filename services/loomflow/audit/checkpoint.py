@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -58,6 +59,11 @@ def signed_bytes(checkpoint_id: str, created_us: int, heads: tuple[SignedHead, .
 def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_key_fingerprint(public: bytes) -> str:
+    """The fingerprint an auditor pins: SHA-256 of the raw 32-byte Ed25519 public key, in hex."""
+    return hashlib.sha256(public).hexdigest()
 
 
 def sign(hmac_key: bytes, signing_key: Ed25519PrivateKey, heads: Mapping[str, Head], created_us: int) -> Checkpoint:

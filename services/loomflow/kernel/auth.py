@@ -3,12 +3,12 @@
 Three kinds of principal, all carried as JWTs in ``authorization: Bearer …``:
 
 * **user** (``role`` claim absent or ``"user"``): an end user; ``sub`` is their
-  user id and must equal the request's ``scope.user_id``. Only the Agent service
-  accepts them.
+  user id and must equal the request's ``scope.user_id``. Only the services
+  that declare it (``HostedService.accepts_end_users``, the suite's edge) accept them.
 * **service** (``role: "service"``): a loomflow service calling another (the
-  Agent calling Memory, Budget, Policy, Audit); acts for any tenant it names.
+  edge calling the services behind it); acts for any tenant it names.
 * **operator** (``role: "operator"``): a human or tool administering the
-  suite; required for cross-tenant reads and for policy and limit changes.
+  suite; required for cross-tenant reads and for changes to rules and limits.
 
 Insecure mode (an explicit flag that logs a warning) treats an unauthenticated
 caller as an operator, for local development only.
@@ -106,8 +106,8 @@ _MAX_VERIFIED = 10_000
 class TokenVerifier:
     """Verifies bearer tokens with a fixed set of algorithms (never ``none``).
 
-    A token that verified is remembered until it expires: the same token (the
-    Agent's service credential on every internal call, a user's on each run)
+    A token that verified is remembered until it expires: the same token (a
+    service credential on every internal call, a user's on each of their calls)
     then costs a dict lookup instead of a signature check.
     """
 

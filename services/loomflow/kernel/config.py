@@ -1,8 +1,8 @@
 """One configuration scheme for flags and ``LOOMFLOW_*`` environment variables.
 
 A settings section is a frozen dataclass whose fields are declared with
-:func:`option`. The field ``dsn`` of section ``memory`` is the flag
-``--memory-dsn`` and the variable ``LOOMFLOW_MEMORY_DSN``; a flag beats the
+:func:`option`. The field ``dsn`` of section ``orders`` is the flag
+``--orders-dsn`` and the variable ``LOOMFLOW_ORDERS_DSN``; a flag beats the
 variable, the variable beats the default.
 """
 

@@ -87,7 +87,7 @@ class Unauthenticated(ServiceError):
 
 
 class ResourceExhausted(ServiceError):
-    """A budget or rate limit refused the call; `limit` names which."""
+    """A quota or rate limit refused the call; `limit` names which."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

@@ -1,8 +1,8 @@
 """Runs a server's main coroutine on the configured asyncio event loop.
 
 uvloop (libuv underneath) is the default: every RPC passes through the event
-loop several times, and on the policy Check floor (the kernel pipeline around
-an empty handler, driven by ghz) it cut server CPU per call from 211–225 µs to
+loop several times, and on the floor of the cheapest RPC (the kernel pipeline
+around an empty handler, driven by ghz) it cut server CPU per call from 211–225 µs to
 179–190 µs. ``asyncio`` remains for platforms without uvloop and for debugging.
 """
 

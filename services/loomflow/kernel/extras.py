@@ -1,6 +1,6 @@
 """Optional dependencies: which extra of the ``loomflow`` distribution brings which backend.
 
-The embedded defaults (SQLite, the in-process ledger, the file audit log, the echo model) need no
+The embedded defaults (SQLite, in-process stores, files, the echo model) need no
 extra. A DSN or model that names a backend whose library is not installed fails before anything
 imports it, with one message naming the setting and the extra to install, instead of a
 ``ModuleNotFoundError`` from deep inside a backend module.
@@ -36,7 +36,7 @@ class MissingExtra(ConfigError):
 def require(extra: str, needed_for: str) -> None:
     """Raise :class:`MissingExtra` unless every module of ``extra`` can be imported.
 
-    ``needed_for`` names what asked for it, e.g. ``"LOOMFLOW_MEMORY_DSN=postgres://…"``.
+    ``needed_for`` names what asked for it, e.g. ``"LOOMFLOW_<SERVICE>_DSN=postgres://…"``.
     """
     if any(importlib.util.find_spec(module) is None for module in EXTRAS[extra]):
         raise MissingExtra(extra, needed_for)

@@ -8,11 +8,11 @@ The one setting: TCP endpoints, listeners and client connections on gRPC's
 classic iomgr instead of its EventEngine. On this repository's 2-core VM the
 EventEngine's endpoints hand every read and write between more threads, and
 context switches were a quarter of a server's CPU; with iomgr the kernel floor
-(``bench/budget_ledger.py``, empty handlers) went from 3,466 to 4,589
-Reserve+Commit pairs/s and the in-process ledger from 2,468 to 3,118, with the
-same client. An operator who sets ``GRPC_EXPERIMENTS`` (even to an empty string,
-which restores gRPC's defaults) keeps their value. The experiment names are
-gRPC 1.85's; a later gRPC that drops one logs it as unknown and runs its default.
+(the ledger benchmark in bench/ with empty handlers) went from 3,466 to 4,589
+pairs of calls/s and the in-process ledger from 2,468 to 3,118, with the same client.
+An operator who sets ``GRPC_EXPERIMENTS`` (even to an empty string, which restores
+gRPC's defaults) keeps their value. The experiment names are gRPC 1.85's; a later
+gRPC that drops one logs it as unknown and runs its default.
 """
 
 from __future__ import annotations

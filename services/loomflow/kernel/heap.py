@@ -5,9 +5,9 @@ compiled validation rules, settings) live as long as the process. Freezing them
 keeps every later full collection from walking them again; a larger first
 generation threshold (CPython's default is 700 allocations) lets the short-lived
 containers of each RPC die by reference count before a collection looks at
-them. Together they cut the in-process budget server's CPU per Reserve+Commit
-pair by ~4 % (``bench/budget_ledger.py``: 3,079–3,242 → 3,281–3,308 pairs/s,
-three interleaved runs each). Cycles are still collected: gen0 every 20,000 net
+them. Together they cut an in-process ledger server's CPU per pair of calls by
+~4 % (the ledger benchmark in bench/: 3,079–3,242 → 3,281–3,308 pairs/s, three
+interleaved runs each). Cycles are still collected: gen0 every 20,000 net
 allocations, a full pass every 100 gen1 passes (CPython's 25 % rule still applies).
 """
 

@@ -21,10 +21,11 @@ T = TypeVar("T")
 class HostedService:
     """One gRPC service ready to be added to a server.
 
-    ``accepts_end_users``: whether end-user tokens may call it (only the Agent);
+    ``accepts_end_users``: whether end-user tokens may call it (the suite's edge);
     every other service accepts only service and operator principals. Hooks run in
     this order: ``on_start`` before serving; ``on_drain`` once the server refuses new calls during a graceful stop;
-    ``on_stop`` after in-flight calls finished.
+    ``on_stop`` after in-flight calls finished. ``backend_setting``: what a start-up failure tells
+    the operator to check (default: the service's ``dsn`` setting).
     """
 
     name: str
@@ -39,8 +40,13 @@ class HostedService:
     # clients move to another replica instead of holding the drain open until the grace ends.
     on_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Called (synchronously, must not block) for each call refused as UNAUTHENTICATED or
-    # PERMISSION_DENIED, after the kernel logged it; the Agent audits them (kernel/security.py).
+    # PERMISSION_DENIED, after the kernel logged it (kernel/security.py), e.g. to record them for the tenant.
     on_refusal: RefusalHook | None = None
+    backend_setting: str = ""
+
+    def startup_setting(self) -> str:
+        """The setting that chose this service's backend, named when the service cannot start."""
+        return self.backend_setting or f"LOOMFLOW_{self.name.upper()}_DSN (--{self.name}-dsn)"
 
 
 @dataclass
@@ -52,8 +58,8 @@ class ServiceContext:
     args: argparse.Namespace | None = None
     env: Mapping[str, str] | None = None
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    # The server hosting this service; its ``port`` is known once started (the
-    # Agent's dependencies default to the same process).
+    # The server hosting this service; its ``port`` is known once started (a
+    # service's dependencies may default to the same process).
     bound_port_source: Any = None
 
     @property

@@ -202,7 +202,7 @@ class _Pipeline:
             if self.traced:
                 # Baggage and spans exist only when the tracing wrapper extracted them from the metadata.
                 if principal.role is not Role.USER:
-                    adopt_run_ids(fields)  # ids an internal caller (the Agent) sent as baggage; never an end user's
+                    adopt_run_ids(fields)  # ids an internal caller (a service) sent as baggage; never an end user's
                 span = trace.get_current_span()
                 span_context = span.get_span_context()
                 if span_context.is_valid:

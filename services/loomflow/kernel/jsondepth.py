@@ -1,6 +1,6 @@
 """How deeply JSON nests: in a request's ``google.protobuf.Struct`` fields, and in plain Python values.
 
-Every service bounds the nesting of free-form JSON (tool arguments, audit
+Every service bounds the nesting of free-form JSON (tool arguments, log entry
 payloads, edited approval arguments) at :data:`MAX_JSON_DEPTH` levels of objects
 and lists, so no handler, store or log line meets a value deep enough to exhaust
 a recursion limit. Both walks are iterative for the same reason.

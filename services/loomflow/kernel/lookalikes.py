@@ -44,8 +44,8 @@ Data, all from maintained sources, none typed in by hand except where noted:
   character names (``LATIN LETTER SMALL CAPITAL J``), not listed by hand.
 
 A look-alike of any *other* id (``аlice`` with a Cyrillic ``а``) is a different
-tenant, as it is in the identity provider that issued its token; the Agent binds
-``scope.user_id`` to the token's subject exactly, so nobody reaches ``alice``'s
+tenant, as it is in the identity provider that issued its token; the kernel binds
+a user's ``scope.user_id`` to the token's subject exactly, so nobody reaches ``alice``'s
 data with it.
 """
 

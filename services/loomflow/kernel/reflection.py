@@ -3,7 +3,7 @@
 grpcio-reflection answers ``file_containing_symbol`` with the descriptor pool's
 ``FindFileContainingSymbol``. Under protobuf's default upb backend that lookup
 knows messages, enums and services but not their members: a request for
-``loomflow.v1.MemoryService.Recall`` fails with NOT_FOUND, which ghz (it asks
+``package.Service.Method`` fails with NOT_FOUND, which ghz (it asks
 for the method's symbol) reports as "Symbol not found" while grpcurl (it asks for
 the service) works. A member lives in the same file as its parent, so on a miss
 this servicer answers with the file of the enclosing symbol, as the C++ pool does.

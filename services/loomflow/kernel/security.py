@@ -4,13 +4,13 @@ Each refusal of any service becomes one WARNING line on the ``loomflow.security`
 logger (event ``auth_refused``: the RPC, the code, the reason, the verified
 principal if there was one, the subject an unverifiable token *claimed*, the
 tenant the request targeted, the peer) and one count of the
-``loomflow_auth_refusals`` metric. A service may also register a hook (the Agent,
-the suite's public edge, appends each refusal to the targeted tenant's audit
-chain: see ``loomflow.agent.refusals``).
+``loomflow_auth_refusals`` metric. A service may also register a hook
+(``HostedService.on_refusal``): the suite's public edge records each refusal
+for the targeted tenant.
 
 The work happens only on the refusal path, never on an admitted call. Log lines
 and hook calls are rate limited per (claimed principal, target) so a flood of
-forged tokens cannot fill a disk or an audit chain; the metric counts them all.
+forged tokens cannot fill a disk or a tenant's records; the metric counts them all.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ _CLAIM_CHARS = 128
 
 @dataclass(frozen=True)
 class Refusal:
-    """One refused call, as the security log and the audit hook see it."""
+    """One refused call, as the security log and a service's refusal hook see it."""
 
     rpc: str
     code: str

@@ -49,13 +49,10 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def startup_failure(service: str, exc: BaseException) -> str:
+def startup_failure(service: HostedService, exc: BaseException) -> str:
     """One line for a service that could not start: what failed, and the setting that chose its backend."""
     reason = " ".join(str(exc).split()) or type(exc).__name__
-    setting = (
-        f"LOOMFLOW_{service.upper()}_DSN (--{service}-dsn)" if service != "agent" else "the agent's --agent-* settings"
-    )
-    return f"the {service} service could not start: {reason}: check {setting}"
+    return f"the {service.name} service could not start: {reason}: check {service.startup_setting()}"
 
 
 def process_name(settings: ServerSettings) -> str:
@@ -159,7 +156,7 @@ class Server:
                     except ConfigError:
                         raise
                     except Exception as exc:
-                        raise ConfigError(startup_failure(service.name, exc)) from exc
+                        raise ConfigError(startup_failure(service, exc)) from exc
             await self._server.start()
         except BaseException:
             await self._server.stop(0)

@@ -1,4 +1,8 @@
-"""The server's own settings section (flags without a section prefix)."""
+"""The server's own settings section (flags without a section prefix).
+
+Generic over services: the suite (``loomflow.suite.SuiteSettings``) says which services
+there are, hosts them all by default, and names its edge in the per-tenant limits' help.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,14 @@ from dataclasses import dataclass
 
 from loomflow.kernel.config import option
 
-ALL_SERVICES = "memory,budget,policy,audit,agent"
-
 
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 in containers)")
     port: int = option(50051, "gRPC port (0 picks a free one)")
     metrics_port: int = option(9464, "Prometheus metrics port (0 disables the endpoint)")
-    services: str = option(ALL_SERVICES, "comma-separated services this process hosts")
-    data_dir: str = option(".loomflow", "folder for embedded state (SQLite, audit log)")
+    services: str = option("", "comma-separated services this process hosts")
+    data_dir: str = option(".loomflow", "folder for embedded state (SQLite files, logs)")
     insecure: bool = option(False, "accept unauthenticated calls as an operator (local development only)")
     event_loop: str = option("uvloop", "asyncio event loop: uvloop (less server CPU per RPC) or asyncio")
     log_level: str = option("info", "log level: debug, info, warning, error")
@@ -35,10 +37,12 @@ class ServerSettings:
     tracing: bool = option(True, "OpenTelemetry gRPC instrumentation of servers and clients")
     otlp_endpoint: str = option("", "OTLP/gRPC collector for traces (empty: not exported)")
     rate_limit_per_user: float = option(
-        0.0, "calls per second one tenant may make to the Agent, sustained (token bucket; 0: no limit)"
+        0.0, "calls per second one tenant may make to end-user RPCs, sustained (token bucket; 0: no limit)"
     )
     rate_burst: int = option(20, "calls one tenant may make at once before rate_limit_per_user paces it")
-    max_inflight_per_user: int = option(0, "calls of one tenant the Agent runs at the same time, at most (0: no limit)")
+    max_inflight_per_user: int = option(
+        0, "calls of one tenant to end-user RPCs running at the same time, at most (0: no limit)"
+    )
     rate_limit_max_tenants: int = option(
         100_000, "tenants whose rate-limit state is kept (LRU; evicted: a full bucket)"
     )

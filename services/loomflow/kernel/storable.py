@@ -2,9 +2,9 @@
 
 The .proto files refuse a NUL in every string field (``string.pattern``, checked by
 protovalidate), because Postgres ``text`` and ``jsonb`` cannot hold one (``jsonb``
-refuses ``\\u0000`` too) and an entry that cannot be stored once made a whole audit
-batch of other tenants fail. ``google.protobuf.Struct`` fields (tool arguments,
-audit payloads) carry no rules inside, so this step walks them: keys and string
+refuses ``\\u0000`` too) and an entry that cannot be stored once made a whole
+batch of other tenants' writes fail. ``google.protobuf.Struct`` fields (tool arguments,
+log entry payloads) carry no rules inside, so this step walks them: keys and string
 values, at any depth, iteratively (a deep payload cannot exhaust the stack here).
 """
 

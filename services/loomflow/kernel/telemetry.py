@@ -135,7 +135,7 @@ def setup_metrics(service_name: str, port: int, host: str = "0.0.0.0", services:
 
 
 def meter(name: str) -> Meter:
-    """Instruments for one component (``name``, e.g. ``loomflow.policy``, documents the owner)."""
+    """Instruments for one component (``name``, e.g. ``loomflow.<service>``, documents the owner)."""
     return _meter
 
 

@@ -7,7 +7,7 @@ tool) rewriting the mounted files is picked up by the next connection, with no
 restart; connections already open keep their certificate until they close (the
 server's maximum connection age bounds that).
 
-Client-side (the Agent's channels) the files are read when the channel is made;
+Client-side (the channels a service opens to others) the files are read when the channel is made;
 :class:`ClientTls` tells the owner when they changed, so it can open new channels.
 """
 

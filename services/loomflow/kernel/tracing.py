@@ -2,8 +2,8 @@
 
 With ``--tracing`` (on by default) every loomflow server method and every
 grpc.aio channel a service opens is instrumented by ``opentelemetry-instrumentation-grpc``,
-so one agent run is one trace: the Agent's server span, its client spans, and
-the Memory, Budget, Policy and Audit server spans beneath them, in one process
+so one call at the edge is one trace: the edge service's server span, its client
+spans, and the server spans of the services it called beneath them, in one process
 or across many (W3C ``traceparent`` metadata). The run's ids travel as W3C
 baggage (``loomflow.user_id``, ``loomflow.session_id``, ``loomflow.run_id``);
 the kernel interceptor puts them on each server span as attributes and on each

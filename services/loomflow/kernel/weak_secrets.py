@@ -1,8 +1,8 @@
 """One rule for every shared secret the suite is configured with: long, not a placeholder, not a pattern.
 
 Used by the token verifier (``LOOMFLOW_AUTH_JWT_SECRET``, the HS256 key that
-mints operator tokens) and by the audit HMAC key (``LOOMFLOW_AUDIT_HMAC_KEY``),
-so both refuse the same weak values with one clear line naming the setting.
+mints operator tokens) and by every service's own shared keys (HMAC keys), so
+all refuse the same weak values with one clear line naming the setting.
 """
 
 from __future__ import annotations

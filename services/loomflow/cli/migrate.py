@@ -19,7 +19,6 @@ from loomflow import suite
 from loomflow.kernel import config
 from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.hosting import ServiceContext
-from loomflow.kernel.settings import ServerSettings
 
 POSTGRES = ("postgres", "postgresql")
 
@@ -90,7 +89,7 @@ def _dsn_env(name: str, field: str) -> str:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    server = config.load("", ServerSettings, args)
+    server = config.load("", suite.SuiteSettings, args)
     ctx = ServiceContext(server=server, auth=config.load("auth", AuthSettings, args), args=args)
     for name in server.service_names():
         module = suite.service_module(name)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import sys
@@ -99,15 +98,10 @@ EMBEDDED_KEY_WARNING = (
 )
 
 
-def public_key_fingerprint(public: bytes) -> str:
-    """The fingerprint an auditor pins: SHA-256 of the raw 32-byte Ed25519 public key, in hex."""
-    return hashlib.sha256(public).hexdigest()
-
-
 def _public_key(args: argparse.Namespace) -> int:
     signing = parse_signing_key(os.environ.get("LOOMFLOW_AUDIT_SIGNING_KEY", ""), strict=False)
     public = checkpoints.public_bytes(signing)
-    print(public_key_fingerprint(public) if args.fingerprint else public.hex())
+    print(checkpoints.public_key_fingerprint(public) if args.fingerprint else public.hex())
     return EXIT_OK
 
 
@@ -135,7 +129,7 @@ def _trusted_key(args: argparse.Namespace) -> bytes | None:
 
 
 def _pinned_problem(checkpoint: Checkpoint, fingerprint: str) -> str:
-    if public_key_fingerprint(checkpoint.public_key) != fingerprint.strip().lower():
+    if checkpoints.public_key_fingerprint(checkpoint.public_key) != fingerprint.strip().lower():
         return "checkpoint is signed by a key whose fingerprint is not the pinned one"
     return ""
 

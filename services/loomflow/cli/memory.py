@@ -22,6 +22,7 @@ from loomflow.memory import service
 from loomflow.memory.recall.factory import open_embedder
 from loomflow.memory.recall.reembed import PAGE, Progress, Reembeddable, reembed
 from loomflow.memory.store import open_store
+from loomflow.suite import SuiteSettings
 
 
 def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,7 +40,7 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     run.add_argument("--progress-file", type=Path, help="where the position is saved (default under --data-dir)")
     run.add_argument("--page", type=int, default=PAGE, help=f"episodes per committed page (default {PAGE})")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
-    config.add_arguments(run, "", ServerSettings)
+    config.add_arguments(run, "", SuiteSettings)
     config.add_arguments(run, service.SECTION, service.Settings)
     run.set_defaults(handler=_reembed)
 
@@ -54,7 +55,7 @@ def _show(progress: Progress) -> None:
 
 
 def _reembed(args: argparse.Namespace) -> int:
-    server = config.load("", ServerSettings, args)
+    server = config.load("", SuiteSettings, args)
     settings = config.load(service.SECTION, service.Settings, args)
     if args.page < 1:
         raise config.ConfigError("--page must be >= 1")

@@ -1,32 +1,23 @@
-"""The ``loomflow`` command: ``serve`` runs services; other subcommands operate them."""
+"""``loomflow serve``: runs the configured services in one process until SIGTERM."""
 
 from __future__ import annotations
 
-import loomflow.kernel.grpc_runtime  # noqa: F401  # first: gRPC core reads its settings when grpc is imported
-
-# isort: split
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from loomflow import suite
-from loomflow.agent.commands import add_demo as add_demo_subcommand
-from loomflow.agent.commands import add_token as add_token_subcommand
-from loomflow.agent.erasure.cli import add_subcommands as add_erasure_subcommands
 from loomflow.audit import service as audit_service
-from loomflow.audit.cli import add_subcommand as add_audit_subcommand
 from loomflow.audit.service import PUBLIC_KEY_FILE
 from loomflow.kernel import config, devmode, eventloop
 from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.hosting import ServiceContext
 from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_logging
-from loomflow.memory.cli import add_subcommand as add_memory_subcommand
-from loomflow.migrate import add_subcommand as add_migrate_subcommand
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = config.load("", ServerSettings, args)
+    settings = config.load("", suite.SuiteSettings, args)
     configure_logging(
         settings.log_level, settings.log_format, settings.log_max_line_chars, settings.log_repeats_per_minute
     )
@@ -58,7 +49,7 @@ def devmode_guide(args: argparse.Namespace, settings: ServerSettings) -> Callabl
     return show
 
 
-def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "serve",
         help="run services (all five in one process by default)",
@@ -66,33 +57,3 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     suite.add_arguments(parser)
     parser.set_defaults(handler=_serve)
-
-
-# Subcommand registrars: each adds its parser and sets `handler`.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    _add_serve,
-    add_audit_subcommand,
-    add_token_subcommand,
-    add_demo_subcommand,
-    add_memory_subcommand,
-    add_migrate_subcommand,
-    add_erasure_subcommands,
-]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="loomflow", description="Multi-tenant services for LLM agents.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in SUBCOMMANDS:
-        add(sub)
-    args = parser.parse_args(argv)
-    try:
-        result: int = args.handler(args)
-    except config.ConfigError as exc:
-        print(f"loomflow: configuration error: {exc}", file=sys.stderr)
-        return 2
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,11 @@
-"""The ``loomflow token`` and ``loomflow demo`` subcommands."""
+"""``loomflow token``: mints a bearer token (JWT) for development, with the configured key or devmode's."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import os
 import sys
-from pathlib import Path
 
 from loomflow.kernel import config, devmode
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
@@ -42,7 +40,7 @@ def _development_signing(settings: AuthSettings, data_dir: str) -> AuthSettings:
     return dataclasses.replace(settings, jwt_secret=secret)
 
 
-def add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "token",
         help="mint a bearer token (JWT) for development",
@@ -64,29 +62,3 @@ def add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     config.add_arguments(parser, "auth", AuthSettings)
     parser.set_defaults(handler=_token)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from loomflow.agent.demo import run_demo
-
-    return asyncio.run(run_demo(keep=args.keep, data_dir=args.data_dir))
-
-
-def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "demo",
-        help="run the five services in one process and a conversation for two tenants",
-        description=(
-            "Starts all five services in one process on embedded defaults in a temporary folder, in "
-            "secure mode with a freshly generated secret, then runs a conversation for alice and bob "
-            "through the Python client: memory recall, a tool call needing approval, a budget stop and "
-            "the audit verification."
-        ),
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data folder and its keys afterwards")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="keep state and keys in this folder (reused by the next run) and print how to verify its audit log",
-    )
-    parser.set_defaults(handler=_demo)
