@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from loomflow.kernel import config
+from loomflow.kernel import config, retention
 from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.kernel.server import Server
@@ -29,8 +29,9 @@ def service_module(name: str) -> ModuleType:
 
 
 def sections() -> list[tuple[str, type[Any]]]:
-    """Every settings section, in CLI order: server, auth, then one per service."""
+    """Every settings section, in CLI order: server, auth, retention, then one per service."""
     found: list[tuple[str, type[Any]]] = [("", ServerSettings), ("auth", AuthSettings)]
+    found.append((retention.SECTION, retention.Settings))
     for name in SERVICE_NAMES:
         module = service_module(name)
         found.append((module.SECTION, module.Settings))

@@ -17,7 +17,8 @@ from google.protobuf.message import DecodeError
 from loomflow.audit.core import AuditLog
 from loomflow.audit.models import ChainReport, Checkpoint, Draft, QueryFilter, ReadEntry
 from loomflow.kernel.auth import current_principal, require_operator
-from loomflow.kernel.tenancy import scope_for, tenant_key
+from loomflow.kernel.errors import InvalidArgument
+from loomflow.kernel.tenancy import is_all_tenants, scope_for, tenant_key
 from loomflow.v1 import audit_pb2, audit_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -95,23 +96,28 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return audit_pb2.AppendResponse(seq=appended.seq, ts=_timestamp(appended.ts_us), mac=appended.mac)
 
     async def Query(self, request: audit_pb2.QueryRequest, context: Context) -> audit_pb2.QueryResponse:
-        if request.all_tenants:
+        every = request.all_tenants or is_all_tenants(request.scope)
+        if every:
             require_operator("Query with all_tenants")
+        from_us, to_us = _time_range(request)
         query = QueryFilter(
-            tenant=None if request.all_tenants else tenant_key(request.scope),
+            tenant=None if every else tenant_key(request.scope),
             session_id=request.session_id,
             run_id=request.run_id,
             action=request.action,
             after_seq=request.after_seq,
             limit=request.limit or DEFAULT_QUERY_LIMIT,
+            from_us=from_us,
+            to_us=to_us,
         )
         found = await self._log.query(query)
         return audit_pb2.QueryResponse(entries=[_entry_message(item) for item in found])
 
     async def Verify(self, request: audit_pb2.VerifyRequest, context: Context) -> audit_pb2.VerifyResponse:
-        if request.all_tenants:
+        every = request.all_tenants or is_all_tenants(request.scope)
+        if every:
             require_operator("Verify with all_tenants")
-        report = await self._log.verify(None if request.all_tenants else tenant_key(request.scope))
+        report = await self._log.verify(None if every else tenant_key(request.scope))
         return audit_pb2.VerifyResponse(
             ok=report.ok,
             chains=[_chain_message(c) for c in report.chains],
@@ -137,3 +143,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.AuditServiceForgetResponse:
         shredded = await self._log.forget(tenant_key(request.scope), actor=current_principal().subject)
         return audit_pb2.AuditServiceForgetResponse(entries_shredded=shredded)
+
+
+def _time_range(request: audit_pb2.QueryRequest) -> tuple[int, int]:
+    """The query's [from_time, to_time) in Unix microseconds (0: unbounded on that side)."""
+    from_us = request.from_time.ToMicroseconds() if request.HasField("from_time") else 0
+    to_us = request.to_time.ToMicroseconds() if request.HasField("to_time") else 0
+    if from_us < 0 or to_us < 0:
+        field = "from_time" if from_us < 0 else "to_time"
+        raise InvalidArgument.field(field, "must not be before 1970", f"{field}.not_before_epoch")
+    if from_us and to_us and to_us <= from_us:
+        raise InvalidArgument.field("to_time", "must be after from_time", "to_time.after_from_time")
+    return from_us, to_us

@@ -31,7 +31,15 @@ from loomflow.kernel.lookalikes import refuse_sentinel_lookalike
 from loomflow.kernel.ratelimit import TenantLimiter
 from loomflow.kernel.security import Refusal, RefusalRecorder, claimed_subject
 from loomflow.kernel.telemetry import LATENCY_BUCKETS_S, log_context, meter, tenant_label
-from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
+from loomflow.kernel.tenancy import (
+    ALL_TENANTS_LABEL,
+    ALL_TENANTS_RPCS,
+    ALL_TENANTS_UNSUPPORTED,
+    ANONYMOUS_SENTINEL,
+    display_tenant,
+    is_all_tenants,
+    tenant_key,
+)
 from loomflow.kernel.tracing import adopt_run_ids, annotate_span
 from loomflow.kernel.validation import DEPTH_RULE, validate
 
@@ -135,6 +143,17 @@ class KernelInterceptor:
         if tenant == ANONYMOUS_SENTINEL or principal.subject != tenant:
             raise errors.PermissionDenied("token subject does not match scope.user_id")
 
+    @staticmethod
+    def authorize_all_tenants(principal: Principal, rpc_name: str) -> str:
+        """Admits ``scope.all_tenants``: an operator's, on an RPC that accepts it; returns its label."""
+        if not principal.is_operator:
+            raise errors.PermissionDenied("scope.all_tenants requires an operator credential")
+        if rpc_name not in ALL_TENANTS_RPCS:
+            raise errors.InvalidArgument.field(
+                "scope.all_tenants", f"{rpc_name} acts for one tenant", ALL_TENANTS_UNSUPPORTED
+            )
+        return ALL_TENANTS_LABEL
+
     def record(self, service: str, rpc: str, tenant: str, code: grpc.StatusCode, started: float) -> None:
         elapsed_s = time.perf_counter() - started
         self._latency.record(elapsed_s, {"service": service, "method": rpc, "code": code.name})
@@ -192,7 +211,8 @@ class _Pipeline:
         tenant = "-"
         scope = getattr(request, "scope", None)
         if scope is not None:
-            tenant = tenant_key(scope)
+            all_tenants = is_all_tenants(scope)
+            tenant = self.owner.authorize_all_tenants(principal, self.rpc_name) if all_tenants else tenant_key(scope)
             refuse_sentinel_lookalike(scope.user_id)
             fields: dict[str, str] = {"rpc": self.rpc_name, "user_id": display_tenant(tenant)}
             for name in ("session_id", "run_id"):

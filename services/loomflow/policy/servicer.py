@@ -16,11 +16,12 @@ import grpc
 
 from loomflow.kernel.auth import Role, current_principal, require_operator
 from loomflow.kernel.errors import PermissionDenied
-from loomflow.kernel.tenancy import tenant_key
+from loomflow.kernel.tenancy import is_all_tenants, tenant_key
 from loomflow.policy import wire
 from loomflow.policy.approvals import Approvals
 from loomflow.policy.book import PolicyBook
 from loomflow.policy.checks import Checker
+from loomflow.policy.listing import DEFAULT_PAGE_SIZE, ApprovalListing
 from loomflow.policy.models import DEFAULT_POLICY_KEY, ApprovalRequest, ResolutionInput
 from loomflow.v1 import policy_pb2, policy_pb2_grpc
 
@@ -121,9 +122,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def WatchApprovals(
         self, request: policy_pb2.WatchApprovalsRequest, context: Context
     ) -> AsyncIterator[policy_pb2.WatchApprovalsResponse]:
-        if request.all_tenants:
+        every = request.all_tenants or is_all_tenants(request.scope)
+        if every:
             require_operator("watching every tenant's approvals (all_tenants)")
-        tenant = None if request.all_tenants else tenant_key(request.scope)
+        tenant = None if every else tenant_key(request.scope)
         watch = self._approvals.watch(
             tenant, include_resolved=request.include_resolved, replay_pending=request.replay_pending
         )
@@ -134,6 +136,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 yield policy_pb2.WatchApprovalsResponse(approval=wire.approval_to_wire(approval))
         finally:
             watch.close()
+
+    async def ListApprovals(
+        self, request: policy_pb2.ListApprovalsRequest, context: Context
+    ) -> policy_pb2.ListApprovalsResponse:
+        page = await self._approvals.list_approvals(_listing(request), request.page_token)
+        return policy_pb2.ListApprovalsResponse(
+            approvals=[wire.approval_to_wire(a) for a in page.approvals], next_page_token=page.next_page_token
+        )
 
     async def GetPolicy(self, request: policy_pb2.GetPolicyRequest, context: Context) -> policy_pb2.GetPolicyResponse:
         if request.default_policy:
@@ -148,3 +158,18 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         key = DEFAULT_POLICY_KEY if request.default_policy else tenant_key(request.scope)
         stored = await self._book.put(key, policy)
         return policy_pb2.PutPolicyResponse(policy=wire.policy_to_wire(stored))
+
+
+_STATUS_FROM_WIRE = {wire_status: status for status, wire_status in wire.STATUS_TO_WIRE.items()}
+
+
+def _listing(request: policy_pb2.ListApprovalsRequest) -> ApprovalListing:
+    """A ListApprovals request as a listing (the kernel admitted all_tenants for operators only)."""
+    return ApprovalListing(
+        tenant=None if is_all_tenants(request.scope) else tenant_key(request.scope),
+        statuses=frozenset(_STATUS_FROM_WIRE[s] for s in request.statuses),
+        tool_name=request.tool_name,
+        created_from=request.created_from.ToMilliseconds() if request.HasField("created_from") else 0,
+        created_to=request.created_to.ToMilliseconds() if request.HasField("created_to") else 0,
+        page_size=request.page_size or DEFAULT_PAGE_SIZE,
+    )

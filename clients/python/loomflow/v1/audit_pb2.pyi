@@ -69,7 +69,7 @@ class AppendResponse(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mac: _Optional[bytes] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("scope", "all_tenants", "session_id", "run_id", "action", "after_seq", "limit")
+    __slots__ = ("scope", "all_tenants", "session_id", "run_id", "action", "after_seq", "limit", "from_time", "to_time")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     ALL_TENANTS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,8 @@ class QueryRequest(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FROM_TIME_FIELD_NUMBER: _ClassVar[int]
+    TO_TIME_FIELD_NUMBER: _ClassVar[int]
     scope: _tenancy_pb2.UserScope
     all_tenants: bool
     session_id: str
@@ -84,7 +86,9 @@ class QueryRequest(_message.Message):
     action: str
     after_seq: int
     limit: int
-    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., all_tenants: _Optional[bool] = ..., session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., action: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    from_time: _timestamp_pb2.Timestamp
+    to_time: _timestamp_pb2.Timestamp
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., all_tenants: _Optional[bool] = ..., session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., action: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ..., from_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("entries",)

@@ -85,7 +85,9 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Query(self, request, context):
-        """Query reads the tenant's entries; every tenant's needs an operator credential.
+        """Query reads the tenant's entries; every tenant's (all_tenants, the field or
+        the scope choice) needs an operator credential. from_time/to_time bound the
+        entries' ts on every sink.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +95,8 @@ class AuditServiceServicer:
 
     def Verify(self, request, context):
         """Verify recomputes the tenant's chain (or every chain, operator only) and,
-        against the latest checkpoint, detects truncation of the tail.
+        against the latest checkpoint, detects truncation of the tail. Every chain:
+        all_tenants, the field or the scope choice.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,10 +40,14 @@ class AuditServiceStub:
     Append: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AppendRequest, _audit_pb2.AppendResponse]
     """Append adds an entry to the tenant's chain and answers only once it is durable."""
     Query: _grpc.UnaryUnaryMultiCallable[_audit_pb2.QueryRequest, _audit_pb2.QueryResponse]
-    """Query reads the tenant's entries; every tenant's needs an operator credential."""
+    """Query reads the tenant's entries; every tenant's (all_tenants, the field or
+    the scope choice) needs an operator credential. from_time/to_time bound the
+    entries' ts on every sink.
+    """
     Verify: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyRequest, _audit_pb2.VerifyResponse]
     """Verify recomputes the tenant's chain (or every chain, operator only) and,
-    against the latest checkpoint, detects truncation of the tail.
+    against the latest checkpoint, detects truncation of the tail. Every chain:
+    all_tenants, the field or the scope choice.
     """
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]
     """GetCheckpoint returns the latest signed checkpoint, or signs a new one."""
@@ -66,10 +70,14 @@ class AuditServiceAsyncStub(AuditServiceStub):
     Append: _aio.UnaryUnaryMultiCallable[_audit_pb2.AppendRequest, _audit_pb2.AppendResponse]  # type: ignore[assignment]
     """Append adds an entry to the tenant's chain and answers only once it is durable."""
     Query: _aio.UnaryUnaryMultiCallable[_audit_pb2.QueryRequest, _audit_pb2.QueryResponse]  # type: ignore[assignment]
-    """Query reads the tenant's entries; every tenant's needs an operator credential."""
+    """Query reads the tenant's entries; every tenant's (all_tenants, the field or
+    the scope choice) needs an operator credential. from_time/to_time bound the
+    entries' ts on every sink.
+    """
     Verify: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyRequest, _audit_pb2.VerifyResponse]  # type: ignore[assignment]
     """Verify recomputes the tenant's chain (or every chain, operator only) and,
-    against the latest checkpoint, detects truncation of the tail.
+    against the latest checkpoint, detects truncation of the tail. Every chain:
+    all_tenants, the field or the scope choice.
     """
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]  # type: ignore[assignment]
     """GetCheckpoint returns the latest signed checkpoint, or signs a new one."""
@@ -101,7 +109,10 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.QueryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.QueryResponse, _abc.Awaitable[_audit_pb2.QueryResponse]]:
-        """Query reads the tenant's entries; every tenant's needs an operator credential."""
+        """Query reads the tenant's entries; every tenant's (all_tenants, the field or
+        the scope choice) needs an operator credential. from_time/to_time bound the
+        entries' ts on every sink.
+        """
 
     @_abc_1.abstractmethod
     def Verify(
@@ -110,7 +121,8 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.VerifyResponse, _abc.Awaitable[_audit_pb2.VerifyResponse]]:
         """Verify recomputes the tenant's chain (or every chain, operator only) and,
-        against the latest checkpoint, detects truncation of the tail.
+        against the latest checkpoint, detects truncation of the tail. Every chain:
+        all_tenants, the field or the scope choice.
         """
 
     @_abc_1.abstractmethod

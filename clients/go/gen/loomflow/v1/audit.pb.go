@@ -332,7 +332,12 @@ type QueryRequest struct {
 	// Entries with seq greater than this (paging within one tenant's chain).
 	AfterSeq int64 `protobuf:"varint,6,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	// 0 means the default of 100.
-	Limit         int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Entries whose ts is at or after this time (unset: from the first entry).
+	FromTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=from_time,json=fromTime,proto3" json:"from_time,omitempty"`
+	// Entries whose ts is before this time (unset: up to the last). Must be after
+	// from_time when both are set (INVALID_ARGUMENT otherwise).
+	ToTime        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=to_time,json=toTime,proto3" json:"to_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +419,20 @@ func (x *QueryRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *QueryRequest) GetFromTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FromTime
+	}
+	return nil
+}
+
+func (x *QueryRequest) GetToTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ToTime
+	}
+	return nil
 }
 
 type QueryResponse struct {
@@ -1139,7 +1158,7 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"\x0eAppendResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12*\n" +
 	"\x02ts\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02ts\x12\x10\n" +
-	"\x03mac\x18\x03 \x01(\fR\x03mac\"\xbd\x02\n" +
+	"\x03mac\x18\x03 \x01(\fR\x03mac\"\xab\x03\n" +
 	"\fQueryRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12\x1f\n" +
 	"\vall_tenants\x18\x02 \x01(\bR\n" +
@@ -1153,7 +1172,9 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"^[^\\x00]*$R\x06action\x12$\n" +
 	"\tafter_seq\x18\x06 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\bafterSeq\x12 \n" +
 	"\x05limit\x18\a \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x05limit\"B\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x05limit\x127\n" +
+	"\tfrom_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bfromTime\x123\n" +
+	"\ato_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x06toTime\"B\n" +
 	"\rQueryResponse\x121\n" +
 	"\aentries\x18\x01 \x03(\v2\x17.loomflow.v1.AuditEntryR\aentries\"\xdb\x01\n" +
 	"\x11ChainVerification\x12,\n" +
@@ -1253,34 +1274,36 @@ var file_loomflow_v1_audit_proto_depIdxs = []int32{
 	18, // 4: loomflow.v1.AppendRequest.payload:type_name -> google.protobuf.Struct
 	16, // 5: loomflow.v1.AppendResponse.ts:type_name -> google.protobuf.Timestamp
 	17, // 6: loomflow.v1.QueryRequest.scope:type_name -> loomflow.v1.UserScope
-	0,  // 7: loomflow.v1.QueryResponse.entries:type_name -> loomflow.v1.AuditEntry
-	17, // 8: loomflow.v1.ChainVerification.scope:type_name -> loomflow.v1.UserScope
-	17, // 9: loomflow.v1.VerifyRequest.scope:type_name -> loomflow.v1.UserScope
-	5,  // 10: loomflow.v1.VerifyResponse.chains:type_name -> loomflow.v1.ChainVerification
-	16, // 11: loomflow.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 12: loomflow.v1.Checkpoint.heads:type_name -> loomflow.v1.ChainHead
-	17, // 13: loomflow.v1.GetCheckpointRequest.scope:type_name -> loomflow.v1.UserScope
-	9,  // 14: loomflow.v1.GetCheckpointResponse.checkpoint:type_name -> loomflow.v1.Checkpoint
-	17, // 15: loomflow.v1.AuditServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
-	0,  // 16: loomflow.v1.AuditServiceExportResponse.entry:type_name -> loomflow.v1.AuditEntry
-	17, // 17: loomflow.v1.AuditServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
-	1,  // 18: loomflow.v1.AuditService.Append:input_type -> loomflow.v1.AppendRequest
-	3,  // 19: loomflow.v1.AuditService.Query:input_type -> loomflow.v1.QueryRequest
-	6,  // 20: loomflow.v1.AuditService.Verify:input_type -> loomflow.v1.VerifyRequest
-	10, // 21: loomflow.v1.AuditService.GetCheckpoint:input_type -> loomflow.v1.GetCheckpointRequest
-	12, // 22: loomflow.v1.AuditService.Export:input_type -> loomflow.v1.AuditServiceExportRequest
-	14, // 23: loomflow.v1.AuditService.Forget:input_type -> loomflow.v1.AuditServiceForgetRequest
-	2,  // 24: loomflow.v1.AuditService.Append:output_type -> loomflow.v1.AppendResponse
-	4,  // 25: loomflow.v1.AuditService.Query:output_type -> loomflow.v1.QueryResponse
-	7,  // 26: loomflow.v1.AuditService.Verify:output_type -> loomflow.v1.VerifyResponse
-	11, // 27: loomflow.v1.AuditService.GetCheckpoint:output_type -> loomflow.v1.GetCheckpointResponse
-	13, // 28: loomflow.v1.AuditService.Export:output_type -> loomflow.v1.AuditServiceExportResponse
-	15, // 29: loomflow.v1.AuditService.Forget:output_type -> loomflow.v1.AuditServiceForgetResponse
-	24, // [24:30] is the sub-list for method output_type
-	18, // [18:24] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	16, // 7: loomflow.v1.QueryRequest.from_time:type_name -> google.protobuf.Timestamp
+	16, // 8: loomflow.v1.QueryRequest.to_time:type_name -> google.protobuf.Timestamp
+	0,  // 9: loomflow.v1.QueryResponse.entries:type_name -> loomflow.v1.AuditEntry
+	17, // 10: loomflow.v1.ChainVerification.scope:type_name -> loomflow.v1.UserScope
+	17, // 11: loomflow.v1.VerifyRequest.scope:type_name -> loomflow.v1.UserScope
+	5,  // 12: loomflow.v1.VerifyResponse.chains:type_name -> loomflow.v1.ChainVerification
+	16, // 13: loomflow.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
+	8,  // 14: loomflow.v1.Checkpoint.heads:type_name -> loomflow.v1.ChainHead
+	17, // 15: loomflow.v1.GetCheckpointRequest.scope:type_name -> loomflow.v1.UserScope
+	9,  // 16: loomflow.v1.GetCheckpointResponse.checkpoint:type_name -> loomflow.v1.Checkpoint
+	17, // 17: loomflow.v1.AuditServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
+	0,  // 18: loomflow.v1.AuditServiceExportResponse.entry:type_name -> loomflow.v1.AuditEntry
+	17, // 19: loomflow.v1.AuditServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
+	1,  // 20: loomflow.v1.AuditService.Append:input_type -> loomflow.v1.AppendRequest
+	3,  // 21: loomflow.v1.AuditService.Query:input_type -> loomflow.v1.QueryRequest
+	6,  // 22: loomflow.v1.AuditService.Verify:input_type -> loomflow.v1.VerifyRequest
+	10, // 23: loomflow.v1.AuditService.GetCheckpoint:input_type -> loomflow.v1.GetCheckpointRequest
+	12, // 24: loomflow.v1.AuditService.Export:input_type -> loomflow.v1.AuditServiceExportRequest
+	14, // 25: loomflow.v1.AuditService.Forget:input_type -> loomflow.v1.AuditServiceForgetRequest
+	2,  // 26: loomflow.v1.AuditService.Append:output_type -> loomflow.v1.AppendResponse
+	4,  // 27: loomflow.v1.AuditService.Query:output_type -> loomflow.v1.QueryResponse
+	7,  // 28: loomflow.v1.AuditService.Verify:output_type -> loomflow.v1.VerifyResponse
+	11, // 29: loomflow.v1.AuditService.GetCheckpoint:output_type -> loomflow.v1.GetCheckpointResponse
+	13, // 30: loomflow.v1.AuditService.Export:output_type -> loomflow.v1.AuditServiceExportResponse
+	15, // 31: loomflow.v1.AuditService.Forget:output_type -> loomflow.v1.AuditServiceForgetResponse
+	26, // [26:32] is the sub-list for method output_type
+	20, // [20:26] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_audit_proto_init() }

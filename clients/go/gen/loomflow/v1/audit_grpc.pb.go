@@ -38,10 +38,13 @@ const (
 type AuditServiceClient interface {
 	// Append adds an entry to the tenant's chain and answers only once it is durable.
 	Append(ctx context.Context, in *AppendRequest, opts ...grpc.CallOption) (*AppendResponse, error)
-	// Query reads the tenant's entries; every tenant's needs an operator credential.
+	// Query reads the tenant's entries; every tenant's (all_tenants, the field or
+	// the scope choice) needs an operator credential. from_time/to_time bound the
+	// entries' ts on every sink.
 	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryResponse, error)
 	// Verify recomputes the tenant's chain (or every chain, operator only) and,
-	// against the latest checkpoint, detects truncation of the tail.
+	// against the latest checkpoint, detects truncation of the tail. Every chain:
+	// all_tenants, the field or the scope choice.
 	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
 	// GetCheckpoint returns the latest signed checkpoint, or signs a new one.
 	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error)
@@ -140,10 +143,13 @@ func (c *auditServiceClient) Forget(ctx context.Context, in *AuditServiceForgetR
 type AuditServiceServer interface {
 	// Append adds an entry to the tenant's chain and answers only once it is durable.
 	Append(context.Context, *AppendRequest) (*AppendResponse, error)
-	// Query reads the tenant's entries; every tenant's needs an operator credential.
+	// Query reads the tenant's entries; every tenant's (all_tenants, the field or
+	// the scope choice) needs an operator credential. from_time/to_time bound the
+	// entries' ts on every sink.
 	Query(context.Context, *QueryRequest) (*QueryResponse, error)
 	// Verify recomputes the tenant's chain (or every chain, operator only) and,
-	// against the latest checkpoint, detects truncation of the tail.
+	// against the latest checkpoint, detects truncation of the tail. Every chain:
+	// all_tenants, the field or the scope choice.
 	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
 	// GetCheckpoint returns the latest signed checkpoint, or signs a new one.
 	GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error)

@@ -1572,6 +1572,159 @@ func (x *WatchApprovalsResponse) GetApproval() *Approval {
 	return nil
 }
 
+type ListApprovalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A tenant, or all_tenants (operator only).
+	Scope *UserScope `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Only approvals in one of these statuses (empty: any).
+	Statuses []ApprovalStatus `protobuf:"varint,2,rep,packed,name=statuses,proto3,enum=loomflow.v1.ApprovalStatus" json:"statuses,omitempty"`
+	// Only approvals for this tool (exact name; empty: any).
+	ToolName string `protobuf:"bytes,3,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
+	// Only approvals created at or after this time (unset: no lower bound).
+	CreatedFrom *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_from,json=createdFrom,proto3" json:"created_from,omitempty"`
+	// Only approvals created before this time (unset: no upper bound). Must be
+	// after created_from when both are set.
+	CreatedTo *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_to,json=createdTo,proto3" json:"created_to,omitempty"`
+	// Approvals per page: 0 means 100; at most 1000.
+	PageSize int32 `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page, with the same filters (empty: first page).
+	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApprovalsRequest) Reset() {
+	*x = ListApprovalsRequest{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApprovalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApprovalsRequest) ProtoMessage() {}
+
+func (x *ListApprovalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApprovalsRequest.ProtoReflect.Descriptor instead.
+func (*ListApprovalsRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListApprovalsRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ListApprovalsRequest) GetStatuses() []ApprovalStatus {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+func (x *ListApprovalsRequest) GetToolName() string {
+	if x != nil {
+		return x.ToolName
+	}
+	return ""
+}
+
+func (x *ListApprovalsRequest) GetCreatedFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedFrom
+	}
+	return nil
+}
+
+func (x *ListApprovalsRequest) GetCreatedTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedTo
+	}
+	return nil
+}
+
+func (x *ListApprovalsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListApprovalsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListApprovalsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Approvals []*Approval            `protobuf:"bytes,1,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	// Pass as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApprovalsResponse) Reset() {
+	*x = ListApprovalsResponse{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApprovalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApprovalsResponse) ProtoMessage() {}
+
+func (x *ListApprovalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApprovalsResponse.ProtoReflect.Descriptor instead.
+func (*ListApprovalsResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListApprovalsResponse) GetApprovals() []*Approval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+func (x *ListApprovalsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type GetPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -1583,7 +1736,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1748,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1761,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetPolicyRequest) GetScope() *UserScope {
@@ -1636,7 +1789,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1801,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1814,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *Policy {
@@ -1690,7 +1843,7 @@ type PutPolicyRequest struct {
 
 func (x *PutPolicyRequest) Reset() {
 	*x = PutPolicyRequest{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[18]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1855,7 @@ func (x *PutPolicyRequest) String() string {
 func (*PutPolicyRequest) ProtoMessage() {}
 
 func (x *PutPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[18]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1868,7 @@ func (x *PutPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPolicyRequest.ProtoReflect.Descriptor instead.
 func (*PutPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutPolicyRequest) GetScope() *UserScope {
@@ -1748,7 +1901,7 @@ type PutPolicyResponse struct {
 
 func (x *PutPolicyResponse) Reset() {
 	*x = PutPolicyResponse{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[19]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1913,7 @@ func (x *PutPolicyResponse) String() string {
 func (*PutPolicyResponse) ProtoMessage() {}
 
 func (x *PutPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[19]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1926,7 @@ func (x *PutPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPolicyResponse.ProtoReflect.Descriptor instead.
 func (*PutPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PutPolicyResponse) GetPolicy() *Policy {
@@ -1927,7 +2080,23 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\x10include_resolved\x18\x03 \x01(\bR\x0fincludeResolved\x12%\n" +
 	"\x0ereplay_pending\x18\x04 \x01(\bR\rreplayPending\"K\n" +
 	"\x16WatchApprovalsResponse\x121\n" +
-	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"o\n" +
+	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\xa5\x03\n" +
+	"\x14ListApprovalsRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12L\n" +
+	"\bstatuses\x18\x02 \x03(\x0e2\x1b.loomflow.v1.ApprovalStatusB\x13\xbaH\x10\x92\x01\r\x10\x04\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\bstatuses\x121\n" +
+	"\ttool_name\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
+	"^[^\\x00]*$R\btoolName\x12=\n" +
+	"\fcreated_from\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vcreatedFrom\x129\n" +
+	"\n" +
+	"created_to\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedTo\x12'\n" +
+	"\tpage_size\x18\x06 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x123\n" +
+	"\n" +
+	"page_token\x18\a \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x042\n" +
+	"^[^\\x00]*$R\tpageToken\"t\n" +
+	"\x15ListApprovalsResponse\x123\n" +
+	"\tapprovals\x18\x01 \x03(\v2\x15.loomflow.v1.ApprovalR\tapprovals\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"o\n" +
 	"\x10GetPolicyRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12%\n" +
 	"\x0edefault_policy\x18\x02 \x01(\bR\rdefaultPolicy\"_\n" +
@@ -1973,14 +2142,15 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12RESOLUTION_APPROVE\x10\x01\x12\x13\n" +
-	"\x0fRESOLUTION_DENY\x10\x022\xb0\x05\n" +
+	"\x0fRESOLUTION_DENY\x10\x022\x88\x06\n" +
 	"\rPolicyService\x12>\n" +
 	"\x05Check\x12\x19.loomflow.v1.CheckRequest\x1a\x1a.loomflow.v1.CheckResponse\x12\\\n" +
 	"\x0fRequestApproval\x12#.loomflow.v1.RequestApprovalRequest\x1a$.loomflow.v1.RequestApprovalResponse\x12\\\n" +
 	"\x0fConsumeApproval\x12#.loomflow.v1.ConsumeApprovalRequest\x1a$.loomflow.v1.ConsumeApprovalResponse\x12\\\n" +
 	"\x0fResolveApproval\x12#.loomflow.v1.ResolveApprovalRequest\x1a$.loomflow.v1.ResolveApprovalResponse\x12P\n" +
 	"\vGetApproval\x12\x1f.loomflow.v1.GetApprovalRequest\x1a .loomflow.v1.GetApprovalResponse\x12[\n" +
-	"\x0eWatchApprovals\x12\".loomflow.v1.WatchApprovalsRequest\x1a#.loomflow.v1.WatchApprovalsResponse0\x01\x12J\n" +
+	"\x0eWatchApprovals\x12\".loomflow.v1.WatchApprovalsRequest\x1a#.loomflow.v1.WatchApprovalsResponse0\x01\x12V\n" +
+	"\rListApprovals\x12!.loomflow.v1.ListApprovalsRequest\x1a\".loomflow.v1.ListApprovalsResponse\x12J\n" +
 	"\tGetPolicy\x12\x1d.loomflow.v1.GetPolicyRequest\x1a\x1e.loomflow.v1.GetPolicyResponse\x12J\n" +
 	"\tPutPolicy\x12\x1d.loomflow.v1.PutPolicyRequest\x1a\x1e.loomflow.v1.PutPolicyResponseB\xaf\x01\n" +
 	"\x0fcom.loomflow.v1B\vPolicyProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
@@ -1998,7 +2168,7 @@ func file_loomflow_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_loomflow_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_loomflow_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_loomflow_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_loomflow_v1_policy_proto_goTypes = []any{
 	(Decision)(0),                   // 0: loomflow.v1.Decision
 	(Mode)(0),                       // 1: loomflow.v1.Mode
@@ -2021,13 +2191,15 @@ var file_loomflow_v1_policy_proto_goTypes = []any{
 	(*GetApprovalResponse)(nil),     // 18: loomflow.v1.GetApprovalResponse
 	(*WatchApprovalsRequest)(nil),   // 19: loomflow.v1.WatchApprovalsRequest
 	(*WatchApprovalsResponse)(nil),  // 20: loomflow.v1.WatchApprovalsResponse
-	(*GetPolicyRequest)(nil),        // 21: loomflow.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),       // 22: loomflow.v1.GetPolicyResponse
-	(*PutPolicyRequest)(nil),        // 23: loomflow.v1.PutPolicyRequest
-	(*PutPolicyResponse)(nil),       // 24: loomflow.v1.PutPolicyResponse
-	(*UserScope)(nil),               // 25: loomflow.v1.UserScope
-	(*structpb.Struct)(nil),         // 26: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),   // 27: google.protobuf.Timestamp
+	(*ListApprovalsRequest)(nil),    // 21: loomflow.v1.ListApprovalsRequest
+	(*ListApprovalsResponse)(nil),   // 22: loomflow.v1.ListApprovalsResponse
+	(*GetPolicyRequest)(nil),        // 23: loomflow.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),       // 24: loomflow.v1.GetPolicyResponse
+	(*PutPolicyRequest)(nil),        // 25: loomflow.v1.PutPolicyRequest
+	(*PutPolicyResponse)(nil),       // 26: loomflow.v1.PutPolicyResponse
+	(*UserScope)(nil),               // 27: loomflow.v1.UserScope
+	(*structpb.Struct)(nil),         // 28: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),   // 29: google.protobuf.Timestamp
 }
 var file_loomflow_v1_policy_proto_depIdxs = []int32{
 	2,  // 0: loomflow.v1.ArgumentCondition.operator:type_name -> loomflow.v1.ConditionOperator
@@ -2036,58 +2208,65 @@ var file_loomflow_v1_policy_proto_depIdxs = []int32{
 	6,  // 3: loomflow.v1.Policy.rules:type_name -> loomflow.v1.Rule
 	1,  // 4: loomflow.v1.Policy.mode:type_name -> loomflow.v1.Mode
 	0,  // 5: loomflow.v1.Policy.fallback:type_name -> loomflow.v1.Decision
-	25, // 6: loomflow.v1.CheckRequest.scope:type_name -> loomflow.v1.UserScope
-	26, // 7: loomflow.v1.CheckRequest.arguments:type_name -> google.protobuf.Struct
+	27, // 6: loomflow.v1.CheckRequest.scope:type_name -> loomflow.v1.UserScope
+	28, // 7: loomflow.v1.CheckRequest.arguments:type_name -> google.protobuf.Struct
 	0,  // 8: loomflow.v1.CheckResponse.decision:type_name -> loomflow.v1.Decision
 	1,  // 9: loomflow.v1.CheckResponse.mode:type_name -> loomflow.v1.Mode
-	25, // 10: loomflow.v1.Approval.scope:type_name -> loomflow.v1.UserScope
-	26, // 11: loomflow.v1.Approval.arguments:type_name -> google.protobuf.Struct
+	27, // 10: loomflow.v1.Approval.scope:type_name -> loomflow.v1.UserScope
+	28, // 11: loomflow.v1.Approval.arguments:type_name -> google.protobuf.Struct
 	3,  // 12: loomflow.v1.Approval.status:type_name -> loomflow.v1.ApprovalStatus
-	26, // 13: loomflow.v1.Approval.edited_arguments:type_name -> google.protobuf.Struct
-	27, // 14: loomflow.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
-	27, // 15: loomflow.v1.Approval.resolved_at:type_name -> google.protobuf.Timestamp
-	27, // 16: loomflow.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	27, // 17: loomflow.v1.Approval.consumed_at:type_name -> google.protobuf.Timestamp
-	25, // 18: loomflow.v1.RequestApprovalRequest.scope:type_name -> loomflow.v1.UserScope
-	26, // 19: loomflow.v1.RequestApprovalRequest.arguments:type_name -> google.protobuf.Struct
+	28, // 13: loomflow.v1.Approval.edited_arguments:type_name -> google.protobuf.Struct
+	29, // 14: loomflow.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
+	29, // 15: loomflow.v1.Approval.resolved_at:type_name -> google.protobuf.Timestamp
+	29, // 16: loomflow.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	29, // 17: loomflow.v1.Approval.consumed_at:type_name -> google.protobuf.Timestamp
+	27, // 18: loomflow.v1.RequestApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	28, // 19: loomflow.v1.RequestApprovalRequest.arguments:type_name -> google.protobuf.Struct
 	10, // 20: loomflow.v1.RequestApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	25, // 21: loomflow.v1.ResolveApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	27, // 21: loomflow.v1.ResolveApprovalRequest.scope:type_name -> loomflow.v1.UserScope
 	4,  // 22: loomflow.v1.ResolveApprovalRequest.resolution:type_name -> loomflow.v1.Resolution
-	26, // 23: loomflow.v1.ResolveApprovalRequest.edited_arguments:type_name -> google.protobuf.Struct
+	28, // 23: loomflow.v1.ResolveApprovalRequest.edited_arguments:type_name -> google.protobuf.Struct
 	10, // 24: loomflow.v1.ResolveApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	25, // 25: loomflow.v1.ConsumeApprovalRequest.scope:type_name -> loomflow.v1.UserScope
-	26, // 26: loomflow.v1.ConsumeApprovalRequest.arguments:type_name -> google.protobuf.Struct
+	27, // 25: loomflow.v1.ConsumeApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	28, // 26: loomflow.v1.ConsumeApprovalRequest.arguments:type_name -> google.protobuf.Struct
 	10, // 27: loomflow.v1.ConsumeApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	25, // 28: loomflow.v1.GetApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	27, // 28: loomflow.v1.GetApprovalRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 29: loomflow.v1.GetApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	25, // 30: loomflow.v1.WatchApprovalsRequest.scope:type_name -> loomflow.v1.UserScope
+	27, // 30: loomflow.v1.WatchApprovalsRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 31: loomflow.v1.WatchApprovalsResponse.approval:type_name -> loomflow.v1.Approval
-	25, // 32: loomflow.v1.GetPolicyRequest.scope:type_name -> loomflow.v1.UserScope
-	7,  // 33: loomflow.v1.GetPolicyResponse.policy:type_name -> loomflow.v1.Policy
-	25, // 34: loomflow.v1.PutPolicyRequest.scope:type_name -> loomflow.v1.UserScope
-	7,  // 35: loomflow.v1.PutPolicyRequest.policy:type_name -> loomflow.v1.Policy
-	7,  // 36: loomflow.v1.PutPolicyResponse.policy:type_name -> loomflow.v1.Policy
-	8,  // 37: loomflow.v1.PolicyService.Check:input_type -> loomflow.v1.CheckRequest
-	11, // 38: loomflow.v1.PolicyService.RequestApproval:input_type -> loomflow.v1.RequestApprovalRequest
-	15, // 39: loomflow.v1.PolicyService.ConsumeApproval:input_type -> loomflow.v1.ConsumeApprovalRequest
-	13, // 40: loomflow.v1.PolicyService.ResolveApproval:input_type -> loomflow.v1.ResolveApprovalRequest
-	17, // 41: loomflow.v1.PolicyService.GetApproval:input_type -> loomflow.v1.GetApprovalRequest
-	19, // 42: loomflow.v1.PolicyService.WatchApprovals:input_type -> loomflow.v1.WatchApprovalsRequest
-	21, // 43: loomflow.v1.PolicyService.GetPolicy:input_type -> loomflow.v1.GetPolicyRequest
-	23, // 44: loomflow.v1.PolicyService.PutPolicy:input_type -> loomflow.v1.PutPolicyRequest
-	9,  // 45: loomflow.v1.PolicyService.Check:output_type -> loomflow.v1.CheckResponse
-	12, // 46: loomflow.v1.PolicyService.RequestApproval:output_type -> loomflow.v1.RequestApprovalResponse
-	16, // 47: loomflow.v1.PolicyService.ConsumeApproval:output_type -> loomflow.v1.ConsumeApprovalResponse
-	14, // 48: loomflow.v1.PolicyService.ResolveApproval:output_type -> loomflow.v1.ResolveApprovalResponse
-	18, // 49: loomflow.v1.PolicyService.GetApproval:output_type -> loomflow.v1.GetApprovalResponse
-	20, // 50: loomflow.v1.PolicyService.WatchApprovals:output_type -> loomflow.v1.WatchApprovalsResponse
-	22, // 51: loomflow.v1.PolicyService.GetPolicy:output_type -> loomflow.v1.GetPolicyResponse
-	24, // 52: loomflow.v1.PolicyService.PutPolicy:output_type -> loomflow.v1.PutPolicyResponse
-	45, // [45:53] is the sub-list for method output_type
-	37, // [37:45] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	27, // 32: loomflow.v1.ListApprovalsRequest.scope:type_name -> loomflow.v1.UserScope
+	3,  // 33: loomflow.v1.ListApprovalsRequest.statuses:type_name -> loomflow.v1.ApprovalStatus
+	29, // 34: loomflow.v1.ListApprovalsRequest.created_from:type_name -> google.protobuf.Timestamp
+	29, // 35: loomflow.v1.ListApprovalsRequest.created_to:type_name -> google.protobuf.Timestamp
+	10, // 36: loomflow.v1.ListApprovalsResponse.approvals:type_name -> loomflow.v1.Approval
+	27, // 37: loomflow.v1.GetPolicyRequest.scope:type_name -> loomflow.v1.UserScope
+	7,  // 38: loomflow.v1.GetPolicyResponse.policy:type_name -> loomflow.v1.Policy
+	27, // 39: loomflow.v1.PutPolicyRequest.scope:type_name -> loomflow.v1.UserScope
+	7,  // 40: loomflow.v1.PutPolicyRequest.policy:type_name -> loomflow.v1.Policy
+	7,  // 41: loomflow.v1.PutPolicyResponse.policy:type_name -> loomflow.v1.Policy
+	8,  // 42: loomflow.v1.PolicyService.Check:input_type -> loomflow.v1.CheckRequest
+	11, // 43: loomflow.v1.PolicyService.RequestApproval:input_type -> loomflow.v1.RequestApprovalRequest
+	15, // 44: loomflow.v1.PolicyService.ConsumeApproval:input_type -> loomflow.v1.ConsumeApprovalRequest
+	13, // 45: loomflow.v1.PolicyService.ResolveApproval:input_type -> loomflow.v1.ResolveApprovalRequest
+	17, // 46: loomflow.v1.PolicyService.GetApproval:input_type -> loomflow.v1.GetApprovalRequest
+	19, // 47: loomflow.v1.PolicyService.WatchApprovals:input_type -> loomflow.v1.WatchApprovalsRequest
+	21, // 48: loomflow.v1.PolicyService.ListApprovals:input_type -> loomflow.v1.ListApprovalsRequest
+	23, // 49: loomflow.v1.PolicyService.GetPolicy:input_type -> loomflow.v1.GetPolicyRequest
+	25, // 50: loomflow.v1.PolicyService.PutPolicy:input_type -> loomflow.v1.PutPolicyRequest
+	9,  // 51: loomflow.v1.PolicyService.Check:output_type -> loomflow.v1.CheckResponse
+	12, // 52: loomflow.v1.PolicyService.RequestApproval:output_type -> loomflow.v1.RequestApprovalResponse
+	16, // 53: loomflow.v1.PolicyService.ConsumeApproval:output_type -> loomflow.v1.ConsumeApprovalResponse
+	14, // 54: loomflow.v1.PolicyService.ResolveApproval:output_type -> loomflow.v1.ResolveApprovalResponse
+	18, // 55: loomflow.v1.PolicyService.GetApproval:output_type -> loomflow.v1.GetApprovalResponse
+	20, // 56: loomflow.v1.PolicyService.WatchApprovals:output_type -> loomflow.v1.WatchApprovalsResponse
+	22, // 57: loomflow.v1.PolicyService.ListApprovals:output_type -> loomflow.v1.ListApprovalsResponse
+	24, // 58: loomflow.v1.PolicyService.GetPolicy:output_type -> loomflow.v1.GetPolicyResponse
+	26, // 59: loomflow.v1.PolicyService.PutPolicy:output_type -> loomflow.v1.PutPolicyResponse
+	51, // [51:60] is the sub-list for method output_type
+	42, // [42:51] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_policy_proto_init() }
@@ -2102,7 +2281,7 @@ func file_loomflow_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_policy_proto_rawDesc), len(file_loomflow_v1_policy_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
