@@ -15,12 +15,16 @@ from tests.policy.conftest import START_MS
 from tests.policy.test_store_conformance import approval
 from tests.support.clock import FakeClock
 
-SETTLED = {"status": ApprovalStatus.DENIED, "resolved_at": START_MS + 1, "resolved_by": "operator:x"}
 
-
-async def seed(store: PolicyStore, tenant: str, count: int, *, step: int = 1000, **fields: object) -> None:
+async def seed(store: PolicyStore, tenant: str, count: int, *, step: int = 1000, settled: bool = False) -> None:
+    """``count`` approvals of the tenant, ``step`` ms apart; denied (settled) or pending."""
     for i in range(count):
-        await store.insert_approval(approval(tenant, f"{tenant}-{i:03d}", created=START_MS + i * step, **fields))
+        item = approval(tenant, f"{tenant}-{i:03d}", created=START_MS + i * step)
+        if settled:
+            item = dataclasses.replace(
+                item, status=ApprovalStatus.DENIED, resolved_at=START_MS + 1, resolved_by="operator:x"
+            )
+        await store.insert_approval(item)
 
 
 async def all_pages(store: PolicyStore, listing: ApprovalListing) -> list[list[str]]:
@@ -61,7 +65,7 @@ async def test_a_page_token_resumes_exactly_even_when_approvals_arrive_between_p
 async def test_filters_by_status_tool_and_time_and_all_tenants(store: PolicyStore, unique: str) -> None:
     alice, bob = f"alice-{unique}", f"bob-{unique}"
     await seed(store, alice, 4)
-    await seed(store, bob, 2, **SETTLED)
+    await seed(store, bob, 2, settled=True)
     await store.insert_approval(approval(alice, "shell-1", created=START_MS + 500, tool_name="shell"))
     denied = ApprovalListing(None, statuses=frozenset({ApprovalStatus.DENIED}))
     assert {a.id for a in (await list_page(store, denied, "")).approvals} >= {f"{bob}-000", f"{bob}-001"}
@@ -108,7 +112,7 @@ async def test_retention_deletes_only_settled_approvals_past_the_tenants_limit(
 ) -> None:
     alice, bob, carol = f"alice-{unique}", f"bob-{unique}", f"carol-{unique}"
     for tenant in (alice, bob, carol):
-        await seed(store, tenant, 3, **SETTLED)
+        await seed(store, tenant, 3, settled=True)
         await store.insert_approval(approval(tenant, f"{tenant}-pending", ttl=10**12))
     clock.now_ms = START_MS + 10 * retention.DAY_MS
     # Default 7 days; bob keeps his 30 days; carol keeps hers forever.
@@ -124,8 +128,8 @@ async def test_a_tenant_with_a_huge_pile_does_not_starve_the_others(
     store: PolicyStore, unique: str, clock: FakeClock
 ) -> None:
     big, small = f"a-big-{unique}", f"b-small-{unique}"
-    await seed(store, big, 25, step=1, **SETTLED)
-    await seed(store, small, 2, step=1, **SETTLED)
+    await seed(store, big, 25, step=1, settled=True)
+    await seed(store, small, 2, step=1, settled=True)
     clock.now_ms = START_MS + 2 * retention.DAY_MS
     sweep = sweeper(store, retention.Retention(retention.DAY_MS, {}), clock, batch_rows=10)
     await sweep.sweep_once()
@@ -138,8 +142,8 @@ async def test_a_tenant_with_a_huge_pile_does_not_starve_the_others(
 
 async def test_overrides_alone_sweep_only_the_named_tenants(store: PolicyStore, unique: str, clock: FakeClock) -> None:
     named, other = f"named-{unique}", f"other-{unique}"
-    await seed(store, named, 2, **SETTLED)
-    await seed(store, other, 2, **SETTLED)
+    await seed(store, named, 2, settled=True)
+    await seed(store, other, 2, settled=True)
     clock.now_ms = START_MS + 5 * retention.DAY_MS
     await sweeper(store, retention.Retention(0, {named: retention.DAY_MS}), clock).sweep_once()
     assert await ids(store, named) == set()
@@ -154,7 +158,7 @@ async def test_a_failing_store_counts_an_error_and_the_next_pass_retries(
     store: PolicyStore, unique: str, clock: FakeClock
 ) -> None:
     tenant = f"t-{unique}"
-    await seed(store, tenant, 1, **SETTLED)
+    await seed(store, tenant, 1, settled=True)
     clock.now_ms = START_MS + 2 * retention.DAY_MS
     sweep = sweeper(store, retention.Retention(retention.DAY_MS, {}), clock)
     real = sweep.kinds[0].delete_before
