@@ -22,6 +22,7 @@ from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_logging
 from loomflow.memory.cli import add_subcommand as add_memory_subcommand
 from loomflow.migrate import add_subcommand as add_migrate_subcommand
+from loomflow.usage_report import add_subcommand as add_usage_subcommand
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -75,6 +76,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     add_demo_subcommand,
     add_memory_subcommand,
     add_migrate_subcommand,
+    add_usage_subcommand,
 ]
 
 

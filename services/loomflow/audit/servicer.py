@@ -14,6 +14,7 @@ import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 
+from loomflow.audit import usage
 from loomflow.audit.core import AuditLog
 from loomflow.audit.models import ChainReport, Checkpoint, Draft, QueryFilter, ReadEntry
 from loomflow.kernel.auth import current_principal, require_operator
@@ -113,6 +114,18 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         found = await self._log.query(query)
         return audit_pb2.QueryResponse(entries=[_entry_message(item) for item in found])
 
+    async def Usage(self, request: audit_pb2.UsageRequest, context: Context) -> audit_pb2.UsageResponse:
+        from_us, to_us = _time_range(request)
+        if is_all_tenants(request.scope):
+            require_operator("Usage with all_tenants")
+            tenants = await self._log.tenants(after=usage.decode_token(request.page_token))
+        else:
+            tenants = [tenant_key(request.scope)]
+        rows, token = await usage.usage_page(
+            self._log.query, tenants, from_us, to_us, request.page_size or usage.DEFAULT_PAGE_SIZE
+        )
+        return audit_pb2.UsageResponse(tenants=[_usage_message(r) for r in rows], next_page_token=token)
+
     async def Verify(self, request: audit_pb2.VerifyRequest, context: Context) -> audit_pb2.VerifyResponse:
         every = request.all_tenants or is_all_tenants(request.scope)
         if every:
@@ -145,7 +158,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return audit_pb2.AuditServiceForgetResponse(entries_shredded=shredded)
 
 
-def _time_range(request: audit_pb2.QueryRequest) -> tuple[int, int]:
+def _time_range(request: audit_pb2.QueryRequest | audit_pb2.UsageRequest) -> tuple[int, int]:
     """The query's [from_time, to_time) in Unix microseconds (0: unbounded on that side)."""
     from_us = request.from_time.ToMicroseconds() if request.HasField("from_time") else 0
     to_us = request.to_time.ToMicroseconds() if request.HasField("to_time") else 0
@@ -155,3 +168,21 @@ def _time_range(request: audit_pb2.QueryRequest) -> tuple[int, int]:
     if from_us and to_us and to_us <= from_us:
         raise InvalidArgument.field("to_time", "must be after from_time", "to_time.after_from_time")
     return from_us, to_us
+
+
+def _usage_message(totals: usage.TenantTotals) -> audit_pb2.TenantUsage:
+    return audit_pb2.TenantUsage(
+        scope=scope_for(totals.tenant),
+        runs=len(totals.run_ids),
+        models=[
+            audit_pb2.ModelUsage(
+                model=model,
+                model_calls=m.model_calls,
+                input_tokens=m.input_tokens,
+                output_tokens=m.output_tokens,
+                cached_input_tokens=m.cached_input_tokens,
+            )
+            for model, m in sorted(totals.models.items())
+        ],
+        shredded_model_calls=totals.shredded_model_calls,
+    )

@@ -27,6 +27,7 @@ ALL_TENANTS_RPCS = frozenset(
     {
         "loomflow.v1.AuditService/Query",
         "loomflow.v1.AuditService/Verify",
+        "loomflow.v1.AuditService/Usage",
         "loomflow.v1.PolicyService/WatchApprovals",
         "loomflow.v1.PolicyService/ListApprovals",
     }

@@ -57,6 +57,14 @@ class AuditServiceStub:
     """Forget destroys the tenant's payload key (crypto-shredding): the chain still
     verifies, the payloads can no longer be read.
     """
+    Usage: _grpc.UnaryUnaryMultiCallable[_audit_pb2.UsageRequest, _audit_pb2.UsageResponse]
+    """Usage sums, per tenant, what the Agent recorded in a time range: runs
+    (distinct run ids), model calls and tokens per model, read from its
+    model_call entries. One tenant, or every tenant (scope.all_tenants, operator
+    credential), paged by tenant id. `loomflow usage` prices it with the
+    Budget's price table and prints JSON or CSV. A model call whose payload was
+    crypto-shredded counts in shredded_model_calls only.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -86,6 +94,14 @@ class AuditServiceAsyncStub(AuditServiceStub):
     Forget: _aio.UnaryUnaryMultiCallable[_audit_pb2.AuditServiceForgetRequest, _audit_pb2.AuditServiceForgetResponse]  # type: ignore[assignment]
     """Forget destroys the tenant's payload key (crypto-shredding): the chain still
     verifies, the payloads can no longer be read.
+    """
+    Usage: _aio.UnaryUnaryMultiCallable[_audit_pb2.UsageRequest, _audit_pb2.UsageResponse]  # type: ignore[assignment]
+    """Usage sums, per tenant, what the Agent recorded in a time range: runs
+    (distinct run ids), model calls and tokens per model, read from its
+    model_call entries. One tenant, or every tenant (scope.all_tenants, operator
+    credential), paged by tenant id. `loomflow usage` prices it with the
+    Budget's price table and prints JSON or CSV. A model call whose payload was
+    crypto-shredded counts in shredded_model_calls only.
     """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -149,6 +165,20 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audit_pb2.AuditServiceForgetResponse, _abc.Awaitable[_audit_pb2.AuditServiceForgetResponse]]:
         """Forget destroys the tenant's payload key (crypto-shredding): the chain still
         verifies, the payloads can no longer be read.
+        """
+
+    @_abc_1.abstractmethod
+    def Usage(
+        self,
+        request: _audit_pb2.UsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.UsageResponse, _abc.Awaitable[_audit_pb2.UsageResponse]]:
+        """Usage sums, per tenant, what the Agent recorded in a time range: runs
+        (distinct run ids), model calls and tokens per model, read from its
+        model_call entries. One tenant, or every tenant (scope.all_tenants, operator
+        credential), paged by tenant id. `loomflow usage` prices it with the
+        Budget's price table and prints JSON or CSV. A model call whose payload was
+        crypto-shredded counts in shredded_model_calls only.
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
