@@ -114,3 +114,19 @@ async def test_audit_query_takes_a_time_range_and_refuses_a_backwards_one(served
         await audit.Query(backwards, metadata=SERVICE)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request_fields(caught.value) == ["to_time"]
+
+
+async def test_times_outside_1970_to_9999_are_field_violations_not_overflows(served: RunningSuite) -> None:
+    audit = audit_pb2_grpc.AuditServiceStub(served.channel)
+    policy = client(served.channel, OPERATOR).stub
+    far = audit_pb2.QueryRequest(scope=tenancy_pb2.UserScope(user_id="alice"))
+    far.to_time.seconds = 10**15  # past year 9999: microseconds would overflow a 64-bit column
+    before_epoch = policy_pb2.ListApprovalsRequest(scope=EVERYONE)
+    before_epoch.created_from.seconds = -5
+    with pytest.raises(grpc.aio.AioRpcError) as query:
+        await audit.Query(far, metadata=SERVICE)
+    with pytest.raises(grpc.aio.AioRpcError) as listing:
+        await policy.ListApprovals(before_epoch, metadata=OPERATOR)
+    assert query.value.code() is listing.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_fields(query.value) == ["to_time"]
+    assert bad_request_fields(listing.value) == ["created_from"]

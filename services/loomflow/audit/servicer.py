@@ -18,8 +18,8 @@ from loomflow.audit import usage
 from loomflow.audit.core import AuditLog
 from loomflow.audit.models import ChainReport, Checkpoint, Draft, QueryFilter, ReadEntry
 from loomflow.kernel.auth import current_principal, require_operator
-from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.tenancy import is_all_tenants, scope_for, tenant_key
+from loomflow.kernel.timerange import time_range
 from loomflow.v1 import audit_pb2, audit_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -159,15 +159,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
 
 def _time_range(request: audit_pb2.QueryRequest | audit_pb2.UsageRequest) -> tuple[int, int]:
-    """The query's [from_time, to_time) in Unix microseconds (0: unbounded on that side)."""
-    from_us = request.from_time.ToMicroseconds() if request.HasField("from_time") else 0
-    to_us = request.to_time.ToMicroseconds() if request.HasField("to_time") else 0
-    if from_us < 0 or to_us < 0:
-        field = "from_time" if from_us < 0 else "to_time"
-        raise InvalidArgument.field(field, "must not be before 1970", f"{field}.not_before_epoch")
-    if from_us and to_us and to_us <= from_us:
-        raise InvalidArgument.field("to_time", "must be after from_time", "to_time.after_from_time")
-    return from_us, to_us
+    """The request's [from_time, to_time) in Unix microseconds (0: unbounded on that side)."""
+    return time_range(request, "from_time", "to_time", 1_000_000)
 
 
 def _usage_message(totals: usage.TenantTotals) -> audit_pb2.TenantUsage:

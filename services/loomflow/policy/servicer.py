@@ -17,6 +17,7 @@ import grpc
 from loomflow.kernel.auth import Role, current_principal, require_operator
 from loomflow.kernel.errors import PermissionDenied
 from loomflow.kernel.tenancy import is_all_tenants, tenant_key
+from loomflow.kernel.timerange import time_range
 from loomflow.policy import wire
 from loomflow.policy.approvals import Approvals
 from loomflow.policy.book import PolicyBook
@@ -165,11 +166,12 @@ _STATUS_FROM_WIRE = {wire_status: status for status, wire_status in wire.STATUS_
 
 def _listing(request: policy_pb2.ListApprovalsRequest) -> ApprovalListing:
     """A ListApprovals request as a listing (the kernel admitted all_tenants for operators only)."""
+    created_from, created_to = time_range(request, "created_from", "created_to", 1000)
     return ApprovalListing(
         tenant=None if is_all_tenants(request.scope) else tenant_key(request.scope),
         statuses=frozenset(_STATUS_FROM_WIRE[s] for s in request.statuses),
         tool_name=request.tool_name,
-        created_from=request.created_from.ToMilliseconds() if request.HasField("created_from") else 0,
-        created_to=request.created_to.ToMilliseconds() if request.HasField("created_to") else 0,
+        created_from=created_from,
+        created_to=created_to,
         page_size=request.page_size or DEFAULT_PAGE_SIZE,
     )
