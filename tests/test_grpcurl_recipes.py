@@ -30,6 +30,9 @@ REQUIRED_RECIPES = {
     "resolve-approval",
     "verify-audit",
     "export-user",
+    "list-approvals-all-tenants",
+    "audit-query-time-range",
+    "usage-report",
 }
 # Recipes checked by what they leave in the session (exported variables) rather than by output.
 SETUP_RECIPES = {"tokens", "secure-keys"}

@@ -143,7 +143,7 @@ def options_of(sections: list[str]) -> dict[str, config.OptionInfo]:
 def sections_hosted(container: Obj) -> list[str]:
     """The settings sections a `loomflow serve --services …` process reads."""
     names = [n.strip() for n in hosted_services(container).split(",") if n.strip()]
-    return ["", "auth"] + [suite.service_module(n).SECTION for n in names]
+    return ["", "auth", "retention"] + [suite.service_module(n).SECTION for n in names]
 
 
 def full_service_name(service: str) -> str:

@@ -47,7 +47,7 @@ def test_every_request_carries_a_required_user_scope_as_field_1(method: descript
 def test_user_scope_requires_exactly_one_kind() -> None:
     oneof = tenancy_pb2.UserScope.DESCRIPTOR.oneofs_by_name["kind"]
     assert oneof.GetOptions().Extensions[ONEOF_RULES].required
-    assert {f.name for f in oneof.fields} == {"user_id", "anonymous"}
+    assert {f.name for f in oneof.fields} == {"user_id", "anonymous", "all_tenants"}
 
 
 def test_no_client_streaming_rpcs_so_every_request_is_validated_once() -> None:

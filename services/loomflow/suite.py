@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from loomflow import retention
 from loomflow.kernel import config
 from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.hosting import HostedService, ServiceContext
@@ -47,8 +48,9 @@ def service_module(name: str) -> ModuleType:
 
 
 def sections() -> list[tuple[str, type[Any]]]:
-    """Every settings section, in CLI order: server, auth, then one per service."""
+    """Every settings section, in CLI order: server, auth, retention, then one per service."""
     found: list[tuple[str, type[Any]]] = [("", SuiteSettings), ("auth", AuthSettings)]
+    found.append((retention.SECTION, retention.Settings))
     for name in SERVICE_NAMES:
         module = service_module(name)
         found.append((module.SECTION, module.Settings))

@@ -146,6 +146,10 @@ class AuditLog:
                 return
             after = page[-1].entry.seq
 
+    async def tenants(self, after: str = "") -> list[str]:
+        """Every tenant with a chain, sorted, after ``after`` (operator reports)."""
+        return sorted(t for t in await self.sink.all_heads() if t > after)
+
     async def verify(self, tenant: str | None) -> LogReport:
         """One tenant's chain (or every chain) against the latest checkpoint this service signed."""
         latest = await self.sink.latest_checkpoint()

@@ -109,11 +109,17 @@ class QueryFilter:
     action: str = ""
     after_seq: int = 0
     limit: int = 100
+    from_us: int = 0
+    """Entries with ``ts_us`` at or after this (0: no lower bound)."""
+    to_us: int = 0
+    """Entries with ``ts_us`` before this (0: no upper bound)."""
 
     def matches(self, entry: Entry) -> bool:
         return (
             (self.tenant is None or entry.user_id == self.tenant)
             and entry.seq > self.after_seq
+            and entry.ts_us >= self.from_us
+            and (not self.to_us or entry.ts_us < self.to_us)
             and (not self.session_id or entry.session_id == self.session_id)
             and (not self.run_id or entry.run_id == self.run_id)
             and (not self.action or entry.action == self.action)

@@ -14,10 +14,12 @@ import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 
+from loomflow.audit import usage
 from loomflow.audit.core import AuditLog
 from loomflow.audit.models import ChainReport, Checkpoint, Draft, QueryFilter, ReadEntry
 from loomflow.kernel.auth import current_principal, require_operator
-from loomflow.kernel.tenancy import scope_for, tenant_key
+from loomflow.kernel.tenancy import is_all_tenants, scope_for, tenant_key
+from loomflow.kernel.timerange import time_range
 from loomflow.v1 import audit_pb2, audit_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -95,23 +97,40 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return audit_pb2.AppendResponse(seq=appended.seq, ts=_timestamp(appended.ts_us), mac=appended.mac)
 
     async def Query(self, request: audit_pb2.QueryRequest, context: Context) -> audit_pb2.QueryResponse:
-        if request.all_tenants:
+        every = request.all_tenants or is_all_tenants(request.scope)
+        if every:
             require_operator("Query with all_tenants")
+        from_us, to_us = _time_range(request)
         query = QueryFilter(
-            tenant=None if request.all_tenants else tenant_key(request.scope),
+            tenant=None if every else tenant_key(request.scope),
             session_id=request.session_id,
             run_id=request.run_id,
             action=request.action,
             after_seq=request.after_seq,
             limit=request.limit or DEFAULT_QUERY_LIMIT,
+            from_us=from_us,
+            to_us=to_us,
         )
         found = await self._log.query(query)
         return audit_pb2.QueryResponse(entries=[_entry_message(item) for item in found])
 
+    async def Usage(self, request: audit_pb2.UsageRequest, context: Context) -> audit_pb2.UsageResponse:
+        from_us, to_us = _time_range(request)
+        if is_all_tenants(request.scope):
+            require_operator("Usage with all_tenants")
+            tenants = await self._log.tenants(after=usage.decode_token(request.page_token))
+        else:
+            tenants = [tenant_key(request.scope)]
+        rows, token = await usage.usage_page(
+            self._log.query, tenants, from_us, to_us, request.page_size or usage.DEFAULT_PAGE_SIZE
+        )
+        return audit_pb2.UsageResponse(tenants=[_usage_message(r) for r in rows], next_page_token=token)
+
     async def Verify(self, request: audit_pb2.VerifyRequest, context: Context) -> audit_pb2.VerifyResponse:
-        if request.all_tenants:
+        every = request.all_tenants or is_all_tenants(request.scope)
+        if every:
             require_operator("Verify with all_tenants")
-        report = await self._log.verify(None if request.all_tenants else tenant_key(request.scope))
+        report = await self._log.verify(None if every else tenant_key(request.scope))
         return audit_pb2.VerifyResponse(
             ok=report.ok,
             chains=[_chain_message(c) for c in report.chains],
@@ -137,3 +156,26 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.AuditServiceForgetResponse:
         shredded = await self._log.forget(tenant_key(request.scope), actor=current_principal().subject)
         return audit_pb2.AuditServiceForgetResponse(entries_shredded=shredded)
+
+
+def _time_range(request: audit_pb2.QueryRequest | audit_pb2.UsageRequest) -> tuple[int, int]:
+    """The request's [from_time, to_time) in Unix microseconds (0: unbounded on that side)."""
+    return time_range(request, "from_time", "to_time", 1_000_000)
+
+
+def _usage_message(totals: usage.TenantTotals) -> audit_pb2.TenantUsage:
+    return audit_pb2.TenantUsage(
+        scope=scope_for(totals.tenant),
+        runs=len(totals.run_ids),
+        models=[
+            audit_pb2.ModelUsage(
+                model=model,
+                model_calls=m.model_calls,
+                input_tokens=m.input_tokens,
+                output_tokens=m.output_tokens,
+                cached_input_tokens=m.cached_input_tokens,
+            )
+            for model, m in sorted(totals.models.items())
+        ],
+        shredded_model_calls=totals.shredded_model_calls,
+    )

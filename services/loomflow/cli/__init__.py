@@ -1,7 +1,7 @@
 """The ``loomflow`` command: ``serve`` runs services; the other subcommands operate them.
 
 One module per subcommand (``serve``, ``token``, ``demo``, ``audit``, ``memory``,
-``migrate``, ``forget-user``/``export-user``), each with ``add_subcommand``, which adds its parser and sets
+``migrate``, ``forget-user``/``export-user``, ``usage``), each with ``add_subcommand``, which adds its parser and sets
 ``handler``. The service packages keep their domain logic; these modules compose it.
 """
 
@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from loomflow.cli import audit, demo, erasure, memory, migrate, serve, token
+from loomflow.cli import audit, demo, erasure, memory, migrate, serve, token, usage
 from loomflow.kernel import config
 
 # Subcommand registrars, in the order `loomflow --help` lists them.
@@ -26,6 +26,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     memory.add_subcommand,
     migrate.add_subcommand,
     erasure.add_subcommands,
+    usage.add_subcommand,
 ]
 
 

@@ -34,6 +34,8 @@ class HostedService:
     accepts_end_users: bool = False
     # RPCs of this service that end users may call for their own tenant (the rest stay internal).
     end_user_rpcs: frozenset[str] = frozenset()
+    # RPCs of this service that accept an operator's ``scope.all_tenants`` (the rest answer INVALID_ARGUMENT).
+    all_tenants_rpcs: frozenset[str] = frozenset()
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Called once a graceful stop refuses new calls: end long-lived streams here so

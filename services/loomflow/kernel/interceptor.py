@@ -31,7 +31,14 @@ from loomflow.kernel.lookalikes import refuse_sentinel_lookalike
 from loomflow.kernel.ratelimit import TenantLimiter
 from loomflow.kernel.security import Refusal, RefusalRecorder, claimed_subject
 from loomflow.kernel.telemetry import LATENCY_BUCKETS_S, log_context, meter, tenant_label
-from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, display_tenant, tenant_key
+from loomflow.kernel.tenancy import (
+    ALL_TENANTS_LABEL,
+    ALL_TENANTS_UNSUPPORTED,
+    ANONYMOUS_SENTINEL,
+    display_tenant,
+    is_all_tenants,
+    tenant_key,
+)
 from loomflow.kernel.tracing import adopt_run_ids, annotate_span
 from loomflow.kernel.validation import DEPTH_RULE, validate
 
@@ -57,11 +64,14 @@ class KernelInterceptor:
         refusals: RefusalRecorder | None = None,
         insecure: bool = False,
         service_identities: ServiceIdentities | None = None,
+        all_tenants_rpcs: set[str] | None = None,
     ) -> None:
         self._verifier = verifier
         self._insecure = insecure  # a call without a token acts as an operator (development only)
         self._service_identities = service_identities
         self._end_user_services = end_user_services
+        # ``service/rpc`` names that accept an operator's scope.all_tenants (each service declares its own).
+        self._all_tenants_rpcs = frozenset(all_tenants_rpcs or ())
         # Per-tenant rate and concurrency limits apply at the suite's edge (services that accept end
         # users): the internal hops of an admitted run were paid for when the run was admitted.
         self.limiter = limiter if limiter is not None and limiter.enabled else None
@@ -135,6 +145,16 @@ class KernelInterceptor:
         if tenant == ANONYMOUS_SENTINEL or principal.subject != tenant:
             raise errors.PermissionDenied("token subject does not match scope.user_id")
 
+    def authorize_all_tenants(self, principal: Principal, rpc_name: str) -> str:
+        """Admits ``scope.all_tenants``: an operator's, on an RPC that accepts it; returns its label."""
+        if not principal.is_operator:
+            raise errors.PermissionDenied("scope.all_tenants requires an operator credential")
+        if rpc_name not in self._all_tenants_rpcs:
+            raise errors.InvalidArgument.field(
+                "scope.all_tenants", f"{rpc_name} acts for one tenant", ALL_TENANTS_UNSUPPORTED
+            )
+        return ALL_TENANTS_LABEL
+
     def record(self, service: str, rpc: str, tenant: str, code: grpc.StatusCode, started: float) -> None:
         elapsed_s = time.perf_counter() - started
         self._latency.record(elapsed_s, {"service": service, "method": rpc, "code": code.name})
@@ -192,7 +212,8 @@ class _Pipeline:
         tenant = "-"
         scope = getattr(request, "scope", None)
         if scope is not None:
-            tenant = tenant_key(scope)
+            all_tenants = is_all_tenants(scope)
+            tenant = self.owner.authorize_all_tenants(principal, self.rpc_name) if all_tenants else tenant_key(scope)
             refuse_sentinel_lookalike(scope.user_id)
             fields: dict[str, str] = {"rpc": self.rpc_name, "user_id": display_tenant(tenant)}
             for name in ("session_id", "run_id"):

@@ -111,6 +111,7 @@ class Server:
             {s.full_name for s in services if s.accepts_end_users}
             | {f"{s.full_name}/{rpc}" for s in services for rpc in s.end_user_rpcs},
             traced=settings.tracing,
+            all_tenants_rpcs={f"{s.full_name}/{rpc}" for s in services for rpc in s.all_tenants_rpcs},
             limiter=TenantLimiter(
                 settings.rate_limit_per_user,
                 settings.rate_burst,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from loomflow.kernel.errors import InvalidArgument
 from loomflow.v1 import tenancy_pb2
 
 ANONYMOUS_SENTINEL = "__jeeves_anon_user__"
@@ -18,6 +19,12 @@ ANONYMOUS_SENTINEL = "__jeeves_anon_user__"
 ANONYMOUS_LABEL = "anonymous"
 """How logs and metrics name the anonymous partition (never the sentinel)."""
 
+ALL_TENANTS_LABEL = "*all-tenants*"
+"""How logs and metrics name an operator's all-tenants call. Never a partition key: stores get
+``None`` for "every tenant", so no user id (this text included) can stand for all of them."""
+
+ALL_TENANTS_UNSUPPORTED = "scope.all_tenants.unsupported"
+
 
 class ScopedRequest(Protocol):
     @property
@@ -25,10 +32,22 @@ class ScopedRequest(Protocol):
 
 
 def tenant_key(scope: tenancy_pb2.UserScope) -> str:
-    """The partition key of a validated scope: the user id, or the sentinel for anonymous."""
-    if scope.WhichOneof("kind") == "anonymous":
+    """The partition key of a validated scope: the user id, or the sentinel for anonymous.
+
+    An all-tenants scope has no partition key: a handler that accepts it asks
+    :func:`is_all_tenants` first; anywhere else it is refused here too (the kernel refuses it
+    before the handler runs, this is the second lock)."""
+    kind = scope.WhichOneof("kind")
+    if kind == "anonymous":
         return ANONYMOUS_SENTINEL
+    if kind == "all_tenants":
+        raise InvalidArgument.field("scope.all_tenants", "this RPC acts for one tenant", ALL_TENANTS_UNSUPPORTED)
     return scope.user_id
+
+
+def is_all_tenants(scope: tenancy_pb2.UserScope) -> bool:
+    """Whether the scope is an operator's every-tenant choice (``scope.all_tenants``)."""
+    return bool(scope.WhichOneof("kind") == "all_tenants")
 
 
 def scope_for(key: str) -> tenancy_pb2.UserScope:

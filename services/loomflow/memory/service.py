@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 import grpc
 
+from loomflow import retention
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.memory.recall.factory import CHOICES, DEFAULT_EMBEDDER, EmbedderOptions, open_embedder
 from loomflow.memory.servicer import MemoryServicer
 from loomflow.memory.store import SQLITE_MMAP_BYTES, StoreOptions, open_store
+from loomflow.memory.store.base import MemoryStore
 from loomflow.v1 import memory_pb2, memory_pb2_grpc
 
 SECTION = "memory"
@@ -80,6 +82,23 @@ def store_options(settings: Settings) -> StoreOptions:
     )
 
 
+def episode_retention(ctx: ServiceContext, store: MemoryStore) -> retention.Sweeper:
+    """The sweeper that deletes episodes past retention (loomflow/retention.py)."""
+    settings = ctx.section(retention.SECTION, retention.Settings)
+    retention.check(settings)
+
+    async def tenants_before(cutoff_ms: int, after: str, limit: int) -> list[str]:
+        return await store.tenants_with_episodes_before(cutoff_ms * 1000, after, limit)
+
+    async def delete_before(tenant: str, cutoff_ms: int, limit: int) -> int:
+        return await store.delete_episodes_before(tenant, cutoff_ms * 1000, limit)
+
+    kept = retention.retention_of(settings, "memory_episodes")
+    return retention.Sweeper(
+        "memory", [retention.SweptKind("memory_episodes", kept, tenants_before, delete_before)], settings
+    )
+
+
 def build(ctx: ServiceContext) -> HostedService:
     settings = ctx.section(SECTION, Settings)
     if settings.max_block_bytes_per_user < 0:
@@ -96,6 +115,8 @@ def build(ctx: ServiceContext) -> HostedService:
         embedder=embedder,
     )
 
+    sweeper = episode_retention(ctx, store)
+
     def register(server: grpc.aio.Server) -> None:
         memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server)
 
@@ -103,6 +124,6 @@ def build(ctx: ServiceContext) -> HostedService:
         name=SECTION,
         full_name=memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
         register=register,
-        on_start=[embedder.start, store.start],  # the store needs the embedder's dimension
-        on_stop=[store.close, embedder.close],
+        on_start=[embedder.start, store.start, sweeper.start],  # the store needs the embedder's dimension
+        on_stop=[sweeper.stop, store.close, embedder.close],
     )

@@ -36,6 +36,7 @@ from loomflow.kernel.errors import (
 from loomflow.kernel.tenancy import display_tenant
 from loomflow.policy import metrics
 from loomflow.policy.ids import new_id
+from loomflow.policy.listing import ApprovalListing, ApprovalPage, list_page
 from loomflow.policy.models import (
     Approval,
     ApprovalRequest,
@@ -357,6 +358,10 @@ class Approvals:
         """Approvals still waiting for a human (of ``tenant``, or every tenant's for None)."""
         now = self._clock()
         return [a for a in await self._store.pending_approvals(tenant) if a.expires_at > now]
+
+    async def list_approvals(self, listing: ApprovalListing, page_token: str = "") -> ApprovalPage:
+        """One page of approvals for an operator's (or the tenant's) listing (see listing.py)."""
+        return await list_page(self._store, listing, page_token)
 
     async def remembered(self, tenant: str, run_id: str, tool_name: str) -> Remembered | None:
         return await self._store.remembered(tenant, run_id, tool_name, self._clock())

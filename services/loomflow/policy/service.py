@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from loomflow import retention
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.policy.approvals import Approvals
@@ -13,7 +14,7 @@ from loomflow.policy.book import PolicyBook
 from loomflow.policy.checks import Checker
 from loomflow.policy.policy_file import PolicyFile, load_policy_file
 from loomflow.policy.servicer import PolicyServicer
-from loomflow.policy.store import open_store
+from loomflow.policy.store import PolicyStore, open_store
 from loomflow.v1 import policy_pb2, policy_pb2_grpc
 
 SECTION = "policy"
@@ -44,6 +45,19 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"LOOMFLOW_POLICY_{name.upper()} must be at least 1")
 
 
+def approval_retention(ctx: ServiceContext, store: PolicyStore) -> retention.Sweeper:
+    """The sweeper that deletes settled approvals (and their arguments) past retention."""
+    settings = ctx.section(retention.SECTION, retention.Settings)
+    retention.check(settings)
+    kind = retention.SweptKind(
+        "policy_approvals",
+        retention.retention_of(settings, "policy_approvals"),
+        store.tenants_with_settled_approvals_before,
+        store.delete_settled_approvals_before,
+    )
+    return retention.Sweeper("policy", [kind], settings)
+
+
 def build(ctx: ServiceContext) -> HostedService:
     settings = ctx.section(SECTION, Settings)
     _check(settings)
@@ -60,6 +74,7 @@ def build(ctx: ServiceContext) -> HostedService:
         max_pending_per_tenant=settings.max_pending_approvals,
     )
     servicer = PolicyServicer(book, approvals, Checker(book, approvals))
+    sweeper = approval_retention(ctx, store)
 
     async def start() -> None:
         await store.start()
@@ -67,11 +82,13 @@ def build(ctx: ServiceContext) -> HostedService:
             await book.apply_file(policy_file.by_key())
         await book.start()
         await approvals.start()
+        await sweeper.start()
 
     async def end_watches() -> None:
         approvals.broadcaster.close()  # open WatchApprovals streams end cleanly; watchers reconnect elsewhere
 
     async def stop() -> None:
+        await sweeper.stop()
         await approvals.close()
         await book.close()
         await store.close()
@@ -85,6 +102,7 @@ def build(ctx: ServiceContext) -> HostedService:
         register=register,
         # A tenant may answer its own approvals (where the rule allows) with its user credential.
         end_user_rpcs=frozenset({"GetApproval", "ResolveApproval"}),
+        all_tenants_rpcs=frozenset({"WatchApprovals", "ListApprovals"}),
         on_start=[start],
         on_drain=[end_watches],
         on_stop=[stop],

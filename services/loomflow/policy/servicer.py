@@ -16,11 +16,13 @@ import grpc
 
 from loomflow.kernel.auth import Role, current_principal, require_operator
 from loomflow.kernel.errors import PermissionDenied
-from loomflow.kernel.tenancy import tenant_key
+from loomflow.kernel.tenancy import is_all_tenants, tenant_key
+from loomflow.kernel.timerange import time_range
 from loomflow.policy import wire
 from loomflow.policy.approvals import Approvals
 from loomflow.policy.book import PolicyBook
 from loomflow.policy.checks import Checker
+from loomflow.policy.listing import DEFAULT_PAGE_SIZE, ApprovalListing
 from loomflow.policy.models import DEFAULT_POLICY_KEY, ApprovalRequest, ResolutionInput
 from loomflow.v1 import policy_pb2, policy_pb2_grpc
 
@@ -121,9 +123,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def WatchApprovals(
         self, request: policy_pb2.WatchApprovalsRequest, context: Context
     ) -> AsyncIterator[policy_pb2.WatchApprovalsResponse]:
-        if request.all_tenants:
+        every = request.all_tenants or is_all_tenants(request.scope)
+        if every:
             require_operator("watching every tenant's approvals (all_tenants)")
-        tenant = None if request.all_tenants else tenant_key(request.scope)
+        tenant = None if every else tenant_key(request.scope)
         watch = self._approvals.watch(
             tenant, include_resolved=request.include_resolved, replay_pending=request.replay_pending
         )
@@ -134,6 +137,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 yield policy_pb2.WatchApprovalsResponse(approval=wire.approval_to_wire(approval))
         finally:
             watch.close()
+
+    async def ListApprovals(
+        self, request: policy_pb2.ListApprovalsRequest, context: Context
+    ) -> policy_pb2.ListApprovalsResponse:
+        page = await self._approvals.list_approvals(_listing(request), request.page_token)
+        return policy_pb2.ListApprovalsResponse(
+            approvals=[wire.approval_to_wire(a) for a in page.approvals], next_page_token=page.next_page_token
+        )
 
     async def GetPolicy(self, request: policy_pb2.GetPolicyRequest, context: Context) -> policy_pb2.GetPolicyResponse:
         if request.default_policy:
@@ -170,3 +181,19 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             yield policy_pb2.PolicyServiceExportResponse(approval=wire.approval_to_wire(approval))
         for answer in exported.remembered:
             yield policy_pb2.PolicyServiceExportResponse(remembered=wire.remembered_to_wire(answer))
+
+
+_STATUS_FROM_WIRE = {wire_status: status for status, wire_status in wire.STATUS_TO_WIRE.items()}
+
+
+def _listing(request: policy_pb2.ListApprovalsRequest) -> ApprovalListing:
+    """A ListApprovals request as a listing (the kernel admitted all_tenants for operators only)."""
+    created_from, created_to = time_range(request, "created_from", "created_to", 1000)
+    return ApprovalListing(
+        tenant=None if is_all_tenants(request.scope) else tenant_key(request.scope),
+        statuses=frozenset(_STATUS_FROM_WIRE[s] for s in request.statuses),
+        tool_name=request.tool_name,
+        created_from=created_from,
+        created_to=created_to,
+        page_size=request.page_size or DEFAULT_PAGE_SIZE,
+    )

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from loomflow.v1 import tenancy_pb2 as loomflow_dot_v1_dot_tenancy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loomflow/v1/audit.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19loomflow/v1/tenancy.proto\"\xa3\x02\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02ts\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05scope\x18\x03 \x01(\x0b\x32\x16.loomflow.v1.UserScope\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12(\n\x07payload\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x64\x65\x63ision_id\x18\t \x01(\t\x12\x10\n\x08prev_mac\x18\n \x01(\x0c\x12\x0b\n\x03mac\x18\x0b \x01(\x0c\x12\x18\n\x10payload_shredded\x18\x0c \x01(\x08\"\xba\x02\n\rAppendRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12(\n\nsession_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12$\n\x06run_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x01\x32\n^[^\\x00]*$\x12%\n\x05\x61\x63tor\x18\x04 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x01\x32\n^[^\\x00]*$\x12&\n\x06\x61\x63tion\x18\x05 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x01\x32\n^[^\\x00]*$\x12\x30\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03\x12)\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x01\x32\n^[^\\x00]*$\"R\n\x0e\x41ppendResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02ts\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03mac\x18\x03 \x01(\x0c\"\xff\x01\n\x0cQueryRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x13\n\x0b\x61ll_tenants\x18\x02 \x01(\x08\x12(\n\nsession_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12$\n\x06run_id\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x01\x32\n^[^\\x00]*$\x12$\n\x06\x61\x63tion\x18\x05 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x01\x32\n^[^\\x00]*$\x12\x1a\n\tafter_seq\x18\x06 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x19\n\x05limit\x18\x07 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\x90N(\x00\"9\n\rQueryResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.loomflow.v1.AuditEntry\"\x9d\x01\n\x11\x43hainVerification\x12%\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScope\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x03 \x01(\x03\x12\x15\n\rfirst_bad_seq\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x15\n\rtenant_digest\x18\x06 \x01(\t\"S\n\rVerifyRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x13\n\x0b\x61ll_tenants\x18\x02 \x01(\x08\"\x99\x01\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12.\n\x06\x63hains\x18\x02 \x03(\x0b\x32\x1e.loomflow.v1.ChainVerification\x12\x15\n\rcheckpoint_id\x18\x03 \x01(\t\x12\x18\n\x10\x63heckpoint_error\x18\x04 \x01(\t\x12\x1a\n\x12unreadable_records\x18\x05 \x03(\t\"<\n\tChainHead\x12\x15\n\rtenant_digest\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0b\n\x03mac\x18\x03 \x01(\x0c\"\xa1\x01\n\nCheckpoint\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05heads\x18\x03 \x03(\x0b\x32\x16.loomflow.v1.ChainHead\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\"U\n\x14GetCheckpointRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x0e\n\x06\x63reate\x18\x02 \x01(\x08\"D\n\x15GetCheckpointResponse\x12+\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x17.loomflow.v1.Checkpoint\"J\n\x19\x41uditServiceExportRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\"D\n\x1a\x41uditServiceExportResponse\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x17.loomflow.v1.AuditEntry\"J\n\x19\x41uditServiceForgetRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\"6\n\x1a\x41uditServiceForgetResponse\x12\x18\n\x10\x65ntries_shredded\x18\x01 \x01(\x03\x32\xe4\x03\n\x0c\x41uditService\x12\x41\n\x06\x41ppend\x12\x1a.loomflow.v1.AppendRequest\x1a\x1b.loomflow.v1.AppendResponse\x12>\n\x05Query\x12\x19.loomflow.v1.QueryRequest\x1a\x1a.loomflow.v1.QueryResponse\x12\x41\n\x06Verify\x12\x1a.loomflow.v1.VerifyRequest\x1a\x1b.loomflow.v1.VerifyResponse\x12V\n\rGetCheckpoint\x12!.loomflow.v1.GetCheckpointRequest\x1a\".loomflow.v1.GetCheckpointResponse\x12[\n\x06\x45xport\x12&.loomflow.v1.AuditServiceExportRequest\x1a\'.loomflow.v1.AuditServiceExportResponse0\x01\x12Y\n\x06\x46orget\x12&.loomflow.v1.AuditServiceForgetRequest\x1a\'.loomflow.v1.AuditServiceForgetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loomflow/v1/audit.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19loomflow/v1/tenancy.proto\"\xa3\x02\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02ts\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05scope\x18\x03 \x01(\x0b\x32\x16.loomflow.v1.UserScope\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12(\n\x07payload\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x64\x65\x63ision_id\x18\t \x01(\t\x12\x10\n\x08prev_mac\x18\n \x01(\x0c\x12\x0b\n\x03mac\x18\x0b \x01(\x0c\x12\x18\n\x10payload_shredded\x18\x0c \x01(\x08\"\xba\x02\n\rAppendRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12(\n\nsession_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12$\n\x06run_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x01\x32\n^[^\\x00]*$\x12%\n\x05\x61\x63tor\x18\x04 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x01\x32\n^[^\\x00]*$\x12&\n\x06\x61\x63tion\x18\x05 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x01\x32\n^[^\\x00]*$\x12\x30\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03\x12)\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x01\x32\n^[^\\x00]*$\"R\n\x0e\x41ppendResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02ts\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03mac\x18\x03 \x01(\x0c\"\xdb\x02\n\x0cQueryRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x13\n\x0b\x61ll_tenants\x18\x02 \x01(\x08\x12(\n\nsession_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x02\x32\n^[^\\x00]*$\x12$\n\x06run_id\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x01\x32\n^[^\\x00]*$\x12$\n\x06\x61\x63tion\x18\x05 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x01\x32\n^[^\\x00]*$\x12\x1a\n\tafter_seq\x18\x06 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x19\n\x05limit\x18\x07 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\x90N(\x00\x12-\n\tfrom_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rQueryResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.loomflow.v1.AuditEntry\"\x9d\x01\n\x11\x43hainVerification\x12%\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScope\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x03 \x01(\x03\x12\x15\n\rfirst_bad_seq\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x15\n\rtenant_digest\x18\x06 \x01(\t\"S\n\rVerifyRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x13\n\x0b\x61ll_tenants\x18\x02 \x01(\x08\"\x99\x01\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12.\n\x06\x63hains\x18\x02 \x03(\x0b\x32\x1e.loomflow.v1.ChainVerification\x12\x15\n\rcheckpoint_id\x18\x03 \x01(\t\x12\x18\n\x10\x63heckpoint_error\x18\x04 \x01(\t\x12\x1a\n\x12unreadable_records\x18\x05 \x03(\t\"<\n\tChainHead\x12\x15\n\rtenant_digest\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0b\n\x03mac\x18\x03 \x01(\x0c\"\xa1\x01\n\nCheckpoint\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05heads\x18\x03 \x03(\x0b\x32\x16.loomflow.v1.ChainHead\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\"U\n\x14GetCheckpointRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12\x0e\n\x06\x63reate\x18\x02 \x01(\x08\"D\n\x15GetCheckpointResponse\x12+\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x17.loomflow.v1.Checkpoint\"J\n\x19\x41uditServiceExportRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\"D\n\x1a\x41uditServiceExportResponse\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x17.loomflow.v1.AuditEntry\"J\n\x19\x41uditServiceForgetRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\"6\n\x1a\x41uditServiceForgetResponse\x12\x18\n\x10\x65ntries_shredded\x18\x01 \x01(\x03\"\xe2\x01\n\x0cUsageRequest\x12-\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01\x12-\n\tfrom_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\tpage_size\x18\x04 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12(\n\npage_token\x18\x05 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x08\x32\n^[^\\x00]*$\"z\n\nModelUsage\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0bmodel_calls\x18\x02 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x05 \x01(\x03\"\x89\x01\n\x0bTenantUsage\x12%\n\x05scope\x18\x01 \x01(\x0b\x32\x16.loomflow.v1.UserScope\x12\x0c\n\x04runs\x18\x02 \x01(\x03\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.loomflow.v1.ModelUsage\x12\x1c\n\x14shredded_model_calls\x18\x04 \x01(\x03\"S\n\rUsageResponse\x12)\n\x07tenants\x18\x01 \x03(\x0b\x32\x18.loomflow.v1.TenantUsage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa4\x04\n\x0c\x41uditService\x12\x41\n\x06\x41ppend\x12\x1a.loomflow.v1.AppendRequest\x1a\x1b.loomflow.v1.AppendResponse\x12>\n\x05Query\x12\x19.loomflow.v1.QueryRequest\x1a\x1a.loomflow.v1.QueryResponse\x12\x41\n\x06Verify\x12\x1a.loomflow.v1.VerifyRequest\x1a\x1b.loomflow.v1.VerifyResponse\x12V\n\rGetCheckpoint\x12!.loomflow.v1.GetCheckpointRequest\x1a\".loomflow.v1.GetCheckpointResponse\x12[\n\x06\x45xport\x12&.loomflow.v1.AuditServiceExportRequest\x1a\'.loomflow.v1.AuditServiceExportResponse0\x01\x12Y\n\x06\x46orget\x12&.loomflow.v1.AuditServiceForgetRequest\x1a\'.loomflow.v1.AuditServiceForgetResponse\x12>\n\x05Usage\x12\x19.loomflow.v1.UsageRequest\x1a\x1a.loomflow.v1.UsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -69,6 +69,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITSERVICEEXPORTREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
   _globals['_AUDITSERVICEFORGETREQUEST'].fields_by_name['scope']._loaded_options = None
   _globals['_AUDITSERVICEFORGETREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_USAGEREQUEST'].fields_by_name['scope']._loaded_options = None
+  _globals['_USAGEREQUEST'].fields_by_name['scope']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_USAGEREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_USAGEREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_USAGEREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_USAGEREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\021r\017\030\200\0102\n^[^\\x00]*$'
   _globals['_AUDITENTRY']._serialized_start=160
   _globals['_AUDITENTRY']._serialized_end=451
   _globals['_APPENDREQUEST']._serialized_start=454
@@ -76,31 +82,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPENDRESPONSE']._serialized_start=770
   _globals['_APPENDRESPONSE']._serialized_end=852
   _globals['_QUERYREQUEST']._serialized_start=855
-  _globals['_QUERYREQUEST']._serialized_end=1110
-  _globals['_QUERYRESPONSE']._serialized_start=1112
-  _globals['_QUERYRESPONSE']._serialized_end=1169
-  _globals['_CHAINVERIFICATION']._serialized_start=1172
-  _globals['_CHAINVERIFICATION']._serialized_end=1329
-  _globals['_VERIFYREQUEST']._serialized_start=1331
-  _globals['_VERIFYREQUEST']._serialized_end=1414
-  _globals['_VERIFYRESPONSE']._serialized_start=1417
-  _globals['_VERIFYRESPONSE']._serialized_end=1570
-  _globals['_CHAINHEAD']._serialized_start=1572
-  _globals['_CHAINHEAD']._serialized_end=1632
-  _globals['_CHECKPOINT']._serialized_start=1635
-  _globals['_CHECKPOINT']._serialized_end=1796
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1798
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1883
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1885
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1953
-  _globals['_AUDITSERVICEEXPORTREQUEST']._serialized_start=1955
-  _globals['_AUDITSERVICEEXPORTREQUEST']._serialized_end=2029
-  _globals['_AUDITSERVICEEXPORTRESPONSE']._serialized_start=2031
-  _globals['_AUDITSERVICEEXPORTRESPONSE']._serialized_end=2099
-  _globals['_AUDITSERVICEFORGETREQUEST']._serialized_start=2101
-  _globals['_AUDITSERVICEFORGETREQUEST']._serialized_end=2175
-  _globals['_AUDITSERVICEFORGETRESPONSE']._serialized_start=2177
-  _globals['_AUDITSERVICEFORGETRESPONSE']._serialized_end=2231
-  _globals['_AUDITSERVICE']._serialized_start=2234
-  _globals['_AUDITSERVICE']._serialized_end=2718
+  _globals['_QUERYREQUEST']._serialized_end=1202
+  _globals['_QUERYRESPONSE']._serialized_start=1204
+  _globals['_QUERYRESPONSE']._serialized_end=1261
+  _globals['_CHAINVERIFICATION']._serialized_start=1264
+  _globals['_CHAINVERIFICATION']._serialized_end=1421
+  _globals['_VERIFYREQUEST']._serialized_start=1423
+  _globals['_VERIFYREQUEST']._serialized_end=1506
+  _globals['_VERIFYRESPONSE']._serialized_start=1509
+  _globals['_VERIFYRESPONSE']._serialized_end=1662
+  _globals['_CHAINHEAD']._serialized_start=1664
+  _globals['_CHAINHEAD']._serialized_end=1724
+  _globals['_CHECKPOINT']._serialized_start=1727
+  _globals['_CHECKPOINT']._serialized_end=1888
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1890
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1975
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1977
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=2045
+  _globals['_AUDITSERVICEEXPORTREQUEST']._serialized_start=2047
+  _globals['_AUDITSERVICEEXPORTREQUEST']._serialized_end=2121
+  _globals['_AUDITSERVICEEXPORTRESPONSE']._serialized_start=2123
+  _globals['_AUDITSERVICEEXPORTRESPONSE']._serialized_end=2191
+  _globals['_AUDITSERVICEFORGETREQUEST']._serialized_start=2193
+  _globals['_AUDITSERVICEFORGETREQUEST']._serialized_end=2267
+  _globals['_AUDITSERVICEFORGETRESPONSE']._serialized_start=2269
+  _globals['_AUDITSERVICEFORGETRESPONSE']._serialized_end=2323
+  _globals['_USAGEREQUEST']._serialized_start=2326
+  _globals['_USAGEREQUEST']._serialized_end=2552
+  _globals['_MODELUSAGE']._serialized_start=2554
+  _globals['_MODELUSAGE']._serialized_end=2676
+  _globals['_TENANTUSAGE']._serialized_start=2679
+  _globals['_TENANTUSAGE']._serialized_end=2816
+  _globals['_USAGERESPONSE']._serialized_start=2818
+  _globals['_USAGERESPONSE']._serialized_end=2901
+  _globals['_AUDITSERVICE']._serialized_start=2904
+  _globals['_AUDITSERVICE']._serialized_end=3452
 # @@protoc_insertion_point(module_scope)

@@ -69,7 +69,7 @@ class AppendResponse(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mac: _Optional[bytes] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("scope", "all_tenants", "session_id", "run_id", "action", "after_seq", "limit")
+    __slots__ = ("scope", "all_tenants", "session_id", "run_id", "action", "after_seq", "limit", "from_time", "to_time")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     ALL_TENANTS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,8 @@ class QueryRequest(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FROM_TIME_FIELD_NUMBER: _ClassVar[int]
+    TO_TIME_FIELD_NUMBER: _ClassVar[int]
     scope: _tenancy_pb2.UserScope
     all_tenants: bool
     session_id: str
@@ -84,7 +86,9 @@ class QueryRequest(_message.Message):
     action: str
     after_seq: int
     limit: int
-    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., all_tenants: _Optional[bool] = ..., session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., action: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    from_time: _timestamp_pb2.Timestamp
+    to_time: _timestamp_pb2.Timestamp
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., all_tenants: _Optional[bool] = ..., session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., action: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ..., from_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("entries",)
@@ -191,3 +195,51 @@ class AuditServiceForgetResponse(_message.Message):
     ENTRIES_SHREDDED_FIELD_NUMBER: _ClassVar[int]
     entries_shredded: int
     def __init__(self, entries_shredded: _Optional[int] = ...) -> None: ...
+
+class UsageRequest(_message.Message):
+    __slots__ = ("scope", "from_time", "to_time", "page_size", "page_token")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    FROM_TIME_FIELD_NUMBER: _ClassVar[int]
+    TO_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    from_time: _timestamp_pb2.Timestamp
+    to_time: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., from_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ModelUsage(_message.Message):
+    __slots__ = ("model", "model_calls", "input_tokens", "output_tokens", "cached_input_tokens")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    def __init__(self, model: _Optional[str] = ..., model_calls: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ...) -> None: ...
+
+class TenantUsage(_message.Message):
+    __slots__ = ("scope", "runs", "models", "shredded_model_calls")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    SHREDDED_MODEL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    runs: int
+    models: _containers.RepeatedCompositeFieldContainer[ModelUsage]
+    shredded_model_calls: int
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., runs: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., shredded_model_calls: _Optional[int] = ...) -> None: ...
+
+class UsageResponse(_message.Message):
+    __slots__ = ("tenants", "next_page_token")
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[TenantUsage]
+    next_page_token: str
+    def __init__(self, tenants: _Optional[_Iterable[_Union[TenantUsage, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -68,6 +68,11 @@ class AuditServiceStub:
                 request_serializer=loomflow_dot_v1_dot_audit__pb2.AuditServiceForgetRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_audit__pb2.AuditServiceForgetResponse.FromString,
                 _registered_method=True)
+        self.Usage = channel.unary_unary(
+                '/loomflow.v1.AuditService/Usage',
+                request_serializer=loomflow_dot_v1_dot_audit__pb2.UsageRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_audit__pb2.UsageResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -85,7 +90,9 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Query(self, request, context):
-        """Query reads the tenant's entries; every tenant's needs an operator credential.
+        """Query reads the tenant's entries; every tenant's (all_tenants, the field or
+        the scope choice) needs an operator credential. from_time/to_time bound the
+        entries' ts on every sink.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +100,8 @@ class AuditServiceServicer:
 
     def Verify(self, request, context):
         """Verify recomputes the tenant's chain (or every chain, operator only) and,
-        against the latest checkpoint, detects truncation of the tail.
+        against the latest checkpoint, detects truncation of the tail. Every chain:
+        all_tenants, the field or the scope choice.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,6 +124,18 @@ class AuditServiceServicer:
     def Forget(self, request, context):
         """Forget destroys the tenant's payload key (crypto-shredding): the chain still
         verifies, the payloads can no longer be read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Usage(self, request, context):
+        """Usage sums, per tenant, what the Agent recorded in a time range: runs
+        (distinct run ids), model calls and tokens per model, read from its
+        model_call entries. One tenant, or every tenant (scope.all_tenants, operator
+        credential), paged by tenant id. `loomflow usage` prices it with the
+        Budget's price table and prints JSON or CSV. A model call whose payload was
+        crypto-shredded counts in shredded_model_calls only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,6 +173,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.Forget,
                     request_deserializer=loomflow_dot_v1_dot_audit__pb2.AuditServiceForgetRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_audit__pb2.AuditServiceForgetResponse.SerializeToString,
+            ),
+            'Usage': grpc.unary_unary_rpc_method_handler(
+                    servicer.Usage,
+                    request_deserializer=loomflow_dot_v1_dot_audit__pb2.UsageRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_audit__pb2.UsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -321,6 +346,33 @@ class AuditService:
             '/loomflow.v1.AuditService/Forget',
             loomflow_dot_v1_dot_audit__pb2.AuditServiceForgetRequest.SerializeToString,
             loomflow_dot_v1_dot_audit__pb2.AuditServiceForgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Usage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.AuditService/Usage',
+            loomflow_dot_v1_dot_audit__pb2.UsageRequest.SerializeToString,
+            loomflow_dot_v1_dot_audit__pb2.UsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

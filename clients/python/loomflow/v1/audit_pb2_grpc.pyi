@@ -40,10 +40,14 @@ class AuditServiceStub:
     Append: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AppendRequest, _audit_pb2.AppendResponse]
     """Append adds an entry to the tenant's chain and answers only once it is durable."""
     Query: _grpc.UnaryUnaryMultiCallable[_audit_pb2.QueryRequest, _audit_pb2.QueryResponse]
-    """Query reads the tenant's entries; every tenant's needs an operator credential."""
+    """Query reads the tenant's entries; every tenant's (all_tenants, the field or
+    the scope choice) needs an operator credential. from_time/to_time bound the
+    entries' ts on every sink.
+    """
     Verify: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyRequest, _audit_pb2.VerifyResponse]
     """Verify recomputes the tenant's chain (or every chain, operator only) and,
-    against the latest checkpoint, detects truncation of the tail.
+    against the latest checkpoint, detects truncation of the tail. Every chain:
+    all_tenants, the field or the scope choice.
     """
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]
     """GetCheckpoint returns the latest signed checkpoint, or signs a new one."""
@@ -52,6 +56,14 @@ class AuditServiceStub:
     Forget: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AuditServiceForgetRequest, _audit_pb2.AuditServiceForgetResponse]
     """Forget destroys the tenant's payload key (crypto-shredding): the chain still
     verifies, the payloads can no longer be read.
+    """
+    Usage: _grpc.UnaryUnaryMultiCallable[_audit_pb2.UsageRequest, _audit_pb2.UsageResponse]
+    """Usage sums, per tenant, what the Agent recorded in a time range: runs
+    (distinct run ids), model calls and tokens per model, read from its
+    model_call entries. One tenant, or every tenant (scope.all_tenants, operator
+    credential), paged by tenant id. `loomflow usage` prices it with the
+    Budget's price table and prints JSON or CSV. A model call whose payload was
+    crypto-shredded counts in shredded_model_calls only.
     """
 
 @_typing.type_check_only
@@ -66,10 +78,14 @@ class AuditServiceAsyncStub(AuditServiceStub):
     Append: _aio.UnaryUnaryMultiCallable[_audit_pb2.AppendRequest, _audit_pb2.AppendResponse]  # type: ignore[assignment]
     """Append adds an entry to the tenant's chain and answers only once it is durable."""
     Query: _aio.UnaryUnaryMultiCallable[_audit_pb2.QueryRequest, _audit_pb2.QueryResponse]  # type: ignore[assignment]
-    """Query reads the tenant's entries; every tenant's needs an operator credential."""
+    """Query reads the tenant's entries; every tenant's (all_tenants, the field or
+    the scope choice) needs an operator credential. from_time/to_time bound the
+    entries' ts on every sink.
+    """
     Verify: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyRequest, _audit_pb2.VerifyResponse]  # type: ignore[assignment]
     """Verify recomputes the tenant's chain (or every chain, operator only) and,
-    against the latest checkpoint, detects truncation of the tail.
+    against the latest checkpoint, detects truncation of the tail. Every chain:
+    all_tenants, the field or the scope choice.
     """
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]  # type: ignore[assignment]
     """GetCheckpoint returns the latest signed checkpoint, or signs a new one."""
@@ -78,6 +94,14 @@ class AuditServiceAsyncStub(AuditServiceStub):
     Forget: _aio.UnaryUnaryMultiCallable[_audit_pb2.AuditServiceForgetRequest, _audit_pb2.AuditServiceForgetResponse]  # type: ignore[assignment]
     """Forget destroys the tenant's payload key (crypto-shredding): the chain still
     verifies, the payloads can no longer be read.
+    """
+    Usage: _aio.UnaryUnaryMultiCallable[_audit_pb2.UsageRequest, _audit_pb2.UsageResponse]  # type: ignore[assignment]
+    """Usage sums, per tenant, what the Agent recorded in a time range: runs
+    (distinct run ids), model calls and tokens per model, read from its
+    model_call entries. One tenant, or every tenant (scope.all_tenants, operator
+    credential), paged by tenant id. `loomflow usage` prices it with the
+    Budget's price table and prints JSON or CSV. A model call whose payload was
+    crypto-shredded counts in shredded_model_calls only.
     """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -101,7 +125,10 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.QueryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.QueryResponse, _abc.Awaitable[_audit_pb2.QueryResponse]]:
-        """Query reads the tenant's entries; every tenant's needs an operator credential."""
+        """Query reads the tenant's entries; every tenant's (all_tenants, the field or
+        the scope choice) needs an operator credential. from_time/to_time bound the
+        entries' ts on every sink.
+        """
 
     @_abc_1.abstractmethod
     def Verify(
@@ -110,7 +137,8 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.VerifyResponse, _abc.Awaitable[_audit_pb2.VerifyResponse]]:
         """Verify recomputes the tenant's chain (or every chain, operator only) and,
-        against the latest checkpoint, detects truncation of the tail.
+        against the latest checkpoint, detects truncation of the tail. Every chain:
+        all_tenants, the field or the scope choice.
         """
 
     @_abc_1.abstractmethod
@@ -137,6 +165,20 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audit_pb2.AuditServiceForgetResponse, _abc.Awaitable[_audit_pb2.AuditServiceForgetResponse]]:
         """Forget destroys the tenant's payload key (crypto-shredding): the chain still
         verifies, the payloads can no longer be read.
+        """
+
+    @_abc_1.abstractmethod
+    def Usage(
+        self,
+        request: _audit_pb2.UsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.UsageResponse, _abc.Awaitable[_audit_pb2.UsageResponse]]:
+        """Usage sums, per tenant, what the Agent recorded in a time range: runs
+        (distinct run ids), model calls and tokens per model, read from its
+        model_call entries. One tenant, or every tenant (scope.all_tenants, operator
+        credential), paged by tenant id. `loomflow usage` prices it with the
+        Budget's price table and prints JSON or CSV. A model call whose payload was
+        crypto-shredded counts in shredded_model_calls only.
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

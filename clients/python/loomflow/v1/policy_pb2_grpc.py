@@ -67,6 +67,11 @@ class PolicyServiceStub:
                 request_serializer=loomflow_dot_v1_dot_policy__pb2.WatchApprovalsRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_policy__pb2.WatchApprovalsResponse.FromString,
                 _registered_method=True)
+        self.ListApprovals = channel.unary_unary(
+                '/loomflow.v1.PolicyService/ListApprovals',
+                request_serializer=loomflow_dot_v1_dot_policy__pb2.ListApprovalsRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_policy__pb2.ListApprovalsResponse.FromString,
+                _registered_method=True)
         self.GetPolicy = channel.unary_unary(
                 '/loomflow.v1.PolicyService/GetPolicy',
                 request_serializer=loomflow_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
@@ -155,7 +160,19 @@ class PolicyServiceServicer:
         The server sends the stream's headers once the subscription is in place:
         nothing created after that is missed. A watcher that falls too far behind
         is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
-        for all_tenants without an operator credential.
+        for all_tenants (the field or the scope choice) without an operator credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApprovals(self, request, context):
+        """ListApprovals pages through approvals, newest first, filtered by status,
+        tool and creation time: the tenant's own, or every tenant's when the scope
+        is all_tenants (operator credential). The order (created_at, then user,
+        then approval_id, all descending) is stable, so a page_token resumes where
+        the last page ended even while approvals are created. INVALID_ARGUMENT for a
+        page_token this RPC did not issue (or issued for other filters).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,6 +246,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.WatchApprovals,
                     request_deserializer=loomflow_dot_v1_dot_policy__pb2.WatchApprovalsRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_policy__pb2.WatchApprovalsResponse.SerializeToString,
+            ),
+            'ListApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovals,
+                    request_deserializer=loomflow_dot_v1_dot_policy__pb2.ListApprovalsRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_policy__pb2.ListApprovalsResponse.SerializeToString,
             ),
             'GetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPolicy,
@@ -416,6 +438,33 @@ class PolicyService:
             '/loomflow.v1.PolicyService/WatchApprovals',
             loomflow_dot_v1_dot_policy__pb2.WatchApprovalsRequest.SerializeToString,
             loomflow_dot_v1_dot_policy__pb2.WatchApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.PolicyService/ListApprovals',
+            loomflow_dot_v1_dot_policy__pb2.ListApprovalsRequest.SerializeToString,
+            loomflow_dot_v1_dot_policy__pb2.ListApprovalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

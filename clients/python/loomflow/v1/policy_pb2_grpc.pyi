@@ -75,7 +75,15 @@ class PolicyServiceStub:
     The server sends the stream's headers once the subscription is in place:
     nothing created after that is missed. A watcher that falls too far behind
     is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
-    for all_tenants without an operator credential.
+    for all_tenants (the field or the scope choice) without an operator credential.
+    """
+    ListApprovals: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ListApprovalsRequest, _policy_pb2.ListApprovalsResponse]
+    """ListApprovals pages through approvals, newest first, filtered by status,
+    tool and creation time: the tenant's own, or every tenant's when the scope
+    is all_tenants (operator credential). The order (created_at, then user,
+    then approval_id, all descending) is stable, so a page_token resumes where
+    the last page ended even while approvals are created. INVALID_ARGUMENT for a
+    page_token this RPC did not issue (or issued for other filters).
     """
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetPolicyRequest, _policy_pb2.GetPolicyResponse]
     """GetPolicy returns the policy that applies to the tenant (or the default)."""
@@ -143,7 +151,15 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     The server sends the stream's headers once the subscription is in place:
     nothing created after that is missed. A watcher that falls too far behind
     is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
-    for all_tenants without an operator credential.
+    for all_tenants (the field or the scope choice) without an operator credential.
+    """
+    ListApprovals: _aio.UnaryUnaryMultiCallable[_policy_pb2.ListApprovalsRequest, _policy_pb2.ListApprovalsResponse]  # type: ignore[assignment]
+    """ListApprovals pages through approvals, newest first, filtered by status,
+    tool and creation time: the tenant's own, or every tenant's when the scope
+    is all_tenants (operator credential). The order (created_at, then user,
+    then approval_id, all descending) is stable, so a page_token resumes where
+    the last page ended even while approvals are created. INVALID_ARGUMENT for a
+    page_token this RPC did not issue (or issued for other filters).
     """
     GetPolicy: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetPolicyRequest, _policy_pb2.GetPolicyResponse]  # type: ignore[assignment]
     """GetPolicy returns the policy that applies to the tenant (or the default)."""
@@ -244,7 +260,21 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         The server sends the stream's headers once the subscription is in place:
         nothing created after that is missed. A watcher that falls too far behind
         is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
-        for all_tenants without an operator credential.
+        for all_tenants (the field or the scope choice) without an operator credential.
+        """
+
+    @_abc_1.abstractmethod
+    def ListApprovals(
+        self,
+        request: _policy_pb2.ListApprovalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.ListApprovalsResponse, _abc.Awaitable[_policy_pb2.ListApprovalsResponse]]:
+        """ListApprovals pages through approvals, newest first, filtered by status,
+        tool and creation time: the tenant's own, or every tenant's when the scope
+        is all_tenants (operator credential). The order (created_at, then user,
+        then approval_id, all descending) is stable, so a page_token resumes where
+        the last page ended even while approvals are created. INVALID_ARGUMENT for a
+        page_token this RPC did not issue (or issued for other filters).
         """
 
     @_abc_1.abstractmethod

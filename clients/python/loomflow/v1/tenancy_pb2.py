@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from loomflow._vendor.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19loomflow/v1/tenancy.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\"\x0b\n\tAnonymous\"\xfa\x03\n\tUserScope\x12\xb0\x03\n\x07user_id\x18\x01 \x01(\tB\x9c\x03\xbaH\x98\x03r\x11\x10\x01\x18\x80\x02\x32\n^[^\\x00]*$\xba\x01w\n\x1duser_id.no_control_characters\x12+user_id must not contain control characters\x1a)!this.matches(\'[\\\\x00-\\\\x1f\\\\x7f-\\\\x9f]\')\xba\x01\x9c\x01\n\x14user_id.not_reserved\x12Puser_id must not be the reserved anonymous sentinel; set scope.anonymous instead\x1a\x32this.lowerAscii().trim() != \'__jeeves_anon_user__\'\xba\x01h\n!user_id.no_surrounding_whitespace\x12.user_id must not start or end with white space\x1a\x13this == this.trim()H\x00\x12+\n\tanonymous\x18\x02 \x01(\x0b\x32\x16.loomflow.v1.AnonymousH\x00\x42\r\n\x04kind\x12\x05\xbaH\x02\x08\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19loomflow/v1/tenancy.proto\x12\x0bloomflow.v1\x1a\x1b\x62uf/validate/validate.proto\"\x0b\n\tAnonymous\"\x0c\n\nAllTenants\"\xaa\x04\n\tUserScope\x12\xb0\x03\n\x07user_id\x18\x01 \x01(\tB\x9c\x03\xbaH\x98\x03r\x11\x10\x01\x18\x80\x02\x32\n^[^\\x00]*$\xba\x01w\n\x1duser_id.no_control_characters\x12+user_id must not contain control characters\x1a)!this.matches(\'[\\\\x00-\\\\x1f\\\\x7f-\\\\x9f]\')\xba\x01\x9c\x01\n\x14user_id.not_reserved\x12Puser_id must not be the reserved anonymous sentinel; set scope.anonymous instead\x1a\x32this.lowerAscii().trim() != \'__jeeves_anon_user__\'\xba\x01h\n!user_id.no_surrounding_whitespace\x12.user_id must not start or end with white space\x1a\x13this == this.trim()H\x00\x12+\n\tanonymous\x18\x02 \x01(\x0b\x32\x16.loomflow.v1.AnonymousH\x00\x12.\n\x0b\x61ll_tenants\x18\x03 \x01(\x0b\x32\x17.loomflow.v1.AllTenantsH\x00\x42\r\n\x04kind\x12\x05\xbaH\x02\x08\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSCOPE'].fields_by_name['user_id']._serialized_options = b'\272H\230\003r\021\020\001\030\200\0022\n^[^\\x00]*$\272\001w\n\035user_id.no_control_characters\022+user_id must not contain control characters\032)!this.matches(\'[\\\\x00-\\\\x1f\\\\x7f-\\\\x9f]\')\272\001\234\001\n\024user_id.not_reserved\022Puser_id must not be the reserved anonymous sentinel; set scope.anonymous instead\0322this.lowerAscii().trim() != \'__jeeves_anon_user__\'\272\001h\n!user_id.no_surrounding_whitespace\022.user_id must not start or end with white space\032\023this == this.trim()'
   _globals['_ANONYMOUS']._serialized_start=71
   _globals['_ANONYMOUS']._serialized_end=82
-  _globals['_USERSCOPE']._serialized_start=85
-  _globals['_USERSCOPE']._serialized_end=591
+  _globals['_ALLTENANTS']._serialized_start=84
+  _globals['_ALLTENANTS']._serialized_end=96
+  _globals['_USERSCOPE']._serialized_start=99
+  _globals['_USERSCOPE']._serialized_end=653
 # @@protoc_insertion_point(module_scope)

@@ -10,10 +10,16 @@ class Anonymous(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class AllTenants(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class UserScope(_message.Message):
-    __slots__ = ("user_id", "anonymous")
+    __slots__ = ("user_id", "anonymous", "all_tenants")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ANONYMOUS_FIELD_NUMBER: _ClassVar[int]
+    ALL_TENANTS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     anonymous: Anonymous
-    def __init__(self, user_id: _Optional[str] = ..., anonymous: _Optional[_Union[Anonymous, _Mapping]] = ...) -> None: ...
+    all_tenants: AllTenants
+    def __init__(self, user_id: _Optional[str] = ..., anonymous: _Optional[_Union[Anonymous, _Mapping]] = ..., all_tenants: _Optional[_Union[AllTenants, _Mapping]] = ...) -> None: ...

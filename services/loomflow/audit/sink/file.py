@@ -376,7 +376,7 @@ class FileSink:
                     yield index.offsets[position], index.lengths[position]
 
     async def read(self, query: QueryFilter) -> list[Entry]:
-        filtered = query.session_id or query.run_id or query.action
+        filtered = query.session_id or query.run_id or query.action or query.from_us or query.to_us
         positions = list(self._positions(query)) if filtered else list(islice(self._positions(query), query.limit))
 
         def read_sync() -> list[Entry]:

@@ -301,6 +301,10 @@ class PostgresSink:
             if value:
                 args.append(value)
                 conditions.append(f"{column} = ${len(args)}")
+        for bound, operator in ((query.from_us, ">="), (query.to_us, "<")):
+            if bound:
+                args.append(bound)
+                conditions.append(f"ts_us {operator} ${len(args)}")
         args.append(query.limit)
         sql = f"{SELECT_ENTRIES} WHERE {' AND '.join(conditions)} ORDER BY user_id, seq LIMIT ${len(args)}"
         async with self._pool.acquire() as conn:

@@ -76,6 +76,16 @@ class MemoryStore(Protocol):
 
     async def query_facts(self, tenant: str, query: FactQuery) -> list[Fact]: ...
 
+    async def tenants_with_episodes_before(self, cutoff: Micros, after: str, limit: int) -> list[str]:
+        """Tenants (sorted, greater than ``after``, at most ``limit``) that may hold an episode created
+        before ``cutoff`` (Redis and Chroma list every tenant: they have no index by time)."""
+        ...
+
+    async def delete_episodes_before(self, tenant: str, cutoff: Micros, limit: int) -> int:
+        """Deletes at most ``limit`` of the tenant's episodes created before ``cutoff`` (oldest first) and
+        drops them from recall; blocks and facts stay. Returns how many (retention, loomflow/retention.py)."""
+        ...
+
     async def forget(self, tenant: str, scope: ForgetScope, at: Micros) -> ForgetResult: ...
 
     def export(self, tenant: str) -> AsyncIterator[ExportRecord]:

@@ -402,6 +402,30 @@ class ChromaStore:
 
     # -- GDPR ----------------------------------------------------------------
 
+    # -- retention (store/retention.py) --
+
+    async def tenants_with_episodes_before(self, cutoff: Micros, after: str, limit: int) -> list[str]:
+        # Every tenant is a candidate (collections are per tenant); a tenant without old episodes deletes none.
+        return await self.tenants_after(after, limit)
+
+    async def delete_episodes_before(self, tenant: str, cutoff: Micros, limit: int) -> int:
+        def delete(name: str) -> int:
+            collection = self._collection(tenant, name, create=False)
+            if collection is None:
+                return 0
+            found = collection.get(where={"created_at": {"$lt": cutoff}}, include=["metadatas"])
+            stamped = sorted(zip(found["metadatas"] or [], found["ids"], strict=True), key=lambda m: int(m[0]["seq"]))
+            ids = [episode_id for _, episode_id in stamped[:limit]]
+            if ids:
+                collection.delete(ids=ids)
+            return len(ids)
+
+        async with self._lock(tenant):
+            deleted = await self._run(lambda: delete(self._stored_name(tenant)))
+            if deleted:
+                await self._relational.bump_epoch(tenant)  # every recall index of the tenant drops them
+        return deleted
+
     async def forget(self, tenant: str, scope: ForgetScope, at: Micros) -> ForgetResult:
         cutoff = forgetting.tombstone_for(scope, at).cutoff
         conditions: list[dict[str, Any]] = [{"created_at": {"$lt": cutoff}}]

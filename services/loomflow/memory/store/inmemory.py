@@ -252,6 +252,37 @@ class InMemoryStore:
 
     # -- GDPR ----------------------------------------------------------------
 
+    # -- retention (store/retention.py) --
+
+    async def tenants_with_episodes_before(self, cutoff: Micros, after: str, limit: int) -> list[str]:
+        found = (
+            tenant
+            for tenant, state in self._tenants.items()
+            if tenant > after and any(e.created_at < cutoff for e in state.episodes.values())
+        )
+        return sorted(found)[:limit]
+
+    async def delete_episodes_before(self, tenant: str, cutoff: Micros, limit: int) -> int:
+        state = self._tenants.get(tenant)  # not _state: a sweep must not make an idle tenant recent
+        if state is None:
+            return 0
+        gone = sorted((e for e in state.episodes.values() if e.created_at < cutoff), key=lambda e: e.seq)[:limit]
+        for episode in gone:
+            del state.episodes[episode.seq]
+            del state.episode_seqs[episode.id]
+            del state.vectors[episode.seq]
+        if gone:
+            self._reindex(state)
+        return len(gone)
+
+    def _reindex(self, state: _Tenant) -> None:
+        """Rebuilds the tenant's recall index from the episodes it still holds."""
+        state.index = TenantIndex(self._embedder.dim)
+        state.index.add(
+            IndexedDoc(e.seq, e.session_id, e.text, state.vectors[e.seq])
+            for e in sorted(state.episodes.values(), key=lambda e: e.seq)
+        )
+
     async def forget(self, tenant: str, scope: ForgetScope, at: Micros) -> ForgetResult:
         state = self._writable(tenant)
         tombstone = forgetting.tombstone_for(scope, at)
@@ -266,11 +297,7 @@ class InMemoryStore:
             del state.episode_seqs[episode.id]
             del state.vectors[episode.seq]
         if gone_episodes:
-            state.index = TenantIndex(self._embedder.dim)
-            state.index.add(
-                IndexedDoc(e.seq, e.session_id, e.text, state.vectors[e.seq])
-                for e in sorted(state.episodes.values(), key=lambda e: e.seq)
-            )
+            self._reindex(state)
         gone_blocks = [
             k for k, b in state.blocks.items() if forgetting.covered(scope, cutoff, b.session_id, b.updated_at)
         ]

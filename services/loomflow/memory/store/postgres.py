@@ -63,7 +63,7 @@ from loomflow.memory.recall.embedding import (
 from loomflow.memory.recall.engine import CachedRecall
 from loomflow.memory.recall.index import IndexedDoc
 from loomflow.memory.recall.reembed import rewrite_stale
-from loomflow.memory.store import sql
+from loomflow.memory.store import retention, sql
 from loomflow.memory.store.sql import numbered as q
 
 log = logging.getLogger("loomflow.memory.postgres")
@@ -481,6 +481,20 @@ class PostgresStore:
         return [sql.fact_from(r) for r in await self._fetch(statement, *params)]
 
     # -- GDPR ----------------------------------------------------------------
+
+    # -- retention (store/retention.py) --
+
+    async def tenants_with_episodes_before(self, cutoff: Micros, after: str, limit: int) -> list[str]:
+        return [r[0] for r in await self._fetch(retention.TENANTS_WITH_EPISODES_BEFORE, cutoff, after, limit)]
+
+    async def delete_episodes_before(self, tenant: str, cutoff: Micros, limit: int) -> int:
+        async with self._transaction() as conn:
+            deleted = _deleted_count(
+                await conn.execute(q(retention.DELETE_EPISODES_BEFORE), tenant, tenant, cutoff, limit)
+            )
+            if deleted:
+                await conn.execute(q(sql.BUMP_EPOCH), tenant)  # every replica's recall index drops them
+        return deleted
 
     async def forget(self, tenant: str, scope: ForgetScope, at: Micros) -> ForgetResult:
         tombstone = forgetting.tombstone_for(scope, at)

@@ -443,6 +443,29 @@ class RedisStore:
 
     # -- GDPR ----------------------------------------------------------------
 
+    # -- retention (store/retention.py) --
+
+    async def tenants_with_episodes_before(self, cutoff: Micros, after: str, limit: int) -> list[str]:
+        # Every tenant is a candidate (Redis has no index by time); delete_episodes_before finds none
+        # in a tenant without old episodes. One SCAN per pass, as tenants_after.
+        return await self.tenants_after(after, limit)
+
+    async def delete_episodes_before(self, tenant: str, cutoff: Micros, limit: int) -> int:
+        keys = _Keys(tenant)
+
+        async def work(pipe: Pipeline) -> int:
+            stored = [_episode_from(tenant, int(s), raw) for s, raw in (await pipe.hgetall(keys.episodes)).items()]
+            gone = sorted((e for e in stored if e.created_at < cutoff), key=lambda e: e.seq)[:limit]
+            pipe.multi()  # type: ignore[no-untyped-call]
+            if gone:
+                pipe.hincrby(keys.tenant_row, "epoch", 1)  # every replica's recall index drops them
+                pipe.hdel(keys.episodes, *[e.seq for e in gone])
+                pipe.hdel(keys.vectors, *[e.seq for e in gone])
+                pipe.hdel(keys.ids, *[e.id for e in gone])
+            return len(gone)
+
+        return await self._optimistic([keys.tenant_row, keys.episodes], work)
+
     async def forget(self, tenant: str, scope: ForgetScope, at: Micros) -> ForgetResult:
         keys = _Keys(tenant)
         tombstone = forgetting.tombstone_for(scope, at)

@@ -50,7 +50,7 @@ from loomflow.memory.recall.embedding import Embedder, HashingEmbedder, Vector, 
 from loomflow.memory.recall.engine import CachedRecall
 from loomflow.memory.recall.index import IndexedDoc
 from loomflow.memory.recall.reembed import rewrite_stale
-from loomflow.memory.store import SQLITE_MMAP_BYTES, sql
+from loomflow.memory.store import SQLITE_MMAP_BYTES, retention, sql
 
 T = TypeVar("T")
 
@@ -399,6 +399,20 @@ class SQLiteStore:
         return [sql.fact_from(r) for r in self.read(statement, params)]
 
     # -- GDPR ----------------------------------------------------------------
+
+    # -- retention (store/retention.py) --
+
+    async def tenants_with_episodes_before(self, cutoff: Micros, after: str, limit: int) -> list[str]:
+        return [r[0] for r in await self.scan(retention.TENANTS_WITH_EPISODES_BEFORE, (cutoff, after, limit))]
+
+    async def delete_episodes_before(self, tenant: str, cutoff: Micros, limit: int) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            deleted: int = conn.execute(retention.DELETE_EPISODES_BEFORE, (tenant, tenant, cutoff, limit)).rowcount
+            if deleted:
+                conn.execute(sql.BUMP_EPOCH, (tenant,))  # every replica's recall index drops them
+            return deleted
+
+        return await self.write(work)
 
     async def forget(self, tenant: str, scope: ForgetScope, at: Micros) -> ForgetResult:
         tombstone = forgetting.tombstone_for(scope, at)

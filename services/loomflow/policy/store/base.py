@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from loomflow.policy.listing import ApprovalListing
 from loomflow.policy.models import Approval, ForgetReceipt, Policy, Remembered, ResolutionInput, TenantExport
 
 
@@ -95,6 +96,18 @@ class PolicyStore(Protocol):
 
     async def pending_approvals(self, tenant: str | None) -> list[Approval]:
         """Pending approvals of ``tenant`` (every tenant's for None), oldest first."""
+
+    async def list_approvals(self, listing: ApprovalListing) -> list[Approval]:
+        """One page of approvals matching ``listing``, newest first by (created_at, tenant, id),
+        starting after ``listing.after``; every tenant's when ``listing.tenant`` is None."""
+
+    async def tenants_with_settled_approvals_before(self, cutoff_ms: int, after: str, limit: int) -> list[str]:
+        """Tenants (sorted, greater than ``after``, at most ``limit``) holding a resolved or
+        expired approval created before ``cutoff_ms``: the retention sweeper's work list."""
+
+    async def delete_settled_approvals_before(self, tenant: str, cutoff_ms: int, limit: int) -> int:
+        """Deletes at most ``limit`` of the tenant's resolved or expired approvals created
+        before ``cutoff_ms`` (oldest first; never a pending one); returns how many."""
 
     async def remembered(self, tenant: str, run_id: str, tool_name: str, now_ms: int) -> Remembered | None:
         """The answer remembered for this tenant, run and tool, if it has not lapsed."""

@@ -30,6 +30,7 @@ import asyncpg
 
 from loomflow.kernel import schema
 from loomflow.kernel.errors import Unavailable
+from loomflow.policy.listing import ApprovalListing
 from loomflow.policy.models import (
     Approval,
     ApprovalStatus,
@@ -40,6 +41,7 @@ from loomflow.policy.models import (
     ResolutionInput,
     TenantExport,
 )
+from loomflow.policy.store import sql_ops
 from loomflow.policy.store.base import Change, ChangeKind, ChangeListener
 from loomflow.policy.store.codec import (
     APPROVAL_COLUMNS,
@@ -446,6 +448,30 @@ class PostgresStore:
             return [approval_from_row(r) for r in rows]
 
         return await self._with(read)
+
+    # -- operator listing and retention (sql_ops.py holds the SQL both engines share) --
+
+    async def list_approvals(self, listing: ApprovalListing) -> list[Approval]:
+        sql, args = sql_ops.list_approvals(listing)
+
+        async def read(conn: asyncpg.Connection) -> list[Approval]:
+            return [approval_from_row(r) for r in await conn.fetch(sql_ops.numbered(sql), *args)]
+
+        return await self._with(read)
+
+    async def tenants_with_settled_approvals_before(self, cutoff_ms: int, after: str, limit: int) -> list[str]:
+        async def read(conn: asyncpg.Connection) -> list[str]:
+            rows = await conn.fetch(sql_ops.numbered(sql_ops.TENANTS_WITH_SETTLED_BEFORE), cutoff_ms, after, limit)
+            return [r[0] for r in rows]
+
+        return await self._with(read)
+
+    async def delete_settled_approvals_before(self, tenant: str, cutoff_ms: int, limit: int) -> int:
+        async def write(conn: asyncpg.Connection) -> int:
+            status: str = await conn.execute(sql_ops.numbered(sql_ops.DELETE_SETTLED_BEFORE), tenant, cutoff_ms, limit)
+            return int(status.rsplit(" ", 1)[-1])
+
+        return await self._with(write)
 
     async def remembered(self, tenant: str, run_id: str, tool_name: str, now_ms: int) -> Remembered | None:
         async def read(conn: asyncpg.Connection) -> Remembered | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from loomflow.kernel.errors import Unavailable
+from loomflow.policy.listing import ApprovalListing
 from loomflow.policy.models import (
     Approval,
     ApprovalStatus,
@@ -33,6 +34,7 @@ from loomflow.policy.models import (
     ResolutionInput,
     TenantExport,
 )
+from loomflow.policy.store import sql_ops
 from loomflow.policy.store.base import ChangeListener
 from loomflow.policy.store.codec import (
     APPROVAL_COLUMNS,
@@ -324,6 +326,28 @@ class SqliteStore:
             return [approval_from_row(r) for r in rows]
 
         return await self._run(read)
+
+    # -- operator listing and retention (sql_ops.py holds the SQL both engines share) --
+
+    async def list_approvals(self, listing: ApprovalListing) -> list[Approval]:
+        sql, args = sql_ops.list_approvals(listing)
+
+        def read(c: sqlite3.Connection) -> list[Approval]:
+            return [approval_from_row(r) for r in c.execute(sql, args).fetchall()]
+
+        return await self._run(read)
+
+    async def tenants_with_settled_approvals_before(self, cutoff_ms: int, after: str, limit: int) -> list[str]:
+        def read(c: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in c.execute(sql_ops.TENANTS_WITH_SETTLED_BEFORE, (cutoff_ms, after, limit))]
+
+        return await self._run(read)
+
+    async def delete_settled_approvals_before(self, tenant: str, cutoff_ms: int, limit: int) -> int:
+        def write(c: sqlite3.Connection) -> int:
+            return c.execute(sql_ops.DELETE_SETTLED_BEFORE, (tenant, cutoff_ms, limit)).rowcount
+
+        return await self._run(functools.partial(self._write, body=write))
 
     async def remembered(self, tenant: str, run_id: str, tool_name: str, now_ms: int) -> Remembered | None:
         def read(c: sqlite3.Connection) -> Remembered | None:

@@ -332,7 +332,12 @@ type QueryRequest struct {
 	// Entries with seq greater than this (paging within one tenant's chain).
 	AfterSeq int64 `protobuf:"varint,6,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	// 0 means the default of 100.
-	Limit         int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Entries whose ts is at or after this time (unset: from the first entry).
+	FromTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=from_time,json=fromTime,proto3" json:"from_time,omitempty"`
+	// Entries whose ts is before this time (unset: up to the last). Must be after
+	// from_time when both are set (INVALID_ARGUMENT otherwise).
+	ToTime        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=to_time,json=toTime,proto3" json:"to_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +419,20 @@ func (x *QueryRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *QueryRequest) GetFromTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FromTime
+	}
+	return nil
+}
+
+func (x *QueryRequest) GetToTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ToTime
+	}
+	return nil
 }
 
 type QueryResponse struct {
@@ -1099,6 +1118,290 @@ func (x *AuditServiceForgetResponse) GetEntriesShredded() int64 {
 	return 0
 }
 
+type UsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One tenant, or all_tenants (operator only).
+	Scope *UserScope `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Entries whose ts is at or after this time (unset: from the first).
+	FromTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from_time,json=fromTime,proto3" json:"from_time,omitempty"`
+	// Entries whose ts is before this time (unset: up to the last).
+	ToTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=to_time,json=toTime,proto3" json:"to_time,omitempty"`
+	// Tenants per page: 0 means 100; at most 1000.
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page (empty: the first).
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRequest) Reset() {
+	*x = UsageRequest{}
+	mi := &file_loomflow_v1_audit_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRequest) ProtoMessage() {}
+
+func (x *UsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_audit_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
+func (*UsageRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_audit_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UsageRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *UsageRequest) GetFromTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FromTime
+	}
+	return nil
+}
+
+func (x *UsageRequest) GetToTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ToTime
+	}
+	return nil
+}
+
+func (x *UsageRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *UsageRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ModelUsage is what one model consumed for a tenant in the range.
+type ModelUsage struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Model      string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	ModelCalls int64                  `protobuf:"varint,2,opt,name=model_calls,json=modelCalls,proto3" json:"model_calls,omitempty"`
+	// Includes the cached input tokens.
+	InputTokens       int64 `protobuf:"varint,3,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	OutputTokens      int64 `protobuf:"varint,4,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	CachedInputTokens int64 `protobuf:"varint,5,opt,name=cached_input_tokens,json=cachedInputTokens,proto3" json:"cached_input_tokens,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ModelUsage) Reset() {
+	*x = ModelUsage{}
+	mi := &file_loomflow_v1_audit_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelUsage) ProtoMessage() {}
+
+func (x *ModelUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_audit_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelUsage.ProtoReflect.Descriptor instead.
+func (*ModelUsage) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_audit_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ModelUsage) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ModelUsage) GetModelCalls() int64 {
+	if x != nil {
+		return x.ModelCalls
+	}
+	return 0
+}
+
+func (x *ModelUsage) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *ModelUsage) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *ModelUsage) GetCachedInputTokens() int64 {
+	if x != nil {
+		return x.CachedInputTokens
+	}
+	return 0
+}
+
+// TenantUsage is one tenant's row of a usage report.
+type TenantUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Distinct run ids with a model call in the range.
+	Runs   int64         `protobuf:"varint,2,opt,name=runs,proto3" json:"runs,omitempty"`
+	Models []*ModelUsage `protobuf:"bytes,3,rep,name=models,proto3" json:"models,omitempty"`
+	// Model calls whose payload was crypto-shredded (Forget): counted here only.
+	ShreddedModelCalls int64 `protobuf:"varint,4,opt,name=shredded_model_calls,json=shreddedModelCalls,proto3" json:"shredded_model_calls,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *TenantUsage) Reset() {
+	*x = TenantUsage{}
+	mi := &file_loomflow_v1_audit_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantUsage) ProtoMessage() {}
+
+func (x *TenantUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_audit_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
+func (*TenantUsage) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_audit_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TenantUsage) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *TenantUsage) GetRuns() int64 {
+	if x != nil {
+		return x.Runs
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetModels() []*ModelUsage {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *TenantUsage) GetShreddedModelCalls() int64 {
+	if x != nil {
+		return x.ShreddedModelCalls
+	}
+	return 0
+}
+
+type UsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenants with at least one model call in the range, ordered by user id.
+	Tenants []*TenantUsage `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	// Pass as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageResponse) Reset() {
+	*x = UsageResponse{}
+	mi := &file_loomflow_v1_audit_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageResponse) ProtoMessage() {}
+
+func (x *UsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_audit_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
+func (*UsageResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_audit_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UsageResponse) GetTenants() []*TenantUsage {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+func (x *UsageResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_loomflow_v1_audit_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_audit_proto_rawDesc = "" +
@@ -1139,7 +1442,7 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"\x0eAppendResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12*\n" +
 	"\x02ts\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02ts\x12\x10\n" +
-	"\x03mac\x18\x03 \x01(\fR\x03mac\"\xbd\x02\n" +
+	"\x03mac\x18\x03 \x01(\fR\x03mac\"\xab\x03\n" +
 	"\fQueryRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12\x1f\n" +
 	"\vall_tenants\x18\x02 \x01(\bR\n" +
@@ -1153,7 +1456,9 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"^[^\\x00]*$R\x06action\x12$\n" +
 	"\tafter_seq\x18\x06 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\bafterSeq\x12 \n" +
 	"\x05limit\x18\a \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x05limit\"B\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x05limit\x127\n" +
+	"\tfrom_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bfromTime\x123\n" +
+	"\ato_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x06toTime\"B\n" +
 	"\rQueryResponse\x121\n" +
 	"\aentries\x18\x01 \x03(\v2\x17.loomflow.v1.AuditEntryR\aentries\"\xdb\x01\n" +
 	"\x11ChainVerification\x12,\n" +
@@ -1200,14 +1505,40 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"\x19AuditServiceForgetRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\"G\n" +
 	"\x1aAuditServiceForgetResponse\x12)\n" +
-	"\x10entries_shredded\x18\x01 \x01(\x03R\x0fentriesShredded2\xe4\x03\n" +
+	"\x10entries_shredded\x18\x01 \x01(\x03R\x0fentriesShredded\"\x90\x02\n" +
+	"\fUsageRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x127\n" +
+	"\tfrom_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bfromTime\x123\n" +
+	"\ato_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06toTime\x12'\n" +
+	"\tpage_size\x18\x04 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x123\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\b2\n" +
+	"^[^\\x00]*$R\tpageToken\"\xbb\x01\n" +
+	"\n" +
+	"ModelUsage\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1f\n" +
+	"\vmodel_calls\x18\x02 \x01(\x03R\n" +
+	"modelCalls\x12!\n" +
+	"\finput_tokens\x18\x03 \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x04 \x01(\x03R\foutputTokens\x12.\n" +
+	"\x13cached_input_tokens\x18\x05 \x01(\x03R\x11cachedInputTokens\"\xb2\x01\n" +
+	"\vTenantUsage\x12,\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeR\x05scope\x12\x12\n" +
+	"\x04runs\x18\x02 \x01(\x03R\x04runs\x12/\n" +
+	"\x06models\x18\x03 \x03(\v2\x17.loomflow.v1.ModelUsageR\x06models\x120\n" +
+	"\x14shredded_model_calls\x18\x04 \x01(\x03R\x12shreddedModelCalls\"k\n" +
+	"\rUsageResponse\x122\n" +
+	"\atenants\x18\x01 \x03(\v2\x18.loomflow.v1.TenantUsageR\atenants\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xa4\x04\n" +
 	"\fAuditService\x12A\n" +
 	"\x06Append\x12\x1a.loomflow.v1.AppendRequest\x1a\x1b.loomflow.v1.AppendResponse\x12>\n" +
 	"\x05Query\x12\x19.loomflow.v1.QueryRequest\x1a\x1a.loomflow.v1.QueryResponse\x12A\n" +
 	"\x06Verify\x12\x1a.loomflow.v1.VerifyRequest\x1a\x1b.loomflow.v1.VerifyResponse\x12V\n" +
 	"\rGetCheckpoint\x12!.loomflow.v1.GetCheckpointRequest\x1a\".loomflow.v1.GetCheckpointResponse\x12[\n" +
 	"\x06Export\x12&.loomflow.v1.AuditServiceExportRequest\x1a'.loomflow.v1.AuditServiceExportResponse0\x01\x12Y\n" +
-	"\x06Forget\x12&.loomflow.v1.AuditServiceForgetRequest\x1a'.loomflow.v1.AuditServiceForgetResponseB\xae\x01\n" +
+	"\x06Forget\x12&.loomflow.v1.AuditServiceForgetRequest\x1a'.loomflow.v1.AuditServiceForgetResponse\x12>\n" +
+	"\x05Usage\x12\x19.loomflow.v1.UsageRequest\x1a\x1a.loomflow.v1.UsageResponseB\xae\x01\n" +
 	"\x0fcom.loomflow.v1B\n" +
 	"AuditProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
 
@@ -1223,7 +1554,7 @@ func file_loomflow_v1_audit_proto_rawDescGZIP() []byte {
 	return file_loomflow_v1_audit_proto_rawDescData
 }
 
-var file_loomflow_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_loomflow_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_loomflow_v1_audit_proto_goTypes = []any{
 	(*AuditEntry)(nil),                 // 0: loomflow.v1.AuditEntry
 	(*AppendRequest)(nil),              // 1: loomflow.v1.AppendRequest
@@ -1241,46 +1572,60 @@ var file_loomflow_v1_audit_proto_goTypes = []any{
 	(*AuditServiceExportResponse)(nil), // 13: loomflow.v1.AuditServiceExportResponse
 	(*AuditServiceForgetRequest)(nil),  // 14: loomflow.v1.AuditServiceForgetRequest
 	(*AuditServiceForgetResponse)(nil), // 15: loomflow.v1.AuditServiceForgetResponse
-	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
-	(*UserScope)(nil),                  // 17: loomflow.v1.UserScope
-	(*structpb.Struct)(nil),            // 18: google.protobuf.Struct
+	(*UsageRequest)(nil),               // 16: loomflow.v1.UsageRequest
+	(*ModelUsage)(nil),                 // 17: loomflow.v1.ModelUsage
+	(*TenantUsage)(nil),                // 18: loomflow.v1.TenantUsage
+	(*UsageResponse)(nil),              // 19: loomflow.v1.UsageResponse
+	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
+	(*UserScope)(nil),                  // 21: loomflow.v1.UserScope
+	(*structpb.Struct)(nil),            // 22: google.protobuf.Struct
 }
 var file_loomflow_v1_audit_proto_depIdxs = []int32{
-	16, // 0: loomflow.v1.AuditEntry.ts:type_name -> google.protobuf.Timestamp
-	17, // 1: loomflow.v1.AuditEntry.scope:type_name -> loomflow.v1.UserScope
-	18, // 2: loomflow.v1.AuditEntry.payload:type_name -> google.protobuf.Struct
-	17, // 3: loomflow.v1.AppendRequest.scope:type_name -> loomflow.v1.UserScope
-	18, // 4: loomflow.v1.AppendRequest.payload:type_name -> google.protobuf.Struct
-	16, // 5: loomflow.v1.AppendResponse.ts:type_name -> google.protobuf.Timestamp
-	17, // 6: loomflow.v1.QueryRequest.scope:type_name -> loomflow.v1.UserScope
-	0,  // 7: loomflow.v1.QueryResponse.entries:type_name -> loomflow.v1.AuditEntry
-	17, // 8: loomflow.v1.ChainVerification.scope:type_name -> loomflow.v1.UserScope
-	17, // 9: loomflow.v1.VerifyRequest.scope:type_name -> loomflow.v1.UserScope
-	5,  // 10: loomflow.v1.VerifyResponse.chains:type_name -> loomflow.v1.ChainVerification
-	16, // 11: loomflow.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 12: loomflow.v1.Checkpoint.heads:type_name -> loomflow.v1.ChainHead
-	17, // 13: loomflow.v1.GetCheckpointRequest.scope:type_name -> loomflow.v1.UserScope
-	9,  // 14: loomflow.v1.GetCheckpointResponse.checkpoint:type_name -> loomflow.v1.Checkpoint
-	17, // 15: loomflow.v1.AuditServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
-	0,  // 16: loomflow.v1.AuditServiceExportResponse.entry:type_name -> loomflow.v1.AuditEntry
-	17, // 17: loomflow.v1.AuditServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
-	1,  // 18: loomflow.v1.AuditService.Append:input_type -> loomflow.v1.AppendRequest
-	3,  // 19: loomflow.v1.AuditService.Query:input_type -> loomflow.v1.QueryRequest
-	6,  // 20: loomflow.v1.AuditService.Verify:input_type -> loomflow.v1.VerifyRequest
-	10, // 21: loomflow.v1.AuditService.GetCheckpoint:input_type -> loomflow.v1.GetCheckpointRequest
-	12, // 22: loomflow.v1.AuditService.Export:input_type -> loomflow.v1.AuditServiceExportRequest
-	14, // 23: loomflow.v1.AuditService.Forget:input_type -> loomflow.v1.AuditServiceForgetRequest
-	2,  // 24: loomflow.v1.AuditService.Append:output_type -> loomflow.v1.AppendResponse
-	4,  // 25: loomflow.v1.AuditService.Query:output_type -> loomflow.v1.QueryResponse
-	7,  // 26: loomflow.v1.AuditService.Verify:output_type -> loomflow.v1.VerifyResponse
-	11, // 27: loomflow.v1.AuditService.GetCheckpoint:output_type -> loomflow.v1.GetCheckpointResponse
-	13, // 28: loomflow.v1.AuditService.Export:output_type -> loomflow.v1.AuditServiceExportResponse
-	15, // 29: loomflow.v1.AuditService.Forget:output_type -> loomflow.v1.AuditServiceForgetResponse
-	24, // [24:30] is the sub-list for method output_type
-	18, // [18:24] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	20, // 0: loomflow.v1.AuditEntry.ts:type_name -> google.protobuf.Timestamp
+	21, // 1: loomflow.v1.AuditEntry.scope:type_name -> loomflow.v1.UserScope
+	22, // 2: loomflow.v1.AuditEntry.payload:type_name -> google.protobuf.Struct
+	21, // 3: loomflow.v1.AppendRequest.scope:type_name -> loomflow.v1.UserScope
+	22, // 4: loomflow.v1.AppendRequest.payload:type_name -> google.protobuf.Struct
+	20, // 5: loomflow.v1.AppendResponse.ts:type_name -> google.protobuf.Timestamp
+	21, // 6: loomflow.v1.QueryRequest.scope:type_name -> loomflow.v1.UserScope
+	20, // 7: loomflow.v1.QueryRequest.from_time:type_name -> google.protobuf.Timestamp
+	20, // 8: loomflow.v1.QueryRequest.to_time:type_name -> google.protobuf.Timestamp
+	0,  // 9: loomflow.v1.QueryResponse.entries:type_name -> loomflow.v1.AuditEntry
+	21, // 10: loomflow.v1.ChainVerification.scope:type_name -> loomflow.v1.UserScope
+	21, // 11: loomflow.v1.VerifyRequest.scope:type_name -> loomflow.v1.UserScope
+	5,  // 12: loomflow.v1.VerifyResponse.chains:type_name -> loomflow.v1.ChainVerification
+	20, // 13: loomflow.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
+	8,  // 14: loomflow.v1.Checkpoint.heads:type_name -> loomflow.v1.ChainHead
+	21, // 15: loomflow.v1.GetCheckpointRequest.scope:type_name -> loomflow.v1.UserScope
+	9,  // 16: loomflow.v1.GetCheckpointResponse.checkpoint:type_name -> loomflow.v1.Checkpoint
+	21, // 17: loomflow.v1.AuditServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
+	0,  // 18: loomflow.v1.AuditServiceExportResponse.entry:type_name -> loomflow.v1.AuditEntry
+	21, // 19: loomflow.v1.AuditServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
+	21, // 20: loomflow.v1.UsageRequest.scope:type_name -> loomflow.v1.UserScope
+	20, // 21: loomflow.v1.UsageRequest.from_time:type_name -> google.protobuf.Timestamp
+	20, // 22: loomflow.v1.UsageRequest.to_time:type_name -> google.protobuf.Timestamp
+	21, // 23: loomflow.v1.TenantUsage.scope:type_name -> loomflow.v1.UserScope
+	17, // 24: loomflow.v1.TenantUsage.models:type_name -> loomflow.v1.ModelUsage
+	18, // 25: loomflow.v1.UsageResponse.tenants:type_name -> loomflow.v1.TenantUsage
+	1,  // 26: loomflow.v1.AuditService.Append:input_type -> loomflow.v1.AppendRequest
+	3,  // 27: loomflow.v1.AuditService.Query:input_type -> loomflow.v1.QueryRequest
+	6,  // 28: loomflow.v1.AuditService.Verify:input_type -> loomflow.v1.VerifyRequest
+	10, // 29: loomflow.v1.AuditService.GetCheckpoint:input_type -> loomflow.v1.GetCheckpointRequest
+	12, // 30: loomflow.v1.AuditService.Export:input_type -> loomflow.v1.AuditServiceExportRequest
+	14, // 31: loomflow.v1.AuditService.Forget:input_type -> loomflow.v1.AuditServiceForgetRequest
+	16, // 32: loomflow.v1.AuditService.Usage:input_type -> loomflow.v1.UsageRequest
+	2,  // 33: loomflow.v1.AuditService.Append:output_type -> loomflow.v1.AppendResponse
+	4,  // 34: loomflow.v1.AuditService.Query:output_type -> loomflow.v1.QueryResponse
+	7,  // 35: loomflow.v1.AuditService.Verify:output_type -> loomflow.v1.VerifyResponse
+	11, // 36: loomflow.v1.AuditService.GetCheckpoint:output_type -> loomflow.v1.GetCheckpointResponse
+	13, // 37: loomflow.v1.AuditService.Export:output_type -> loomflow.v1.AuditServiceExportResponse
+	15, // 38: loomflow.v1.AuditService.Forget:output_type -> loomflow.v1.AuditServiceForgetResponse
+	19, // 39: loomflow.v1.AuditService.Usage:output_type -> loomflow.v1.UsageResponse
+	33, // [33:40] is the sub-list for method output_type
+	26, // [26:33] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_audit_proto_init() }
@@ -1295,7 +1640,7 @@ func file_loomflow_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_audit_proto_rawDesc), len(file_loomflow_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	AuditService_GetCheckpoint_FullMethodName = "/loomflow.v1.AuditService/GetCheckpoint"
 	AuditService_Export_FullMethodName        = "/loomflow.v1.AuditService/Export"
 	AuditService_Forget_FullMethodName        = "/loomflow.v1.AuditService/Forget"
+	AuditService_Usage_FullMethodName         = "/loomflow.v1.AuditService/Usage"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -38,10 +39,13 @@ const (
 type AuditServiceClient interface {
 	// Append adds an entry to the tenant's chain and answers only once it is durable.
 	Append(ctx context.Context, in *AppendRequest, opts ...grpc.CallOption) (*AppendResponse, error)
-	// Query reads the tenant's entries; every tenant's needs an operator credential.
+	// Query reads the tenant's entries; every tenant's (all_tenants, the field or
+	// the scope choice) needs an operator credential. from_time/to_time bound the
+	// entries' ts on every sink.
 	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryResponse, error)
 	// Verify recomputes the tenant's chain (or every chain, operator only) and,
-	// against the latest checkpoint, detects truncation of the tail.
+	// against the latest checkpoint, detects truncation of the tail. Every chain:
+	// all_tenants, the field or the scope choice.
 	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
 	// GetCheckpoint returns the latest signed checkpoint, or signs a new one.
 	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error)
@@ -50,6 +54,13 @@ type AuditServiceClient interface {
 	// Forget destroys the tenant's payload key (crypto-shredding): the chain still
 	// verifies, the payloads can no longer be read.
 	Forget(ctx context.Context, in *AuditServiceForgetRequest, opts ...grpc.CallOption) (*AuditServiceForgetResponse, error)
+	// Usage sums, per tenant, what the Agent recorded in a time range: runs
+	// (distinct run ids), model calls and tokens per model, read from its
+	// model_call entries. One tenant, or every tenant (scope.all_tenants, operator
+	// credential), paged by tenant id. `loomflow usage` prices it with the
+	// Budget's price table and prints JSON or CSV. A model call whose payload was
+	// crypto-shredded counts in shredded_model_calls only.
+	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
 }
 
 type auditServiceClient struct {
@@ -129,6 +140,16 @@ func (c *auditServiceClient) Forget(ctx context.Context, in *AuditServiceForgetR
 	return out, nil
 }
 
+func (c *auditServiceClient) Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UsageResponse)
+	err := c.cc.Invoke(ctx, AuditService_Usage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
@@ -140,10 +161,13 @@ func (c *auditServiceClient) Forget(ctx context.Context, in *AuditServiceForgetR
 type AuditServiceServer interface {
 	// Append adds an entry to the tenant's chain and answers only once it is durable.
 	Append(context.Context, *AppendRequest) (*AppendResponse, error)
-	// Query reads the tenant's entries; every tenant's needs an operator credential.
+	// Query reads the tenant's entries; every tenant's (all_tenants, the field or
+	// the scope choice) needs an operator credential. from_time/to_time bound the
+	// entries' ts on every sink.
 	Query(context.Context, *QueryRequest) (*QueryResponse, error)
 	// Verify recomputes the tenant's chain (or every chain, operator only) and,
-	// against the latest checkpoint, detects truncation of the tail.
+	// against the latest checkpoint, detects truncation of the tail. Every chain:
+	// all_tenants, the field or the scope choice.
 	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
 	// GetCheckpoint returns the latest signed checkpoint, or signs a new one.
 	GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error)
@@ -152,6 +176,13 @@ type AuditServiceServer interface {
 	// Forget destroys the tenant's payload key (crypto-shredding): the chain still
 	// verifies, the payloads can no longer be read.
 	Forget(context.Context, *AuditServiceForgetRequest) (*AuditServiceForgetResponse, error)
+	// Usage sums, per tenant, what the Agent recorded in a time range: runs
+	// (distinct run ids), model calls and tokens per model, read from its
+	// model_call entries. One tenant, or every tenant (scope.all_tenants, operator
+	// credential), paged by tenant id. `loomflow usage` prices it with the
+	// Budget's price table and prints JSON or CSV. A model call whose payload was
+	// crypto-shredded counts in shredded_model_calls only.
+	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -179,6 +210,9 @@ func (UnimplementedAuditServiceServer) Export(*AuditServiceExportRequest, grpc.S
 }
 func (UnimplementedAuditServiceServer) Forget(context.Context, *AuditServiceForgetRequest) (*AuditServiceForgetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Forget not implemented")
+}
+func (UnimplementedAuditServiceServer) Usage(context.Context, *UsageRequest) (*UsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -302,6 +336,24 @@ func _AuditService_Forget_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_Usage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).Usage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_Usage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).Usage(ctx, req.(*UsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -328,6 +380,10 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Forget",
 			Handler:    _AuditService_Forget_Handler,
+		},
+		{
+			MethodName: "Usage",
+			Handler:    _AuditService_Usage_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1572,6 +1572,159 @@ func (x *WatchApprovalsResponse) GetApproval() *Approval {
 	return nil
 }
 
+type ListApprovalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A tenant, or all_tenants (operator only).
+	Scope *UserScope `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Only approvals in one of these statuses (empty: any).
+	Statuses []ApprovalStatus `protobuf:"varint,2,rep,packed,name=statuses,proto3,enum=loomflow.v1.ApprovalStatus" json:"statuses,omitempty"`
+	// Only approvals for this tool (exact name; empty: any).
+	ToolName string `protobuf:"bytes,3,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
+	// Only approvals created at or after this time (unset: no lower bound).
+	CreatedFrom *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_from,json=createdFrom,proto3" json:"created_from,omitempty"`
+	// Only approvals created before this time (unset: no upper bound). Must be
+	// after created_from when both are set.
+	CreatedTo *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_to,json=createdTo,proto3" json:"created_to,omitempty"`
+	// Approvals per page: 0 means 100; at most 1000.
+	PageSize int32 `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page, with the same filters (empty: first page).
+	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApprovalsRequest) Reset() {
+	*x = ListApprovalsRequest{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApprovalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApprovalsRequest) ProtoMessage() {}
+
+func (x *ListApprovalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApprovalsRequest.ProtoReflect.Descriptor instead.
+func (*ListApprovalsRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListApprovalsRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ListApprovalsRequest) GetStatuses() []ApprovalStatus {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+func (x *ListApprovalsRequest) GetToolName() string {
+	if x != nil {
+		return x.ToolName
+	}
+	return ""
+}
+
+func (x *ListApprovalsRequest) GetCreatedFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedFrom
+	}
+	return nil
+}
+
+func (x *ListApprovalsRequest) GetCreatedTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedTo
+	}
+	return nil
+}
+
+func (x *ListApprovalsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListApprovalsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListApprovalsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Approvals []*Approval            `protobuf:"bytes,1,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	// Pass as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApprovalsResponse) Reset() {
+	*x = ListApprovalsResponse{}
+	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApprovalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApprovalsResponse) ProtoMessage() {}
+
+func (x *ListApprovalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApprovalsResponse.ProtoReflect.Descriptor instead.
+func (*ListApprovalsResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListApprovalsResponse) GetApprovals() []*Approval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+func (x *ListApprovalsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type GetPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -1583,7 +1736,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1748,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[16]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1761,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetPolicyRequest) GetScope() *UserScope {
@@ -1636,7 +1789,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1801,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[17]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1814,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *Policy {
@@ -1690,7 +1843,7 @@ type PutPolicyRequest struct {
 
 func (x *PutPolicyRequest) Reset() {
 	*x = PutPolicyRequest{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[18]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1855,7 @@ func (x *PutPolicyRequest) String() string {
 func (*PutPolicyRequest) ProtoMessage() {}
 
 func (x *PutPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[18]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1868,7 @@ func (x *PutPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPolicyRequest.ProtoReflect.Descriptor instead.
 func (*PutPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutPolicyRequest) GetScope() *UserScope {
@@ -1748,7 +1901,7 @@ type PutPolicyResponse struct {
 
 func (x *PutPolicyResponse) Reset() {
 	*x = PutPolicyResponse{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[19]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1913,7 @@ func (x *PutPolicyResponse) String() string {
 func (*PutPolicyResponse) ProtoMessage() {}
 
 func (x *PutPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[19]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1926,7 @@ func (x *PutPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPolicyResponse.ProtoReflect.Descriptor instead.
 func (*PutPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PutPolicyResponse) GetPolicy() *Policy {
@@ -1792,7 +1945,7 @@ type PolicyServiceForgetRequest struct {
 
 func (x *PolicyServiceForgetRequest) Reset() {
 	*x = PolicyServiceForgetRequest{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[20]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1804,7 +1957,7 @@ func (x *PolicyServiceForgetRequest) String() string {
 func (*PolicyServiceForgetRequest) ProtoMessage() {}
 
 func (x *PolicyServiceForgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[20]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1817,7 +1970,7 @@ func (x *PolicyServiceForgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyServiceForgetRequest.ProtoReflect.Descriptor instead.
 func (*PolicyServiceForgetRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PolicyServiceForgetRequest) GetScope() *UserScope {
@@ -1843,7 +1996,7 @@ type PolicyServiceForgetResponse struct {
 
 func (x *PolicyServiceForgetResponse) Reset() {
 	*x = PolicyServiceForgetResponse{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[21]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2008,7 @@ func (x *PolicyServiceForgetResponse) String() string {
 func (*PolicyServiceForgetResponse) ProtoMessage() {}
 
 func (x *PolicyServiceForgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[21]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2021,7 @@ func (x *PolicyServiceForgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyServiceForgetResponse.ProtoReflect.Descriptor instead.
 func (*PolicyServiceForgetResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PolicyServiceForgetResponse) GetPolicyRemoved() bool {
@@ -1908,7 +2061,7 @@ type PolicyServiceExportRequest struct {
 
 func (x *PolicyServiceExportRequest) Reset() {
 	*x = PolicyServiceExportRequest{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[22]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +2073,7 @@ func (x *PolicyServiceExportRequest) String() string {
 func (*PolicyServiceExportRequest) ProtoMessage() {}
 
 func (x *PolicyServiceExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[22]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2086,7 @@ func (x *PolicyServiceExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyServiceExportRequest.ProtoReflect.Descriptor instead.
 func (*PolicyServiceExportRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PolicyServiceExportRequest) GetScope() *UserScope {
@@ -1958,7 +2111,7 @@ type RememberedAnswer struct {
 
 func (x *RememberedAnswer) Reset() {
 	*x = RememberedAnswer{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[23]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2123,7 @@ func (x *RememberedAnswer) String() string {
 func (*RememberedAnswer) ProtoMessage() {}
 
 func (x *RememberedAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[23]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2136,7 @@ func (x *RememberedAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RememberedAnswer.ProtoReflect.Descriptor instead.
 func (*RememberedAnswer) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RememberedAnswer) GetRunId() string {
@@ -2036,7 +2189,7 @@ type PolicyServiceExportResponse struct {
 
 func (x *PolicyServiceExportResponse) Reset() {
 	*x = PolicyServiceExportResponse{}
-	mi := &file_loomflow_v1_policy_proto_msgTypes[24]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2201,7 @@ func (x *PolicyServiceExportResponse) String() string {
 func (*PolicyServiceExportResponse) ProtoMessage() {}
 
 func (x *PolicyServiceExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_policy_proto_msgTypes[24]
+	mi := &file_loomflow_v1_policy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2214,7 @@ func (x *PolicyServiceExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyServiceExportResponse.ProtoReflect.Descriptor instead.
 func (*PolicyServiceExportResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_loomflow_v1_policy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PolicyServiceExportResponse) GetRecord() isPolicyServiceExportResponse_Record {
@@ -2265,7 +2418,23 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"\x10include_resolved\x18\x03 \x01(\bR\x0fincludeResolved\x12%\n" +
 	"\x0ereplay_pending\x18\x04 \x01(\bR\rreplayPending\"K\n" +
 	"\x16WatchApprovalsResponse\x121\n" +
-	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"o\n" +
+	"\bapproval\x18\x01 \x01(\v2\x15.loomflow.v1.ApprovalR\bapproval\"\xa5\x03\n" +
+	"\x14ListApprovalsRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12L\n" +
+	"\bstatuses\x18\x02 \x03(\x0e2\x1b.loomflow.v1.ApprovalStatusB\x13\xbaH\x10\x92\x01\r\x10\x04\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\bstatuses\x121\n" +
+	"\ttool_name\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
+	"^[^\\x00]*$R\btoolName\x12=\n" +
+	"\fcreated_from\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vcreatedFrom\x129\n" +
+	"\n" +
+	"created_to\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedTo\x12'\n" +
+	"\tpage_size\x18\x06 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x123\n" +
+	"\n" +
+	"page_token\x18\a \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x042\n" +
+	"^[^\\x00]*$R\tpageToken\"t\n" +
+	"\x15ListApprovalsResponse\x123\n" +
+	"\tapprovals\x18\x01 \x03(\v2\x15.loomflow.v1.ApprovalR\tapprovals\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"o\n" +
 	"\x10GetPolicyRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12%\n" +
 	"\x0edefault_policy\x18\x02 \x01(\bR\rdefaultPolicy\"_\n" +
@@ -2335,14 +2504,15 @@ const file_loomflow_v1_policy_proto_rawDesc = "" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12RESOLUTION_APPROVE\x10\x01\x12\x13\n" +
-	"\x0fRESOLUTION_DENY\x10\x022\xec\x06\n" +
+	"\x0fRESOLUTION_DENY\x10\x022\xc4\a\n" +
 	"\rPolicyService\x12>\n" +
 	"\x05Check\x12\x19.loomflow.v1.CheckRequest\x1a\x1a.loomflow.v1.CheckResponse\x12\\\n" +
 	"\x0fRequestApproval\x12#.loomflow.v1.RequestApprovalRequest\x1a$.loomflow.v1.RequestApprovalResponse\x12\\\n" +
 	"\x0fConsumeApproval\x12#.loomflow.v1.ConsumeApprovalRequest\x1a$.loomflow.v1.ConsumeApprovalResponse\x12\\\n" +
 	"\x0fResolveApproval\x12#.loomflow.v1.ResolveApprovalRequest\x1a$.loomflow.v1.ResolveApprovalResponse\x12P\n" +
 	"\vGetApproval\x12\x1f.loomflow.v1.GetApprovalRequest\x1a .loomflow.v1.GetApprovalResponse\x12[\n" +
-	"\x0eWatchApprovals\x12\".loomflow.v1.WatchApprovalsRequest\x1a#.loomflow.v1.WatchApprovalsResponse0\x01\x12J\n" +
+	"\x0eWatchApprovals\x12\".loomflow.v1.WatchApprovalsRequest\x1a#.loomflow.v1.WatchApprovalsResponse0\x01\x12V\n" +
+	"\rListApprovals\x12!.loomflow.v1.ListApprovalsRequest\x1a\".loomflow.v1.ListApprovalsResponse\x12J\n" +
 	"\tGetPolicy\x12\x1d.loomflow.v1.GetPolicyRequest\x1a\x1e.loomflow.v1.GetPolicyResponse\x12J\n" +
 	"\tPutPolicy\x12\x1d.loomflow.v1.PutPolicyRequest\x1a\x1e.loomflow.v1.PutPolicyResponse\x12[\n" +
 	"\x06Forget\x12'.loomflow.v1.PolicyServiceForgetRequest\x1a(.loomflow.v1.PolicyServiceForgetResponse\x12]\n" +
@@ -2362,7 +2532,7 @@ func file_loomflow_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_loomflow_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_loomflow_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_loomflow_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_loomflow_v1_policy_proto_goTypes = []any{
 	(Decision)(0),                       // 0: loomflow.v1.Decision
 	(Mode)(0),                           // 1: loomflow.v1.Mode
@@ -2385,18 +2555,20 @@ var file_loomflow_v1_policy_proto_goTypes = []any{
 	(*GetApprovalResponse)(nil),         // 18: loomflow.v1.GetApprovalResponse
 	(*WatchApprovalsRequest)(nil),       // 19: loomflow.v1.WatchApprovalsRequest
 	(*WatchApprovalsResponse)(nil),      // 20: loomflow.v1.WatchApprovalsResponse
-	(*GetPolicyRequest)(nil),            // 21: loomflow.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),           // 22: loomflow.v1.GetPolicyResponse
-	(*PutPolicyRequest)(nil),            // 23: loomflow.v1.PutPolicyRequest
-	(*PutPolicyResponse)(nil),           // 24: loomflow.v1.PutPolicyResponse
-	(*PolicyServiceForgetRequest)(nil),  // 25: loomflow.v1.PolicyServiceForgetRequest
-	(*PolicyServiceForgetResponse)(nil), // 26: loomflow.v1.PolicyServiceForgetResponse
-	(*PolicyServiceExportRequest)(nil),  // 27: loomflow.v1.PolicyServiceExportRequest
-	(*RememberedAnswer)(nil),            // 28: loomflow.v1.RememberedAnswer
-	(*PolicyServiceExportResponse)(nil), // 29: loomflow.v1.PolicyServiceExportResponse
-	(*UserScope)(nil),                   // 30: loomflow.v1.UserScope
-	(*structpb.Struct)(nil),             // 31: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),       // 32: google.protobuf.Timestamp
+	(*ListApprovalsRequest)(nil),        // 21: loomflow.v1.ListApprovalsRequest
+	(*ListApprovalsResponse)(nil),       // 22: loomflow.v1.ListApprovalsResponse
+	(*GetPolicyRequest)(nil),            // 23: loomflow.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),           // 24: loomflow.v1.GetPolicyResponse
+	(*PutPolicyRequest)(nil),            // 25: loomflow.v1.PutPolicyRequest
+	(*PutPolicyResponse)(nil),           // 26: loomflow.v1.PutPolicyResponse
+	(*PolicyServiceForgetRequest)(nil),  // 27: loomflow.v1.PolicyServiceForgetRequest
+	(*PolicyServiceForgetResponse)(nil), // 28: loomflow.v1.PolicyServiceForgetResponse
+	(*PolicyServiceExportRequest)(nil),  // 29: loomflow.v1.PolicyServiceExportRequest
+	(*RememberedAnswer)(nil),            // 30: loomflow.v1.RememberedAnswer
+	(*PolicyServiceExportResponse)(nil), // 31: loomflow.v1.PolicyServiceExportResponse
+	(*UserScope)(nil),                   // 32: loomflow.v1.UserScope
+	(*structpb.Struct)(nil),             // 33: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),       // 34: google.protobuf.Timestamp
 }
 var file_loomflow_v1_policy_proto_depIdxs = []int32{
 	2,  // 0: loomflow.v1.ArgumentCondition.operator:type_name -> loomflow.v1.ConditionOperator
@@ -2405,69 +2577,76 @@ var file_loomflow_v1_policy_proto_depIdxs = []int32{
 	6,  // 3: loomflow.v1.Policy.rules:type_name -> loomflow.v1.Rule
 	1,  // 4: loomflow.v1.Policy.mode:type_name -> loomflow.v1.Mode
 	0,  // 5: loomflow.v1.Policy.fallback:type_name -> loomflow.v1.Decision
-	30, // 6: loomflow.v1.CheckRequest.scope:type_name -> loomflow.v1.UserScope
-	31, // 7: loomflow.v1.CheckRequest.arguments:type_name -> google.protobuf.Struct
+	32, // 6: loomflow.v1.CheckRequest.scope:type_name -> loomflow.v1.UserScope
+	33, // 7: loomflow.v1.CheckRequest.arguments:type_name -> google.protobuf.Struct
 	0,  // 8: loomflow.v1.CheckResponse.decision:type_name -> loomflow.v1.Decision
 	1,  // 9: loomflow.v1.CheckResponse.mode:type_name -> loomflow.v1.Mode
-	30, // 10: loomflow.v1.Approval.scope:type_name -> loomflow.v1.UserScope
-	31, // 11: loomflow.v1.Approval.arguments:type_name -> google.protobuf.Struct
+	32, // 10: loomflow.v1.Approval.scope:type_name -> loomflow.v1.UserScope
+	33, // 11: loomflow.v1.Approval.arguments:type_name -> google.protobuf.Struct
 	3,  // 12: loomflow.v1.Approval.status:type_name -> loomflow.v1.ApprovalStatus
-	31, // 13: loomflow.v1.Approval.edited_arguments:type_name -> google.protobuf.Struct
-	32, // 14: loomflow.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
-	32, // 15: loomflow.v1.Approval.resolved_at:type_name -> google.protobuf.Timestamp
-	32, // 16: loomflow.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	32, // 17: loomflow.v1.Approval.consumed_at:type_name -> google.protobuf.Timestamp
-	30, // 18: loomflow.v1.RequestApprovalRequest.scope:type_name -> loomflow.v1.UserScope
-	31, // 19: loomflow.v1.RequestApprovalRequest.arguments:type_name -> google.protobuf.Struct
+	33, // 13: loomflow.v1.Approval.edited_arguments:type_name -> google.protobuf.Struct
+	34, // 14: loomflow.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
+	34, // 15: loomflow.v1.Approval.resolved_at:type_name -> google.protobuf.Timestamp
+	34, // 16: loomflow.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	34, // 17: loomflow.v1.Approval.consumed_at:type_name -> google.protobuf.Timestamp
+	32, // 18: loomflow.v1.RequestApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	33, // 19: loomflow.v1.RequestApprovalRequest.arguments:type_name -> google.protobuf.Struct
 	10, // 20: loomflow.v1.RequestApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	30, // 21: loomflow.v1.ResolveApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	32, // 21: loomflow.v1.ResolveApprovalRequest.scope:type_name -> loomflow.v1.UserScope
 	4,  // 22: loomflow.v1.ResolveApprovalRequest.resolution:type_name -> loomflow.v1.Resolution
-	31, // 23: loomflow.v1.ResolveApprovalRequest.edited_arguments:type_name -> google.protobuf.Struct
+	33, // 23: loomflow.v1.ResolveApprovalRequest.edited_arguments:type_name -> google.protobuf.Struct
 	10, // 24: loomflow.v1.ResolveApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	30, // 25: loomflow.v1.ConsumeApprovalRequest.scope:type_name -> loomflow.v1.UserScope
-	31, // 26: loomflow.v1.ConsumeApprovalRequest.arguments:type_name -> google.protobuf.Struct
+	32, // 25: loomflow.v1.ConsumeApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	33, // 26: loomflow.v1.ConsumeApprovalRequest.arguments:type_name -> google.protobuf.Struct
 	10, // 27: loomflow.v1.ConsumeApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	30, // 28: loomflow.v1.GetApprovalRequest.scope:type_name -> loomflow.v1.UserScope
+	32, // 28: loomflow.v1.GetApprovalRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 29: loomflow.v1.GetApprovalResponse.approval:type_name -> loomflow.v1.Approval
-	30, // 30: loomflow.v1.WatchApprovalsRequest.scope:type_name -> loomflow.v1.UserScope
+	32, // 30: loomflow.v1.WatchApprovalsRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 31: loomflow.v1.WatchApprovalsResponse.approval:type_name -> loomflow.v1.Approval
-	30, // 32: loomflow.v1.GetPolicyRequest.scope:type_name -> loomflow.v1.UserScope
-	7,  // 33: loomflow.v1.GetPolicyResponse.policy:type_name -> loomflow.v1.Policy
-	30, // 34: loomflow.v1.PutPolicyRequest.scope:type_name -> loomflow.v1.UserScope
-	7,  // 35: loomflow.v1.PutPolicyRequest.policy:type_name -> loomflow.v1.Policy
-	7,  // 36: loomflow.v1.PutPolicyResponse.policy:type_name -> loomflow.v1.Policy
-	30, // 37: loomflow.v1.PolicyServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
-	30, // 38: loomflow.v1.PolicyServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
-	0,  // 39: loomflow.v1.RememberedAnswer.decision:type_name -> loomflow.v1.Decision
-	32, // 40: loomflow.v1.RememberedAnswer.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 41: loomflow.v1.PolicyServiceExportResponse.policy:type_name -> loomflow.v1.Policy
-	10, // 42: loomflow.v1.PolicyServiceExportResponse.approval:type_name -> loomflow.v1.Approval
-	28, // 43: loomflow.v1.PolicyServiceExportResponse.remembered:type_name -> loomflow.v1.RememberedAnswer
-	8,  // 44: loomflow.v1.PolicyService.Check:input_type -> loomflow.v1.CheckRequest
-	11, // 45: loomflow.v1.PolicyService.RequestApproval:input_type -> loomflow.v1.RequestApprovalRequest
-	15, // 46: loomflow.v1.PolicyService.ConsumeApproval:input_type -> loomflow.v1.ConsumeApprovalRequest
-	13, // 47: loomflow.v1.PolicyService.ResolveApproval:input_type -> loomflow.v1.ResolveApprovalRequest
-	17, // 48: loomflow.v1.PolicyService.GetApproval:input_type -> loomflow.v1.GetApprovalRequest
-	19, // 49: loomflow.v1.PolicyService.WatchApprovals:input_type -> loomflow.v1.WatchApprovalsRequest
-	21, // 50: loomflow.v1.PolicyService.GetPolicy:input_type -> loomflow.v1.GetPolicyRequest
-	23, // 51: loomflow.v1.PolicyService.PutPolicy:input_type -> loomflow.v1.PutPolicyRequest
-	25, // 52: loomflow.v1.PolicyService.Forget:input_type -> loomflow.v1.PolicyServiceForgetRequest
-	27, // 53: loomflow.v1.PolicyService.Export:input_type -> loomflow.v1.PolicyServiceExportRequest
-	9,  // 54: loomflow.v1.PolicyService.Check:output_type -> loomflow.v1.CheckResponse
-	12, // 55: loomflow.v1.PolicyService.RequestApproval:output_type -> loomflow.v1.RequestApprovalResponse
-	16, // 56: loomflow.v1.PolicyService.ConsumeApproval:output_type -> loomflow.v1.ConsumeApprovalResponse
-	14, // 57: loomflow.v1.PolicyService.ResolveApproval:output_type -> loomflow.v1.ResolveApprovalResponse
-	18, // 58: loomflow.v1.PolicyService.GetApproval:output_type -> loomflow.v1.GetApprovalResponse
-	20, // 59: loomflow.v1.PolicyService.WatchApprovals:output_type -> loomflow.v1.WatchApprovalsResponse
-	22, // 60: loomflow.v1.PolicyService.GetPolicy:output_type -> loomflow.v1.GetPolicyResponse
-	24, // 61: loomflow.v1.PolicyService.PutPolicy:output_type -> loomflow.v1.PutPolicyResponse
-	26, // 62: loomflow.v1.PolicyService.Forget:output_type -> loomflow.v1.PolicyServiceForgetResponse
-	29, // 63: loomflow.v1.PolicyService.Export:output_type -> loomflow.v1.PolicyServiceExportResponse
-	54, // [54:64] is the sub-list for method output_type
-	44, // [44:54] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	32, // 32: loomflow.v1.ListApprovalsRequest.scope:type_name -> loomflow.v1.UserScope
+	3,  // 33: loomflow.v1.ListApprovalsRequest.statuses:type_name -> loomflow.v1.ApprovalStatus
+	34, // 34: loomflow.v1.ListApprovalsRequest.created_from:type_name -> google.protobuf.Timestamp
+	34, // 35: loomflow.v1.ListApprovalsRequest.created_to:type_name -> google.protobuf.Timestamp
+	10, // 36: loomflow.v1.ListApprovalsResponse.approvals:type_name -> loomflow.v1.Approval
+	32, // 37: loomflow.v1.GetPolicyRequest.scope:type_name -> loomflow.v1.UserScope
+	7,  // 38: loomflow.v1.GetPolicyResponse.policy:type_name -> loomflow.v1.Policy
+	32, // 39: loomflow.v1.PutPolicyRequest.scope:type_name -> loomflow.v1.UserScope
+	7,  // 40: loomflow.v1.PutPolicyRequest.policy:type_name -> loomflow.v1.Policy
+	7,  // 41: loomflow.v1.PutPolicyResponse.policy:type_name -> loomflow.v1.Policy
+	32, // 42: loomflow.v1.PolicyServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
+	32, // 43: loomflow.v1.PolicyServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
+	0,  // 44: loomflow.v1.RememberedAnswer.decision:type_name -> loomflow.v1.Decision
+	34, // 45: loomflow.v1.RememberedAnswer.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 46: loomflow.v1.PolicyServiceExportResponse.policy:type_name -> loomflow.v1.Policy
+	10, // 47: loomflow.v1.PolicyServiceExportResponse.approval:type_name -> loomflow.v1.Approval
+	30, // 48: loomflow.v1.PolicyServiceExportResponse.remembered:type_name -> loomflow.v1.RememberedAnswer
+	8,  // 49: loomflow.v1.PolicyService.Check:input_type -> loomflow.v1.CheckRequest
+	11, // 50: loomflow.v1.PolicyService.RequestApproval:input_type -> loomflow.v1.RequestApprovalRequest
+	15, // 51: loomflow.v1.PolicyService.ConsumeApproval:input_type -> loomflow.v1.ConsumeApprovalRequest
+	13, // 52: loomflow.v1.PolicyService.ResolveApproval:input_type -> loomflow.v1.ResolveApprovalRequest
+	17, // 53: loomflow.v1.PolicyService.GetApproval:input_type -> loomflow.v1.GetApprovalRequest
+	19, // 54: loomflow.v1.PolicyService.WatchApprovals:input_type -> loomflow.v1.WatchApprovalsRequest
+	21, // 55: loomflow.v1.PolicyService.ListApprovals:input_type -> loomflow.v1.ListApprovalsRequest
+	23, // 56: loomflow.v1.PolicyService.GetPolicy:input_type -> loomflow.v1.GetPolicyRequest
+	25, // 57: loomflow.v1.PolicyService.PutPolicy:input_type -> loomflow.v1.PutPolicyRequest
+	27, // 58: loomflow.v1.PolicyService.Forget:input_type -> loomflow.v1.PolicyServiceForgetRequest
+	29, // 59: loomflow.v1.PolicyService.Export:input_type -> loomflow.v1.PolicyServiceExportRequest
+	9,  // 60: loomflow.v1.PolicyService.Check:output_type -> loomflow.v1.CheckResponse
+	12, // 61: loomflow.v1.PolicyService.RequestApproval:output_type -> loomflow.v1.RequestApprovalResponse
+	16, // 62: loomflow.v1.PolicyService.ConsumeApproval:output_type -> loomflow.v1.ConsumeApprovalResponse
+	14, // 63: loomflow.v1.PolicyService.ResolveApproval:output_type -> loomflow.v1.ResolveApprovalResponse
+	18, // 64: loomflow.v1.PolicyService.GetApproval:output_type -> loomflow.v1.GetApprovalResponse
+	20, // 65: loomflow.v1.PolicyService.WatchApprovals:output_type -> loomflow.v1.WatchApprovalsResponse
+	22, // 66: loomflow.v1.PolicyService.ListApprovals:output_type -> loomflow.v1.ListApprovalsResponse
+	24, // 67: loomflow.v1.PolicyService.GetPolicy:output_type -> loomflow.v1.GetPolicyResponse
+	26, // 68: loomflow.v1.PolicyService.PutPolicy:output_type -> loomflow.v1.PutPolicyResponse
+	28, // 69: loomflow.v1.PolicyService.Forget:output_type -> loomflow.v1.PolicyServiceForgetResponse
+	31, // 70: loomflow.v1.PolicyService.Export:output_type -> loomflow.v1.PolicyServiceExportResponse
+	60, // [60:71] is the sub-list for method output_type
+	49, // [49:60] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_policy_proto_init() }
@@ -2476,7 +2655,7 @@ func file_loomflow_v1_policy_proto_init() {
 		return
 	}
 	file_loomflow_v1_tenancy_proto_init()
-	file_loomflow_v1_policy_proto_msgTypes[24].OneofWrappers = []any{
+	file_loomflow_v1_policy_proto_msgTypes[26].OneofWrappers = []any{
 		(*PolicyServiceExportResponse_Policy)(nil),
 		(*PolicyServiceExportResponse_Approval)(nil),
 		(*PolicyServiceExportResponse_Remembered)(nil),
@@ -2487,7 +2666,7 @@ func file_loomflow_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_policy_proto_rawDesc), len(file_loomflow_v1_policy_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	PolicyService_ResolveApproval_FullMethodName = "/loomflow.v1.PolicyService/ResolveApproval"
 	PolicyService_GetApproval_FullMethodName     = "/loomflow.v1.PolicyService/GetApproval"
 	PolicyService_WatchApprovals_FullMethodName  = "/loomflow.v1.PolicyService/WatchApprovals"
+	PolicyService_ListApprovals_FullMethodName   = "/loomflow.v1.PolicyService/ListApprovals"
 	PolicyService_GetPolicy_FullMethodName       = "/loomflow.v1.PolicyService/GetPolicy"
 	PolicyService_PutPolicy_FullMethodName       = "/loomflow.v1.PolicyService/PutPolicy"
 	PolicyService_Forget_FullMethodName          = "/loomflow.v1.PolicyService/Forget"
@@ -73,8 +74,15 @@ type PolicyServiceClient interface {
 	// The server sends the stream's headers once the subscription is in place:
 	// nothing created after that is missed. A watcher that falls too far behind
 	// is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
-	// for all_tenants without an operator credential.
+	// for all_tenants (the field or the scope choice) without an operator credential.
 	WatchApprovals(ctx context.Context, in *WatchApprovalsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchApprovalsResponse], error)
+	// ListApprovals pages through approvals, newest first, filtered by status,
+	// tool and creation time: the tenant's own, or every tenant's when the scope
+	// is all_tenants (operator credential). The order (created_at, then user,
+	// then approval_id, all descending) is stable, so a page_token resumes where
+	// the last page ended even while approvals are created. INVALID_ARGUMENT for a
+	// page_token this RPC did not issue (or issued for other filters).
+	ListApprovals(ctx context.Context, in *ListApprovalsRequest, opts ...grpc.CallOption) (*ListApprovalsResponse, error)
 	// GetPolicy returns the policy that applies to the tenant (or the default).
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error)
 	// PutPolicy replaces the tenant's policy or the default. Operator credential required.
@@ -170,6 +178,16 @@ func (c *policyServiceClient) WatchApprovals(ctx context.Context, in *WatchAppro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PolicyService_WatchApprovalsClient = grpc.ServerStreamingClient[WatchApprovalsResponse]
 
+func (c *policyServiceClient) ListApprovals(ctx context.Context, in *ListApprovalsRequest, opts ...grpc.CallOption) (*ListApprovalsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListApprovalsResponse)
+	err := c.cc.Invoke(ctx, PolicyService_ListApprovals_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *policyServiceClient) GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetPolicyResponse)
@@ -261,8 +279,15 @@ type PolicyServiceServer interface {
 	// The server sends the stream's headers once the subscription is in place:
 	// nothing created after that is missed. A watcher that falls too far behind
 	// is ended with ABORTED (watch again with replay_pending). PERMISSION_DENIED
-	// for all_tenants without an operator credential.
+	// for all_tenants (the field or the scope choice) without an operator credential.
 	WatchApprovals(*WatchApprovalsRequest, grpc.ServerStreamingServer[WatchApprovalsResponse]) error
+	// ListApprovals pages through approvals, newest first, filtered by status,
+	// tool and creation time: the tenant's own, or every tenant's when the scope
+	// is all_tenants (operator credential). The order (created_at, then user,
+	// then approval_id, all descending) is stable, so a page_token resumes where
+	// the last page ended even while approvals are created. INVALID_ARGUMENT for a
+	// page_token this RPC did not issue (or issued for other filters).
+	ListApprovals(context.Context, *ListApprovalsRequest) (*ListApprovalsResponse, error)
 	// GetPolicy returns the policy that applies to the tenant (or the default).
 	GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error)
 	// PutPolicy replaces the tenant's policy or the default. Operator credential required.
@@ -306,6 +331,9 @@ func (UnimplementedPolicyServiceServer) GetApproval(context.Context, *GetApprova
 }
 func (UnimplementedPolicyServiceServer) WatchApprovals(*WatchApprovalsRequest, grpc.ServerStreamingServer[WatchApprovalsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchApprovals not implemented")
+}
+func (UnimplementedPolicyServiceServer) ListApprovals(context.Context, *ListApprovalsRequest) (*ListApprovalsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListApprovals not implemented")
 }
 func (UnimplementedPolicyServiceServer) GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicy not implemented")
@@ -441,6 +469,24 @@ func _PolicyService_WatchApprovals_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PolicyService_WatchApprovalsServer = grpc.ServerStreamingServer[WatchApprovalsResponse]
 
+func _PolicyService_ListApprovals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListApprovalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).ListApprovals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_ListApprovals_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).ListApprovals(ctx, req.(*ListApprovalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PolicyService_GetPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetPolicyRequest)
 	if err := dec(in); err != nil {
@@ -532,6 +578,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetApproval",
 			Handler:    _PolicyService_GetApproval_Handler,
+		},
+		{
+			MethodName: "ListApprovals",
+			Handler:    _PolicyService_ListApprovals_Handler,
 		},
 		{
 			MethodName: "GetPolicy",

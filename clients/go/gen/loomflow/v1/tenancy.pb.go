@@ -61,7 +61,49 @@ func (*Anonymous) Descriptor() ([]byte, []int) {
 	return file_loomflow_v1_tenancy_proto_rawDescGZIP(), []int{0}
 }
 
-// UserScope names the tenant a request acts for. Every request message of every
+// AllTenants selects every tenant at once, for an operator's cross-tenant call
+// (listing every tenant's approvals, querying every chain). Only an operator
+// credential may send it (PERMISSION_DENIED for end users and services), and
+// only on the RPCs whose comment says they accept it (INVALID_ARGUMENT
+// elsewhere, violation scope.all_tenants.unsupported). Records never carry it.
+type AllTenants struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllTenants) Reset() {
+	*x = AllTenants{}
+	mi := &file_loomflow_v1_tenancy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllTenants) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllTenants) ProtoMessage() {}
+
+func (x *AllTenants) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_tenancy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllTenants.ProtoReflect.Descriptor instead.
+func (*AllTenants) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_tenancy_proto_rawDescGZIP(), []int{1}
+}
+
+// UserScope names the tenant a request acts for (or, for an operator, every
+// tenant: AllTenants). Every request message of every
 // loomflow service carries it as field 1, named `scope`, and every record the
 // services return carries the scope it belongs to.
 //
@@ -79,6 +121,7 @@ type UserScope struct {
 	//
 	//	*UserScope_UserId
 	//	*UserScope_Anonymous
+	//	*UserScope_AllTenants
 	Kind          isUserScope_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -86,7 +129,7 @@ type UserScope struct {
 
 func (x *UserScope) Reset() {
 	*x = UserScope{}
-	mi := &file_loomflow_v1_tenancy_proto_msgTypes[1]
+	mi := &file_loomflow_v1_tenancy_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -98,7 +141,7 @@ func (x *UserScope) String() string {
 func (*UserScope) ProtoMessage() {}
 
 func (x *UserScope) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_tenancy_proto_msgTypes[1]
+	mi := &file_loomflow_v1_tenancy_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -111,7 +154,7 @@ func (x *UserScope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserScope.ProtoReflect.Descriptor instead.
 func (*UserScope) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_tenancy_proto_rawDescGZIP(), []int{1}
+	return file_loomflow_v1_tenancy_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *UserScope) GetKind() isUserScope_Kind {
@@ -139,6 +182,15 @@ func (x *UserScope) GetAnonymous() *Anonymous {
 	return nil
 }
 
+func (x *UserScope) GetAllTenants() *AllTenants {
+	if x != nil {
+		if x, ok := x.Kind.(*UserScope_AllTenants); ok {
+			return x.AllTenants
+		}
+	}
+	return nil
+}
+
 type isUserScope_Kind interface {
 	isUserScope_Kind()
 }
@@ -161,23 +213,34 @@ type UserScope_Anonymous struct {
 	Anonymous *Anonymous `protobuf:"bytes,2,opt,name=anonymous,proto3,oneof"`
 }
 
+type UserScope_AllTenants struct {
+	// Every tenant (operator only; see AllTenants).
+	AllTenants *AllTenants `protobuf:"bytes,3,opt,name=all_tenants,json=allTenants,proto3,oneof"`
+}
+
 func (*UserScope_UserId) isUserScope_Kind() {}
 
 func (*UserScope_Anonymous) isUserScope_Kind() {}
+
+func (*UserScope_AllTenants) isUserScope_Kind() {}
 
 var File_loomflow_v1_tenancy_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_tenancy_proto_rawDesc = "" +
 	"\n" +
 	"\x19loomflow/v1/tenancy.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\"\v\n" +
-	"\tAnonymous\"\x8d\x04\n" +
+	"\tAnonymous\"\f\n" +
+	"\n" +
+	"AllTenants\"\xc9\x04\n" +
 	"\tUserScope\x12\xb8\x03\n" +
 	"\auser_id\x18\x01 \x01(\tB\x9c\x03\xbaH\x98\x03\xba\x01w\n" +
 	"\x1duser_id.no_control_characters\x12+user_id must not contain control characters\x1a)!this.matches('[\\\\x00-\\\\x1f\\\\x7f-\\\\x9f]')\xba\x01\x9c\x01\n" +
 	"\x14user_id.not_reserved\x12Puser_id must not be the reserved anonymous sentinel; set scope.anonymous instead\x1a2this.lowerAscii().trim() != '__jeeves_anon_user__'\xba\x01h\n" +
 	"!user_id.no_surrounding_whitespace\x12.user_id must not start or end with white space\x1a\x13this == this.trim()r\x11\x10\x01\x18\x80\x022\n" +
 	"^[^\\x00]*$H\x00R\x06userId\x126\n" +
-	"\tanonymous\x18\x02 \x01(\v2\x16.loomflow.v1.AnonymousH\x00R\tanonymousB\r\n" +
+	"\tanonymous\x18\x02 \x01(\v2\x16.loomflow.v1.AnonymousH\x00R\tanonymous\x12:\n" +
+	"\vall_tenants\x18\x03 \x01(\v2\x17.loomflow.v1.AllTenantsH\x00R\n" +
+	"allTenantsB\r\n" +
 	"\x04kind\x12\x05\xbaH\x02\b\x01B\xb0\x01\n" +
 	"\x0fcom.loomflow.v1B\fTenancyProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
 
@@ -193,18 +256,20 @@ func file_loomflow_v1_tenancy_proto_rawDescGZIP() []byte {
 	return file_loomflow_v1_tenancy_proto_rawDescData
 }
 
-var file_loomflow_v1_tenancy_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_loomflow_v1_tenancy_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_loomflow_v1_tenancy_proto_goTypes = []any{
-	(*Anonymous)(nil), // 0: loomflow.v1.Anonymous
-	(*UserScope)(nil), // 1: loomflow.v1.UserScope
+	(*Anonymous)(nil),  // 0: loomflow.v1.Anonymous
+	(*AllTenants)(nil), // 1: loomflow.v1.AllTenants
+	(*UserScope)(nil),  // 2: loomflow.v1.UserScope
 }
 var file_loomflow_v1_tenancy_proto_depIdxs = []int32{
 	0, // 0: loomflow.v1.UserScope.anonymous:type_name -> loomflow.v1.Anonymous
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1, // 1: loomflow.v1.UserScope.all_tenants:type_name -> loomflow.v1.AllTenants
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_tenancy_proto_init() }
@@ -212,9 +277,10 @@ func file_loomflow_v1_tenancy_proto_init() {
 	if File_loomflow_v1_tenancy_proto != nil {
 		return
 	}
-	file_loomflow_v1_tenancy_proto_msgTypes[1].OneofWrappers = []any{
+	file_loomflow_v1_tenancy_proto_msgTypes[2].OneofWrappers = []any{
 		(*UserScope_UserId)(nil),
 		(*UserScope_Anonymous)(nil),
+		(*UserScope_AllTenants)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -222,7 +288,7 @@ func file_loomflow_v1_tenancy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_tenancy_proto_rawDesc), len(file_loomflow_v1_tenancy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
