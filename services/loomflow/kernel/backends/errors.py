@@ -46,6 +46,9 @@ def _outage_errors() -> tuple[type[BaseException], ...]:
         found += [
             asyncpg.PostgresConnectionError,  # class 08: connection failures
             asyncpg.InterfaceError,  # the connection was closed under us
+            # A pooled session the server ended while idle can fail its next query with "cannot switch to
+            # state …; another operation is in progress" (asyncpg issues #784, #1069): a dropped connection.
+            asyncpg.exceptions._base.InternalClientError,
             asyncpg.exceptions.OperatorInterventionError,  # class 57: admin shutdown, cannot connect now
             asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
         ]
