@@ -7,6 +7,7 @@ on it, with a password in the DSN.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -94,3 +95,26 @@ async def test_stores_failing_to_connect_log_and_raise_without_the_password(capl
     assert "budget ledger" in caplog.text, "the start-up outage was logged"
     for text in (caplog.text, ledger_error.value.message, store_error.value.message):
         assert SECRET not in text
+
+
+def _factories() -> dict[str, Callable[[str], object]]:
+    from loomflow.agent.store import open_agent_store
+    from loomflow.audit.sink import open_sink
+    from loomflow.budget.ledger import open_ledger
+    from loomflow.policy.store import open_store as open_policy_store
+
+    return {
+        "LOOMFLOW_MEMORY_DSN": lambda dsn: open_store(dsn, "/nonexistent"),
+        "LOOMFLOW_POLICY_DSN": lambda dsn: open_policy_store(dsn, "/nonexistent"),
+        "LOOMFLOW_AGENT_STORE_DSN": lambda dsn: open_agent_store(dsn, "/nonexistent"),
+        "LOOMFLOW_BUDGET_DSN": open_ledger,
+        "LOOMFLOW_AUDIT_DSN": open_sink,
+    }
+
+
+@pytest.mark.parametrize("setting", sorted(_factories()))
+def test_every_factory_refuses_an_unknown_scheme_without_showing_the_password(setting: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _factories()[setting](with_password(1, scheme="mysql"))
+    assert SECRET not in str(caught.value)
+    assert "***" in str(caught.value), "the DSN is shown, redacted, so the operator sees which one"
