@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -17,9 +18,10 @@ from loomflow.kernel.backends import postgres
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.errors import Unavailable
 from loomflow.memory.store import open_store
+from tests.support.backends import postgres_dsn
 from tests.support.processes import free_port
 
-SECRET = "s3cr3t-p@ss"
+SECRET = "s3cr3t-pw"
 
 
 def with_password(port: int, *, scheme: str = "postgres") -> str:
@@ -118,3 +120,13 @@ def test_every_factory_refuses_an_unknown_scheme_without_showing_the_password(se
         _factories()[setting](with_password(1, scheme="mysql"))
     assert SECRET not in str(caught.value)
     assert "***" in str(caught.value), "the DSN is shown, redacted, so the operator sees which one"
+
+
+@pytest.mark.postgres
+async def test_a_postgres_that_refuses_the_login_is_a_configuration_error_without_the_password() -> None:
+    parts = urlsplit(postgres_dsn())
+    host = parts.netloc.rpartition("@")[2]
+    refused = urlunsplit(parts._replace(netloc=f"loomflow:{SECRET}@{host}", path="/no_such_database_here"))
+    with pytest.raises(ConfigError, match=r"^test database \(Postgres\): the server refused the connection") as caught:
+        await postgres.open_pool(refused, "test database (Postgres)", max_size=1)
+    assert SECRET not in str(caught.value)

@@ -155,7 +155,7 @@ class PostgresSink:
                 connect_timeout=60,
                 server_settings={"synchronous_commit": "on"} if not self.readonly else None,
             )
-        except (Unavailable, ValueError) as exc:
+        except (Unavailable, ConfigError, ValueError) as exc:
             message = exc.message if isinstance(exc, Unavailable) else dsns.redact(str(exc))
             raise ConfigError(f"audit: cannot connect to {self.description}: {message}") from None
         async with self._connection() as conn:

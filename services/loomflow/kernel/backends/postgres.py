@@ -14,15 +14,19 @@ import asyncpg
 
 from loomflow.kernel.backends.dsn import redact
 from loomflow.kernel.backends.errors import unavailable_on_outage
-from loomflow.kernel.errors import Unavailable
+from loomflow.kernel.config import ConfigError
 
 
 @contextlib.contextmanager
 def _refused_login(what: str) -> Iterator[None]:
+    """A server that answers but refuses us (wrong password, no such database or role) is a configuration
+    error, not an outage: the service does not start, naming the backend (the password redacted)."""
     try:
         yield
-    except asyncpg.PostgresError as exc:  # wrong password, no such database or role
-        raise Unavailable(f"{what} unavailable: cannot connect: {type(exc).__name__}: {redact(str(exc))}") from exc
+    except asyncpg.PostgresError as exc:
+        raise ConfigError(
+            f"{what}: the server refused the connection: {type(exc).__name__}: {redact(str(exc))}"
+        ) from exc
 
 
 async def open_pool(
@@ -35,8 +39,8 @@ async def open_pool(
     command_timeout: float | None = None,
     server_settings: Mapping[str, str] | None = None,
 ) -> asyncpg.Pool:
-    """A pool of up to ``max_size`` connections; ``Unavailable`` naming ``what`` when Postgres cannot be reached
-    or refuses the login (a server we cannot use is, to the service, down)."""
+    """A pool of up to ``max_size`` connections: ``Unavailable`` naming ``what`` when Postgres cannot be reached,
+    ``ConfigError`` when it refuses the login."""
     with _refused_login(what), unavailable_on_outage(what):
         pool: asyncpg.Pool = await asyncpg.create_pool(
             dsn,

@@ -30,6 +30,7 @@ import asyncpg
 
 from loomflow.kernel.backends import migrations, postgres
 from loomflow.kernel.backends.errors import unavailable_on_outage
+from loomflow.kernel.config import ConfigError
 from loomflow.kernel.errors import Unavailable
 from loomflow.policy.models import Approval, ApprovalStatus, Decision, Policy, Remembered, ResolutionInput
 from loomflow.policy.store.base import Change, ChangeKind, ChangeListener
@@ -220,7 +221,7 @@ class PostgresStore:
                 await self._listen()
                 log.info("policy notifications resumed")
                 return
-            except (Unavailable, asyncpg.PostgresError):
+            except (Unavailable, ConfigError, asyncpg.PostgresError):  # down, or refusing us: keep trying
                 await asyncio.sleep(1.0)
 
     # -- policies ----------------------------------------------------------
