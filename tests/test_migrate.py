@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from loomflow.kernel.schema import SchemaBehind
+from loomflow.kernel.backends.migrations import TABLE, SchemaBehind
 from tests.support.backends import postgres_dsn, postgres_schema
 from tests.support.processes import ServeProcess, loomflow_script
 
@@ -166,14 +166,14 @@ async def _open_close(backend: str, dsn: str, *, migrate: bool) -> None:
 
 
 # How to set each backend's schema one step back, as an older release would have left it.
-LATEST_ROW = "DELETE FROM {0} WHERE version = (SELECT max(version) FROM {0})"
-ONE_STEP_BACK = {
-    "memory": LATEST_ROW.format("memory_schema_migrations"),
-    "budget": LATEST_ROW.format("budget_schema"),
-    "policy": LATEST_ROW.format("policy_schema"),
-    "audit": LATEST_ROW.format("audit_migrations"),
-    "agent": "DROP INDEX agent_paused_by_expiry",
-}
+LATEST_ROW = (
+    f"DELETE FROM {TABLE} WHERE component = '{{0}}' "
+    f"AND version = (SELECT max(version) FROM {TABLE} WHERE component = '{{0}}')"
+)
+ONE_STEP_BACK = {name: LATEST_ROW.format(name) for name in ("memory", "budget", "policy", "audit")}
+# The agent store has one version: without its row it reads as an older release's schema (adopted when its
+# objects exist), so one step back also lacks an object, as that release's would.
+ONE_STEP_BACK["agent"] = LATEST_ROW.format("agent") + "; DROP INDEX agent_paused_by_expiry"
 
 
 @pytest.mark.parametrize("backend", sorted(ONE_STEP_BACK))

@@ -11,6 +11,7 @@ from loomflow.audit.core import AuditLog
 from loomflow.audit.keys import AuditKeys
 from loomflow.audit.models import Draft, QueryFilter
 from loomflow.audit.sink.postgres import migrate
+from loomflow.kernel.backends.migrations import TABLE
 from tests.audit.conftest import make_log
 
 pytestmark = pytest.mark.postgres
@@ -64,7 +65,7 @@ async def test_migrations_are_idempotent_and_safe_to_race(postgres_schema_dsn: s
     try:
         await asyncio.gather(*(migrate(c) for c in connections))
         await migrate(connections[0])
-        versions = await connections[0].fetch("SELECT version FROM audit_migrations")
+        versions = await connections[0].fetch(f"SELECT version FROM {TABLE} WHERE component = 'audit'")
     finally:
         for conn in connections:
             await conn.close()

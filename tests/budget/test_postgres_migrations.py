@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from loomflow.budget.ledger.postgres import MIGRATIONS, PostgresLedger
+from loomflow.kernel.backends.migrations import TABLE
 from tests.budget.conftest import isolated
 
 pytestmark = pytest.mark.postgres
@@ -25,7 +26,10 @@ async def test_replicas_starting_together_migrate_once(unique: str) -> None:
             await asyncio.gather(*(ledger.close() for ledger in ledgers))
         conn = await asyncpg.connect(backend.dsn)
         try:
-            versions = [r["version"] for r in await conn.fetch("SELECT version FROM budget_schema ORDER BY 1")]
+            versions = [
+                r["version"]
+                for r in await conn.fetch(f"SELECT version FROM {TABLE} WHERE component = 'budget' ORDER BY 1")
+            ]
             tables = {
                 r["tablename"]
                 for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
@@ -33,4 +37,4 @@ async def test_replicas_starting_together_migrate_once(unique: str) -> None:
         finally:
             await conn.close()
     assert versions == list(range(1, len(MIGRATIONS) + 1)), "each migration recorded exactly once"
-    assert tables == {"budget_schema", "budget_limits", "budget_held", "budget_usage", "budget_ledger"}
+    assert tables == {TABLE, "budget_limits", "budget_held", "budget_usage", "budget_ledger"}

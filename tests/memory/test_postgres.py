@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from loomflow.kernel.backends import migrations
 from loomflow.kernel.errors import Unavailable
 from loomflow.memory.models import EpisodeDraft, RecallQuery, now_micros
-from loomflow.memory.store.postgres import MIGRATIONS, PostgresStore
+from loomflow.memory.store.postgres import SCHEMA, PostgresStore
 
 pytestmark = pytest.mark.postgres
 
@@ -23,10 +24,15 @@ async def test_many_stores_starting_at_once_migrate_exactly_once(postgres_dsn: s
     try:
         conn = await asyncpg.connect(postgres_dsn)
         try:
-            versions = [r[0] for r in await conn.fetch("SELECT version FROM memory_schema_migrations ORDER BY 1")]
+            versions = [
+                r[0]
+                for r in await conn.fetch(
+                    f"SELECT version FROM {migrations.TABLE} WHERE component = 'memory' ORDER BY 1"
+                )
+            ]
         finally:
             await conn.close()
-        assert versions == [v for v, _ in MIGRATIONS], "each migration is recorded once"
+        assert versions == [m.version for m in SCHEMA.migrations], "each migration is recorded once"
     finally:
         await asyncio.gather(*(s.close() for s in stores))
 

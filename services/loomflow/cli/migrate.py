@@ -13,14 +13,12 @@ import dataclasses
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
-from urllib.parse import urlsplit
 
 from loomflow import suite
 from loomflow.kernel import config
 from loomflow.kernel.auth import AuthSettings
+from loomflow.kernel.backends import dsn as dsns
 from loomflow.kernel.hosting import ServiceContext
-
-POSTGRES = ("postgres", "postgresql")
 
 
 async def _memory(ctx: ServiceContext) -> None:
@@ -95,13 +93,13 @@ def migrate(args: argparse.Namespace) -> int:
         module = suite.service_module(name)
         field, run = MIGRATORS[name]
         dsn = getattr(ctx.section(module.SECTION, module.Settings), field)
-        if urlsplit(dsn).scheme.lower() not in POSTGRES:
+        if not dsns.parse(dsn).is_postgres:
             print(f"{name}: nothing to migrate ({_dsn_env(name, field)} is not Postgres; embedded stores self-migrate)")
             continue
         try:
             asyncio.run(run(ctx))
         except Exception as exc:  # noqa: BLE001  # one line naming the setting, whatever the driver raised
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = dsns.redact(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"loomflow migrate: {name} ({_dsn_env(name, field)}): {message}", file=sys.stderr)
             return 2
         print(f"{name}: schema current ({_dsn_env(name, field)})")

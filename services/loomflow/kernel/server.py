@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from loomflow.kernel import devmode, heap, reflection
 from loomflow.kernel.auth import AuthSettings
+from loomflow.kernel.backends.dsn import redact
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.hosting import HostedService
 from loomflow.kernel.identity import ServiceIdentities, Verifier, build_verifier
@@ -51,7 +52,7 @@ def port_in_use(host: str, port: int) -> bool:
 
 def startup_failure(service: HostedService, exc: BaseException) -> str:
     """One line for a service that could not start: what failed, and the setting that chose its backend."""
-    reason = " ".join(str(exc).split()) or type(exc).__name__
+    reason = " ".join(redact(str(exc)).split()) or type(exc).__name__  # a driver's error may quote the DSN
     return f"the {service.name} service could not start: {reason}: check {service.startup_setting()}"
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from loomflow.agent.store.base import AgentStore, PausedRecord, StoredDefinition
+from loomflow.kernel.backends import dsn as dsns
 from loomflow.kernel.config import ConfigError
 
 FILE_NAME = "agent.db"
@@ -13,23 +13,20 @@ FILE_NAME = "agent.db"
 
 def open_agent_store(dsn: str, data_dir: str | Path, *, migrate: bool = True) -> AgentStore:
     """The store a DSN names; empty is ``<data_dir>/agent.db`` (SQLite)."""
-    scheme = urlsplit(dsn).scheme.lower() if dsn else "sqlite"
+    parsed = dsns.parse(dsn, "LOOMFLOW_AGENT_STORE_DSN")
     if not dsn:
         from loomflow.agent.store.sqlite import SQLiteAgentStore
 
         return SQLiteAgentStore(Path(data_dir) / FILE_NAME)
-    if scheme == "sqlite":
+    if parsed.scheme == "sqlite":
         from loomflow.agent.store.sqlite import SQLiteAgentStore
 
-        path = dsn[len("sqlite://") :]
-        if not path:
-            raise ConfigError("LOOMFLOW_AGENT_STORE_DSN: sqlite:// needs a file path, e.g. sqlite:///var/lib/agent.db")
-        return SQLiteAgentStore(path)
-    if scheme in ("postgres", "postgresql"):
+        return SQLiteAgentStore(parsed.file_path("sqlite:///var/lib/agent.db"))
+    if parsed.is_postgres:
         from loomflow.agent.store.postgres import PostgresAgentStore
 
         return PostgresAgentStore(dsn, migrate=migrate)
-    raise ConfigError(f"LOOMFLOW_AGENT_STORE_DSN={dsn!r}: use sqlite:///path or postgres://…")
+    raise ConfigError(f"LOOMFLOW_AGENT_STORE_DSN={parsed.redacted!r}: use sqlite:///path or postgres://…")
 
 
 __all__ = ["AgentStore", "PausedRecord", "StoredDefinition", "open_agent_store"]

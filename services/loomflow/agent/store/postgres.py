@@ -4,37 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 
 from loomflow.agent.store import rows, sql
 from loomflow.agent.store.base import ErasureRow, Micros, PausedRecord, StoredDefinition
-from loomflow.kernel import schema
+from loomflow.kernel.backends import migrations, postgres
+from loomflow.kernel.backends.errors import unavailable_on_outage
 from loomflow.kernel.errors import Unavailable
 
-MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('loomflow.agent.migrations'))"
-_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+WHAT = "agent store (Postgres)"
+# Releases before the kernel's runner kept no version: a schema with all of these objects is at version 1.
+SCHEMA = migrations.numbered(
+    "agent", [sql.SCHEMA], legacy=migrations.legacy_objects(re.findall(r"IF NOT EXISTS (\w+)", " ".join(sql.SCHEMA)))
+)
 
 
 def q(statement: str) -> str:
     return sql.numbered(statement)
-
-
-@contextlib.contextmanager
-def _unavailable_on_connection_errors() -> Iterator[None]:
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise Unavailable(f"agent store unavailable: {type(exc).__name__}: {exc}") from exc
-
-
-async def migrate(conn: asyncpg.Connection) -> None:
-    async with conn.transaction():
-        await conn.execute(MIGRATION_LOCK)  # many replicas may start at once
-        for statement in sql.SCHEMA:
-            await conn.execute(statement)
 
 
 class PostgresAgentStore:
@@ -45,13 +34,10 @@ class PostgresAgentStore:
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
-        with _unavailable_on_connection_errors():
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size, timeout=5)
+        self._pool = await postgres.open_pool(self._dsn, WHAT, max_size=self._pool_size)
+        with unavailable_on_outage(WHAT):
             async with self._pool.acquire() as conn:
-                if self._migrate:
-                    await migrate(conn)
-                else:
-                    await schema.check_objects(conn, "agent", re.findall(r"IF NOT EXISTS (\w+)", " ".join(sql.SCHEMA)))
+                await migrations.migrate_or_check(conn, SCHEMA, apply=self._migrate)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -62,7 +48,7 @@ class PostgresAgentStore:
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
         if self._pool is None:
             raise Unavailable("agent store is not started")
-        with _unavailable_on_connection_errors():
+        with unavailable_on_outage(WHAT):
             async with self._pool.acquire() as conn, conn.transaction():
                 yield conn
 

@@ -7,26 +7,20 @@ loop never waits on the disk and statements of one transaction never interleave.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from loomflow.agent.store import rows, sql
 from loomflow.agent.store.base import ErasureRow, Micros, PausedRecord, StoredDefinition
+from loomflow.kernel.backends import sqlite as sqlite_backend
+from loomflow.kernel.backends.errors import unavailable_on_outage
 from loomflow.kernel.errors import Unavailable
 
 T = TypeVar("T")
-
-
-@contextlib.contextmanager
-def _unavailable_on_busy() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        raise Unavailable(f"agent store unavailable: {exc}") from exc
+WHAT = "agent store (SQLite)"
 
 
 class SQLiteAgentStore:
@@ -37,15 +31,12 @@ class SQLiteAgentStore:
 
     async def start(self) -> None:
         def open_and_migrate() -> sqlite3.Connection:
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            conn.execute("PRAGMA busy_timeout=10000")
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite_backend.connect(self._path)
             for statement in sql.SCHEMA:
                 conn.execute(statement)
             return conn
 
-        with _unavailable_on_busy():
+        with unavailable_on_outage(WHAT):
             self._conn = await asyncio.to_thread(open_and_migrate)
 
     async def close(self) -> None:
@@ -59,15 +50,8 @@ class SQLiteAgentStore:
             raise Unavailable("agent store is not started")
 
         def run() -> T:
-            with self._lock, _unavailable_on_busy():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                return result
+            with self._lock, unavailable_on_outage(WHAT):
+                return sqlite_backend.write(conn, work)
 
         return await asyncio.to_thread(run)
 

@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlparse
 
 from loomflow.audit.sink.base import BadEntry, Conflict, Sink, SinkBroken
 from loomflow.kernel import extras
+from loomflow.kernel.backends import dsn as dsns
 from loomflow.kernel.config import ConfigError
 
 __all__ = ["BadEntry", "Conflict", "Sink", "SinkBroken", "default_dsn", "open_sink"]
@@ -24,8 +25,9 @@ def file_folder(location: str) -> Path:
 
 def open_sink(dsn: str, *, readonly: bool = False, migrate: bool = True) -> Sink:
     """The sink a DSN names (not opened yet). Plain paths are accepted too (the offline verifier)."""
-    scheme = urlparse(dsn).scheme
-    if scheme in ("postgres", "postgresql"):
+    parsed = dsns.parse(dsn, "LOOMFLOW_AUDIT_DSN")
+    scheme = parsed.scheme
+    if parsed.is_postgres:
         extras.require("postgres", f"LOOMFLOW_AUDIT_DSN={scheme}://…")
         from loomflow.audit.sink.postgres import PostgresSink
 
@@ -34,9 +36,11 @@ def open_sink(dsn: str, *, readonly: bool = False, migrate: bool = True) -> Sink
         from loomflow.audit.sink.file import FileSink
 
         if scheme == "file" and not urlparse(dsn).path:
-            raise ConfigError(f"LOOMFLOW_AUDIT_DSN={dsn!r}: a file DSN needs a path, e.g. file:///var/lib/audit")
+            raise ConfigError(
+                f"LOOMFLOW_AUDIT_DSN={parsed.redacted!r}: a file DSN needs a path, e.g. file:///var/lib/audit"
+            )
         return FileSink(file_folder(dsn), readonly=readonly)
     raise ConfigError(
-        f"LOOMFLOW_AUDIT_DSN={dsn!r}: unsupported; use file:///path (JSONL, the default) or postgres://… "
+        f"LOOMFLOW_AUDIT_DSN={parsed.redacted!r}: unsupported; use file:///path (JSONL, the default) or postgres://… "
         "(an audit log must be durable, so memory:// and sqlite:// are not offered)"
     )

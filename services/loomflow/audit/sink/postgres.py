@@ -7,7 +7,7 @@ Tables (prefixed ``audit_`` because services may share a database):
 * ``audit_heads``: every chain's head, updated in the same transaction, so a
   checkpoint reads one row per tenant instead of scanning entries.
 * ``audit_keys``: wrapped data keys; ``Forget`` deletes the tenant's rows.
-* ``audit_checkpoints``, ``audit_meta``, ``audit_migrations``.
+* ``audit_checkpoints``, ``audit_meta`` (the schema's version: the kernel's migration runner).
 
 A batch is acknowledged after its COMMIT; the pool's sessions force
 ``synchronous_commit = on`` so COMMIT means flushed to the WAL (unless the
@@ -22,6 +22,7 @@ To keep two deployments apart in one database, give each its own schema with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Collection
 from typing import Any
@@ -32,7 +33,9 @@ from loomflow.audit import checkpoint as checkpoints
 from loomflow.audit.models import Batch, ChainReport, Checkpoint, Entry, Head, QueryFilter, WrappedKey
 from loomflow.audit.sink.base import BadEntry, Conflict
 from loomflow.audit.verify import LogVerifier, missing_chains, reclassify, suspects
-from loomflow.kernel import schema
+from loomflow.kernel.backends import dsn as dsns
+from loomflow.kernel.backends import migrations, postgres
+from loomflow.kernel.backends.errors import unavailable_on_outage
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.errors import Unavailable
 
@@ -123,19 +126,15 @@ def entry_record(e: Entry) -> tuple[Any, ...]:
     )
 
 
+SCHEMA = migrations.numbered(
+    "audit", [sql for _, sql in MIGRATIONS], legacy=migrations.legacy_table("audit_migrations")
+)
+WHAT = "audit log (Postgres)"
+
+
 async def migrate(conn: Any) -> None:
     """Applies the migrations not applied yet; safe to run from many processes at once."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('loomflow.audit.migrations'))")
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS audit_migrations ("
-            "version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        applied = {r["version"] for r in await conn.fetch("SELECT version FROM audit_migrations")}
-        for version, sql in MIGRATIONS:
-            if version not in applied:
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO audit_migrations (version) VALUES ($1)", version)
+    await migrations.migrate(conn, SCHEMA)
 
 
 class PostgresSink:
@@ -145,33 +144,34 @@ class PostgresSink:
         self.readonly = readonly
         self._pool_size = pool_size
         self._pool: Any = None
-        at = dsn.split("@", 1)[-1] if "@" in dsn else dsn.split("//", 1)[-1]
-        self.description = f"postgres://…@{at}"  # never the password
+        self.description = dsns.redact(dsn)  # never the password
 
     async def open(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(
+            self._pool = await postgres.open_pool(
                 self._dsn,
-                min_size=1,
+                WHAT,
                 max_size=self._pool_size,
+                connect_timeout=60,
                 server_settings={"synchronous_commit": "on"} if not self.readonly else None,
             )
-        except (OSError, asyncpg.PostgresError, ValueError) as exc:
-            raise ConfigError(f"audit: cannot connect to {self.description}: {exc}") from None
-        async with self._pool.acquire() as conn:
+        except (Unavailable, ConfigError, ValueError) as exc:
+            message = exc.message if isinstance(exc, Unavailable) else dsns.redact(str(exc))
+            raise ConfigError(f"audit: cannot connect to {self.description}: {message}") from None
+        async with self._connection() as conn:
             if not self.readonly:
-                await schema.migrate_or_check(
-                    conn,
-                    "audit",
-                    apply=self._migrate,
-                    migrate=migrate,
-                    table="audit_migrations",
-                    latest=MIGRATIONS[-1][0],
-                )
+                await migrations.migrate_or_check(conn, SCHEMA, apply=self._migrate)
             exists = await conn.fetchval("SELECT to_regclass('audit_entries') IS NOT NULL")
         if not exists:
             await self.close()
             raise ConfigError(f"no audit log at {self.description} (table audit_entries does not exist)")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; an outage (lost connection, read-only standby…) raises ``Unavailable``."""
+        with unavailable_on_outage(WHAT):
+            async with self._pool.acquire() as conn:
+                yield conn
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -179,7 +179,7 @@ class PostgresSink:
             self._pool = None
 
     async def init_meta(self, values: dict[str, str]) -> dict[str, str]:
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             if not self.readonly:
                 await conn.executemany(
                     "INSERT INTO audit_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
@@ -199,7 +199,7 @@ class PostgresSink:
                 used_keys.setdefault(entry.user_id, set()).add(entry.payload[1:9])
         new_keys = {(k.tenant, k.key_id) for k in batch.new_keys}
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 await self._lock_keys(conn, used_keys, new_keys)
                 if batch.new_keys:
                     await conn.copy_records_to_table(
@@ -223,8 +223,8 @@ class PostgresSink:
             raise Conflict(heads, f"another writer appended to these chains: {exc}") from None
         except asyncpg.DataError as exc:  # SQLSTATE class 22: a value Postgres cannot store, e.g. a NUL in text
             raise BadEntry(f"an entry cannot be stored: {exc}") from None
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise Unavailable(f"audit: {self.description} failed: {exc}") from exc
+        except asyncpg.PostgresError as exc:  # anything else the server refused (outages raised Unavailable): retry
+            raise Unavailable(f"audit: {self.description} failed: {dsns.redact(str(exc))}") from exc
 
     async def _lock_keys(self, conn: Any, used: dict[str, set[bytes]], new: set[tuple[str, bytes]]) -> None:
         """Locks the existing data keys the batch encrypted with; Conflict if Forget destroyed one."""
@@ -244,7 +244,7 @@ class PostgresSink:
             raise Conflict(gone, "a data key was destroyed by Forget in another process")
 
     async def destroy_keys(self, tenant: str) -> int:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute("DELETE FROM audit_keys WHERE user_id = $1", tenant)
             count: int = await conn.fetchval(
                 "SELECT count(*) FROM audit_entries WHERE user_id = $1 AND octet_length(payload) > 0", tenant
@@ -252,7 +252,7 @@ class PostgresSink:
         return count
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO audit_checkpoints (checkpoint_id, created_us, document) VALUES ($1, $2, $3)",
                 checkpoint.checkpoint_id,
@@ -263,19 +263,19 @@ class PostgresSink:
     # -- reading ----------------------------------------------------------
 
     async def load_heads(self, tenants: Collection[str]) -> dict[str, Head]:
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT user_id, seq, mac FROM audit_heads WHERE user_id = ANY($1::text[])", list(tenants)
             )
         return {r["user_id"]: Head(r["seq"], bytes(r["mac"])) for r in rows}
 
     async def all_heads(self) -> dict[str, Head]:
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch("SELECT user_id, seq, mac FROM audit_heads")
         return {r["user_id"]: Head(r["seq"], bytes(r["mac"])) for r in rows}
 
     async def load_keys(self, tenants: Collection[str]) -> dict[str, list[WrappedKey]]:
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT user_id, key_id, wrapped FROM audit_keys WHERE user_id = ANY($1::text[]) "
                 "ORDER BY created_at, key_id",
@@ -287,7 +287,7 @@ class PostgresSink:
         return found
 
     async def latest_checkpoint(self) -> Checkpoint | None:
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             document = await conn.fetchval(
                 "SELECT document FROM audit_checkpoints ORDER BY created_us DESC, checkpoint_id DESC LIMIT 1"
             )
@@ -307,13 +307,13 @@ class PostgresSink:
                 conditions.append(f"ts_us {operator} ${len(args)}")
         args.append(query.limit)
         sql = f"{SELECT_ENTRIES} WHERE {' AND '.join(conditions)} ORDER BY user_id, seq LIMIT ${len(args)}"
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(sql, *args)
         return [row_entry(r) for r in rows]
 
     async def macs_at(self, positions: Collection[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
         pairs = list(positions)
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT e.user_id, e.seq, e.mac FROM audit_entries e "
                 "JOIN unnest($1::text[], $2::bigint[]) AS w(user_id, seq) USING (user_id, seq)",
@@ -325,7 +325,7 @@ class PostgresSink:
     async def _stream(self, only: str | None, part: int = 0) -> AsyncIterator[list[Entry]]:
         """Entries ordered by (user_id, seq), in chunks, from one snapshot: one tenant's, or every
         tenant's whose hash falls in ``part`` of VERIFY_STREAMS."""
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        async with self._connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             if only is None:
                 cursor = await conn.cursor(
                     f"{SELECT_ENTRIES} WHERE (hashtext(user_id) & 2147483647) % $1 = $2 ORDER BY user_id, seq",
@@ -362,7 +362,7 @@ class PostgresSink:
                 reports.extend(missing_chains(checkpoint, reports))
         wanted = suspects(reports)
         if wanted:
-            async with self._pool.acquire() as conn:
+            async with self._connection() as conn:
                 rows = await conn.fetch(
                     "SELECT mac, user_id, seq FROM audit_entries WHERE mac = ANY($1::bytea[])", list(wanted)
                 )

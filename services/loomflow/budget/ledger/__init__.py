@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from loomflow.budget.ledger.base import Ledger
 from loomflow.kernel import extras
+from loomflow.kernel.backends import dsn as dsns
 from loomflow.kernel.config import ConfigError
 
 
@@ -24,7 +25,8 @@ class LedgerOptions:
 def open_ledger(dsn: str, options: LedgerOptions | None = None) -> Ledger:
     """A ledger for ``dsn``. Network backends connect in ``start()``, never here."""
     opts = options or LedgerOptions()
-    scheme = dsn.partition("://")[0].lower() if "://" in dsn else ""
+    parsed = dsns.parse(dsn, "LOOMFLOW_BUDGET_DSN")
+    scheme = parsed.scheme
     if scheme in ("", "memory"):
         from loomflow.budget.ledger.inprocess import InProcessLedger
 
@@ -34,17 +36,17 @@ def open_ledger(dsn: str, options: LedgerOptions | None = None) -> Ledger:
             retention_ms=opts.retention_ms,
             max_kept_per_user=opts.max_kept_per_user,
         )
-    if scheme in ("redis", "rediss"):
+    if parsed.is_redis:
         extras.require("redis", f"LOOMFLOW_BUDGET_DSN={scheme}://…")
         from loomflow.budget.ledger.redis import RedisLedger
 
         return RedisLedger(dsn, retention_ms=opts.retention_ms, pool_size=opts.pool_size)
-    if scheme in ("postgres", "postgresql"):
+    if parsed.is_postgres:
         extras.require("postgres", f"LOOMFLOW_BUDGET_DSN={scheme}://…")
         from loomflow.budget.ledger.postgres import PostgresLedger
 
         return PostgresLedger(dsn, pool_size=opts.pool_size, migrate=opts.migrate)
-    raise ConfigError(f"budget dsn {dsn!r}: use memory://, redis://… or postgres://… (LOOMFLOW_BUDGET_DSN)")
+    raise ConfigError(f"budget dsn {parsed.redacted!r}: use memory://, redis://… or postgres://… (LOOMFLOW_BUDGET_DSN)")
 
 
 __all__ = ["Ledger", "LedgerOptions", "open_ledger"]

@@ -46,7 +46,8 @@ from loomflow.budget.models import (
     TenantExport,
     first_refusal,
 )
-from loomflow.kernel import schema
+from loomflow.kernel.backends import migrations, postgres
+from loomflow.kernel.backends.errors import unavailable_on_outage
 from loomflow.kernel.errors import NotFound, Unavailable
 
 log = logging.getLogger("loomflow.budget.postgres")
@@ -167,16 +168,8 @@ ON CONFLICT (scope, window_key) DO UPDATE SET
     cost_micros = u.cost_micros + EXCLUDED.cost_micros, wall_clock_ms = u.wall_clock_ms + EXCLUDED.wall_clock_ms
 """
 
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.ReadOnlySQLTransactionError,  # a standby after failover: nothing can be booked there
-)
+SCHEMA = migrations.numbered("budget", MIGRATIONS, legacy=migrations.legacy_table("budget_schema"))
+WHAT = "budget ledger (Postgres)"
 
 _ZERO_USAGE = [0, 0, 0, 0, 0, 0]
 
@@ -201,18 +194,6 @@ def _states(row: asyncpg.Record) -> list[LimitState]:
 
 def _plus(states: list[LimitState], hold: Sequence[int]) -> list[LimitState]:
     return [LimitState(s.limit, s.applies_to, s.committed, s.reserved + hold[s.limit.dimension]) for s in states]
-
-
-async def migrate(conn: asyncpg.Connection) -> None:
-    """Applies the migrations not yet recorded; safe to run from many processes at once."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('loomflow.budget.migrations'))")
-        await conn.execute("CREATE TABLE IF NOT EXISTS budget_schema (version int PRIMARY KEY)")
-        applied = await conn.fetchval("SELECT coalesce(max(version), 0) FROM budget_schema")
-        for version, statements in enumerate(MIGRATIONS, start=1):
-            if version > applied:
-                await conn.execute(statements)
-                await conn.execute("INSERT INTO budget_schema (version) VALUES ($1)", version)
 
 
 class PostgresLedger:
@@ -240,25 +221,14 @@ class PostgresLedger:
             return self._pool
         async with self._opening:
             if self._pool is None:
+                pool = await postgres.open_pool(self._dsn, WHAT, max_size=self._pool_size, command_timeout=30)
                 try:
-                    pool = await asyncpg.create_pool(
-                        self._dsn, min_size=1, max_size=self._pool_size, timeout=5, command_timeout=30
-                    )
-                    try:
+                    with unavailable_on_outage(WHAT):
                         async with pool.acquire() as conn:
-                            await schema.migrate_or_check(
-                                conn,
-                                "budget",
-                                apply=self._apply,
-                                migrate=migrate,
-                                table="budget_schema",
-                                latest=len(MIGRATIONS),
-                            )
-                    except BaseException:
-                        await pool.close()
-                        raise
-                except _UNREACHABLE as exc:
-                    raise Unavailable(f"budget ledger unavailable (Postgres): {exc}") from None
+                            await migrations.migrate_or_check(conn, SCHEMA, apply=self._apply)
+                except BaseException:
+                    await pool.close()
+                    raise
                 self._pool = pool
         assert self._pool is not None
         return self._pool
@@ -270,12 +240,10 @@ class PostgresLedger:
     async def _transaction(self, work: Any) -> Any:
         """Runs ``work(conn)`` in one transaction holding the global lock; connection loss → UNAVAILABLE."""
         pool = await self._connected()
-        try:
+        with unavailable_on_outage(WHAT):
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(_LOCK_GLOBAL)
                 return await work(conn)
-        except _UNREACHABLE as exc:
-            raise Unavailable(f"budget ledger unavailable (Postgres): {exc}") from None
 
     @staticmethod
     async def _sweep(conn: asyncpg.Connection, at: Moment) -> None:
@@ -401,7 +369,7 @@ class PostgresLedger:
     async def set_limits(self, target: LimitTarget, tenant: str, limits: Sequence[Limit]) -> None:
         kind, user = self._target(target, tenant)
         pool = await self._connected()
-        try:
+        with unavailable_on_outage(WHAT):
             if limits:
                 await pool.execute(
                     "INSERT INTO budget_limits (target, user_key, limits) VALUES ($1, $2, $3::jsonb) "
@@ -412,18 +380,14 @@ class PostgresLedger:
                 )
             else:
                 await pool.execute("DELETE FROM budget_limits WHERE target = $1 AND user_key = $2", kind, user)
-        except _UNREACHABLE as exc:
-            raise Unavailable(f"budget ledger unavailable (Postgres): {exc}") from None
 
     async def get_limits(self, target: LimitTarget, tenant: str) -> list[Limit]:
         kind, user = self._target(target, tenant)
         pool = await self._connected()
-        try:
+        with unavailable_on_outage(WHAT):
             text = await pool.fetchval(
                 "SELECT limits FROM budget_limits WHERE target = $1 AND user_key = $2", kind, user
             )
-        except _UNREACHABLE as exc:
-            raise Unavailable(f"budget ledger unavailable (Postgres): {exc}") from None
         return decode_limits(text)
 
     async def forget(self, tenant: str, at: Moment) -> ForgetReceipt:
@@ -462,7 +426,7 @@ class PostgresLedger:
 
     async def export(self, tenant: str, at: Moment) -> TenantExport:
         pool = await self._connected()
-        try:
+        with unavailable_on_outage(WHAT):
             async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
                 usage_rows = await conn.fetch(
                     f"SELECT window_key, {_USAGE_COLUMNS} AS usage FROM budget_usage WHERE scope = $1 "
@@ -477,8 +441,6 @@ class PostgresLedger:
                 override = await conn.fetchval(
                     "SELECT limits FROM budget_limits WHERE target = 'user' AND user_key = $1", tenant
                 )
-        except _UNREACHABLE as exc:
-            raise Unavailable(f"budget ledger unavailable (Postgres): {exc}") from None
         usage = {row["window_key"]: Charge.from_stored(row["usage"]) for row in usage_rows if any(row["usage"])}
         kept = [
             KeptReservation(

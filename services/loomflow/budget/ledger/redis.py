@@ -26,14 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from loomflow.budget.ledger.base import decode_limits, encode_limits
 from loomflow.budget.models import (
@@ -56,7 +48,10 @@ from loomflow.budget.models import (
     refusal,
 )
 from loomflow.budget.windows import recent_window_keys
-from loomflow.kernel.errors import NotFound, Unavailable
+from loomflow.kernel.backends import dsn as dsns
+from loomflow.kernel.backends import redis as redis_backend
+from loomflow.kernel.backends.errors import unavailable_on_outage
+from loomflow.kernel.errors import NotFound
 
 DEFAULT_PREFIX = "loomflow:budget"
 PURGE_BATCH = 256
@@ -295,17 +290,7 @@ def _glob_literal(text: str) -> str:
     return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in text)
 
 
-# ReadOnlyError: a failover left us talking to a replica; writes cannot be booked there.
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
-
-
-def _split_dsn(dsn: str) -> tuple[str, str]:
-    """(URL for redis-py, key prefix): ``key_prefix`` is ours, not a redis-py option."""
-    parts = urlsplit(dsn)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((v for k, v in query if k == "key_prefix"), DEFAULT_PREFIX)
-    rest = urlencode([(k, v) for k, v in query if k != "key_prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
+WHAT = "budget ledger (Redis)"  # a read-only replica after a failover counts as down: nothing can be booked there
 
 
 def _states(flat: Sequence[Any]) -> list[LimitState]:
@@ -322,19 +307,17 @@ def _states(flat: Sequence[Any]) -> list[LimitState]:
 
 class RedisLedger:
     def __init__(self, dsn: str, *, retention_ms: int = 3_600_000, pool_size: int = 10) -> None:
-        url, self.prefix = _split_dsn(dsn)
+        url, self.prefix = dsns.parse(dsn).without_option("key_prefix", DEFAULT_PREFIX)  # ours, not redis-py's
         self.retention_ms = max(1, retention_ms)
-        retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), 2)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=10,
+        self._client = redis_backend.open_client(
+            url.secret_url,
             decode_responses=True,
-            socket_connect_timeout=2,
+            max_connections=pool_size,
+            wait_for_connection=10,
+            connect_timeout=2,
             socket_timeout=5,
-            retry=retry,
+            retries=2,
         )
-        self._client = aioredis.Redis(connection_pool=pool, retry=retry)
         self._reserve = self._client.register_script(_RESERVE)
         self._commit = self._client.register_script(_COMMIT)
         self._release = self._client.register_script(_RELEASE)
@@ -385,10 +368,8 @@ class RedisLedger:
         return f"{self._tag}:limits:user:{self._u(tenant)}"
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
+        with unavailable_on_outage(WHAT):
             return await script(keys=keys, args=args)
-        except _UNREACHABLE as exc:
-            raise Unavailable(f"budget ledger unavailable (Redis): {exc}") from None
 
     # -- operations ----------------------------------------------------------
 
@@ -473,19 +454,15 @@ class RedisLedger:
 
     async def set_limits(self, target: LimitTarget, tenant: str, limits: Sequence[Limit]) -> None:
         key = self._limits_key(target, tenant)
-        try:
+        with unavailable_on_outage(WHAT):
             if limits:
                 await self._client.set(key, encode_limits(limits))
             else:
                 await self._client.delete(key)
-        except _UNREACHABLE as exc:
-            raise Unavailable(f"budget ledger unavailable (Redis): {exc}") from None
 
     async def get_limits(self, target: LimitTarget, tenant: str) -> list[Limit]:
-        try:
+        with unavailable_on_outage(WHAT):
             return decode_limits(await self._client.get(self._limits_key(target, tenant)))
-        except _UNREACHABLE as exc:
-            raise Unavailable(f"budget ledger unavailable (Redis): {exc}") from None
 
     # -- erasure and export ----------------------------------------------------
 
@@ -505,7 +482,7 @@ class RedisLedger:
     async def forget(self, tenant: str, at: Moment) -> ForgetReceipt:
         user_held = f"{self._tag}:held:user:{self._u(tenant)}"
         deleted = released = 0
-        try:
+        with unavailable_on_outage(WHAT):
             # Reservations first: once they are gone a racing Commit finds nothing to book.
             keys = await self._reservation_keys(tenant)
             for start in range(0, len(keys), PURGE_BATCH):
@@ -517,22 +494,18 @@ class RedisLedger:
             windows, override = await self._forget_state(
                 keys=[user_held, self._limits_key(LimitTarget.USER, tenant), *self._usage_keys(tenant, at)], args=[]
             )
-        except _UNREACHABLE as exc:
-            raise Unavailable(f"budget ledger unavailable (Redis): {exc}") from None
         return ForgetReceipt(deleted, released, int(windows), bool(int(override)))
 
     async def export(self, tenant: str, at: Moment) -> TenantExport:
         usage_keys = self._usage_keys(tenant, at)
         windows = recent_window_keys(at.now_ms, days=3, months=2)
-        try:
+        with unavailable_on_outage(WHAT):
             keys = await self._reservation_keys(tenant)
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in (*usage_keys, *keys):
                     pipe.hgetall(key)
                 pipe.get(self._limits_key(LimitTarget.USER, tenant))
                 replies = await pipe.execute()
-        except _UNREACHABLE as exc:
-            raise Unavailable(f"budget ledger unavailable (Redis): {exc}") from None
         usage = {
             window: Charge.from_stored([int(bucket.get(str(f), 0)) for f in range(6)])
             for window, bucket in zip(windows, replies[: len(usage_keys)], strict=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from loomflow.kernel import extras
+from loomflow.kernel.backends import dsn as dsns
 from loomflow.kernel.config import ConfigError
 from loomflow.memory.recall.embedding import Embedder, HashingEmbedder
 from loomflow.memory.store.base import MemoryStore
@@ -38,11 +38,6 @@ class StoreOptions:
     migrate: bool = True  # False: no DDL at start, refuse a schema behind this release (Postgres)
 
 
-def _path_after(dsn: str, scheme: str) -> str:
-    """``sqlite:///abs/file.db`` → ``/abs/file.db``; ``sqlite://rel/file.db`` → ``rel/file.db``."""
-    return dsn[len(scheme) + 3 :]
-
-
 def _sqlite(path: str | Path, embedder: Embedder, options: StoreOptions) -> MemoryStore:
     from loomflow.memory.store.sqlite import SQLiteStore
 
@@ -61,7 +56,8 @@ def open_store(
     """The backend a DSN names; an empty DSN is the embedded default ``<data_dir>/memory.db`` (SQLite)."""
     options = options or StoreOptions()
     embedder = embedder or HashingEmbedder()
-    scheme = urlsplit(dsn).scheme.lower() if dsn else "sqlite"
+    parsed = dsns.parse(dsn, "LOOMFLOW_MEMORY_DSN")
+    scheme = parsed.scheme
     if options.sqlite_synchronous not in ("normal", "full"):
         raise ConfigError("LOOMFLOW_MEMORY_SQLITE_SYNCHRONOUS must be normal or full")
     if options.sqlite_mmap_bytes < 0:
@@ -73,16 +69,13 @@ def open_store(
 
         return InMemoryStore(options.max_users, options.user_idle_ttl_seconds, embedder)
     if scheme == "sqlite":
-        path = _path_after(dsn, scheme)
-        if not path:
-            raise ConfigError("LOOMFLOW_MEMORY_DSN: sqlite:// needs a file path, e.g. sqlite:///var/lib/memory.db")
-        return _sqlite(path, embedder, options)
-    if scheme in ("postgres", "postgresql"):
+        return _sqlite(parsed.file_path("sqlite:///var/lib/memory.db"), embedder, options)
+    if parsed.is_postgres:
         extras.require("postgres", f"LOOMFLOW_MEMORY_DSN={scheme}://…")
         from loomflow.memory.store.postgres import PostgresStore
 
         return PostgresStore(dsn, embedder, options.recall_cache_episodes, options.pool_size, migrate=options.migrate)
-    if scheme in ("redis", "rediss"):
+    if parsed.is_redis:
         extras.require("redis", f"LOOMFLOW_MEMORY_DSN={scheme}://…")
         from loomflow.memory.store.redis import RedisStore
 
@@ -91,8 +84,8 @@ def open_store(
         extras.require("chroma", "LOOMFLOW_MEMORY_DSN=chroma://…")
         from loomflow.memory.store.chroma import ChromaStore
 
-        return ChromaStore(_path_after(dsn, scheme) or None, embedder, options.recall_cache_episodes)
-    raise ConfigError(f"LOOMFLOW_MEMORY_DSN={dsn!r}: unknown scheme; use one of {', '.join(SCHEMES)}")
+        return ChromaStore(dsn[len("chroma://") :] or None, embedder, options.recall_cache_episodes)
+    raise parsed.unknown_scheme(", ".join(SCHEMES))
 
 
 __all__ = ["MemoryStore", "StoreOptions", "open_store"]

@@ -16,12 +16,12 @@ column for the embedder's dimension (``embedding_vector`` for 256, as before;
 exact per-tenant scan of the cached index ranks them. Either way BM25 runs on
 the in-process per-tenant index, kept current by the (epoch, seq) probe.
 
-Lost connections, refused connects and timeouts raise ``Unavailable``.
+Lost connections, refused connects, timeouts and a read-only standby raise ``Unavailable``
+(:mod:`loomflow.kernel.backends.errors`); migrations run through the kernel's runner.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -30,7 +30,8 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from loomflow.kernel import schema
+from loomflow.kernel.backends import migrations, postgres
+from loomflow.kernel.backends.errors import unavailable_on_outage
 from loomflow.kernel.errors import NotFound, Unavailable
 from loomflow.memory import blocks, facts, forgetting
 from loomflow.memory.episodes import stamp
@@ -69,11 +70,11 @@ from loomflow.memory.store.sql import numbered as q
 log = logging.getLogger("loomflow.memory.postgres")
 
 EXPORT_PAGE = 500
-MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('loomflow.memory.migrations'))"
+WHAT = "memory database (Postgres)"
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+SCHEMA = migrations.numbered(
+    "memory",
     (
-        1,
         (
             """CREATE TABLE IF NOT EXISTS memory_tenants (
                 tenant TEXT PRIMARY KEY, epoch BIGINT NOT NULL, seq BIGINT NOT NULL
@@ -103,8 +104,9 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 PRIMARY KEY (tenant, scope_key)
             )""",
         ),
+        sql.SESSION_INDEX,
     ),
-    (2, (sql.SESSION_INDEX,)),
+    legacy=migrations.legacy_table("memory_schema_migrations"),  # releases before the kernel's runner
 )
 
 PGVECTOR_DDL = (
@@ -127,44 +129,6 @@ def _insert_with_vector(column: str) -> str:
     )
 
 
-_UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, terminated backend
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
-)
-
-
-@contextlib.contextmanager
-def unavailable_on_connection_errors() -> Any:
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise Unavailable(f"memory database unavailable: {type(exc).__name__}: {exc}") from exc
-
-
-MIGRATIONS_TABLE = "memory_schema_migrations"
-
-
-async def migrate(conn: asyncpg.Connection) -> None:
-    """Applies pending migrations; safe when many processes start at once (advisory lock, IF NOT EXISTS)."""
-    async with conn.transaction():
-        await conn.execute(MIGRATION_LOCK)
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
-            "(version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-        )
-        applied = {r[0] for r in await conn.fetch(f"SELECT version FROM {MIGRATIONS_TABLE}")}
-        for version, statements in MIGRATIONS:
-            if version in applied:
-                continue
-            for statement in statements:
-                await conn.execute(statement)
-            await conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES ($1)", version)
-
-
 async def has_vector_column(conn: asyncpg.Connection, dim: int) -> bool:
     found = await conn.fetchval(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
@@ -177,7 +141,7 @@ async def has_vector_column(conn: asyncpg.Connection, dim: int) -> bool:
 async def enable_pgvector(conn: asyncpg.Connection, dim: int) -> bool:
     """Adds the vector column and HNSW index when the extension can be created; False otherwise."""
     async with conn.transaction():
-        await conn.execute(MIGRATION_LOCK)
+        await conn.execute(migrations.LOCK)
         try:
             async with conn.transaction():  # a savepoint: a missing extension must not abort the rest
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -231,19 +195,12 @@ class PostgresStore:
         return self._cache
 
     async def start(self) -> None:
-        with unavailable_on_connection_errors():
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout, command_timeout=30
-            )
+        self._pool = await postgres.open_pool(
+            self._dsn, WHAT, max_size=self._pool_size, connect_timeout=self._timeout, command_timeout=30
+        )
+        with unavailable_on_outage(WHAT):
             async with self._pool.acquire() as conn:
-                await schema.migrate_or_check(
-                    conn,
-                    "memory",
-                    apply=self._migrate,
-                    migrate=migrate,
-                    table=MIGRATIONS_TABLE,
-                    latest=MIGRATIONS[-1][0],
-                )
+                await migrations.migrate_or_check(conn, SCHEMA, apply=self._migrate)
                 if self._migrate:
                     self._pgvector = await enable_pgvector(conn, self._embedder.dim)
                 else:  # no DDL: use the vector column `loomflow migrate` added, if it could
@@ -267,12 +224,12 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        with unavailable_on_connection_errors():
+        with unavailable_on_outage(WHAT):
             async with self._pool_or_fail().acquire() as conn, conn.transaction():
                 yield conn
 
     async def _fetch(self, statement: str, *params: Any) -> list[asyncpg.Record]:
-        with unavailable_on_connection_errors():
+        with unavailable_on_outage(WHAT):
             rows: list[asyncpg.Record] = await self._pool_or_fail().fetch(q(statement), *params)
             return rows
 

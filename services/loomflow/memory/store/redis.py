@@ -22,16 +22,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
+from loomflow.kernel.backends import redis as redis_backend
+from loomflow.kernel.backends.errors import unavailable_on_outage
 from loomflow.kernel.errors import NotFound, Unavailable
 from loomflow.memory import blocks, facts, forgetting
 from loomflow.memory.episodes import scope_keys, stamp
@@ -135,12 +135,12 @@ class _Keys:
         return [self.tenant_row, self.episodes, self.vectors, self.ids, self.blocks, self.facts, self.tombstones]
 
 
-@contextlib.contextmanager
-def _unavailable_on_connection_errors() -> Iterator[None]:
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise Unavailable(f"memory redis unavailable: {exc}") from exc
+WHAT = "memory database (Redis)"
+
+
+def _unavailable_on_connection_errors() -> contextlib.AbstractContextManager[None]:
+    """Lost or refused connections, timeouts and a read-only replica (after a failover) → ``Unavailable``."""
+    return unavailable_on_outage(WHAT)
 
 
 def _episode_json(episode: Episode) -> str:
@@ -195,7 +195,7 @@ class RedisStore:
         return self._cache
 
     async def start(self) -> None:
-        self._redis = aioredis.from_url(self._url, decode_responses=False, socket_connect_timeout=5)
+        self._redis = redis_backend.open_client(self._url, decode_responses=False, connect_timeout=5)
         with _unavailable_on_connection_errors():
             await self._redis.ping()
         self._remember = self._redis.register_script(REMEMBER)

@@ -20,11 +20,13 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from loomflow.kernel.backends import sqlite as sqlite_backend
+from loomflow.kernel.backends.errors import unavailable_on_outage
 from loomflow.kernel.errors import NotFound, Unavailable
 from loomflow.memory import blocks, facts, forgetting
 from loomflow.memory.episodes import stamp
@@ -98,54 +100,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-SYNCHRONOUS = ("normal", "full")
-"""``normal``: a commit survives a crash of the process, an OS crash or power loss may undo the last
-few; ``full``: every commit is fsynced (survives power loss; each write then waits for the disk)."""
+SYNCHRONOUS = sqlite_backend.SYNCHRONOUS
+
+
+WHAT = "memory database (SQLite)"
 
 
 def _connect(path: str, synchronous: str = "normal", mmap_bytes: int = SQLITE_MMAP_BYTES) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-    conn.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL waits for other processes too
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-    conn.execute(f"PRAGMA mmap_size={int(mmap_bytes)}")
-    return conn
+    return sqlite_backend.connect(path, synchronous=synchronous, mmap_bytes=mmap_bytes)
 
 
-@contextlib.contextmanager
-def _sqlite_errors() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc)
-        if "locked" in text or "busy" in text or "disk" in text or "unable to open" in text:
-            raise Unavailable(f"memory database unavailable: {text}") from exc
-        raise
+def _sqlite_errors() -> contextlib.AbstractContextManager[None]:
+    """A locked or busy file, or one the disk refuses → ``Unavailable``; a SQL bug stays INTERNAL."""
+    return unavailable_on_outage(WHAT)
 
 
 def _transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
     with _sqlite_errors():
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+        return sqlite_backend.write(conn, work)
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    def run(c: sqlite3.Connection) -> None:
-        (version,) = c.execute("PRAGMA user_version").fetchone()
-        for number, statements in enumerate(MIGRATIONS, start=1):
-            if number <= version:
-                continue
-            for statement in statements:
-                c.execute(statement)
-            c.execute(f"PRAGMA user_version = {number}")
-
-    _transaction(conn, run)
+    with _sqlite_errors():
+        sqlite_backend.migrate(conn, MIGRATIONS)
 
 
 def _cutoffs(conn: sqlite3.Connection, tenant: str, session_id: str) -> list[Micros | None]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from loomflow.kernel import extras
-from loomflow.kernel.config import ConfigError
+from loomflow.kernel.backends import dsn as dsns
 from loomflow.policy.store.base import Change, ChangeKind, ChangeListener, PolicyStore
 
 SCHEMES = ("sqlite:///path", "postgres://…", "postgresql://…")
@@ -18,20 +17,17 @@ def open_store(dsn: str, data_dir: str | Path, pool_size: int = 10, *, migrate: 
         from loomflow.policy.store.sqlite import SqliteStore
 
         return SqliteStore(str(Path(data_dir) / "policy.db"))
-    scheme = urlsplit(dsn).scheme.lower()
-    if scheme == "sqlite":
+    parsed = dsns.parse(dsn, "LOOMFLOW_POLICY_DSN")
+    if parsed.scheme == "sqlite":
         from loomflow.policy.store.sqlite import SqliteStore
 
-        path = dsn[len("sqlite://") :]  # sqlite:///abs/policy.db → /abs/policy.db
-        if not path or path == ":memory:":
-            raise ConfigError("LOOMFLOW_POLICY_DSN: sqlite:// needs a file path, e.g. sqlite:///var/lib/policy.db")
-        return SqliteStore(path)
-    if scheme in ("postgres", "postgresql"):
-        extras.require("postgres", f"LOOMFLOW_POLICY_DSN={scheme}://…")
+        return SqliteStore(parsed.file_path("sqlite:///var/lib/policy.db"))  # sqlite:///abs/policy.db → /abs/…
+    if parsed.is_postgres:
+        extras.require("postgres", f"LOOMFLOW_POLICY_DSN={parsed.scheme}://…")
         from loomflow.policy.store.postgres import PostgresStore
 
         return PostgresStore(dsn, pool_size=pool_size, migrate=migrate)
-    raise ConfigError(f"LOOMFLOW_POLICY_DSN={dsn!r}: unknown scheme; use one of {', '.join(SCHEMES)}")
+    raise parsed.unknown_scheme(", ".join(SCHEMES))
 
 
 __all__ = ["Change", "ChangeKind", "ChangeListener", "PolicyStore", "open_store"]

@@ -28,7 +28,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from loomflow.kernel import schema
+from loomflow.kernel.backends import migrations, postgres
+from loomflow.kernel.backends.errors import unavailable_on_outage
+from loomflow.kernel.config import ConfigError
 from loomflow.kernel.errors import Unavailable
 from loomflow.policy.listing import ApprovalListing
 from loomflow.policy.models import (
@@ -61,8 +63,7 @@ log = logging.getLogger("loomflow.policy")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-_MIGRATION_LOCK = 0x706F6C6D  # "polm": serialises migrations across replicas
+WHAT = "policy store (Postgres)"
 _POLICY_WRITE_LOCK = 0x706F6C77  # "polw": serialises policy writes so versions follow commit order
 _PENDING_LOCK = 0x706F6C70  # "polp": with a hash of the tenant, serialises its approval requests and Forget
 
@@ -107,6 +108,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("CREATE TABLE IF NOT EXISTS policy_forgotten (tenant TEXT PRIMARY KEY, cutoff BIGINT NOT NULL)",),
 )
 
+# Releases before the kernel's runner kept one row, the version reached, in ``policy_schema``.
+SCHEMA = migrations.numbered("policy", MIGRATIONS, legacy=migrations.legacy_table("policy_schema"))
+
 _MAX_NOTIFY_BYTES = 7900  # Postgres refuses NOTIFY payloads of 8000 bytes or more
 
 _MARKS = ", ".join(f"${i}" for i in range(1, len(APPROVAL_COLUMNS.split(",")) + 1))
@@ -128,18 +132,6 @@ def _pg_values(approval: Approval) -> list[Any]:
     return values
 
 
-async def migrate(conn: asyncpg.Connection) -> None:
-    """Applies the migrations not applied yet; call inside a transaction (many replicas may start at once)."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-    await conn.execute("CREATE TABLE IF NOT EXISTS policy_schema (version INTEGER NOT NULL)")
-    applied = await conn.fetchval("SELECT max(version) FROM policy_schema") or 0
-    for statements in MIGRATIONS[applied:]:
-        for statement in statements:
-            await conn.execute(statement)
-    if applied < len(MIGRATIONS):
-        await conn.execute("INSERT INTO policy_schema (version) VALUES ($1)", len(MIGRATIONS))
-
-
 class PostgresStore:
     def __init__(self, dsn: str, pool_size: int = 10, *, migrate: bool = True) -> None:
         self._dsn = dsn
@@ -158,11 +150,9 @@ class PostgresStore:
     async def _with(self, body: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         if self._pool is None:
             raise Unavailable("the policy store is not open")
-        try:
+        with unavailable_on_outage(WHAT):
             async with self._pool.acquire() as conn:
                 return await body(conn)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            raise Unavailable(f"policy store: {exc}") from exc
 
     async def _in_transaction(self, body: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         async def run(conn: asyncpg.Connection) -> T:
@@ -185,18 +175,13 @@ class PostgresStore:
         await conn.execute("SELECT pg_notify($1, $2)", self._channel, payload)
 
     async def start(self) -> None:
-        try:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise Unavailable(f"cannot connect to the policy store: {exc}") from exc
+        self._pool = await postgres.open_pool(self._dsn, WHAT, max_size=self._pool_size, connect_timeout=60)
 
         async def migrate_and_name(conn: asyncpg.Connection) -> str:
-            await schema.migrate_or_check(
-                conn, "policy", apply=self._migrate, migrate=migrate, table="policy_schema", latest=len(MIGRATIONS)
-            )
-            return str(await conn.fetchval("SELECT current_schema()"))
+            await migrations.migrate_or_check(conn, SCHEMA, apply=self._migrate)
+            return await postgres.current_schema(conn)
 
-        self._channel = _channel(await self._in_transaction(migrate_and_name))
+        self._channel = _channel(await self._with(migrate_and_name))
         await self._listen()
 
     async def close(self) -> None:
@@ -219,7 +204,7 @@ class PostgresStore:
         self._listeners.append(listener)
 
     async def _listen(self) -> None:
-        conn = await asyncpg.connect(self._dsn)
+        conn = await postgres.connect(self._dsn, WHAT, connect_timeout=60)
         conn.add_termination_listener(self._on_listener_lost)
         await conn.add_listener(self._channel, self._on_notification)
         self._listen_conn = conn
@@ -252,7 +237,7 @@ class PostgresStore:
                 await self._listen()
                 log.info("policy notifications resumed")
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except (Unavailable, ConfigError, asyncpg.PostgresError):  # down, or refusing us: keep trying
                 await asyncio.sleep(1.0)
 
     # -- policies ----------------------------------------------------------

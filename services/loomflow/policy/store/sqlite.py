@@ -19,9 +19,10 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
+from loomflow.kernel.backends import sqlite as sqlite_backend
+from loomflow.kernel.backends.errors import unavailable_on_outage
 from loomflow.kernel.errors import Unavailable
 from loomflow.policy.listing import ApprovalListing
 from loomflow.policy.models import (
@@ -49,6 +50,8 @@ from loomflow.policy.store.codec import (
 from loomflow.policy.store.erasure import REMEMBERED_COLUMNS, refuse_if_forgotten, remembered_from_row
 
 T = TypeVar("T")
+
+WHAT = "policy store (SQLite)"
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -105,46 +108,24 @@ class SqliteStore:
         if self._executor is None or self._conn is None:
             raise Unavailable("the policy store is not open")
         conn = self._conn
-        try:
+        with unavailable_on_outage(WHAT):
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
-        except sqlite3.OperationalError as exc:
-            raise Unavailable(f"policy store: {exc}") from exc
 
     def _read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Runs an indexed point read on the event loop (see the module docstring)."""
         if self._reader is None:
             raise Unavailable("the policy store is not open")
-        try:
+        with unavailable_on_outage(WHAT):
             return fn(self._reader)
-        except sqlite3.OperationalError as exc:
-            raise Unavailable(f"policy store: {exc}") from exc
 
     @staticmethod
     def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = body(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+        return sqlite_backend.write(conn, body)
 
     def _open(self) -> sqlite3.Connection:
-        Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # an approval acknowledged is an approval kept
-        applied = conn.execute("PRAGMA user_version").fetchone()[0]
-
-        def migrate(c: sqlite3.Connection) -> None:
-            for statements in MIGRATIONS[applied:]:
-                for statement in statements:
-                    c.execute(statement)
-            c.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-
-        if applied < len(MIGRATIONS):
-            self._write(conn, migrate)
+        # synchronous=FULL: an approval acknowledged is an approval kept
+        conn = sqlite_backend.connect(self._path, busy_timeout=30.0, synchronous="full")
+        sqlite_backend.migrate(conn, MIGRATIONS)
         return conn
 
     async def start(self) -> None:
@@ -152,8 +133,7 @@ class SqliteStore:
         try:
             self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
             # Opened after the migrations, so it sees the tables; never writes.
-            self._reader = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=1.0)
-            self._reader.execute("PRAGMA query_only=1")
+            self._reader = sqlite_backend.connect(self._path, busy_timeout=1.0, wal=False, query_only=True)
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot open the policy store {self._path}: {exc}") from exc
 
