@@ -77,7 +77,7 @@ def race() -> str:
         f"{alone['per-service']['p99_ms']:.1f} ms. Isolation violations: {violations}; budget mismatches: "
         f"{mismatches}.\n"
     )
-    return "\n".join(lines) + "\n" + summary + "\n" + machine_line(data, "python bench/race/run.py")
+    return "\n".join(lines) + "\n" + summary + "\n" + machine_line(data, "python -m bench race")
 
 
 def multi_tenant() -> str:
@@ -98,7 +98,7 @@ def multi_tenant() -> str:
     users = data["runs"][0]["users"]
     turns = data["runs"][0]["turns_per_user"]
     return (
-        "\n".join(lines) + "\n\n" + machine_line(data, f"python bench/multi_tenant.py --users {users} --turns {turns}")
+        "\n".join(lines) + "\n\n" + machine_line(data, f"python -m bench multi_tenant --users {users} --turns {turns}")
     )
 
 
@@ -114,8 +114,8 @@ def ghz() -> str:
             f"| {name.capitalize()} | {num(call['rps'])} | {call['p50_ms']:.0f} ms | {call['p95_ms']:.0f} ms "
             f"| {call['p99_ms']:.0f} ms | {errors} |"
         )
-    data.setdefault("command", "python bench/ghz/run.py")
-    return "\n".join(lines) + "\n\n" + machine_line(data, "python bench/ghz/run.py")
+    data.setdefault("command", "python -m bench ghz")
+    return "\n".join(lines) + "\n\n" + machine_line(data, "python -m bench ghz")
 
 
 def measured_on(data: Json) -> str:
@@ -216,7 +216,7 @@ def _audit_row() -> list[str]:
     met = "**yes**" if not data["missed_targets"] else f"**no**: {'; '.join(map(str, data['missed_targets']))}"
     return [
         "[Audit appends and verify](docs/audit.md)",
-        "`python bench/audit_append.py`",
+        "`python -m bench audit_append`",
         figures,
         target,
         met,
@@ -248,7 +248,7 @@ def _tracing_row() -> list[str]:
     )
     return [
         "[Tracing overhead](docs/observability.md)",
-        "`python bench/tracing_overhead.py`",
+        "`python -m bench tracing_overhead`",
         figures,
         "—",
         "—",
