@@ -1,11 +1,13 @@
-"""Renders the README's benchmark tables from bench/results/*.json, with each run's machine facts.
+"""Renders the benchmark tables of README.md and docs/*.md from bench/results/*.json, with each run's
+machine facts.
 
     python scripts/bench_tables.py            # prints every table
-    python scripts/bench_tables.py --write    # rewrites the tables inside README.md
+    python scripts/bench_tables.py --write    # rewrites the tables inside README.md and docs/*.md
 
-README.md carries each table between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`;
-tests/test_readme.py fails when one differs from what this script renders, so no benchmark figure
-in the README is typed by hand: re-run a benchmark, then run this script with --write.
+A document carries each table between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`
+(the README must carry README_TABLES; a page may carry any); tests/test_readme.py fails when one
+differs from what this script renders, so no benchmark table is typed by hand: re-run a benchmark,
+then run this script with --write.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 Json = dict[str, Any]
 
@@ -256,6 +259,52 @@ def _tracing_row() -> list[str]:
     ]
 
 
+def tracing_overhead() -> str:
+    data = load("tracing_overhead.json")
+    medians = data["medians"]
+    rows = [
+        ("off", "`--tracing false`"),
+        ("dropped", "`--tracing` (default), no `--otlp-endpoint`: spans dropped"),
+        ("recorded", "`--tracing` with an exporter: spans recorded"),
+        ("aio_interceptor", "for comparison: the library's aio server interceptor, spans dropped"),
+    ]
+    lines = ["| mode | CPU ms per run | vs off |", "|---|---|---|"]
+    for key, label in rows:
+        mode = medians[key]
+        versus = "—" if key == "off" else f"×{mode['cpu_vs_off']:.2f}"
+        lines.append(f"| {label} | {mode['cpu_ms_per_run']:.2f} | {versus} |")
+    return "\n".join(lines) + "\n"
+
+
+def budget_throughput() -> str:
+    data = load("budget_ledger.json")
+    names = {"floor": "floor (empty handlers)", "inprocess": "in-process", "redis": "Redis", "postgres": "Postgres"}
+    lines = [
+        "| backend | server tracing | pairs/s measured | pairs per server CPU-second | server CPU per pair "
+        "| pair p50 | pair p99 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for backend, label in names.items():
+        for mode in ("tracing off", "tracing on"):
+            run = data["throughput"].get(backend, {}).get(mode)
+            if run is None:
+                continue
+            latency = run["pair_latency_ms"]
+            lines.append(
+                f"| {label} | {mode.removeprefix('tracing ')} | {num(run['pairs_per_second'])} "
+                f"| {num(run['pairs_per_server_cpu_second'])} | {run['server_cpu_ms_per_pair']:.2f} ms "
+                f"| {latency['p50_ms']:.0f} ms | {latency['p99_ms']:.0f} ms |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def budget_rss() -> str:
+    data = load("budget_ledger.json")
+    lines = ["| tenants (in-process, each idle after one Reserve+Commit) | RSS per idle tenant |", "|---:|---:|"]
+    lines += [f"| {num(r['tenants'])} | {num(r['bytes_per_idle_tenant'])} B |" for r in data["rss"]]
+    return "\n".join(lines) + "\n"
+
+
 def per_service() -> str:
     lines = ["| benchmark | command | figures | target | met? | measured |", "|---|---|---|---|---|---|"]
     for row in (_memory_row, _budget_row, _policy_row, _audit_row, _agent_turn_row, _tracing_row):
@@ -268,25 +317,50 @@ TABLES: dict[str, Callable[[], str]] = {
     "multi-tenant": multi_tenant,
     "ghz": ghz,
     "per-service": per_service,
+    "tracing-overhead": tracing_overhead,
+    "budget-throughput": budget_throughput,
+    "budget-rss": budget_rss,
 }
+README_TABLES = ("race", "multi-tenant", "ghz", "per-service")
+"""The tables README.md must carry; docs/*.md pages carry whichever they quote."""
+
+MARKED = re.compile(r"<!-- bench:(?P<name>[\w-]+):start -->\n.*?<!-- bench:(?P=name):end -->", flags=re.S)
 
 
-def render_into(text: str) -> str:
-    """The README text with every bench table replaced by what the results files say."""
-    for name, render in TABLES.items():
-        start, end = f"<!-- bench:{name}:start -->\n", f"<!-- bench:{name}:end -->"
-        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), flags=re.S)
-        found = pattern.search(text)
-        if found is None:
-            raise SystemExit(f"README.md lacks the bench:{name} markers")
-        text = text[: found.start()] + start + render() + end + text[found.end() :]
-    return text
+def render_into(text: str, required: tuple[str, ...] = README_TABLES, links_from_docs: bool = False) -> str:
+    """The document's text with every bench table replaced by what the results files say.
+
+    ``links_from_docs``: the document sits in docs/, so the tables' links to docs/x.md become x.md."""
+    missing = [name for name in required if f"<!-- bench:{name}:start -->" not in text]
+    if missing:
+        raise SystemExit(f"the document lacks the bench markers of {', '.join(missing)}")
+
+    def rendered(found: re.Match[str]) -> str:
+        name = found.group("name")
+        if name not in TABLES:
+            raise SystemExit(f"no renderer for the bench:{name} table (scripts/bench_tables.py TABLES)")
+        table = TABLES[name]()
+        table = table.replace("](docs/", "](") if links_from_docs else table
+        return f"<!-- bench:{name}:start -->\n{table}<!-- bench:{name}:end -->"
+
+    return MARKED.sub(rendered, text)
+
+
+def documents() -> dict[Path, str]:
+    """Every document with bench tables, and its text as the results files render it."""
+    out = {README: render_into(README.read_text())}
+    for doc in DOCS:
+        text = doc.read_text()
+        out[doc] = render_into(text, required=(), links_from_docs=True)
+    return out
 
 
 def main(argv: list[str]) -> int:
     if "--write" in argv:
-        README.write_text(render_into(README.read_text()))
-        print(f"rewrote {len(TABLES)} benchmark tables in {README.relative_to(ROOT)}")
+        for path, text in documents().items():
+            if path.read_text() != text:
+                path.write_text(text)
+                print(f"rewrote the benchmark tables in {path.relative_to(ROOT)}")
         return 0
     for name, render in TABLES.items():
         sys.stdout.write(f"<!-- bench:{name} -->\n{render()}\n")
