@@ -22,7 +22,6 @@ machine shared with other work the figures are noisy, and the JSON says so.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 import grpc
 
-from bench.harness import latency_stats, plot_path, write_results
+from bench.harness import argument_parser, latency_stats, plot_path, write_results
 from bench.topology import TOPOLOGIES, Suite, start_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
 
@@ -168,7 +167,7 @@ def plot(results: dict[str, Any]) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--turns", type=int, default=1000, help="sequential turns per topology")
     parser.add_argument("--users", type=int, default=100, help="tenants the turns rotate over")
     parser.add_argument("--levels", default="16,64", help="concurrency levels for the throughput runs")

@@ -53,7 +53,7 @@ import asyncpg
 import grpc
 from google.protobuf import struct_pb2
 
-from bench.harness import REPO, latency_stats, plot_path, write_results
+from bench.harness import REPO, argument_parser, latency_stats, plot_path, verdict, write_results
 from loomflow.audit.chain import seal
 from loomflow.audit.core import AuditLog
 from loomflow.audit.keys import AuditKeys, load_keys
@@ -369,7 +369,7 @@ def plot(results: dict[str, Any]) -> Path:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--sinks", default="file,postgres", help="comma-separated: file, postgres")
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per point")
     parser.add_argument("--verify-entries", type=int, default=1_000_000)
@@ -438,6 +438,4 @@ async def main() -> int:
     results["machine_note"] = f"{os.cpu_count()} CPUs, load average {load_average:.1f} when the run ended"
     path = write_results("audit_append", results)
     print(f"results: {path}\nplot: {plot(results)}", file=sys.stderr)
-    for line in missed:
-        print(f"MISSED: {line}", file=sys.stderr)
-    return 1 if missed else 0
+    return verdict(missed)

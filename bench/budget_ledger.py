@@ -39,7 +39,18 @@ from typing import Any
 import grpc
 
 from bench import floor
-from bench.harness import REPO, isolated, latency_stats, plot_path, progress, rss_kib, run_load, write_results
+from bench.harness import (
+    REPO,
+    argument_parser,
+    isolated,
+    latency_stats,
+    plot_path,
+    progress,
+    rss_kib,
+    run_load,
+    verdict,
+    write_results,
+)
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
 from loomflow.testing.processes import ServeProcess, source_env
 from loomflow.v1 import budget_pb2, budget_pb2_grpc, tenancy_pb2
@@ -272,7 +283,7 @@ def plot(results: dict[str, Any]) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--backends", default="floor,inprocess,redis,postgres")
     parser.add_argument("--modes", default="tracing on,tracing off", help="server settings to measure")
     parser.add_argument("--pairs", type=int, default=20_000, help="pairs per backend (in-process and Redis)")
@@ -340,6 +351,4 @@ def main() -> int:
         },
     )
     print(f"results: {path} and {plot(results)}", file=sys.stderr)
-    for line in missed:
-        print(f"MISSED {line}", file=sys.stderr)
-    return 1 if missed else 0
+    return verdict(missed)

@@ -45,7 +45,7 @@ from bench.fault_load import (
     stop_load,
     summarise,
 )
-from bench.harness import plot_path, write_results
+from bench.harness import argument_parser, plot_path, verdict, write_results
 from bench.topology import INTERNAL, Suite, start_suite
 
 EXPECTED_FAILURES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
@@ -271,9 +271,7 @@ async def main_async(args: argparse.Namespace) -> int:
             f"holds after TTL {data['reservations_outstanding_after_ttl']}, "
             f"audit verifies {data['audit_verifies']}"
         )
-        for failure in failures:
-            print(f"FAILED: {failure}")
-        return 1 if failures else 0
+        return verdict(failures, "FAILED")
     finally:
         if suite is not None:
             for process in suite.processes:
@@ -284,7 +282,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--users", type=int, default=24, help="tenants sending runs")
     parser.add_argument("--concurrency", type=int, default=8, help="runs in flight at once")
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds of load before the first fault")

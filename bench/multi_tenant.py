@@ -19,14 +19,13 @@ figures are still reported, and absolute ceilings are asserted only when given.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import latency_stats, plot_path, rss_kib, write_results
+from bench.harness import argument_parser, latency_stats, plot_path, rss_kib, write_results
 from bench.topology import TOPOLOGIES, Suite, start_suite
 from bench.workload import WorkloadResult, run_workload
 
@@ -215,7 +214,7 @@ def plot(runs: list[dict[str, Any]], name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=64)

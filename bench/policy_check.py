@@ -27,7 +27,6 @@ target is missed (the figures are kept either way).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -45,7 +44,17 @@ import grpc
 import yaml
 
 from bench import floor
-from bench.harness import REPO, latency_stats, machine, percentile, plot_path, progress, run_load, write_results
+from bench.harness import (
+    REPO,
+    argument_parser,
+    latency_stats,
+    machine,
+    percentile,
+    plot_path,
+    progress,
+    run_load,
+    write_results,
+)
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
 from loomflow.policy import engine
 from loomflow.policy.approvals import Approvals
@@ -461,7 +470,7 @@ def plot(results: dict[str, Any]) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--samples", type=int, default=20_000, help="decisions timed per scenario")
     parser.add_argument("--checks", type=int, default=30_000, help="Checks per concurrency level")
     parser.add_argument("--concurrency", default="16,64,256", help="calls in flight, comma-separated")

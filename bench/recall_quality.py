@@ -25,7 +25,6 @@ non-zero when a target is missed.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections import defaultdict
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from bench.harness import REPO, plot_path, write_results
+from bench.harness import REPO, argument_parser, plot_path, verdict, write_results
 from loomflow.memory.models import episode_text
 from loomflow.memory.recall.embedding import Embedder, Matrix
 from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, open_embedder
@@ -247,7 +246,7 @@ def plot(results: dict[str, Any]) -> None:
 
 
 async def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--embedders", default=",".join(EMBEDDERS))
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args(argv)
@@ -287,6 +286,4 @@ async def main(argv: list[str] | None = None) -> int:
             f"(vector weight {e['hybrid']['weights']['vector']}, held out {e['hybrid']['held_out_half']}), "
             f"query {e['query_embed_us']} µs, threshold {e['agent_threshold']['min_similarity']}"
         )
-    for failure in failures:
-        print("target missed:", failure)
-    return 1 if failures else 0
+    return verdict(failures)

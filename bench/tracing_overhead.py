@@ -23,7 +23,6 @@ the figures feed docs/observability.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import statistics
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import plot_path, write_results
+from bench.harness import argument_parser, plot_path, write_results
 from loomflow.kernel import tracing
 from loomflow.testing.suite import running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2
@@ -111,7 +110,7 @@ def _plot(medians: dict[str, dict[str, float]]) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--runs", type=int, default=300, help="agent runs per mode and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (modes interleaved); medians are reported")
     parser.add_argument("--concurrency", type=int, default=16, help="runs in flight")

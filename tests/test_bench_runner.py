@@ -15,7 +15,7 @@ from bench import floor
 from bench.__main__ import BENCHMARKS
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
 from loomflow.testing.processes import ServeProcess
-from loomflow.v1 import budget_pb2, budget_pb2_grpc, tenancy_pb2
+from loomflow.v1 import budget_pb2, budget_pb2_grpc, policy_pb2, policy_pb2_grpc, tenancy_pb2
 from tests.support.repo import REPO
 
 BENCH = REPO / "bench"
@@ -86,3 +86,17 @@ def test_the_budget_floor_answers_through_the_kernel(tmp_path: Path) -> None:
         token = mint_token(AuthSettings(jwt_secret=secret), "bench", Role.SERVICE)
         reply = stub.Reserve(request, metadata=(("authorization", f"Bearer {token}"),), timeout=10)
     assert reply.reservation_id.startswith("r1.")
+
+
+def test_the_policy_floor_allows_through_the_kernel(tmp_path: Path) -> None:
+    serve = ServeProcess("policy", tmp_path, env={"LOOMFLOW_INSECURE": "true"}, command=floor.command("policy"))
+    with serve, grpc.insecure_channel(serve.address) as channel:
+        request = policy_pb2.CheckRequest(
+            scope=tenancy_pb2.UserScope(user_id="alice"), tool_name="rm", run_id="run-1", session_id="s"
+        )
+        reply = policy_pb2_grpc.PolicyServiceStub(channel).Check(request, timeout=10)
+        # Validation runs in front of the floor: a request without a scope never reaches it.
+        with pytest.raises(grpc.RpcError) as refused:
+            policy_pb2_grpc.PolicyServiceStub(channel).Check(policy_pb2.CheckRequest(tool_name="rm"), timeout=10)
+    assert reply.decision == policy_pb2.DECISION_ALLOW
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

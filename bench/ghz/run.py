@@ -15,7 +15,6 @@ bench/ghz/thresholds.json; the run exits non-zero when any report misses its thr
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,7 +29,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from bench.harness import REPO, machine, plot_path
+from bench.harness import REPO, argument_parser, machine, plot_path, verdict
 from bench.topology import secure_env
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
 from loomflow.testing.processes import ServeProcess
@@ -198,7 +197,7 @@ def plot(summaries: dict[str, dict[str, float]]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--calls", default=",".join(sorted(p.stem for p in CONFIGS.glob("*.json"))))
     parser.add_argument("--total", type=int, default=20_000, help="requests per call")
     parser.add_argument("--concurrency", type=int, default=64)
@@ -267,6 +266,4 @@ def main(argv: list[str] | None = None) -> int:
     )
     plotted = plot(summaries) if args.results_dir == RESULTS else "(not plotted outside bench/results)"
     print(f"ghz: summary in {summary_path}, plot in {plotted}", file=sys.stderr)
-    for failure in failures:
-        print(f"ghz: THRESHOLD MISSED: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return verdict(failures, "ghz: THRESHOLD MISSED")
