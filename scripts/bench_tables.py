@@ -305,6 +305,53 @@ def budget_rss() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _us(value: float) -> str:
+    return f"{value:.2f} µs" if value < 2 else f"{value:.1f} µs"
+
+
+def policy_decision() -> str:
+    scenarios = load("policy_check.json")["decision_time_us"]
+    labels = {
+        "first rule decides": "first rule decides",
+        "last rule decides after 80 candidates": "last rule decides after 80 candidate rules' conditions fail",
+        "last rule decides, wire arguments": "the same with wire (`Struct`) arguments",
+        "no rule matches, 20 candidates tested": "no rule matches, 20 candidates tested",
+        "no glob matches the tool": "no glob matches the tool",
+        "tool never seen: 100 globs, then 80 rules": "tool name never seen (100 globs, then 80 rules)",
+        "in-process Check (routing, id, metrics)": "whole in-process Check (routing, decision, id, metrics)",
+    }
+    lines = ["| scenario | CPU mean | p50 | p99 (wall) |", "|---|---|---|---|"]
+    for key, label in labels.items():
+        run = scenarios[key]
+        lines.append(f"| {label} | {_us(run['cpu_mean_us'])} | {_us(run['p50_us'])} | {_us(run['p99_us'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def policy_grpc() -> str:
+    grpc = load("policy_check.json")["grpc"]
+    policy, floor = grpc["policy"], grpc["floor"]
+    lines = [
+        "| in flight | Check/s | p50 | p99 | server CPU per Check | floor Check/s | floor CPU per call |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level in sorted(policy["python_client"], key=int):
+        run, base = policy["python_client"][level], floor["python_client"][level]
+        latency = run["latency_ms"]
+        lines.append(
+            f"| {level} | {num(run['checks_per_second'])} | {latency['p50_ms']:.1f} ms | {latency['p99_ms']:.1f} ms "
+            f"| {run['server_cpu_us_per_check']:.0f} µs | {num(base['checks_per_second'])} "
+            f"| {base['server_cpu_us_per_check']:.0f} µs |"
+        )
+    for level in sorted(policy["ghz"], key=int):
+        run, base = policy["ghz"][level], floor["ghz"][level]
+        lines.append(
+            f"| ghz, {level} (worst-case decision) | {num(run['checks_per_second'])} | {run['p50_ms']:.1f} ms "
+            f"| {run['p99_ms']:.1f} ms | {1e6 / run['checks_per_server_cpu_second']:.0f} µs "
+            f"| {num(base['checks_per_second'])} | {1e6 / base['checks_per_server_cpu_second']:.0f} µs |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def per_service() -> str:
     lines = ["| benchmark | command | figures | target | met? | measured |", "|---|---|---|---|---|---|"]
     for row in (_memory_row, _budget_row, _policy_row, _audit_row, _agent_turn_row, _tracing_row):
@@ -320,6 +367,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "tracing-overhead": tracing_overhead,
     "budget-throughput": budget_throughput,
     "budget-rss": budget_rss,
+    "policy-decision": policy_decision,
+    "policy-grpc": policy_grpc,
 }
 README_TABLES = ("race", "multi-tenant", "ghz", "per-service")
 """The tables README.md must carry; docs/*.md pages carry whichever they quote."""
