@@ -352,6 +352,37 @@ def policy_grpc() -> str:
     return "\n".join(lines) + "\n"
 
 
+def audit_appends() -> str:
+    appends = load("audit_append.json")["appends"]
+    lines = [
+        "| concurrent writers | file, in-process | Postgres, in-process | file, gRPC | Postgres, gRPC |",
+        "|---|---|---|---|---|",
+    ]
+    for writers in sorted(appends["file"]["in_process"], key=int):
+        cells = [writers]
+        for sink in ("file", "postgres"):
+            run = appends[sink]["in_process"][writers]
+            cells.append(f"{num(run['per_second'])} ({run['p50_ms']:.2f} / {run['p99_ms']:.2f} ms)")
+        cells += [num(appends[sink]["grpc"][writers]["per_second"]) for sink in ("file", "postgres")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def audit_verify() -> str:
+    verify = load("audit_append.json")["verify"]
+    rows = [
+        ("in_memory", f"entries already in memory ({num(verify['in_memory']['entries'])})"),
+        ("file", f"file log ({verify['file']['file_bytes'] / 1e6:.0f} MB of JSONL)"),
+        ("postgres", "Postgres"),
+    ]
+    lines = ["| source | entries/s | seconds per million | the three runs |", "|---|---|---|---|"]
+    for key, label in rows:
+        run = verify[key]
+        runs = " / ".join(num(r) for r in run["runs_per_second"])
+        lines.append(f"| {label} | {num(run['per_second'])} | {1e6 / run['per_second']:.1f} | {runs} |")
+    return "\n".join(lines) + "\n"
+
+
 def per_service() -> str:
     lines = ["| benchmark | command | figures | target | met? | measured |", "|---|---|---|---|---|---|"]
     for row in (_memory_row, _budget_row, _policy_row, _audit_row, _agent_turn_row, _tracing_row):
@@ -369,6 +400,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "budget-rss": budget_rss,
     "policy-decision": policy_decision,
     "policy-grpc": policy_grpc,
+    "audit-appends": audit_appends,
+    "audit-verify": audit_verify,
 }
 README_TABLES = ("race", "multi-tenant", "ghz", "per-service")
 """The tables README.md must carry; docs/*.md pages carry whichever they quote."""
