@@ -383,6 +383,25 @@ def audit_verify() -> str:
     return "\n".join(lines) + "\n"
 
 
+def agent_turn() -> str:
+    results = load("agent_turn.json")["results"]
+    names = {"one-process": "one process (`loomflow serve`)", "per-service": "per service (five processes)"}
+    lines = [
+        "| topology | echo turn p50 / p99 (one at a time) | tool run p50 (2 model turns, all five services) "
+        "| 16 in flight | 64 in flight |",
+        "|---|---|---|---|---|",
+    ]
+    for lane, label in names.items():
+        run = results[lane]
+        echo, tool = run["echo"], run["tool"]
+        loads = {point["in_flight"]: point["per_second"] for point in run["concurrent"]}
+        lines.append(
+            f"| {label} | {echo['p50_ms']:.2f} / {echo['p99_ms']:.2f} ms | {tool['p50_ms']:.2f} ms "
+            f"| {num(loads[16])} turns/s | {num(loads[64])} turns/s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def per_service() -> str:
     lines = ["| benchmark | command | figures | target | met? | measured |", "|---|---|---|---|---|---|"]
     for row in (_memory_row, _budget_row, _policy_row, _audit_row, _agent_turn_row, _tracing_row):
@@ -402,6 +421,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "policy-grpc": policy_grpc,
     "audit-appends": audit_appends,
     "audit-verify": audit_verify,
+    "agent-turn": agent_turn,
 }
 README_TABLES = ("race", "multi-tenant", "ghz", "per-service")
 """The tables README.md must carry; docs/*.md pages carry whichever they quote."""
