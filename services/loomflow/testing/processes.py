@@ -84,7 +84,11 @@ class ServeProcess:
         log = (self.data_dir / f"serve-{self.port}.log").open("ab")
         command = list(self.command) or [sys.executable, "-m", "loomflow.cli", "serve"]
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-        self.wait_serving(timeout)
+        try:
+            self.wait_serving(timeout)
+        except BaseException:
+            self.kill()  # a server that never came up must not outlive the caller that gave up on it
+            raise
         return self
 
     def wait_serving(self, timeout: float) -> None:
