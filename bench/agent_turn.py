@@ -1,7 +1,7 @@
 """Agent turn latency and throughput through the real services, in both topologies.
 
-    python bench/agent_turn.py                      # both topologies, 1,000 sequential turns, concurrency 1/16/64
-    python bench/agent_turn.py --turns 300 --topologies one-process
+    python -m bench agent_turn                      # both topologies, 1,000 sequential turns, concurrency 1/16/64
+    python -m bench agent_turn --turns 300 --topologies one-process
 
 Each topology runs as real `loomflow serve` processes in secure mode (bench/topology.py), and
 this process is the client (one channel, each user's own token). Measured per topology:
@@ -22,26 +22,18 @@ machine shared with other work the figures are noisy, and the JSON says so.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
+import grpc
 
-# isort: split
-
-import grpc  # noqa: E402
-
-from bench.harness import latency_stats, plot_path, write_results  # noqa: E402
-from bench.topology import TOPOLOGIES, Suite, start_suite  # noqa: E402
-from loomflow.v1 import agent_pb2, agent_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2  # noqa: E402
+from bench.harness import argument_parser, latency_stats, plot_path, write_results
+from bench.topology import TOPOLOGIES, Suite, start_suite
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
 
 TARGET_P50_MS = 3.0
 
@@ -175,7 +167,7 @@ def plot(results: dict[str, Any]) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--turns", type=int, default=1000, help="sequential turns per topology")
     parser.add_argument("--users", type=int, default=100, help="tenants the turns rotate over")
     parser.add_argument("--levels", default="16,64", help="concurrency levels for the throughput runs")
@@ -192,7 +184,6 @@ def main() -> int:
     path = write_results(
         "agent_turn",
         {
-            "command": "python " + " ".join(["bench/agent_turn.py", *sys.argv[1:]]),
             "load_average_before": round(load_before, 2),
             "target_echo_p50_ms": TARGET_P50_MS,
             "target_met": met,
@@ -215,7 +206,3 @@ def main() -> int:
             )
     print(f"results: {path}, {png}; target echo p50 <= {TARGET_P50_MS} ms one-process: {'met' if met else 'MISSED'}")
     return 0 if met else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

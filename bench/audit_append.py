@@ -1,7 +1,7 @@
 """Audit speed: durable appends per second with group commit, and verification per million entries.
 
-    python bench/audit_append.py                                  # file + Postgres (if a DSN is set)
-    python bench/audit_append.py --sinks file --seconds 2 --verify-entries 200000
+    python -m bench audit_append                                  # file + Postgres (if a DSN is set)
+    python -m bench audit_append --sinks file --seconds 2 --verify-entries 200000
 
 Appends, for each sink and for 1, 16 and 256 concurrent writers (spread over 1,000
 tenants, a ~100-byte payload each):
@@ -48,33 +48,27 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
+import asyncpg
+import grpc
+from google.protobuf import struct_pb2
 
-# isort: split
-
-import asyncpg  # noqa: E402
-import grpc  # noqa: E402
-from google.protobuf import struct_pb2  # noqa: E402
-
-from bench.harness import latency_stats, plot_path, write_results  # noqa: E402
-from loomflow.audit.chain import seal  # noqa: E402
-from loomflow.audit.core import AuditLog  # noqa: E402
-from loomflow.audit.keys import AuditKeys, load_keys  # noqa: E402
-from loomflow.audit.models import Batch, Draft, Entry  # noqa: E402
-from loomflow.audit.sink import (  # noqa: E402
+from bench.harness import REPO, argument_parser, latency_stats, plot_path, verdict, write_results
+from loomflow.audit.chain import seal
+from loomflow.audit.core import AuditLog
+from loomflow.audit.keys import AuditKeys, load_keys
+from loomflow.audit.models import Batch, Draft, Entry
+from loomflow.audit.sink import (
     Sink,
     jsonl,
     open_sink,
 )
-from loomflow.audit.sink.postgres import ENTRY_COLUMNS, entry_record, migrate  # noqa: E402
-from loomflow.audit.verify import verify_entries  # noqa: E402
-from loomflow.kernel.auth import AuthSettings, Role, mint_token  # noqa: E402
-from loomflow.v1 import audit_pb2, audit_pb2_grpc, tenancy_pb2  # noqa: E402
-from tests.support.processes import ServeProcess  # noqa: E402
+from loomflow.audit.sink.postgres import ENTRY_COLUMNS, entry_record, migrate
+from loomflow.audit.verify import verify_entries
+from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.testing import databases
+from loomflow.testing.processes import ServeProcess
+from loomflow.v1 import audit_pb2, audit_pb2_grpc, tenancy_pb2
 
 TARGET_APPENDS = 10_000.0
 TARGET_VERIFY = 200_000.0
@@ -125,12 +119,6 @@ class CountingSink:
 # -- where each sink lives -----------------------------------------------------
 
 
-def with_schema(dsn: str, schema: str) -> str:
-    parts = urlsplit(dsn)
-    query = f"{parts.query}&search_path={schema}" if parts.query else f"search_path={schema}"
-    return urlunsplit(parts._replace(query=query))
-
-
 @asynccontextmanager
 async def sink_dsn(sink: str, args: argparse.Namespace) -> AsyncIterator[str]:
     """A fresh, empty log on the sink: a new folder, or a new Postgres schema."""
@@ -141,16 +129,8 @@ async def sink_dsn(sink: str, args: argparse.Namespace) -> AsyncIterator[str]:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
-    schema = f"audit_bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(args.postgres_dsn)
-    await conn.execute(f"CREATE SCHEMA {schema}")
-    await conn.close()
-    try:
-        yield with_schema(args.postgres_dsn, schema)
-    finally:
-        conn = await asyncpg.connect(args.postgres_dsn)
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        await conn.close()
+    async with databases.postgres_schema(f"audit_bench_{uuid.uuid4().hex[:10]}", args.postgres_dsn) as dsn:
+        yield dsn
 
 
 async def postgres_settings(dsn: str) -> dict[str, str]:
@@ -389,7 +369,7 @@ def plot(results: dict[str, Any]) -> Path:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--sinks", default="file,postgres", help="comma-separated: file, postgres")
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per point")
     parser.add_argument("--verify-entries", type=int, default=1_000_000)
@@ -397,7 +377,7 @@ async def main() -> int:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=ROOT / "bench" / "results" / "tmp",
+        default=REPO / "bench" / "results" / "tmp",
         help="where file logs are written (a real disk: fsync on tmpfs proves nothing)",
     )
     parser.add_argument("--skip-grpc", action="store_true")
@@ -458,10 +438,4 @@ async def main() -> int:
     results["machine_note"] = f"{os.cpu_count()} CPUs, load average {load_average:.1f} when the run ended"
     path = write_results("audit_append", results)
     print(f"results: {path}\nplot: {plot(results)}", file=sys.stderr)
-    for line in missed:
-        print(f"MISSED: {line}", file=sys.stderr)
-    return 1 if missed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    return verdict(missed)

@@ -1,7 +1,7 @@
 """Budget ledger speed: Reserve+Commit pairs per second through gRPC, and RSS per idle tenant.
 
-    python bench/budget_ledger.py                      # every backend whose store is configured
-    python bench/budget_ledger.py --backends inprocess --pairs 20000 --concurrency 64
+    python -m bench budget_ledger                      # every backend whose store is configured
+    python -m bench budget_ledger --backends inprocess --pairs 20000 --concurrency 64
 
 Throughput: `loomflow serve --services budget` runs as its own process (secure mode, a
 service token on every call, default settings otherwise); this process is the client,
@@ -36,18 +36,24 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
+import grpc
 
-# isort: split
-
-import grpc  # noqa: E402
-
-from bench.harness import latency_stats, plot_path, progress, rss_kib, run_load, write_results  # noqa: E402
-from loomflow.kernel.auth import AuthSettings, Role, mint_token  # noqa: E402
-from loomflow.v1 import budget_pb2, budget_pb2_grpc, tenancy_pb2  # noqa: E402
-from tests.support.processes import ServeProcess, source_env  # noqa: E402
+from bench import floor
+from bench.harness import (
+    REPO,
+    argument_parser,
+    isolated,
+    latency_stats,
+    plot_path,
+    progress,
+    rss_kib,
+    run_load,
+    verdict,
+    write_results,
+)
+from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.testing.processes import ServeProcess, source_env
+from loomflow.v1 import budget_pb2, budget_pb2_grpc, tenancy_pb2
 
 TARGET_PAIRS = {"inprocess": 3_000.0, "redis": 1_500.0}
 TARGET_RSS_BYTES = 2_048
@@ -135,34 +141,14 @@ def _auth() -> AuthSettings:
     return AuthSettings(jwt_secret=SECRET)
 
 
-FLOOR_COMMAND = (sys.executable, __file__, "--floor-server")
 """`loomflow serve` with Budget handlers that answer a constant: what the kernel and gRPC cost alone."""
-
-
-def _floor_server() -> int:
-    """Serves BudgetService through the real kernel, with handlers that do no budget work."""
-    from loomflow import suite
-    from loomflow.budget.servicer import BudgetServicer
-
-    async def reserve(self: BudgetServicer, request: Any, context: Any) -> budget_pb2.ReserveResponse:
-        return budget_pb2.ReserveResponse(reservation_id="r1.AAAAAAAAAAAAAAAAAAAAAA.1.echo")
-
-    async def commit(self: BudgetServicer, request: Any, context: Any) -> budget_pb2.CommitResponse:
-        return budget_pb2.CommitResponse()
-
-    BudgetServicer.Reserve = reserve  # type: ignore[method-assign]
-    BudgetServicer.Commit = commit  # type: ignore[method-assign]
-    from loomflow.kernel import eventloop
-
-    eventloop.run(suite.build_server().run_until_signal(), "uvloop")  # the loop `loomflow serve` runs on
-    return 0
 
 
 def throughput(backend: str, dsn: str, pairs: int, concurrency: int, extra_env: dict[str, str]) -> dict[str, Any]:
     import psutil
 
     with tempfile.TemporaryDirectory() as data_dir:
-        command = FLOOR_COMMAND if backend.startswith("floor") else ()
+        command = floor.command("budget") if backend.startswith("floor") else ()
         env = {"LOOMFLOW_AUTH_JWT_SECRET": SECRET, "LOOMFLOW_BUDGET_DSN": dsn, **extra_env}
         serve = ServeProcess("budget", Path(data_dir), env=env, command=command).start()
         try:
@@ -220,8 +206,9 @@ async def _fill(tenants: int) -> dict[str, Any]:
 def rss_per_tenant(tenants: int) -> dict[str, Any]:
     """Runs :func:`_fill` in a fresh interpreter so nothing else in this process skews RSS."""
     output = subprocess.run(
-        [sys.executable, __file__, "--rss-child", str(tenants)],
+        [sys.executable, "-m", "bench", "budget_ledger", "--rss-child", str(tenants)],
         env=source_env(),
+        cwd=REPO,
         check=True,
         capture_output=True,
         text=True,
@@ -231,33 +218,6 @@ def rss_per_tenant(tenants: int) -> dict[str, Any]:
 
 
 # -- stores -------------------------------------------------------------------
-
-
-def _redis_dsn(url: str) -> tuple[str, str]:
-    prefix = f"lfb-bench-{uuid.uuid4().hex[:8]}"
-    return f"{url}{'&' if '?' in url else '?'}key_prefix={prefix}", prefix
-
-
-async def _drop_redis(url: str, prefix: str) -> None:
-    import redis.asyncio as redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}*", count=1000)]
-        for start in range(0, len(keys), 1000):
-            await client.delete(*keys[start : start + 1000])
-    finally:
-        await client.aclose()
-
-
-async def _schema(dsn: str, schema: str, create: bool) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f"CREATE SCHEMA {schema}" if create else f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    finally:
-        await conn.close()
 
 
 MODES = {"tracing on": {"LOOMFLOW_TRACING": "true"}, "tracing off": {"LOOMFLOW_TRACING": "false"}}
@@ -271,18 +231,10 @@ def run_backend(name: str, mode: str, args: argparse.Namespace) -> dict[str, Any
     if name in ("floor", "inprocess"):
         return throughput(name, "memory://", args.pairs, args.concurrency, env)
     if name == "redis":
-        dsn, prefix = _redis_dsn(args.redis_url)
-        try:
+        with isolated("redis", f"lfb-bench-{uuid.uuid4().hex[:8]}", args.redis_url) as dsn:
             return throughput(name, dsn, args.pairs, args.concurrency, env)
-        finally:
-            asyncio.run(_drop_redis(args.redis_url, prefix))
-    schema = f"budget_bench_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_schema(args.postgres_dsn, schema, create=True))
-    try:
-        dsn = f"{args.postgres_dsn}{'&' if '?' in args.postgres_dsn else '?'}search_path={schema}"
+    with isolated("postgres", f"budget_bench_{uuid.uuid4().hex[:8]}", args.postgres_dsn) as dsn:
         return throughput(name, dsn, args.postgres_pairs, args.concurrency, env)
-    finally:
-        asyncio.run(_schema(args.postgres_dsn, schema, create=False))
 
 
 def plot(results: dict[str, Any]) -> Path:
@@ -331,7 +283,7 @@ def plot(results: dict[str, Any]) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--backends", default="floor,inprocess,redis,postgres")
     parser.add_argument("--modes", default="tracing on,tracing off", help="server settings to measure")
     parser.add_argument("--pairs", type=int, default=20_000, help="pairs per backend (in-process and Redis)")
@@ -341,10 +293,7 @@ def main() -> int:
     parser.add_argument("--redis-url", default=os.environ.get("LOOMFLOW_TEST_REDIS_URL", ""))
     parser.add_argument("--postgres-dsn", default=os.environ.get("LOOMFLOW_TEST_POSTGRES_DSN", ""))
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.floor_server:
-        return _floor_server()
     if args.rss_child:
         print(json.dumps(asyncio.run(_fill(args.rss_child))))
         return 0
@@ -399,14 +348,7 @@ def main() -> int:
             "throughput": results["throughput"],
             "rss": results["rss"],
             "missed": missed,
-            "command": "python " + " ".join(sys.argv),
         },
     )
     print(f"results: {path} and {plot(results)}", file=sys.stderr)
-    for line in missed:
-        print(f"MISSED {line}", file=sys.stderr)
-    return 1 if missed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return verdict(missed)

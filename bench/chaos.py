@@ -20,7 +20,8 @@ from pathlib import Path
 
 import redis
 
-from tests.support.processes import REPO, ServeProcess
+from bench.harness import REPO
+from loomflow.testing.processes import ServeProcess
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 

@@ -1,6 +1,6 @@
 """Fault injection under multi-tenant load: every service its own process, real Postgres and Redis.
 
-    python bench/faults.py                  # about 3 minutes; JSON + PNG in bench/results/faults.*
+    python -m bench faults                  # about 3 minutes; JSON + PNG in bench/results/faults.*
 
 While N tenants keep the Agent busy, each fault is injected in turn, held, and
 cleared: kill -9 of each of the five services (then a restart on the same
@@ -35,14 +35,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
-
-# isort: split
-
-from bench import chaos  # noqa: E402
-from bench.fault_load import (  # noqa: E402
+from bench import chaos
+from bench.fault_load import (
     Load,
     Outcome,
     audit_verifies,
@@ -51,8 +45,8 @@ from bench.fault_load import (  # noqa: E402
     stop_load,
     summarise,
 )
-from bench.harness import plot_path, write_results  # noqa: E402
-from bench.topology import INTERNAL, Suite, start_suite  # noqa: E402
+from bench.harness import argument_parser, plot_path, verdict, write_results
+from bench.topology import INTERNAL, Suite, start_suite
 
 EXPECTED_FAILURES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 RUN_TIMEOUT_MS = 8000
@@ -248,7 +242,6 @@ async def main_async(args: argparse.Namespace) -> int:
             **await audit_verifies(suite),
         }
         report: dict[str, Any] = {
-            "command": "python bench/faults.py " + " ".join(sys.argv[1:]),
             "topology": "per-service (5 processes), memory/audit/policy on Postgres, budget on Redis (AOF always)",
             "users": args.users,
             "concurrency": args.concurrency,
@@ -278,9 +271,7 @@ async def main_async(args: argparse.Namespace) -> int:
             f"holds after TTL {data['reservations_outstanding_after_ttl']}, "
             f"audit verifies {data['audit_verifies']}"
         )
-        for failure in failures:
-            print(f"FAILED: {failure}")
-        return 1 if failures else 0
+        return verdict(failures, "FAILED")
     finally:
         if suite is not None:
             for process in suite.processes:
@@ -291,7 +282,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--users", type=int, default=24, help="tenants sending runs")
     parser.add_argument("--concurrency", type=int, default=8, help="runs in flight at once")
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds of load before the first fault")
@@ -301,7 +292,3 @@ def main() -> int:
         "--recovery-bound", type=float, default=10.0, help="seconds within which runs must succeed again"
     )
     return asyncio.run(main_async(parser.parse_args()))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,16 +1,21 @@
-"""What every benchmark shares: latency statistics, progress, machine facts, and
-results kept as JSON plus a PNG plot in bench/results/.
+"""What every benchmark shares: argument parsing, latency statistics, progress, machine facts,
+results kept as JSON plus a PNG plot in bench/results/, and targets turned into an exit code.
+
+Benchmarks run through ``python -m bench <name>`` (bench/__main__.py), which records the command.
 
 Keep ratios honest: measure the things you compare side by side in one run.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -19,8 +24,27 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
 T = TypeVar("T")
+
+_command = ""
+
+
+def set_command(name: str, args: Sequence[str]) -> None:
+    """Records how this run was started (the runner calls it); results carry it as ``command``."""
+    global _command
+    _command = " ".join(["python -m bench", name, *map(shlex.quote, args)])
+
+
+def command() -> str:
+    """The command line that reproduces this run (``python -m bench <name> …``)."""
+    return _command or " ".join(["python", *map(shlex.quote, sys.argv)])
+
+
+def argument_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser whose ``--help`` shows the benchmark's module docstring as written."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 @dataclass(frozen=True)
@@ -100,7 +124,7 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     """Writes ``bench/results/<name>.json`` with the machine facts and returns its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "machine": machine(), **results}
+    payload = {"benchmark": name, "machine": machine(), "command": command(), **results}
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -116,3 +140,24 @@ def rss_kib(pid: int | None = None) -> int:
     import psutil
 
     return int(psutil.Process(pid or os.getpid()).memory_info().rss // 1024)
+
+
+@contextlib.contextmanager
+def isolated(backend: str, name: str, server: str, data_dir: Path | None = None) -> Iterator[str]:
+    """:func:`loomflow.testing.databases.isolated_dsn` for a synchronous benchmark: a Postgres schema
+    or Redis key prefix of its own (``name``) on ``server``, removed afterwards."""
+    from loomflow.testing import databases
+
+    location = databases.isolated_dsn(backend, data_dir or RESULTS, name, server=server)
+    dsn = asyncio.run(location.__aenter__())
+    try:
+        yield dsn
+    finally:
+        asyncio.run(location.__aexit__(None, None, None))
+
+
+def verdict(missed: Sequence[str], label: str = "MISSED") -> int:
+    """Prints every missed target on stderr; the exit code is 1 when any was missed, else 0."""
+    for line in missed:
+        print(f"{label}: {line}", file=sys.stderr)
+    return 1 if missed else 0

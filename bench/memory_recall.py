@@ -1,8 +1,8 @@
 """Memory Recall speed per backend at 1,000 and 10,000 users: directly on the store and through gRPC.
 
-    python bench/memory_recall.py                          # 1,000 users x 100 episodes, every backend
-    python bench/memory_recall.py --full                   # 1,000 and 10,000 users x 100 episodes
-    python bench/memory_recall.py --users 1000,10000 --episodes 20 --backends sqlite,memory
+    python -m bench memory_recall                          # 1,000 users x 100 episodes, every backend
+    python -m bench memory_recall --full                   # 1,000 and 10,000 users x 100 episodes
+    python -m bench memory_recall --users 1000,10000 --episodes 20 --backends sqlite,memory
 
 Each dataset (users x episodes) lives in its own store: a SQLite file and a Chroma folder under
 --data-dir, a Postgres database ``loomflow_bench_<users>x<episodes>`` on --postgres-dsn, a Redis
@@ -50,21 +50,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
+import grpc
 
-# isort: split
-
-import grpc  # noqa: E402
-
-from bench.harness import LatencyStats, latency_stats, machine, plot_path, progress, run_load, write_results  # noqa: E402
-from loomflow.kernel.errors import NotFound  # noqa: E402
-from loomflow.memory.models import BlockWrite, EpisodeDraft, ForgetScope, RecallQuery, now_micros  # noqa: E402
-from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, open_embedder  # noqa: E402
-from loomflow.memory.store import MemoryStore, open_store  # noqa: E402
-from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2  # noqa: E402
-from tests.support.processes import ServeProcess  # noqa: E402
+from bench.harness import LatencyStats, latency_stats, machine, plot_path, progress, run_load, write_results
+from loomflow.kernel.errors import NotFound
+from loomflow.memory.models import BlockWrite, EpisodeDraft, ForgetScope, RecallQuery, now_micros
+from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, open_embedder
+from loomflow.memory.store import MemoryStore, open_store
+from loomflow.testing.processes import ServeProcess
+from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
 
 BACKENDS = ("memory", "sqlite", "postgres", "redis", "chroma")
 TARGET_P99_RATIO = 1.2
@@ -721,7 +715,6 @@ def main() -> int:
             "skipped": skipped,
             "verdicts": verdicts,
             "missed": missed,
-            "command": "python " + " ".join(sys.argv),
         },
     )
     print(f"query embedding ({query_cost['embedder']}): {query_cost['us_per_query']} µs per query", file=sys.stderr)
@@ -730,7 +723,3 @@ def main() -> int:
     for line in missed:
         print(f"MISSED {line}", file=sys.stderr)
     return 1 if missed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Multi-tenant load: N users × M turns through one shared Agent, in both topologies.
 
-    python bench/multi_tenant.py --users 500 --turns 5
+    python -m bench multi_tenant --users 500 --turns 5
 
 Asserts, and exits non-zero when any fails: turn latency within bounds *relative to what the
 same run measures* (below); RSS growth linear in tenants (KB per tenant from a least-squares fit
@@ -19,22 +19,15 @@ figures are still reported, and absolute ceilings are asserted only when given.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
-
-# isort: split
-
-from bench.harness import latency_stats, plot_path, rss_kib, write_results  # noqa: E402
-from bench.topology import TOPOLOGIES, Suite, start_suite  # noqa: E402
-from bench.workload import WorkloadResult, run_workload  # noqa: E402
+from bench.harness import argument_parser, latency_stats, plot_path, rss_kib, write_results
+from bench.topology import TOPOLOGIES, Suite, start_suite
+from bench.workload import WorkloadResult, run_workload
 
 
 @dataclass(frozen=True)
@@ -221,7 +214,7 @@ def plot(runs: list[dict[str, Any]], name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=64)
@@ -275,7 +268,3 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  FAIL: {failure}")
     print(f"results: {results}\nplot: {path}")
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

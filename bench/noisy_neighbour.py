@@ -1,7 +1,7 @@
 """Noisy neighbour: the other tenants' latency while one tenant floods the Agent, without and with
 per-tenant limits (``--rate-limit-per-user``, ``--rate-burst``, ``--max-inflight-per-user``).
 
-    python bench/noisy_neighbour.py         # about 2 minutes; JSON + PNG in bench/results/noisy_neighbour.*
+    python -m bench noisy_neighbour         # about 2 minutes; JSON + PNG in bench/results/noisy_neighbour.*
 
 Every service runs in its own process (the production shape). Quiet tenants send
 runs open-loop at a fixed rate each (a run starts on schedule whether or not the
@@ -38,18 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
+import grpc
+from google.rpc import error_details_pb2, status_pb2
 
-# isort: split
-
-import grpc  # noqa: E402
-from google.rpc import error_details_pb2, status_pb2  # noqa: E402
-
-from bench.harness import latency_stats, plot_path, write_results  # noqa: E402
-from bench.topology import Suite, start_suite  # noqa: E402
-from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2  # noqa: E402
+from bench.harness import latency_stats, plot_path, write_results
+from bench.topology import Suite, start_suite
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -247,7 +241,6 @@ async def main_async(args: argparse.Namespace) -> int:
     path = write_results(
         args.results_name,
         {
-            "command": "python bench/noisy_neighbour.py " + " ".join(sys.argv[1:]),
             "topology": "per-service",
             "limits": {k.removeprefix("LOOMFLOW_").lower(): v for k, v in limits_env(args).items()},
             "flood_concurrency": args.flood_concurrency,
@@ -289,7 +282,3 @@ def main() -> int:
         "--only", default="", help="scenarios to run, as limits:flood pairs, e.g. on:none,on:polite,on:tools (all)"
     )
     return asyncio.run(main_async(parser.parse_args()))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

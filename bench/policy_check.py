@@ -1,7 +1,7 @@
 """Policy speed: in-process decision time for a 100-rule policy, and Check throughput through gRPC.
 
-    python bench/policy_check.py                         # both parts, default sizes
-    python bench/policy_check.py --checks 60000 --concurrency 64,128,256
+    python -m bench policy_check                         # both parts, default sizes
+    python -m bench policy_check --checks 60000 --concurrency 64,128,256
 
 Decision time: the engine alone (``engine.decide``) on a 100-rule policy of mixed tool
 globs (exact, prefix, suffix, character classes) where most rules carry argument
@@ -27,7 +27,6 @@ target is missed (the figures are kept either way).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -41,26 +40,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
+import grpc
+import yaml
 
-# isort: split
-
-import grpc  # noqa: E402
-import yaml  # noqa: E402
-
-from bench.harness import latency_stats, machine, percentile, plot_path, progress, run_load, write_results  # noqa: E402
-from loomflow.kernel.auth import AuthSettings, Role, mint_token  # noqa: E402
-from loomflow.policy import engine  # noqa: E402
-from loomflow.policy.approvals import Approvals  # noqa: E402
-from loomflow.policy.book import PolicyBook  # noqa: E402
-from loomflow.policy.checks import Checker  # noqa: E402
-from loomflow.policy.models import Condition, Decision, Operator, Policy, Rule, Verdict  # noqa: E402
-from loomflow.policy.store import open_store  # noqa: E402
-from loomflow.policy.wire import StructView, to_struct  # noqa: E402
-from loomflow.v1 import policy_pb2, policy_pb2_grpc, tenancy_pb2  # noqa: E402
-from tests.support.processes import ServeProcess  # noqa: E402
+from bench import floor
+from bench.harness import (
+    REPO,
+    argument_parser,
+    latency_stats,
+    machine,
+    percentile,
+    plot_path,
+    progress,
+    run_load,
+    write_results,
+)
+from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.policy import engine
+from loomflow.policy.approvals import Approvals
+from loomflow.policy.book import PolicyBook
+from loomflow.policy.checks import Checker
+from loomflow.policy.models import Condition, Decision, Operator, Policy, Rule, Verdict
+from loomflow.policy.store import open_store
+from loomflow.policy.wire import StructView, to_struct
+from loomflow.testing.processes import ServeProcess
+from loomflow.v1 import policy_pb2, policy_pb2_grpc, tenancy_pb2
 
 TARGET_DECISION_US = 50.0
 TARGET_CHECKS_PER_S = 5_000.0
@@ -288,7 +292,7 @@ def _ghz(address: str, token: str, checks: int, concurrency: int, data_dir: Path
         binary,
         "--insecure",
         "--protoset",
-        str(ROOT / "clients" / "loomflow.protoset"),
+        str(REPO / "clients" / "loomflow.protoset"),
         "--call",
         "loomflow.v1.PolicyService.Check",
         "--data-file",
@@ -318,23 +322,7 @@ def _ghz(address: str, token: str, checks: int, concurrency: int, data_dir: Path
     }
 
 
-FLOOR_COMMAND = (sys.executable, __file__, "--floor-server")
 """`loomflow serve` whose Check answers a constant: what the kernel and gRPC cost alone."""
-
-
-def _floor_server() -> int:
-    """Serves PolicyService through the real kernel (auth, validation, metrics) with a Check that decides nothing."""
-    from loomflow import suite
-    from loomflow.policy.servicer import PolicyServicer
-
-    async def check(self: PolicyServicer, request: Any, context: Any) -> policy_pb2.CheckResponse:
-        return policy_pb2.CheckResponse(decision_id="dec_AAAAAAAAAAAAAAAAAAAAAA", decision=policy_pb2.DECISION_ALLOW)
-
-    PolicyServicer.Check = check  # type: ignore[method-assign]
-    from loomflow.kernel import eventloop
-
-    eventloop.run(suite.build_server().run_until_signal(), "uvloop")  # the loop `loomflow serve` runs on
-    return 0
 
 
 def _cpu_seconds(process: Any) -> float:
@@ -399,7 +387,7 @@ def throughput(checks: int, concurrencies: list[int], ghz_at: int) -> dict[str, 
         }
         servers = {
             "policy": ServeProcess("policy", data_dir / "policy", env=env).start(),
-            "floor": ServeProcess("policy", data_dir / "floor", env=env, command=FLOOR_COMMAND).start(),
+            "floor": ServeProcess("policy", data_dir / "floor", env=env, command=floor.command("policy")).start(),
         }
         try:
             for concurrency in concurrencies:
@@ -482,15 +470,12 @@ def plot(results: dict[str, Any]) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--samples", type=int, default=20_000, help="decisions timed per scenario")
     parser.add_argument("--checks", type=int, default=30_000, help="Checks per concurrency level")
     parser.add_argument("--concurrency", default="16,64,256", help="calls in flight, comma-separated")
     parser.add_argument("--ghz-concurrency", type=int, default=64, help="calls in flight for the ghz run (0: none)")
-    parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.floor_server:
-        return _floor_server()
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
     load_before = os.getloadavg()[0]
@@ -525,7 +510,6 @@ def main() -> int:
         "throughput_target_met": max([best_rate, *ghz_rates]) >= TARGET_CHECKS_PER_S,
     }
     results = {
-        "command": "python bench/policy_check.py " + " ".join(sys.argv[1:]),
         "load_average_1m_before": round(load_before, 2),
         "load_average_1m_after": round(os.getloadavg()[0], 2),
         "decision_time_us": decisions,
@@ -538,7 +522,3 @@ def main() -> int:
     print(f"results: {path} and {plot(results)}", file=sys.stderr)
     print(json.dumps(verdict, indent=2))
     return 0 if verdict["decision_target_met"] and verdict["throughput_target_met"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

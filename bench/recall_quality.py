@@ -1,7 +1,7 @@
 """Recall quality per embedder: recall@5 and MRR of BM25 alone, each embedder alone, and hybrid.
 
-    python bench/recall_quality.py
-    python bench/recall_quality.py --embedders hashing-256,wordllama-256
+    python -m bench recall_quality
+    python -m bench recall_quality --embedders hashing-256,wordllama-256
 
 The labelled set is bench/data/recall_quality.yaml, written by hand for loomflow: 9 users, each a
 four-session conversation (24 turns) plus 30 small-talk turns stored for everyone as distractors,
@@ -25,10 +25,7 @@ non-zero when a target is missed.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import statistics
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,17 +35,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
+from bench.harness import REPO, argument_parser, plot_path, verdict, write_results
+from loomflow.memory.models import episode_text
+from loomflow.memory.recall.embedding import Embedder, Matrix
+from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, open_embedder
+from loomflow.memory.recall.index import IndexedDoc, PreparedQuery, TenantIndex
+from loomflow.memory.recall.text import query_terms
 
-from bench.harness import plot_path, write_results  # noqa: E402
-from loomflow.memory.models import episode_text  # noqa: E402
-from loomflow.memory.recall.embedding import Embedder, Matrix  # noqa: E402
-from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, open_embedder  # noqa: E402
-from loomflow.memory.recall.index import IndexedDoc, PreparedQuery, TenantIndex  # noqa: E402
-from loomflow.memory.recall.text import query_terms  # noqa: E402
-
-DATA = ROOT / "bench" / "data" / "recall_quality.yaml"
+DATA = REPO / "bench" / "data" / "recall_quality.yaml"
 EMBEDDERS = ("hashing-256", "wordllama-256", "wordllama-128", "wordllama-64")
 VECTOR_WEIGHTS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0)
 K = 5
@@ -252,7 +246,7 @@ def plot(results: dict[str, Any]) -> None:
 
 
 async def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--embedders", default=",".join(EMBEDDERS))
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args(argv)
@@ -261,7 +255,6 @@ async def main(argv: list[str] | None = None) -> int:
     zero = {user.name: np.zeros((len(user.ids), 1), dtype=np.float32) for user in users}
     bm25 = rank_all(users, questions, zero, np.zeros((len(questions), 1), dtype=np.float32), (1.0, 0.0))
     results: dict[str, Any] = {
-        "command": "python bench/recall_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "users": len(users),
         "questions": len(questions),
         "episodes_per_user": len(users[0].ids),
@@ -293,10 +286,4 @@ async def main(argv: list[str] | None = None) -> int:
             f"(vector weight {e['hybrid']['weights']['vector']}, held out {e['hybrid']['held_out_half']}), "
             f"query {e['query_embed_us']} µs, threshold {e['agent_threshold']['min_similarity']}"
         )
-    for failure in failures:
-        print("target missed:", failure)
-    return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    return verdict(failures)

@@ -6,7 +6,7 @@ or a shared predefined rule extending ``StringRules``). This compiles one messag
 variant (five string fields each, like a typical request), validates it with one
 ``protovalidate.Validator`` and reports µs per validation, best of several rounds.
 
-    python bench/string_rules.py [--rounds 5] [--calls 20000]
+    python -m bench string_rules [--rounds 5] [--calls 20000]
 
 Writes bench/results/string_rules.json and .png.
 """
@@ -126,7 +126,6 @@ def main() -> int:
         print(f"{name:20s} {micros:8.2f} µs")
     RESULTS.mkdir(exist_ok=True)
     document = {
-        "command": f"python bench/string_rules.py --rounds {args.rounds} --calls {args.calls}",
         "protovalidate": metadata.version("protovalidate"),
         "fields_per_message": len(FIELDS),
         "micros_per_validation": timings,
@@ -134,7 +133,3 @@ def main() -> int:
     (RESULTS / "string_rules.json").write_text(json.dumps(document, indent=2) + "\n")
     plot(timings, RESULTS / "string_rules.png")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """What a tool call costs on each path the Agent has: on its event loop, or in a worker process.
 
-    python bench/tool_worker.py                    # 500 calls per path, 3 rounds
-    python bench/tool_worker.py --calls 2000 --rounds 5
+    python -m bench tool_worker                    # 500 calls per path, 3 rounds
+    python -m bench tool_worker --calls 2000 --rounds 5
 
 Paths, interleaved round by round so drift hits them alike, each a trivial tool
 (it returns its argument), so the figure is the path's own overhead:
@@ -30,15 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-
-from bench.harness import latency_stats, plot_path, write_results  # noqa: E402
-from loomflow.agent.context import RunContext, bound_run_context  # noqa: E402
-from loomflow.agent.tools.builtins import calculator  # noqa: E402
-from loomflow.agent.tools.registry import Tool, tool  # noqa: E402
-from loomflow.agent.tools.workers import ToolWorkers, WorkerLimits  # noqa: E402
-from loomflow.kernel.tenancy import scope_for  # noqa: E402
+from bench.harness import latency_stats, plot_path, write_results
+from loomflow.agent.context import RunContext, bound_run_context
+from loomflow.agent.tools.builtins import calculator
+from loomflow.agent.tools.registry import Tool, tool
+from loomflow.agent.tools.workers import ToolWorkers, WorkerLimits
+from loomflow.kernel.tenancy import scope_for
 
 PATHS = ("async_in_loop", "sync_worker", "sync_thread", "calculator_worker")
 
@@ -164,7 +161,3 @@ def main() -> int:
         )
     print(f"results: {path}\nplot: {plot}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

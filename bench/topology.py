@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
-from tests.support.processes import ServeProcess
+from loomflow.testing.processes import ServeProcess
 
 TOPOLOGIES = ("one-process", "per-service")
 INTERNAL = ("memory", "budget", "policy", "audit")

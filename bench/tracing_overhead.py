@@ -1,7 +1,7 @@
 """What tracing costs an agent run: CPU per run with tracing off, on (spans dropped), on (recorded).
 
-    python bench/tracing_overhead.py                 # 300 runs per mode, 3 rounds
-    python bench/tracing_overhead.py --runs 1000 --rounds 5
+    python -m bench tracing_overhead                 # 300 runs per mode, 3 rounds
+    python -m bench tracing_overhead --runs 1000 --rounds 5
 
 All five services run in this process (insecure mode, embedded defaults, echo
 model) and so does the client, so process CPU time per run covers both sides
@@ -23,7 +23,6 @@ the figures feed docs/observability.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import statistics
@@ -33,16 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
-
-# isort: split
-
-from bench.harness import plot_path, write_results  # noqa: E402
-from loomflow.kernel import tracing  # noqa: E402
-from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2  # noqa: E402
-from tests.support.suite import running_suite  # noqa: E402
+from bench.harness import argument_parser, plot_path, write_results
+from loomflow.kernel import tracing
+from loomflow.testing.suite import running_suite
+from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2
 
 MODES = ("off", "dropped", "recorded")
 
@@ -117,7 +110,7 @@ def _plot(medians: dict[str, dict[str, float]]) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--runs", type=int, default=300, help="agent runs per mode and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (modes interleaved); medians are reported")
     parser.add_argument("--concurrency", type=int, default=16, help="runs in flight")
@@ -132,7 +125,3 @@ def main() -> int:
         )
     print(f"results: {path}\nplot: {plot}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,13 @@
-"""Renders the README's benchmark tables from bench/results/*.json, with each run's machine facts.
+"""Renders the benchmark tables of README.md and docs/*.md from bench/results/*.json, with each run's
+machine facts.
 
     python scripts/bench_tables.py            # prints every table
-    python scripts/bench_tables.py --write    # rewrites the tables inside README.md
+    python scripts/bench_tables.py --write    # rewrites the tables inside README.md and docs/*.md
 
-README.md carries each table between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`;
-tests/test_readme.py fails when one differs from what this script renders, so no benchmark figure
-in the README is typed by hand: re-run a benchmark, then run this script with --write.
+A document carries each table between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`
+(the README must carry README_TABLES; a page may carry any); tests/test_readme.py fails when one
+differs from what this script renders, so no benchmark table is typed by hand: re-run a benchmark,
+then run this script with --write.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 Json = dict[str, Any]
 
@@ -77,7 +80,7 @@ def race() -> str:
         f"{alone['per-service']['p99_ms']:.1f} ms. Isolation violations: {violations}; budget mismatches: "
         f"{mismatches}.\n"
     )
-    return "\n".join(lines) + "\n" + summary + "\n" + machine_line(data, "python bench/race/run.py")
+    return "\n".join(lines) + "\n" + summary + "\n" + machine_line(data, "python -m bench race")
 
 
 def multi_tenant() -> str:
@@ -98,7 +101,7 @@ def multi_tenant() -> str:
     users = data["runs"][0]["users"]
     turns = data["runs"][0]["turns_per_user"]
     return (
-        "\n".join(lines) + "\n\n" + machine_line(data, f"python bench/multi_tenant.py --users {users} --turns {turns}")
+        "\n".join(lines) + "\n\n" + machine_line(data, f"python -m bench multi_tenant --users {users} --turns {turns}")
     )
 
 
@@ -114,8 +117,8 @@ def ghz() -> str:
             f"| {name.capitalize()} | {num(call['rps'])} | {call['p50_ms']:.0f} ms | {call['p95_ms']:.0f} ms "
             f"| {call['p99_ms']:.0f} ms | {errors} |"
         )
-    data.setdefault("command", "python bench/ghz/run.py")
-    return "\n".join(lines) + "\n\n" + machine_line(data, "python bench/ghz/run.py")
+    data.setdefault("command", "python -m bench ghz")
+    return "\n".join(lines) + "\n\n" + machine_line(data, "python -m bench ghz")
 
 
 def measured_on(data: Json) -> str:
@@ -216,7 +219,7 @@ def _audit_row() -> list[str]:
     met = "**yes**" if not data["missed_targets"] else f"**no**: {'; '.join(map(str, data['missed_targets']))}"
     return [
         "[Audit appends and verify](docs/audit.md)",
-        "`python bench/audit_append.py`",
+        "`python -m bench audit_append`",
         figures,
         target,
         met,
@@ -248,12 +251,155 @@ def _tracing_row() -> list[str]:
     )
     return [
         "[Tracing overhead](docs/observability.md)",
-        "`python bench/tracing_overhead.py`",
+        "`python -m bench tracing_overhead`",
         figures,
         "—",
         "—",
         measured_on(data),
     ]
+
+
+def tracing_overhead() -> str:
+    data = load("tracing_overhead.json")
+    medians = data["medians"]
+    rows = [
+        ("off", "`--tracing false`"),
+        ("dropped", "`--tracing` (default), no `--otlp-endpoint`: spans dropped"),
+        ("recorded", "`--tracing` with an exporter: spans recorded"),
+        ("aio_interceptor", "for comparison: the library's aio server interceptor, spans dropped"),
+    ]
+    lines = ["| mode | CPU ms per run | vs off |", "|---|---|---|"]
+    for key, label in rows:
+        mode = medians[key]
+        versus = "—" if key == "off" else f"×{mode['cpu_vs_off']:.2f}"
+        lines.append(f"| {label} | {mode['cpu_ms_per_run']:.2f} | {versus} |")
+    return "\n".join(lines) + "\n"
+
+
+def budget_throughput() -> str:
+    data = load("budget_ledger.json")
+    names = {"floor": "floor (empty handlers)", "inprocess": "in-process", "redis": "Redis", "postgres": "Postgres"}
+    lines = [
+        "| backend | server tracing | pairs/s measured | pairs per server CPU-second | server CPU per pair "
+        "| pair p50 | pair p99 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for backend, label in names.items():
+        for mode in ("tracing off", "tracing on"):
+            run = data["throughput"].get(backend, {}).get(mode)
+            if run is None:
+                continue
+            latency = run["pair_latency_ms"]
+            lines.append(
+                f"| {label} | {mode.removeprefix('tracing ')} | {num(run['pairs_per_second'])} "
+                f"| {num(run['pairs_per_server_cpu_second'])} | {run['server_cpu_ms_per_pair']:.2f} ms "
+                f"| {latency['p50_ms']:.0f} ms | {latency['p99_ms']:.0f} ms |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def budget_rss() -> str:
+    data = load("budget_ledger.json")
+    lines = ["| tenants (in-process, each idle after one Reserve+Commit) | RSS per idle tenant |", "|---:|---:|"]
+    lines += [f"| {num(r['tenants'])} | {num(r['bytes_per_idle_tenant'])} B |" for r in data["rss"]]
+    return "\n".join(lines) + "\n"
+
+
+def _us(value: float) -> str:
+    return f"{value:.2f} µs" if value < 2 else f"{value:.1f} µs"
+
+
+def policy_decision() -> str:
+    scenarios = load("policy_check.json")["decision_time_us"]
+    labels = {
+        "first rule decides": "first rule decides",
+        "last rule decides after 80 candidates": "last rule decides after 80 candidate rules' conditions fail",
+        "last rule decides, wire arguments": "the same with wire (`Struct`) arguments",
+        "no rule matches, 20 candidates tested": "no rule matches, 20 candidates tested",
+        "no glob matches the tool": "no glob matches the tool",
+        "tool never seen: 100 globs, then 80 rules": "tool name never seen (100 globs, then 80 rules)",
+        "in-process Check (routing, id, metrics)": "whole in-process Check (routing, decision, id, metrics)",
+    }
+    lines = ["| scenario | CPU mean | p50 | p99 (wall) |", "|---|---|---|---|"]
+    for key, label in labels.items():
+        run = scenarios[key]
+        lines.append(f"| {label} | {_us(run['cpu_mean_us'])} | {_us(run['p50_us'])} | {_us(run['p99_us'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def policy_grpc() -> str:
+    grpc = load("policy_check.json")["grpc"]
+    policy, floor = grpc["policy"], grpc["floor"]
+    lines = [
+        "| in flight | Check/s | p50 | p99 | server CPU per Check | floor Check/s | floor CPU per call |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level in sorted(policy["python_client"], key=int):
+        run, base = policy["python_client"][level], floor["python_client"][level]
+        latency = run["latency_ms"]
+        lines.append(
+            f"| {level} | {num(run['checks_per_second'])} | {latency['p50_ms']:.1f} ms | {latency['p99_ms']:.1f} ms "
+            f"| {run['server_cpu_us_per_check']:.0f} µs | {num(base['checks_per_second'])} "
+            f"| {base['server_cpu_us_per_check']:.0f} µs |"
+        )
+    for level in sorted(policy["ghz"], key=int):
+        run, base = policy["ghz"][level], floor["ghz"][level]
+        lines.append(
+            f"| ghz, {level} (worst-case decision) | {num(run['checks_per_second'])} | {run['p50_ms']:.1f} ms "
+            f"| {run['p99_ms']:.1f} ms | {1e6 / run['checks_per_server_cpu_second']:.0f} µs "
+            f"| {num(base['checks_per_second'])} | {1e6 / base['checks_per_server_cpu_second']:.0f} µs |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def audit_appends() -> str:
+    appends = load("audit_append.json")["appends"]
+    lines = [
+        "| concurrent writers | file, in-process | Postgres, in-process | file, gRPC | Postgres, gRPC |",
+        "|---|---|---|---|---|",
+    ]
+    for writers in sorted(appends["file"]["in_process"], key=int):
+        cells = [writers]
+        for sink in ("file", "postgres"):
+            run = appends[sink]["in_process"][writers]
+            cells.append(f"{num(run['per_second'])} ({run['p50_ms']:.2f} / {run['p99_ms']:.2f} ms)")
+        cells += [num(appends[sink]["grpc"][writers]["per_second"]) for sink in ("file", "postgres")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def audit_verify() -> str:
+    verify = load("audit_append.json")["verify"]
+    rows = [
+        ("in_memory", f"entries already in memory ({num(verify['in_memory']['entries'])})"),
+        ("file", f"file log ({verify['file']['file_bytes'] / 1e6:.0f} MB of JSONL)"),
+        ("postgres", "Postgres"),
+    ]
+    lines = ["| source | entries/s | seconds per million | the three runs |", "|---|---|---|---|"]
+    for key, label in rows:
+        run = verify[key]
+        runs = " / ".join(num(r) for r in run["runs_per_second"])
+        lines.append(f"| {label} | {num(run['per_second'])} | {1e6 / run['per_second']:.1f} | {runs} |")
+    return "\n".join(lines) + "\n"
+
+
+def agent_turn() -> str:
+    results = load("agent_turn.json")["results"]
+    names = {"one-process": "one process (`loomflow serve`)", "per-service": "per service (five processes)"}
+    lines = [
+        "| topology | echo turn p50 / p99 (one at a time) | tool run p50 (2 model turns, all five services) "
+        "| 16 in flight | 64 in flight |",
+        "|---|---|---|---|---|",
+    ]
+    for lane, label in names.items():
+        run = results[lane]
+        echo, tool = run["echo"], run["tool"]
+        loads = {point["in_flight"]: point["per_second"] for point in run["concurrent"]}
+        lines.append(
+            f"| {label} | {echo['p50_ms']:.2f} / {echo['p99_ms']:.2f} ms | {tool['p50_ms']:.2f} ms "
+            f"| {num(loads[16])} turns/s | {num(loads[64])} turns/s |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def per_service() -> str:
@@ -268,25 +414,55 @@ TABLES: dict[str, Callable[[], str]] = {
     "multi-tenant": multi_tenant,
     "ghz": ghz,
     "per-service": per_service,
+    "tracing-overhead": tracing_overhead,
+    "budget-throughput": budget_throughput,
+    "budget-rss": budget_rss,
+    "policy-decision": policy_decision,
+    "policy-grpc": policy_grpc,
+    "audit-appends": audit_appends,
+    "audit-verify": audit_verify,
+    "agent-turn": agent_turn,
 }
+README_TABLES = ("race", "multi-tenant", "ghz", "per-service")
+"""The tables README.md must carry; docs/*.md pages carry whichever they quote."""
+
+MARKED = re.compile(r"<!-- bench:(?P<name>[\w-]+):start -->\n.*?<!-- bench:(?P=name):end -->", flags=re.S)
 
 
-def render_into(text: str) -> str:
-    """The README text with every bench table replaced by what the results files say."""
-    for name, render in TABLES.items():
-        start, end = f"<!-- bench:{name}:start -->\n", f"<!-- bench:{name}:end -->"
-        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), flags=re.S)
-        found = pattern.search(text)
-        if found is None:
-            raise SystemExit(f"README.md lacks the bench:{name} markers")
-        text = text[: found.start()] + start + render() + end + text[found.end() :]
-    return text
+def render_into(text: str, required: tuple[str, ...] = README_TABLES, links_from_docs: bool = False) -> str:
+    """The document's text with every bench table replaced by what the results files say.
+
+    ``links_from_docs``: the document sits in docs/, so the tables' links to docs/x.md become x.md."""
+    missing = [name for name in required if f"<!-- bench:{name}:start -->" not in text]
+    if missing:
+        raise SystemExit(f"the document lacks the bench markers of {', '.join(missing)}")
+
+    def rendered(found: re.Match[str]) -> str:
+        name = found.group("name")
+        if name not in TABLES:
+            raise SystemExit(f"no renderer for the bench:{name} table (scripts/bench_tables.py TABLES)")
+        table = TABLES[name]()
+        table = table.replace("](docs/", "](") if links_from_docs else table
+        return f"<!-- bench:{name}:start -->\n{table}<!-- bench:{name}:end -->"
+
+    return MARKED.sub(rendered, text)
+
+
+def documents() -> dict[Path, str]:
+    """Every document with bench tables, and its text as the results files render it."""
+    out = {README: render_into(README.read_text())}
+    for doc in DOCS:
+        text = doc.read_text()
+        out[doc] = render_into(text, required=(), links_from_docs=True)
+    return out
 
 
 def main(argv: list[str]) -> int:
     if "--write" in argv:
-        README.write_text(render_into(README.read_text()))
-        print(f"rewrote {len(TABLES)} benchmark tables in {README.relative_to(ROOT)}")
+        for path, text in documents().items():
+            if path.read_text() != text:
+                path.write_text(text)
+                print(f"rewrote the benchmark tables in {path.relative_to(ROOT)}")
         return 0
     for name, render in TABLES.items():
         sys.stdout.write(f"<!-- bench:{name} -->\n{render()}\n")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from loomflow.testing.suite import RunningSuite, running_suite
 from tests.support import backends
-from tests.support.suite import RunningSuite, running_suite
 
 
 @pytest.fixture

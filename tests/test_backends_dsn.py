@@ -18,8 +18,8 @@ from loomflow.kernel.backends import postgres
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.errors import Unavailable
 from loomflow.memory.store import open_store
+from loomflow.testing.processes import free_port
 from tests.support.backends import postgres_dsn
-from tests.support.processes import free_port
 
 SECRET = "s3cr3t-pw"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from loomflow.agent.dependencies import Addresses, Dependencies, ServiceCredential
 from loomflow.kernel.auth import AuthSettings
+from loomflow.testing.processes import ServeProcess, free_port
 from loomflow.v1 import memory_pb2, tenancy_pb2
-from tests.support.processes import ServeProcess, free_port
 
 REPLICAS = 3
 CALLS = 90

@@ -20,8 +20,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from loomflow.testing.processes import free_port, loomflow_script
 from loomflow.v1 import audit_pb2, audit_pb2_grpc, budget_pb2, budget_pb2_grpc, tenancy_pb2
-from tests.support.processes import free_port, loomflow_script
 
 pytestmark = pytest.mark.slow  # a `loomflow serve` process
 

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import pytest
 
+from loomflow.testing.processes import free_port
 from tests.support.doc_blocks import Block, Session, parse
-from tests.support.processes import REPO, free_port
+from tests.support.repo import REPO
 
 DOCS = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))]
 BLOCKS = {doc: parse(doc, (REPO / doc).read_text()) for doc in DOCS}

@@ -1,5 +1,5 @@
 """A short ghz run in CI: every hot RPC under load, against a live secure suite, within
-bench/ghz/thresholds.json (the full run is `python bench/ghz/run.py`)."""
+bench/ghz/thresholds.json (the full run is `python -m bench ghz`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_ghz_quick_run_meets_the_thresholds(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "ghz" / "run.py"), "--quick", "--results-dir", str(tmp_path)],
+        [sys.executable, "-m", "bench", "ghz", "--quick", "--results-dir", str(tmp_path)],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO
-from tests.support.secure_serve import SecureSuite, secure_suite
+from loomflow.testing.secure import SecureSuite, secure_suite
+from tests.support.repo import REPO
 
 GO_MODULE = REPO / "clients" / "go"
 DOCS = REPO / "docs" / "go-client.md"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from tests.support.doc_blocks import Block, parse
-from tests.support.processes import REPO
+from tests.support.repo import REPO
 
 DOC = "docs/operations-grpcurl.md"
 

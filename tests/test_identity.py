@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.testing.certs import Authority
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, audit_pb2, audit_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
-from tests.support.certs import Authority
-from tests.support.suite import running_suite
 
 AUDIENCE = "loomflow"
 

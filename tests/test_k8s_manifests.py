@@ -34,6 +34,7 @@ from loomflow import suite
 from loomflow.kernel import config
 from loomflow.kernel.auth import AuthSettings, Role, TokenVerifier
 from loomflow.kernel.settings import ServerSettings
+from loomflow.testing.processes import ServeProcess, free_port, source_env
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, audit_pb2, audit_pb2_grpc, tenancy_pb2
 from tests.support.manifests import (
     K8S,
@@ -53,7 +54,6 @@ from tests.support.manifests import (
     selector_matches,
     service_target_port,
 )
-from tests.support.processes import ServeProcess, free_port, source_env
 
 KUBERNETES_VERSION = "1.30.0"
 DEV_SECRETS = K8S / "overlays" / "dev" / "secrets"

@@ -10,8 +10,8 @@ import jwt
 import pytest
 
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.testing.suite import TEST_JWT_SECRET, RunningSuite, running_suite
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
-from tests.support.suite import TEST_JWT_SECRET, RunningSuite, running_suite
 
 AUTH = AuthSettings(jwt_secret=TEST_JWT_SECRET)
 

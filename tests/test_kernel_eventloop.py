@@ -13,8 +13,8 @@ import pytest
 
 from loomflow.kernel import eventloop
 from loomflow.kernel.config import ConfigError
+from loomflow.testing.processes import ServeProcess, source_env
 from loomflow.v1 import policy_pb2, policy_pb2_grpc, tenancy_pb2
-from tests.support.processes import ServeProcess, source_env
 
 
 async def _loop_module() -> str:

@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from loomflow.testing.suite import RunningSuite
 from loomflow.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -25,7 +26,6 @@ from loomflow.v1 import (
     tenancy_pb2,
 )
 from tests.support.status import bad_request_fields
-from tests.support.suite import RunningSuite
 
 SERVICES = [
     "loomflow.v1.MemoryService",

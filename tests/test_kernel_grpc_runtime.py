@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from loomflow.kernel.grpc_runtime import IOMGR_ENDPOINTS
-from tests.support.processes import source_env
+from loomflow.testing.processes import source_env
 
 # Imports the CLI the way `loomflow serve` does, then serves and makes one call with gRPC's TCP
 # tracer on: iomgr's endpoints log from tcp_posix.cc, the EventEngine's from endpoint.cc.

@@ -15,10 +15,10 @@ from loomflow.client._transport import NO_RETRY
 from loomflow.client.errors import Unavailable
 from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.tls import ClientTls
+from loomflow.testing.certs import Authority, Pair
+from loomflow.testing.processes import free_port
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, memory_pb2, tenancy_pb2
-from tests.support.certs import Authority, Pair
-from tests.support.processes import free_port
-from tests.support.suite import running_suite
 
 REFUSED = (grpc.StatusCode.UNAVAILABLE,)
 

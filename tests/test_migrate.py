@@ -19,8 +19,8 @@ import asyncpg
 import pytest
 
 from loomflow.kernel.backends.migrations import TABLE, SchemaBehind
+from loomflow.testing.processes import ServeProcess, loomflow_script
 from tests.support.backends import postgres_dsn, postgres_schema
-from tests.support.processes import ServeProcess, loomflow_script
 
 SERVICES = "memory,budget,policy,audit,agent"
 

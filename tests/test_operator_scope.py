@@ -15,11 +15,11 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from loomflow.kernel.auth import Role
+from loomflow.testing.suite import RunningSuite, running_suite
 from loomflow.v1 import audit_pb2, audit_pb2_grpc, memory_pb2, memory_pb2_grpc, policy_pb2, tenancy_pb2
 from tests.audit.conftest import fresh_key_texts
 from tests.policy.grpc_support import OPERATOR, SERVICE, bearer, client, user
 from tests.support.status import bad_request_fields
-from tests.support.suite import RunningSuite, running_suite
 
 EVERYONE = tenancy_pb2.UserScope(all_tenants=tenancy_pb2.AllTenants())
 

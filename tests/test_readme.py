@@ -40,10 +40,15 @@ def test_configuration_table_matches_the_code() -> None:
 
 
 def test_benchmark_tables_are_rendered_from_the_results_files() -> None:
+    """README.md and every docs/*.md page: each marked table is what bench/results/*.json renders."""
     module = script("bench_tables")
-    assert module.render_into(README) == README, (
-        "a README benchmark table differs from bench/results/*.json: run python scripts/bench_tables.py --write"
+    stale = [str(path.relative_to(REPO)) for path, text in module.documents().items() if path.read_text() != text]
+    assert not stale, (
+        f"benchmark tables differ from bench/results/*.json in {stale}: run python scripts/bench_tables.py --write"
     )
+    assert module.render_into(README) == README
+    in_docs = {name for path in module.DOCS for name in module.MARKED.findall(path.read_text())}
+    assert in_docs >= set(module.TABLES) - {"per-service"}, "a renderer no docs page uses"
 
 
 def test_grpcurl_recipes_are_the_ones_ci_runs() -> None:

@@ -19,8 +19,8 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.support.processes import REPO
-from tests.support.secure_serve import SecureSuite, secure_suite
+from loomflow.testing.secure import SecureSuite, secure_suite
+from tests.support.repo import REPO
 
 PROTOSET = REPO / "clients" / "loomflow.protoset"
 

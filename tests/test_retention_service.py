@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY, generate_latest
 
 from loomflow.kernel.config import ConfigError
 from loomflow.suite import build_server
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
-from tests.support.suite import running_suite
 
 TINY_DAYS = 0.2 / 86_400  # 0.2 s: long enough to read the episode back, short enough to watch it go
 

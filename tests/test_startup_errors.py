@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import free_port, loomflow_script
+from loomflow.testing.processes import free_port, loomflow_script
 
 SECRET = "d2f1c0b9a8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1"
 

@@ -14,10 +14,10 @@ import grpc
 import pytest
 
 from loomflow import cli
+from loomflow.testing.suite import RunningSuite, running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, audit_pb2, audit_pb2_grpc, tenancy_pb2
 from tests.audit.conftest import fresh_key_texts
 from tests.policy.grpc_support import SERVICE
-from tests.support.suite import RunningSuite, running_suite
 
 EVERYONE = tenancy_pb2.UserScope(all_tenants=tenancy_pb2.AllTenants())
 

@@ -1,8 +1,8 @@
 """Runs the ghz load suite: one config per hot RPC, against a live loomflow.
 
-    python bench/ghz/run.py                  # full run: every config, results in bench/results/ghz/
-    python bench/ghz/run.py --quick          # the short CI variant
-    python bench/ghz/run.py --calls recall,check --address 127.0.0.1:50051 --token "$TOKEN" --report-only
+    python -m bench ghz                  # full run: every config, results in bench/results/ghz/
+    python -m bench ghz --quick          # the short CI variant
+    python -m bench ghz --calls recall,check --address 127.0.0.1:50051 --token "$TOKEN" --report-only
 
 ghz reads the schema from clients/loomflow.protoset, or by server reflection with --reflection
 (both work; the server's reflection resolves method symbols, see loomflow.kernel.reflection).
@@ -15,7 +15,6 @@ bench/ghz/thresholds.json; the run exits non-zero when any report misses its thr
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -27,26 +26,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
+import grpc
+from google.protobuf import json_format
 
-# isort: split
-
-import grpc  # noqa: E402
-from google.protobuf import json_format  # noqa: E402
-
-from bench.harness import machine, plot_path  # noqa: E402
-from bench.topology import secure_env  # noqa: E402
-from loomflow.kernel.auth import AuthSettings, Role, mint_token  # noqa: E402
-from loomflow.v1 import budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2  # noqa: E402
-from tests.support.processes import ServeProcess  # noqa: E402
+from bench.harness import REPO, argument_parser, machine, plot_path, verdict
+from bench.topology import secure_env
+from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.testing.processes import ServeProcess
+from loomflow.v1 import budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 THRESHOLDS = HERE / "thresholds.json"
-RESULTS = ROOT / "bench" / "results" / "ghz"
-PROTOSET = ROOT / "clients" / "loomflow.protoset"
+RESULTS = REPO / "bench" / "results" / "ghz"
+PROTOSET = REPO / "clients" / "loomflow.protoset"
 TENANTS = 200
 REFLECTION_HINT = (
     "\nghz resolves the call's method symbol (loomflow.v1.MemoryService.Recall) through server reflection; "
@@ -58,7 +51,7 @@ REFLECTION_HINT = (
 def ghz_binary() -> str:
     found = shutil.which("ghz") or str(Path(os.popen("go env GOPATH").read().strip() or "~/go") / "bin" / "ghz")
     if not Path(found).exists():
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-tools.sh")], check=True)
+        subprocess.run(["bash", str(REPO / "scripts" / "install-tools.sh")], check=True)
     return found
 
 
@@ -204,7 +197,7 @@ def plot(summaries: dict[str, dict[str, float]]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--calls", default=",".join(sorted(p.stem for p in CONFIGS.glob("*.json"))))
     parser.add_argument("--total", type=int, default=20_000, help="requests per call")
     parser.add_argument("--concurrency", type=int, default=64)
@@ -273,10 +266,4 @@ def main(argv: list[str] | None = None) -> int:
     )
     plotted = plot(summaries) if args.results_dir == RESULTS else "(not plotted outside bench/results)"
     print(f"ghz: summary in {summary_path}, plot in {plotted}", file=sys.stderr)
-    for failure in failures:
-        print(f"ghz: THRESHOLD MISSED: {failure}", file=sys.stderr)
-    return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return verdict(failures, "ghz: THRESHOLD MISSED")

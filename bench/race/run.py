@@ -1,8 +1,8 @@
 """The race: the same multi-tenant workload through the in-process framework and through
 our networked suite, side by side in one run on one machine.
 
-    python bench/race/run.py                       # 250, 500, 1,000 and 4,000 users × 5 turns, concurrency 64
-    python bench/race/run.py --users 250,500 --turns 3
+    python -m bench race                       # 250, 500, 1,000 and 4,000 users × 5 turns, concurrency 64
+    python -m bench race --users 250,500 --turns 3
 
 The framework (`loomflow==0.20.0` from PyPI: echo model, InMemoryMemory, StandardBudget,
 FileAuditLog) shares our import name, so it runs in its own virtualenv
@@ -21,18 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "clients" / "python")]
-import loomflow.kernel.grpc_runtime  # noqa: E402,F401  # before grpc: it reads its settings on import
-
-# isort: split
-
-from bench.harness import latency_stats, plot_path, rss_kib, write_results  # noqa: E402
-from bench.topology import TOPOLOGIES, start_suite  # noqa: E402
-from bench.workload import run_workload  # noqa: E402
+from bench.harness import REPO, latency_stats, plot_path, rss_kib, write_results
+from bench.topology import TOPOLOGIES, start_suite
+from bench.workload import run_workload
 
 FRAMEWORK = "loomflow==0.20.0"
-VENV = ROOT / "bench" / ".venv-framework"
+VENV = REPO / "bench" / ".venv-framework"
 LANE = Path(__file__).resolve().parent / "framework_workload.py"
 
 
@@ -180,7 +174,3 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"points": points, "scaling": scaling, "unloaded": latency_alone}, indent=2))
     print(f"results: {path}\nplot: {plot(points)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

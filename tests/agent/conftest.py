@@ -16,7 +16,7 @@ import pytest
 from loomflow.client import Agent, AuditClient, BudgetClient, MemoryClient, PolicyClient
 from loomflow.client import Approval as ClientApproval
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
-from tests.support.suite import TEST_JWT_SECRET, RunningSuite, running_suite
+from loomflow.testing.suite import TEST_JWT_SECRET, RunningSuite, running_suite
 
 AUTH = AuthSettings(jwt_secret=TEST_JWT_SECRET)
 

@@ -32,8 +32,8 @@ from loomflow.client import (
 from loomflow.kernel import errors
 from loomflow.kernel.auth import AuthSettings, Role, TokenVerifier, mint_token
 from loomflow.kernel.config import ConfigError
+from loomflow.testing.suite import TEST_JWT_SECRET, running_suite
 from tests.agent.conftest import Tenancy, secure_suite, token
-from tests.support.suite import TEST_JWT_SECRET, running_suite
 
 
 def forged(subject: str) -> str:

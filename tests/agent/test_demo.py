@@ -8,7 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.support.processes import REPO, loomflow_script
+from loomflow.testing.processes import loomflow_script
+from tests.support.repo import REPO
 
 
 def demo(*flags: str) -> subprocess.CompletedProcess[str]:

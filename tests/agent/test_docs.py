@@ -12,8 +12,9 @@ import pytest
 
 from loomflow.agent.service import SECTION, Settings
 from loomflow.kernel import config
-from tests.support.processes import REPO, loomflow_script, source_env
-from tests.support.secure_serve import secure_suite
+from loomflow.testing.processes import loomflow_script, source_env
+from loomflow.testing.secure import secure_suite
+from tests.support.repo import REPO
 
 
 def test_every_agent_option_is_in_the_configuration_table() -> None:

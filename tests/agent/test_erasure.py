@@ -20,12 +20,12 @@ import grpc
 import pytest
 
 from loomflow.kernel.auth import Role
+from loomflow.testing.suite import RunningSuite, running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc, tenancy_pb2
 from tests.agent.conftest import Tenancy, audit_keys, secure_suite, token, write_script
 from tests.agent.test_caller_tools import limited, raw_run, reserved
 from tests.support import backends
 from tests.support.status import bad_request_fields
-from tests.support.suite import RunningSuite, running_suite
 
 DONE, PENDING = agent_pb2.ERASURE_STATE_DONE, agent_pb2.ERASURE_STATE_PENDING
 FILES = ("agent.jsonl", "audit.jsonl", "budget.jsonl", "manifest.json", "memory.jsonl", "policy.jsonl")

@@ -11,9 +11,9 @@ import pytest
 
 from loomflow import cli
 from loomflow.kernel.auth import Role
+from loomflow.testing.processes import ServeProcess
+from loomflow.testing.suite import TEST_JWT_SECRET
 from tests.agent.conftest import audit_keys, token
-from tests.support.processes import ServeProcess
-from tests.support.suite import TEST_JWT_SECRET
 
 
 def test_forget_user_and_export_user_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,10 +17,10 @@ import pytest
 
 from loomflow.client import Agent, BudgetClient, FailedPrecondition, Unavailable, limit
 from loomflow.kernel.auth import Role
+from loomflow.testing.processes import ServeProcess
+from loomflow.testing.suite import TEST_JWT_SECRET, RunningSuite, running_suite
 from tests.agent.conftest import audit_keys, secure_suite, token, write_script
 from tests.agent.fakes.provider import FakeOpenAI, Reply
-from tests.support.processes import ServeProcess
-from tests.support.suite import TEST_JWT_SECRET, RunningSuite, running_suite
 
 SCRIPT: list[dict[str, Any]] = [
     {"when": "slow", "turns": [{"delay_ms": 1500, "text": "late"}]},

@@ -12,7 +12,7 @@ from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.hosting import ServiceContext
 from loomflow.kernel.settings import ServerSettings
-from tests.support.suite import running_suite
+from loomflow.testing.suite import running_suite
 
 
 class _Bound:

@@ -17,9 +17,9 @@ import pytest
 
 from loomflow.client import Agent, MemoryClient
 from loomflow.kernel.auth import Role
+from loomflow.testing.suite import RunningSuite, running_suite
 from tests.agent.conftest import audit_keys, token, write_script
 from tests.memory.conftest import BACKENDS, dsn_for
-from tests.support.suite import RunningSuite, running_suite
 
 SCRIPT: list[dict[str, Any]] = [
     {"when": "Which city", "turns": [{"from_history": r"flying to (\w+)", "text": "You are flying to {0}."}]},

@@ -10,9 +10,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 from loomflow.audit.core import AuditLog
@@ -58,28 +56,11 @@ def keys(key_texts: KeyTexts) -> AuditKeys:
     return key_texts.load()
 
 
-def with_search_path(dsn: str, schema: str) -> str:
-    parts = urlsplit(dsn)
-    query = f"{parts.query}&search_path={schema}" if parts.query else f"search_path={schema}"
-    return urlunsplit(parts._replace(query=query))
-
-
 @pytest.fixture
 async def postgres_schema_dsn(unique: str) -> AsyncIterator[str]:
     """A DSN whose tables live in a schema of their own, dropped after the test."""
-    base = backends.postgres_dsn()
-    schema = f"audit_test_{unique}"
-    conn = await asyncpg.connect(base)
-    try:
-        await conn.execute(f"CREATE SCHEMA {schema}")
-    finally:
-        await conn.close()
-    yield with_search_path(base, schema)
-    conn = await asyncpg.connect(base)
-    try:
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    finally:
-        await conn.close()
+    async with backends.postgres_schema(f"audit_test_{unique}") as dsn:
+        yield dsn
 
 
 @pytest.fixture(params=SINKS)

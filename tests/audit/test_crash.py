@@ -17,10 +17,10 @@ import pytest
 from google.protobuf import struct_pb2
 
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.testing.processes import ServeProcess
+from loomflow.testing.suite import TEST_JWT_SECRET
 from loomflow.v1 import audit_pb2, audit_pb2_grpc, tenancy_pb2
 from tests.audit.conftest import KeyTexts
-from tests.support.processes import ServeProcess
-from tests.support.suite import TEST_JWT_SECRET
 
 AUTH = AuthSettings(jwt_secret=TEST_JWT_SECRET)
 SERVICE = (("authorization", f"Bearer {mint_token(AUTH, 'agent', Role.SERVICE)}"),)

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 from loomflow import suite
 from loomflow.audit.keys import dev_key, load_keys, parse_payload_key, parse_signing_key
 from loomflow.kernel.config import ConfigError
+from loomflow.testing.processes import free_port, source_env
+from loomflow.testing.suite import TEST_JWT_SECRET
 from tests.audit.conftest import KeyTexts
-from tests.support.processes import free_port, source_env
-from tests.support.suite import TEST_JWT_SECRET
 
 
 def build(tmp_path: Path, audit: dict[str, object], insecure: bool = False) -> None:

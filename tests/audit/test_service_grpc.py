@@ -14,10 +14,10 @@ from google.protobuf import struct_pb2
 from loomflow.audit.checkpoint import signed_bytes
 from loomflow.audit.models import SignedHead
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.testing.suite import TEST_JWT_SECRET, RunningSuite, running_suite
 from loomflow.v1 import audit_pb2, audit_pb2_grpc, tenancy_pb2
 from tests.audit.conftest import KeyTexts
 from tests.support.status import bad_request_fields
-from tests.support.suite import TEST_JWT_SECRET, RunningSuite, running_suite
 
 AUTH = AuthSettings(jwt_secret=TEST_JWT_SECRET)
 SERVICE = (("authorization", f"Bearer {mint_token(AUTH, 'agent', Role.SERVICE)}"),)

@@ -10,12 +10,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
-import redis.asyncio as redis
 
 from loomflow.budget.core import Budget
 from loomflow.budget.ledger import LedgerOptions, open_ledger
@@ -61,38 +60,14 @@ BACKENDS = [
 DURABLE_BACKENDS = BACKENDS[1:]
 
 
-async def _drop_redis_keys(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 @contextlib.asynccontextmanager
 async def isolated(name: str, unique: str) -> AsyncIterator[Backend]:
     """A backend of its own for one test: a fresh key prefix (Redis) or schema (Postgres)."""
     if name == "inprocess":
         yield Backend(name, "")
-    elif name == "redis":
-        url = backends.redis_url()
-        prefix = f"lfb-test-{unique}"
-        try:
-            yield Backend(name, f"{url}{'&' if '?' in url else '?'}key_prefix={prefix}")
-        finally:
-            await _drop_redis_keys(url, prefix)
-    else:
-        dsn = backends.postgres_dsn()
-        schema = f"budget_test_{unique}"
-        admin = await asyncpg.connect(dsn)
-        try:
-            await admin.execute(f"CREATE SCHEMA {schema}")
-            yield Backend(name, f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}")
-        finally:
-            await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            await admin.close()
+        return
+    async with backends.isolated(name, Path(), f"budget_test_{unique}") as dsn:
+        yield Backend(name, dsn)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -12,10 +12,10 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.testing.suite import TEST_JWT_SECRET, RunningSuite, running_suite
 from loomflow.v1 import budget_pb2, budget_pb2_grpc, tenancy_pb2
 from tests.budget.conftest import Backend
 from tests.support.status import bad_request_fields
-from tests.support.suite import TEST_JWT_SECRET, RunningSuite, running_suite
 
 ALICE = tenancy_pb2.UserScope(user_id="alice")
 BOB = tenancy_pb2.UserScope(user_id="bob")

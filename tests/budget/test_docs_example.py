@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
-from tests.support.suite import TEST_JWT_SECRET, running_suite
+from loomflow.testing.suite import TEST_JWT_SECRET, running_suite
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "budget.md"
 DOC_ADDRESS = "127.0.0.1:50051"

@@ -19,7 +19,7 @@ from loomflow.budget.ledger import open_ledger
 from loomflow.budget.models import Usage
 from loomflow.budget.pricing import PriceTable
 from loomflow.kernel.errors import Unavailable
-from tests.support.processes import free_port
+from loomflow.testing.processes import free_port
 
 pytestmark = pytest.mark.redis
 

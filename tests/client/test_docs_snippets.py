@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from loomflow.kernel.auth import Role
+from loomflow.testing.processes import source_env
 from tests.agent.conftest import secure_suite, token
-from tests.support.processes import REPO, source_env
+from tests.support.repo import REPO
 
 DOC = REPO / "docs" / "agent.md"
 DOC_ADDRESS = "127.0.0.1:50051"

@@ -28,7 +28,7 @@ from loomflow.client import (
     Unimplemented,
     from_rpc_error,
 )
-from tests.support.suite import RunningSuite
+from loomflow.testing.suite import RunningSuite
 
 
 def rpc_error(code: grpc.StatusCode, message: str = "m", *details: any_pb2.Any) -> grpc.aio.AioRpcError:

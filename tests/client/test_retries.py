@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from loomflow.client import Agent, MemoryClient, RateLimited, RetryPolicy, Unavailable, scope
-from tests.support.processes import free_port
-from tests.support.suite import running_suite
+from loomflow.testing.processes import free_port
+from loomflow.testing.suite import running_suite
 
 FAST = RetryPolicy(attempts=50, base_delay_s=0.02, max_delay_s=0.1)
 

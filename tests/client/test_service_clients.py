@@ -19,8 +19,8 @@ from loomflow.client import (
     limit,
     usage,
 )
+from loomflow.testing.suite import RunningSuite
 from loomflow.v1 import policy_pb2
-from tests.support.suite import RunningSuite
 
 
 async def test_memory_client_covers_episodes_blocks_facts_forget_and_export(suite: RunningSuite) -> None:

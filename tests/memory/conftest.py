@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from loomflow.memory.store import MemoryStore, open_store
+from loomflow.testing import databases
 from tests.support import backends
 
 BACKENDS = [
@@ -26,17 +27,9 @@ SHARED_BACKENDS = [p for p in BACKENDS if p.id not in ("memory", "chroma")]
 
 
 def dsn_for(backend: str, tmp_path: Path) -> str:
-    if backend == "memory":
-        return "memory://"
-    if backend == "sqlite":
-        return f"sqlite://{tmp_path}/memory.db"
-    if backend == "postgres":
-        return backends.postgres_dsn()
-    if backend == "redis":
-        return backends.redis_url()
-    if backend == "chroma":
-        return f"chroma://{tmp_path}/chroma"
-    raise ValueError(backend)
+    """The shared server itself: memory tests isolate by tenant id (the ``tenant`` fixture)."""
+    backends.require(backend)
+    return databases.shared_dsn(backend, tmp_path, "memory" if backend == "sqlite" else "chroma")
 
 
 StoreFactory = Callable[[], MemoryStore]

@@ -19,9 +19,9 @@ from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, op
 from loomflow.memory.recall.local import WordLlamaEmbedder
 from loomflow.memory.recall.remote import OpenAIEmbedder
 from loomflow.memory.store.sqlite import SQLiteStore
+from loomflow.testing.processes import source_env
 from tests.agent.fakes.provider import Reply
 from tests.memory.fake_embeddings import FakeEmbeddings
-from tests.support.processes import source_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,10 +13,10 @@ from google.protobuf import timestamp_pb2
 from loomflow.memory.models import EpisodeDraft, now_micros
 from loomflow.memory.servicer import MemoryServicer
 from loomflow.memory.store import open_store
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.memory.conftest import dsn_for
 from tests.support.status import bad_request_fields
-from tests.support.suite import running_suite
 
 ANONYMOUS = tenancy_pb2.UserScope(anonymous=tenancy_pb2.Anonymous())
 

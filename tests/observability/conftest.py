@@ -9,8 +9,8 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from loomflow.kernel import tracing
+from loomflow.testing.suite import RunningSuite
 from tests.observability.logcapture import CapturedLogs
-from tests.support.suite import RunningSuite
 
 
 @dataclass

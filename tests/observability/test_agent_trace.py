@@ -20,10 +20,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from loomflow.kernel import tracing
+from loomflow.testing.suite import RunningSuite, running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2
 from tests.observability.conftest import Traced
 from tests.observability.logcapture import captured_logs
-from tests.support.suite import RunningSuite, running_suite
 
 CANARY = f"CANARY-{uuid.uuid4().hex}"
 SCRIPT = [

@@ -21,10 +21,10 @@ from loomflow.kernel.security import Refusal, RefusalRecorder
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
 from loomflow.memory import metrics as memory_metrics
 from loomflow.policy import metrics as policy_metrics
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.observability import metric_names
 from tests.observability.prometheus import Sample, parse, select
-from tests.support.suite import running_suite
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "k8s" / "dashboards" / "loomflow-grafana.json"

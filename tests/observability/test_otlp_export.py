@@ -16,8 +16,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from loomflow.testing.processes import ServeProcess, free_port
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
-from tests.support.processes import ServeProcess, free_port
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):

@@ -20,6 +20,7 @@ import pytest
 
 from loomflow.kernel.telemetry import OTHER_TENANTS
 from loomflow.kernel.tenancy import ANONYMOUS_LABEL, ANONYMOUS_SENTINEL
+from loomflow.testing.processes import ServeProcess, free_port
 from loomflow.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -33,7 +34,6 @@ from loomflow.v1 import (
 )
 from tests.observability import metric_names
 from tests.observability.prometheus import Sample, label_values, scrape, select, total
-from tests.support.processes import ServeProcess, free_port
 
 MAX_TENANTS = 4
 MEMORY = "loomflow.v1.MemoryService"

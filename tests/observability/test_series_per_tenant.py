@@ -7,9 +7,9 @@ from pathlib import Path
 from prometheus_client import REGISTRY, generate_latest
 
 from loomflow.kernel.telemetry import setup_metrics
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2
 from tests.observability.prometheus import parse
-from tests.support.suite import running_suite
 
 TENANTS = 8
 MAX_SERIES_PER_TENANT = 15

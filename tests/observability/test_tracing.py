@@ -20,10 +20,10 @@ from opentelemetry.trace import SpanKind
 
 from loomflow.kernel import tracing
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.observability.conftest import Traced
 from tests.observability.logcapture import captured_logs
-from tests.support.suite import running_suite
 
 MEMORY = "loomflow.v1.MemoryService"
 

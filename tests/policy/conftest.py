@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from loomflow.policy.store import PolicyStore, open_store
@@ -37,22 +36,11 @@ BACKENDS = [
 ]
 
 
-def with_search_path(dsn: str, schema: str) -> str:
-    return f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
-
-
 @contextlib.asynccontextmanager
 async def postgres_schema(unique: str, data_dir: Path) -> AsyncIterator[Backend]:
     """The real Postgres, in a schema of its own that is dropped afterwards."""
-    dsn = backends.postgres_dsn()
-    schema = f"policy_test_{unique}"
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-        yield Backend("postgres", with_search_path(dsn, schema), data_dir)
-    finally:
-        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await admin.close()
+    async with backends.postgres_schema(f"policy_test_{unique}") as dsn:
+        yield Backend("postgres", dsn, data_dir)
 
 
 @pytest.fixture(params=BACKENDS)

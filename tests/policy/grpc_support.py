@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.testing.suite import TEST_JWT_SECRET
 from loomflow.v1 import policy_pb2, policy_pb2_grpc, tenancy_pb2
-from tests.support.suite import TEST_JWT_SECRET
 
 Metadata = tuple[tuple[str, str], ...]
 

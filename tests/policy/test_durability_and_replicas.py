@@ -14,12 +14,12 @@ import pytest
 
 from loomflow.policy.store.base import Change, ChangeKind
 from loomflow.policy.store.postgres import PostgresStore
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import policy_pb2
 from tests.policy.conftest import Backend
 from tests.policy.grpc_support import OPERATOR, SERVICE, Client, client, rule
 from tests.policy.test_store_conformance import POLICY, approval
 from tests.support import backends
-from tests.support.suite import running_suite
 
 PENDING, APPROVED = policy_pb2.APPROVAL_STATUS_PENDING, policy_pb2.APPROVAL_STATUS_APPROVED
 

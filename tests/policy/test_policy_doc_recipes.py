@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from loomflow.testing.processes import loomflow_script, source_env
+from loomflow.testing.secure import secure_suite
 from tests.support.doc_blocks import Block, Session, parse_recipes
-from tests.support.processes import REPO, loomflow_script, source_env
-from tests.support.secure_serve import secure_suite
+from tests.support.repo import REPO
 
 DOC = "docs/policy.md"
 RECIPES = parse_recipes(DOC, (REPO / DOC).read_text())

@@ -13,10 +13,10 @@ from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL
 from loomflow.policy.engine import compile_policy, decide
 from loomflow.policy.models import DEFAULT_POLICY_KEY, Condition, Decision, Mode, Operator, Rule
 from loomflow.policy.policy_file import PolicyFileError, load_policy_file, parse_policy_file
+from loomflow.testing.processes import source_env
+from loomflow.testing.suite import TEST_JWT_SECRET, running_suite
 from loomflow.v1 import policy_pb2
 from tests.policy.grpc_support import SERVICE, client
-from tests.support.processes import source_env
-from tests.support.suite import TEST_JWT_SECRET, running_suite
 
 GOOD = """\
 # The example from docs/policy.md

@@ -9,12 +9,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from loomflow.testing.suite import RunningSuite, running_suite
 from loomflow.v1 import policy_pb2
 from tests.policy.conftest import Backend
 from tests.policy.grpc_support import OPERATOR, SERVICE, Client, client, rule, scope, user
 from tests.policy.test_durability_and_replicas import eventually, policy_server
 from tests.support.status import bad_request_fields
-from tests.support.suite import RunningSuite, running_suite
 
 ALLOW, DENY, ASK = policy_pb2.DECISION_ALLOW, policy_pb2.DECISION_DENY, policy_pb2.DECISION_ASK
 NO_SHELL = policy_pb2.Policy(rules=[rule("no-shell", "shell", DENY)])

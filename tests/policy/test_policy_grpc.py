@@ -9,10 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from loomflow.testing.suite import RunningSuite, running_suite
 from loomflow.v1 import policy_pb2
 from tests.policy.grpc_support import OPERATOR, SERVICE, Client, client, rule, user
 from tests.support.status import bad_request_fields, error_info
-from tests.support.suite import RunningSuite, running_suite
 
 ALLOW, DENY, ASK = policy_pb2.DECISION_ALLOW, policy_pb2.DECISION_DENY, policy_pb2.DECISION_ASK
 APPROVE, REJECT = policy_pb2.RESOLUTION_APPROVE, policy_pb2.RESOLUTION_DENY

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import grpc
 
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import policy_pb2, policy_pb2_grpc, tenancy_pb2
-from tests.support.suite import running_suite
 
 
 async def test_open_watch_streams_end_cleanly_when_the_server_drains(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ServeProcess
+from loomflow.testing.processes import ServeProcess
 
 INSECURE_ENV = {"LOOMFLOW_INSECURE": "true", "LOOMFLOW_TRACING": "false", "LOOMFLOW_LOG_LEVEL": "error"}
 

@@ -36,10 +36,7 @@ BACKENDS = [
 @contextlib.asynccontextmanager
 async def suite_on(backend: str, tmp_path: Path, **policy: object) -> AsyncIterator[Tenancy]:
     async with contextlib.AsyncExitStack() as stack:
-        if backend == "postgres":
-            dsn = await stack.enter_async_context(backends.postgres_schema(f"replay_{tmp_path.name[-20:]}"))
-        else:
-            dsn = f"sqlite://{tmp_path}/policy.db"
+        dsn = await stack.enter_async_context(backends.isolated(backend, tmp_path, f"replay_{tmp_path.name[-20:]}"))
         overrides = {"policy": {"dsn": dsn, **policy}}
         yield await stack.enter_async_context(secure_suite(tmp_path, overrides=overrides))
 

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.protobuf.message import Message
 
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.testing.processes import ServeProcess
 from loomflow.v1 import (
     agent_pb2,
     audit_pb2,
@@ -37,7 +38,6 @@ from loomflow.v1 import (
     tenancy_pb2,
 )
 from tests.reliability import wire
-from tests.support.processes import ServeProcess
 
 SECRET = secrets.token_hex(32)
 AUTH = AuthSettings(jwt_secret=SECRET)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from loomflow.kernel.instruments import INSTRUMENTS
+from loomflow.testing.suite import RunningSuite, running_suite
 from loomflow.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -24,7 +25,6 @@ from loomflow.v1 import (
     memory_pb2_grpc,
     tenancy_pb2,
 )
-from tests.support.suite import RunningSuite, running_suite
 
 TOTAL = budget_pb2.DIMENSION_TOTAL_TOKENS
 

@@ -21,13 +21,13 @@ import pytest
 from google.protobuf import struct_pb2
 
 from loomflow.kernel.jsondepth import MAX_JSON_DEPTH
+from loomflow.testing.processes import ServeProcess
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2
 from tests.reliability import wire
 from tests.reliability.conftest import INSECURE_ENV
 from tests.reliability.rpcs import STRUCT_RPCS, Rpc, struct_fields
-from tests.support.processes import ServeProcess
 from tests.support.status import bad_request_violations
-from tests.support.suite import running_suite
 
 DEPTHS = (60, 120, 400)
 SCOPE = tenancy_pb2.UserScope(user_id="nester")

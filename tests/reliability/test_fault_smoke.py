@@ -1,4 +1,4 @@
-"""A short fault-injection run (the long one is `python bench/faults.py`).
+"""A short fault-injection run (the long one is `python -m bench faults`).
 
 Three real `loomflow serve` processes — Memory + Audit, Budget + Policy, the
 Agent — on embedded durable backends (SQLite, the audit file, SQLite policy,
@@ -25,7 +25,7 @@ import pytest
 from bench import chaos
 from bench.fault_load import Load, Outcome, audit_verifies, budget_after_ttl, lost_writes, stop_load
 from bench.topology import Suite, secure_env
-from tests.support.processes import ServeProcess
+from loomflow.testing.processes import ServeProcess
 
 RUN_TIMEOUT_S = 3.0
 CALL_TIMEOUT_S = 1.0

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loomflow.testing.processes import ServeProcess
 from loomflow.v1 import (
     budget_pb2,
     budget_pb2_grpc,
@@ -30,7 +31,6 @@ from loomflow.v1 import (
 )
 from tests.reliability import messages
 from tests.reliability.rpcs import ALL_RPCS, Rpc
-from tests.support.processes import ServeProcess
 
 # What a correct server may answer to arbitrary input. UNAVAILABLE, INTERNAL, UNKNOWN,
 # DATA_LOSS and UNIMPLEMENTED are bugs here: no dependency is down and every RPC exists.

@@ -22,6 +22,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from loomflow.testing.processes import ServeProcess
 from loomflow.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -35,7 +36,6 @@ from loomflow.v1 import (
 )
 from tests.reliability.rpcs import ALL_RPCS, Rpc
 from tests.reliability.test_tenant_attacks import params, serve
-from tests.support.processes import ServeProcess
 
 NUL = "a\x00b"
 TENANT = "nul-tester"

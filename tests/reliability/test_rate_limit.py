@@ -17,9 +17,9 @@ from google.rpc import error_details_pb2, status_pb2
 
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.ratelimit import INFLIGHT_LIMIT, RATE_LIMIT, RateLimited, TenantLimiter
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.agent.conftest import write_script
-from tests.support.suite import running_suite
 
 
 class Clock:

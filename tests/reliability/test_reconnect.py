@@ -17,9 +17,9 @@ import pytest
 
 from loomflow.agent.dependencies import Addresses, Dependencies, ServiceCredential
 from loomflow.kernel.auth import AuthSettings
+from loomflow.testing.processes import free_port
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import memory_pb2, tenancy_pb2
-from tests.support.processes import free_port
-from tests.support.suite import running_suite
 
 OUTAGE_S = 5.5  # default backoff would next try at about 9 s: 1 + 1.6 + 2.6 + 4.1
 

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from loomflow.kernel.lookalikes import fold, reads_as_sentinel, skeleton
 from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL
+from loomflow.testing.processes import ServeProcess
 from loomflow.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -40,7 +41,7 @@ from loomflow.v1 import (
     policy_pb2_grpc,
     tenancy_pb2,
 )
-from tests.support.processes import REPO, ServeProcess
+from tests.support.repo import REPO
 
 SHARED_TABLE = REPO / "clients" / "go" / "loomflow" / "testdata" / "sentinel_lookalikes.json"
 SHARED_CASES: list[dict[str, Any]] = json.loads(SHARED_TABLE.read_text())["cases"]

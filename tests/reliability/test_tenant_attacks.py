@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -35,7 +36,6 @@ from loomflow.v1 import (
     tenancy_pb2,
 )
 from tests.support import backends
-from tests.support.suite import running_suite
 
 ATTACK_IDS = (
     "alice",
@@ -65,19 +65,6 @@ INJECTION_QUERIES = ("' OR '1'='1", "%", "*", '{"$ne": ""}', "secret OR 1=1 --")
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
 
-def dsn(service: str, backend: str, tmp_path: Path, prefix: str) -> str:
-    if backend == "redis":
-        url = backends.redis_url()
-        return f"{url}?key_prefix=rel{prefix}" if service == "budget" else url
-    return {
-        "memory": "memory://",
-        "sqlite": f"sqlite://{tmp_path}/{service}.db",
-        "chroma": f"chroma://{tmp_path}/chroma",
-        "inprocess": "memory://",
-        "file": f"file://{tmp_path}/audit",
-    }[backend]
-
-
 def params(*names: str) -> list[object]:
     marks = {"postgres": [pytest.mark.postgres], "redis": [pytest.mark.redis]}
     return [pytest.param(n, id=n, marks=marks.get(n, [])) for n in names]
@@ -86,10 +73,11 @@ def params(*names: str) -> list[object]:
 @contextlib.asynccontextmanager
 async def serve(service: str, backend: str, tmp_path: Path, prefix: str) -> AsyncIterator[grpc.aio.Channel]:
     async with contextlib.AsyncExitStack() as stack:
-        if backend == "postgres":
-            location = await stack.enter_async_context(backends.postgres_schema(f"reliability_{service}_{prefix}"))
-        else:
-            location = dsn(service, backend, tmp_path, prefix)
+        # Budget's Redis ledger takes a key prefix; Memory's isolates by tenant id alone, which is under test.
+        isolated = backends.isolated(
+            backend, tmp_path, f"reliability_{service}_{prefix}", key_prefix=service == "budget"
+        )
+        location = await stack.enter_async_context(isolated)
         overrides = {service: {"dsn": location}}
         running = await stack.enter_async_context(running_suite(tmp_path, services=service, overrides=overrides))
         yield running.channel

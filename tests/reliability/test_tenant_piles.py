@@ -21,11 +21,11 @@ from typing import Any
 import grpc
 import pytest
 
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, policy_pb2, policy_pb2_grpc, tenancy_pb2
 from tests.reliability.test_tenant_attacks import params
 from tests.support import backends
 from tests.support.status import bad_request_fields, error_info
-from tests.support.suite import running_suite
 
 MIB = 1024 * 1024
 
@@ -33,15 +33,8 @@ MIB = 1024 * 1024
 @contextlib.asynccontextmanager
 async def serve(service: str, backend: str, tmp_path: Path, **settings: Any) -> AsyncIterator[grpc.aio.Channel]:
     async with contextlib.AsyncExitStack() as stack:
-        if backend == "postgres":
-            dsn = await stack.enter_async_context(backends.postgres_schema(f"piles_{service}_{secrets.token_hex(4)}"))
-        else:
-            dsn = {
-                "memory": "memory://",
-                "sqlite": f"sqlite://{tmp_path}/{service}.db",
-                "redis": backends.redis_url() if backend == "redis" else "",
-                "chroma": f"chroma://{tmp_path}/chroma",
-            }[backend]
+        isolated = backends.isolated(backend, tmp_path, f"piles_{service}_{secrets.token_hex(4)}", key_prefix=False)
+        dsn = await stack.enter_async_context(isolated)
         overrides = {service: {"dsn": dsn, **settings}}
         running = await stack.enter_async_context(running_suite(tmp_path, services=service, overrides=overrides))
         yield running.channel

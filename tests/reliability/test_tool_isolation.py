@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from loomflow.testing.suite import running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, tenancy_pb2
-from tests.support.suite import running_suite
 
 if TYPE_CHECKING:
     from loomflow.v1.agent_pb2_grpc import AgentServiceAsyncStub as Agent

@@ -17,7 +17,7 @@ import pytest
 from loomflow import cli
 from loomflow.kernel.auth import AuthSettings, TokenVerifier, mint_token
 from loomflow.kernel.config import ConfigError
-from tests.support.processes import source_env
+from loomflow.testing.processes import source_env
 
 WEAK = {
     "one letter": "a",

@@ -11,10 +11,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from loomflow.testing.processes import ServeProcess
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, budget_pb2, budget_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.reliability import wire
 from tests.reliability.rpcs import ALL_RPCS, STRUCT_RPCS, Rpc, struct_fields
-from tests.support.processes import ServeProcess
 
 MAX_MESSAGE = 4 * 1024 * 1024  # the server's default --max-message-bytes
 VALID_SCOPE = wire.scope_bytes(b"alice")

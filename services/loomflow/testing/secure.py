@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
-from tests.support.processes import ServeProcess
+from loomflow.testing.processes import ServeProcess
 
 ALICE = "alice"
 BOB = "bob"

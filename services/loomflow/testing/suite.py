@@ -1,4 +1,4 @@
-"""Runs a real loomflow server on a free loopback port, in-process, for a test."""
+"""Runs a real loomflow server on a free loopback port, in this process: the fastest way to test against the suite."""
 
 from __future__ import annotations
 

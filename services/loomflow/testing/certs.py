@@ -1,4 +1,4 @@
-"""Test certificates made at test time with `cryptography`: a CA, server and client certificates.
+"""Test certificates made at run time with `cryptography`: a CA, server and client certificates.
 
 Nothing is committed: every run signs fresh keys, so no test depends on a certificate that expires.
 """

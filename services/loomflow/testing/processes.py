@@ -1,7 +1,10 @@
 """Runs `loomflow serve` as real OS processes on free loopback ports.
 
 For tests and benchmarks that need the production shape (each service its own
-process), a server that can be SIGKILLed, or a client in another language.
+process), a server that can be SIGKILLed, or a client in another language::
+
+    with ServeProcess("memory,budget", tmp_path) as serve:
+        channel = grpc.insecure_channel(serve.address)
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-REPO = Path(__file__).resolve().parents[2]
+import loomflow
 
 
 def free_port() -> int:
@@ -32,13 +35,20 @@ def free_port() -> int:
 def loomflow_script() -> Path:
     """The installed ``loomflow`` console script of the running venv (scripts/bootstrap.sh installs it)."""
     script = Path(sys.prefix) / "bin" / "loomflow"
-    assert script.exists(), f"{script} is missing: scripts/bootstrap.sh installs the console script"
+    if not script.exists():
+        raise FileNotFoundError(f"{script} is missing: installing the loomflow package makes it")
     return script
 
 
+def import_roots() -> list[str]:
+    """The folders this process imports ``loomflow`` from: the server's and the client's (one namespace
+    package, two distributions), whether installed or checked out and installed editable."""
+    return list(dict.fromkeys(str(Path(folder).parent) for folder in loomflow.__path__))
+
+
 def source_env() -> dict[str, str]:
-    """The environment that lets a child Python import loomflow from this source tree."""
-    paths = [str(REPO / "services"), str(REPO / "clients" / "python")]
+    """The environment that lets a child Python import the same loomflow as this process."""
+    paths = import_roots()
     existing = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths + ([existing] if existing else []))}
 
@@ -74,7 +84,11 @@ class ServeProcess:
         log = (self.data_dir / f"serve-{self.port}.log").open("ab")
         command = list(self.command) or [sys.executable, "-m", "loomflow.cli", "serve"]
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-        self.wait_serving(timeout)
+        try:
+            self.wait_serving(timeout)
+        except BaseException:
+            self.kill()  # a server that never came up must not outlive the caller that gave up on it
+            raise
         return self
 
     def wait_serving(self, timeout: float) -> None:
