@@ -8,6 +8,8 @@ already paid for, are never limited.
 from __future__ import annotations
 
 import asyncio
+import heapq
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from loomflow.kernel.config import ConfigError
-from loomflow.kernel.ratelimit import INFLIGHT_LIMIT, RATE_LIMIT, RateLimited, TenantLimiter
+from loomflow.kernel.ratelimit import INFLIGHT_LIMIT, MAX_RETRY_AFTER_S, RATE_LIMIT, RateLimited, TenantLimiter
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.agent.conftest import write_script
 from tests.support.suite import running_suite
@@ -46,6 +48,73 @@ def test_a_tenant_gets_its_burst_then_one_call_per_token_with_an_exact_retry_hin
     limiter.enter("alice")  # exactly the token the hint promised
     with pytest.raises(RateLimited):
         limiter.enter("alice")
+
+
+def test_refused_callers_of_one_tenant_are_told_distinct_times_one_token_apart() -> None:
+    clock = Clock()
+    limiter = TenantLimiter(4.0, 1, 0, clock=clock)
+    limiter.enter("alice")
+    hints = []
+    for _ in range(5):
+        with pytest.raises(RateLimited) as refused:
+            limiter.enter("alice")
+        hints.append(refused.value.retry_after_s)
+    assert hints == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.25]), "each refused caller gets the next free token"
+    limiter.enter("bob")
+    with pytest.raises(RateLimited) as other_refused:
+        limiter.enter("bob")
+    assert other_refused.value.retry_after_s == pytest.approx(0.25), "another tenant's schedule is its own"
+    clock.now += 600
+    limiter.enter("alice")
+    with pytest.raises(RateLimited) as later:
+        limiter.enter("alice")
+    assert later.value.retry_after_s == pytest.approx(0.25), "an old schedule is forgotten once its times pass"
+
+
+def test_a_caller_that_never_waits_pushes_only_its_own_tenants_hint_and_never_past_the_cap() -> None:
+    clock = Clock()
+    limiter = TenantLimiter(10.0, 1, 0, clock=clock)
+    limiter.enter("hostile")
+    for _ in range(10_000):
+        with pytest.raises(RateLimited) as refused:
+            limiter.enter("hostile")
+    assert refused.value.retry_after_s == pytest.approx(MAX_RETRY_AFTER_S)
+    limiter.enter("quiet")  # untouched
+    with pytest.raises(RateLimited) as quiet_refused:
+        limiter.enter("quiet")
+    assert quiet_refused.value.retry_after_s == pytest.approx(0.1)
+
+
+def polite_flood(limiter: TenantLimiter, clock: Clock, clients: int, seconds: float, run_s: float) -> Counter[str]:
+    """Simulates ``clients`` polite callers of one tenant, each sending its next call the moment the last
+    one ends (an admitted call takes ``run_s``) and waiting each refusal's hint; counts the outcomes."""
+    outcomes: Counter[str] = Counter()
+    wake = [(0.0, n, False) for n in range(clients)]  # (time, client, ending an admitted call)
+    heapq.heapify(wake)
+    start = clock.now
+    while wake and wake[0][0] < seconds:
+        at, client, ending = heapq.heappop(wake)
+        clock.now = start + at
+        if ending:
+            limiter.leave("noisy")
+        try:
+            limiter.enter("noisy")
+        except RateLimited as refused:
+            outcomes["refused"] += 1
+            heapq.heappush(wake, (at + refused.retry_after_s, client, False))
+            continue
+        outcomes["admitted"] += 1
+        heapq.heappush(wake, (at + run_s, client, True))
+    return outcomes
+
+
+def test_a_polite_flood_costs_about_one_refusal_per_admitted_call_not_one_per_client_per_token() -> None:
+    clock = Clock()
+    outcomes = polite_flood(TenantLimiter(10.0, 20, 4, clock=clock), clock, clients=64, seconds=60.0, run_s=0.05)
+    # The tenant gets its rate (plus the burst), and is refused about as often as it is admitted:
+    # with every client told the same next-token time, 64 clients were refused ~64 times per token.
+    assert 600 <= outcomes["admitted"] <= 640, outcomes
+    assert outcomes["refused"] <= 2 * outcomes["admitted"], outcomes
 
 
 def test_one_tenant_emptying_its_bucket_leaves_every_other_tenant_its_full_burst() -> None:
