@@ -263,6 +263,35 @@ def per_service() -> str:
     return "\n".join(lines) + "\n"
 
 
+def noisy_neighbour() -> str:
+    data = load("noisy_neighbour.json")
+    alone = {s["limits"]: s["quiet"]["p99_ms"] for s in data["scenarios"] if s["flood"] == "none"}
+    lines = [
+        "| limits | flood | quiet p50 | quiet p99 | p99 vs alone | quiet errors | noisy OK/s | noisy refused/s "
+        "| load average (start → end) |",
+        "|---|---|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for s in data["scenarios"]:
+        quiet, errors = s["quiet"], sum(n for code, n in s["quiet_codes"].items() if code != "OK")
+        base = alone.get(s["limits"])
+        ratio = f"{quiet['p99_ms'] / base:.1f}×" if base and s["flood"] != "none" else "—"
+        load_avg = s.get("load_average_1m", {})
+        lines.append(
+            f"| {s['limits']} | {s['flood']} | {num(quiet['p50_ms'], 1)} ms | {num(quiet['p99_ms'], 1)} ms | {ratio} "
+            f"| {errors} | {num(s['noisy_ok_per_second'], 1) if s['flood'] != 'none' else '—'} "
+            f"| {num(s['noisy_refused_per_second'], 1) if s['flood'] != 'none' else '—'} "
+            f"| {load_avg.get('start', '?')} → {load_avg.get('end', '?')} |"
+        )
+    tools = data.get("tools_flood_quiet_p99_vs_quiet")
+    verdict = (
+        f"\nTools flood: the quiet tenants' p99 was {tools}× their p99 alone (bound: 2×): "
+        f"**{'met' if float(tools) <= 2 else 'missed'}**.\n"
+        if tools is not None
+        else ""
+    )
+    return machine_line(data, "python bench/noisy_neighbour.py") + "\n" + "\n".join(lines) + "\n" + verdict
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "race": race,
     "multi-tenant": multi_tenant,
@@ -270,15 +299,20 @@ TABLES: dict[str, Callable[[], str]] = {
     "per-service": per_service,
 }
 
+DOC_TABLES: dict[Path, dict[str, Callable[[], str]]] = {
+    ROOT / "docs" / "reliability.md": {"noisy-neighbour": noisy_neighbour},
+}
+"""Tables kept the same way in pages under docs/ (tests/reliability/test_noisy_neighbour_table.py checks them)."""
 
-def render_into(text: str) -> str:
-    """The README text with every bench table replaced by what the results files say."""
-    for name, render in TABLES.items():
+
+def render_into(text: str, tables: dict[str, Callable[[], str]] | None = None, page: str = "README.md") -> str:
+    """The page's text (the README's by default) with every bench table replaced by what the results say."""
+    for name, render in (TABLES if tables is None else tables).items():
         start, end = f"<!-- bench:{name}:start -->\n", f"<!-- bench:{name}:end -->"
         pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), flags=re.S)
         found = pattern.search(text)
         if found is None:
-            raise SystemExit(f"README.md lacks the bench:{name} markers")
+            raise SystemExit(f"{page} lacks the bench:{name} markers")
         text = text[: found.start()] + start + render() + end + text[found.end() :]
     return text
 
@@ -287,8 +321,11 @@ def main(argv: list[str]) -> int:
     if "--write" in argv:
         README.write_text(render_into(README.read_text()))
         print(f"rewrote {len(TABLES)} benchmark tables in {README.relative_to(ROOT)}")
+        for page, tables in DOC_TABLES.items():
+            page.write_text(render_into(page.read_text(), tables, str(page.relative_to(ROOT))))
+            print(f"rewrote {len(tables)} benchmark tables in {page.relative_to(ROOT)}")
         return 0
-    for name, render in TABLES.items():
+    for name, render in [*TABLES.items(), *(item for tables in DOC_TABLES.values() for item in tables.items())]:
         sys.stdout.write(f"<!-- bench:{name} -->\n{render()}\n")
     return 0
 

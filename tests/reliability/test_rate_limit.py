@@ -17,11 +17,12 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from loomflow.kernel.auth import AuthSettings, Role, mint_token
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.ratelimit import INFLIGHT_LIMIT, MAX_RETRY_AFTER_S, RATE_LIMIT, RateLimited, TenantLimiter
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
 from tests.agent.conftest import write_script
-from tests.support.suite import running_suite
+from tests.support.suite import TEST_JWT_SECRET, running_suite
 
 
 class Clock:
@@ -115,6 +116,24 @@ def test_a_polite_flood_costs_about_one_refusal_per_admitted_call_not_one_per_cl
     # with every client told the same next-token time, 64 clients were refused ~64 times per token.
     assert 600 <= outcomes["admitted"] <= 640, outcomes
     assert outcomes["refused"] <= 2 * outcomes["admitted"], outcomes
+
+
+def test_the_early_check_refuses_a_tenant_over_its_limit_and_takes_nothing_from_anyone_else() -> None:
+    clock = Clock()
+    limiter = TenantLimiter(4.0, 2, 3, clock=clock)
+    for _ in range(200):
+        limiter.refuse_if_over(f"not-yet-validated-{_}")  # unknown tenants pass, and no state is created
+    assert limiter.tracked_tenants == 0
+    limiter.enter("alice")
+    limiter.refuse_if_over("alice")  # one token left: passes, and takes nothing
+    limiter.enter("alice")
+    with pytest.raises(RateLimited) as refused:
+        limiter.refuse_if_over("alice")
+    assert refused.value.limit == RATE_LIMIT
+    assert refused.value.retry_after_s == pytest.approx(0.25)
+    assert limiter.inflight("alice") == 2, "a refusal counts no call in flight"
+    clock.now += 0.25
+    limiter.enter("alice")  # the token the hint promised is still there
 
 
 def test_one_tenant_emptying_its_bucket_leaves_every_other_tenant_its_full_burst() -> None:
@@ -232,6 +251,25 @@ async def test_the_agent_refuses_a_tenant_over_its_rate_with_a_retry_hint_and_se
             await memory.Recall(
                 memory_pb2.RecallRequest(scope=tenancy_pb2.UserScope(user_id="noisy"), query="hello"), timeout=10
             )
+
+
+async def test_a_tenant_over_its_rate_is_refused_before_its_request_is_validated(tmp_path: Path) -> None:
+    """Validation is the costliest step of a refusal, so a flooding tenant's calls skip it; a tenant under
+    its limit, or a token naming another tenant, still meets validation and authorization first."""
+    async with running_suite(tmp_path, overrides={"": {"rate_limit_per_user": 0.2, "rate_burst": 1}}) as suite:
+        agent = agent_pb2_grpc.AgentServiceStub(suite.channel)
+        token = (
+            ("authorization", f"Bearer {mint_token(AuthSettings(jwt_secret=TEST_JWT_SECRET), 'noisy', Role.USER)}"),
+        )
+        invalid = agent_pb2.RunRequest(scope=tenancy_pb2.UserScope(user_id="noisy"))  # no prompt
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await agent.Run(invalid, metadata=token, timeout=30)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, "under its limit: validated as ever"
+        await agent.Run(run_request("noisy"), metadata=token, timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await agent.Run(invalid, metadata=token, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert retry_hint(refused.value)[1]["limit"] == RATE_LIMIT
 
 
 async def test_the_agent_caps_a_tenants_runs_in_flight_and_frees_the_slot_when_one_ends(tmp_path: Path) -> None:

@@ -124,24 +124,28 @@ class TenantLimiter:
     def enter(self, tenant: str) -> None:
         """Admits one call of ``tenant`` or raises :class:`RateLimited`; admitted calls count as in flight."""
         if self.max_inflight and self._inflight.get(tenant, 0) >= self.max_inflight:
-            # A slot frees when one of the tenant's calls ends; one token's time is a fair first wait.
-            wait = self._retry_after(tenant, 1.0 / self.rate_per_s if self.rate_per_s else 0.1)
-            self._refuse(
-                tenant, INFLIGHT_LIMIT, f"too many calls in flight for this user (at most {self.max_inflight})", wait
-            )
+            self._refuse_inflight(tenant)
         if self.rate_per_s:
             wait = self._take_token(tenant)
             if wait:
-                wait = self._retry_after(tenant, wait)
-                self._refuse(
-                    tenant,
-                    RATE_LIMIT,
-                    f"rate limit exceeded for this user ({self.rate_per_s:g}/s, burst {self.burst:g}); "
-                    f"retry in {wait * 1000:.0f} ms",
-                    wait,
-                )
+                self._refuse_rate(tenant, wait)
         if self.max_inflight:
             self._inflight[tenant] = self._inflight.get(tenant, 0) + 1
+
+    def refuse_if_over(self, tenant: str) -> None:
+        """Raises :class:`RateLimited` if ``tenant`` is over a limit right now; takes no token, counts nothing.
+
+        For refusing before the costlier steps of admission (validation): it creates no state, so it
+        may be asked about a tenant not yet validated; a call it lets through still goes through
+        :meth:`enter`.
+        """
+        if self.max_inflight and self._inflight.get(tenant, 0) >= self.max_inflight:
+            self._refuse_inflight(tenant)
+        bucket = self._buckets.get(tenant)
+        if bucket is not None and self.rate_per_s:
+            tokens = min(self.burst, bucket.tokens + (self._clock() - bucket.updated) * self.rate_per_s)
+            if tokens < 1.0:
+                self._refuse_rate(tenant, (1.0 - tokens) / self.rate_per_s)
 
     def leave(self, tenant: str) -> None:
         """Ends one admitted call of ``tenant``."""
@@ -192,6 +196,21 @@ class TenantLimiter:
         due = min(max(bucket.next_retry, now + earliest_s), now + MAX_RETRY_AFTER_S)
         bucket.next_retry = due + 1.0 / self.rate_per_s
         return due - now
+
+    def _refuse_inflight(self, tenant: str) -> NoReturn:
+        # A slot frees when one of the tenant's calls ends; one token's time is a fair first wait.
+        wait = self._retry_after(tenant, 1.0 / self.rate_per_s if self.rate_per_s else 0.1)
+        self._refuse(
+            tenant, INFLIGHT_LIMIT, f"too many calls in flight for this user (at most {self.max_inflight})", wait
+        )
+
+    def _refuse_rate(self, tenant: str, token_in_s: float) -> NoReturn:
+        wait = self._retry_after(tenant, token_in_s)
+        message = (
+            f"rate limit exceeded for this user ({self.rate_per_s:g}/s, burst {self.burst:g}); "
+            f"retry in {wait * 1000:.0f} ms"
+        )
+        self._refuse(tenant, RATE_LIMIT, message, wait)
 
     def _refuse(self, tenant: str, limit: str, message: str, retry_after_s: float) -> NoReturn:
         self._refused.add(1, {"limit": limit, "user_id": tenant_label(tenant)})
