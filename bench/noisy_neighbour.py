@@ -21,6 +21,13 @@ the ``RetryInfo`` delay each refusal carries). Scenarios, each measured for
    admitted run is a hostile tool call, so this isolates what tool calls cost
    the others (the polite flood alone is case 5).
 
+The summary puts side by side, from the same run, the quiet tenants' p99 alone
+(case 3) and under each flood with limits on, with the ratio of each to case 3,
+and each process's CPU use per scenario (the Agent, its tool workers, each
+service and this client), so a slower quiet p99 can be traced to the work that
+caused it; the machine's load average is recorded at each scenario's start and
+end, because a shared machine's other work shows up in every latency here.
+
 Exits non-zero when, with limits on, a quiet tenant was refused or saw an error,
 the flood raised the quiet tenants' p99 more than it did without limits, or the
 tools flood took the quiet tenants' p99 past twice their quiet value (case 3).
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import sys
 import time
@@ -121,10 +129,46 @@ async def flooder(
         except grpc.aio.AioRpcError as error:
             tally.codes[error.code().name] += 1
             if polite and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                await asyncio.sleep(retry_delay(error))
+                # Waits as told, but not past the scenario's end (the next scenario starts then).
+                await asyncio.sleep(min(retry_delay(error), max(0.0, until - time.monotonic())))
             continue
         tally.latencies_s.append(time.perf_counter() - started)
         tally.codes["OK"] += 1
+
+
+class CpuMeter:
+    """CPU seconds each process of the suite (the Agent's tool workers apart) and this client used."""
+
+    def __init__(self, suite: Suite) -> None:
+        import psutil
+
+        self._roles = {p.process.pid: p.services for p in suite.processes if p.process is not None}
+        self._psutil = psutil
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        used: dict[str, float] = {}
+        for pid, role in self._roles.items():
+            try:
+                process = self._psutil.Process(pid)
+                times = process.cpu_times()
+                used[role] = times.user + times.system
+                workers = 0.0
+                for child in process.children(recursive=True):  # tool workers come and go: count the live ones
+                    child_times = child.cpu_times()
+                    workers += child_times.user + child_times.system
+                used[f"{role} tool workers"] = workers + times.children_user + times.children_system
+            except self._psutil.Error:
+                continue
+        me = self._psutil.Process(os.getpid()).cpu_times()
+        used["bench client"] = me.user + me.system
+        return used
+
+    def percent(self, wall_s: float) -> dict[str, float]:
+        """Per process, the CPU used since this meter started, as a percentage of one core over ``wall_s``."""
+        end = self._read()
+        shares = {role: (end[role] - self._start.get(role, 0.0)) / wall_s * 100 for role in end}
+        return {role: round(share, 1) for role, share in shares.items() if share >= 0.05 or "workers" not in role}
 
 
 async def scenario(suite: Suite, args: argparse.Namespace, flood: str | None) -> dict[str, Any]:
@@ -141,6 +185,8 @@ async def scenario(suite: Suite, args: argparse.Namespace, flood: str | None) ->
         loud_agent = agent_pb2_grpc.AgentServiceStub(loud_channel)
         for user in quiet_users:  # warm: channels, per-tenant state
             await one_run(quiet_agent, user, tokens[user], Tally())
+        load_before = os.getloadavg()[0]
+        cpu = CpuMeter(suite)
         started = time.monotonic()
         until = started + args.seconds
         work = [quiet_tenant(quiet_agent, u, tokens[u], args.quiet_rate, until, quiet) for u in quiet_users]
@@ -152,8 +198,11 @@ async def scenario(suite: Suite, args: argparse.Namespace, flood: str | None) ->
             ]
         await asyncio.gather(*work)
         wall = time.monotonic() - started
+        cpu_percent = cpu.percent(wall)
     stats = latency_stats(quiet.latencies_s, wall)
     return {
+        "load_average_1m": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
+        "cpu_percent_of_one_core": cpu_percent,
         "flood": flood or "none",
         "quiet_tenants": args.quiet_users,
         "quiet_runs_per_second_offered": args.quiet_users * args.quiet_rate,
@@ -238,6 +287,18 @@ async def main_async(args: argparse.Namespace) -> int:
                 f"hostile tool calls took the quiet p99 to {p99[('on', 'tools')]:.1f} ms, "
                 f"over 2x {p99[('on', 'none')]:.1f} ms"
             )
+    quiet_p99 = p99.get(("on", "none"))
+    side_by_side = [
+        {
+            "flood": flood,
+            "quiet_p99_ms": p99[("on", flood)],
+            "vs_quiet": round(p99[("on", flood)] / quiet_p99, 2) if quiet_p99 else None,
+            "noisy_refused_per_second": by[("on", flood)]["noisy_refused_per_second"],
+            "load_average_1m": by[("on", flood)]["load_average_1m"],
+        }
+        for flood in ("none", "polite", "tools", "hostile")
+        if ("on", flood) in p99
+    ]
     path = write_results(
         args.results_name,
         {
@@ -245,6 +306,8 @@ async def main_async(args: argparse.Namespace) -> int:
             "limits": {k.removeprefix("LOOMFLOW_").lower(): v for k, v in limits_env(args).items()},
             "flood_concurrency": args.flood_concurrency,
             "scenarios": results,
+            # Limits on: the quiet tenants' p99 alone and under each flood, measured in this one run.
+            "limits_on_quiet_p99": side_by_side,
             "quiet_p99_rise_ms": {"limits_off": rise_off, "limits_on": rise_on},
             "tools_flood_quiet_p99_vs_quiet": round(tools_ratio, 2) if tools_ratio is not None else None,
             # What the hostile tool calls add over the same polite flood without them.
@@ -263,6 +326,17 @@ async def main_async(args: argparse.Namespace) -> int:
             f"quiet codes {r['quiet_codes']}  noisy OK/s {r['noisy_ok_per_second']}  "
             f"refused/s {r['noisy_refused_per_second']}"
         )
+    print("\nlimits on, quiet tenants' p99 alone and under each flood (this run):")
+    for row in side_by_side:
+        ratio = f"{row['vs_quiet']:.2f}x" if row["vs_quiet"] is not None else "-"
+        load = row["load_average_1m"]
+        print(
+            f"  {row['flood']:<8} p99 {row['quiet_p99_ms']:7.1f} ms  {ratio:>6} of alone  "
+            f"refused/s {row['noisy_refused_per_second']:7.1f}  load {load['start']:.1f}->{load['end']:.1f}"
+        )
+    for r in results:
+        busy = ", ".join(f"{role} {share:.0f}%" for role, share in r["cpu_percent_of_one_core"].items())
+        print(f"  CPU, limits {r['limits']} flood {r['flood']}: {busy}")
     for failure in failures:
         print(f"FAILED: {failure}")
     return 1 if failures else 0

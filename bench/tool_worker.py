@@ -15,8 +15,11 @@ Paths, interleaved round by round so drift hits them alike, each a trivial tool
 - ``calculator_worker``: the built-in calculator (``6*7``) in a worker.
 
 Each path is timed one call at a time (latency) and with 8 calls in flight
-(throughput; the pool has 2 workers). Results: bench/results/tool_worker.json
-and tool_worker.png.
+(throughput; the pool has 2 workers), the calls in flight spread over 8 tenants
+as in an Agent serving many, and again all from one tenant: one tenant holds at
+most all workers but one (the rest stay free for the others), so its own
+throughput on a 2-worker pool is one worker's. Results:
+bench/results/tool_worker.json and tool_worker.png.
 """
 
 from __future__ import annotations
@@ -72,6 +75,26 @@ async def _call(path: str, workers: ToolWorkers, ctx: RunContext, n: int) -> Non
         await workers.run(module, name, target.bind(arguments), ctx, 10.0)
 
 
+def _tenant(n: int) -> RunContext:
+    tenant = f"bench-tenant-{n}"
+    return RunContext(tenant, "s", "r", scope_for(tenant), time.monotonic() + 3600)
+
+
+async def _in_flight(path: str, workers: ToolWorkers, tenants: list[RunContext], calls: int, in_flight: int) -> float:
+    """Calls per second with ``in_flight`` calls at once, call ``n`` made by ``tenants[n % len(tenants)]``."""
+    gate = asyncio.Semaphore(in_flight)
+
+    async def bounded(n: int) -> None:
+        async with gate:
+            ctx = tenants[n % len(tenants)]
+            with bound_run_context(ctx):
+                await _call(path, workers, ctx, n)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(bounded(n) for n in range(calls)))
+    return calls / (time.perf_counter() - started)
+
+
 async def _measure(path: str, workers: ToolWorkers, ctx: RunContext, calls: int, in_flight: int) -> dict[str, Any]:
     latencies: list[float] = []
     started = time.perf_counter()
@@ -80,24 +103,17 @@ async def _measure(path: str, workers: ToolWorkers, ctx: RunContext, calls: int,
         await _call(path, workers, ctx, n)
         latencies.append(time.perf_counter() - t)
     sequential = latency_stats(latencies, time.perf_counter() - started)
-    gate = asyncio.Semaphore(in_flight)
-
-    async def bounded(n: int) -> None:
-        async with gate:
-            await _call(path, workers, ctx, n)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(bounded(n) for n in range(calls)))
-    wall = time.perf_counter() - started
     return {
         "p50_us": sequential.p50_ms * 1000,
         "p99_us": sequential.p99_ms * 1000,
-        "calls_per_second_in_flight": calls / wall,
+        "calls_per_second_in_flight": await _in_flight(path, workers, [_tenant(n) for n in range(8)], calls, in_flight),
+        "calls_per_second_in_flight_one_tenant": await _in_flight(path, workers, [ctx], calls, in_flight),
     }
 
 
-async def _main(calls: int, rounds: int, in_flight: int) -> dict[str, Any]:
-    workers = ToolWorkers(WorkerLimits(processes=2, preload=("bench.tool_worker", calculator.import_path()[0])))
+async def _main(calls: int, rounds: int, in_flight: int, nice: int) -> dict[str, Any]:
+    preload = ("bench.tool_worker", calculator.import_path()[0])
+    workers = ToolWorkers(WorkerLimits(processes=2, preload=preload, nice=nice))
     await workers.start()
     ctx = RunContext("bench-tenant", "s", "r", scope_for("bench-tenant"), time.monotonic() + 3600)
     samples: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
@@ -117,7 +133,15 @@ async def _main(calls: int, rounds: int, in_flight: int) -> dict[str, Any]:
     base = medians["async_in_loop"]["p50_us"]
     for values in medians.values():
         values["extra_p50_us_vs_in_loop"] = values["p50_us"] - base
-    return {"calls": calls, "rounds": rounds, "in_flight": in_flight, "medians": medians, "rounds_raw": samples}
+    return {
+        "calls": calls,
+        "rounds": rounds,
+        "in_flight": in_flight,
+        "in_flight_tenants": 8,
+        "worker_nice": nice,
+        "medians": medians,
+        "rounds_raw": samples,
+    }
 
 
 def _plot(medians: dict[str, dict[str, float]]) -> Path:
@@ -150,14 +174,17 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=500, help="calls per path and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (paths interleaved); medians are reported")
     parser.add_argument("--in-flight", type=int, default=8, help="calls in flight for the throughput figure")
+    parser.add_argument("--nice", type=int, default=WorkerLimits.nice, help="workers' CPU priority below the Agent's")
+    parser.add_argument("--results-name", default="tool_worker", help="bench/results/<name>.json")
     args = parser.parse_args()
-    results = asyncio.run(_main(args.calls, args.rounds, args.in_flight))
-    path = write_results("tool_worker", results)
+    results = asyncio.run(_main(args.calls, args.rounds, args.in_flight, args.nice))
+    path = write_results(args.results_name, results)
     plot = _plot(results["medians"])
     for name, values in results["medians"].items():
         print(
             f"{name:18} p50 {values['p50_us']:8.0f} µs  p99 {values['p99_us']:8.0f} µs  "
-            f"{values['calls_per_second_in_flight']:7.0f} calls/s with {args.in_flight} in flight"
+            f"{values['calls_per_second_in_flight']:7.0f} calls/s with {args.in_flight} in flight "
+            f"({values['calls_per_second_in_flight_one_tenant']:.0f} from one tenant)"
         )
     print(f"results: {path}\nplot: {plot}")
     return 0

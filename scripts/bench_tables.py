@@ -409,6 +409,35 @@ def per_service() -> str:
     return "\n".join(lines) + "\n"
 
 
+def noisy_neighbour() -> str:
+    data = load("noisy_neighbour.json")
+    alone = {s["limits"]: s["quiet"]["p99_ms"] for s in data["scenarios"] if s["flood"] == "none"}
+    lines = [
+        "| limits | flood | quiet p50 | quiet p99 | p99 vs alone | quiet errors | noisy OK/s | noisy refused/s "
+        "| load average (start → end) |",
+        "|---|---|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for s in data["scenarios"]:
+        quiet, errors = s["quiet"], sum(n for code, n in s["quiet_codes"].items() if code != "OK")
+        base = alone.get(s["limits"])
+        ratio = f"{quiet['p99_ms'] / base:.1f}×" if base and s["flood"] != "none" else "—"
+        load_avg = s.get("load_average_1m", {})
+        lines.append(
+            f"| {s['limits']} | {s['flood']} | {num(quiet['p50_ms'], 1)} ms | {num(quiet['p99_ms'], 1)} ms | {ratio} "
+            f"| {errors} | {num(s['noisy_ok_per_second'], 1) if s['flood'] != 'none' else '—'} "
+            f"| {num(s['noisy_refused_per_second'], 1) if s['flood'] != 'none' else '—'} "
+            f"| {load_avg.get('start', '?')} → {load_avg.get('end', '?')} |"
+        )
+    tools = data.get("tools_flood_quiet_p99_vs_quiet")
+    verdict = (
+        f"\nTools flood: the quiet tenants' p99 was {tools}× their p99 alone (bound: 2×): "
+        f"**{'met' if float(tools) <= 2 else 'missed'}**.\n"
+        if tools is not None
+        else ""
+    )
+    return machine_line(data, "python -m bench noisy_neighbour") + "\n" + "\n".join(lines) + "\n" + verdict
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "race": race,
     "multi-tenant": multi_tenant,
@@ -422,6 +451,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "audit-appends": audit_appends,
     "audit-verify": audit_verify,
     "agent-turn": agent_turn,
+    "noisy-neighbour": noisy_neighbour,
 }
 README_TABLES = ("race", "multi-tenant", "ghz", "per-service")
 """The tables README.md must carry; docs/*.md pages carry whichever they quote."""

@@ -7,6 +7,7 @@ Loaded by tests/reliability/test_tool_isolation.py with
 from __future__ import annotations
 
 import asyncio
+import os
 
 from loomflow.agent.tools import tool
 
@@ -38,4 +39,10 @@ async def hang() -> str:
     return "never"
 
 
-TOOLS = [spin, hog, flood, hang]
+@tool(tags=("read_only",))
+def niceness() -> str:
+    """The CPU priority (nice value) the tool runs at."""
+    return str(os.nice(0))
+
+
+TOOLS = [spin, hog, flood, hang, niceness]

@@ -204,6 +204,8 @@ class _Pipeline:
     def _admit(self, request: Message, context: Context) -> str:
         """Authenticates, validates, binds the tenant and admits it under its limits; returns the tenant key."""
         principal = self.owner.authenticate(tuple(context.invocation_metadata() or ()), context)
+        if self.limiter is not None and principal.role is Role.USER and _user_id(request) == principal.subject:
+            self.limiter.refuse_if_over(principal.subject)  # before validation, a refusal's costliest step
         if isinstance(request, _Undecodable):
             if _DECODER_DEPTH in request.reason:  # nested past the decoder's limit: say which limit
                 raise errors.InvalidArgument.field("", depth_limit_message(MAX_JSON_DEPTH + 1), reason=DEPTH_RULE)
@@ -354,6 +356,12 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
             return _Undecodable(str(exc).rsplit(": ", 1)[-1][:200] or type(exc).__name__)
 
     return deserialize
+
+
+def _user_id(request: Any) -> str | None:
+    """The request's scope.user_id, read before validation (compared, never stored)."""
+    scope = getattr(request, "scope", None)
+    return getattr(scope, "user_id", None)
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -60,10 +60,18 @@ class RateLimited(ResourceExhausted):
         return packed
 
 
+MAX_RETRY_AFTER_S = 60.0
+"""The longest retry hint: a tenant with a very long queue of refused callers (or one that retries
+without waiting, pushing its own schedule out) is never told to wait longer than this."""
+
+
 @dataclass(slots=True)
 class _Bucket:
     tokens: float
     updated: float
+    next_retry: float = 0.0
+    """When the next refused caller of this tenant is told to come back (clock time): each refusal
+    takes that time and moves it one token later, so the tenant's callers do not return together."""
 
 
 class TenantLimiter:
@@ -116,25 +124,28 @@ class TenantLimiter:
     def enter(self, tenant: str) -> None:
         """Admits one call of ``tenant`` or raises :class:`RateLimited`; admitted calls count as in flight."""
         if self.max_inflight and self._inflight.get(tenant, 0) >= self.max_inflight:
-            self._refuse(
-                tenant,
-                INFLIGHT_LIMIT,
-                f"too many calls in flight for this user (at most {self.max_inflight})",
-                # A slot frees when one of the tenant's calls ends; one token's time is a fair first wait.
-                1.0 / self.rate_per_s if self.rate_per_s else 0.1,
-            )
+            self._refuse_inflight(tenant)
         if self.rate_per_s:
             wait = self._take_token(tenant)
             if wait:
-                self._refuse(
-                    tenant,
-                    RATE_LIMIT,
-                    f"rate limit exceeded for this user ({self.rate_per_s:g}/s, burst {self.burst:g}); "
-                    f"retry in {wait * 1000:.0f} ms",
-                    wait,
-                )
+                self._refuse_rate(tenant, wait)
         if self.max_inflight:
             self._inflight[tenant] = self._inflight.get(tenant, 0) + 1
+
+    def refuse_if_over(self, tenant: str) -> None:
+        """Raises :class:`RateLimited` if ``tenant`` is over a limit right now; takes no token, counts nothing.
+
+        For refusing before the costlier steps of admission (validation): it creates no state, so it
+        may be asked about a tenant not yet validated; a call it lets through still goes through
+        :meth:`enter`.
+        """
+        if self.max_inflight and self._inflight.get(tenant, 0) >= self.max_inflight:
+            self._refuse_inflight(tenant)
+        bucket = self._buckets.get(tenant)
+        if bucket is not None and self.rate_per_s:
+            tokens = min(self.burst, bucket.tokens + (self._clock() - bucket.updated) * self.rate_per_s)
+            if tokens < 1.0:
+                self._refuse_rate(tenant, (1.0 - tokens) / self.rate_per_s)
 
     def leave(self, tenant: str) -> None:
         """Ends one admitted call of ``tenant``."""
@@ -150,14 +161,18 @@ class TenantLimiter:
         """Takes one token of ``key``'s bucket if it has one; never raises, records nothing (rate only)."""
         return not self.rate_per_s or not self._take_token(key)
 
+    def _bucket(self, tenant: str, now: float) -> _Bucket:
+        bucket = self._buckets[tenant] = _Bucket(self.burst, now)
+        if len(self._buckets) > self.max_tenants:
+            self._buckets.popitem(last=False)  # the least recently seen tenant
+        return bucket
+
     def _take_token(self, tenant: str) -> float:
         """Takes a token: 0.0 when taken, else the seconds until one accrues."""
         now = self._clock()
         bucket = self._buckets.get(tenant)
         if bucket is None:
-            bucket = self._buckets[tenant] = _Bucket(self.burst, now)
-            if len(self._buckets) > self.max_tenants:
-                self._buckets.popitem(last=False)  # the least recently seen tenant
+            bucket = self._bucket(tenant, now)
         else:
             self._buckets.move_to_end(tenant)
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate_per_s)
@@ -166,6 +181,36 @@ class TenantLimiter:
             bucket.tokens -= 1.0
             return 0.0
         return (1.0 - bucket.tokens) / self.rate_per_s
+
+    def _retry_after(self, tenant: str, earliest_s: float) -> float:
+        """The hint for one refused call: the tenant's next free retry time, at least ``earliest_s`` away.
+
+        Takes that time from the tenant's schedule, so the next refused caller is told one token later.
+        """
+        if not self.rate_per_s:
+            return earliest_s  # the in-flight cap alone keeps no per-tenant state to schedule with
+        now = self._clock()
+        bucket = self._buckets.get(tenant)
+        if bucket is None:  # evicted while its calls were in flight
+            bucket = self._bucket(tenant, now)
+        due = min(max(bucket.next_retry, now + earliest_s), now + MAX_RETRY_AFTER_S)
+        bucket.next_retry = due + 1.0 / self.rate_per_s
+        return due - now
+
+    def _refuse_inflight(self, tenant: str) -> NoReturn:
+        # A slot frees when one of the tenant's calls ends; one token's time is a fair first wait.
+        wait = self._retry_after(tenant, 1.0 / self.rate_per_s if self.rate_per_s else 0.1)
+        self._refuse(
+            tenant, INFLIGHT_LIMIT, f"too many calls in flight for this user (at most {self.max_inflight})", wait
+        )
+
+    def _refuse_rate(self, tenant: str, token_in_s: float) -> NoReturn:
+        wait = self._retry_after(tenant, token_in_s)
+        message = (
+            f"rate limit exceeded for this user ({self.rate_per_s:g}/s, burst {self.burst:g}); "
+            f"retry in {wait * 1000:.0f} ms"
+        )
+        self._refuse(tenant, RATE_LIMIT, message, wait)
 
     def _refuse(self, tenant: str, limit: str, message: str, retry_after_s: float) -> NoReturn:
         self._refused.add(1, {"limit": limit, "user_id": tenant_label(tenant)})

@@ -9,8 +9,11 @@ replies to stdout, one frame each: a 4-byte big-endian length, then JSON.
 The process limits itself (``resource``): its address space (``RLIMIT_AS``, so
 a tool that allocates without bound gets ``MemoryError``) and, before each
 call, its CPU time (``RLIMIT_CPU``: the kernel ends the process with SIGXCPU
-when a call burns more). The Agent also kills it at the call's deadline
-(:mod:`loomflow.agent.tools.workers`); either way a fresh worker replaces it.
+when a call burns more). Once its tools' modules are imported it lowers its own
+CPU priority (``LOOMFLOW_TOOL_WORKER_NICE``), so a tool spinning until its
+deadline gets the CPU the Agent's event loop leaves, not the other way round.
+The Agent also kills it at the call's deadline (:mod:`loomflow.agent.tools.workers`);
+either way a fresh worker replaces it.
 A tool's own ``print`` goes to stderr, so it cannot corrupt the replies.
 """
 
@@ -31,6 +34,7 @@ from loomflow.v1 import tenancy_pb2
 
 HEADER = struct.Struct(">I")
 MEMORY_ENV = "LOOMFLOW_TOOL_WORKER_MEMORY_BYTES"
+NICE_ENV = "LOOMFLOW_TOOL_WORKER_NICE"
 TRUNCATED = " …(truncated)"
 
 _handlers: dict[tuple[str, str], Any] = {}
@@ -85,6 +89,10 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
                 importlib.import_module(module)
         except Exception as error:  # noqa: BLE001  # reported; the call that needs the module reports it again
             return {"error": type(error).__name__, "message": str(error)[:2000]}
+        finally:
+            # Tools run below the Agent's priority; the imports above did not, so a busy machine does not
+            # hold up a replacement worker. Lowering is always allowed, and the worker cannot raise it back.
+            os.nice(max(0, int(os.environ.get(NICE_ENV, "0"))))
         return {"ok": ""}
     try:
         handler = handler_of(request["module"], request["name"])
