@@ -19,10 +19,12 @@ from typing import Any
 
 # Substrings of a frame ("function (file:line)") that mark a part of the stack; first match wins per part.
 PARTS: dict[str, tuple[str, ...]] = {
+    # grpc's Cython frames are native to py-spy: their time shows as the self time of the Python
+    # frame below them (the event loop's Runner.run), not here.
     "grpc (aio, cython, core)": ("grpc/_cython", "grpc/aio", "_cython/cygrpc", "cygrpc"),
     "kernel pipeline (interceptor)": ("kernel/interceptor.py",),
     "in-process transport": ("kernel/transport/",),
-    "protovalidate": ("protovalidate", "celpy", "cel_"),
+    "protovalidate": ("kernel/validation.py", "protovalidate", "celpy", "cel_"),
     "protobuf (de)serialization": ("SerializeToString", "FromString", "ParseFromString", "MergeFromString"),
     "auth (tokens)": ("kernel/auth.py", "kernel/identity.py", "jwt/"),
     "storage (sqlite, file, ledger)": ("sqlite", "aiosqlite", "/store", "ledger", "audit/writer", "audit/log"),

@@ -198,16 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     # machine's leftovers too: per service p50 3.44 ms after them, 2.89-2.97 ms on a quiet machine.
     print(f"race: unloaded latency, {args.unloaded_turns} turns one at a time", file=sys.stderr, flush=True)
     latency_alone = {t: unloaded(t, args.unloaded_turns) for t in TOPOLOGIES}
+    print(f"race: unloaded {json.dumps(latency_alone)}", file=sys.stderr, flush=True)
     points: list[dict[str, Any]] = []
     profiles: dict[str, Any] = {}
     for users in [int(u) for u in args.users.split(",")]:
         point: dict[str, Any] = {"users": users}
         print(f"race: {users} users × {args.turns} turns: framework", file=sys.stderr, flush=True)
         point["framework"] = framework_lane(users, args.turns, args.concurrency)
+        print(f"race: framework: {json.dumps(point['framework'])}", file=sys.stderr, flush=True)
         for topology in TOPOLOGIES:
             print(f"race: {users} users × {args.turns} turns: loomflow {topology}", file=sys.stderr, flush=True)
             profile_s = args.profile if not points else 0.0
             point[topology], profiled = our_lane(topology, users, args.turns, args.concurrency, profile_s)
+            print(f"race: {topology}: {json.dumps(point[topology])}", file=sys.stderr, flush=True)
             if profiled:
                 profiles[topology] = {"users": users, "processes": profiled}
             point[f"ratio_{topology}"] = round(
