@@ -19,6 +19,7 @@ from loomflow.testing.processes import ServeProcess
 
 TOPOLOGIES = ("one-process", "per-service")
 INTERNAL = ("memory", "budget", "policy", "audit")
+START_TIMEOUT_S = 120.0  # a loaded shared VM took over 30 s to start all five services in one process
 
 
 def secure_env(secret: str) -> dict[str, str]:
@@ -62,16 +63,16 @@ def start_suite(topology: str, data_dir: Path | None = None, extra_env: dict[str
     secret = secrets.token_hex(32)
     env = {**secure_env(secret), **(extra_env or {})}
     if topology == "one-process":
-        process = ServeProcess("memory,budget,policy,audit,agent", root / "all", env=env).start()
+        process = ServeProcess("memory,budget,policy,audit,agent", root / "all", env=env).start(START_TIMEOUT_S)
         addresses = dict.fromkeys(INTERNAL, process.address)
         return Suite(topology, [process], secret, process.address, addresses)
     started: list[ServeProcess] = []
     try:
         for name in INTERNAL:
-            started.append(ServeProcess(name, root / name, env=env).start())
+            started.append(ServeProcess(name, root / name, env=env).start(START_TIMEOUT_S))
         addresses = {name: p.address for name, p in zip(INTERNAL, started, strict=True)}
         agent_env = {**env, **{f"LOOMFLOW_AGENT_{n.upper()}_ADDRESS": a for n, a in addresses.items()}}
-        started.append(ServeProcess("agent", root / "agent", env=agent_env).start())
+        started.append(ServeProcess("agent", root / "agent", env=agent_env).start(START_TIMEOUT_S))
     except BaseException:
         for process in started:
             process.kill()

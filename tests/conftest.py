@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from loomflow.kernel.transport import inprocess
 from loomflow.testing.suite import RunningSuite, running_suite
 from tests.support import backends
+
+inprocess.CHECK_REQUESTS = True  # every in-process call of every test proves its handler left the request alone
 
 
 @pytest.fixture

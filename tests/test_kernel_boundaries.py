@@ -17,6 +17,7 @@ GENERIC = {
     "InMemorySpanExporter": "OpenTelemetry's class: spans kept in RAM, not the Memory service",
     "in_memory_span_exporter": "the module of OpenTelemetry's InMemorySpanExporter",
     "kept in memory": "plain English for RAM (the test hook that keeps spans)",
+    '":memory:"': "SQLite's name for a database in RAM",
 }
 
 

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 import pytest
-from google.protobuf import descriptor
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 
 from loomflow._vendor.buf.validate import validate_pb2
 from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, memory_pb2, policy_pb2, tenancy_pb2
@@ -31,17 +31,93 @@ def test_every_service_of_the_design_is_declared() -> None:
     assert declared == EXPECTED_SERVICES
 
 
+def carried_requests(message: descriptor.Descriptor) -> list[descriptor.Descriptor]:
+    """The requests an envelope carries (its message fields named ``*Request``); none for a plain request.
+
+    A multiplexed stream (issue 24) sends envelopes, each carrying one complete request: the
+    envelope has no scope of its own, so it is allowed only if every request it can carry has one.
+    """
+    return [
+        f.message_type for f in message.fields if f.message_type is not None and f.message_type.name.endswith("Request")
+    ]
+
+
+def scope_problems(request: descriptor.Descriptor) -> list[str]:
+    """Why ``request`` (or, for an envelope, a request it carries) does not name its tenant as field 1."""
+    carried = carried_requests(request)
+    if carried:
+        return [problem for inner in carried for problem in scope_problems(inner)]
+    scope = request.fields_by_number.get(1)
+    if scope is None:
+        return [f"{request.full_name} has no field 1; every request must start with `scope`"]
+    if scope.name != "scope":
+        return [f"{request.full_name} field 1 is {scope.name!r}, not 'scope'"]
+    if scope.message_type is None or scope.message_type.full_name != tenancy_pb2.UserScope.DESCRIPTOR.full_name:
+        return [f"{request.full_name}.scope is not a loomflow.v1.UserScope"]
+    rules: Any = scope.GetOptions().Extensions[FIELD_RULES]
+    if not rules.required:
+        return [f"{request.full_name}.scope is not marked (buf.validate.field).required"]
+    return []
+
+
 @pytest.mark.parametrize("method", all_methods(), ids=lambda m: m.full_name)
 def test_every_request_carries_a_required_user_scope_as_field_1(method: descriptor.MethodDescriptor) -> None:
-    request = method.input_type
-    scope = request.fields_by_number.get(1)
-    assert scope is not None, f"{request.full_name} has no field 1; every request must start with `scope`"
-    assert scope.name == "scope", f"{request.full_name} field 1 is {scope.name!r}, not 'scope'"
-    assert scope.message_type is tenancy_pb2.UserScope.DESCRIPTOR, (
-        f"{request.full_name}.scope is not a loomflow.v1.UserScope"
-    )
-    rules: Any = scope.GetOptions().Extensions[FIELD_RULES]
-    assert rules.required, f"{request.full_name}.scope is not marked (buf.validate.field).required"
+    assert scope_problems(method.input_type) == []
+
+
+def _envelope_pool() -> descriptor_pool.DescriptorPool:
+    """Two made-up envelopes beside the real requests: one carrying only scoped requests, one not."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (validate_pb2, tenancy_pb2, memory_pb2, budget_pb2):
+        for file in _with_dependencies(module.DESCRIPTOR):
+            if not _in_pool(pool, file.name):
+                proto = descriptor_pb2.FileDescriptorProto()
+                file.CopyToProto(proto)
+                pool.Add(proto)
+    test = descriptor_pb2.FileDescriptorProto(name="envelopes_test.proto", package="envelopes.test", syntax="proto3")
+    test.dependency.extend([memory_pb2.DESCRIPTOR.name, budget_pb2.DESCRIPTOR.name])
+    bare = test.message_type.add(name="BareRequest")
+    bare.field.add(name="text", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING)
+    for name, carried in (
+        ("GoodEnvelope", [".loomflow.v1.RecallRequest", ".loomflow.v1.ReserveRequest"]),
+        ("BadEnvelope", [".loomflow.v1.RecallRequest", ".envelopes.test.BareRequest"]),
+    ):
+        envelope = test.message_type.add(name=name)
+        envelope.field.add(name="id", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_UINT64)
+        envelope.oneof_decl.add(name="request")
+        for number, type_name in enumerate(carried, start=2):
+            envelope.field.add(
+                name=f"r{number}",
+                number=number,
+                type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                type_name=type_name,
+                oneof_index=0,
+            )
+    pool.Add(test)
+    return pool
+
+
+def _with_dependencies(file: descriptor.FileDescriptor) -> list[descriptor.FileDescriptor]:
+    found: list[descriptor.FileDescriptor] = []
+    for dependency in file.dependencies:
+        found += _with_dependencies(dependency)
+    return [*found, file]
+
+
+def _in_pool(pool: descriptor_pool.DescriptorPool, name: str) -> bool:
+    try:
+        pool.FindFileByName(name)
+    except KeyError:
+        return False
+    return True
+
+
+def test_an_envelope_is_allowed_only_if_every_request_it_carries_is_scoped() -> None:
+    pool = _envelope_pool()
+    assert scope_problems(pool.FindMessageTypeByName("envelopes.test.GoodEnvelope")) == []
+    assert scope_problems(pool.FindMessageTypeByName("envelopes.test.BadEnvelope")) == [
+        "envelopes.test.BareRequest field 1 is 'text', not 'scope'"
+    ]
 
 
 def test_user_scope_requires_exactly_one_kind() -> None:

@@ -1,12 +1,18 @@
-"""A secure suite (real tokens) with the Agent and the four real services, and clients for it."""
+"""A secure suite (real tokens) with the Agent and the four real services, and clients for it.
+
+Every test that starts a co-hosted suite (the ``tenancy`` fixture or :func:`secure_suite`)
+runs twice, once per transport the Agent can use to reach the services in its own
+process (``inprocess`` and ``grpc``): the conformance suite of kernel/transport/inprocess.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,25 @@ AUTH = AuthSettings(jwt_secret=TEST_JWT_SECRET)
 
 # Fast approvals and short waits so failures show quickly; each test may override.
 AGENT_DEFAULTS: dict[str, Any] = {"approval_timeout_ms": 5000, "approval_poll_ms": 200, "call_timeout_ms": 5000}
+
+TRANSPORTS = ("inprocess", "grpc")
+_transport: contextvars.ContextVar[str] = contextvars.ContextVar("agent_transport", default=TRANSPORTS[0])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Both transports for a test that starts a co-hosted suite; the default alone for the others."""
+    starts_suite = "tenancy" in metafunc.fixturenames or "secure_suite" in metafunc.function.__code__.co_names
+    if "agent_transport" in metafunc.fixturenames:
+        metafunc.parametrize("agent_transport", TRANSPORTS if starts_suite else TRANSPORTS[:1], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def agent_transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The transport :func:`secure_suite` gives the Agent (``LOOMFLOW_AGENT_TRANSPORT``) in this test."""
+    chosen: str = request.param
+    token = _transport.set(chosen)
+    yield chosen
+    _transport.reset(token)
 
 
 def audit_keys() -> dict[str, str]:
@@ -78,7 +103,10 @@ async def secure_suite(
     services: str = "memory,budget,policy,audit,agent",
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[Tenancy]:
-    merged: dict[str, dict[str, Any]] = {"agent": {**AGENT_DEFAULTS, **(agent or {})}, "audit": audit_keys()}
+    merged: dict[str, dict[str, Any]] = {
+        "agent": {**AGENT_DEFAULTS, "transport": _transport.get(), **(agent or {})},
+        "audit": audit_keys(),
+    }
     for section, values in (overrides or {}).items():
         merged.setdefault(section, {}).update(values)
     async with running_suite(data_dir, services=services, insecure=False, overrides=merged) as running:

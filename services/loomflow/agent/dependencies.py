@@ -24,6 +24,7 @@ import grpc
 from loomflow.kernel import errors
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
 from loomflow.kernel.tls import ClientTls, secure_or_insecure_channel
+from loomflow.kernel.transport.inprocess import InProcessChannel
 from loomflow.v1 import (
     audit_pb2_grpc,
     budget_pb2_grpc,
@@ -40,6 +41,8 @@ _TOKEN_TTL_S = 3600
 _REFRESH_BEFORE_S = 600
 _TLS_CHECK_INTERVAL_S = 10.0
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+IN_PROCESS = "(in process)"
+"""The address of a dependency hosted in this process and called through its pipeline without gRPC."""
 
 
 class ServiceCredential:
@@ -131,8 +134,10 @@ class Dependencies:
         call_timeout_s: float,
         max_message_bytes: int = 4 * 1024 * 1024,
         tls: ClientTls | None = None,
+        local: InProcessChannel | None = None,
     ) -> None:
         self.addresses = addresses
+        self.local = local
         self.credential = credential
         self.call_timeout_s = call_timeout_s
         self.tls = tls or ClientTls()
@@ -160,14 +165,21 @@ class Dependencies:
 
     def _open_channels(self) -> None:
         addresses = self.addresses
+        wanted = {addresses.memory, addresses.budget, addresses.policy, addresses.audit}
+        if IN_PROCESS in wanted and self.local is None:
+            raise ValueError("a dependency is in this process but no in-process channel was given")
         self._channels = {
-            address: secure_or_insecure_channel(address, self.tls, self._options)
-            for address in {addresses.memory, addresses.budget, addresses.policy, addresses.audit}
+            address: secure_or_insecure_channel(address, self.tls, self._options) for address in wanted - {IN_PROCESS}
         }
-        self.memory = memory_pb2_grpc.MemoryServiceStub(self._channels[addresses.memory])
-        self.budget = budget_pb2_grpc.BudgetServiceStub(self._channels[addresses.budget])
-        self.policy = policy_pb2_grpc.PolicyServiceStub(self._channels[addresses.policy])
-        self.audit = audit_pb2_grpc.AuditServiceStub(self._channels[addresses.audit])
+        self.memory = memory_pb2_grpc.MemoryServiceStub(self._channel(addresses.memory))
+        self.budget = budget_pb2_grpc.BudgetServiceStub(self._channel(addresses.budget))
+        self.policy = policy_pb2_grpc.PolicyServiceStub(self._channel(addresses.policy))
+        self.audit = audit_pb2_grpc.AuditServiceStub(self._channel(addresses.audit))
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        if address == IN_PROCESS and self.local is not None:
+            return self.local.as_channel()
+        return self._channels[address]
 
     def _reload_tls_if_changed(self) -> None:
         """New channels once the CA or client certificate files were rewritten (cert-manager rotation).

@@ -2,7 +2,9 @@
 
 Every option is a flag and a ``LOOMFLOW_AGENT_*`` variable. An empty dependency
 address means "this process": the Agent then calls the services hosted next to
-it over real gRPC on the server's own port.
+it through their kernel pipeline without sockets (``transport=inprocess``, the
+default; kernel/transport/inprocess.py), or over real gRPC on the server's own
+port (``transport=grpc``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import grpc
 
 from loomflow.agent.approvals import ApprovalWaiter
 from loomflow.agent.definitions import AgentDefinition, AgentDefinitions, TenantPolicies, load_yaml
-from loomflow.agent.dependencies import Addresses, Dependencies, ServiceCredential
+from loomflow.agent.dependencies import IN_PROCESS, Addresses, Dependencies, ServiceCredential
 from loomflow.agent.erasure import UserData
 from loomflow.agent.erasure.eraser import Eraser, EraserSettings
 from loomflow.agent.erasure.steps import Steps
@@ -36,6 +38,7 @@ from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.kernel.tls import ClientTls
+from loomflow.kernel.transport.inprocess import InProcessChannel, certificate_auth_context
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
 SECTION = "agent"
@@ -48,6 +51,10 @@ class Settings:
     budget_address: str = option("", "BudgetService host:port (empty: this process)")
     policy_address: str = option("", "PolicyService host:port (empty: this process)")
     audit_address: str = option("", "AuditService host:port (empty: this process)")
+    transport: str = option(
+        "inprocess",
+        "how the Agent calls services hosted in its own process: inprocess (no sockets, the same checks) or grpc",
+    )
     tls_ca: str = option("", "PEM CA bundle the Agent trusts for the other services (set: TLS on its channels)")
     tls_cert: str = option("", "PEM client certificate the Agent presents to the other services (mTLS)")
     tls_key: str = option("", "PEM private key of agent_tls_cert")
@@ -113,9 +120,12 @@ def _loopback(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+TRANSPORTS = ("inprocess", "grpc")
+
+
 def resolve_addresses(settings: Settings, ctx: ServiceContext) -> Addresses:
     hosted = set(ctx.server.service_names())
-    own = f"{_loopback(ctx.server.host)}:{ctx.bound_port}"
+    own = IN_PROCESS if settings.transport == "inprocess" else f"{_loopback(ctx.server.host)}:{ctx.bound_port}"
     resolved: dict[str, str] = {}
     for name in DEPENDENCIES:
         address: str = getattr(settings, f"{name}_address")
@@ -144,8 +154,25 @@ def tool_registry(settings: Settings) -> ToolRegistry:
     return registry
 
 
+def in_process_channel(settings: Settings, ctx: ServiceContext) -> InProcessChannel | None:
+    """The channel to the services co-hosted with the Agent, or None when it calls them over gRPC."""
+    methods = ctx.local_methods
+    if settings.transport != "inprocess" or methods is None:
+        return None
+    # Over mTLS the services see the Agent's client certificate: in process too, the same identity.
+    mtls = bool(ctx.server.tls_client_ca and settings.tls_cert)
+    return InProcessChannel(
+        methods,
+        traced=ctx.server.tracing,
+        auth_context=certificate_auth_context(settings.tls_cert) if mtls else None,
+        max_message_bytes=ctx.server.max_message_bytes,
+    )
+
+
 def build(ctx: ServiceContext) -> HostedService:
     settings = ctx.section(SECTION, Settings)
+    if settings.transport not in TRANSPORTS:
+        raise ConfigError(f"LOOMFLOW_AGENT_TRANSPORT={settings.transport!r}: choose {' or '.join(TRANSPORTS)}")
     try:
         credential = ServiceCredential(ctx.auth, ctx.server.insecure or bool(settings.tls_cert))
     except ValueError as error:
@@ -209,6 +236,7 @@ def build(ctx: ServiceContext) -> HostedService:
             settings.call_timeout_ms / 1000.0,
             ctx.server.max_message_bytes,
             client_tls(settings),
+            in_process_channel(settings, ctx),
         )
         opened.append(deps)
         approvals = ApprovalWaiter(deps, settings.approval_timeout_ms / 1000.0, settings.approval_poll_ms / 1000.0)

@@ -13,6 +13,7 @@ from loomflow.kernel import config
 from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.security import RefusalHook
 from loomflow.kernel.settings import ServerSettings
+from loomflow.kernel.transport.inprocess import LocalMethods
 
 T = TypeVar("T")
 
@@ -67,6 +68,12 @@ class ServiceContext:
     @property
     def bound_port(self) -> int:
         return int(getattr(self.bound_port_source, "bound_port", 0))
+
+    @property
+    def local_methods(self) -> LocalMethods | None:
+        """The wrapped handlers of the services in this process (known once the server was built)."""
+        found = getattr(self.bound_port_source, "local_methods", None)
+        return found if isinstance(found, LocalMethods) else None
 
     def section(self, name: str, cls: type[T]) -> T:
         return config.load(name, cls, self.args, self.env, **dict(self.overrides.get(name, {})))

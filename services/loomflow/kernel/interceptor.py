@@ -40,6 +40,7 @@ from loomflow.kernel.tenancy import (
     tenant_key,
 )
 from loomflow.kernel.tracing import adopt_run_ids, annotate_span
+from loomflow.kernel.transport.inprocess import LocalMethods
 from loomflow.kernel.validation import DEPTH_RULE, validate
 
 log = logging.getLogger("loomflow.rpc")
@@ -175,9 +176,12 @@ class WrappingRegistrar:
     call carries them by name, so that is where they are wrapped and registered.
     """
 
-    def __init__(self, server: grpc.aio.Server, interceptor: KernelInterceptor) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, interceptor: KernelInterceptor, local: LocalMethods | None = None
+    ) -> None:
         self._server = server
         self._interceptor = interceptor
+        self._local = local  # the same wrapped handlers, for in-process callers (kernel/transport)
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         """Superseded by :meth:`add_registered_method_handlers`, which receives the same handlers."""
@@ -188,6 +192,8 @@ class WrappingRegistrar:
         wrapped = {rpc: self._interceptor.wrap(service, rpc, h) for rpc, h in handlers.items()}
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
         self._server.add_registered_method_handlers(service, wrapped)
+        if self._local is not None:
+            self._local.add(service, wrapped)
 
 
 class _Pipeline:

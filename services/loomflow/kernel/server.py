@@ -31,6 +31,7 @@ from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
 from loomflow.kernel.tls import server_credentials
 from loomflow.kernel.tracing import flush_spans, server_interceptors, setup_tracing
+from loomflow.kernel.transport.inprocess import LocalMethods
 
 log = logging.getLogger("loomflow.server")
 
@@ -85,6 +86,8 @@ class Server:
         self.port = 0
         self.bound_port = 0
         self._stopping = False
+        # Every wrapped handler, by method: a co-hosted caller reaches services through these.
+        self.local_methods = LocalMethods()
         self._verifier: Verifier | None = None
         if settings.insecure:
             log.warning("INSECURE MODE: unauthenticated callers act as operators; never run this in production")
@@ -133,7 +136,7 @@ class Server:
             # Kubernetes' gRPC probes speak neither TLS nor metadata: a plaintext port with health only.
             self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
-        registrar = WrappingRegistrar(self._server, interceptor)
+        registrar = WrappingRegistrar(self._server, interceptor, self.local_methods)
         for service in services:
             service.register(registrar)  # type: ignore[arg-type]  # duck-types the two methods generated code calls
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

@@ -98,5 +98,5 @@ class Dsn:
 
 
 def parse(dsn: str, setting: str = "") -> Dsn:
-    """``dsn`` parsed; ``setting`` (e.g. ``LOOMFLOW_MEMORY_DSN``) is named in its errors."""
+    """``dsn`` parsed; ``setting`` (e.g. ``LOOMFLOW_<SERVICE>_DSN``) is named in its errors."""
     return Dsn(dsn, setting)

@@ -77,7 +77,7 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def unavailable(what: str, exc: BaseException) -> Unavailable:
-    """The ``Unavailable`` to raise for an outage of ``what`` (e.g. ``"memory database (Postgres)"``)."""
+    """The ``Unavailable`` to raise for an outage of ``what`` (e.g. ``"<service> database (Postgres)"``)."""
     reason = outage_reason(exc) or "failed"
     detail = redact(str(exc)) or type(exc).__name__
     return Unavailable(f"{what} unavailable: {reason}: {type(exc).__name__}: {detail}")

@@ -1,14 +1,14 @@
 """The one Postgres migration runner: versioned migrations, one bookkeeping table, one lock.
 
-Every backend describes its schema as a :class:`Schema`: a component name (``memory``, ``budget``…) and
+Every backend describes its schema as a :class:`Schema`: a component name (the service's own) and
 its migrations, numbered from 1. :func:`migrate` applies the ones not yet recorded, in one transaction
 holding a transaction-scoped advisory lock, so any number of replicas (or ``loomflow migrate`` Jobs) may
 start at once: the first applies, the others wait for its commit and then find nothing to do.
 
 Bookkeeping: one table, ``loomflow_schema_migrations (component, version, applied_at, adopted)``, in the
 connection's ``current_schema()`` (so ``?search_path=`` keeps deployments apart). Releases before it kept
-one table per service (``memory_schema_migrations``, ``audit_migrations``, ``budget_schema``,
-``policy_schema``; the agent store kept none): the first run on such a database *adopts* the old
+one table per service, each named its own way (each store names its old table, or the objects an
+unversioned schema had): the first run on such a database *adopts* the old
 table's version (records it, ``adopted = true``, without re-running anything) and carries on from there.
 
 With ``LOOMFLOW_MIGRATE=false`` a process needs no DDL rights: :func:`check` only reads the version
