@@ -41,8 +41,8 @@ async def wait_until_swept(stub: memory_pb2_grpc.MemoryServiceAsyncStub, user_id
     pytest.fail(f"{user_id}'s episode outlived its retention")
 
 
-def swept_rows(kind: str) -> float:
-    needle = f'loomflow_retention_swept_rows_total{{kind="{kind}",service="memory"}}'
+def swept_rows(kind: str, service: str = "memory") -> float:
+    needle = f'loomflow_retention_swept_rows_total{{kind="{kind}",service="{service}"}}'
     lines = [line for line in generate_latest(REGISTRY).decode().splitlines() if line.startswith(needle)]
     return float(lines[0].split()[-1]) if lines else 0.0
 
