@@ -4,11 +4,16 @@ day keys whose whole day is older than the tenant's limit. Entries and chains st
 
 from __future__ import annotations
 
+import os
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from loomflow import retention
+from loomflow.audit import crypto
 from loomflow.audit.core import AuditLog
 from loomflow.audit.crypto import DAY_US
 from loomflow.audit.keys import AuditKeys
-from loomflow.audit.models import Draft, QueryFilter
+from loomflow.audit.models import Draft, QueryFilter, WrappedKey
 from loomflow.audit.sink import open_sink
 from tests.test_retention_service import swept_rows
 
@@ -94,3 +99,16 @@ async def test_a_payload_shredded_by_retention_reads_as_shredded_after_a_restart
         assert (await second.verify(tenant)).ok
     finally:
         await second.stop()
+
+
+def test_a_payload_written_before_day_keys_still_decrypts_and_its_key_is_never_taken_for_a_day() -> None:
+    # The layout every log written before day keys holds: 0x01 ‖ random key id (8) ‖ nonce ‖ AES-GCM.
+    master, raw, key_id, nonce = os.urandom(32), AESGCM.generate_key(bit_length=256), os.urandom(8), os.urandom(12)
+    wrap_nonce = os.urandom(12)
+    wrapped = wrap_nonce + AESGCM(master).encrypt(wrap_nonce, raw, crypto._wrap_aad("alice", key_id))
+    old = b"\x01" + key_id + nonce + AESGCM(raw).encrypt(nonce, b"before", crypto._PAYLOAD_AAD + b"alice")
+    keyring = crypto.Keyring(master)
+    keyring.install("alice", [WrappedKey("alice", key_id, wrapped)])
+    assert keyring.decrypt("alice", old) == b"before"
+    assert crypto.period_of(key_id) is None, "a random key id must never read as a day"
+    assert crypto.period_of(crypto.period_key_id(20_000)) == 20_000
