@@ -41,8 +41,8 @@ async def wait_until_swept(stub: memory_pb2_grpc.MemoryServiceAsyncStub, user_id
     pytest.fail(f"{user_id}'s episode outlived its retention")
 
 
-def swept_rows(kind: str) -> float:
-    needle = f'loomflow_retention_swept_rows_total{{kind="{kind}",service="memory"}}'
+def swept_rows(kind: str, service: str = "memory") -> float:
+    needle = f'loomflow_retention_swept_rows_total{{kind="{kind}",service="{service}"}}'
     lines = [line for line in generate_latest(REGISTRY).decode().splitlines() if line.startswith(needle)]
     return float(lines[0].split()[-1]) if lines else 0.0
 
@@ -83,3 +83,22 @@ def test_a_malformed_overrides_file_stops_the_server_before_it_binds(tmp_path: P
     }
     with pytest.raises(ConfigError, match=complaint):
         build_server(env={}, overrides=overrides)
+
+
+def last_sweep_seconds(service: str) -> float:
+    needle = f'loomflow_retention_last_sweep_timestamp_seconds{{service="{service}"}}'
+    lines = [line for line in generate_latest(REGISTRY).decode().splitlines() if line.startswith(needle)]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+async def test_the_audit_service_runs_its_payload_sweeper_when_a_retention_is_set(tmp_path: Path) -> None:
+    # Shredding itself is proven with a controllable clock in tests/audit/test_payload_retention.py
+    # (a payload goes with its whole UTC day); this proves the deployed service sweeps at all.
+    overrides: dict[str, dict[str, Any]] = {"retention": {"audit_payloads_days": 1, "sweep_seconds": 0.05}}
+    before = last_sweep_seconds("audit")
+    async with running_suite(tmp_path, services="audit", overrides=overrides):
+        for _ in range(200):  # 10 s at most
+            if last_sweep_seconds("audit") > before:
+                return
+            await asyncio.sleep(0.05)
+    pytest.fail("the audit service ran no retention sweep")

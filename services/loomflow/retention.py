@@ -1,7 +1,7 @@
 """Retention: how long each kind of stored record lives, and the sweeper that enforces it.
 
 A suite-level module beside ``suite.py``, not in the kernel: it names the kinds each service keeps
-(Memory's episodes, Policy's approvals), one deployment-wide promise read by every service alike.
+(Memory's episodes, Policy's approvals, Audit's payloads), one deployment-wide promise read by every service alike.
 
 Deployment-wide limits are settings (section ``retention``; 0 keeps records forever, the
 behaviour before retention existed). Per-tenant overrides live in one YAML file named by
@@ -45,7 +45,7 @@ log = logging.getLogger("loomflow.retention")
 
 SECTION = "retention"
 DAY_MS = 86_400_000
-KINDS = ("memory_episodes", "policy_approvals")
+KINDS = ("memory_episodes", "policy_approvals", "audit_payloads")
 """Kinds of records with a retention; each is a ``<kind>_days`` setting and an override key."""
 
 
@@ -54,6 +54,11 @@ class Settings:
     memory_episodes_days: float = option(0.0, "days Memory keeps an episode (0: forever)")
     policy_approvals_days: float = option(
         0.0, "days Policy keeps a resolved or expired approval, with its arguments (0: forever)"
+    )
+    audit_payloads_days: float = option(
+        0.0,
+        "days Audit keeps an entry's payload readable; then it is crypto-shredded within a day, "
+        "the entry and its chain stay (0: forever)",
     )
     file: str = option("", "YAML file of per-tenant retention overrides (`tenants: {id: {<kind>_days: n}}`)")
     sweep_seconds: float = option(300.0, "seconds between retention sweeps, ±20 % jitter (0: no sweeper)")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from loomflow.audit import metrics
 from loomflow.audit.chain import key_fingerprint, tenant_digest
 from loomflow.audit.checkpoint import Checkpointer, now_us, same_heads, sign, signature_problem
-from loomflow.audit.crypto import Keyring, MasterKeyMismatch
+from loomflow.audit.crypto import Keyring, MasterKeyMismatch, day_of
 from loomflow.audit.keys import AuditKeys
 from loomflow.audit.models import Appended, Checkpoint, Draft, LogReport, QueryFilter, ReadEntry
 from loomflow.audit.sink import Sink
@@ -36,12 +36,13 @@ class AuditLog:
         *,
         max_batch: int = 1024,
         checkpoint_interval: float = 60.0,
+        clock: Callable[[], int] = now_us,
     ) -> None:
         self.sink = sink
         self.keys = keys
         self._keyring = Keyring(keys.payload_key)
         self._keys_lock = asyncio.Lock()
-        self._writer = GroupCommitWriter(sink, keys.hmac_key, self._keyring, self._keys_lock, max_batch)
+        self._writer = GroupCommitWriter(sink, keys.hmac_key, self._keyring, self._keys_lock, max_batch, clock)
         self._checkpointer = Checkpointer(checkpoint_interval, self._checkpoint_if_changed)
         self._checkpoint_lock = asyncio.Lock()
         self._signing_blocked = ""
@@ -178,6 +179,24 @@ class AuditLog:
         shredded = await self._writer.exclusive(shred)
         await self.append(Draft(tenant, actor=actor, action=FORGET_ACTION))
         return shredded
+
+    async def tenants_with_payloads_before(self, cutoff_us: int, after: str, limit: int) -> list[str]:
+        """Tenants holding payload keys of UTC days that ended by ``cutoff_us`` (retention)."""
+        return await self.sink.tenants_with_keys_before(day_of(cutoff_us), after, limit)
+
+    async def shred_payloads_before(self, tenant: str, cutoff_us: int, limit: int) -> int:
+        """Retention: destroys (at most ``limit`` of) the tenant's day keys of UTC days that ended by
+        ``cutoff_us``, so their payloads read as shredded; the entries and chain stay. A payload thus
+        becomes unreadable at most one day after its retention ends. Returns the keys destroyed."""
+
+        async def shred() -> int:
+            async with self._keys_lock:
+                destroyed = await self.sink.destroy_keys_before(tenant, day_of(cutoff_us), limit)
+                self._keyring.evict(tenant)  # reloaded without the destroyed keys
+            return destroyed
+
+        destroyed: int = await self._writer.exclusive(shred)
+        return destroyed
 
     # -- checkpoints --------------------------------------------------------
 

@@ -6,9 +6,18 @@ master payload key, so a sink never holds a usable key. ``Forget`` destroys a
 tenant's wrapped keys: the ciphertext stays in the chain (which is why the
 chain still verifies) but nobody can read it any more.
 
-Ciphertext layout: ``0x01 ‖ key_id (8) ‖ nonce (12) ‖ AES-GCM(ciphertext ‖ tag)``;
-the tenant is authenticated data, so a payload cannot be moved to another
-tenant and decrypt. An empty plaintext stays empty (no key needed).
+Retention by age: new payloads are encrypted under the tenant's key of their
+UTC day (a *period key*); the retention sweeper destroys the period keys whose
+whole day is older than the tenant's limit, which shreds exactly those payloads.
+
+Ciphertext layouts (the tenant is authenticated data, so a payload cannot be
+moved to another tenant and decrypt; an empty plaintext stays empty, no key):
+
+* ``0x01 ‖ key_id (8, random) ‖ nonce (12) ‖ AES-GCM``: written before period
+  keys existed; still read, never written;
+* ``0x02 ‖ period key id (5) ‖ nonce (12) ‖ AES-GCM``: a period key id is
+  ``b"d" ‖ UTC day number (4, big-endian)``. Its length (5, not 8) tells it
+  apart from every random id, so an old key is never taken for a period.
 """
 
 from __future__ import annotations
@@ -23,14 +32,42 @@ from loomflow.audit.models import WrappedKey
 
 FORMAT = 1
 KEY_ID_SIZE = 8
+PERIOD_FORMAT = 2
+PERIOD_KEY_ID_SIZE = 5
+_PERIOD_TAG = b"d"
+DAY_US = 86_400_000_000
 NONCE_SIZE = 12
-_HEADER = 1 + KEY_ID_SIZE + NONCE_SIZE
+_ID_SIZES = {FORMAT: KEY_ID_SIZE, PERIOD_FORMAT: PERIOD_KEY_ID_SIZE}
 _PAYLOAD_AAD = b"loomflow.audit.payload.v1\x00"
 _WRAP_AAD = b"loomflow.audit.data-key.v1\x00"
 
 
 class MasterKeyMismatch(Exception):
     """A stored data key does not unwrap under the configured master key."""
+
+
+def period_key_id(day: int) -> bytes:
+    """The key id of a tenant's key for one UTC day (days since the Unix epoch)."""
+    return _PERIOD_TAG + day.to_bytes(PERIOD_KEY_ID_SIZE - 1, "big")
+
+
+def day_of(ts_us: int) -> int:
+    return ts_us // DAY_US
+
+
+def period_of(key_id: bytes) -> int | None:
+    """The UTC day a period key id stands for; None for a random (pre-period) key id."""
+    if len(key_id) != PERIOD_KEY_ID_SIZE or key_id[:1] != _PERIOD_TAG:
+        return None
+    return int.from_bytes(key_id[1:], "big")
+
+
+def key_id_of(ciphertext: bytes) -> bytes | None:
+    """The id of the key a ciphertext was encrypted under; None when it has no known layout."""
+    size = _ID_SIZES.get(ciphertext[0]) if ciphertext else None
+    if size is None or len(ciphertext) < 1 + size + NONCE_SIZE:
+        return None
+    return ciphertext[1 : 1 + size]
 
 
 def _wrap_aad(tenant: str, key_id: bytes) -> bytes:
@@ -74,51 +111,54 @@ class Keyring:
             keys.append(_DataKey(item.key_id, AESGCM(raw)))
         self._keys[tenant] = keys
 
-    def needs_key(self, tenant: str) -> bool:
-        """Whether encrypting for this (known) tenant first needs a new data key."""
-        return not self._keys.get(tenant)
+    def needs_key(self, tenant: str, day: int) -> bool:
+        """Whether encrypting for this (known) tenant on this UTC day first needs a new data key."""
+        return self._find(tenant, period_key_id(day)) is None
 
-    def create(self, tenant: str) -> WrappedKey:
-        """A fresh data key for the tenant, cached; returns it wrapped, for the sink to persist."""
+    def create(self, tenant: str, day: int) -> WrappedKey:
+        """A fresh data key for the tenant's UTC day, cached; returns it wrapped, for the sink to persist.
+        Two processes may create the same day's key at once: the sink keeps one (the other's batch
+        fails with a conflict and is retried under the stored key)."""
         raw = AESGCM.generate_key(bit_length=256)
-        key_id = os.urandom(KEY_ID_SIZE)
+        key_id = period_key_id(day)
         nonce = os.urandom(NONCE_SIZE)
         wrapped = nonce + self._master.encrypt(nonce, raw, _wrap_aad(tenant, key_id))
         self._keys.setdefault(tenant, []).append(_DataKey(key_id, AESGCM(raw)))
         return WrappedKey(tenant, key_id, wrapped)
 
-    def encrypt(self, tenant: str, plaintext: bytes) -> bytes:
-        """Encrypts under the tenant's newest key (which must exist: see :meth:`needs_key`)."""
+    def _find(self, tenant: str, key_id: bytes) -> _DataKey | None:
+        return next((key for key in self._keys.get(tenant, ()) if key.key_id == key_id), None)
+
+    def encrypt(self, tenant: str, plaintext: bytes, day: int) -> bytes:
+        """Encrypts under the tenant's key of the UTC day (which must exist: see :meth:`needs_key`)."""
         if not plaintext:
             return b""
-        key = self._keys[tenant][-1]
+        key = self._find(tenant, period_key_id(day))
+        assert key is not None, "create the day's key first"
         nonce = os.urandom(NONCE_SIZE)
-        header = bytes((FORMAT,)) + key.key_id + nonce
+        header = bytes((PERIOD_FORMAT,)) + key.key_id + nonce
         return header + key.cipher.encrypt(nonce, plaintext, _PAYLOAD_AAD + tenant.encode())
 
     def decrypt(self, tenant: str, ciphertext: bytes) -> bytes | None:
         """The plaintext, or None when the key that encrypted it no longer exists (shredded)."""
         if not ciphertext:
             return b""
-        if len(ciphertext) < _HEADER or ciphertext[0] != FORMAT:
+        key_id = key_id_of(ciphertext)
+        key = None if key_id is None else self._find(tenant, key_id)
+        if key_id is None or key is None:
             return None
-        key_id = ciphertext[1 : 1 + KEY_ID_SIZE]
-        nonce = ciphertext[1 + KEY_ID_SIZE : _HEADER]
-        for key in self._keys.get(tenant, ()):
-            if key.key_id == key_id:
-                try:
-                    return key.cipher.decrypt(nonce, ciphertext[_HEADER:], _PAYLOAD_AAD + tenant.encode())
-                except InvalidTag:
-                    return None
-        return None
+        start = 1 + len(key_id)
+        nonce = ciphertext[start : start + NONCE_SIZE]
+        try:
+            return key.cipher.decrypt(nonce, ciphertext[start + NONCE_SIZE :], _PAYLOAD_AAD + tenant.encode())
+        except InvalidTag:
+            return None
 
     def lacks_key(self, tenant: str, ciphertext: bytes) -> bool:
         """Whether the key this ciphertext names is missing from the cache (it may exist in the
         sink: created by another process, or after a Forget this process saw)."""
-        if len(ciphertext) < _HEADER or ciphertext[0] != FORMAT:
-            return False
-        key_id = ciphertext[1 : 1 + KEY_ID_SIZE]
-        return all(key.key_id != key_id for key in self._keys.get(tenant, ()))
+        key_id = key_id_of(ciphertext)
+        return key_id is not None and self._find(tenant, key_id) is None
 
     def forget(self, tenant: str) -> None:
         """Drops the tenant's keys from memory (the sink destroys the stored copies)."""

@@ -11,6 +11,7 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from loomflow import retention
 from loomflow.audit.core import AuditLog
 from loomflow.audit.keys import AuditKeys, load_keys
 from loomflow.audit.servicer import AuditServicer
@@ -79,10 +80,30 @@ def _keep_public_key(folder: Path, keys: AuditKeys) -> Callable[[], Awaitable[No
     return write
 
 
+def payload_retention(ctx: ServiceContext, audit_log: AuditLog) -> retention.Sweeper:
+    """The sweeper that crypto-shreds payloads past retention (loomflow/retention.py): it destroys
+    each tenant's day keys whose whole UTC day is older than the tenant's limit."""
+    settings = ctx.section(retention.SECTION, retention.Settings)
+    retention.check(settings)
+
+    async def tenants_before(cutoff_ms: int, after: str, limit: int) -> list[str]:
+        return await audit_log.tenants_with_payloads_before(cutoff_ms * 1000, after, limit)
+
+    async def shred_before(tenant: str, cutoff_ms: int, limit: int) -> int:
+        return await audit_log.shred_payloads_before(tenant, cutoff_ms * 1000, limit)
+
+    kept = retention.retention_of(settings, "audit_payloads")
+    return retention.Sweeper(
+        "audit", [retention.SweptKind("audit_payloads", kept, tenants_before, shred_before)], settings
+    )
+
+
 def build(ctx: ServiceContext) -> HostedService:
     audit_log = build_log(ctx)
     servicer = AuditServicer(audit_log)
-    on_start: list[Callable[[], Awaitable[None]]] = [audit_log.start]
+    sweeper = payload_retention(ctx, audit_log)
+    # The sweeper starts after the log (it writes through the log's writer) and stops before it.
+    on_start: list[Callable[[], Awaitable[None]]] = [audit_log.start, sweeper.start]
     folder = file_log_folder(ctx)
     if ctx.server.insecure and folder is not None:
         on_start.append(_keep_public_key(folder, audit_log.keys))
@@ -96,5 +117,5 @@ def build(ctx: ServiceContext) -> HostedService:
         register=register,
         all_tenants_rpcs=frozenset({"Query", "Verify", "Usage"}),
         on_start=on_start,
-        on_stop=[audit_log.stop],
+        on_stop=[sweeper.stop, audit_log.stop],
     )

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from loomflow.audit import metrics
 from loomflow.audit.chain import seal
 from loomflow.audit.checkpoint import now_us
-from loomflow.audit.crypto import Keyring
+from loomflow.audit.crypto import Keyring, day_of
 from loomflow.audit.models import EMPTY_HEAD, Appended, Batch, Draft, Entry, Head, WrappedKey
 from loomflow.audit.sink import BadEntry, Conflict, Sink, SinkBroken
 from loomflow.kernel.errors import InvalidArgument, ServiceError, Unavailable
@@ -55,9 +55,16 @@ class _Exclusive:
 
 class GroupCommitWriter:
     def __init__(
-        self, sink: Sink, hmac_key: bytes, keyring: Keyring, keys_lock: asyncio.Lock, max_batch: int = 1024
+        self,
+        sink: Sink,
+        hmac_key: bytes,
+        keyring: Keyring,
+        keys_lock: asyncio.Lock,
+        max_batch: int = 1024,
+        clock: Callable[[], int] = now_us,
     ) -> None:
         self._sink = sink
+        self._clock = clock
         self._key = hmac_key
         self._keyring = keyring
         self._keys_lock = keys_lock
@@ -197,15 +204,18 @@ class GroupCommitWriter:
             tenant = draft.tenant
             head = heads.get(tenant) or self._heads[tenant]
             ciphertext = b""
+            ts_us = self._clock()
             if draft.payload:
-                if keyring.needs_key(tenant):
-                    created.append(keyring.create(tenant))
-                ciphertext = keyring.encrypt(tenant, draft.payload)
+                # The key of the entry's UTC day: retention shreds a whole day by destroying it.
+                day = day_of(ts_us)
+                if keyring.needs_key(tenant, day):
+                    created.append(keyring.create(tenant, day))
+                ciphertext = keyring.encrypt(tenant, draft.payload, day)
             try:
                 entry = seal(
                     key,
                     seq=head.seq + 1,
-                    ts_us=now_us(),
+                    ts_us=ts_us,
                     user_id=tenant,
                     session_id=draft.session_id,
                     run_id=draft.run_id,

@@ -67,6 +67,15 @@ class Sink(Protocol):
         """Destroys every stored data key of the tenant; returns how many entries carry a payload."""
         ...
 
+    async def tenants_with_keys_before(self, day: int, after: str, limit: int) -> list[str]:
+        """Sorted tenants after ``after`` holding period keys of UTC days before ``day``, at most ``limit``."""
+        ...
+
+    async def destroy_keys_before(self, tenant: str, day: int, limit: int) -> int:
+        """Destroys at most ``limit`` of the tenant's period keys of UTC days before ``day`` (retention);
+        returns how many it destroyed. The entries stay: their payloads become unreadable."""
+        ...
+
     async def read(self, query: QueryFilter) -> list[Entry]:
         """Matching entries ordered by (tenant, seq), at most ``query.limit``."""
         ...

@@ -44,6 +44,7 @@ from itertools import islice
 from pathlib import Path
 
 from loomflow.audit import checkpoint as checkpoints
+from loomflow.audit.crypto import period_of
 from loomflow.audit.models import Batch, ChainReport, Checkpoint, Entry, Head, QueryFilter, WrappedKey
 from loomflow.audit.sink import jsonl
 from loomflow.audit.sink.base import BadEntry, SinkBroken
@@ -106,6 +107,12 @@ def _replace_durably(path: Path, data: bytes) -> None:
         os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def _expired(key: WrappedKey, day: int) -> bool:
+    """Whether this is a period key of a UTC day before ``day`` (random pre-period keys never are)."""
+    period = period_of(key.key_id)
+    return period is not None and period < day
 
 
 def _key_line(key: WrappedKey) -> bytes:
@@ -327,6 +334,20 @@ class FileSink:
         self._keys.pop(tenant, None)
         index = self._index.get(tenant)
         return index.with_payload if index else 0
+
+    async def tenants_with_keys_before(self, day: int, after: str, limit: int) -> list[str]:
+        holding = (t for t, keys in self._keys.items() if t > after and any(_expired(k, day) for k in keys))
+        return sorted(holding)[:limit]
+
+    async def destroy_keys_before(self, tenant: str, day: int, limit: int) -> int:
+        self._check_writable()
+        doomed = set(sorted(k.key_id for k in self._keys.get(tenant, ()) if _expired(k, day))[:limit])
+        if not doomed:
+            return 0
+        remaining = [k for keys in self._keys.values() for k in keys if k.tenant != tenant or k.key_id not in doomed]
+        await asyncio.to_thread(_replace_durably, self.directory / KEYS, b"".join(_key_line(k) for k in remaining))
+        self._keys[tenant] = [k for k in self._keys[tenant] if k.key_id not in doomed]
+        return len(doomed)
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         self._check_writable()

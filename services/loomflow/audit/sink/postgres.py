@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 
 from loomflow.audit import checkpoint as checkpoints
+from loomflow.audit.crypto import PERIOD_KEY_ID_SIZE, key_id_of, period_key_id
 from loomflow.audit.models import Batch, ChainReport, Checkpoint, Entry, Head, QueryFilter, WrappedKey
 from loomflow.audit.sink.base import BadEntry, Conflict
 from loomflow.audit.verify import LogVerifier, missing_chains, reclassify, suspects
@@ -137,6 +138,10 @@ async def migrate(conn: Any) -> None:
     await migrations.migrate(conn, SCHEMA)
 
 
+_PERIOD_KEYS_BEFORE = f"octet_length(key_id) = {PERIOD_KEY_ID_SIZE} AND key_id >= $1 AND key_id < $2"
+"""Period keys (length 5; a random pre-period id has 8 bytes) of the days in [$1, $2)."""
+
+
 class PostgresSink:
     def __init__(self, dsn: str, *, readonly: bool = False, pool_size: int = 4, migrate: bool = True) -> None:
         self._dsn = dsn
@@ -195,8 +200,9 @@ class PostgresSink:
         used_keys: dict[str, set[bytes]] = {}
         for entry in batch.entries:
             heads[entry.user_id] = entry
-            if entry.payload:
-                used_keys.setdefault(entry.user_id, set()).add(entry.payload[1:9])
+            key_id = key_id_of(entry.payload)
+            if key_id is not None:
+                used_keys.setdefault(entry.user_id, set()).add(key_id)
         new_keys = {(k.tenant, k.key_id) for k in batch.new_keys}
         try:
             async with self._connection() as conn, conn.transaction():
@@ -250,6 +256,31 @@ class PostgresSink:
                 "SELECT count(*) FROM audit_entries WHERE user_id = $1 AND octet_length(payload) > 0", tenant
             )
         return count
+
+    async def tenants_with_keys_before(self, day: int, after: str, limit: int) -> list[str]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT DISTINCT user_id FROM audit_keys WHERE {_PERIOD_KEYS_BEFORE} AND user_id > $3 "
+                "ORDER BY user_id LIMIT $4",
+                period_key_id(0),
+                period_key_id(day),
+                after,
+                limit,
+            )
+        return [r["user_id"] for r in rows]
+
+    async def destroy_keys_before(self, tenant: str, day: int, limit: int) -> int:
+        async with self._connection() as conn:
+            deleted = await conn.fetch(
+                "DELETE FROM audit_keys WHERE (user_id, key_id) IN ("
+                f"SELECT user_id, key_id FROM audit_keys WHERE {_PERIOD_KEYS_BEFORE} AND user_id = $3 "
+                "ORDER BY key_id LIMIT $4) RETURNING key_id",
+                period_key_id(0),
+                period_key_id(day),
+                tenant,
+                limit,
+            )
+        return len(deleted)
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         async with self._connection() as conn:
