@@ -116,6 +116,56 @@ async def test_audit_query_takes_a_time_range_and_refuses_a_backwards_one(served
     assert bad_request_fields(caught.value) == ["to_time"]
 
 
+async def test_list_tenants_pages_every_tenant_with_its_last_seen_time_for_an_operator_only(
+    served: RunningSuite,
+) -> None:
+    audit = audit_pb2_grpc.AuditServiceStub(served.channel)
+    last_seen = {}
+    for tenant in ("bob", "alice", "bob"):
+        appended = await audit.Append(
+            audit_pb2.AppendRequest(scope=tenancy_pb2.UserScope(user_id=tenant), actor="agent", action="tool_call"),
+            metadata=SERVICE,
+        )
+        last_seen[tenant] = appended.ts
+    paged = audit_pb2.ListTenantsRequest(scope=EVERYONE, page_size=1)
+    first = await audit.ListTenants(paged, metadata=OPERATOR)
+    paged.page_token = first.next_page_token
+    second = await audit.ListTenants(paged, metadata=OPERATOR)
+    rows = [*first.tenants, *second.tenants]
+    assert [(t.scope.user_id, t.audit_entries) for t in rows] == [("alice", 1), ("bob", 2)]
+    assert [t.last_seen_time for t in rows] == [last_seen["alice"], last_seen["bob"]]
+    assert not second.next_page_token
+
+    refusals = [
+        (audit_pb2.ListTenantsRequest(scope=EVERYONE), user("alice"), grpc.StatusCode.PERMISSION_DENIED, []),
+        (audit_pb2.ListTenantsRequest(scope=EVERYONE), SERVICE, grpc.StatusCode.PERMISSION_DENIED, []),
+        (
+            audit_pb2.ListTenantsRequest(scope=tenancy_pb2.UserScope(user_id="alice")),
+            OPERATOR,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["scope"],
+        ),
+        (
+            audit_pb2.ListTenantsRequest(scope=EVERYONE, page_token="!!"),
+            OPERATOR,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["page_token"],
+        ),
+        (
+            audit_pb2.ListTenantsRequest(scope=EVERYONE, page_size=1001),
+            OPERATOR,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["page_size"],
+        ),
+    ]
+    for request, metadata, code, fields in refusals:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await audit.ListTenants(request, metadata=metadata)
+        assert caught.value.code() is code, request
+        if fields:
+            assert bad_request_fields(caught.value) == fields
+
+
 async def test_times_outside_1970_to_9999_are_field_violations_not_overflows(served: RunningSuite) -> None:
     audit = audit_pb2_grpc.AuditServiceStub(served.channel)
     policy = client(served.channel, OPERATOR).stub

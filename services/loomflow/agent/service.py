@@ -306,6 +306,7 @@ def build(ctx: ServiceContext) -> HostedService:
         full_name=agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
         register=register,
         accepts_end_users=True,
+        all_tenants_rpcs=frozenset({"ListTenants"}),
         on_start=[start],
         on_stop=[stop],
         on_refusal=refusals,

@@ -16,10 +16,12 @@ from loomflow.agent.runner import Runner
 from loomflow.agent.toolcalls import Emit
 from loomflow.kernel.auth import Role, current_principal, require_operator
 from loomflow.kernel.errors import InvalidArgument, PermissionDenied, Unavailable
-from loomflow.kernel.tenancy import tenant_key
+from loomflow.kernel.tenancy import is_all_tenants, scope_for, tenant_key
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+DEFAULT_TENANT_PAGE = 20
 
 _DONE = None
 
@@ -78,6 +80,27 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         data = await self._user_data().export(tenant_key(request.scope))
         for chunk in chunks(data):
             yield agent_pb2.ExportUserResponse(chunk=chunk)
+
+    async def ListTenants(
+        self, request: agent_pb2.AgentServiceListTenantsRequest, context: Context
+    ) -> agent_pb2.AgentServiceListTenantsResponse:
+        if not is_all_tenants(request.scope):
+            raise InvalidArgument.field(
+                "scope", "ListTenants lists every tenant: pass scope.all_tenants", "scope.all_tenants.required"
+            )
+        require_operator("ListTenants")
+        # The Audit service lists every tenant for an operator only: the caller's credential goes along.
+        operator = tuple((k, v) for k, v in context.invocation_metadata() or () if k == "authorization")
+        rows, token = await self._user_data().list_tenants(
+            tuple((k, str(v)) for k, v in operator), request.page_size or DEFAULT_TENANT_PAGE, request.page_token
+        )
+        return agent_pb2.AgentServiceListTenantsResponse(
+            tenants=[
+                agent_pb2.TenantPresence(scope=scope_for(r.tenant), last_seen_time=r.last_seen, services=r.services)
+                for r in rows
+            ],
+            next_page_token=token,
+        )
 
     async def ContinueRun(
         self, request: agent_pb2.ContinueRunRequest, context: Context

@@ -115,7 +115,7 @@ def build(ctx: ServiceContext) -> HostedService:
         name=SECTION,
         full_name=audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
         register=register,
-        all_tenants_rpcs=frozenset({"Query", "Verify", "Usage"}),
+        all_tenants_rpcs=frozenset({"Query", "Verify", "Usage", "ListTenants"}),
         on_start=on_start,
         on_stop=[sweeper.stop, audit_log.stop],
     )

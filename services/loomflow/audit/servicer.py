@@ -14,10 +14,11 @@ import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from loomflow.audit import usage
+from loomflow.audit import tenant_list, usage
 from loomflow.audit.core import AuditLog
 from loomflow.audit.models import ChainReport, Checkpoint, Draft, QueryFilter, ReadEntry
 from loomflow.kernel.auth import current_principal, require_operator
+from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.tenancy import is_all_tenants, scope_for, tenant_key
 from loomflow.kernel.timerange import time_range
 from loomflow.v1 import audit_pb2, audit_pb2_grpc
@@ -125,6 +126,29 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             self._log.query, tenants, from_us, to_us, request.page_size or usage.DEFAULT_PAGE_SIZE
         )
         return audit_pb2.UsageResponse(tenants=[_usage_message(r) for r in rows], next_page_token=token)
+
+    async def ListTenants(
+        self, request: audit_pb2.ListTenantsRequest, context: Context
+    ) -> audit_pb2.ListTenantsResponse:
+        if not is_all_tenants(request.scope):
+            raise InvalidArgument.field(
+                "scope", "ListTenants lists every tenant: pass scope.all_tenants", "scope.all_tenants.required"
+            )
+        require_operator("ListTenants")
+        rows, last = await tenant_list.tenants_page(
+            self._log,
+            after=usage.decode_token(request.page_token),
+            page_size=request.page_size or tenant_list.DEFAULT_PAGE_SIZE,
+        )
+        return audit_pb2.ListTenantsResponse(
+            tenants=[
+                audit_pb2.TenantSummary(
+                    scope=scope_for(r.tenant), last_seen_time=_timestamp(r.last_seen_us), audit_entries=r.audit_entries
+                )
+                for r in rows
+            ],
+            next_page_token=usage.encode_token(last) if last else "",
+        )
 
     async def Verify(self, request: audit_pb2.VerifyRequest, context: Context) -> audit_pb2.VerifyResponse:
         every = request.all_tenants or is_all_tenants(request.scope)

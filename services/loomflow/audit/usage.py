@@ -90,9 +90,10 @@ def decode_token(token: str) -> str:
     if not token:
         return ""
     try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        # validate: a token with characters outside the alphabet is refused, not read as empty.
+        return base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, ValueError):
-        raise InvalidArgument.field("page_token", "not a page token Usage issued", "page_token.invalid") from None
+        raise InvalidArgument.field("page_token", "not a page token the server issued", "page_token.invalid") from None
 
 
 async def usage_page(

@@ -93,6 +93,11 @@ class AgentServiceStub:
                 request_serializer=loomflow_dot_v1_dot_agent__pb2.ExportUserRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_agent__pb2.ExportUserResponse.FromString,
                 _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/loomflow.v1.AgentService/ListTenants',
+                request_serializer=loomflow_dot_v1_dot_agent__pb2.AgentServiceListTenantsRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_agent__pb2.AgentServiceListTenantsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -210,6 +215,16 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTenants(self, request, context):
+        """ListTenants is the operator's list of tenants (scope.all_tenants, operator
+        credential), in tenant id order, paged: each tenant the Audit service has a
+        chain for, its last-seen time, and which services hold data for it (a
+        service holds data when its Export of the tenant yields a record).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -267,6 +282,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ExportUser,
                     request_deserializer=loomflow_dot_v1_dot_agent__pb2.ExportUserRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_agent__pb2.ExportUserResponse.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=loomflow_dot_v1_dot_agent__pb2.AgentServiceListTenantsRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_agent__pb2.AgentServiceListTenantsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -570,6 +590,33 @@ class AgentService:
             '/loomflow.v1.AgentService/ExportUser',
             loomflow_dot_v1_dot_agent__pb2.ExportUserRequest.SerializeToString,
             loomflow_dot_v1_dot_agent__pb2.ExportUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.AgentService/ListTenants',
+            loomflow_dot_v1_dot_agent__pb2.AgentServiceListTenantsRequest.SerializeToString,
+            loomflow_dot_v1_dot_agent__pb2.AgentServiceListTenantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

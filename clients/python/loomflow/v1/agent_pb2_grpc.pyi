@@ -95,6 +95,12 @@ class AgentServiceStub:
     token whose subject is scope.user_id). UNAVAILABLE when a service cannot
     be read: an export is never partial.
     """
+    ListTenants: _grpc.UnaryUnaryMultiCallable[_agent_pb2.AgentServiceListTenantsRequest, _agent_pb2.AgentServiceListTenantsResponse]
+    """ListTenants is the operator's list of tenants (scope.all_tenants, operator
+    credential), in tenant id order, paged: each tenant the Audit service has a
+    chain for, its last-seen time, and which services hold data for it (a
+    service holds data when its Export of the tenant yields a record).
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -162,6 +168,12 @@ class AgentServiceAsyncStub(AgentServiceStub):
     manifest (docs/erasure.md). An operator, or the user themself (a user
     token whose subject is scope.user_id). UNAVAILABLE when a service cannot
     be read: an export is never partial.
+    """
+    ListTenants: _aio.UnaryUnaryMultiCallable[_agent_pb2.AgentServiceListTenantsRequest, _agent_pb2.AgentServiceListTenantsResponse]  # type: ignore[assignment]
+    """ListTenants is the operator's list of tenants (scope.all_tenants, operator
+    credential), in tenant id order, paged: each tenant the Audit service has a
+    chain for, its last-seen time, and which services hold data for it (a
+    service holds data when its Export of the tenant yields a record).
     """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -293,6 +305,18 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         manifest (docs/erasure.md). An operator, or the user themself (a user
         token whose subject is scope.user_id). UNAVAILABLE when a service cannot
         be read: an export is never partial.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTenants(
+        self,
+        request: _agent_pb2.AgentServiceListTenantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.AgentServiceListTenantsResponse, _abc.Awaitable[_agent_pb2.AgentServiceListTenantsResponse]]:
+        """ListTenants is the operator's list of tenants (scope.all_tenants, operator
+        credential), in tenant id order, paged: each tenant the Audit service has a
+        chain for, its last-seen time, and which services hold data for it (a
+        service holds data when its Export of the tenant yields a record).
         """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -73,6 +73,11 @@ class AuditServiceStub:
                 request_serializer=loomflow_dot_v1_dot_audit__pb2.UsageRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_audit__pb2.UsageResponse.FromString,
                 _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/loomflow.v1.AuditService/ListTenants',
+                request_serializer=loomflow_dot_v1_dot_audit__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_audit__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -141,6 +146,15 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTenants(self, request, context):
+        """ListTenants lists every tenant with an audit chain (scope.all_tenants,
+        operator credential), ordered by tenant id, paged, each with the time of
+        its last entry. Every service's work for a tenant is journaled here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +192,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.Usage,
                     request_deserializer=loomflow_dot_v1_dot_audit__pb2.UsageRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_audit__pb2.UsageResponse.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=loomflow_dot_v1_dot_audit__pb2.ListTenantsRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_audit__pb2.ListTenantsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -373,6 +392,33 @@ class AuditService:
             '/loomflow.v1.AuditService/Usage',
             loomflow_dot_v1_dot_audit__pb2.UsageRequest.SerializeToString,
             loomflow_dot_v1_dot_audit__pb2.UsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.AuditService/ListTenants',
+            loomflow_dot_v1_dot_audit__pb2.ListTenantsRequest.SerializeToString,
+            loomflow_dot_v1_dot_audit__pb2.ListTenantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,11 @@ class AuditServiceStub:
     Budget's price table and prints JSON or CSV. A model call whose payload was
     crypto-shredded counts in shredded_model_calls only.
     """
+    ListTenants: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListTenantsRequest, _audit_pb2.ListTenantsResponse]
+    """ListTenants lists every tenant with an audit chain (scope.all_tenants,
+    operator credential), ordered by tenant id, paged, each with the time of
+    its last entry. Every service's work for a tenant is journaled here.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -102,6 +107,11 @@ class AuditServiceAsyncStub(AuditServiceStub):
     credential), paged by tenant id. `loomflow usage` prices it with the
     Budget's price table and prints JSON or CSV. A model call whose payload was
     crypto-shredded counts in shredded_model_calls only.
+    """
+    ListTenants: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListTenantsRequest, _audit_pb2.ListTenantsResponse]  # type: ignore[assignment]
+    """ListTenants lists every tenant with an audit chain (scope.all_tenants,
+    operator credential), ordered by tenant id, paged, each with the time of
+    its last entry. Every service's work for a tenant is journaled here.
     """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -179,6 +189,17 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         credential), paged by tenant id. `loomflow usage` prices it with the
         Budget's price table and prints JSON or CSV. A model call whose payload was
         crypto-shredded counts in shredded_model_calls only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTenants(
+        self,
+        request: _audit_pb2.ListTenantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.ListTenantsResponse, _abc.Awaitable[_audit_pb2.ListTenantsResponse]]:
+        """ListTenants lists every tenant with an audit chain (scope.all_tenants,
+        operator credential), ordered by tenant id, paged, each with the time of
+        its last entry. Every service's work for a tenant is journaled here.
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

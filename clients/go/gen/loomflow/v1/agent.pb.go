@@ -2299,6 +2299,187 @@ func (x *ExportUserResponse) GetChunk() []byte {
 	return nil
 }
 
+type AgentServiceListTenantsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// all_tenants (operator only).
+	Scope *UserScope `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Tenants per page: 0 means 20; at most 100 (each costs one probe per service).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page (empty: the first).
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceListTenantsRequest) Reset() {
+	*x = AgentServiceListTenantsRequest{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceListTenantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceListTenantsRequest) ProtoMessage() {}
+
+func (x *AgentServiceListTenantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceListTenantsRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceListTenantsRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AgentServiceListTenantsRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *AgentServiceListTenantsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *AgentServiceListTenantsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// TenantPresence is one tenant's row of AgentService.ListTenants.
+type TenantPresence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// When the tenant's last audit entry was appended.
+	LastSeenTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	// The services holding data for the tenant, in this order when present:
+	// "agent" (paused runs), "memory", "budget", "policy", "audit".
+	Services      []string `protobuf:"bytes,3,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantPresence) Reset() {
+	*x = TenantPresence{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantPresence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantPresence) ProtoMessage() {}
+
+func (x *TenantPresence) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantPresence.ProtoReflect.Descriptor instead.
+func (*TenantPresence) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *TenantPresence) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *TenantPresence) GetLastSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenTime
+	}
+	return nil
+}
+
+func (x *TenantPresence) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+type AgentServiceListTenantsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ordered by tenant (user) id.
+	Tenants []*TenantPresence `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	// Pass as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceListTenantsResponse) Reset() {
+	*x = AgentServiceListTenantsResponse{}
+	mi := &file_loomflow_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceListTenantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceListTenantsResponse) ProtoMessage() {}
+
+func (x *AgentServiceListTenantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceListTenantsResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceListTenantsResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *AgentServiceListTenantsResponse) GetTenants() []*TenantPresence {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+func (x *AgentServiceListTenantsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_loomflow_v1_agent_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_agent_proto_rawDesc = "" +
@@ -2504,7 +2685,20 @@ const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\x11ExportUserRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\"*\n" +
 	"\x12ExportUserResponse\x12\x14\n" +
-	"\x05chunk\x18\x01 \x01(\fR\x05chunk*}\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"\xb3\x01\n" +
+	"\x1eAgentServiceListTenantsRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12&\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\bpageSize\x123\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\b2\n" +
+	"^[^\\x00]*$R\tpageToken\"\x9c\x01\n" +
+	"\x0eTenantPresence\x12,\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeR\x05scope\x12@\n" +
+	"\x0elast_seen_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12\x1a\n" +
+	"\bservices\x18\x03 \x03(\tR\bservices\"\x80\x01\n" +
+	"\x1fAgentServiceListTenantsResponse\x125\n" +
+	"\atenants\x18\x01 \x03(\v2\x1b.loomflow.v1.TenantPresenceR\atenants\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*}\n" +
 	"\tRunStatus\x12\x1a\n" +
 	"\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RUN_STATUS_COMPLETED\x10\x01\x12\x1a\n" +
@@ -2513,7 +2707,7 @@ const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\fErasureState\x12\x1d\n" +
 	"\x19ERASURE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERASURE_STATE_PENDING\x10\x01\x12\x16\n" +
-	"\x12ERASURE_STATE_DONE\x10\x022\xf0\x06\n" +
+	"\x12ERASURE_STATE_DONE\x10\x022\xda\a\n" +
 	"\fAgentService\x128\n" +
 	"\x03Run\x12\x17.loomflow.v1.RunRequest\x1a\x18.loomflow.v1.RunResponse\x12L\n" +
 	"\tRunStream\x12\x1d.loomflow.v1.RunStreamRequest\x1a\x1e.loomflow.v1.RunStreamResponse0\x01\x12G\n" +
@@ -2529,7 +2723,8 @@ const file_loomflow_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"GetErasure\x12\x1e.loomflow.v1.GetErasureRequest\x1a\x1f.loomflow.v1.GetErasureResponse\x12O\n" +
 	"\n" +
-	"ExportUser\x12\x1e.loomflow.v1.ExportUserRequest\x1a\x1f.loomflow.v1.ExportUserResponse0\x01B\xae\x01\n" +
+	"ExportUser\x12\x1e.loomflow.v1.ExportUserRequest\x1a\x1f.loomflow.v1.ExportUserResponse0\x01\x12h\n" +
+	"\vListTenants\x12+.loomflow.v1.AgentServiceListTenantsRequest\x1a,.loomflow.v1.AgentServiceListTenantsResponseB\xae\x01\n" +
 	"\x0fcom.loomflow.v1B\n" +
 	"AgentProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
 
@@ -2546,131 +2741,140 @@ func file_loomflow_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_loomflow_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_loomflow_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_loomflow_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_loomflow_v1_agent_proto_goTypes = []any{
-	(RunStatus)(0),                    // 0: loomflow.v1.RunStatus
-	(ErasureState)(0),                 // 1: loomflow.v1.ErasureState
-	(*CallerTool)(nil),                // 2: loomflow.v1.CallerTool
-	(*PendingToolCall)(nil),           // 3: loomflow.v1.PendingToolCall
-	(*ToolResult)(nil),                // 4: loomflow.v1.ToolResult
-	(*ContinueRunRequest)(nil),        // 5: loomflow.v1.ContinueRunRequest
-	(*ContinueRunResponse)(nil),       // 6: loomflow.v1.ContinueRunResponse
-	(*ContinueRunStreamRequest)(nil),  // 7: loomflow.v1.ContinueRunStreamRequest
-	(*ContinueRunStreamResponse)(nil), // 8: loomflow.v1.ContinueRunStreamResponse
-	(*RunOptions)(nil),                // 9: loomflow.v1.RunOptions
-	(*AgentDefinition)(nil),           // 10: loomflow.v1.AgentDefinition
-	(*PutAgentRequest)(nil),           // 11: loomflow.v1.PutAgentRequest
-	(*PutAgentResponse)(nil),          // 12: loomflow.v1.PutAgentResponse
-	(*GetAgentRequest)(nil),           // 13: loomflow.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),          // 14: loomflow.v1.GetAgentResponse
-	(*ListAgentsRequest)(nil),         // 15: loomflow.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 16: loomflow.v1.ListAgentsResponse
-	(*DeleteAgentRequest)(nil),        // 17: loomflow.v1.DeleteAgentRequest
-	(*DeleteAgentResponse)(nil),       // 18: loomflow.v1.DeleteAgentResponse
-	(*RunRequest)(nil),                // 19: loomflow.v1.RunRequest
-	(*ToolCallRecord)(nil),            // 20: loomflow.v1.ToolCallRecord
-	(*RunResponse)(nil),               // 21: loomflow.v1.RunResponse
-	(*RunStreamRequest)(nil),          // 22: loomflow.v1.RunStreamRequest
-	(*TextDelta)(nil),                 // 23: loomflow.v1.TextDelta
-	(*ApprovalEvent)(nil),             // 24: loomflow.v1.ApprovalEvent
-	(*RunStreamResponse)(nil),         // 25: loomflow.v1.RunStreamResponse
-	(*ForgetUserRequest)(nil),         // 26: loomflow.v1.ForgetUserRequest
-	(*ErasureStep)(nil),               // 27: loomflow.v1.ErasureStep
-	(*Erasure)(nil),                   // 28: loomflow.v1.Erasure
-	(*ForgetUserResponse)(nil),        // 29: loomflow.v1.ForgetUserResponse
-	(*GetErasureRequest)(nil),         // 30: loomflow.v1.GetErasureRequest
-	(*GetErasureResponse)(nil),        // 31: loomflow.v1.GetErasureResponse
-	(*ExportUserRequest)(nil),         // 32: loomflow.v1.ExportUserRequest
-	(*ExportUserResponse)(nil),        // 33: loomflow.v1.ExportUserResponse
-	nil,                               // 34: loomflow.v1.RunOptions.MetadataEntry
-	nil,                               // 35: loomflow.v1.ErasureStep.CountsEntry
-	(*structpb.Struct)(nil),           // 36: google.protobuf.Struct
-	(*UserScope)(nil),                 // 37: loomflow.v1.UserScope
-	(Decision)(0),                     // 38: loomflow.v1.Decision
-	(*Charge)(nil),                    // 39: loomflow.v1.Charge
-	(*BudgetWarning)(nil),             // 40: loomflow.v1.BudgetWarning
-	(*timestamppb.Timestamp)(nil),     // 41: google.protobuf.Timestamp
-	(*Approval)(nil),                  // 42: loomflow.v1.Approval
+	(RunStatus)(0),                          // 0: loomflow.v1.RunStatus
+	(ErasureState)(0),                       // 1: loomflow.v1.ErasureState
+	(*CallerTool)(nil),                      // 2: loomflow.v1.CallerTool
+	(*PendingToolCall)(nil),                 // 3: loomflow.v1.PendingToolCall
+	(*ToolResult)(nil),                      // 4: loomflow.v1.ToolResult
+	(*ContinueRunRequest)(nil),              // 5: loomflow.v1.ContinueRunRequest
+	(*ContinueRunResponse)(nil),             // 6: loomflow.v1.ContinueRunResponse
+	(*ContinueRunStreamRequest)(nil),        // 7: loomflow.v1.ContinueRunStreamRequest
+	(*ContinueRunStreamResponse)(nil),       // 8: loomflow.v1.ContinueRunStreamResponse
+	(*RunOptions)(nil),                      // 9: loomflow.v1.RunOptions
+	(*AgentDefinition)(nil),                 // 10: loomflow.v1.AgentDefinition
+	(*PutAgentRequest)(nil),                 // 11: loomflow.v1.PutAgentRequest
+	(*PutAgentResponse)(nil),                // 12: loomflow.v1.PutAgentResponse
+	(*GetAgentRequest)(nil),                 // 13: loomflow.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),                // 14: loomflow.v1.GetAgentResponse
+	(*ListAgentsRequest)(nil),               // 15: loomflow.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),              // 16: loomflow.v1.ListAgentsResponse
+	(*DeleteAgentRequest)(nil),              // 17: loomflow.v1.DeleteAgentRequest
+	(*DeleteAgentResponse)(nil),             // 18: loomflow.v1.DeleteAgentResponse
+	(*RunRequest)(nil),                      // 19: loomflow.v1.RunRequest
+	(*ToolCallRecord)(nil),                  // 20: loomflow.v1.ToolCallRecord
+	(*RunResponse)(nil),                     // 21: loomflow.v1.RunResponse
+	(*RunStreamRequest)(nil),                // 22: loomflow.v1.RunStreamRequest
+	(*TextDelta)(nil),                       // 23: loomflow.v1.TextDelta
+	(*ApprovalEvent)(nil),                   // 24: loomflow.v1.ApprovalEvent
+	(*RunStreamResponse)(nil),               // 25: loomflow.v1.RunStreamResponse
+	(*ForgetUserRequest)(nil),               // 26: loomflow.v1.ForgetUserRequest
+	(*ErasureStep)(nil),                     // 27: loomflow.v1.ErasureStep
+	(*Erasure)(nil),                         // 28: loomflow.v1.Erasure
+	(*ForgetUserResponse)(nil),              // 29: loomflow.v1.ForgetUserResponse
+	(*GetErasureRequest)(nil),               // 30: loomflow.v1.GetErasureRequest
+	(*GetErasureResponse)(nil),              // 31: loomflow.v1.GetErasureResponse
+	(*ExportUserRequest)(nil),               // 32: loomflow.v1.ExportUserRequest
+	(*ExportUserResponse)(nil),              // 33: loomflow.v1.ExportUserResponse
+	(*AgentServiceListTenantsRequest)(nil),  // 34: loomflow.v1.AgentServiceListTenantsRequest
+	(*TenantPresence)(nil),                  // 35: loomflow.v1.TenantPresence
+	(*AgentServiceListTenantsResponse)(nil), // 36: loomflow.v1.AgentServiceListTenantsResponse
+	nil,                                     // 37: loomflow.v1.RunOptions.MetadataEntry
+	nil,                                     // 38: loomflow.v1.ErasureStep.CountsEntry
+	(*structpb.Struct)(nil),                 // 39: google.protobuf.Struct
+	(*UserScope)(nil),                       // 40: loomflow.v1.UserScope
+	(Decision)(0),                           // 41: loomflow.v1.Decision
+	(*Charge)(nil),                          // 42: loomflow.v1.Charge
+	(*BudgetWarning)(nil),                   // 43: loomflow.v1.BudgetWarning
+	(*timestamppb.Timestamp)(nil),           // 44: google.protobuf.Timestamp
+	(*Approval)(nil),                        // 45: loomflow.v1.Approval
 }
 var file_loomflow_v1_agent_proto_depIdxs = []int32{
-	36, // 0: loomflow.v1.CallerTool.parameters:type_name -> google.protobuf.Struct
-	36, // 1: loomflow.v1.PendingToolCall.arguments:type_name -> google.protobuf.Struct
-	37, // 2: loomflow.v1.ContinueRunRequest.scope:type_name -> loomflow.v1.UserScope
+	39, // 0: loomflow.v1.CallerTool.parameters:type_name -> google.protobuf.Struct
+	39, // 1: loomflow.v1.PendingToolCall.arguments:type_name -> google.protobuf.Struct
+	40, // 2: loomflow.v1.ContinueRunRequest.scope:type_name -> loomflow.v1.UserScope
 	4,  // 3: loomflow.v1.ContinueRunRequest.results:type_name -> loomflow.v1.ToolResult
 	21, // 4: loomflow.v1.ContinueRunResponse.result:type_name -> loomflow.v1.RunResponse
-	37, // 5: loomflow.v1.ContinueRunStreamRequest.scope:type_name -> loomflow.v1.UserScope
+	40, // 5: loomflow.v1.ContinueRunStreamRequest.scope:type_name -> loomflow.v1.UserScope
 	4,  // 6: loomflow.v1.ContinueRunStreamRequest.results:type_name -> loomflow.v1.ToolResult
 	25, // 7: loomflow.v1.ContinueRunStreamResponse.event:type_name -> loomflow.v1.RunStreamResponse
-	34, // 8: loomflow.v1.RunOptions.metadata:type_name -> loomflow.v1.RunOptions.MetadataEntry
+	37, // 8: loomflow.v1.RunOptions.metadata:type_name -> loomflow.v1.RunOptions.MetadataEntry
 	2,  // 9: loomflow.v1.RunOptions.caller_tools:type_name -> loomflow.v1.CallerTool
-	37, // 10: loomflow.v1.PutAgentRequest.scope:type_name -> loomflow.v1.UserScope
+	40, // 10: loomflow.v1.PutAgentRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 11: loomflow.v1.PutAgentRequest.agent:type_name -> loomflow.v1.AgentDefinition
 	10, // 12: loomflow.v1.PutAgentResponse.agent:type_name -> loomflow.v1.AgentDefinition
-	37, // 13: loomflow.v1.GetAgentRequest.scope:type_name -> loomflow.v1.UserScope
+	40, // 13: loomflow.v1.GetAgentRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 14: loomflow.v1.GetAgentResponse.agent:type_name -> loomflow.v1.AgentDefinition
-	37, // 15: loomflow.v1.ListAgentsRequest.scope:type_name -> loomflow.v1.UserScope
+	40, // 15: loomflow.v1.ListAgentsRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 16: loomflow.v1.ListAgentsResponse.agents:type_name -> loomflow.v1.AgentDefinition
-	37, // 17: loomflow.v1.DeleteAgentRequest.scope:type_name -> loomflow.v1.UserScope
-	37, // 18: loomflow.v1.RunRequest.scope:type_name -> loomflow.v1.UserScope
+	40, // 17: loomflow.v1.DeleteAgentRequest.scope:type_name -> loomflow.v1.UserScope
+	40, // 18: loomflow.v1.RunRequest.scope:type_name -> loomflow.v1.UserScope
 	9,  // 19: loomflow.v1.RunRequest.options:type_name -> loomflow.v1.RunOptions
-	36, // 20: loomflow.v1.ToolCallRecord.arguments:type_name -> google.protobuf.Struct
-	38, // 21: loomflow.v1.ToolCallRecord.decision:type_name -> loomflow.v1.Decision
-	39, // 22: loomflow.v1.RunResponse.usage:type_name -> loomflow.v1.Charge
+	39, // 20: loomflow.v1.ToolCallRecord.arguments:type_name -> google.protobuf.Struct
+	41, // 21: loomflow.v1.ToolCallRecord.decision:type_name -> loomflow.v1.Decision
+	42, // 22: loomflow.v1.RunResponse.usage:type_name -> loomflow.v1.Charge
 	20, // 23: loomflow.v1.RunResponse.tool_calls:type_name -> loomflow.v1.ToolCallRecord
-	40, // 24: loomflow.v1.RunResponse.warnings:type_name -> loomflow.v1.BudgetWarning
+	43, // 24: loomflow.v1.RunResponse.warnings:type_name -> loomflow.v1.BudgetWarning
 	0,  // 25: loomflow.v1.RunResponse.status:type_name -> loomflow.v1.RunStatus
 	3,  // 26: loomflow.v1.RunResponse.pending_tool_calls:type_name -> loomflow.v1.PendingToolCall
-	41, // 27: loomflow.v1.RunResponse.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 28: loomflow.v1.RunStreamRequest.scope:type_name -> loomflow.v1.UserScope
+	44, // 27: loomflow.v1.RunResponse.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 28: loomflow.v1.RunStreamRequest.scope:type_name -> loomflow.v1.UserScope
 	9,  // 29: loomflow.v1.RunStreamRequest.options:type_name -> loomflow.v1.RunOptions
-	42, // 30: loomflow.v1.ApprovalEvent.approval:type_name -> loomflow.v1.Approval
+	45, // 30: loomflow.v1.ApprovalEvent.approval:type_name -> loomflow.v1.Approval
 	23, // 31: loomflow.v1.RunStreamResponse.text:type_name -> loomflow.v1.TextDelta
 	20, // 32: loomflow.v1.RunStreamResponse.tool_call:type_name -> loomflow.v1.ToolCallRecord
 	24, // 33: loomflow.v1.RunStreamResponse.approval_pending:type_name -> loomflow.v1.ApprovalEvent
 	24, // 34: loomflow.v1.RunStreamResponse.approval_resolved:type_name -> loomflow.v1.ApprovalEvent
-	40, // 35: loomflow.v1.RunStreamResponse.budget_warning:type_name -> loomflow.v1.BudgetWarning
+	43, // 35: loomflow.v1.RunStreamResponse.budget_warning:type_name -> loomflow.v1.BudgetWarning
 	21, // 36: loomflow.v1.RunStreamResponse.result:type_name -> loomflow.v1.RunResponse
-	37, // 37: loomflow.v1.ForgetUserRequest.scope:type_name -> loomflow.v1.UserScope
+	40, // 37: loomflow.v1.ForgetUserRequest.scope:type_name -> loomflow.v1.UserScope
 	1,  // 38: loomflow.v1.ErasureStep.state:type_name -> loomflow.v1.ErasureState
-	35, // 39: loomflow.v1.ErasureStep.counts:type_name -> loomflow.v1.ErasureStep.CountsEntry
-	41, // 40: loomflow.v1.ErasureStep.done_at:type_name -> google.protobuf.Timestamp
-	37, // 41: loomflow.v1.Erasure.scope:type_name -> loomflow.v1.UserScope
+	38, // 39: loomflow.v1.ErasureStep.counts:type_name -> loomflow.v1.ErasureStep.CountsEntry
+	44, // 40: loomflow.v1.ErasureStep.done_at:type_name -> google.protobuf.Timestamp
+	40, // 41: loomflow.v1.Erasure.scope:type_name -> loomflow.v1.UserScope
 	1,  // 42: loomflow.v1.Erasure.state:type_name -> loomflow.v1.ErasureState
 	27, // 43: loomflow.v1.Erasure.steps:type_name -> loomflow.v1.ErasureStep
-	41, // 44: loomflow.v1.Erasure.created_at:type_name -> google.protobuf.Timestamp
-	41, // 45: loomflow.v1.Erasure.done_at:type_name -> google.protobuf.Timestamp
-	41, // 46: loomflow.v1.Erasure.next_attempt_at:type_name -> google.protobuf.Timestamp
+	44, // 44: loomflow.v1.Erasure.created_at:type_name -> google.protobuf.Timestamp
+	44, // 45: loomflow.v1.Erasure.done_at:type_name -> google.protobuf.Timestamp
+	44, // 46: loomflow.v1.Erasure.next_attempt_at:type_name -> google.protobuf.Timestamp
 	28, // 47: loomflow.v1.ForgetUserResponse.erasure:type_name -> loomflow.v1.Erasure
-	37, // 48: loomflow.v1.GetErasureRequest.scope:type_name -> loomflow.v1.UserScope
+	40, // 48: loomflow.v1.GetErasureRequest.scope:type_name -> loomflow.v1.UserScope
 	28, // 49: loomflow.v1.GetErasureResponse.erasure:type_name -> loomflow.v1.Erasure
-	37, // 50: loomflow.v1.ExportUserRequest.scope:type_name -> loomflow.v1.UserScope
-	19, // 51: loomflow.v1.AgentService.Run:input_type -> loomflow.v1.RunRequest
-	22, // 52: loomflow.v1.AgentService.RunStream:input_type -> loomflow.v1.RunStreamRequest
-	11, // 53: loomflow.v1.AgentService.PutAgent:input_type -> loomflow.v1.PutAgentRequest
-	13, // 54: loomflow.v1.AgentService.GetAgent:input_type -> loomflow.v1.GetAgentRequest
-	15, // 55: loomflow.v1.AgentService.ListAgents:input_type -> loomflow.v1.ListAgentsRequest
-	17, // 56: loomflow.v1.AgentService.DeleteAgent:input_type -> loomflow.v1.DeleteAgentRequest
-	5,  // 57: loomflow.v1.AgentService.ContinueRun:input_type -> loomflow.v1.ContinueRunRequest
-	7,  // 58: loomflow.v1.AgentService.ContinueRunStream:input_type -> loomflow.v1.ContinueRunStreamRequest
-	26, // 59: loomflow.v1.AgentService.ForgetUser:input_type -> loomflow.v1.ForgetUserRequest
-	30, // 60: loomflow.v1.AgentService.GetErasure:input_type -> loomflow.v1.GetErasureRequest
-	32, // 61: loomflow.v1.AgentService.ExportUser:input_type -> loomflow.v1.ExportUserRequest
-	21, // 62: loomflow.v1.AgentService.Run:output_type -> loomflow.v1.RunResponse
-	25, // 63: loomflow.v1.AgentService.RunStream:output_type -> loomflow.v1.RunStreamResponse
-	12, // 64: loomflow.v1.AgentService.PutAgent:output_type -> loomflow.v1.PutAgentResponse
-	14, // 65: loomflow.v1.AgentService.GetAgent:output_type -> loomflow.v1.GetAgentResponse
-	16, // 66: loomflow.v1.AgentService.ListAgents:output_type -> loomflow.v1.ListAgentsResponse
-	18, // 67: loomflow.v1.AgentService.DeleteAgent:output_type -> loomflow.v1.DeleteAgentResponse
-	6,  // 68: loomflow.v1.AgentService.ContinueRun:output_type -> loomflow.v1.ContinueRunResponse
-	8,  // 69: loomflow.v1.AgentService.ContinueRunStream:output_type -> loomflow.v1.ContinueRunStreamResponse
-	29, // 70: loomflow.v1.AgentService.ForgetUser:output_type -> loomflow.v1.ForgetUserResponse
-	31, // 71: loomflow.v1.AgentService.GetErasure:output_type -> loomflow.v1.GetErasureResponse
-	33, // 72: loomflow.v1.AgentService.ExportUser:output_type -> loomflow.v1.ExportUserResponse
-	62, // [62:73] is the sub-list for method output_type
-	51, // [51:62] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	40, // 50: loomflow.v1.ExportUserRequest.scope:type_name -> loomflow.v1.UserScope
+	40, // 51: loomflow.v1.AgentServiceListTenantsRequest.scope:type_name -> loomflow.v1.UserScope
+	40, // 52: loomflow.v1.TenantPresence.scope:type_name -> loomflow.v1.UserScope
+	44, // 53: loomflow.v1.TenantPresence.last_seen_time:type_name -> google.protobuf.Timestamp
+	35, // 54: loomflow.v1.AgentServiceListTenantsResponse.tenants:type_name -> loomflow.v1.TenantPresence
+	19, // 55: loomflow.v1.AgentService.Run:input_type -> loomflow.v1.RunRequest
+	22, // 56: loomflow.v1.AgentService.RunStream:input_type -> loomflow.v1.RunStreamRequest
+	11, // 57: loomflow.v1.AgentService.PutAgent:input_type -> loomflow.v1.PutAgentRequest
+	13, // 58: loomflow.v1.AgentService.GetAgent:input_type -> loomflow.v1.GetAgentRequest
+	15, // 59: loomflow.v1.AgentService.ListAgents:input_type -> loomflow.v1.ListAgentsRequest
+	17, // 60: loomflow.v1.AgentService.DeleteAgent:input_type -> loomflow.v1.DeleteAgentRequest
+	5,  // 61: loomflow.v1.AgentService.ContinueRun:input_type -> loomflow.v1.ContinueRunRequest
+	7,  // 62: loomflow.v1.AgentService.ContinueRunStream:input_type -> loomflow.v1.ContinueRunStreamRequest
+	26, // 63: loomflow.v1.AgentService.ForgetUser:input_type -> loomflow.v1.ForgetUserRequest
+	30, // 64: loomflow.v1.AgentService.GetErasure:input_type -> loomflow.v1.GetErasureRequest
+	32, // 65: loomflow.v1.AgentService.ExportUser:input_type -> loomflow.v1.ExportUserRequest
+	34, // 66: loomflow.v1.AgentService.ListTenants:input_type -> loomflow.v1.AgentServiceListTenantsRequest
+	21, // 67: loomflow.v1.AgentService.Run:output_type -> loomflow.v1.RunResponse
+	25, // 68: loomflow.v1.AgentService.RunStream:output_type -> loomflow.v1.RunStreamResponse
+	12, // 69: loomflow.v1.AgentService.PutAgent:output_type -> loomflow.v1.PutAgentResponse
+	14, // 70: loomflow.v1.AgentService.GetAgent:output_type -> loomflow.v1.GetAgentResponse
+	16, // 71: loomflow.v1.AgentService.ListAgents:output_type -> loomflow.v1.ListAgentsResponse
+	18, // 72: loomflow.v1.AgentService.DeleteAgent:output_type -> loomflow.v1.DeleteAgentResponse
+	6,  // 73: loomflow.v1.AgentService.ContinueRun:output_type -> loomflow.v1.ContinueRunResponse
+	8,  // 74: loomflow.v1.AgentService.ContinueRunStream:output_type -> loomflow.v1.ContinueRunStreamResponse
+	29, // 75: loomflow.v1.AgentService.ForgetUser:output_type -> loomflow.v1.ForgetUserResponse
+	31, // 76: loomflow.v1.AgentService.GetErasure:output_type -> loomflow.v1.GetErasureResponse
+	33, // 77: loomflow.v1.AgentService.ExportUser:output_type -> loomflow.v1.ExportUserResponse
+	36, // 78: loomflow.v1.AgentService.ListTenants:output_type -> loomflow.v1.AgentServiceListTenantsResponse
+	67, // [67:79] is the sub-list for method output_type
+	55, // [55:67] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_agent_proto_init() }
@@ -2696,7 +2900,7 @@ func file_loomflow_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_agent_proto_rawDesc), len(file_loomflow_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

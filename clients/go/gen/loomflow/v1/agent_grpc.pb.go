@@ -30,6 +30,7 @@ const (
 	AgentService_ForgetUser_FullMethodName        = "/loomflow.v1.AgentService/ForgetUser"
 	AgentService_GetErasure_FullMethodName        = "/loomflow.v1.AgentService/GetErasure"
 	AgentService_ExportUser_FullMethodName        = "/loomflow.v1.AgentService/ExportUser"
+	AgentService_ListTenants_FullMethodName       = "/loomflow.v1.AgentService/ListTenants"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -94,6 +95,11 @@ type AgentServiceClient interface {
 	// token whose subject is scope.user_id). UNAVAILABLE when a service cannot
 	// be read: an export is never partial.
 	ExportUser(ctx context.Context, in *ExportUserRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUserResponse], error)
+	// ListTenants is the operator's list of tenants (scope.all_tenants, operator
+	// credential), in tenant id order, paged: each tenant the Audit service has a
+	// chain for, its last-seen time, and which services hold data for it (a
+	// service holds data when its Export of the tenant yields a record).
+	ListTenants(ctx context.Context, in *AgentServiceListTenantsRequest, opts ...grpc.CallOption) (*AgentServiceListTenantsResponse, error)
 }
 
 type agentServiceClient struct {
@@ -241,6 +247,16 @@ func (c *agentServiceClient) ExportUser(ctx context.Context, in *ExportUserReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_ExportUserClient = grpc.ServerStreamingClient[ExportUserResponse]
 
+func (c *agentServiceClient) ListTenants(ctx context.Context, in *AgentServiceListTenantsRequest, opts ...grpc.CallOption) (*AgentServiceListTenantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AgentServiceListTenantsResponse)
+	err := c.cc.Invoke(ctx, AgentService_ListTenants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -303,6 +319,11 @@ type AgentServiceServer interface {
 	// token whose subject is scope.user_id). UNAVAILABLE when a service cannot
 	// be read: an export is never partial.
 	ExportUser(*ExportUserRequest, grpc.ServerStreamingServer[ExportUserResponse]) error
+	// ListTenants is the operator's list of tenants (scope.all_tenants, operator
+	// credential), in tenant id order, paged: each tenant the Audit service has a
+	// chain for, its last-seen time, and which services hold data for it (a
+	// service holds data when its Export of the tenant yields a record).
+	ListTenants(context.Context, *AgentServiceListTenantsRequest) (*AgentServiceListTenantsResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -345,6 +366,9 @@ func (UnimplementedAgentServiceServer) GetErasure(context.Context, *GetErasureRe
 }
 func (UnimplementedAgentServiceServer) ExportUser(*ExportUserRequest, grpc.ServerStreamingServer[ExportUserResponse]) error {
 	return status.Error(codes.Unimplemented, "method ExportUser not implemented")
+}
+func (UnimplementedAgentServiceServer) ListTenants(context.Context, *AgentServiceListTenantsRequest) (*AgentServiceListTenantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTenants not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -544,6 +568,24 @@ func _AgentService_ExportUser_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_ExportUserServer = grpc.ServerStreamingServer[ExportUserResponse]
 
+func _AgentService_ListTenants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AgentServiceListTenantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ListTenants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ListTenants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ListTenants(ctx, req.(*AgentServiceListTenantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -582,6 +624,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetErasure",
 			Handler:    _AgentService_GetErasure_Handler,
+		},
+		{
+			MethodName: "ListTenants",
+			Handler:    _AgentService_ListTenants_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

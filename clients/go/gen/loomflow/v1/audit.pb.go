@@ -1402,6 +1402,186 @@ func (x *UsageResponse) GetNextPageToken() string {
 	return ""
 }
 
+type ListTenantsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// all_tenants (operator only).
+	Scope *UserScope `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Tenants per page: 0 means 100; at most 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page (empty: the first).
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTenantsRequest) Reset() {
+	*x = ListTenantsRequest{}
+	mi := &file_loomflow_v1_audit_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTenantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTenantsRequest) ProtoMessage() {}
+
+func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_audit_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
+func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_audit_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListTenantsRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ListTenantsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTenantsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// TenantSummary is one tenant's row of ListTenants.
+type TenantSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// When the tenant's last audit entry was appended.
+	LastSeenTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	// Entries in the tenant's chain (its head's seq).
+	AuditEntries  int64 `protobuf:"varint,3,opt,name=audit_entries,json=auditEntries,proto3" json:"audit_entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantSummary) Reset() {
+	*x = TenantSummary{}
+	mi := &file_loomflow_v1_audit_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantSummary) ProtoMessage() {}
+
+func (x *TenantSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_audit_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantSummary.ProtoReflect.Descriptor instead.
+func (*TenantSummary) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_audit_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TenantSummary) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *TenantSummary) GetLastSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenTime
+	}
+	return nil
+}
+
+func (x *TenantSummary) GetAuditEntries() int64 {
+	if x != nil {
+		return x.AuditEntries
+	}
+	return 0
+}
+
+type ListTenantsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ordered by tenant (user) id.
+	Tenants []*TenantSummary `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	// Pass as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTenantsResponse) Reset() {
+	*x = ListTenantsResponse{}
+	mi := &file_loomflow_v1_audit_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTenantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTenantsResponse) ProtoMessage() {}
+
+func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_audit_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
+func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_audit_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListTenantsResponse) GetTenants() []*TenantSummary {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+func (x *ListTenantsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_loomflow_v1_audit_proto protoreflect.FileDescriptor
 
 const file_loomflow_v1_audit_proto_rawDesc = "" +
@@ -1530,7 +1710,21 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"\x14shredded_model_calls\x18\x04 \x01(\x03R\x12shreddedModelCalls\"k\n" +
 	"\rUsageResponse\x122\n" +
 	"\atenants\x18\x01 \x03(\v2\x18.loomflow.v1.TenantUsageR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xa4\x04\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa8\x01\n" +
+	"\x12ListTenantsRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12'\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x123\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\b2\n" +
+	"^[^\\x00]*$R\tpageToken\"\xa4\x01\n" +
+	"\rTenantSummary\x12,\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeR\x05scope\x12@\n" +
+	"\x0elast_seen_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12#\n" +
+	"\raudit_entries\x18\x03 \x01(\x03R\fauditEntries\"s\n" +
+	"\x13ListTenantsResponse\x124\n" +
+	"\atenants\x18\x01 \x03(\v2\x1a.loomflow.v1.TenantSummaryR\atenants\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xf6\x04\n" +
 	"\fAuditService\x12A\n" +
 	"\x06Append\x12\x1a.loomflow.v1.AppendRequest\x1a\x1b.loomflow.v1.AppendResponse\x12>\n" +
 	"\x05Query\x12\x19.loomflow.v1.QueryRequest\x1a\x1a.loomflow.v1.QueryResponse\x12A\n" +
@@ -1538,7 +1732,8 @@ const file_loomflow_v1_audit_proto_rawDesc = "" +
 	"\rGetCheckpoint\x12!.loomflow.v1.GetCheckpointRequest\x1a\".loomflow.v1.GetCheckpointResponse\x12[\n" +
 	"\x06Export\x12&.loomflow.v1.AuditServiceExportRequest\x1a'.loomflow.v1.AuditServiceExportResponse0\x01\x12Y\n" +
 	"\x06Forget\x12&.loomflow.v1.AuditServiceForgetRequest\x1a'.loomflow.v1.AuditServiceForgetResponse\x12>\n" +
-	"\x05Usage\x12\x19.loomflow.v1.UsageRequest\x1a\x1a.loomflow.v1.UsageResponseB\xae\x01\n" +
+	"\x05Usage\x12\x19.loomflow.v1.UsageRequest\x1a\x1a.loomflow.v1.UsageResponse\x12P\n" +
+	"\vListTenants\x12\x1f.loomflow.v1.ListTenantsRequest\x1a .loomflow.v1.ListTenantsResponseB\xae\x01\n" +
 	"\x0fcom.loomflow.v1B\n" +
 	"AuditProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
 
@@ -1554,7 +1749,7 @@ func file_loomflow_v1_audit_proto_rawDescGZIP() []byte {
 	return file_loomflow_v1_audit_proto_rawDescData
 }
 
-var file_loomflow_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_loomflow_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_loomflow_v1_audit_proto_goTypes = []any{
 	(*AuditEntry)(nil),                 // 0: loomflow.v1.AuditEntry
 	(*AppendRequest)(nil),              // 1: loomflow.v1.AppendRequest
@@ -1576,56 +1771,65 @@ var file_loomflow_v1_audit_proto_goTypes = []any{
 	(*ModelUsage)(nil),                 // 17: loomflow.v1.ModelUsage
 	(*TenantUsage)(nil),                // 18: loomflow.v1.TenantUsage
 	(*UsageResponse)(nil),              // 19: loomflow.v1.UsageResponse
-	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
-	(*UserScope)(nil),                  // 21: loomflow.v1.UserScope
-	(*structpb.Struct)(nil),            // 22: google.protobuf.Struct
+	(*ListTenantsRequest)(nil),         // 20: loomflow.v1.ListTenantsRequest
+	(*TenantSummary)(nil),              // 21: loomflow.v1.TenantSummary
+	(*ListTenantsResponse)(nil),        // 22: loomflow.v1.ListTenantsResponse
+	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
+	(*UserScope)(nil),                  // 24: loomflow.v1.UserScope
+	(*structpb.Struct)(nil),            // 25: google.protobuf.Struct
 }
 var file_loomflow_v1_audit_proto_depIdxs = []int32{
-	20, // 0: loomflow.v1.AuditEntry.ts:type_name -> google.protobuf.Timestamp
-	21, // 1: loomflow.v1.AuditEntry.scope:type_name -> loomflow.v1.UserScope
-	22, // 2: loomflow.v1.AuditEntry.payload:type_name -> google.protobuf.Struct
-	21, // 3: loomflow.v1.AppendRequest.scope:type_name -> loomflow.v1.UserScope
-	22, // 4: loomflow.v1.AppendRequest.payload:type_name -> google.protobuf.Struct
-	20, // 5: loomflow.v1.AppendResponse.ts:type_name -> google.protobuf.Timestamp
-	21, // 6: loomflow.v1.QueryRequest.scope:type_name -> loomflow.v1.UserScope
-	20, // 7: loomflow.v1.QueryRequest.from_time:type_name -> google.protobuf.Timestamp
-	20, // 8: loomflow.v1.QueryRequest.to_time:type_name -> google.protobuf.Timestamp
+	23, // 0: loomflow.v1.AuditEntry.ts:type_name -> google.protobuf.Timestamp
+	24, // 1: loomflow.v1.AuditEntry.scope:type_name -> loomflow.v1.UserScope
+	25, // 2: loomflow.v1.AuditEntry.payload:type_name -> google.protobuf.Struct
+	24, // 3: loomflow.v1.AppendRequest.scope:type_name -> loomflow.v1.UserScope
+	25, // 4: loomflow.v1.AppendRequest.payload:type_name -> google.protobuf.Struct
+	23, // 5: loomflow.v1.AppendResponse.ts:type_name -> google.protobuf.Timestamp
+	24, // 6: loomflow.v1.QueryRequest.scope:type_name -> loomflow.v1.UserScope
+	23, // 7: loomflow.v1.QueryRequest.from_time:type_name -> google.protobuf.Timestamp
+	23, // 8: loomflow.v1.QueryRequest.to_time:type_name -> google.protobuf.Timestamp
 	0,  // 9: loomflow.v1.QueryResponse.entries:type_name -> loomflow.v1.AuditEntry
-	21, // 10: loomflow.v1.ChainVerification.scope:type_name -> loomflow.v1.UserScope
-	21, // 11: loomflow.v1.VerifyRequest.scope:type_name -> loomflow.v1.UserScope
+	24, // 10: loomflow.v1.ChainVerification.scope:type_name -> loomflow.v1.UserScope
+	24, // 11: loomflow.v1.VerifyRequest.scope:type_name -> loomflow.v1.UserScope
 	5,  // 12: loomflow.v1.VerifyResponse.chains:type_name -> loomflow.v1.ChainVerification
-	20, // 13: loomflow.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
+	23, // 13: loomflow.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
 	8,  // 14: loomflow.v1.Checkpoint.heads:type_name -> loomflow.v1.ChainHead
-	21, // 15: loomflow.v1.GetCheckpointRequest.scope:type_name -> loomflow.v1.UserScope
+	24, // 15: loomflow.v1.GetCheckpointRequest.scope:type_name -> loomflow.v1.UserScope
 	9,  // 16: loomflow.v1.GetCheckpointResponse.checkpoint:type_name -> loomflow.v1.Checkpoint
-	21, // 17: loomflow.v1.AuditServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
+	24, // 17: loomflow.v1.AuditServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
 	0,  // 18: loomflow.v1.AuditServiceExportResponse.entry:type_name -> loomflow.v1.AuditEntry
-	21, // 19: loomflow.v1.AuditServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
-	21, // 20: loomflow.v1.UsageRequest.scope:type_name -> loomflow.v1.UserScope
-	20, // 21: loomflow.v1.UsageRequest.from_time:type_name -> google.protobuf.Timestamp
-	20, // 22: loomflow.v1.UsageRequest.to_time:type_name -> google.protobuf.Timestamp
-	21, // 23: loomflow.v1.TenantUsage.scope:type_name -> loomflow.v1.UserScope
+	24, // 19: loomflow.v1.AuditServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
+	24, // 20: loomflow.v1.UsageRequest.scope:type_name -> loomflow.v1.UserScope
+	23, // 21: loomflow.v1.UsageRequest.from_time:type_name -> google.protobuf.Timestamp
+	23, // 22: loomflow.v1.UsageRequest.to_time:type_name -> google.protobuf.Timestamp
+	24, // 23: loomflow.v1.TenantUsage.scope:type_name -> loomflow.v1.UserScope
 	17, // 24: loomflow.v1.TenantUsage.models:type_name -> loomflow.v1.ModelUsage
 	18, // 25: loomflow.v1.UsageResponse.tenants:type_name -> loomflow.v1.TenantUsage
-	1,  // 26: loomflow.v1.AuditService.Append:input_type -> loomflow.v1.AppendRequest
-	3,  // 27: loomflow.v1.AuditService.Query:input_type -> loomflow.v1.QueryRequest
-	6,  // 28: loomflow.v1.AuditService.Verify:input_type -> loomflow.v1.VerifyRequest
-	10, // 29: loomflow.v1.AuditService.GetCheckpoint:input_type -> loomflow.v1.GetCheckpointRequest
-	12, // 30: loomflow.v1.AuditService.Export:input_type -> loomflow.v1.AuditServiceExportRequest
-	14, // 31: loomflow.v1.AuditService.Forget:input_type -> loomflow.v1.AuditServiceForgetRequest
-	16, // 32: loomflow.v1.AuditService.Usage:input_type -> loomflow.v1.UsageRequest
-	2,  // 33: loomflow.v1.AuditService.Append:output_type -> loomflow.v1.AppendResponse
-	4,  // 34: loomflow.v1.AuditService.Query:output_type -> loomflow.v1.QueryResponse
-	7,  // 35: loomflow.v1.AuditService.Verify:output_type -> loomflow.v1.VerifyResponse
-	11, // 36: loomflow.v1.AuditService.GetCheckpoint:output_type -> loomflow.v1.GetCheckpointResponse
-	13, // 37: loomflow.v1.AuditService.Export:output_type -> loomflow.v1.AuditServiceExportResponse
-	15, // 38: loomflow.v1.AuditService.Forget:output_type -> loomflow.v1.AuditServiceForgetResponse
-	19, // 39: loomflow.v1.AuditService.Usage:output_type -> loomflow.v1.UsageResponse
-	33, // [33:40] is the sub-list for method output_type
-	26, // [26:33] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	24, // 26: loomflow.v1.ListTenantsRequest.scope:type_name -> loomflow.v1.UserScope
+	24, // 27: loomflow.v1.TenantSummary.scope:type_name -> loomflow.v1.UserScope
+	23, // 28: loomflow.v1.TenantSummary.last_seen_time:type_name -> google.protobuf.Timestamp
+	21, // 29: loomflow.v1.ListTenantsResponse.tenants:type_name -> loomflow.v1.TenantSummary
+	1,  // 30: loomflow.v1.AuditService.Append:input_type -> loomflow.v1.AppendRequest
+	3,  // 31: loomflow.v1.AuditService.Query:input_type -> loomflow.v1.QueryRequest
+	6,  // 32: loomflow.v1.AuditService.Verify:input_type -> loomflow.v1.VerifyRequest
+	10, // 33: loomflow.v1.AuditService.GetCheckpoint:input_type -> loomflow.v1.GetCheckpointRequest
+	12, // 34: loomflow.v1.AuditService.Export:input_type -> loomflow.v1.AuditServiceExportRequest
+	14, // 35: loomflow.v1.AuditService.Forget:input_type -> loomflow.v1.AuditServiceForgetRequest
+	16, // 36: loomflow.v1.AuditService.Usage:input_type -> loomflow.v1.UsageRequest
+	20, // 37: loomflow.v1.AuditService.ListTenants:input_type -> loomflow.v1.ListTenantsRequest
+	2,  // 38: loomflow.v1.AuditService.Append:output_type -> loomflow.v1.AppendResponse
+	4,  // 39: loomflow.v1.AuditService.Query:output_type -> loomflow.v1.QueryResponse
+	7,  // 40: loomflow.v1.AuditService.Verify:output_type -> loomflow.v1.VerifyResponse
+	11, // 41: loomflow.v1.AuditService.GetCheckpoint:output_type -> loomflow.v1.GetCheckpointResponse
+	13, // 42: loomflow.v1.AuditService.Export:output_type -> loomflow.v1.AuditServiceExportResponse
+	15, // 43: loomflow.v1.AuditService.Forget:output_type -> loomflow.v1.AuditServiceForgetResponse
+	19, // 44: loomflow.v1.AuditService.Usage:output_type -> loomflow.v1.UsageResponse
+	22, // 45: loomflow.v1.AuditService.ListTenants:output_type -> loomflow.v1.ListTenantsResponse
+	38, // [38:46] is the sub-list for method output_type
+	30, // [30:38] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_audit_proto_init() }
@@ -1640,7 +1844,7 @@ func file_loomflow_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_audit_proto_rawDesc), len(file_loomflow_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	AuditService_Export_FullMethodName        = "/loomflow.v1.AuditService/Export"
 	AuditService_Forget_FullMethodName        = "/loomflow.v1.AuditService/Forget"
 	AuditService_Usage_FullMethodName         = "/loomflow.v1.AuditService/Usage"
+	AuditService_ListTenants_FullMethodName   = "/loomflow.v1.AuditService/ListTenants"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -61,6 +62,10 @@ type AuditServiceClient interface {
 	// Budget's price table and prints JSON or CSV. A model call whose payload was
 	// crypto-shredded counts in shredded_model_calls only.
 	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
+	// ListTenants lists every tenant with an audit chain (scope.all_tenants,
+	// operator credential), ordered by tenant id, paged, each with the time of
+	// its last entry. Every service's work for a tenant is journaled here.
+	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
 }
 
 type auditServiceClient struct {
@@ -150,6 +155,16 @@ func (c *auditServiceClient) Usage(ctx context.Context, in *UsageRequest, opts .
 	return out, nil
 }
 
+func (c *auditServiceClient) ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTenantsResponse)
+	err := c.cc.Invoke(ctx, AuditService_ListTenants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
@@ -183,6 +198,10 @@ type AuditServiceServer interface {
 	// Budget's price table and prints JSON or CSV. A model call whose payload was
 	// crypto-shredded counts in shredded_model_calls only.
 	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
+	// ListTenants lists every tenant with an audit chain (scope.all_tenants,
+	// operator credential), ordered by tenant id, paged, each with the time of
+	// its last entry. Every service's work for a tenant is journaled here.
+	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -213,6 +232,9 @@ func (UnimplementedAuditServiceServer) Forget(context.Context, *AuditServiceForg
 }
 func (UnimplementedAuditServiceServer) Usage(context.Context, *UsageRequest) (*UsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
+}
+func (UnimplementedAuditServiceServer) ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTenants not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -354,6 +376,24 @@ func _AuditService_Usage_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_ListTenants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTenantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).ListTenants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_ListTenants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).ListTenants(ctx, req.(*ListTenantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -384,6 +424,10 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Usage",
 			Handler:    _AuditService_Usage_Handler,
+		},
+		{
+			MethodName: "ListTenants",
+			Handler:    _AuditService_ListTenants_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
