@@ -22,6 +22,7 @@ from _pytest.mark.structures import ParameterSet
 import loomflow.agent.store as agent_store
 import loomflow.audit.sink as audit_sink
 import loomflow.budget.ledger as budget_ledger
+import loomflow.kernel.backends.dsn as dsns
 import loomflow.memory.store as memory_store
 import loomflow.policy.store as policy_store
 from loomflow.kernel.config import ConfigError
@@ -76,9 +77,11 @@ FACTORIES = [
 
 
 def candidate_schemes(module: ModuleType) -> set[str]:
-    """Every string constant in the factory's module that could be a scheme (``redis``, ``sqlite://``)."""
+    """Every string constant that could be a scheme (``redis``, ``sqlite://``) in the factory's module
+    and in the shared DSN parser (factories ask it ``is_postgres``/``is_redis`` instead of spelling them)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(inspect.getsource(module))):
+    sources = inspect.getsource(module) + "\n" + inspect.getsource(dsns)
+    for node in ast.walk(ast.parse(sources)):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             match = SCHEME_WORD.match(node.value)
             if match:

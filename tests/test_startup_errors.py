@@ -94,3 +94,15 @@ def test_a_missing_audit_key_names_the_audit_settings(tmp_path: Path) -> None:
         tmp_path, "--port", "0", "--metrics-port", "0", "--services", "audit", env={"LOOMFLOW_AUTH_JWT_SECRET": SECRET}
     )
     assert_one_clear_line(done, "LOOMFLOW_AUDIT_HMAC_KEY")
+
+
+def test_serve_help_lists_every_flag_even_with_a_percent_sign_in_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse %-formats help texts: one stray % (\"±20 % jitter\") once made `loomflow serve --help` crash."""
+    from loomflow import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve", "--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert "±20 % jitter" in shown
+    assert "LOOMFLOW_RETENTION_SWEEP_SECONDS" in shown

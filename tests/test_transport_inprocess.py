@@ -46,9 +46,6 @@ def meta(subject: str | None, role: Role = Role.SERVICE) -> tuple[tuple[str, str
     return (("authorization", f"Bearer {mint_token(AUTH, subject, role, ttl_seconds=600)}"),)
 
 
-SERVICE = meta("loomflow-agent")
-
-
 def scope(user: str) -> tenancy_pb2.UserScope:
     return tenancy_pb2.UserScope(user_id=user)
 
@@ -119,7 +116,7 @@ async def test_a_reply_is_the_same(both: Both) -> None:
     code, reply, _, _ = await same(
         both,
         lambda ch: policy_pb2_grpc.PolicyServiceStub(ch).GetPolicy(
-            policy_pb2.GetPolicyRequest(scope=scope("alice")), metadata=SERVICE, timeout=5
+            policy_pb2.GetPolicyRequest(scope=scope("alice")), metadata=meta("loomflow-agent"), timeout=5
         ),
     )
     assert code == "OK"
@@ -130,7 +127,9 @@ async def test_invalid_arguments_carry_the_same_field_violations(both: Both) -> 
     code, _, message, details = await same(
         both,
         lambda ch: memory_pb2_grpc.MemoryServiceStub(ch).Recall(
-            memory_pb2.RecallRequest(scope=scope(" alice"), query="x", limit=-1), metadata=SERVICE, timeout=5
+            memory_pb2.RecallRequest(scope=scope(" alice"), query="x", limit=-1),
+            metadata=meta("loomflow-agent"),
+            timeout=5,
         ),
     )
     assert code == "INVALID_ARGUMENT", message
@@ -163,7 +162,7 @@ async def test_another_tenants_record_is_not_found_alike(both: Both) -> None:
         both,
         lambda ch: policy_pb2_grpc.PolicyServiceStub(ch).GetApproval(
             policy_pb2.GetApprovalRequest(scope=scope(f"u-{uuid.uuid4().hex[:8]}"), approval_id="a-1"),
-            metadata=SERVICE,
+            metadata=meta("loomflow-agent"),
             timeout=5,
         ),
     )
@@ -175,7 +174,7 @@ async def test_a_deadline_ends_the_call_and_its_handler_alike(both: Both) -> Non
     code, _, message, _ = await same(
         both,
         lambda ch: policy_pb2_grpc.PolicyServiceStub(ch).GetPolicy(
-            policy_pb2.GetPolicyRequest(scope=scope(SLEEPY)), metadata=SERVICE, timeout=0.3
+            policy_pb2.GetPolicyRequest(scope=scope(SLEEPY)), metadata=meta("loomflow-agent"), timeout=0.3
         ),
     )
     assert (code, message) == ("DEADLINE_EXCEEDED", "Deadline Exceeded")
@@ -186,7 +185,7 @@ async def test_a_deadline_ends_the_call_and_its_handler_alike(both: Both) -> Non
 async def test_a_server_stream_ends_at_its_deadline(both: Both) -> None:
     async def watch(ch: Any) -> list[Any]:
         stream = policy_pb2_grpc.PolicyServiceStub(ch).WatchApprovals(
-            policy_pb2.WatchApprovalsRequest(scope=scope("alice")), metadata=SERVICE, timeout=0.3
+            policy_pb2.WatchApprovalsRequest(scope=scope("alice")), metadata=meta("loomflow-agent"), timeout=0.3
         )
         return [event async for event in stream]
 
@@ -230,7 +229,9 @@ async def test_a_rate_limited_tenant_gets_the_same_refusal(both: Both) -> None:
 
 async def test_cancelling_the_call_cancels_the_handler(both: Both) -> None:
     stub = policy_pb2_grpc.PolicyServiceStub(both.local.as_channel())
-    stream = stub.WatchApprovals(policy_pb2.WatchApprovalsRequest(scope=scope("alice")), metadata=SERVICE, timeout=5)
+    stream = stub.WatchApprovals(
+        policy_pb2.WatchApprovalsRequest(scope=scope("alice")), metadata=meta("loomflow-agent"), timeout=5
+    )
     reader = asyncio.ensure_future(stream.read())
     await asyncio.sleep(0.1)
     assert stream.cancel()
@@ -242,7 +243,7 @@ async def test_cancelling_the_call_cancels_the_handler(both: Both) -> None:
 
 async def test_an_unknown_method_is_unimplemented(both: Both) -> None:
     call = both.local.unary_unary("/loomflow.v1.MemoryService/NoSuchRpc")(
-        memory_pb2.RecallRequest(), metadata=SERVICE, timeout=5
+        memory_pb2.RecallRequest(), metadata=meta("loomflow-agent"), timeout=5
     )
     assert (await outcome(call))[:3] == ("UNIMPLEMENTED", None, "Method not found!")
 
@@ -263,5 +264,5 @@ async def test_a_handler_that_changes_its_request_is_caught(both: Both) -> None:
     both.suite.server.local_methods.add("loomflow.v1.BudgetService", {"GetStatus": mutated})
     with pytest.raises(RequestMutated):
         await budget_pb2_grpc.BudgetServiceStub(both.local.as_channel()).GetStatus(
-            budget_pb2.GetStatusRequest(scope=scope("alice")), metadata=SERVICE, timeout=5
+            budget_pb2.GetStatusRequest(scope=scope("alice")), metadata=meta("loomflow-agent"), timeout=5
         )

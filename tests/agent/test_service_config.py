@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from loomflow.agent.dependencies import IN_PROCESS
 from loomflow.agent.service import Settings, resolve_addresses
 from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.config import ConfigError
@@ -29,9 +30,15 @@ def context(host: str, services: str = "memory,budget,policy,audit,agent") -> Se
     [("127.0.0.1", "127.0.0.1:6123"), ("0.0.0.0", "127.0.0.1:6123"), ("::", "[::1]:6123"), ("::1", "[::1]:6123")],
 )
 def test_empty_addresses_mean_this_process_reached_over_loopback(host: str, own: str) -> None:
-    addresses = resolve_addresses(Settings(budget_address="budget:7000"), context(host))
+    addresses = resolve_addresses(Settings(budget_address="budget:7000", transport="grpc"), context(host))
     assert (addresses.memory, addresses.policy, addresses.audit) == (own, own, own)
     assert addresses.budget == "budget:7000"
+
+
+def test_empty_addresses_mean_this_process_called_in_process_by_default() -> None:
+    addresses = resolve_addresses(Settings(budget_address="budget:7000"), context("127.0.0.1"))
+    assert (addresses.memory, addresses.policy, addresses.audit) == (IN_PROCESS, IN_PROCESS, IN_PROCESS)
+    assert addresses.budget == "budget:7000"  # an address names another process: gRPC as before
 
 
 def test_an_empty_address_for_a_service_this_process_does_not_host_is_refused() -> None:

@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser, section: str, cls: type[Any])
     group = parser.add_argument_group(section or "server")
     for opt in options(section, cls):
         shown = "***" if opt.secret and opt.default else opt.default
-        text = f"{opt.help} [env {opt.env}, default {shown!r}]"
+        # argparse %-formats help texts: a literal % in a setting's help (or default) must be doubled.
+        text = f"{opt.help} [env {opt.env}, default {shown!r}]".replace("%", "%%")
         dest = _key(section, opt.name)
         if opt.type is bool:
             group.add_argument(opt.flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
