@@ -45,8 +45,11 @@ log = logging.getLogger("loomflow.retention")
 
 SECTION = "retention"
 DAY_MS = 86_400_000
-KINDS = ("memory_episodes", "policy_approvals", "audit_payloads")
-"""Kinds of records with a retention; each is a ``<kind>_days`` setting and an override key."""
+KINDS = ("memory_episodes", "policy_approvals", "audit_payloads", "agent_paused_runs")
+"""Kinds of records with a retention; each is an override key ``<kind>_days`` and, except where
+:data:`OVERRIDE_ONLY` says, a ``<kind>_days`` setting."""
+OVERRIDE_ONLY = {"agent_paused_runs": "LOOMFLOW_AGENT_PAUSE_TTL_MS"}
+"""Kinds whose deployment-wide value is a service's own setting (named here); the file overrides it per tenant."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ def _known() -> str:
 
 def retention_of(settings: Settings, kind: str) -> Retention:
     """The retention of one kind: the setting's default plus the file's overrides."""
+    if kind in OVERRIDE_ONLY:
+        return Retention(0, load_overrides(settings.file).get(kind, {}))
     default = _days_ms(getattr(settings, f"{kind}_days"), f"LOOMFLOW_RETENTION_{kind.upper()}_DAYS")
     return Retention(default, load_overrides(settings.file).get(kind, {}))
 

@@ -145,6 +145,31 @@ async def test_the_pause_ttl_releases_the_hold_and_a_late_result_is_failed_preco
             )
 
 
+async def test_a_tenants_retention_override_shortens_its_paused_runs_only(tmp_path: Path) -> None:
+    """Paused runs' retention: deployment-wide --agent-pause-ttl-ms, per tenant `agent_paused_runs_days`."""
+    overrides = tmp_path / "retention.yaml"
+    overrides.write_text("tenants:\n  alice: {agent_paused_runs_days: 0.00001}\n")  # 0.864 s
+    async with secure_suite(
+        tmp_path,
+        agent={"pause_ttl_ms": 600_000, "pause_sweep_ms": 100},
+        overrides={"retention": {"file": str(overrides)}},
+    ) as tenancy:
+        await limited(tenancy)
+        stub = agent_pb2_grpc.AgentServiceStub(tenancy.suite.channel)
+        alice = await stub.Run(raw_run(tenancy, "alice"), metadata=(("authorization", f"Bearer {token('alice')}"),))
+        await stub.Run(raw_run(tenancy, "bob"), metadata=(("authorization", f"Bearer {token('bob')}"),))
+        bob_held = await reserved(tenancy, "bob")
+        assert bob_held > 0
+        for _ in range(100):
+            if await reserved(tenancy, "alice") == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await reserved(tenancy, "alice") == 0, "alice's paused run expired at her override"
+        expired = await tenancy.audit().query(user_id="alice", run_id=alice.run_id, action="run_expired")
+        assert len(expired) == 1
+        assert await reserved(tenancy, "bob") == bob_held, "bob keeps the deployment's 10-minute TTL"
+
+
 async def test_paused_runs_per_user_are_capped(tmp_path: Path) -> None:
     async with secure_suite(tmp_path, agent={"max_paused_runs": 1}) as tenancy:
         await limited(tenancy)

@@ -19,8 +19,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -48,6 +48,11 @@ class PauseSettings:
     max_result_chars: int = 65_536
     """A caller tool result longer than this is refused (INVALID_ARGUMENT), never cut."""
     sweep_interval_s: float = 1.0
+    ttl_overrides_s: Mapping[str, float] = field(default_factory=dict)
+    """Per-tenant TTLs from the retention file (``agent_paused_runs_days``); others get ``ttl_s``."""
+
+    def ttl_for(self, tenant: str) -> float:
+        return self.ttl_overrides_s.get(tenant) or self.ttl_s
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from loomflow import retention
 from loomflow.agent.approvals import ApprovalWaiter
 from loomflow.agent.definitions import AgentDefinition, AgentDefinitions, TenantPolicies, load_yaml
 from loomflow.agent.dependencies import IN_PROCESS, Addresses, Dependencies, ServiceCredential
@@ -154,6 +155,12 @@ def tool_registry(settings: Settings) -> ToolRegistry:
     return registry
 
 
+def paused_run_overrides(ctx: ServiceContext) -> dict[str, float]:
+    """Per-tenant paused-run TTLs in seconds from the retention file (``agent_paused_runs_days``)."""
+    kept = retention.retention_of(ctx.section(retention.SECTION, retention.Settings), "agent_paused_runs")
+    return {tenant: ms / 1000.0 for tenant, ms in kept.overrides.items() if ms > 0}
+
+
 def in_process_channel(settings: Settings, ctx: ServiceContext) -> InProcessChannel | None:
     """The channel to the services co-hosted with the Agent, or None when it calls them over gRPC."""
     methods = ctx.local_methods
@@ -267,6 +274,7 @@ def build(ctx: ServiceContext) -> HostedService:
             max_per_tenant=settings.max_paused_runs,
             max_result_chars=settings.max_caller_result_chars,
             sweep_interval_s=max(10, settings.pause_sweep_ms) / 1000.0,
+            ttl_overrides_s=paused_run_overrides(ctx),
         )
         sweeper = Sweeper(store, deps, pause_settings)
         sweepers.append(sweeper)

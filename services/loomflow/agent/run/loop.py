@@ -187,7 +187,7 @@ class Run:
             pause = bool(self.paused_calls) and self.runner.pauses is not None
             try:
                 await settlement.commit(actual)
-                hold_s = self.runner.pauses.settings.ttl_s if pause and self.runner.pauses else 0.0
+                hold_s = self.runner.pauses.settings.ttl_for(self.ctx.tenant) if pause and self.runner.pauses else 0.0
                 await settlement.reserve(turn + 1, self.estimate_next(), hold_s=hold_s)
             except BudgetRefused as refused:
                 await appended

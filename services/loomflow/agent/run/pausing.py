@@ -26,7 +26,7 @@ async def pause(run: Run) -> agent_pb2.RunResponse:
     assert pauses is not None
     settlement = run.settlement
     now = paused.now_micros()
-    expires_at = now + round(pauses.settings.ttl_s * 1_000_000)
+    expires_at = now + round(pauses.settings.ttl_for(run.ctx.tenant) * 1_000_000)
     started_at = now - round((time.monotonic() - run.deadlines.started) * 1_000_000)  # checked against ForgetUser
     record = PausedRecord(
         run.ctx.tenant,
