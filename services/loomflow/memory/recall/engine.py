@@ -6,6 +6,12 @@ ranks the episodes, then one read returns the hits *and* the tenant's current
 (seq), the index is refreshed and the ranking redone; so a recall never misses
 an episode stored, nor returns one forgotten, before it started, even by
 another process.
+
+The freshness check compares the database with what the index held *when it
+ranked*, not with the entry afterwards: a concurrent call of the same tenant
+(a run reads its history and recalls at once) may refresh the shared entry
+while this one awaits its read, and its newer ``seen_seq`` says nothing about
+the older ranking (``tests/memory/test_recall_cache_race.py``).
 """
 
 from __future__ import annotations
@@ -121,9 +127,10 @@ class CachedRecall:
         if entry is None:
             entry = await self._refresh(tenant, None, *await self._source.probe(tenant))
         for _ in range(MAX_REFRESHES):
+            ranked_epoch, ranked_seq = entry.epoch, entry.seen_seq  # what this ranking saw (see _fresh)
             scored = await self._rank(tenant, entry.index, query, prepared)
             epoch, top_seq, records = await self._source.probe_and_fetch(tenant, [doc.seq for doc in scored])
-            if epoch == entry.epoch and top_seq <= entry.seen_seq:
+            if epoch == ranked_epoch and top_seq <= ranked_seq:
                 break
             entry = await self._refresh(tenant, entry, epoch, top_seq)
         return await to_hits(scored, records, prepared, self._embedder)
@@ -138,9 +145,10 @@ class CachedRecall:
         if entry is None:
             entry = await self._refresh(tenant, None, *await self._source.probe(tenant))
         for _ in range(MAX_REFRESHES):
+            ranked_epoch, ranked_seq = entry.epoch, entry.seen_seq
             seqs = entry.index.session_seqs(page.session_id, page.before_seq, page.limit)
             epoch, top_seq, records = await self._source.probe_and_fetch(tenant, seqs)
-            if epoch == entry.epoch and top_seq <= entry.seen_seq:
+            if epoch == ranked_epoch and top_seq <= ranked_seq:
                 break
             entry = await self._refresh(tenant, entry, epoch, top_seq)
         return [records[seq] for seq in seqs if seq in records]
