@@ -33,7 +33,7 @@ _pairs: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 def _stored(key: _Key) -> _Key:
-    """A new series' key built from shared pairs: ("service", "memory") once for all tenants, and a
+    """A new series' key built from shared pairs: a label value common to all tenants once, and a
     tenant's ("user_id", …) once for all its series (~1.4 KB of heap per tenant otherwise)."""
     return tuple(_pairs.setdefault(pair, pair) for pair in key)
 

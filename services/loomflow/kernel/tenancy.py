@@ -44,7 +44,7 @@ def tenant_key(scope: tenancy_pb2.UserScope) -> str:
     if kind == "all_tenants":
         raise InvalidArgument.field("scope.all_tenants", "this RPC acts for one tenant", ALL_TENANTS_UNSUPPORTED)
     # Interned: protobuf hands out a new string on every read, and each per-tenant dict of every
-    # co-hosted service (budget, audit index, limits, metrics, caches) would keep its own copy.
+    # co-hosted service (stores, indexes, limits, metrics, caches) would keep its own copy.
     return sys.intern(scope.user_id)
 
 
