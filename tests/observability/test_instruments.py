@@ -84,3 +84,21 @@ def test_concurrent_recording_loses_no_point() -> None:
         t.join()
     samples = parse(generate_latest(registry).decode())
     assert [s.value for s in select(samples, "demo_threads_total", user_id="alice")] == [80_000.0]
+
+
+def test_series_share_their_label_pairs() -> None:
+    """A tenant's ("user_id", …) pair and a service's ("service", …) pair exist once, whatever the series."""
+    meter, _ = _meter()
+    calls = meter.create_counter("demo_shared_calls", unit="{call}", description="calls")
+    latency = meter.create_histogram(
+        "demo_shared_latency", unit="s", description="latency", explicit_bucket_boundaries_advisory=(0.1, 1.0)
+    )
+    calls.add(1, {"service": "memory", "user_id": "".join(["ali", "ce"])})
+    calls.add(1, {"service": "budget", "user_id": "".join(["al", "ice"])})
+    latency.record(0.5, {"service": "memory", "user_id": "a" + "lice"})
+    keys = [*calls._series, *latency._series]
+    user_pairs = {id(pair) for key in keys for pair in key if pair[0] == "user_id"}
+    memory_pairs = {id(pair) for key in keys for pair in key if pair == ("service", "memory")}
+    assert len(keys) == 3
+    assert len(user_pairs) == 1
+    assert len(memory_pairs) == 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from loomflow.agent import metrics, paused
-from loomflow.agent.definitions import AgentDefinitions, TenantPolicies, from_stored_json
+from loomflow.agent.definitions import AgentDefinition, AgentDefinitions, TenantPolicies, from_stored_json
 from loomflow.agent.dependencies import Dependencies
 from loomflow.agent.models.base import Model, ToolCall, tools_text
 from loomflow.agent.models.catalog import ModelCatalog
@@ -65,6 +65,18 @@ class Runner:
         self.tool_specs = tuple(tools.specs())
         self.tool_tags = {spec.name: tool.tags for spec in self.tool_specs if (tool := tools.get(spec.name))}
         self._tool_tokens: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._agent_views: dict[AgentDefinition, tuple[RunLimits, tuple[ToolSpec, ...]]] = {}
+
+    def agent_view(self, agent: AgentDefinition) -> tuple[RunLimits, tuple[ToolSpec, ...]]:
+        """An agent's limits and the server tools it allows, worked out once per definition (both
+        depend only on the frozen definition and this runner): ~25 us of every run otherwise."""
+        view = self._agent_views.get(agent)
+        if view is None:
+            if len(self._agent_views) > 1024:
+                self._agent_views.clear()
+            specs = tuple(s for s in self.tool_specs if agent.allows(s.name))
+            view = self._agent_views[agent] = (agent.limits(self.limits), specs)
+        return view
 
     def tool_tokens(self, model: Model, specs: Sequence[ToolSpec] | None = None) -> int:
         """The tool definitions' share of every request's input, estimated once per model and tool set."""

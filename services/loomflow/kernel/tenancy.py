@@ -8,6 +8,7 @@ impersonated. Stores key everything by :func:`tenant_key` and never see a
 
 from __future__ import annotations
 
+import sys
 from typing import Protocol
 
 from loomflow.kernel.errors import InvalidArgument
@@ -42,7 +43,9 @@ def tenant_key(scope: tenancy_pb2.UserScope) -> str:
         return ANONYMOUS_SENTINEL
     if kind == "all_tenants":
         raise InvalidArgument.field("scope.all_tenants", "this RPC acts for one tenant", ALL_TENANTS_UNSUPPORTED)
-    return scope.user_id
+    # Interned: protobuf hands out a new string on every read, and each per-tenant dict of every
+    # co-hosted service (stores, indexes, limits, metrics, caches) would keep its own copy.
+    return sys.intern(scope.user_id)
 
 
 def is_all_tenants(scope: tenancy_pb2.UserScope) -> bool:

@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from loomflow.kernel.errors import FieldViolation, InvalidArgument
 from loomflow.kernel.jsondepth import depth_limit_message, too_deep_json
+from loomflow.kernel.jsonscan import plain_json
 from loomflow.kernel.storable import refuse_unstorable_json
 
 DEPTH_RULE = "json.max_depth"
@@ -36,11 +37,15 @@ def validate(message: Message) -> None:
     """Raises :class:`InvalidArgument` listing every violated rule of ``message``.
 
     Free-form JSON (Struct fields) is checked for depth first, so no deeper walk meets it.
+    One walk clears the JSON of nearly every request; only one it does not clear takes the
+    walks that name the field (depth here, NUL after the rules), which raise as they always did.
     """
-    too_deep = too_deep_json(message)
-    if too_deep is not None:
-        field, depth = too_deep
-        raise InvalidArgument.field(field, depth_limit_message(depth), reason=DEPTH_RULE)
+    plain = plain_json(message)
+    if not plain:
+        too_deep = too_deep_json(message)
+        if too_deep is not None:
+            field, depth = too_deep
+            raise InvalidArgument.field(field, depth_limit_message(depth), reason=DEPTH_RULE)
     try:
         _validator.validate(message)
     except protovalidate.ValidationError as exc:
@@ -50,4 +55,5 @@ def validate(message: Message) -> None:
         ]
         summary = "; ".join(f"{v.field or '(message)'}: {v.description}" for v in violations)
         raise InvalidArgument(f"invalid {message.DESCRIPTOR.name}: {summary}", violations) from None
-    refuse_unstorable_json(message)  # Struct payloads carry no rules of their own
+    if not plain:
+        refuse_unstorable_json(message)  # Struct payloads carry no rules of their own

@@ -80,12 +80,10 @@ class Run:
         run_id: str | None = None,
         timeout: float | None = None,
     ) -> None:
-        limits = self.limits = agent.limits(runner.limits) if agent is not None else runner.limits
         self.agent = agent
         # The agent's allow-list; the tenant's policy narrows it further in _start.
-        self.tool_specs = (
-            runner.tool_specs if agent is None else tuple(s for s in runner.tool_specs if agent.allows(s.name))
-        )
+        limits, self.tool_specs = (runner.limits, runner.tool_specs) if agent is None else runner.agent_view(agent)
+        self.limits = limits
         self.allowed_names = frozenset(s.name for s in self.tool_specs)
         callers = caller_specs(options.caller_tools, frozenset(s.name for s in runner.tool_specs))
         self.caller_tags = {t.name: frozenset(t.tags) for t in options.caller_tools}
