@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from pathlib import Path
 
 import pytest
 
 from loomflow.agent.run.slots import RunSlots
 from loomflow.kernel.config import ConfigError
+from tests.agent.conftest import secure_suite
 
 
 async def settle() -> None:
@@ -123,3 +125,23 @@ async def test_the_slot_context_holds_one_slot_for_its_block_and_capacity_zero_t
         assert off.in_use == 0
     with pytest.raises(ConfigError, match="LOOMFLOW_AGENT_RUN_SLOTS"):
         RunSlots(-1)
+
+
+async def test_through_the_agent_a_tenant_over_its_slots_waits_while_another_tenants_run_goes_through(
+    tmp_path: Path,
+) -> None:
+    """The pool as the Agent uses it: one slot; mallory's first run holds it (waiting on an approval)."""
+    agent = {"run_slots": 1, "approval_timeout_ms": 3000}
+    async with secure_suite(tmp_path, agent=agent) as tenancy:
+        mallory, alice = tenancy.agent("mallory"), tenancy.agent("alice")
+        holding = asyncio.ensure_future(mallory.run("/call notes_clear {}", user_id="mallory"))  # waits for approval
+        await asyncio.sleep(0.5)
+        second = asyncio.ensure_future(mallory.run("hello again", user_id="mallory"))
+        await asyncio.sleep(0.3)
+        answered = await alice.run("hello", user_id="alice")  # alice has nothing running: starts at once
+        assert answered.output
+        assert not holding.done()
+        assert not second.done(), "mallory's second run waits for a slot while its first holds the only one"
+        first = await holding  # the approval timed out: denied, and mallory's slot is free again
+        assert first.interrupted
+        assert (await second).output, "then mallory's waiting run goes through: its share is never zero"
