@@ -1,5 +1,7 @@
 """Noisy neighbour: the other tenants' latency while one tenant floods the Agent, without and with
-per-tenant limits (``--rate-limit-per-user``, ``--rate-burst``, ``--max-inflight-per-user``).
+per-tenant limits (``--rate-limit-per-user``, ``--rate-burst``, ``--max-inflight-per-user``) and the
+Agent's fair run slots (``--run-slots``: beyond each tenant's first run, at most that many runs execute
+at once, a freed slot going to the waiting tenant running the fewest; see agent/run/slots.py).
 
     python -m bench noisy_neighbour         # about 2 minutes; JSON + PNG in bench/results/noisy_neighbour.*
 
@@ -31,6 +33,11 @@ end, because a shared machine's other work shows up in every latency here.
 Exits non-zero when, with limits on, a quiet tenant was refused or saw an error,
 the flood raised the quiet tenants' p99 more than it did without limits, or the
 tools flood took the quiet tenants' p99 past twice their quiet value (case 3).
+
+Besides the p99 of every quiet run, each scenario reports the quiet p99 of the runs
+started after the flood's first second (``quiet_p99_after_first_s_ms``): the first
+second holds the flood's opening burst (every flooder's first call at once, and the
+burst its bucket allows), so the two tell a start-up spike from a steady cost.
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ Metadata = tuple[tuple[str, str], ...]
 @dataclass
 class Tally:
     latencies_s: list[float] = field(default_factory=list)
+    started_s: list[float] = field(default_factory=list)
+    """When each run of ``latencies_s`` started (``time.monotonic()``)."""
     codes: Counter[str] = field(default_factory=Counter)
 
 
@@ -87,13 +96,14 @@ def request(user: str, tool_call: str = "") -> agent_pb2.RunRequest:
 
 
 async def one_run(agent: agent_pb2_grpc.AgentServiceAsyncStub, user: str, token: Metadata, tally: Tally) -> None:
-    started = time.perf_counter()
+    began, started = time.monotonic(), time.perf_counter()
     try:
         await agent.Run(request(user), metadata=token, timeout=30)
     except grpc.aio.AioRpcError as error:
         tally.codes[error.code().name] += 1
         return
     tally.latencies_s.append(time.perf_counter() - started)
+    tally.started_s.append(began)
     tally.codes["OK"] += 1
 
 
@@ -123,7 +133,7 @@ async def flooder(
 ) -> None:
     """Closed loop with no think time: the next run starts the moment the last one answered."""
     while time.monotonic() < until:
-        started = time.perf_counter()
+        began, started = time.monotonic(), time.perf_counter()
         try:
             await agent.Run(request(user, tool_call), metadata=token, timeout=30)
         except grpc.aio.AioRpcError as error:
@@ -133,6 +143,7 @@ async def flooder(
                 await asyncio.sleep(min(retry_delay(error), max(0.0, until - time.monotonic())))
             continue
         tally.latencies_s.append(time.perf_counter() - started)
+        tally.started_s.append(began)
         tally.codes["OK"] += 1
 
 
@@ -200,6 +211,7 @@ async def scenario(suite: Suite, args: argparse.Namespace, flood: str | None) ->
         wall = time.monotonic() - started
         cpu_percent = cpu.percent(wall)
     stats = latency_stats(quiet.latencies_s, wall)
+    settled = [lat for lat, at in zip(quiet.latencies_s, quiet.started_s, strict=True) if at >= started + 1.0]
     return {
         "load_average_1m": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
         "cpu_percent_of_one_core": cpu_percent,
@@ -207,6 +219,7 @@ async def scenario(suite: Suite, args: argparse.Namespace, flood: str | None) ->
         "quiet_tenants": args.quiet_users,
         "quiet_runs_per_second_offered": args.quiet_users * args.quiet_rate,
         "quiet": stats.as_dict(),
+        "quiet_p99_after_first_s_ms": latency_stats(settled, wall - 1.0).as_dict()["p99_ms"] if settled else None,
         "quiet_codes": dict(quiet.codes),
         "noisy_codes": dict(loud.codes),
         "noisy_ok_per_second": round(loud.codes["OK"] / wall, 1),
@@ -245,6 +258,7 @@ def limits_env(args: argparse.Namespace) -> dict[str, str]:
         "LOOMFLOW_RATE_LIMIT_PER_USER": str(args.rate_limit_per_user),
         "LOOMFLOW_RATE_BURST": str(args.rate_burst),
         "LOOMFLOW_MAX_INFLIGHT_PER_USER": str(args.max_inflight_per_user),
+        "LOOMFLOW_AGENT_RUN_SLOTS": str(args.run_slots),
     }
 
 
@@ -294,6 +308,8 @@ async def main_async(args: argparse.Namespace) -> int:
             "quiet_p99_ms": p99[("on", flood)],
             "vs_quiet": round(p99[("on", flood)] / quiet_p99, 2) if quiet_p99 else None,
             "noisy_refused_per_second": by[("on", flood)]["noisy_refused_per_second"],
+            "noisy_ok_per_second": by[("on", flood)]["noisy_ok_per_second"],
+            "quiet_p99_after_first_s_ms": by[("on", flood)]["quiet_p99_after_first_s_ms"],
             "load_average_1m": by[("on", flood)]["load_average_1m"],
         }
         for flood in ("none", "polite", "tools", "hostile")
@@ -332,6 +348,8 @@ async def main_async(args: argparse.Namespace) -> int:
         load = row["load_average_1m"]
         print(
             f"  {row['flood']:<8} p99 {row['quiet_p99_ms']:7.1f} ms  {ratio:>6} of alone  "
+            f"(after 1 s: {row['quiet_p99_after_first_s_ms'] or 0:7.1f} ms)  "
+            f"noisy OK/s {row['noisy_ok_per_second']:5.1f}  "
             f"refused/s {row['noisy_refused_per_second']:7.1f}  load {load['start']:.1f}->{load['end']:.1f}"
         )
     for r in results:
@@ -351,6 +369,12 @@ def main() -> int:
     parser.add_argument("--rate-limit-per-user", type=float, default=10.0, help="limit under test (runs/s)")
     parser.add_argument("--rate-burst", type=int, default=20, help="limit under test (burst)")
     parser.add_argument("--max-inflight-per-user", type=int, default=4, help="limit under test (runs in flight)")
+    parser.add_argument(
+        "--run-slots",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="limit under test: the Agent's run slots beyond each tenant's first run (0: off; default: the CPUs)",
+    )
     parser.add_argument("--results-name", default="noisy_neighbour", help="bench/results/<name>.json and .png")
     parser.add_argument(
         "--only", default="", help="scenarios to run, as limits:flood pairs, e.g. on:none,on:polite,on:tools (all)"

@@ -21,6 +21,7 @@ A run the budget refuses before doing anything answers RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from loomflow.agent import metrics, paused
@@ -33,6 +34,7 @@ from loomflow.agent.run import pausing
 from loomflow.agent.run.limits import RunLimits
 from loomflow.agent.run.loop import Run
 from loomflow.agent.run.settlement import BudgetRefused
+from loomflow.agent.run.slots import RunSlots
 from loomflow.agent.toolcalls import Emit, ToolCaller
 from loomflow.agent.tools.registry import ToolRegistry, ToolSpec
 from loomflow.kernel import errors
@@ -53,8 +55,10 @@ class Runner:
         limits: RunLimits,
         definitions: AgentDefinitions | None = None,
         pauses: Pauses | None = None,
+        slots: RunSlots | None = None,
     ) -> None:
         self.pauses = pauses
+        self.slots = slots if slots is not None else RunSlots(0)
         self.deps = deps
         self.catalog = catalog
         self.tools = tools
@@ -97,6 +101,17 @@ class Runner:
         time_remaining: float | None = None,
         emit: Emit | None = None,
     ) -> agent_pb2.RunResponse:
+        waited = time.monotonic()
+        async with self.slots.slot(tenant_key(scope)):
+            return await self._run(scope, options, _left(time_remaining, waited), emit)
+
+    async def _run(
+        self,
+        scope: tenancy_pb2.UserScope,
+        options: agent_pb2.RunOptions,
+        time_remaining: float | None,
+        emit: Emit | None,
+    ) -> agent_pb2.RunResponse:
         agent = await self.definitions.resolve(options.agent) if self.definitions is not None else None
         model = self.catalog.resolve(options.model or (agent.model if agent is not None else ""))
         run = Run(self, scope, options, model, time_remaining, emit, agent)
@@ -120,6 +135,18 @@ class Runner:
         emit: Emit | None = None,
     ) -> agent_pb2.RunResponse:
         """Resumes a paused run of this tenant with its caller's tool results (see agent/paused.py)."""
+        waited = time.monotonic()
+        async with self.slots.slot(tenant_key(scope)):
+            return await self._resume(scope, run_id, results, _left(time_remaining, waited), emit)
+
+    async def _resume(
+        self,
+        scope: tenancy_pb2.UserScope,
+        run_id: str,
+        results: Sequence[agent_pb2.ToolResult],
+        time_remaining: float | None,
+        emit: Emit | None,
+    ) -> agent_pb2.RunResponse:
         pauses = self.pauses
         if pauses is None:
             raise errors.FailedPrecondition("this agent does not pause runs")
@@ -149,6 +176,11 @@ class Runner:
             raise
         metrics.record_run(tenant, "interrupted" if response.interrupted else "completed")
         return response
+
+
+def _left(time_remaining: float | None, since: float) -> float | None:
+    """The caller's time left now, ``since`` (a ``time.monotonic()``) being when it had ``time_remaining``."""
+    return None if time_remaining is None else time_remaining - (time.monotonic() - since)
 
 
 __all__ = ["BudgetRefused", "RunLimits", "Runner", "ToolCall"]

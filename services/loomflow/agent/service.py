@@ -27,6 +27,7 @@ from loomflow.agent.models.scripted import load_script
 from loomflow.agent.paused import Pauses, PauseSettings, Sweeper
 from loomflow.agent.refusals import RefusalAuditor
 from loomflow.agent.run.limits import RunLimits
+from loomflow.agent.run.slots import RunSlots
 from loomflow.agent.runner import Runner
 from loomflow.agent.seeding import SeedLimits
 from loomflow.agent.servicer import AgentServicer
@@ -110,6 +111,11 @@ class Settings:
     pause_sweep_ms: int = option(1000, "how often expired paused runs are swept and their holds released")
     erasure_retry_ms: int = option(1000, "first retry delay of a ForgetUser whose service was down (then doubling)")
     erasure_retry_max_ms: int = option(60_000, "longest delay between retries of a pending ForgetUser")
+    run_slots: int = option(
+        0,
+        "runs executing at once, all tenants together, before a tenant's second run waits (its first never "
+        "does); a freed slot goes to the waiting tenant running the fewest (0: off)",
+    )
 
 
 def _loopback(host: str) -> str:
@@ -203,6 +209,7 @@ def build(ctx: ServiceContext) -> HostedService:
         tools = tool_registry(settings)
     except (ImportError, AttributeError, ValueError, TypeError) as error:
         raise ConfigError(f"LOOMFLOW_AGENT_TOOLS={settings.tools!r}: {error}") from None
+    slots = RunSlots(settings.run_slots)  # validates before anything starts
     limits = RunLimits(
         max_turns=settings.max_turns,
         timeout_s=settings.timeout_ms / 1000.0,
@@ -280,7 +287,7 @@ def build(ctx: ServiceContext) -> HostedService:
         sweepers.append(sweeper)
         sweeper.start()
         pauses = Pauses(store, pause_settings, sweeper)
-        servicer.runner = Runner(deps, catalog, tools, caller, limits, book, pauses)
+        servicer.runner = Runner(deps, catalog, tools, caller, limits, book, pauses, slots)
         policies = servicer.runner.policies = TenantPolicies(deps, settings.policy_cache_ms / 1000.0)
         retry = EraserSettings(
             max(1, settings.erasure_retry_ms) / 1000.0, max(1, settings.erasure_retry_max_ms) / 1000.0
