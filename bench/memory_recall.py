@@ -31,8 +31,8 @@ with calls in flight (``concurrent``).
 Targets: p99 at 10,000 users within 1.2x of p99 at 1,000 users on every backend, direct and
 through gRPC, one call at a time (the concurrent ratio is reported too: under load its p99 is
 mostly queueing); and >= 2,000 Recall/s per process on SQLite (the gRPC server's throughput).
-Results: bench/results/memory_recall.json and memory_recall.png. Exits non-zero when a target is
-missed (the figures are kept either way).
+Results: bench/results/memory_recall.json and memory_recall.png (memory_recall_full.* with --full;
+--results-name to choose). Exits non-zero when a target is missed (the figures are kept either way).
 """
 
 from __future__ import annotations
@@ -525,10 +525,10 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
 
 
 def merged(
-    results: dict[str, Any], conditions: dict[str, Any], sizes: Sequence[Dataset]
+    name: str, results: dict[str, Any], conditions: dict[str, Any], sizes: Sequence[Dataset]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """This run's backends over an earlier run's others (only when that run measured the same sizes)."""
-    path = plot_path("memory_recall").with_suffix(".json")
+    path = plot_path(name).with_suffix(".json")
     if not path.exists():
         return results, conditions
     earlier = json.loads(path.read_text())
@@ -577,7 +577,7 @@ def check_targets(results: dict[str, Any], sizes: Sequence[Dataset]) -> tuple[di
     return verdicts, missed
 
 
-def plot(results: dict[str, Any], sizes: Sequence[Dataset], info: dict[str, Any]) -> Path:
+def plot(name: str, results: dict[str, Any], sizes: Sequence[Dataset], info: dict[str, Any]) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -614,7 +614,7 @@ def plot(results: dict[str, Any], sizes: Sequence[Dataset], info: dict[str, Any]
         f"load {info['load_average_1m']} at start (red dashes: SQLite target)"
     )
     figure.tight_layout()
-    path = plot_path("memory_recall")
+    path = plot_path(name)
     figure.savefig(path, dpi=110)
     return path
 
@@ -643,6 +643,11 @@ def main() -> int:
         "--merge", action="store_true", help="keep earlier results (same sizes) of backends not measured now"
     )
     parser.add_argument("--redis-db-base", type=int, default=10, help="first Redis database index the bench uses")
+    parser.add_argument(
+        "--results-name",
+        default="",
+        help="bench/results/<name>.json and .png (default: memory_recall, or memory_recall_full with --full)",
+    )
     parser.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="--memory-embedder of the stores and servers")
     parser.add_argument(
         "--steps",
@@ -652,6 +657,7 @@ def main() -> int:
     args = parser.parse_args()
 
     sizes = [Dataset(int(u), args.episodes) for u in ("1000,10000" if args.full else args.users).split(",")]
+    name = args.results_name or ("memory_recall_full" if args.full else "memory_recall")
     corpus = Corpus()
     if args.steps:
         os.makedirs(args.data_dir, exist_ok=True)
@@ -690,11 +696,11 @@ def main() -> int:
                     file=sys.stderr,
                 )
     if args.merge:
-        results, conditions = merged(results, conditions, sizes)
+        results, conditions = merged(name, results, conditions, sizes)
     verdicts, missed = check_targets(results, sizes)
     query_cost = asyncio.run(query_embedding_cost(args.embedder, sizes[0], corpus))
     path = write_results(
-        "memory_recall",
+        name,
         {
             "settings": {
                 "users": [d.users for d in sizes],
@@ -719,7 +725,7 @@ def main() -> int:
     )
     print(f"query embedding ({query_cost['embedder']}): {query_cost['us_per_query']} µs per query", file=sys.stderr)
     print(f"target: >= {TARGET_SQLITE_RECALLS_PER_SECOND:.0f} Recall/s on SQLite through gRPC", file=sys.stderr)
-    print(f"results: {path} and {plot(results, sizes, info)}", file=sys.stderr)
+    print(f"results: {path} and {plot(name, results, sizes, info)}", file=sys.stderr)
     for line in missed:
         print(f"MISSED {line}", file=sys.stderr)
     return 1 if missed else 0

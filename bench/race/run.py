@@ -135,6 +135,7 @@ def judge(points: list[dict[str, Any]], scaling: dict[str, float], alone: dict[s
                 "required": required,
                 "measured": round(measured, 3),
                 "unit": unit,
+                "higher_is_better": higher_is_better,
                 "met": met,
                 "missed_by": None if met else f"{factor:.2f}x ({'below' if higher_is_better else 'above'} the target)",
             }
