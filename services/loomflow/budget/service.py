@@ -26,7 +26,8 @@ class Settings:
     dsn: str = option("", "ledger: empty or memory:// (in-process), redis://host:port/db, postgres://…")
     reservation_ttl_seconds: float = option(300.0, "how long a hold lives when Reserve sets no ttl_ms")
     retention_seconds: float = option(
-        LedgerOptions.retention_ms / 1000, "how long settled reservations are kept so retried Reserve/Commit replay (in-process, Redis)"
+        LedgerOptions.retention_ms / 1000,
+        "how long settled reservations are kept so retried Reserve/Commit replay (in-process, Redis)",
     )
     warn_fraction: float = option(0.8, "soft warning once a limit is this used (0 disables warnings)")
     price_file: str = option("", "YAML/JSON price table merged over the built-in one (see docs/budget.md)")
@@ -38,11 +39,15 @@ class Settings:
     user_limits: str = option(
         "", "default per-user limits, e.g. total_tokens/daily=200000,cost_micros/monthly=5000000 (written at start)"
     )
-    max_users: int = option(LedgerOptions.max_users, "in-process ledger: most tenants kept, least recently used evicted (0: no bound)")
+    max_users: int = option(
+        LedgerOptions.max_users, "in-process ledger: most tenants kept, least recently used evicted (0: no bound)"
+    )
     user_idle_ttl_seconds: float = option(
         LedgerOptions.idle_ttl_ms / 1000, "in-process ledger: evict tenants idle this long (0: never)"
     )
-    max_kept_reservations_per_user: int = option(LedgerOptions.max_kept_per_user, "in-process ledger: settled reservations kept per tenant")
+    max_kept_reservations_per_user: int = option(
+        LedgerOptions.max_kept_per_user, "in-process ledger: settled reservations kept per tenant"
+    )
     pool_size: int = option(LedgerOptions.pool_size, "connections to Postgres or Redis")
 
 

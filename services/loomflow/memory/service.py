@@ -29,12 +29,15 @@ class Settings:
         "backend: memory://, sqlite:///path, postgres://…, redis://…, chroma:///path "
         "(empty: sqlite under --data-dir/memory.db)",
     )
-    max_users: int = option(StoreOptions.max_users, "memory:// backend: most tenants kept, least recently used evicted (0: no bound)")
+    max_users: int = option(
+        StoreOptions.max_users, "memory:// backend: most tenants kept, least recently used evicted (0: no bound)"
+    )
     user_idle_ttl_seconds: float = option(
         StoreOptions.user_idle_ttl_seconds, "memory:// backend: drop a tenant idle this many seconds (0: never)"
     )
     recall_cache_episodes: int = option(
-        StoreOptions.recall_cache_episodes, "sqlite/postgres/redis/chroma: episodes of per-tenant recall indexes cached in process (LRU)"
+        StoreOptions.recall_cache_episodes,
+        "sqlite/postgres/redis/chroma: episodes of per-tenant recall indexes cached in process (LRU)",
     )
     max_block_bytes_per_user: int = option(
         16 * 1024 * 1024,
@@ -42,22 +45,30 @@ class Settings:
     )
     pool_size: int = option(StoreOptions.pool_size, "postgres: connections in the asyncpg pool")
     sqlite_synchronous: str = option(
-        StoreOptions.sqlite_synchronous, "sqlite: normal (a commit survives a process crash) or full (fsync per commit: power loss too)"
+        StoreOptions.sqlite_synchronous,
+        "sqlite: normal (a commit survives a process crash) or full (fsync per commit: power loss too)",
     )
     sqlite_mmap_bytes: int = option(
-        StoreOptions.sqlite_mmap_bytes, "sqlite: bytes of the file read through a memory map (page cache, not heap; 0: plain reads)"
+        StoreOptions.sqlite_mmap_bytes,
+        "sqlite: bytes of the file read through a memory map (page cache, not heap; 0: plain reads)",
     )
     embedder: str = option(
         EmbedderOptions.kind,
         f"recall embeddings: {', '.join(CHOICES)} (wordllama: packaged model, no download; hashing: no model; "
         "openai: an OpenAI-compatible /v1/embeddings endpoint, see --memory-embedder-*)",
     )
-    embedder_base_url: str = option(EmbedderOptions.base_url, "openai embedder: base URL, e.g. http://localhost:8080/v1 (vLLM, TEI, Ollama)")
+    embedder_base_url: str = option(
+        EmbedderOptions.base_url, "openai embedder: base URL, e.g. http://localhost:8080/v1 (vLLM, TEI, Ollama)"
+    )
     embedder_api_key: str = option(EmbedderOptions.api_key, "openai embedder: API key (empty: none)", secret=True)
     embedder_model: str = option(EmbedderOptions.model, "openai embedder: model name sent with each request")
-    embedder_dim: int = option(EmbedderOptions.dim, "openai embedder: vector dimension (0: ask the endpoint once at start)")
+    embedder_dim: int = option(
+        EmbedderOptions.dim, "openai embedder: vector dimension (0: ask the endpoint once at start)"
+    )
     embedder_batch_size: int = option(EmbedderOptions.batch_size, "openai embedder: texts per request at most")
-    embedder_attempts: int = option(EmbedderOptions.attempts, "openai embedder: tries per request (429/5xx/connection errors, with backoff)")
+    embedder_attempts: int = option(
+        EmbedderOptions.attempts, "openai embedder: tries per request (429/5xx/connection errors, with backoff)"
+    )
     embedder_timeout_ms: int = option(
         round(EmbedderOptions.timeout_s * 1000), "openai embedder: HTTP timeout of one request"
     )
