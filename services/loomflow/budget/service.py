@@ -11,6 +11,7 @@ from loomflow.budget.ledger import LedgerOptions, open_ledger
 from loomflow.budget.models import Limit, LimitTarget
 from loomflow.budget.pricing import PriceTable
 from loomflow.budget.servicer import BudgetServicer
+from loomflow.kernel.backends import migrations
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.v1 import budget_pb2, budget_pb2_grpc
@@ -100,3 +101,17 @@ def build(ctx: ServiceContext) -> HostedService:
         on_start=[budget.start],
         on_stop=[budget.close],
     )
+
+
+async def _migrate(settings: Settings) -> None:
+    """`loomflow migrate`: unlike the ledger's start, fails when it cannot reach Postgres."""
+    from loomflow.budget.ledger.postgres import PostgresLedger  # the postgres extra
+
+    ledger = PostgresLedger(settings.dsn, pool_size=1)
+    try:
+        await ledger.migrate()
+    finally:
+        await ledger.close()
+
+
+MIGRATIONS = migrations.Declared("dsn", _migrate)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import grpc
 
 from loomflow import retention
+from loomflow.kernel.backends import migrations
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.memory.recall.factory import CHOICES, EmbedderOptions, open_embedder
@@ -143,3 +144,15 @@ def build(ctx: ServiceContext) -> HostedService:
         on_start=[embedder.start, store.start, sweeper.start],  # the store needs the embedder's dimension
         on_stop=[sweeper.stop, store.close, embedder.close],
     )
+
+
+async def _migrate(settings: Settings) -> None:
+    """`loomflow migrate`: the store's own start-up with migrations on (and the pgvector column when the
+    extension can be created)."""
+    options = dataclasses.replace(store_options(settings), migrate=True)
+    store = open_store(settings.dsn, "", options, open_embedder(embedder_options(settings)))
+    await store.start()
+    await store.close()
+
+
+MIGRATIONS = migrations.Declared("dsn", _migrate)

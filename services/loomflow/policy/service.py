@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from loomflow import retention
+from loomflow.kernel.backends import migrations
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.policy.approvals import Approvals
@@ -107,3 +108,15 @@ def build(ctx: ServiceContext) -> HostedService:
         on_drain=[end_watches],
         on_stop=[stop],
     )
+
+
+async def _migrate(settings: Settings) -> None:
+    """`loomflow migrate`: the store's own start-up, which applies the migrations."""
+    from loomflow.policy.store.postgres import PostgresStore  # the postgres extra
+
+    store = PostgresStore(settings.dsn, pool_size=2)
+    await store.start()
+    await store.close()
+
+
+MIGRATIONS = migrations.Declared("dsn", _migrate)
