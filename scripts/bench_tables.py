@@ -332,7 +332,19 @@ def budget_rss() -> str:
     data = load("budget_ledger.json")
     lines = ["| tenants (in-process, each idle after one Reserve+Commit) | RSS per idle tenant |", "|---:|---:|"]
     lines += [f"| {num(r['tenants'])} | {num(r['bytes_per_idle_tenant'])} B |" for r in data["rss"]]
-    return "\n".join(lines) + "\n\n" + machine_line(load("budget_ledger.json"), "python -m bench budget_ledger")
+    data = load("budget_ledger.json")
+    targets, mode = data["targets"], data["targets"]["judged_mode"]
+    judged = [
+        f"{backend} ≥ {num(floor)} pairs/s: {num(data['throughput'][backend][mode]['pairs_per_second'])}"
+        for backend, floor in targets["pairs_per_second"].items()
+    ]
+    judged.append(
+        f"≤ {num(targets['rss_bytes_per_idle_tenant'])} B per idle tenant: "
+        + " / ".join(f"{num(r['bytes_per_idle_tenant'])} B" for r in data["rss"])
+    )
+    met = "**all met**" if not data["missed"] else f"**missed**: {'; '.join(map(str, data['missed']))}"
+    verdict = f"\nTargets (judged with {mode}): {met}; {'; '.join(judged)}.\n"
+    return "\n".join(lines) + "\n" + verdict + "\n" + machine_line(data, "python -m bench budget_ledger")
 
 
 def _us(value: float) -> str:
@@ -354,7 +366,14 @@ def policy_decision() -> str:
     for key, label in labels.items():
         run = scenarios[key]
         lines.append(f"| {label} | {_us(run['cpu_mean_us'])} | {_us(run['p50_us'])} | {_us(run['p99_us'])} |")
-    return "\n".join(lines) + "\n\n" + machine_line(load("policy_check.json"), "python -m bench policy_check")
+    data = load("policy_check.json")
+    verdict, target = data["verdict"], data["targets"]["decision_us"]
+    judged = (
+        f"\nTarget: decision ≤ {target:g} µs (the worst warm scenario, CPU mean "
+        f"{verdict['worst_warm_decision_cpu_mean_us']:.1f} µs): "
+        f"**{'met' if verdict['decision_target_met'] else 'missed'}**.\n"
+    )
+    return "\n".join(lines) + "\n" + judged + "\n" + machine_line(data, "python -m bench policy_check")
 
 
 def policy_grpc() -> str:
@@ -379,7 +398,17 @@ def policy_grpc() -> str:
             f"| {run['p99_ms']:.1f} ms | {1e6 / run['checks_per_server_cpu_second']:.0f} µs "
             f"| {num(base['checks_per_second'])} | {1e6 / base['checks_per_server_cpu_second']:.0f} µs |"
         )
-    return "\n".join(lines) + "\n\n" + machine_line(load("policy_check.json"), "python -m bench policy_check")
+    data = load("policy_check.json")
+    verdict, target = data["verdict"], data["targets"]["checks_per_second"]
+    judged = (
+        f"\nTarget: ≥ {num(target)} Checks/s per process: "
+        f"**{'met' if verdict['throughput_target_met'] else 'missed'}** "
+        f"(best in-flight level {num(verdict['best_checks_per_second_python_client'])}/s, "
+        f"{100 * verdict['check_share_of_floor']:.0f} % of the floor; ghz on the worst-case decision "
+        f"{num(verdict['best_checks_per_second_ghz'])}/s). Load average {data['load_average_1m_before']} when the "
+        f"run started, {data['load_average_1m_after']} when it ended.\n"
+    )
+    return "\n".join(lines) + "\n" + judged + "\n" + machine_line(data, "python -m bench policy_check")
 
 
 def audit_appends() -> str:
@@ -395,7 +424,18 @@ def audit_appends() -> str:
             cells.append(f"{num(run['per_second'])} ({run['p50_ms']:.2f} / {run['p99_ms']:.2f} ms)")
         cells += [num(appends[sink]["grpc"][writers]["per_second"]) for sink in ("file", "postgres")]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + machine_line(load("audit_append.json"), "python -m bench audit_append")
+    data = load("audit_append.json")
+    target, pg = data["targets"]["appends_per_second"], data["postgres_settings"]
+    reached = []
+    for sink in ("file", "postgres"):
+        runs = appends[sink]["in_process"]
+        enough = [int(w) for w in runs if runs[w]["per_second"] >= target]
+        reached.append(f"{sink} from {min(enough)} writers on" if enough else f"{sink} **never**")
+    verdict = (
+        f"\nTarget ≥ {num(target)} durable appends/s in-process: {', '.join(reached)}. Postgres "
+        f"{pg['server_version'].split()[0]} with fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}.\n"
+    )
+    return "\n".join(lines) + "\n" + verdict + "\n" + machine_line(data, "python -m bench audit_append")
 
 
 def audit_verify() -> str:
@@ -410,7 +450,13 @@ def audit_verify() -> str:
         run = verify[key]
         runs = " / ".join(num(r) for r in run["runs_per_second"])
         lines.append(f"| {label} | {num(run['per_second'])} | {1e6 / run['per_second']:.1f} | {runs} |")
-    return "\n".join(lines) + "\n\n" + machine_line(load("audit_append.json"), "python -m bench audit_append")
+    data = load("audit_append.json")
+    target = data["targets"]["verify_per_second"]
+    sinks = {"file": "file", "postgres": "Postgres"}
+    judged = ", ".join(f"{label} {num(verify[key]['per_second'])}/s" for key, label in sinks.items())
+    met = all(verify[key]["per_second"] >= target for key in sinks)
+    verdict = f"\nTarget ≥ {num(target)} entries/s on both sinks: **{'met' if met else 'missed'}** ({judged}).\n"
+    return "\n".join(lines) + "\n" + verdict + "\n" + machine_line(data, "python -m bench audit_append")
 
 
 def agent_turn() -> str:
@@ -429,7 +475,13 @@ def agent_turn() -> str:
             f"| {label} | {echo['p50_ms']:.2f} / {echo['p99_ms']:.2f} ms | {tool['p50_ms']:.2f} ms "
             f"| {num(loads[16])} turns/s | {num(loads[64])} turns/s |"
         )
-    return "\n".join(lines) + "\n\n" + machine_line(load("agent_turn.json"), "python -m bench agent_turn")
+    data = load("agent_turn.json")
+    p50s = ", ".join(f"{names[lane].split(' (')[0]} {results[lane]['echo']['p50_ms']:.2f} ms" for lane in names)
+    verdict = (
+        f"\nTarget: echo turn p50 ≤ {data['target_echo_p50_ms']:g} ms, one at a time: "
+        f"**{'met' if data['target_met'] else 'missed'}** ({p50s}).\n"
+    )
+    return "\n".join(lines) + "\n" + verdict + "\n" + machine_line(data, "python -m bench agent_turn")
 
 
 def recall_quality() -> str:
