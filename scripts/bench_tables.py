@@ -51,6 +51,16 @@ def machine_line(data: Json, command: str) -> str:
     return "_" + " · ".join(f for f in facts if f) + "_\n"
 
 
+def met(flag: bool) -> str:
+    return "**met**" if flag else "**missed**"
+
+
+def table_with_facts(lines: list[str], data: Json, command: str, verdict: str = "") -> str:
+    """A table, the sentence judging its targets (if any), and the machine line of its run."""
+    judged = f"\n{verdict}\n" if verdict else ""
+    return "\n".join(lines) + "\n" + judged + "\n" + machine_line(data, command)
+
+
 def race() -> str:
     data = load("race.json")
     lanes = ("one-process", "per-service")
@@ -303,7 +313,7 @@ def tracing_overhead() -> str:
         mode = medians[key]
         versus = "—" if key == "off" else f"×{mode['cpu_vs_off']:.2f}"
         lines.append(f"| {label} | {mode['cpu_ms_per_run']:.2f} | {versus} |")
-    return "\n".join(lines) + "\n\n" + machine_line(load("tracing_overhead.json"), "python -m bench tracing_overhead")
+    return table_with_facts(lines, load("tracing_overhead.json"), "python -m bench tracing_overhead")
 
 
 def budget_throughput() -> str:
@@ -325,7 +335,7 @@ def budget_throughput() -> str:
                 f"| {num(run['pairs_per_server_cpu_second'])} | {run['server_cpu_ms_per_pair']:.2f} ms "
                 f"| {latency['p50_ms']:.0f} ms | {latency['p99_ms']:.0f} ms |"
             )
-    return "\n".join(lines) + "\n\n" + machine_line(load("budget_ledger.json"), "python -m bench budget_ledger")
+    return table_with_facts(lines, load("budget_ledger.json"), "python -m bench budget_ledger")
 
 
 def budget_rss() -> str:
@@ -344,7 +354,7 @@ def budget_rss() -> str:
     )
     met = "**all met**" if not data["missed"] else f"**missed**: {'; '.join(map(str, data['missed']))}"
     verdict = f"\nTargets (judged with {mode}): {met}; {'; '.join(judged)}.\n"
-    return "\n".join(lines) + "\n" + verdict + "\n" + machine_line(data, "python -m bench budget_ledger")
+    return table_with_facts(lines, data, "python -m bench budget_ledger", verdict.strip())
 
 
 def _us(value: float) -> str:
@@ -371,9 +381,9 @@ def policy_decision() -> str:
     judged = (
         f"\nTarget: decision ≤ {target:g} µs (the worst warm scenario, CPU mean "
         f"{verdict['worst_warm_decision_cpu_mean_us']:.1f} µs): "
-        f"**{'met' if verdict['decision_target_met'] else 'missed'}**.\n"
+        f"{met(verdict['decision_target_met'])}.\n"
     )
-    return "\n".join(lines) + "\n" + judged + "\n" + machine_line(data, "python -m bench policy_check")
+    return table_with_facts(lines, data, "python -m bench policy_check", judged.strip())
 
 
 def policy_grpc() -> str:
@@ -402,13 +412,13 @@ def policy_grpc() -> str:
     verdict, target = data["verdict"], data["targets"]["checks_per_second"]
     judged = (
         f"\nTarget: ≥ {num(target)} Checks/s per process: "
-        f"**{'met' if verdict['throughput_target_met'] else 'missed'}** "
+        f"{met(verdict['throughput_target_met'])} "
         f"(best in-flight level {num(verdict['best_checks_per_second_python_client'])}/s, "
         f"{100 * verdict['check_share_of_floor']:.0f} % of the floor; ghz on the worst-case decision "
         f"{num(verdict['best_checks_per_second_ghz'])}/s). Load average {data['load_average_1m_before']} when the "
         f"run started, {data['load_average_1m_after']} when it ended.\n"
     )
-    return "\n".join(lines) + "\n" + judged + "\n" + machine_line(data, "python -m bench policy_check")
+    return table_with_facts(lines, data, "python -m bench policy_check", judged.strip())
 
 
 def audit_appends() -> str:
@@ -435,7 +445,7 @@ def audit_appends() -> str:
         f"\nTarget ≥ {num(target)} durable appends/s in-process: {', '.join(reached)}. Postgres "
         f"{pg['server_version'].split()[0]} with fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}.\n"
     )
-    return "\n".join(lines) + "\n" + verdict + "\n" + machine_line(data, "python -m bench audit_append")
+    return table_with_facts(lines, data, "python -m bench audit_append", verdict.strip())
 
 
 def audit_verify() -> str:
@@ -454,9 +464,9 @@ def audit_verify() -> str:
     target = data["targets"]["verify_per_second"]
     sinks = {"file": "file", "postgres": "Postgres"}
     judged = ", ".join(f"{label} {num(verify[key]['per_second'])}/s" for key, label in sinks.items())
-    met = all(verify[key]["per_second"] >= target for key in sinks)
-    verdict = f"\nTarget ≥ {num(target)} entries/s on both sinks: **{'met' if met else 'missed'}** ({judged}).\n"
-    return "\n".join(lines) + "\n" + verdict + "\n" + machine_line(data, "python -m bench audit_append")
+    passed = all(verify[key]["per_second"] >= target for key in sinks)
+    verdict = f"\nTarget ≥ {num(target)} entries/s on both sinks: {met(passed)} ({judged}).\n"
+    return table_with_facts(lines, data, "python -m bench audit_append", verdict.strip())
 
 
 def agent_turn() -> str:
@@ -479,9 +489,9 @@ def agent_turn() -> str:
     p50s = ", ".join(f"{names[lane].split(' (')[0]} {results[lane]['echo']['p50_ms']:.2f} ms" for lane in names)
     verdict = (
         f"\nTarget: echo turn p50 ≤ {data['target_echo_p50_ms']:g} ms, one at a time: "
-        f"**{'met' if data['target_met'] else 'missed'}** ({p50s}).\n"
+        f"{met(data['target_met'])} ({p50s}).\n"
     )
-    return "\n".join(lines) + "\n" + verdict + "\n" + machine_line(data, "python -m bench agent_turn")
+    return table_with_facts(lines, data, "python -m bench agent_turn", verdict.strip())
 
 
 def recall_quality() -> str:
