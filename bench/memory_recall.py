@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import grpc
 
@@ -57,6 +57,7 @@ from loomflow.kernel.errors import NotFound
 from loomflow.memory.models import BlockWrite, EpisodeDraft, ForgetScope, RecallQuery, now_micros
 from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, open_embedder
 from loomflow.memory.store import MemoryStore, open_store
+from loomflow.testing import databases
 from loomflow.testing.processes import ServeProcess
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
 
@@ -127,10 +128,8 @@ def dsn_for(backend: str, dataset: Dataset, index: int, args: argparse.Namespace
     if backend == "chroma":
         return f"chroma://{args.data_dir}/chroma-{dataset.name}-{args.embedder}"
     if backend == "postgres":
-        parts = urlsplit(str(args.postgres_dsn))
-        return urlunsplit(parts._replace(path=f"/loomflow_bench_{dataset.name}"))
-    parts = urlsplit(str(args.redis_url))
-    return urlunsplit(parts._replace(path=f"/{args.redis_db_base + index}"))
+        return databases.with_database(str(args.postgres_dsn), f"loomflow_bench_{dataset.name}")
+    return databases.with_database(str(args.redis_url), str(args.redis_db_base + index))
 
 
 async def prepare_location(backend: str, dsn: str, args: argparse.Namespace) -> None:
