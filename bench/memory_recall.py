@@ -55,6 +55,7 @@ import grpc
 from bench.harness import LatencyStats, latency_stats, machine, plot_path, progress, run_load, write_results
 from loomflow.kernel.errors import NotFound
 from loomflow.memory.models import BlockWrite, EpisodeDraft, ForgetScope, RecallQuery, now_micros
+from loomflow.memory.recall.embedding import Embedder
 from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, open_embedder
 from loomflow.memory.store import MemoryStore, open_store
 from loomflow.testing import databases
@@ -362,6 +363,17 @@ async def alternating(
     return {d: latency_stats(latencies[d], sum(latencies[d])) for d in sizes}
 
 
+async def open_dataset(
+    backend: str, dataset: Dataset, index: int, args: argparse.Namespace, embedder: Embedder
+) -> MemoryStore:
+    """The started store of one dataset (its database or folder created first if need be)."""
+    dsn = dsn_for(backend, dataset, index, args)
+    await prepare_location(backend, dsn, args)
+    store = open_store(dsn, args.data_dir, embedder=embedder)
+    await store.start()
+    return store
+
+
 async def measure_direct(
     backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -371,11 +383,7 @@ async def measure_direct(
     await embedder.start()
     try:
         for index, dataset in enumerate(sizes):
-            dsn = dsn_for(backend, dataset, index, args)
-            await prepare_location(backend, dsn, args)
-            store = open_store(dsn, args.data_dir, embedder=embedder)
-            await store.start()
-            stores[dataset] = store
+            store = stores[dataset] = await open_dataset(backend, dataset, index, args, embedder)
             label = f"{backend} {dataset.name}"
             report[dataset.name] = {"load": await load_direct(store, dataset, corpus, label, embedder.name)}
             print(f"  {backend} {dataset.name}: load {report[dataset.name]['load']}", file=sys.stderr)
@@ -430,10 +438,7 @@ async def ensure_loaded(
     await embedder.start()
     try:
         for index, dataset in enumerate(sizes):
-            dsn = dsn_for(backend, dataset, index, args)
-            await prepare_location(backend, dsn, args)
-            store = open_store(dsn, args.data_dir, embedder=embedder)
-            await store.start()
+            store = await open_dataset(backend, dataset, index, args, embedder)
             try:
                 label = f"{backend} {dataset.name}"
                 loads[dataset.name] = await load_direct(store, dataset, corpus, label, embedder.name)
@@ -524,10 +529,10 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
 
 
 def merged(
-    name: str, results: dict[str, Any], conditions: dict[str, Any], sizes: Sequence[Dataset]
+    results_name: str, results: dict[str, Any], conditions: dict[str, Any], sizes: Sequence[Dataset]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """This run's backends over an earlier run's others (only when that run measured the same sizes)."""
-    path = plot_path(name).with_suffix(".json")
+    path = plot_path(results_name).with_suffix(".json")
     if not path.exists():
         return results, conditions
     earlier = json.loads(path.read_text())
@@ -576,7 +581,7 @@ def check_targets(results: dict[str, Any], sizes: Sequence[Dataset]) -> tuple[di
     return verdicts, missed
 
 
-def plot(name: str, results: dict[str, Any], sizes: Sequence[Dataset], info: dict[str, Any]) -> Path:
+def plot(results_name: str, results: dict[str, Any], sizes: Sequence[Dataset], info: dict[str, Any]) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -613,7 +618,7 @@ def plot(name: str, results: dict[str, Any], sizes: Sequence[Dataset], info: dic
         f"load {info['load_average_1m']} at start (red dashes: SQLite target)"
     )
     figure.tight_layout()
-    path = plot_path(name)
+    path = plot_path(results_name)
     figure.savefig(path, dpi=110)
     return path
 
@@ -656,7 +661,7 @@ def main() -> int:
     args = parser.parse_args()
 
     sizes = [Dataset(int(u), args.episodes) for u in ("1000,10000" if args.full else args.users).split(",")]
-    name = args.results_name or ("memory_recall_full" if args.full else "memory_recall")
+    results_name = args.results_name or ("memory_recall_full" if args.full else "memory_recall")
     corpus = Corpus()
     if args.steps:
         os.makedirs(args.data_dir, exist_ok=True)
@@ -695,11 +700,11 @@ def main() -> int:
                     file=sys.stderr,
                 )
     if args.merge:
-        results, conditions = merged(name, results, conditions, sizes)
+        results, conditions = merged(results_name, results, conditions, sizes)
     verdicts, missed = check_targets(results, sizes)
     query_cost = asyncio.run(query_embedding_cost(args.embedder, sizes[0], corpus))
     path = write_results(
-        name,
+        results_name,
         {
             "settings": {
                 "users": [d.users for d in sizes],
@@ -724,7 +729,7 @@ def main() -> int:
     )
     print(f"query embedding ({query_cost['embedder']}): {query_cost['us_per_query']} µs per query", file=sys.stderr)
     print(f"target: >= {TARGET_SQLITE_RECALLS_PER_SECOND:.0f} Recall/s on SQLite through gRPC", file=sys.stderr)
-    print(f"results: {path} and {plot(name, results, sizes, info)}", file=sys.stderr)
+    print(f"results: {path} and {plot(results_name, results, sizes, info)}", file=sys.stderr)
     for line in missed:
         print(f"MISSED {line}", file=sys.stderr)
     return 1 if missed else 0
