@@ -5,6 +5,7 @@ no options behave alike. These tests fail if the two declarations drift apart ag
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from loomflow.budget.ledger import LedgerOptions
 from loomflow.memory import service as memory
 from loomflow.memory.recall.factory import EmbedderOptions
 from loomflow.memory.store import StoreOptions
+from loomflow.policy import service as policy
+from loomflow.policy import store as policy_store
 
 
 def differing(built: Any, declared: Any) -> dict[str, tuple[Any, Any]]:
@@ -46,3 +49,8 @@ def test_the_settings_fields_take_their_defaults_from_the_options_declaration() 
     assert memory.Settings().embedder == EmbedderOptions.kind
     assert budget.Settings().max_kept_reservations_per_user == LedgerOptions.max_kept_per_user
     assert budget.Settings().retention_seconds * 1000 == LedgerOptions.retention_ms
+
+
+def test_the_policy_store_and_its_settings_share_one_pool_size_default() -> None:
+    default = inspect.signature(policy_store.open_store).parameters["pool_size"].default
+    assert policy.Settings().pool_size == default == policy_store.POOL_SIZE

@@ -15,7 +15,7 @@ from loomflow.policy.book import PolicyBook
 from loomflow.policy.checks import Checker
 from loomflow.policy.policy_file import PolicyFile, load_policy_file
 from loomflow.policy.servicer import PolicyServicer
-from loomflow.policy.store import PolicyStore, open_store
+from loomflow.policy.store import POOL_SIZE, PolicyStore, open_store
 from loomflow.v1 import policy_pb2, policy_pb2_grpc
 
 SECTION = "policy"
@@ -34,7 +34,7 @@ class Settings:
     max_pending_approvals: int = option(
         100, "approvals one tenant may have pending at once; RequestApproval beyond is RESOURCE_EXHAUSTED"
     )
-    pool_size: int = option(10, "connections to Postgres")
+    pool_size: int = option(POOL_SIZE, "connections to Postgres")
 
 
 def _check(settings: Settings) -> None:
