@@ -31,8 +31,8 @@ with calls in flight (``concurrent``).
 Targets: p99 at 10,000 users within 1.2x of p99 at 1,000 users on every backend, direct and
 through gRPC, one call at a time (the concurrent ratio is reported too: under load its p99 is
 mostly queueing); and >= 2,000 Recall/s per process on SQLite (the gRPC server's throughput).
-Results: bench/results/memory_recall.json and memory_recall.png. Exits non-zero when a target is
-missed (the figures are kept either way).
+Results: bench/results/memory_recall.json and memory_recall.png (memory_recall_full.* with --full;
+--results-name to choose). Exits non-zero when a target is missed (the figures are kept either way).
 """
 
 from __future__ import annotations
@@ -48,15 +48,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import grpc
 
 from bench.harness import LatencyStats, latency_stats, machine, plot_path, progress, run_load, write_results
 from loomflow.kernel.errors import NotFound
 from loomflow.memory.models import BlockWrite, EpisodeDraft, ForgetScope, RecallQuery, now_micros
+from loomflow.memory.recall.embedding import Embedder
 from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, open_embedder
 from loomflow.memory.store import MemoryStore, open_store
+from loomflow.testing import databases
 from loomflow.testing.processes import ServeProcess
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
 
@@ -127,10 +129,8 @@ def dsn_for(backend: str, dataset: Dataset, index: int, args: argparse.Namespace
     if backend == "chroma":
         return f"chroma://{args.data_dir}/chroma-{dataset.name}-{args.embedder}"
     if backend == "postgres":
-        parts = urlsplit(str(args.postgres_dsn))
-        return urlunsplit(parts._replace(path=f"/loomflow_bench_{dataset.name}"))
-    parts = urlsplit(str(args.redis_url))
-    return urlunsplit(parts._replace(path=f"/{args.redis_db_base + index}"))
+        return databases.with_database(str(args.postgres_dsn), f"loomflow_bench_{dataset.name}")
+    return databases.with_database(str(args.redis_url), str(args.redis_db_base + index))
 
 
 async def prepare_location(backend: str, dsn: str, args: argparse.Namespace) -> None:
@@ -363,6 +363,17 @@ async def alternating(
     return {d: latency_stats(latencies[d], sum(latencies[d])) for d in sizes}
 
 
+async def open_dataset(
+    backend: str, dataset: Dataset, index: int, args: argparse.Namespace, embedder: Embedder
+) -> MemoryStore:
+    """The started store of one dataset (its database or folder created first if need be)."""
+    dsn = dsn_for(backend, dataset, index, args)
+    await prepare_location(backend, dsn, args)
+    store = open_store(dsn, args.data_dir, embedder=embedder)
+    await store.start()
+    return store
+
+
 async def measure_direct(
     backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -372,11 +383,7 @@ async def measure_direct(
     await embedder.start()
     try:
         for index, dataset in enumerate(sizes):
-            dsn = dsn_for(backend, dataset, index, args)
-            await prepare_location(backend, dsn, args)
-            store = open_store(dsn, args.data_dir, embedder=embedder)
-            await store.start()
-            stores[dataset] = store
+            store = stores[dataset] = await open_dataset(backend, dataset, index, args, embedder)
             label = f"{backend} {dataset.name}"
             report[dataset.name] = {"load": await load_direct(store, dataset, corpus, label, embedder.name)}
             print(f"  {backend} {dataset.name}: load {report[dataset.name]['load']}", file=sys.stderr)
@@ -431,10 +438,7 @@ async def ensure_loaded(
     await embedder.start()
     try:
         for index, dataset in enumerate(sizes):
-            dsn = dsn_for(backend, dataset, index, args)
-            await prepare_location(backend, dsn, args)
-            store = open_store(dsn, args.data_dir, embedder=embedder)
-            await store.start()
+            store = await open_dataset(backend, dataset, index, args, embedder)
             try:
                 label = f"{backend} {dataset.name}"
                 loads[dataset.name] = await load_direct(store, dataset, corpus, label, embedder.name)
@@ -525,10 +529,10 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
 
 
 def merged(
-    results: dict[str, Any], conditions: dict[str, Any], sizes: Sequence[Dataset]
+    results_name: str, results: dict[str, Any], conditions: dict[str, Any], sizes: Sequence[Dataset]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """This run's backends over an earlier run's others (only when that run measured the same sizes)."""
-    path = plot_path("memory_recall").with_suffix(".json")
+    path = plot_path(results_name).with_suffix(".json")
     if not path.exists():
         return results, conditions
     earlier = json.loads(path.read_text())
@@ -577,7 +581,7 @@ def check_targets(results: dict[str, Any], sizes: Sequence[Dataset]) -> tuple[di
     return verdicts, missed
 
 
-def plot(results: dict[str, Any], sizes: Sequence[Dataset], info: dict[str, Any]) -> Path:
+def plot(results_name: str, results: dict[str, Any], sizes: Sequence[Dataset], info: dict[str, Any]) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -614,7 +618,7 @@ def plot(results: dict[str, Any], sizes: Sequence[Dataset], info: dict[str, Any]
         f"load {info['load_average_1m']} at start (red dashes: SQLite target)"
     )
     figure.tight_layout()
-    path = plot_path("memory_recall")
+    path = plot_path(results_name)
     figure.savefig(path, dpi=110)
     return path
 
@@ -643,6 +647,11 @@ def main() -> int:
         "--merge", action="store_true", help="keep earlier results (same sizes) of backends not measured now"
     )
     parser.add_argument("--redis-db-base", type=int, default=10, help="first Redis database index the bench uses")
+    parser.add_argument(
+        "--results-name",
+        default="",
+        help="bench/results/<name>.json and .png (default: memory_recall, or memory_recall_full with --full)",
+    )
     parser.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="--memory-embedder of the stores and servers")
     parser.add_argument(
         "--steps",
@@ -652,6 +661,7 @@ def main() -> int:
     args = parser.parse_args()
 
     sizes = [Dataset(int(u), args.episodes) for u in ("1000,10000" if args.full else args.users).split(",")]
+    results_name = args.results_name or ("memory_recall_full" if args.full else "memory_recall")
     corpus = Corpus()
     if args.steps:
         os.makedirs(args.data_dir, exist_ok=True)
@@ -690,11 +700,11 @@ def main() -> int:
                     file=sys.stderr,
                 )
     if args.merge:
-        results, conditions = merged(results, conditions, sizes)
+        results, conditions = merged(results_name, results, conditions, sizes)
     verdicts, missed = check_targets(results, sizes)
     query_cost = asyncio.run(query_embedding_cost(args.embedder, sizes[0], corpus))
     path = write_results(
-        "memory_recall",
+        results_name,
         {
             "settings": {
                 "users": [d.users for d in sizes],
@@ -719,7 +729,7 @@ def main() -> int:
     )
     print(f"query embedding ({query_cost['embedder']}): {query_cost['us_per_query']} µs per query", file=sys.stderr)
     print(f"target: >= {TARGET_SQLITE_RECALLS_PER_SECOND:.0f} Recall/s on SQLite through gRPC", file=sys.stderr)
-    print(f"results: {path} and {plot(results, sizes, info)}", file=sys.stderr)
+    print(f"results: {path} and {plot(results_name, results, sizes, info)}", file=sys.stderr)
     for line in missed:
         print(f"MISSED {line}", file=sys.stderr)
     return 1 if missed else 0

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import subprocess
 import sys
 import tempfile
 import time
+import types
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import protovalidate
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from bench.harness import REPO, plot_path, write_results
+
 FIELDS = "abcde"
 NUL_PATTERN = '"^[^\\\\x00]*$"'
 CEL = '{id: "no_nul" message: "no NUL" expression: "!this.contains(\'\\\\u0000\')"}'
@@ -71,7 +71,14 @@ def compile_variants(folder: Path) -> Any:
          f"--python_out={folder}", "nulbench/rules.proto", "nulbench/variants.proto"],
         check=True,
     )  # fmt: skip
-    sys.path.insert(0, str(folder))
+    for generated in proto.glob("*_pb2.py"):  # validate.proto ships vendored, as scripts/gen_python.py makes it
+        text = generated.read_text().replace("from buf.validate import ", "from loomflow._vendor.buf.validate import ")
+        generated.write_text(text)
+    # The generated modules import each other as ``nulbench.*``: a package whose folder is the temporary
+    # output, so nothing is added to sys.path.
+    package = types.ModuleType("nulbench")
+    package.__path__ = [str(proto)]
+    sys.modules["nulbench"] = package
     return importlib.import_module("nulbench.variants_pb2")
 
 
@@ -124,12 +131,11 @@ def main() -> int:
         timings = measure(compile_variants(Path(folder)), args.rounds, args.calls)
     for name, micros in timings.items():
         print(f"{name:20s} {micros:8.2f} µs")
-    RESULTS.mkdir(exist_ok=True)
     document = {
         "protovalidate": metadata.version("protovalidate"),
         "fields_per_message": len(FIELDS),
         "micros_per_validation": timings,
     }
-    (RESULTS / "string_rules.json").write_text(json.dumps(document, indent=2) + "\n")
-    plot(timings, RESULTS / "string_rules.png")
+    write_results("string_rules", document)  # with the machine facts and the command, like every benchmark
+    plot(timings, plot_path("string_rules"))
     return 0

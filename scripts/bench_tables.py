@@ -46,9 +46,19 @@ def machine_line(data: Json, command: str) -> str:
         f"{machine.get('cpus', '?')} CPUs",
         f"load average {load_1m}" if load_1m is not None else "",
         f"Python {machine.get('python', '?')}",
-        f"`{data.get('command') or command}`",
+        f"`{str(data.get('command') or command).strip()}`",
     ]
     return "_" + " · ".join(f for f in facts if f) + "_\n"
+
+
+def met(flag: bool) -> str:
+    return "**met**" if flag else "**missed**"
+
+
+def table_with_facts(lines: list[str], data: Json, command: str, verdict: str = "") -> str:
+    """A table, the sentence judging its targets (if any), and the machine line of its run."""
+    judged = f"\n{verdict}\n" if verdict else ""
+    return "\n".join(lines) + "\n" + judged + "\n" + machine_line(data, command)
 
 
 def race() -> str:
@@ -81,6 +91,21 @@ def race() -> str:
         f"{mismatches}.\n"
     )
     return "\n".join(lines) + "\n" + summary + "\n" + machine_line(data, "python -m bench race")
+
+
+def race_targets() -> str:
+    """The race's targets as the run judged them (bench/race/run.py judge): required, measured, met."""
+    data = load("race.json")
+    lines = ["| target | required | measured | met? |", "|---|---:|---:|---|"]
+    for target in data.get("targets", []):
+        unit = "×" if target["unit"] == "x" else target["unit"]
+        bound = "≥" if target["higher_is_better"] else "≤"
+        met = "**yes**" if target["met"] else f"**no**, missed by {target['missed_by']}"
+        lines.append(
+            f"| {target['target']} | {bound} {target['required']:g} {unit} | {target['measured']:g} {unit} | {met} |"
+        )
+    note = f"\n{data['targets_note'][0].upper()}{data['targets_note'][1:]}.\n" if "targets_note" in data else ""
+    return "\n".join(lines) + "\n" + note + "\n" + machine_line(data, "python -m bench race")
 
 
 def multi_tenant() -> str:
@@ -122,24 +147,39 @@ def ghz() -> str:
 
 
 def measured_on(data: Json) -> str:
-    return str(data["machine"]["measured_at"])[:10]
+    """When and on what the run was measured, short enough for a table cell."""
+    facts = data["machine"]
+    when = str(facts["measured_at"]).replace("T", " ").rstrip("Z")[:16]
+    return f"{when} UTC, {facts['cpus']} CPUs, load {facts.get('load_average_1m', '?')}"
+
+
+def _p99_ratios(data: Json) -> str:
+    """Warm p99 at the largest tenant count over the smallest, direct / through gRPC, per backend."""
+    warm = {k.removesuffix(" warm"): v for k, v in data["verdicts"]["p99_ratio"].items() if k.endswith(" warm")}
+    backends = dict.fromkeys(k.split()[0] for k in warm)
+    return ", ".join(
+        f"{b} {warm[f'{b} direct']:.2f} / {warm[f'{b} grpc']:.2f}"
+        for b in backends
+        if isinstance(warm.get(f"{b} direct"), float) and isinstance(warm.get(f"{b} grpc"), float)
+    )
 
 
 def _memory_row() -> list[str]:
     data = load("memory_recall.json")
-    verdicts = data["verdicts"]
     users = data["settings"]["users"]
-    # The target is judged on warm recalls (memory_recall.check_targets); direct / through gRPC.
-    warm = {k.removesuffix(" warm"): v for k, v in verdicts["p99_ratio"].items() if k.endswith(" warm")}
-    backends = dict.fromkeys(k.split()[0] for k in warm)
-    ratios = ", ".join(f"{b} {warm.get(f'{b} direct', 0.0):.2f} / {warm.get(f'{b} grpc', 0.0):.2f}" for b in backends)
-    unmeasured = [k for k, v in verdicts["p99_ratio"].items() if isinstance(v, str)]
     figures = (
-        f"SQLite through gRPC {num(verdicts['sqlite_recalls_per_second'])} Recall/s (slowest of "
-        f"{', '.join(num(u) for u in users)} users); warm p99 at {num(users[-1])} users over {num(users[0])}, "
-        f"direct / gRPC: {ratios}"
-        + (f"; not measured at {num(users[-1])}: {', '.join(unmeasured)}" if unmeasured else "")
+        f"SQLite through gRPC {num(data['verdicts']['sqlite_recalls_per_second'])} Recall/s "
+        f"({data['settings']['embedder']}, slowest of {', '.join(num(u) for u in users)} users)"
     )
+    if len(users) > 1:
+        figures += f"; warm p99 at {num(users[-1])} users over {num(users[0])}, direct / gRPC: {_p99_ratios(data)}"
+    else:  # a one-size run judges no p99 ratio: quote the last --full run, with its date
+        full = load("memory_recall_full.json")
+        small, large = full["settings"]["users"][0], full["settings"]["users"][-1]
+        figures += (
+            f"; warm p99 at {num(large)} users over {num(small)}, direct / gRPC, in the `--full` run of "
+            f"{str(full['machine']['measured_at'])[:10]}: {_p99_ratios(full)}"
+        )
     targets = data["targets"]
     target = (
         f"p99 ratio ≤ {targets['p99_ratio_max']}; ≥ {num(targets['sqlite_recalls_per_second_min'])} Recall/s on SQLite"
@@ -273,7 +313,7 @@ def tracing_overhead() -> str:
         mode = medians[key]
         versus = "—" if key == "off" else f"×{mode['cpu_vs_off']:.2f}"
         lines.append(f"| {label} | {mode['cpu_ms_per_run']:.2f} | {versus} |")
-    return "\n".join(lines) + "\n"
+    return table_with_facts(lines, load("tracing_overhead.json"), "python -m bench tracing_overhead")
 
 
 def budget_throughput() -> str:
@@ -295,14 +335,26 @@ def budget_throughput() -> str:
                 f"| {num(run['pairs_per_server_cpu_second'])} | {run['server_cpu_ms_per_pair']:.2f} ms "
                 f"| {latency['p50_ms']:.0f} ms | {latency['p99_ms']:.0f} ms |"
             )
-    return "\n".join(lines) + "\n"
+    return table_with_facts(lines, load("budget_ledger.json"), "python -m bench budget_ledger")
 
 
 def budget_rss() -> str:
     data = load("budget_ledger.json")
     lines = ["| tenants (in-process, each idle after one Reserve+Commit) | RSS per idle tenant |", "|---:|---:|"]
     lines += [f"| {num(r['tenants'])} | {num(r['bytes_per_idle_tenant'])} B |" for r in data["rss"]]
-    return "\n".join(lines) + "\n"
+    data = load("budget_ledger.json")
+    targets, mode = data["targets"], data["targets"]["judged_mode"]
+    judged = [
+        f"{backend} ≥ {num(floor)} pairs/s: {num(data['throughput'][backend][mode]['pairs_per_second'])}"
+        for backend, floor in targets["pairs_per_second"].items()
+    ]
+    judged.append(
+        f"≤ {num(targets['rss_bytes_per_idle_tenant'])} B per idle tenant: "
+        + " / ".join(f"{num(r['bytes_per_idle_tenant'])} B" for r in data["rss"])
+    )
+    met = "**all met**" if not data["missed"] else f"**missed**: {'; '.join(map(str, data['missed']))}"
+    verdict = f"\nTargets (judged with {mode}): {met}; {'; '.join(judged)}.\n"
+    return table_with_facts(lines, data, "python -m bench budget_ledger", verdict.strip())
 
 
 def _us(value: float) -> str:
@@ -324,7 +376,14 @@ def policy_decision() -> str:
     for key, label in labels.items():
         run = scenarios[key]
         lines.append(f"| {label} | {_us(run['cpu_mean_us'])} | {_us(run['p50_us'])} | {_us(run['p99_us'])} |")
-    return "\n".join(lines) + "\n"
+    data = load("policy_check.json")
+    verdict, target = data["verdict"], data["targets"]["decision_us"]
+    judged = (
+        f"\nTarget: decision ≤ {target:g} µs (the worst warm scenario, CPU mean "
+        f"{verdict['worst_warm_decision_cpu_mean_us']:.1f} µs): "
+        f"{met(verdict['decision_target_met'])}.\n"
+    )
+    return table_with_facts(lines, data, "python -m bench policy_check", judged.strip())
 
 
 def policy_grpc() -> str:
@@ -349,7 +408,17 @@ def policy_grpc() -> str:
             f"| {run['p99_ms']:.1f} ms | {1e6 / run['checks_per_server_cpu_second']:.0f} µs "
             f"| {num(base['checks_per_second'])} | {1e6 / base['checks_per_server_cpu_second']:.0f} µs |"
         )
-    return "\n".join(lines) + "\n"
+    data = load("policy_check.json")
+    verdict, target = data["verdict"], data["targets"]["checks_per_second"]
+    judged = (
+        f"\nTarget: ≥ {num(target)} Checks/s per process: "
+        f"{met(verdict['throughput_target_met'])} "
+        f"(best in-flight level {num(verdict['best_checks_per_second_python_client'])}/s, "
+        f"{100 * verdict['check_share_of_floor']:.0f} % of the floor; ghz on the worst-case decision "
+        f"{num(verdict['best_checks_per_second_ghz'])}/s). Load average {data['load_average_1m_before']} when the "
+        f"run started, {data['load_average_1m_after']} when it ended.\n"
+    )
+    return table_with_facts(lines, data, "python -m bench policy_check", judged.strip())
 
 
 def audit_appends() -> str:
@@ -365,7 +434,18 @@ def audit_appends() -> str:
             cells.append(f"{num(run['per_second'])} ({run['p50_ms']:.2f} / {run['p99_ms']:.2f} ms)")
         cells += [num(appends[sink]["grpc"][writers]["per_second"]) for sink in ("file", "postgres")]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    data = load("audit_append.json")
+    target, pg = data["targets"]["appends_per_second"], data["postgres_settings"]
+    reached = []
+    for sink in ("file", "postgres"):
+        runs = appends[sink]["in_process"]
+        enough = [int(w) for w in runs if runs[w]["per_second"] >= target]
+        reached.append(f"{sink} from {min(enough)} writers on" if enough else f"{sink} **never**")
+    verdict = (
+        f"\nTarget ≥ {num(target)} durable appends/s in-process: {', '.join(reached)}. Postgres "
+        f"{pg['server_version'].split()[0]} with fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}.\n"
+    )
+    return table_with_facts(lines, data, "python -m bench audit_append", verdict.strip())
 
 
 def audit_verify() -> str:
@@ -380,7 +460,13 @@ def audit_verify() -> str:
         run = verify[key]
         runs = " / ".join(num(r) for r in run["runs_per_second"])
         lines.append(f"| {label} | {num(run['per_second'])} | {1e6 / run['per_second']:.1f} | {runs} |")
-    return "\n".join(lines) + "\n"
+    data = load("audit_append.json")
+    target = data["targets"]["verify_per_second"]
+    sinks = {"file": "file", "postgres": "Postgres"}
+    judged = ", ".join(f"{label} {num(verify[key]['per_second'])}/s" for key, label in sinks.items())
+    passed = all(verify[key]["per_second"] >= target for key in sinks)
+    verdict = f"\nTarget ≥ {num(target)} entries/s on both sinks: {met(passed)} ({judged}).\n"
+    return table_with_facts(lines, data, "python -m bench audit_append", verdict.strip())
 
 
 def agent_turn() -> str:
@@ -399,7 +485,193 @@ def agent_turn() -> str:
             f"| {label} | {echo['p50_ms']:.2f} / {echo['p99_ms']:.2f} ms | {tool['p50_ms']:.2f} ms "
             f"| {num(loads[16])} turns/s | {num(loads[64])} turns/s |"
         )
+    data = load("agent_turn.json")
+    p50s = ", ".join(f"{names[lane].split(' (')[0]} {results[lane]['echo']['p50_ms']:.2f} ms" for lane in names)
+    verdict = (
+        f"\nTarget: echo turn p50 ≤ {data['target_echo_p50_ms']:g} ms, one at a time: "
+        f"{met(data['target_met'])} ({p50s}).\n"
+    )
+    return table_with_facts(lines, data, "python -m bench agent_turn", verdict.strip())
+
+
+def recall_quality() -> str:
+    data = load("recall_quality.json")
+    bm25 = data["bm25"]
+    lines = [
+        "| ranking | weights lex : vec | recall@5 | MRR | recall@5 held out | query embedding |",
+        "|---|---|---|---|---|---|",
+        f"| BM25 alone | — | {bm25['recall_at_5']:.3f} | {bm25['mrr']:.3f} | — | — |",
+    ]
+    for run in data["embedders"]:
+        hybrid, alone, weights = run["hybrid"], run["vector_alone"], run["hybrid"]["weights"]
+        name = run["embedder"]
+        lines.append(
+            f"| {name} alone | — | {alone['recall_at_5']:.3f} | {alone['mrr']:.3f} | — "
+            f"| {num(run['query_embed_us'])} µs |"
+        )
+        lines.append(
+            f"| {name} hybrid | {weights['lexical']:g} : {weights['vector']:g} "
+            f"| **{hybrid['all']['recall_at_5']:.3f}** | {hybrid['all']['mrr']:.3f} "
+            f"| {hybrid['held_out_half']['recall_at_5']:.3f} | |"
+        )
+    runs = {run["embedder"]: run for run in data["embedders"]}
+    default, targets = runs[data["default_embedder"]], data["targets"]
+    hashing = runs.get("hashing-256")
+    by_kind = ""
+    if hashing is not None:
+        kinds = ", ".join(
+            f"{kind} {hashing['hybrid']['by_kind'][kind]['recall_at_5']:.2f} → "
+            f"{default['hybrid']['by_kind'][kind]['recall_at_5']:.2f}"
+            for kind in data["kinds"]
+        )
+        by_kind = f" By kind (hashing hybrid → {data['default_embedder']} hybrid): {kinds}."
+    met = "met" if not data["targets_missed"] else f"missed: {'; '.join(map(str, data['targets_missed']))}"
+    summary = (
+        f"\nTargets ({met}): hybrid with the default `{data['default_embedder']}` reaches "
+        f"**{default['hybrid']['all']['recall_at_5']:.3f}** recall@5 (≥ {targets['hybrid_recall_at_5']}) and "
+        f"**{100 * data['gain_over_hashing']:+.1f} points** over hashing hybrid "
+        f"(≥ +{100 * targets['gain_over_hashing']:.0f}).{by_kind}\n"
+    )
+    return "\n".join(lines) + "\n" + summary + "\n" + machine_line(data, "python -m bench recall_quality")
+
+
+def _conditions(facts: Json) -> str:
+    when = str(facts.get("measured_at", "?")).replace("T", " ").rstrip("Z")[:16]
+    tracing = "tracing on" if facts.get("server_tracing") else "tracing off"
+    return f"{when} UTC, load {facts.get('load_average_1m', '?')}, {tracing}"
+
+
+def memory_recall_full() -> str:
+    """The --full run: every backend at two tenant counts, with the conditions each backend was measured in."""
+    data = load("memory_recall_full.json")
+    small, large = (f"{users}x{data['settings']['episodes_per_user']}" for users in data["settings"]["users"])
+    names = {"memory": "memory", "sqlite": "SQLite", "postgres": "Postgres", "redis": "Redis", "chroma": "Chroma"}
+    k_small, k_large = (f"{num(u / 1000)}k" for u in data["settings"]["users"])
+    lines = [
+        f"| backend | direct warm p50 / p99, {k_small} → {k_large} users | direct concurrent Recall/s, {k_large} "
+        f"| gRPC warm p50 / p99, {k_small} → {k_large} users | gRPC concurrent Recall/s, {k_large} "
+        f"| p99 ratio {k_large}/{k_small} (direct, gRPC warm) | measured |",
+        "|---|---|---:|---|---:|---:|---|",
+    ]
+    ratios = data["verdicts"]["p99_ratio"]
+    for backend, label in names.items():
+        if backend not in data["results"]:
+            continue
+        cells = [label]
+        for via in ("direct", "grpc"):
+            runs = data["results"][backend].get(via, {})
+            if large in runs:
+                a, b = runs[small]["warm"], runs[large]["warm"]
+                cells.append(f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f} → {b['p50_ms']:.2f} / {b['p99_ms']:.2f} ms")
+                cells.append(num(runs[large]["concurrent"]["per_second"]))
+            else:
+                a = runs[small]["warm"]
+                cells.append(f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f} ms ({k_small} only)")
+                cells.append(f"{num(runs[small]['concurrent']['per_second'])} ({k_small})")
+        measured = [ratios.get(f"{backend} {via} warm") for via in ("direct", "grpc")]
+        both = all(isinstance(r, float) for r in measured)
+        cells.append(", ".join(f"{r:.2f}" for r in measured) if both else "not measured")
+        cells.append(_conditions(data["conditions_per_backend"].get(backend, {})))
+        lines.append("| " + " | ".join(cells) + " |")
+    sqlite = data["results"].get("sqlite", {}).get("grpc", {})
+    per_cpu = ", ".join(
+        f"{num(sqlite[size]['concurrent']['per_second'])}/s at {num(int(size.split('x')[0]))} users "
+        f"({num(sqlite[size]['concurrent']['recalls_per_server_cpu_second'])} per second of server CPU)"
+        for size in (large, small)
+        if size in sqlite
+    )
+    targets = data["targets"]
+    met = "met" if not data["missed"] else f"missed: {'; '.join(map(str, data['missed']))}"
+    summary = (
+        f"\nTargets ({met}): p99 at {k_large} users within {targets['p99_ratio_max']}× of p99 at {k_small}; "
+        f"≥ {num(targets['sqlite_recalls_per_second_min'])} Recall/s per process on SQLite through gRPC: {per_cpu}.\n"
+    )
+    return "\n".join(lines) + "\n" + summary + "\n" + machine_line(data, "python -m bench memory_recall --full")
+
+
+def memory_recall_short() -> str:
+    """The short default run (SQLite through gRPC), one row per results file: the current run and each embedder's."""
+    files = ("memory_recall.json", "memory_recall_sqlite_hashing.json", "memory_recall_sqlite_wordllama.json")
+    lines = [
+        "| results file | embedder | p50 one at a time | Recall/s concurrent | query embedding | missed | measured |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for name in files:
+        data = load(name)
+        users = data["settings"]["users"][0]
+        run = data["results"]["sqlite"]["grpc"][f"{users}x{data['settings']['episodes_per_user']}"]
+        facts = data["machine"]
+        lines.append(
+            f"| `bench/results/{name}` | {data['settings']['embedder']} | {run['warm']['p50_ms']:.2f} ms "
+            f"| {num(run['concurrent']['per_second'])} | {data['query_embedding']['us_per_query']:.1f} µs "
+            f"| {'; '.join(map(str, data['missed'])) or '—'} "
+            f"| {_conditions({**facts, 'server_tracing': data['settings']['server_tracing']})}, "
+            f"{facts['cpus']} CPUs, `{data['command']}` |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def memory_recall_steps() -> str:
+    data = load("memory_recall_steps.json")
+    labels = {
+        "query_embedding": f"query embedding ({data['embedder']})",
+        "prepare_query (embedding + BM25 terms)": "preparing the query (embedding + BM25 terms)",
+        "kernel_validate (protovalidate + JSON depth)": (
+            "kernel validation alone (protovalidate incl. the no-NUL rule, JSON depth walk)"
+        ),
+        "store_recall (prepare + rank + SQLite reads)": (
+            "`SQLiteStore.recall` (prepare, rank, the two SQLite point reads)"
+        ),
+        "servicer_recall (+ the answer, metrics)": "`MemoryServicer.Recall` (+ the answer, metrics)",
+        "kernel_pipeline (+ decode, admit, record, encode)": (
+            "the whole kernel pipeline (+ decode, admit, record, encode)"
+        ),
+    }
+    steps = data["us_per_recall"]
+    lines = [
+        "| step (each includes the ones above it; validation is part of the pipeline only) | µs per Recall |",
+        "|---|---:|",
+    ]
+    lines += [f"| {labels.get(key, key)} | {num(steps[key], 1)} |" for key in labels if key in steps]
+    lines += [f"| {key} | {num(value, 1)} |" for key, value in steps.items() if key not in labels]
+    return "\n".join(lines) + "\n\n" + machine_line(data, "python -m bench memory_recall --steps")
+
+
+def _codes(counts: Json) -> str:
+    return ", ".join(f"{num(n)} {'OK' if code == 'OK' else f'`{code}`'}" for code, n in sorted(counts.items()))
+
+
+def faults() -> str:
+    """One row per fault injected under load, then what the load and the data came through as."""
+    data = load("faults.json")
+    lines = [
+        "| fault (held, then cleared) | held | calls during the fault | slowest failed call | hung calls "
+        "| OK again after it cleared |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for phase in data["phases"]:
+        during = phase["during_fault"]
+        recovered = phase["recovered_after_s"]
+        lines.append(
+            f"| {phase['fault']} | {phase['held_s']:.1f} s | {_codes(during['codes'])} "
+            f"| {during['max_failed_call_s']:.2f} s | {during['hung_calls'] + phase['after_clear']['hung_calls']} "
+            f"| {'never' if recovered is None else f'{recovered:.2f} s'} |"
+        )
+    totals, kept = data["totals"], data["data"]
+    audit = "verify" if kept["audit_verifies"] else f"do **not** verify ({', '.join(map(str, kept['bad_chains']))})"
+    summary = (
+        f"\nLoad held: {data['users']} tenants, {data['concurrency']} runs in flight through the Agent "
+        f"(call deadline {data['call_timeout_ms'] / 1000:g} s, run deadline {data['run_timeout_ms'] / 1000:g} s), "
+        f"{data['topology']}: {num(totals['calls'])} runs, {_codes(totals['codes'])}; slowest call "
+        f"{totals['max_call_s']:.2f} s, {totals['hung_calls']} hung. Data lost of "
+        f"{num(kept['acknowledged_runs'])} acknowledged runs: **{kept['lost_memory_writes']}** episodes, "
+        f"**{kept['lost_audit_writes']}** audit entries (all {kept['chains_verified']} chains and the signed "
+        f"checkpoint {audit}, {num(kept['entries_verified'])} entries); budget holds left "
+        f"{kept['waited_for_ttl_s']:.0f} s after their TTL: **{kept['reservations_outstanding_after_ttl']}**; "
+        f"acknowledged charges missing: **{kept['acknowledged_charges_missing']}**. Checks "
+        f"{'passed' if data['passed'] else 'failed: ' + '; '.join(map(str, data['failures']))}.\n"
+    )
+    return machine_line(data, "python -m bench faults") + "\n" + "\n".join(lines) + "\n" + summary
 
 
 def per_service() -> str:
@@ -440,6 +712,7 @@ def noisy_neighbour() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "race": race,
+    "race-targets": race_targets,
     "multi-tenant": multi_tenant,
     "ghz": ghz,
     "per-service": per_service,
@@ -452,6 +725,11 @@ TABLES: dict[str, Callable[[], str]] = {
     "audit-verify": audit_verify,
     "agent-turn": agent_turn,
     "noisy-neighbour": noisy_neighbour,
+    "faults": faults,
+    "recall-quality": recall_quality,
+    "memory-recall-full": memory_recall_full,
+    "memory-recall-short": memory_recall_short,
+    "memory-recall-steps": memory_recall_steps,
 }
 README_TABLES = ("race", "multi-tenant", "ghz", "per-service")
 """The tables README.md must carry; docs/*.md pages carry whichever they quote."""

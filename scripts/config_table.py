@@ -9,13 +9,9 @@ when the two differ, so the manual cannot drift from the code.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "services"), str(ROOT / "clients" / "python")]
-
-from loomflow import suite  # noqa: E402
-from loomflow.kernel import config  # noqa: E402
+from loomflow import suite  # installed (bootstrap's editable install), like every other entry point
+from loomflow.kernel import config
 
 
 def table() -> str:

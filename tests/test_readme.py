@@ -51,6 +51,15 @@ def test_benchmark_tables_are_rendered_from_the_results_files() -> None:
     assert in_docs >= set(module.TABLES) - {"per-service"}, "a renderer no docs page uses"
 
 
+def test_every_benchmark_table_names_when_and_on_what_machine_it_was_measured() -> None:
+    module = script("bench_tables")
+    for name, render in module.TABLES.items():
+        table = render()
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", table), f"bench:{name} does not say when it was measured"
+        assert re.search(r"\d+ CPUs", table), f"bench:{name} does not say how many CPUs the run had"
+        assert re.search(r"load (average )?[\d.]+", table), f"bench:{name} does not say the machine's load"
+
+
 def test_grpcurl_recipes_are_the_ones_ci_runs() -> None:
     tested = (REPO / "docs" / "operations-grpcurl.md").read_text()
     section = README.split("## Operations (grpcurl)", 1)[1].split("### Load testing with ghz", 1)[0]

@@ -135,6 +135,7 @@ def judge(points: list[dict[str, Any]], scaling: dict[str, float], alone: dict[s
                 "required": required,
                 "measured": round(measured, 3),
                 "unit": unit,
+                "higher_is_better": higher_is_better,
                 "met": met,
                 "missed_by": None if met else f"{factor:.2f}x ({'below' if higher_is_better else 'above'} the target)",
             }
@@ -188,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     # First, on a quiet machine: right after the loaded lanes (thousands of tenants' logs and
-    # databases being written back, processes exiting) one-at-a-time latencies measured the
-    # machine's leftovers too: per service p50 3.44 ms after them, 2.89-2.97 ms on a quiet machine.
+    # databases being written back, processes exiting) one-at-a-time latencies measure the
+    # machine's leftovers too (2026-11-24: several tenths of a ms more per service).
     print(f"race: unloaded latency, {args.unloaded_turns} turns one at a time", file=sys.stderr, flush=True)
     latency_alone = {t: unloaded(t, args.unloaded_turns) for t in TOPOLOGIES}
     print(f"race: unloaded {json.dumps(latency_alone)}", file=sys.stderr, flush=True)

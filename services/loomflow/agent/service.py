@@ -36,6 +36,7 @@ from loomflow.agent.toolcalls import ToolCaller
 from loomflow.agent.tools.builtins import BUILTINS
 from loomflow.agent.tools.registry import ToolRegistry
 from loomflow.agent.tools.workers import ToolWorkers, WorkerLimits
+from loomflow.kernel.backends import migrations
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.hosting import HostedService, ServiceContext
@@ -327,3 +328,15 @@ def build(ctx: ServiceContext) -> HostedService:
         on_refusal=refusals,
         backend_setting="the agent's --agent-* settings",
     )
+
+
+async def _migrate(settings: Settings) -> None:
+    """`loomflow migrate`: the store's own start-up, which applies the migrations."""
+    from loomflow.agent.store.postgres import PostgresAgentStore  # the postgres extra
+
+    store = PostgresAgentStore(settings.store_dsn, pool_size=1)
+    await store.start()
+    await store.close()
+
+
+MIGRATIONS = migrations.Declared("store_dsn", _migrate)

@@ -16,6 +16,7 @@ from loomflow.audit.core import AuditLog
 from loomflow.audit.keys import AuditKeys, load_keys
 from loomflow.audit.servicer import AuditServicer
 from loomflow.audit.sink import default_dsn, file_folder, open_sink
+from loomflow.kernel.backends import migrations
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.v1 import audit_pb2, audit_pb2_grpc
@@ -119,3 +120,15 @@ def build(ctx: ServiceContext) -> HostedService:
         on_start=on_start,
         on_stop=[sweeper.stop, audit_log.stop],
     )
+
+
+async def _migrate(settings: Settings) -> None:
+    """`loomflow migrate`: the sink's own opening, which applies the migrations."""
+    from loomflow.audit.sink.postgres import PostgresSink  # the postgres extra
+
+    sink = PostgresSink(settings.dsn, pool_size=1)
+    await sink.open()
+    await sink.close()
+
+
+MIGRATIONS = migrations.Declared("dsn", _migrate)

@@ -11,6 +11,7 @@ from loomflow.budget.ledger import LedgerOptions, open_ledger
 from loomflow.budget.models import Limit, LimitTarget
 from loomflow.budget.pricing import PriceTable
 from loomflow.budget.servicer import BudgetServicer
+from loomflow.kernel.backends import migrations
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.v1 import budget_pb2, budget_pb2_grpc
@@ -20,10 +21,14 @@ SECTION = "budget"
 
 @dataclass(frozen=True)
 class Settings:
+    """The Budget's options. Ledger defaults are LedgerOptions' own (declared once;
+    tests/test_settings_defaults.py fails if the two ever disagree)."""
+
     dsn: str = option("", "ledger: empty or memory:// (in-process), redis://host:port/db, postgres://…")
     reservation_ttl_seconds: float = option(300.0, "how long a hold lives when Reserve sets no ttl_ms")
     retention_seconds: float = option(
-        3600.0, "how long settled reservations are kept so retried Reserve/Commit replay (in-process, Redis)"
+        LedgerOptions.retention_ms / 1000,
+        "how long settled reservations are kept so retried Reserve/Commit replay (in-process, Redis)",
     )
     warn_fraction: float = option(0.8, "soft warning once a limit is this used (0 disables warnings)")
     price_file: str = option("", "YAML/JSON price table merged over the built-in one (see docs/budget.md)")
@@ -35,10 +40,28 @@ class Settings:
     user_limits: str = option(
         "", "default per-user limits, e.g. total_tokens/daily=200000,cost_micros/monthly=5000000 (written at start)"
     )
-    max_users: int = option(100_000, "in-process ledger: most tenants kept, least recently used evicted (0: no bound)")
-    user_idle_ttl_seconds: float = option(86_400.0, "in-process ledger: evict tenants idle this long (0: never)")
-    max_kept_reservations_per_user: int = option(1000, "in-process ledger: settled reservations kept per tenant")
-    pool_size: int = option(10, "connections to Postgres or Redis")
+    max_users: int = option(
+        LedgerOptions.max_users, "in-process ledger: most tenants kept, least recently used evicted (0: no bound)"
+    )
+    user_idle_ttl_seconds: float = option(
+        LedgerOptions.idle_ttl_ms / 1000, "in-process ledger: evict tenants idle this long (0: never)"
+    )
+    max_kept_reservations_per_user: int = option(
+        LedgerOptions.max_kept_per_user, "in-process ledger: settled reservations kept per tenant"
+    )
+    pool_size: int = option(LedgerOptions.pool_size, "connections to Postgres or Redis")
+
+
+def ledger_options(settings: Settings, *, migrate: bool = True) -> LedgerOptions:
+    """The ledger's knobs from the settings (whose defaults are LedgerOptions' own)."""
+    return LedgerOptions(
+        retention_ms=int(settings.retention_seconds * 1000),
+        max_users=settings.max_users,
+        idle_ttl_ms=int(settings.user_idle_ttl_seconds * 1000),
+        max_kept_per_user=settings.max_kept_reservations_per_user,
+        pool_size=settings.pool_size,
+        migrate=migrate,
+    )
 
 
 def build_budget(settings: Settings, *, migrate: bool = True) -> Budget:
@@ -51,17 +74,7 @@ def build_budget(settings: Settings, *, migrate: bool = True) -> Budget:
         configured[LimitTarget.GLOBAL] = parse_limit_spec(settings.global_limits, "LOOMFLOW_BUDGET_GLOBAL_LIMITS")
     if settings.user_limits.strip():
         configured[LimitTarget.DEFAULT_USER] = parse_limit_spec(settings.user_limits, "LOOMFLOW_BUDGET_USER_LIMITS")
-    ledger = open_ledger(
-        settings.dsn,
-        LedgerOptions(
-            retention_ms=int(settings.retention_seconds * 1000),
-            max_users=settings.max_users,
-            idle_ttl_ms=int(settings.user_idle_ttl_seconds * 1000),
-            max_kept_per_user=settings.max_kept_reservations_per_user,
-            pool_size=settings.pool_size,
-            migrate=migrate,
-        ),
-    )
+    ledger = open_ledger(settings.dsn, ledger_options(settings, migrate=migrate))
     prices = PriceTable.load(
         settings.price_file, settings.fallback_input_usd_per_mtok, settings.fallback_output_usd_per_mtok
     )
@@ -88,3 +101,17 @@ def build(ctx: ServiceContext) -> HostedService:
         on_start=[budget.start],
         on_stop=[budget.close],
     )
+
+
+async def _migrate(settings: Settings) -> None:
+    """`loomflow migrate`: unlike the ledger's start, fails when it cannot reach Postgres."""
+    from loomflow.budget.ledger.postgres import PostgresLedger  # the postgres extra
+
+    ledger = PostgresLedger(settings.dsn, pool_size=1)
+    try:
+        await ledger.migrate()
+    finally:
+        await ledger.close()
+
+
+MIGRATIONS = migrations.Declared("dsn", _migrate)

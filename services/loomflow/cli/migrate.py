@@ -2,88 +2,23 @@
 
 Run it (a Kubernetes Job) as the schema owner before rolling out a release; the services then run with
 ``LOOMFLOW_MIGRATE=false`` and need no DDL rights. It reads the same flags and LOOMFLOW_* variables as
-``serve`` and migrates each backend through the backend's own start-up code, so there is one copy of the DDL.
+``serve``. Each service module declares its migrations (``MIGRATIONS``, a
+:class:`loomflow.kernel.backends.migrations.Declared`: the setting naming its database, and its backend's
+own start-up code with migrations on, so there is one copy of the DDL); this command runs what is declared.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 from loomflow import suite
 from loomflow.kernel import config
 from loomflow.kernel.auth import AuthSettings
 from loomflow.kernel.backends import dsn as dsns
+from loomflow.kernel.backends import migrations
 from loomflow.kernel.hosting import ServiceContext
-
-
-async def _memory(ctx: ServiceContext) -> None:
-    from loomflow.memory import service
-    from loomflow.memory.recall.factory import open_embedder
-    from loomflow.memory.store import open_store
-
-    settings = ctx.section(service.SECTION, service.Settings)
-    options = dataclasses.replace(service.store_options(settings), migrate=True)
-    store = open_store(settings.dsn, ctx.server.data_dir, options, open_embedder(service.embedder_options(settings)))
-    await store.start()  # migrations, and the pgvector column when the extension can be created
-    await store.close()
-
-
-async def _budget(ctx: ServiceContext) -> None:
-    from loomflow.budget import service
-    from loomflow.budget.ledger.postgres import PostgresLedger
-
-    settings = ctx.section(service.SECTION, service.Settings)
-    ledger = PostgresLedger(settings.dsn, pool_size=1)
-    try:
-        await ledger.migrate()
-    finally:
-        await ledger.close()
-
-
-async def _policy(ctx: ServiceContext) -> None:
-    from loomflow.policy import service
-    from loomflow.policy.store.postgres import PostgresStore
-
-    store = PostgresStore(ctx.section(service.SECTION, service.Settings).dsn, pool_size=2)
-    await store.start()
-    await store.close()
-
-
-async def _audit(ctx: ServiceContext) -> None:
-    from loomflow.audit import service
-    from loomflow.audit.sink.postgres import PostgresSink
-
-    sink = PostgresSink(ctx.section(service.SECTION, service.Settings).dsn, pool_size=1)
-    await sink.open()
-    await sink.close()
-
-
-async def _agent(ctx: ServiceContext) -> None:
-    from loomflow.agent import service
-    from loomflow.agent.store.postgres import PostgresAgentStore
-
-    store = PostgresAgentStore(ctx.section(service.SECTION, service.Settings).store_dsn, pool_size=1)
-    await store.start()
-    await store.close()
-
-
-# service → (its DSN setting, the one that names its Postgres database; how to migrate it)
-MIGRATORS: dict[str, tuple[str, Callable[[ServiceContext], Coroutine[Any, Any, None]]]] = {
-    "memory": ("dsn", _memory),
-    "budget": ("dsn", _budget),
-    "policy": ("dsn", _policy),
-    "audit": ("dsn", _audit),
-    "agent": ("store_dsn", _agent),
-}
-
-
-def _dsn_env(name: str, field: str) -> str:
-    return f"LOOMFLOW_{name.upper()}_{field.upper()}"
 
 
 def migrate(args: argparse.Namespace) -> int:
@@ -91,18 +26,21 @@ def migrate(args: argparse.Namespace) -> int:
     ctx = ServiceContext(server=server, auth=config.load("auth", AuthSettings, args), args=args)
     for name in server.service_names():
         module = suite.service_module(name)
-        field, run = MIGRATORS[name]
-        dsn = getattr(ctx.section(module.SECTION, module.Settings), field)
-        if not dsns.parse(dsn).is_postgres:
-            print(f"{name}: nothing to migrate ({_dsn_env(name, field)} is not Postgres; embedded stores self-migrate)")
+        declared: migrations.Declared | None = getattr(module, "MIGRATIONS", None)
+        if declared is None:
+            print(f"{name}: nothing to migrate (no database)")
             continue
+        env = f"{config.ENV_PREFIX}{module.SECTION.upper()}_{declared.setting.upper()}"
         try:
-            asyncio.run(run(ctx))
+            applied = asyncio.run(migrations.apply_declared(declared, ctx.section(module.SECTION, module.Settings)))
         except Exception as exc:  # noqa: BLE001  # one line naming the setting, whatever the driver raised
             message = dsns.redact(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
-            print(f"loomflow migrate: {name} ({_dsn_env(name, field)}): {message}", file=sys.stderr)
+            print(f"loomflow migrate: {name} ({env}): {message}", file=sys.stderr)
             return 2
-        print(f"{name}: schema current ({_dsn_env(name, field)})")
+        if applied:
+            print(f"{name}: schema current ({env})")
+        else:
+            print(f"{name}: nothing to migrate ({env} is not Postgres; embedded stores self-migrate)")
     return 0
 
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import grpc
 
 from loomflow import retention
+from loomflow.kernel.backends import migrations
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
-from loomflow.memory.recall.factory import CHOICES, DEFAULT_EMBEDDER, EmbedderOptions, open_embedder
+from loomflow.memory.recall.factory import CHOICES, EmbedderOptions, open_embedder
 from loomflow.memory.servicer import MemoryServicer
-from loomflow.memory.store import SQLITE_MMAP_BYTES, StoreOptions, open_store
+from loomflow.memory.store import StoreOptions, open_store
 from loomflow.memory.store.base import MemoryStore
 from loomflow.v1 import memory_pb2, memory_pb2_grpc
 
@@ -21,41 +22,57 @@ SECTION = "memory"
 
 @dataclass(frozen=True)
 class Settings:
+    """The Memory's options. Backend and embedder defaults are StoreOptions' and EmbedderOptions' own
+    (declared once; tests/test_settings_defaults.py fails if the two ever disagree)."""
+
     dsn: str = option(
         "",
         "backend: memory://, sqlite:///path, postgres://…, redis://…, chroma:///path "
         "(empty: sqlite under --data-dir/memory.db)",
     )
-    max_users: int = option(100_000, "memory:// backend: most tenants kept, least recently used evicted (0: no bound)")
+    max_users: int = option(
+        StoreOptions.max_users, "memory:// backend: most tenants kept, least recently used evicted (0: no bound)"
+    )
     user_idle_ttl_seconds: float = option(
-        86_400.0, "memory:// backend: drop a tenant idle this many seconds (0: never)"
+        StoreOptions.user_idle_ttl_seconds, "memory:// backend: drop a tenant idle this many seconds (0: never)"
     )
     recall_cache_episodes: int = option(
-        2_000_000, "sqlite/postgres/redis/chroma: episodes of per-tenant recall indexes cached in process (LRU)"
+        StoreOptions.recall_cache_episodes,
+        "sqlite/postgres/redis/chroma: episodes of per-tenant recall indexes cached in process (LRU)",
     )
     max_block_bytes_per_user: int = option(
         16 * 1024 * 1024,
         "UTF-8 bytes all of one tenant's working blocks may hold; PutBlock beyond is RESOURCE_EXHAUSTED (0: no cap)",
     )
-    pool_size: int = option(10, "postgres: connections in the asyncpg pool")
+    pool_size: int = option(StoreOptions.pool_size, "postgres: connections in the asyncpg pool")
     sqlite_synchronous: str = option(
-        "normal", "sqlite: normal (a commit survives a process crash) or full (fsync per commit: power loss too)"
+        StoreOptions.sqlite_synchronous,
+        "sqlite: normal (a commit survives a process crash) or full (fsync per commit: power loss too)",
     )
     sqlite_mmap_bytes: int = option(
-        SQLITE_MMAP_BYTES, "sqlite: bytes of the file read through a memory map (page cache, not heap; 0: plain reads)"
+        StoreOptions.sqlite_mmap_bytes,
+        "sqlite: bytes of the file read through a memory map (page cache, not heap; 0: plain reads)",
     )
     embedder: str = option(
-        DEFAULT_EMBEDDER,
+        EmbedderOptions.kind,
         f"recall embeddings: {', '.join(CHOICES)} (wordllama: packaged model, no download; hashing: no model; "
         "openai: an OpenAI-compatible /v1/embeddings endpoint, see --memory-embedder-*)",
     )
-    embedder_base_url: str = option("", "openai embedder: base URL, e.g. http://localhost:8080/v1 (vLLM, TEI, Ollama)")
-    embedder_api_key: str = option("", "openai embedder: API key (empty: none)", secret=True)
-    embedder_model: str = option("", "openai embedder: model name sent with each request")
-    embedder_dim: int = option(0, "openai embedder: vector dimension (0: ask the endpoint once at start)")
-    embedder_batch_size: int = option(64, "openai embedder: texts per request at most")
-    embedder_attempts: int = option(3, "openai embedder: tries per request (429/5xx/connection errors, with backoff)")
-    embedder_timeout_ms: int = option(30_000, "openai embedder: HTTP timeout of one request")
+    embedder_base_url: str = option(
+        EmbedderOptions.base_url, "openai embedder: base URL, e.g. http://localhost:8080/v1 (vLLM, TEI, Ollama)"
+    )
+    embedder_api_key: str = option(EmbedderOptions.api_key, "openai embedder: API key (empty: none)", secret=True)
+    embedder_model: str = option(EmbedderOptions.model, "openai embedder: model name sent with each request")
+    embedder_dim: int = option(
+        EmbedderOptions.dim, "openai embedder: vector dimension (0: ask the endpoint once at start)"
+    )
+    embedder_batch_size: int = option(EmbedderOptions.batch_size, "openai embedder: texts per request at most")
+    embedder_attempts: int = option(
+        EmbedderOptions.attempts, "openai embedder: tries per request (429/5xx/connection errors, with backoff)"
+    )
+    embedder_timeout_ms: int = option(
+        round(EmbedderOptions.timeout_s * 1000), "openai embedder: HTTP timeout of one request"
+    )
 
 
 def embedder_options(settings: Settings) -> EmbedderOptions:
@@ -127,3 +144,15 @@ def build(ctx: ServiceContext) -> HostedService:
         on_start=[embedder.start, store.start, sweeper.start],  # the store needs the embedder's dimension
         on_stop=[sweeper.stop, store.close, embedder.close],
     )
+
+
+async def _migrate(settings: Settings) -> None:
+    """`loomflow migrate`: the store's own start-up with migrations on (and the pgvector column when the
+    extension can be created)."""
+    options = dataclasses.replace(store_options(settings), migrate=True)
+    store = open_store(settings.dsn, "", options, open_embedder(embedder_options(settings)))
+    await store.start()
+    await store.close()
+
+
+MIGRATIONS = migrations.Declared("dsn", _migrate)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from loomflow import retention
+from loomflow.kernel.backends import migrations
 from loomflow.kernel.config import ConfigError, option
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.policy.approvals import Approvals
@@ -14,7 +15,7 @@ from loomflow.policy.book import PolicyBook
 from loomflow.policy.checks import Checker
 from loomflow.policy.policy_file import PolicyFile, load_policy_file
 from loomflow.policy.servicer import PolicyServicer
-from loomflow.policy.store import PolicyStore, open_store
+from loomflow.policy.store import POOL_SIZE, PolicyStore, open_store
 from loomflow.v1 import policy_pb2, policy_pb2_grpc
 
 SECTION = "policy"
@@ -33,7 +34,7 @@ class Settings:
     max_pending_approvals: int = option(
         100, "approvals one tenant may have pending at once; RequestApproval beyond is RESOURCE_EXHAUSTED"
     )
-    pool_size: int = option(10, "connections to Postgres")
+    pool_size: int = option(POOL_SIZE, "connections to Postgres")
 
 
 def _check(settings: Settings) -> None:
@@ -107,3 +108,15 @@ def build(ctx: ServiceContext) -> HostedService:
         on_drain=[end_watches],
         on_stop=[stop],
     )
+
+
+async def _migrate(settings: Settings) -> None:
+    """`loomflow migrate`: the store's own start-up, which applies the migrations."""
+    from loomflow.policy.store.postgres import PostgresStore  # the postgres extra
+
+    store = PostgresStore(settings.dsn, pool_size=2)
+    await store.start()
+    await store.close()
+
+
+MIGRATIONS = migrations.Declared("dsn", _migrate)

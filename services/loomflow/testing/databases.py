@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from loomflow.kernel.backends import dsn as dsns
+
 POSTGRES_ENV = "LOOMFLOW_TEST_POSTGRES_DSN"
 REDIS_ENV = "LOOMFLOW_TEST_REDIS_URL"
 START_HINT = 'start them with: eval "$(scripts/services.sh start)"'
@@ -58,8 +60,9 @@ def with_query(dsn: str, **params: str) -> str:
 
 
 def with_search_path(dsn: str, schema: str) -> str:
-    """A Postgres DSN whose tables live in ``schema`` (every loomflow Postgres backend honours it)."""
-    return with_query(dsn, search_path=schema)
+    """A Postgres DSN whose tables live in ``schema`` (every loomflow Postgres backend honours it);
+    the kernel's DSN type builds it, so tests and services agree on one form."""
+    return dsns.parse(dsn).with_search_path(schema).secret_url
 
 
 def with_database(dsn: str, database: str) -> str:

@@ -13,22 +13,29 @@ table's version (records it, ``adopted = true``, without re-running anything) an
 
 With ``LOOMFLOW_MIGRATE=false`` a process needs no DDL rights: :func:`check` only reads the version
 (from either table) and refuses to start on a schema older than this release (``run loomflow migrate``).
+
+``loomflow migrate`` knows no service: each service module declares a :class:`Declared` (the setting
+naming its database, and how its backend brings that database current) as ``MIGRATIONS``, and the
+command runs :func:`apply_declared` for every configured service that declares one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
+from loomflow.kernel.backends import dsn as dsns
 from loomflow.kernel.config import ConfigError
+
+if TYPE_CHECKING:  # the postgres extra: a service module declares its migrations without importing asyncpg
+    import asyncpg
 
 TABLE = "loomflow_schema_migrations"
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('loomflow.schema_migrations'))"
 RUN_MIGRATE = "run `loomflow migrate`"
 
-LegacyVersion = Callable[[asyncpg.Connection], Awaitable[int]]
+LegacyVersion = Callable[["asyncpg.Connection"], Awaitable[int]]
 
 
 class SchemaBehind(ConfigError):
@@ -153,3 +160,29 @@ async def migrate_or_check(conn: asyncpg.Connection, schema: Schema, *, apply: b
         await migrate(conn, schema)
     else:
         await check(conn, schema)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A service's Postgres schema as ``loomflow migrate`` sees it.
+
+    ``setting``: the field of the service's settings that names its database. ``apply``: brings that
+    database current given the service's settings, through the backend's own start-up code with
+    migrations on (so the DDL has one copy); it imports the backend itself, the postgres extra."""
+
+    setting: str
+    apply: Callable[[Any], Awaitable[None]]
+
+    def database(self, settings: Any) -> str | None:
+        """The DSN to migrate, or None when the configured backend is not Postgres (embedded stores
+        migrate themselves at start)."""
+        dsn = str(getattr(settings, self.setting))
+        return dsn if dsns.parse(dsn).is_postgres else None
+
+
+async def apply_declared(declared: Declared, settings: Any) -> bool:
+    """Runs one service's declared migrations; False when its backend is not Postgres (nothing to do)."""
+    if declared.database(settings) is None:
+        return False
+    await declared.apply(settings)
+    return True

@@ -9,9 +9,11 @@ from loomflow.kernel.backends import dsn as dsns
 from loomflow.policy.store.base import Change, ChangeKind, ChangeListener, PolicyStore
 
 SCHEMES = ("sqlite:///path", "postgres://…", "postgresql://…")
+POOL_SIZE = 10
+"""Postgres connections by default (the Policy settings' ``pool_size`` default too)."""
 
 
-def open_store(dsn: str, data_dir: str | Path, pool_size: int = 10, *, migrate: bool = True) -> PolicyStore:
+def open_store(dsn: str, data_dir: str | Path, pool_size: int = POOL_SIZE, *, migrate: bool = True) -> PolicyStore:
     """The store a DSN names; empty means ``<data_dir>/policy.db``. Connects in ``start()``."""
     if not dsn:
         from loomflow.policy.store.sqlite import SqliteStore
