@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -12,7 +13,7 @@ RRF_K = 60
 
 
 def order(
-    scores: npt.NDArray[np.float64], candidates: npt.NDArray[np.intp], recency: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.floating[Any]], candidates: npt.NDArray[np.intp], recency: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.intp]:
     """Candidates by descending score, ties broken by the more recent episode (higher seq).
 
@@ -38,5 +39,18 @@ def reciprocal_rank_fusion(
     for n, ranking in enumerate(rankings):
         weight = 1.0 if weights is None else weights[n]
         if ranking.size and weight:
-            fused[ranking] += weight / (k + np.arange(1, ranking.size + 1, dtype=np.float64))
+            fused[ranking] += weight / _ranks_after(k, ranking.size)
     return fused
+
+
+_ranks: dict[int, npt.NDArray[np.float64]] = {}
+
+
+def _ranks_after(k: int, count: int) -> npt.NDArray[np.float64]:
+    """``k + 1, k + 2, ..., k + count`` as floats: a read-only slice of a table grown by doubling."""
+    table = _ranks.get(k)
+    if table is None or len(table) < count:
+        size = max(count, 2 * (0 if table is None else len(table)), 1024)
+        table = _ranks[k] = k + np.arange(1, size + 1, dtype=np.float64)
+        table.flags.writeable = False
+    return table[:count]
