@@ -12,14 +12,16 @@ RRF_K = 60
 """The usual constant (Cormack et al.): damps the weight of the very top ranks."""
 
 
-def order(
-    scores: npt.NDArray[np.floating[Any]], candidates: npt.NDArray[np.intp], recency: npt.NDArray[np.int64]
-) -> npt.NDArray[np.intp]:
+def order(scores: npt.NDArray[np.floating[Any]], candidates: npt.NDArray[np.intp] | None) -> npt.NDArray[np.intp]:
     """Candidates by descending score, ties broken by the more recent episode (higher seq).
 
-    ``candidates`` must be ascending (so is ``recency`` along them: seqs grow with position);
-    a stable sort of the reversed candidates then puts the later episode first among equals.
+    Positions are in seq order (a tenant's episodes are indexed as they come), and ``candidates``
+    must be ascending (None: every position); a stable sort of the reversed candidates then puts
+    the later episode first among equals.
     """
+    if candidates is None:  # every position: the reversed scores are a view, no gathers
+        by_score: npt.NDArray[np.intp] = (len(scores) - 1) - np.argsort(-scores[::-1], kind="stable")
+        return by_score
     newest_first = candidates[::-1]
     return newest_first[np.argsort(-scores[newest_first], kind="stable")]
 

@@ -188,17 +188,20 @@ class TenantIndex:
         if count == 0 or limit <= 0:
             return []
         seqs = self._seqs.view
-        if session_id is None:
-            candidates = np.arange(count, dtype=np.intp)
-        else:
+        candidates: npt.NDArray[np.intp] | None = None  # every episode: the common case, without gathers
+        if session_id is not None:
             code = self._session_codes.get(session_id)
             if code is None:
                 return []
             candidates = np.flatnonzero(self._sessions.view == code)
         excluded = None if exclude_session_id is None else self._session_codes.get(exclude_session_id)
         if excluded is not None:
-            candidates = candidates[self._sessions.view[candidates] != excluded]
-        if not len(candidates):
+            sessions = self._sessions.view
+            if candidates is None:
+                candidates = np.flatnonzero(sessions != excluded)
+            else:
+                candidates = candidates[sessions[candidates] != excluded]
+        if candidates is not None and not len(candidates):
             return []
         lexicon = self._current_lexicon()
         lexical = bm25_scores(count, lexicon.spans, lexicon.post_doc, lexicon.weights, query.terms)
@@ -207,8 +210,10 @@ class TenantIndex:
                 raise ValueError("this index keeps no embeddings: pass the external nearest neighbours")
             cosine = self._vectors.view @ query.vector
             vector_known = self._has_vector.view
-            ranked = candidates if not self._without_vector else candidates[vector_known[candidates]]
-            vector_ranking = order(cosine, ranked, seqs)  # float32: the same order as its exact float64 widening
+            ranked = candidates
+            if self._without_vector:
+                ranked = np.flatnonzero(vector_known) if candidates is None else candidates[vector_known[candidates]]
+            vector_ranking = order(cosine, ranked)  # float32: the same order as its exact float64 widening
         else:
             cosine = np.zeros(count, dtype=np.float32)
             vector_known = np.zeros(count, dtype=bool)
@@ -217,12 +222,15 @@ class TenantIndex:
                 if position < count and seqs[position] == seq:
                     cosine[position] = similarity
                     vector_known[position] = True
-            in_session = np.zeros(count, dtype=bool)
-            in_session[candidates] = True
-            vector_ranking = order(cosine, np.flatnonzero(vector_known & in_session), seqs)
-        lexical_ranking = order(lexical, candidates[lexical[candidates] > 0], seqs)
+            if candidates is not None:
+                in_session = np.zeros(count, dtype=bool)
+                in_session[candidates] = True
+                vector_known &= in_session
+            vector_ranking = order(cosine, np.flatnonzero(vector_known))
+        matched = np.flatnonzero(lexical > 0) if candidates is None else candidates[lexical[candidates] > 0]
+        lexical_ranking = order(lexical, matched)
         fused = reciprocal_rank_fusion(count, [lexical_ranking, vector_ranking], weights)
-        best = order(fused, candidates, seqs)
+        best = order(fused, candidates)
         results: list[ScoredDoc] = []
         for position in best:
             score = float(fused[position])
