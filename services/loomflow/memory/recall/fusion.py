@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -11,14 +12,16 @@ RRF_K = 60
 """The usual constant (Cormack et al.): damps the weight of the very top ranks."""
 
 
-def order(
-    scores: npt.NDArray[np.float64], candidates: npt.NDArray[np.intp], recency: npt.NDArray[np.int64]
-) -> npt.NDArray[np.intp]:
+def order(scores: npt.NDArray[np.floating[Any]], candidates: npt.NDArray[np.intp] | None) -> npt.NDArray[np.intp]:
     """Candidates by descending score, ties broken by the more recent episode (higher seq).
 
-    ``candidates`` must be ascending (so is ``recency`` along them: seqs grow with position);
-    a stable sort of the reversed candidates then puts the later episode first among equals.
+    Positions are in seq order (a tenant's episodes are indexed as they come), and ``candidates``
+    must be ascending (None: every position); a stable sort of the reversed candidates then puts
+    the later episode first among equals.
     """
+    if candidates is None:  # every position: the reversed scores are a view, no gathers
+        by_score: npt.NDArray[np.intp] = (len(scores) - 1) - np.argsort(-scores[::-1], kind="stable")
+        return by_score
     newest_first = candidates[::-1]
     return newest_first[np.argsort(-scores[newest_first], kind="stable")]
 
@@ -38,5 +41,18 @@ def reciprocal_rank_fusion(
     for n, ranking in enumerate(rankings):
         weight = 1.0 if weights is None else weights[n]
         if ranking.size and weight:
-            fused[ranking] += weight / (k + np.arange(1, ranking.size + 1, dtype=np.float64))
+            fused[ranking] += weight / _ranks_after(k, ranking.size)
     return fused
+
+
+_ranks: dict[int, npt.NDArray[np.float64]] = {}
+
+
+def _ranks_after(k: int, count: int) -> npt.NDArray[np.float64]:
+    """``k + 1, k + 2, ..., k + count`` as floats: a read-only slice of a table grown by doubling."""
+    table = _ranks.get(k)
+    if table is None or len(table) < count:
+        size = max(count, 2 * (0 if table is None else len(table)), 1024)
+        table = _ranks[k] = k + np.arange(1, size + 1, dtype=np.float64)
+        table.flags.writeable = False
+    return table[:count]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from loomflow.memory.recall.bm25 import bm25_scores
+from loomflow.memory.recall.bm25 import bm25_scores, posting_weights
 from loomflow.memory.recall.embedding import Embedder, Vector
 from loomflow.memory.recall.fusion import order, reciprocal_rank_fusion
 from loomflow.memory.recall.text import query_terms, term_counts
@@ -38,7 +38,8 @@ class IndexedDoc:
 
 @dataclass(frozen=True, slots=True)
 class PreparedQuery:
-    terms: npt.NDArray[np.uint32]
+    terms: tuple[int, ...]
+    """Distinct term ids, ascending (:func:`~loomflow.memory.recall.text.query_terms`)."""
     vector: Vector
 
 
@@ -94,12 +95,13 @@ class TenantIndex:
         self._post_doc = _Column(np.int32)
         self._post_term = _Column(np.uint32)
         self._post_tf = _Column(np.float32)
-        self._postings_by_term = True
-        """Whether the postings are grouped by term id, as BM25 reads them (appends are not)."""
+        self._lexicon: _Lexicon | None = _Lexicon.empty()
+        """BM25's view of the postings, rebuilt on the first search after appends (None: stale)."""
         # float32, not the float16 they are stored as: converting a tenant's matrix on every recall
         # cost more than the whole rest of the search.
         self._vectors = _Column(np.float32, width=dim) if dim else None
         self._has_vector = _Column(np.bool_)
+        self._without_vector = 0
         self._total_len = 0.0
 
     @property
@@ -115,7 +117,8 @@ class TenantIndex:
         columns = [self._seqs, self._sessions, self._doc_len, self._post_doc, self._post_term, self._post_tf]
         if self._vectors is not None:
             columns += [self._vectors, self._has_vector]
-        return sum(c.nbytes for c in columns) + 100 * len(self._session_codes)
+        lexicon = 0 if self._lexicon is None else self._lexicon.nbytes
+        return sum(c.nbytes for c in columns) + 100 * len(self._session_codes) + lexicon
 
     def add(self, docs: Iterable[IndexedDoc]) -> int:
         """Appends episodes in ascending ``seq``; ones already indexed are skipped. Returns how many were added."""
@@ -133,12 +136,13 @@ class TenantIndex:
             self._post_doc.extend(np.full(len(terms), position, dtype=np.int32))
             self._post_term.extend(terms)
             self._post_tf.extend(tfs)
-            self._postings_by_term = self._postings_by_term and not len(terms)
+            self._lexicon = None  # the new postings, and the average length, change every weight
             if self._vectors is not None:
                 known = doc.embedding is not None and doc.embedding.shape[-1] == self._dim
                 vector = doc.embedding if known else None
                 self._vectors.extend(np.zeros((1, self._dim)) if vector is None else vector.reshape(1, -1))
                 self._has_vector.extend(np.asarray([known]))
+                self._without_vector += not known
             added += 1
         return added
 
@@ -152,12 +156,16 @@ class TenantIndex:
             seqs = seqs[: int(np.searchsorted(seqs, before_seq))]
         return [int(s) for s in seqs[-limit:][::-1]]
 
-    def _group_postings_by_term(self) -> None:
-        """Sorts the postings by term in place: once after each batch of appends, not per search."""
-        by_term = np.argsort(self._post_term.view, kind="stable")
-        for column in (self._post_doc, self._post_term, self._post_tf):
-            column.view[:] = column.view[by_term]
-        self._postings_by_term = True
+    def _current_lexicon(self) -> _Lexicon:
+        """BM25's view of the postings: once after each batch of appends, not per search."""
+        if self._lexicon is None:
+            by_term = np.argsort(self._post_term.view, kind="stable")  # grouped by term, appends are not
+            for column in (self._post_doc, self._post_term, self._post_tf):
+                column.view[:] = column.view[by_term]
+            self._lexicon = _Lexicon.build(
+                self._post_term.view, self._post_doc.view, self._post_tf.view, self._doc_len.view, self._total_len
+            )
+        return self._lexicon
 
     def search(
         self,
@@ -180,51 +188,49 @@ class TenantIndex:
         if count == 0 or limit <= 0:
             return []
         seqs = self._seqs.view
-        if session_id is None:
-            candidates = np.arange(count, dtype=np.intp)
-        else:
+        candidates: npt.NDArray[np.intp] | None = None  # every episode: the common case, without gathers
+        if session_id is not None:
             code = self._session_codes.get(session_id)
             if code is None:
                 return []
             candidates = np.flatnonzero(self._sessions.view == code)
         excluded = None if exclude_session_id is None else self._session_codes.get(exclude_session_id)
         if excluded is not None:
-            candidates = candidates[self._sessions.view[candidates] != excluded]
-        if not len(candidates):
+            sessions = self._sessions.view
+            if candidates is None:
+                candidates = np.flatnonzero(sessions != excluded)
+            else:
+                candidates = candidates[sessions[candidates] != excluded]
+        if candidates is not None and not len(candidates):
             return []
-        if not self._postings_by_term:
-            self._group_postings_by_term()
-        lexical = bm25_scores(
-            count,
-            self._post_doc.view,
-            self._post_term.view,
-            self._post_tf.view,
-            self._doc_len.view,
-            self._total_len / count,
-            query.terms,
-        )
-        vector_known = np.ones(count, dtype=bool)
+        lexicon = self._current_lexicon()
+        lexical = bm25_scores(count, lexicon.spans, lexicon.post_doc, lexicon.weights, query.terms)
         if nearest is None:
             if self._vectors is None:
                 raise ValueError("this index keeps no embeddings: pass the external nearest neighbours")
             cosine = self._vectors.view @ query.vector
             vector_known = self._has_vector.view
-            ranked = candidates if vector_known.all() else candidates[vector_known[candidates]]
-            vector_ranking = order(cosine.astype(np.float64), ranked, seqs)
+            ranked = candidates
+            if self._without_vector:
+                ranked = np.flatnonzero(vector_known) if candidates is None else candidates[vector_known[candidates]]
+            vector_ranking = order(cosine, ranked)  # float32: the same order as its exact float64 widening
         else:
             cosine = np.zeros(count, dtype=np.float32)
-            vector_known[:] = False
+            vector_known = np.zeros(count, dtype=bool)
             positions = np.searchsorted(seqs, np.fromiter(nearest.keys(), dtype=np.int64, count=len(nearest)))
             for position, (seq, similarity) in zip(positions, nearest.items(), strict=True):
                 if position < count and seqs[position] == seq:
                     cosine[position] = similarity
                     vector_known[position] = True
-            in_session = np.zeros(count, dtype=bool)
-            in_session[candidates] = True
-            vector_ranking = order(cosine.astype(np.float64), np.flatnonzero(vector_known & in_session), seqs)
-        lexical_ranking = order(lexical, candidates[lexical[candidates] > 0], seqs)
+            if candidates is not None:
+                in_session = np.zeros(count, dtype=bool)
+                in_session[candidates] = True
+                vector_known &= in_session
+            vector_ranking = order(cosine, np.flatnonzero(vector_known))
+        matched = np.flatnonzero(lexical > 0) if candidates is None else candidates[lexical[candidates] > 0]
+        lexical_ranking = order(lexical, matched)
         fused = reciprocal_rank_fusion(count, [lexical_ranking, vector_ranking], weights)
-        best = order(fused, candidates, seqs)
+        best = order(fused, candidates)
         results: list[ScoredDoc] = []
         for position in best:
             score = float(fused[position])
@@ -241,3 +247,38 @@ class TenantIndex:
             if len(results) == limit:
                 break
         return results
+
+
+@dataclass(frozen=True, slots=True)
+class _Lexicon:
+    """The postings as BM25 reads them: grouped by term, each with its precomputed weight."""
+
+    spans: dict[int, tuple[int, int]]
+    """term id -> [start, end) of its postings."""
+    post_doc: npt.NDArray[np.int32]
+    weights: npt.NDArray[np.float64]
+
+    @staticmethod
+    def empty() -> _Lexicon:
+        return _Lexicon({}, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64))
+
+    @staticmethod
+    def build(
+        post_term: npt.NDArray[np.uint32],
+        post_doc: npt.NDArray[np.int32],
+        post_tf: npt.NDArray[np.float32],
+        doc_len: npt.NDArray[np.float32],
+        total_len: float,
+    ) -> _Lexicon:
+        """From postings already grouped by ascending term id."""
+        if not post_term.size:
+            return _Lexicon.empty()
+        terms, starts, counts = np.unique(post_term, return_index=True, return_counts=True)
+        ends = starts + counts
+        spans = dict(zip(terms.tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True))
+        weights = posting_weights(post_tf, doc_len[post_doc], total_len / max(len(doc_len), 1))
+        return _Lexicon(spans, post_doc, weights)  # views: appends replace the lexicon, never touch it
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.post_doc.nbytes + self.weights.nbytes) + 120 * len(self.spans)

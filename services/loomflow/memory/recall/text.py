@@ -125,6 +125,6 @@ def content_words(text: str) -> str:
     return " ".join(kept) if kept else text
 
 
-def query_terms(text: str) -> npt.NDArray[np.uint32]:
-    """A query's distinct term ids (BM25 counts each query term once)."""
-    return np.unique(np.fromiter((term_id(w) for w in tokens(text)), dtype=np.uint32))
+def query_terms(text: str) -> tuple[int, ...]:
+    """A query's distinct term ids, ascending (BM25 counts each query term once)."""
+    return tuple(sorted({term_id(w) for w in tokens(text)}))

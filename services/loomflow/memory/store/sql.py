@@ -191,10 +191,18 @@ def episode_from(row: Sequence[Any]) -> Episode:
         session_id=row[3],
         input=row[4],
         output=row[5],
-        metadata=json.loads(row[6]),
+        metadata=_json_object(row[6]),
         run_id=row[7],
         created_at=int(row[8]),
     )
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """Decodes a stored metadata map; most are empty, and a Recall decodes one per hit."""
+    if text == "{}":
+        return {}
+    decoded: dict[str, Any] = json.loads(text)
+    return decoded
 
 
 def block_values(block: Block) -> tuple[Any, ...]:
