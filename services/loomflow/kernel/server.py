@@ -31,6 +31,7 @@ from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
 from loomflow.kernel.tls import server_credentials
 from loomflow.kernel.tracing import flush_spans, server_interceptors, setup_tracing
+from loomflow.kernel.transport import mux_server
 from loomflow.kernel.transport.inprocess import LocalMethods
 
 log = logging.getLogger("loomflow.server")
@@ -139,6 +140,11 @@ class Server:
         registrar = WrappingRegistrar(self._server, interceptor, self.local_methods)
         for service in services:
             service.register(registrar)  # type: ignore[arg-type]  # duck-types the two methods generated code calls
+        # The internal callers' multiplexed streams over the same wrapped handlers (not in reflection:
+        # external callers keep the unary RPCs).
+        mux_server.add_to_server(
+            self._server, self.local_methods, interceptor, traced=settings.tracing, max_message_bytes=limit
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = [s.full_name for s in services] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self._server)
