@@ -25,10 +25,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
 from loomflow.kernel import errors
-from loomflow.kernel.auth import Role
+from loomflow.kernel.auth import Role, bearer_token
 from loomflow.kernel.interceptor import KernelInterceptor
+from loomflow.kernel.security import Refusal, claimed_subject
 from loomflow.kernel.transport.inprocess import InProcessChannel, LocalMethods
-from loomflow.kernel.transport.mux import DETAILS_KEY, METHOD_OF_FIELD
+from loomflow.kernel.transport.mux import DETAILS_KEY, METHOD_OF_FIELD, SERVICE
 from loomflow.v1 import mux_pb2, mux_pb2_grpc
 
 log = logging.getLogger("loomflow.mux")
@@ -64,13 +65,12 @@ class MuxServicer(mux_pb2_grpc.MuxServiceServicer):
         try:
             principal = self._interceptor.authenticate(metadata, context)
         except errors.ServiceError as exc:
-            await context.abort(exc.code, exc.message)
+            await self._refuse(context, metadata, "-", exc.code, exc.message)
             return
         if principal.role is Role.USER:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "end-user credentials cannot open a multiplexed stream: call the unary RPCs",
-            )
+            who = f"{principal.role.value}:{principal.subject}"
+            reason = "end-user credentials cannot open a multiplexed stream: call the unary RPCs"
+            await self._refuse(context, metadata, who, grpc.StatusCode.PERMISSION_DENIED, reason)
             return
         channel = InProcessChannel(
             self._methods,
@@ -82,6 +82,18 @@ class MuxServicer(mux_pb2_grpc.MuxServiceServicer):
         limit = self._max_in_flight or MAX_IN_FLIGHT
         stream = _Stream(channel, metadata, limit, self._max_message_bytes, self._traced)
         await stream.serve(request_iterator, context)
+
+    async def _refuse(
+        self, context: Context, metadata: tuple[Any, ...], principal: str, code: grpc.StatusCode, reason: str
+    ) -> None:
+        """Records the refused stream as the pipeline records a refused call (security log, metric), and ends it."""
+        try:
+            claimed = claimed_subject(bearer_token(metadata))
+        except errors.ServiceError:  # a malformed authorization header claims nobody
+            claimed = ""
+        refusal = Refusal(f"{SERVICE}/Multiplex", code.name, reason, principal, claimed, None, context.peer() or "")
+        self._interceptor.refusals.record(SERVICE, refusal)
+        await context.abort(code, reason)
 
 
 class _Stream:
