@@ -14,6 +14,12 @@ alike:
 - ``mux``: the same stub over :class:`MuxChannel` (``LOOMFLOW_AGENT_TRANSPORT=mux``:
   2 streams, up to 64 calls coalesced per write).
 
+With ``--agent-users N`` it also runs the Agent itself in the per-service topology (five
+``loomflow serve`` processes, bench/topology.py) once per transport — unary calls to the
+other processes (the default) and ``LOOMFLOW_AGENT_TRANSPORT=mux`` — with N users of
+bench/workload.py (``--agent-turns`` turns each), and reports turns/s, p50 and the CPU
+of all five processes per turn.
+
 Reported per lane (medians over the rounds): calls per second, client CPU µs per call
 (this process), server CPU µs per call (the server process), and the mux/unary ratios.
 Results: bench/results/transport.json and transport.png. No target: read the ratios of
@@ -34,8 +40,9 @@ from typing import Any
 import grpc
 import psutil
 
-from bench.harness import argument_parser, plot_path, write_results
-from bench.topology import START_TIMEOUT_S, secure_env
+from bench.harness import argument_parser, latency_stats, plot_path, write_results
+from bench.topology import START_TIMEOUT_S, secure_env, start_suite
+from bench.workload import run_workload
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
 from loomflow.kernel.transport.mux_client import MuxChannel, MuxSettings
 from loomflow.testing.processes import ServeProcess
@@ -109,6 +116,33 @@ async def _main(calls: int, rounds: int, concurrency: int) -> dict[str, Any]:
     }
 
 
+AGENT_LANES = {"unary": "inprocess", "mux": "mux"}
+"""Lane → LOOMFLOW_AGENT_TRANSPORT (``inprocess`` makes unary calls to services in other processes)."""
+
+
+def _agent_lane(lane: str, users: int, turns: int, concurrency: int) -> dict[str, float]:
+    suite = start_suite("per-service", extra_env={"LOOMFLOW_AGENT_TRANSPORT": AGENT_LANES[lane]})
+    try:
+        processes = [psutil.Process(pid) for pid in suite.pids()]
+
+        def cpu() -> float:
+            return float(sum(t.user + t.system for t in (p.cpu_times() for p in processes)))
+
+        before = cpu()
+        result = asyncio.run(run_workload(suite, users, turns, concurrency, phases=1))
+        spent = cpu() - before
+    finally:
+        suite.stop()
+    stats = latency_stats(result.latencies_s, result.wall_seconds)
+    done = max(1, len(result.latencies_s))
+    return {
+        "turns_per_second": stats.per_second,
+        "p50_ms": stats.p50_ms,
+        "cpu_ms_per_turn": spent * 1000 / done,
+        "errors": float(len(result.errors)),
+    }
+
+
 def _plot(medians: dict[str, dict[str, float]]) -> Path:
     import matplotlib
 
@@ -140,8 +174,23 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=3000, help="calls per lane and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (lanes interleaved); medians are reported")
     parser.add_argument("--concurrency", type=int, default=64, help="calls in flight")
+    parser.add_argument("--agent-users", type=int, default=0, help="also run the Agent per service (0: skip)")
+    parser.add_argument("--agent-turns", type=int, default=2, help="turns per user in the Agent lanes")
     args = parser.parse_args()
     results = asyncio.run(_main(args.calls, args.rounds, args.concurrency))
+    if args.agent_users > 0:
+        agent = {lane: _agent_lane(lane, args.agent_users, args.agent_turns, 64) for lane in AGENT_LANES}
+        results["agent_per_service"] = {
+            "users": args.agent_users,
+            "turns": args.agent_turns,
+            "lanes": agent,
+            "mux_vs_unary": {k: agent["mux"][k] / agent["unary"][k] for k in agent["mux"] if agent["unary"][k]},
+        }
+        for lane, values in agent.items():
+            print(
+                f"agent {lane:6} {values['turns_per_second']:6.1f} turns/s  p50 {values['p50_ms']:7.1f} ms"
+                f"  {values['cpu_ms_per_turn']:6.2f} CPU ms/turn (5 processes)  errors {values['errors']:.0f}"
+            )
     path = write_results("transport", results)
     plot = _plot(results["medians"])
     for lane, values in results["medians"].items():
