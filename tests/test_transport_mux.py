@@ -292,3 +292,20 @@ async def test_a_stream_runs_at_most_its_bound_of_calls(both: Both, monkeypatch:
 
 def _code(value: int) -> grpc.StatusCode:
     return next(code for code in grpc.StatusCode if code.value[0] == value)
+
+
+async def test_a_stopping_server_ends_its_streams_once_answered_instead_of_holding_the_grace(
+    tmp_path: Path,
+) -> None:
+    """A long-lived stream would keep a graceful stop waiting its whole grace: draining ends it."""
+    async with running_suite(tmp_path / "data", insecure=False, overrides={"audit": audit_keys()}) as suite:
+        mux = MuxChannel(suite.channel)
+        budget = budget_pb2_grpc.BudgetServiceStub(mux.as_channel())
+        status = budget_pb2.GetStatusRequest(scope=scope("alice"))
+        assert (await outcome(budget.GetStatus(status, metadata=AGENT, timeout=5)))[0] == "OK"  # streams open
+        started = asyncio.get_running_loop().time()
+        await suite.server.stop(grace=30)
+        stopped_in = asyncio.get_running_loop().time() - started
+        assert stopped_in < 15, f"the open streams held the stop for {stopped_in:.1f} s of its 30 s grace"
+        assert (await outcome(budget.GetStatus(status, metadata=AGENT, timeout=5)))[0] == "UNAVAILABLE"
+        await mux.close()

@@ -57,6 +57,15 @@ class MuxServicer(mux_pb2_grpc.MuxServiceServicer):
         self._traced = traced
         self._max_message_bytes = max_message_bytes
         self._max_in_flight = max_in_flight
+        self._streams: set[_Stream] = set()
+        self._draining = False
+
+    def drain(self) -> None:
+        """The server is stopping: open streams refuse new calls (UNAVAILABLE) and end once answered,
+        so a long-lived stream does not hold the shutdown for its whole grace period."""
+        self._draining = True
+        for stream in list(self._streams):
+            stream.drain()
 
     async def Multiplex(  # type: ignore[override]  # grpc.aio also takes a coroutine writing with context.write
         self, request_iterator: AsyncIterator[mux_pb2.MultiplexRequest], context: Context
@@ -81,7 +90,13 @@ class MuxServicer(mux_pb2_grpc.MuxServiceServicer):
         )
         limit = self._max_in_flight or MAX_IN_FLIGHT
         stream = _Stream(channel, metadata, limit, self._max_message_bytes, self._traced)
-        await stream.serve(request_iterator, context)
+        if self._draining:
+            stream.drain()
+        self._streams.add(stream)
+        try:
+            await stream.serve(request_iterator, context)
+        finally:
+            self._streams.discard(stream)
 
     async def _refuse(
         self, context: Context, metadata: tuple[Any, ...], principal: str, code: grpc.StatusCode, reason: str
@@ -115,6 +130,12 @@ class _Stream:
         self._running: dict[int, asyncio.Task[Any]] = {}
         self._replies: collections.deque[mux_pb2.MuxReply | None] = collections.deque()
         self._ready = asyncio.Event()
+        self._draining = False
+
+    def drain(self) -> None:
+        self._draining = True
+        if not self._running:
+            self._push(None)
 
     async def serve(self, request_iterator: AsyncIterator[mux_pb2.MultiplexRequest], context: Context) -> None:
         reader = asyncio.get_running_loop().create_task(self._read(request_iterator))
@@ -145,6 +166,9 @@ class _Stream:
         if field is None:
             self._push(_error(call_id, grpc.StatusCode.INVALID_ARGUMENT, "the call carries no request"))
             return
+        if self._draining:
+            self._push(_error(call_id, grpc.StatusCode.UNAVAILABLE, "the server is shutting down"))
+            return
         if len(self._running) >= self._max_in_flight or call_id in self._running:
             reason = "call id in use" if call_id in self._running else f"over {self._max_in_flight} calls in flight"
             self._push(_error(call_id, grpc.StatusCode.RESOURCE_EXHAUSTED, f"multiplexed stream: {reason}"))
@@ -162,6 +186,11 @@ class _Stream:
         task.add_done_callback(lambda done: self._finished(call_id, method, done))
 
     def _finished(self, call_id: int, method: str, task: asyncio.Task[Any]) -> None:
+        self._answer(call_id, method, task)
+        if self._draining and not self._running:
+            self._push(None)  # the last call of a draining stream is answered: end it
+
+    def _answer(self, call_id: int, method: str, task: asyncio.Task[Any]) -> None:
         if self._running.get(call_id) is task:
             del self._running[call_id]
         if task.cancelled():
@@ -228,7 +257,8 @@ def add_to_server(
     *,
     traced: bool,
     max_message_bytes: int,
-) -> None:
+) -> MuxServicer:
     """Serves ``MuxService`` next to the services whose wrapped handlers ``methods`` holds."""
     servicer = MuxServicer(methods, interceptor, traced=traced, max_message_bytes=max_message_bytes)
     mux_pb2_grpc.add_MuxServiceServicer_to_server(servicer, server)
+    return servicer
