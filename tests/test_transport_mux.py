@@ -309,3 +309,16 @@ async def test_a_stopping_server_ends_its_streams_once_answered_instead_of_holdi
         assert stopped_in < 15, f"the open streams held the stop for {stopped_in:.1f} s of its 30 s grace"
         assert (await outcome(budget.GetStatus(status, metadata=AGENT, timeout=5)))[0] == "UNAVAILABLE"
         await mux.close()
+
+
+async def test_a_new_credential_opens_fresh_streams_and_the_old_ones_close(both: Both) -> None:
+    """A re-minted token is checked when its stream opens; the streams of the old one end once answered."""
+    channel = both.mux.as_channel()
+    first, second = meta("loomflow-agent"), meta("loomflow-agent-2")
+    assert (await outcome(get_policy("alice", metadata=first)(channel)))[0] == "OK"
+    old = [s for s in both.mux._streams if s is not None]
+    assert old
+    assert all(s.auth == first for s in old)
+    assert (await outcome(get_policy("alice", metadata=second)(channel)))[0] == "OK"
+    assert all(s is not None and s.auth == second for s in both.mux._streams)
+    assert all(s.broken for s in old), "the old credential's streams closed (no call was left on them)"
