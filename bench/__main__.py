@@ -38,6 +38,7 @@ BENCHMARKS = {
     "string_rules": "bench.string_rules",
     "tool_worker": "bench.tool_worker",
     "tracing_overhead": "bench.tracing_overhead",
+    "transport": "bench.transport",
 }
 """Benchmark name → module. tests/test_bench_runner.py checks every bench module with a main is here."""
 

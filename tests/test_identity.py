@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
+from loomflow.kernel.transport.mux_client import MuxChannel, MuxSettings
+from loomflow.kernel.transport.mux_server import MuxServicer
 from loomflow.testing.certs import Authority
 from loomflow.testing.suite import running_suite
 from loomflow.v1 import agent_pb2, agent_pb2_grpc, audit_pb2, audit_pb2_grpc, memory_pb2, memory_pb2_grpc, tenancy_pb2
@@ -219,8 +221,19 @@ async def test_claim_names_map_an_existing_providers_tokens(tmp_path: Path) -> N
         ), "a token without the user-id claim was accepted"
 
 
-async def test_mtls_identity_is_a_service_principal_and_the_agent_needs_no_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["inprocess", "mux"])  # the Agent's unary calls, or its multiplexed streams
+async def test_mtls_identity_is_a_service_principal_and_the_agent_needs_no_token(
+    tmp_path: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Backends trust the Agent's certificate (SAN URI) as a service; nobody holds a signing key."""
+    streams: list[str] = []  # the peers that opened a multiplexed stream
+    multiplex = MuxServicer.Multiplex
+
+    async def counted(self: MuxServicer, requests: Any, context: Any) -> None:
+        streams.append(context.peer())
+        await multiplex(self, requests, context)
+
+    monkeypatch.setattr(MuxServicer, "Multiplex", counted)
     idp = IdentityProvider()
     jwks = idp.write_jwks(tmp_path / "jwks.json")
     ca = Authority(tmp_path / "ca")
@@ -239,6 +252,9 @@ async def test_mtls_identity_is_a_service_principal_and_the_agent_needs_no_token
             )
             async with grpc.aio.secure_channel(address, credentials) as channel:
                 assert await recall(channel, None) == expected, f"{pair.cert.name}: no token, certificate only"
+                muxed = MuxChannel(channel, MuxSettings(streams=1))  # authenticated by the certificate at open
+                assert await recall(muxed.as_channel(), None) == expected, f"{pair.cert.name} over a stream"
+                await muxed.close()
                 if expected is grpc.StatusCode.OK:
                     assert await verify_all(channel, None) == grpc.StatusCode.PERMISSION_DENIED
         agent = public_only({"jwks_file": str(jwks), "jwt_issuer": idp.issuer})
@@ -247,7 +263,9 @@ async def test_mtls_identity_is_a_service_principal_and_the_agent_needs_no_token
             "tls_ca": str(ca.ca_file),
             "tls_cert": str(agent_pair.cert),
             "tls_key": str(agent_pair.key),
+            "transport": transport,
         }
+        checked = len(streams)
         async with running_suite(tmp_path / "a", "agent", insecure=False, overrides=agent) as running:
             reply = await agent_pb2_grpc.AgentServiceStub(running.channel).Run(
                 agent_pb2.RunRequest(
@@ -257,3 +275,5 @@ async def test_mtls_identity_is_a_service_principal_and_the_agent_needs_no_token
                 timeout=20,
             )
             assert reply.run_id, "the run did not complete with certificate-only service identity"
+        agents = streams[checked:]
+        assert bool(agents) is (transport == "mux"), f"the Agent's calls went over {transport}: {agents}"

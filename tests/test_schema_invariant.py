@@ -13,13 +13,13 @@ import pytest
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 
 from loomflow._vendor.buf.validate import validate_pb2
-from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, memory_pb2, policy_pb2, tenancy_pb2
+from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, memory_pb2, mux_pb2, policy_pb2, tenancy_pb2
 
-FILES = [memory_pb2, budget_pb2, policy_pb2, audit_pb2, agent_pb2]
+FILES = [memory_pb2, budget_pb2, policy_pb2, audit_pb2, agent_pb2, mux_pb2]
 # The extension handles, typed loosely: protoc's .pyi declares them as plain descriptors.
 FIELD_RULES: Any = validate_pb2.field
 ONEOF_RULES: Any = validate_pb2.oneof
-EXPECTED_SERVICES = {"MemoryService", "BudgetService", "PolicyService", "AuditService", "AgentService"}
+EXPECTED_SERVICES = {"MemoryService", "BudgetService", "PolicyService", "AuditService", "AgentService", "MuxService"}
 
 
 def all_methods() -> list[descriptor.MethodDescriptor]:
@@ -32,14 +32,23 @@ def test_every_service_of_the_design_is_declared() -> None:
 
 
 def carried_requests(message: descriptor.Descriptor) -> list[descriptor.Descriptor]:
-    """The requests an envelope carries (its message fields named ``*Request``); none for a plain request.
+    """The requests an envelope carries; none for a plain request.
 
-    A multiplexed stream (issue 24) sends envelopes, each carrying one complete request: the
-    envelope has no scope of its own, so it is allowed only if every request it can carry has one.
+    A multiplexed stream (issue 24, kernel/transport/mux*.py) sends envelopes, each carrying one
+    complete request: the envelope has no scope of its own, so it is allowed only if every request
+    it can carry has one. A carried request is a message field named ``*Request``; a message field
+    of another type that itself carries requests is an envelope inside the envelope (a batch of calls).
     """
-    return [
-        f.message_type for f in message.fields if f.message_type is not None and f.message_type.name.endswith("Request")
-    ]
+    found: list[descriptor.Descriptor] = []
+    for field in message.fields:
+        inner = field.message_type
+        if inner is None or inner.GetOptions().map_entry:
+            continue
+        if inner.name.endswith("Request"):
+            found.append(inner)
+        elif inner.full_name != message.full_name:
+            found += carried_requests(inner)
+    return found
 
 
 def scope_problems(request: descriptor.Descriptor) -> list[str]:
@@ -127,7 +136,23 @@ def test_user_scope_requires_exactly_one_kind() -> None:
 
 
 def test_no_client_streaming_rpcs_so_every_request_is_validated_once() -> None:
-    assert not [m.full_name for m in all_methods() if m.client_streaming]
+    """Only envelope streams stream from the client: each request they carry is validated on its own."""
+    assert not [m.full_name for m in all_methods() if m.client_streaming and not carried_requests(m.input_type)]
+
+
+def test_the_mux_envelope_is_checked_by_the_envelope_rule() -> None:
+    """MuxService's stream message is an envelope: the rule walks into it and finds every carried request."""
+    envelope: Any = mux_pb2.MultiplexRequest.DESCRIPTOR
+    carried = {d.full_name for d in carried_requests(envelope)}
+    unary = {
+        m.input_type.full_name
+        for f in (memory_pb2, budget_pb2, policy_pb2, audit_pb2)
+        for s in f.DESCRIPTOR.services_by_name.values()
+        for m in s.methods
+        if not m.server_streaming
+    }
+    assert carried == unary, "the envelope carries exactly the unary requests of the four internal services"
+    assert scope_problems(envelope) == []
 
 
 # -- every string a request carries must be storable by every backend (issue 19, item 3) --------

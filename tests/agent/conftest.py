@@ -1,8 +1,9 @@
 """A secure suite (real tokens) with the Agent and the four real services, and clients for it.
 
 Every test that starts a co-hosted suite (the ``tenancy`` fixture or :func:`secure_suite`)
-runs twice, once per transport the Agent can use to reach the services in its own
-process (``inprocess`` and ``grpc``): the conformance suite of kernel/transport/inprocess.py.
+runs once per transport the Agent can use to reach the services (``inprocess``, ``grpc``,
+and ``mux``: multiplexed streams over real sockets to the server's own port): the
+conformance suite of kernel/transport/inprocess.py and kernel/transport/mux*.py.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ AUTH = AuthSettings(jwt_secret=TEST_JWT_SECRET)
 # Fast approvals and short waits so failures show quickly; each test may override.
 AGENT_DEFAULTS: dict[str, Any] = {"approval_timeout_ms": 5000, "approval_poll_ms": 200, "call_timeout_ms": 5000}
 
-TRANSPORTS = ("inprocess", "grpc")
+TRANSPORTS = ("inprocess", "grpc", "mux")
 _transport: contextvars.ContextVar[str] = contextvars.ContextVar("agent_transport", default=TRANSPORTS[0])
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Both transports for a test that starts a co-hosted suite; the default alone for the others."""
+    """Every transport for a test that starts a co-hosted suite; the default alone for the others."""
     starts_suite = "tenancy" in metafunc.fixturenames or "secure_suite" in metafunc.function.__code__.co_names
     if "agent_transport" in metafunc.fixturenames:
         metafunc.parametrize("agent_transport", TRANSPORTS if starts_suite else TRANSPORTS[:1], indirect=True)

@@ -25,6 +25,7 @@ from loomflow.kernel import errors
 from loomflow.kernel.auth import AuthSettings, Role, mint_token
 from loomflow.kernel.tls import ClientTls, secure_or_insecure_channel
 from loomflow.kernel.transport.inprocess import InProcessChannel
+from loomflow.kernel.transport.mux_client import MuxChannel, MuxSettings
 from loomflow.v1 import (
     audit_pb2_grpc,
     budget_pb2_grpc,
@@ -135,9 +136,14 @@ class Dependencies:
         max_message_bytes: int = 4 * 1024 * 1024,
         tls: ClientTls | None = None,
         local: InProcessChannel | None = None,
+        mux: MuxSettings | None = None,
+        traced: bool = False,
     ) -> None:
         self.addresses = addresses
         self.local = local
+        self.mux = mux  # set: unary calls to other processes travel multiplexed (kernel/transport/mux_client.py)
+        self.traced = traced
+        self.max_message_bytes = max_message_bytes
         self.credential = credential
         self.call_timeout_s = call_timeout_s
         self.tls = tls or ClientTls()
@@ -158,6 +164,7 @@ class Dependencies:
             ("grpc.service_config", ROUND_ROBIN),
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._muxed: dict[str, MuxChannel] = {}
         self._retired = []
         self._tls_stamps = self.tls.stamps()
         self._tls_checked = time.monotonic()
@@ -171,6 +178,11 @@ class Dependencies:
         self._channels = {
             address: secure_or_insecure_channel(address, self.tls, self._options) for address in wanted - {IN_PROCESS}
         }
+        if self.mux is not None:
+            self._muxed = {
+                address: MuxChannel(channel, self.mux, max_message_bytes=self.max_message_bytes, traced=self.traced)
+                for address, channel in self._channels.items()
+            }
         self.memory = memory_pb2_grpc.MemoryServiceStub(self._channel(addresses.memory))
         self.budget = budget_pb2_grpc.BudgetServiceStub(self._channel(addresses.budget))
         self.policy = policy_pb2_grpc.PolicyServiceStub(self._channel(addresses.policy))
@@ -179,7 +191,8 @@ class Dependencies:
     def _channel(self, address: str) -> grpc.aio.Channel:
         if address == IN_PROCESS and self.local is not None:
             return self.local.as_channel()
-        return self._channels[address]
+        muxed = self._muxed.get(address)
+        return muxed.as_channel() if muxed is not None else self._channels[address]
 
     def _reload_tls_if_changed(self) -> None:
         """New channels once the CA or client certificate files were rewritten (cert-manager rotation).
@@ -194,7 +207,7 @@ class Dependencies:
         stamps = self.tls.stamps()
         if stamps == self._tls_stamps:
             return
-        old = list(self._channels.values())
+        old: list[grpc.aio.Channel | MuxChannel] = [*self._muxed.values(), *self._channels.values()]
         try:
             self._open_channels()
         except (OSError, ValueError) as error:
@@ -220,10 +233,12 @@ class Dependencies:
     async def close(self) -> None:
         for task in self._retired:
             task.cancel()
+        for muxed in self._muxed.values():
+            await muxed.close()
         await asyncio.gather(*(channel.close() for channel in self._channels.values()))
 
 
-async def _close_later(channels: list[grpc.aio.Channel], grace_s: float) -> None:
+async def _close_later(channels: list[grpc.aio.Channel | MuxChannel], grace_s: float) -> None:
     await asyncio.sleep(grace_s)
     await asyncio.gather(*(channel.close() for channel in channels))
 

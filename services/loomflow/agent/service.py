@@ -4,7 +4,8 @@ Every option is a flag and a ``LOOMFLOW_AGENT_*`` variable. An empty dependency
 address means "this process": the Agent then calls the services hosted next to
 it through their kernel pipeline without sockets (``transport=inprocess``, the
 default; kernel/transport/inprocess.py), or over real gRPC on the server's own
-port (``transport=grpc``).
+port (``transport=grpc``, or ``transport=mux``: multiplexed streams, kernel/transport/mux*.py,
+which also carry the calls to services in other processes).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.hosting import HostedService, ServiceContext
 from loomflow.kernel.tls import ClientTls
 from loomflow.kernel.transport.inprocess import InProcessChannel, certificate_auth_context
+from loomflow.kernel.transport.mux_client import MuxSettings
 from loomflow.v1 import agent_pb2, agent_pb2_grpc
 
 SECTION = "agent"
@@ -56,7 +58,13 @@ class Settings:
     audit_address: str = option("", "AuditService host:port (empty: this process)")
     transport: str = option(
         "inprocess",
-        "how the Agent calls services hosted in its own process: inprocess (no sockets, the same checks) or grpc",
+        "how the Agent calls the services: inprocess (those in its own process without sockets, the others "
+        "unary), grpc (all unary) or mux (all over a few multiplexed streams per address; docs/performance.md)",
+    )
+    mux_streams: int = option(2, "transport=mux: long-lived streams per service address")
+    mux_batch: int = option(64, "transport=mux: calls coalesced into one stream write, at most")
+    mux_max_in_flight: int = option(
+        256, "transport=mux: calls in flight per stream, at most (more wait; one tenant holds a quarter at most)"
     )
     tls_ca: str = option("", "PEM CA bundle the Agent trusts for the other services (set: TLS on its channels)")
     tls_cert: str = option("", "PEM client certificate the Agent presents to the other services (mTLS)")
@@ -128,7 +136,7 @@ def _loopback(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-TRANSPORTS = ("inprocess", "grpc")
+TRANSPORTS = ("inprocess", "grpc", "mux")
 
 
 def resolve_addresses(settings: Settings, ctx: ServiceContext) -> Addresses:
@@ -180,6 +188,17 @@ def in_process_channel(settings: Settings, ctx: ServiceContext) -> InProcessChan
         traced=ctx.server.tracing,
         auth_context=certificate_auth_context(settings.tls_cert) if mtls else None,
         max_message_bytes=ctx.server.max_message_bytes,
+    )
+
+
+def mux_settings(settings: Settings) -> MuxSettings | None:
+    """How the Agent multiplexes its calls (``transport=mux``), or None for unary calls."""
+    if settings.transport != "mux":
+        return None
+    return MuxSettings(
+        streams=max(1, settings.mux_streams),
+        batch=max(1, settings.mux_batch),
+        max_in_flight=max(1, settings.mux_max_in_flight),
     )
 
 
@@ -252,6 +271,8 @@ def build(ctx: ServiceContext) -> HostedService:
             ctx.server.max_message_bytes,
             client_tls(settings),
             in_process_channel(settings, ctx),
+            mux_settings(settings),
+            traced=ctx.server.tracing,
         )
         opened.append(deps)
         approvals = ApprovalWaiter(deps, settings.approval_timeout_ms / 1000.0, settings.approval_poll_ms / 1000.0)

@@ -31,6 +31,7 @@ from loomflow.kernel.settings import ServerSettings
 from loomflow.kernel.telemetry import configure_tenant_labels, setup_metrics
 from loomflow.kernel.tls import server_credentials
 from loomflow.kernel.tracing import flush_spans, server_interceptors, setup_tracing
+from loomflow.kernel.transport import mux_server
 from loomflow.kernel.transport.inprocess import LocalMethods
 
 log = logging.getLogger("loomflow.server")
@@ -88,6 +89,7 @@ class Server:
         self._stopping = False
         # Every wrapped handler, by method: a co-hosted caller reaches services through these.
         self.local_methods = LocalMethods()
+        self._mux: mux_server.MuxServicer | None = None
         self._verifier: Verifier | None = None
         if settings.insecure:
             log.warning("INSECURE MODE: unauthenticated callers act as operators; never run this in production")
@@ -139,6 +141,11 @@ class Server:
         registrar = WrappingRegistrar(self._server, interceptor, self.local_methods)
         for service in services:
             service.register(registrar)  # type: ignore[arg-type]  # duck-types the two methods generated code calls
+        # The internal callers' multiplexed streams over the same wrapped handlers (not in reflection:
+        # external callers keep the unary RPCs).
+        self._mux = mux_server.add_to_server(
+            self._server, self.local_methods, interceptor, traced=settings.tracing, max_message_bytes=limit
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = [s.full_name for s in services] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self._server)
@@ -243,6 +250,8 @@ class Server:
             await asyncio.sleep(self.settings.shutdown_delay)
         stopping = asyncio.ensure_future(self._server.stop(self.settings.shutdown_grace if grace is None else grace))
         await asyncio.sleep(0)  # the server refuses new calls from here on
+        if self._mux is not None:
+            self._mux.drain()  # and open multiplexed streams new carried calls
         for service in self.services:
             for hook in service.on_drain:
                 try:

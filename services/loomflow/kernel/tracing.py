@@ -27,6 +27,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, MutableMapping, Sequence
+from typing import Any
 
 import grpc
 from opentelemetry import baggage, context, trace
@@ -154,9 +155,18 @@ def _install_provider(service_name: str) -> TracerProvider:
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
     """The instrumentation library's grpc.aio server interceptor, for ``loomflow.*`` services only
     (health probes and reflection would be noise)."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return [aio_server_interceptor(filter_=filters.service_prefix("loomflow."))]  # type: ignore[no-untyped-call]
+    return [aio_server_interceptor(filter_=traced_services())]  # type: ignore[no-untyped-call]
+
+
+def traced_services() -> Any:
+    """``loomflow.*`` services but the multiplexed stream (a stream-stream RPC the instrumentation cannot
+    wrap, whose carried calls get a span each: kernel/transport/mux_server.py)."""
+    from opentelemetry.instrumentation.grpc import filters
+
+    mux = filters.service_name("loomflow.v1.MuxService")
+    return filters.all_of(filters.service_prefix("loomflow."), filters.negate(mux))
 
 
 def instrument_grpc() -> None:
@@ -166,9 +176,9 @@ def instrument_grpc() -> None:
     be noise, and the OTLP exporter's own (sync) channel is never traced.
     Servers are traced by :func:`server_interceptors`.
     """
-    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, filters
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 
-    client = GrpcAioInstrumentorClient(filter_=filters.service_prefix("loomflow."))  # type: ignore[no-untyped-call]
+    client = GrpcAioInstrumentorClient(filter_=traced_services())  # type: ignore[no-untyped-call]
     if not client.is_instrumented_by_opentelemetry:
         client.instrument()
 

@@ -69,10 +69,13 @@ def rpc_error(code: grpc.StatusCode, details: str, trailing: Metadata = ()) -> A
 class _Context:
     """The ``grpc.aio.ServicerContext`` methods loomflow's pipeline and handlers use."""
 
-    __slots__ = ("_auth", "_code", "_deadline", "_details", "_metadata", "_trailing")
+    __slots__ = ("_auth", "_code", "_deadline", "_details", "_metadata", "_peer", "_trailing")
 
-    def __init__(self, metadata: tuple[tuple[str, Any], ...], deadline: float | None, auth: Mapping[str, Any]) -> None:
+    def __init__(
+        self, metadata: tuple[tuple[str, Any], ...], deadline: float | None, auth: Mapping[str, Any], peer: str = PEER
+    ) -> None:
         self._metadata = metadata
+        self._peer = peer
         self._deadline = deadline
         self._auth = auth
         self._code: grpc.StatusCode | None = None
@@ -86,7 +89,7 @@ class _Context:
         return self._auth
 
     def peer(self) -> str:
-        return PEER
+        return self._peer
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
@@ -128,7 +131,8 @@ class InProcessChannel:
 
     ``auth_context`` is what the services see as the peer's verified certificate
     (the caller's own client certificate when the server requires mTLS; empty
-    otherwise, as on a plaintext or server-only TLS connection).
+    otherwise, as on a plaintext or server-only TLS connection). ``peer`` is what handlers see as the
+    caller's address (the multiplexed transport's server passes its stream's).
     """
 
     def __init__(
@@ -138,8 +142,10 @@ class InProcessChannel:
         traced: bool = False,
         auth_context: Mapping[str, Any] | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
+        peer: str = PEER,
     ) -> None:
         self.methods = methods
+        self.peer = peer
         self.traced = traced
         self.auth_context: Mapping[str, Any] = auth_context or {}
         self.max_message_bytes = max_message_bytes
@@ -184,7 +190,7 @@ class InProcessChannel:
                 f"Sent message larger than max ({size} vs. {self.max_message_bytes})",
             )
         deadline = None if timeout is None else time.monotonic() + timeout
-        return handler, _Context(tuple(metadata or ()), deadline, self.auth_context)
+        return handler, _Context(tuple(metadata or ()), deadline, self.auth_context, self.peer)
 
     def _span(self, method: str) -> trace.Span | None:
         """A server span like the instrumentation library's (the caller's span is its parent, as on the wire)."""
