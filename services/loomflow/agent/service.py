@@ -4,8 +4,8 @@ Every option is a flag and a ``LOOMFLOW_AGENT_*`` variable. An empty dependency
 address means "this process": the Agent then calls the services hosted next to
 it through their kernel pipeline without sockets (``transport=inprocess``, the
 default; kernel/transport/inprocess.py), or over real gRPC on the server's own
-port (``transport=grpc``, or ``transport=mux``: multiplexed streams, kernel/transport/mux*.py,
-which also carry the calls to services in other processes).
+port (``transport=grpc``, or ``transport=mux``: multiplexed streams, kernel/transport/mux*.py).
+A service in another process is reached over multiplexed streams unless ``transport=grpc``.
 """
 
 from __future__ import annotations
@@ -58,13 +58,14 @@ class Settings:
     audit_address: str = option("", "AuditService host:port (empty: this process)")
     transport: str = option(
         "inprocess",
-        "how the Agent calls the services: inprocess (those in its own process without sockets, the others "
-        "unary), grpc (all unary) or mux (all over a few multiplexed streams per address; docs/performance.md)",
+        "how the Agent calls the services: inprocess (those in its own process without sockets, the others over "
+        "a few multiplexed streams per address), grpc (all unary) or mux (all multiplexed, its own process too; "
+        "docs/performance.md)",
     )
-    mux_streams: int = option(2, "transport=mux: long-lived streams per service address")
-    mux_batch: int = option(64, "transport=mux: calls coalesced into one stream write, at most")
+    mux_streams: int = option(2, "long-lived multiplexed streams per service address (not with transport=grpc)")
+    mux_batch: int = option(64, "multiplexed calls coalesced into one stream write, at most")
     mux_max_in_flight: int = option(
-        256, "transport=mux: calls in flight per stream, at most (more wait; one tenant holds a quarter at most)"
+        256, "multiplexed calls in flight per stream, at most (more wait; one tenant holds a quarter at most)"
     )
     tls_ca: str = option("", "PEM CA bundle the Agent trusts for the other services (set: TLS on its channels)")
     tls_cert: str = option("", "PEM client certificate the Agent presents to the other services (mTLS)")
@@ -192,8 +193,11 @@ def in_process_channel(settings: Settings, ctx: ServiceContext) -> InProcessChan
 
 
 def mux_settings(settings: Settings) -> MuxSettings | None:
-    """How the Agent multiplexes its calls (``transport=mux``), or None for unary calls."""
-    if settings.transport != "mux":
+    """How the Agent multiplexes its calls to other processes, or None for unary calls (``transport=grpc``).
+
+    The default (``inprocess``) multiplexes too: a service in another process is reached over a few
+    long-lived streams per address, as issue 24 asks; ``grpc`` keeps one unary call per request."""
+    if settings.transport == "grpc":
         return None
     return MuxSettings(
         streams=max(1, settings.mux_streams),
