@@ -53,6 +53,15 @@ def _children(value: Message) -> list[Message]:
     return nested
 
 
+def field_values(message: Message, field: FieldDescriptor) -> list[Any]:
+    """What a message-typed field holds: a map's values, a list's items, a set singular value, or nothing."""
+    if field.is_repeated:
+        container: Any = getattr(message, field.name)
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        return list(container.values()) if is_map else list(container)
+    return [getattr(message, field.name)] if message.HasField(field.name) else []
+
+
 def struct_depth(value: Message, stop_after: int = MAX_JSON_DEPTH) -> int:
     """Levels of objects and lists in a Struct, ListValue or Value (counting stops past ``stop_after``)."""
     name = value.DESCRIPTOR.full_name
@@ -72,15 +81,7 @@ def too_deep_json(message: Message, prefix: str = "") -> tuple[str, int] | None:
     """The first field of ``message`` whose JSON nests deeper than :data:`MAX_JSON_DEPTH`: (path, depth)."""
     for field in _json_fields(cast(Descriptor, message.DESCRIPTOR)):
         path = prefix + field.name
-        if field.is_repeated:
-            container: Any = getattr(message, field.name)
-            is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
-            items = list(container.values()) if is_map else list(container)
-        elif message.HasField(field.name):
-            items = [getattr(message, field.name)]
-        else:
-            continue
-        for index, item in enumerate(items):
+        for index, item in enumerate(field_values(message, field)):
             where = f"{path}[{index}]" if field.is_repeated else path
             if item.DESCRIPTOR.full_name in _JSON_TYPES:
                 depth = struct_depth(item)

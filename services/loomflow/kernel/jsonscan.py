@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from loomflow.kernel.jsondepth import MAX_JSON_DEPTH
+from loomflow.kernel.jsondepth import MAX_JSON_DEPTH, field_values
 from loomflow.kernel.storable import NUL
 
 _Struct = struct_pb2.Struct
@@ -94,15 +94,7 @@ def _plain_value(value: Message) -> bool:
 def plain_json(message: Message) -> bool:
     """Whether every JSON value in ``message`` (at any depth of its fields) is within depth and NUL-free."""
     for field in _json_fields(cast(Descriptor, message.DESCRIPTOR)):
-        if field.is_repeated:
-            container = getattr(message, field.name)
-            is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
-            items = list(container.values()) if is_map else list(container)
-        elif message.HasField(field.name):
-            items = [getattr(message, field.name)]
-        else:
-            continue
-        for item in items:
+        for item in field_values(message, field):
             if isinstance(item, _Struct | _ListValue | _Value):
                 if not _plain_value(item):
                     return False

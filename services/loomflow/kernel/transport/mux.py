@@ -1,7 +1,7 @@
 """The multiplexed transport's contract: which field of ``MuxCall`` carries which unary RPC.
 
 ``proto/loomflow/v1/mux.proto`` declares one envelope whose ``request`` oneof has a field per
-unary RPC of Memory, Budget, Policy and Audit, typed with that RPC's request. The tables
+unary RPC of the internal services, typed with that RPC's request. The tables
 below are derived from the descriptors, so the client (mux_client.py) and the server
 (mux_server.py) agree on them without a hand-kept list.
 """
@@ -31,4 +31,4 @@ def _tables() -> tuple[dict[str, str], dict[str, str]]:
 
 
 METHOD_OF_FIELD, FIELD_OF_METHOD = _tables()
-"""``memory_recall`` → ``/loomflow.v1.MemoryService/Recall``, and back."""
+"""A oneof field name → the method it carries (``<service>_<rpc>`` → ``/loomflow.v1.<Service>/<Rpc>``), and back."""

@@ -1,7 +1,7 @@
 """The client side of the multiplexed transport: a channel whose unary calls travel over a few streams.
 
 :class:`MuxChannel` wraps a ``grpc.aio.Channel`` and is accepted by the generated stubs
-in its place. A unary call of Memory, Budget, Policy or Audit becomes a ``MuxCall`` on
+in its place. A unary call the envelope can carry becomes a ``MuxCall`` on
 one of ``streams`` long-lived ``MuxService.Multiplex`` streams; other calls (the
 server-streaming ones) go over the wrapped channel unchanged. Each stream has a writer
 task that coalesces whatever calls are pending into one write (up to ``batch``) and a

@@ -35,7 +35,7 @@ from loomflow.v1 import mux_pb2, mux_pb2_grpc
 log = logging.getLogger("loomflow.mux")
 
 MAX_IN_FLIGHT = 1024
-"""Calls running at once on one stream, at most (the Agent's window per stream is smaller)."""
+"""Calls running at once on one stream, at most (a client's window per stream is smaller)."""
 MAX_BATCH = 64
 """Replies coalesced into one write, at most."""
 
