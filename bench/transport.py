@@ -9,14 +9,13 @@ token, tracing off); this process is the client, as the Agent is. Each call is
 transport's). Lanes, interleaved round by round so drift on a shared machine hits them
 alike:
 
-- ``unary``: one unary gRPC call per request over one channel (what the Agent does
-  today for a service in another process);
-- ``mux``: the same stub over :class:`MuxChannel` (``LOOMFLOW_AGENT_TRANSPORT=mux``:
-  2 streams, up to 64 calls coalesced per write).
+- ``unary``: one unary gRPC call per request over one channel (``LOOMFLOW_AGENT_TRANSPORT=grpc``);
+- ``mux``: the same stub over :class:`MuxChannel` (what the Agent does by default for a service
+  in another process: 2 streams, up to 64 calls coalesced per write).
 
 With ``--agent-users N`` it also runs the Agent itself in the per-service topology (five
 ``loomflow serve`` processes, bench/topology.py) once per transport — unary calls to the
-other processes (the default) and ``LOOMFLOW_AGENT_TRANSPORT=mux`` — with N users of
+other processes (``LOOMFLOW_AGENT_TRANSPORT=grpc``) and multiplexed (the default) — with N users of
 bench/workload.py (``--agent-turns`` turns each), and reports turns/s, p50 and the CPU
 of all five processes per turn.
 
@@ -116,8 +115,8 @@ async def _main(calls: int, rounds: int, concurrency: int) -> dict[str, Any]:
     }
 
 
-AGENT_LANES = {"unary": "inprocess", "mux": "mux"}
-"""Lane → LOOMFLOW_AGENT_TRANSPORT (``inprocess`` makes unary calls to services in other processes)."""
+AGENT_LANES = {"unary": "grpc", "mux": "inprocess"}
+"""Lane → LOOMFLOW_AGENT_TRANSPORT (the default, ``inprocess``, multiplexes calls to other processes)."""
 
 
 def _agent_lane(lane: str, users: int, turns: int, concurrency: int) -> dict[str, float]:

@@ -710,6 +710,41 @@ def noisy_neighbour() -> str:
     return machine_line(data, "python -m bench noisy_neighbour") + "\n" + "\n".join(lines) + "\n" + verdict
 
 
+def transport() -> str:
+    """Unary calls against the multiplexed streams, side by side in one run; then the Agent over each."""
+    data = load("transport.json")
+    med, ratio = data["medians"], data["mux_vs_unary"]
+    lines = [
+        "| lane | calls/s | client CPU per call | server CPU per call |",
+        "|---|---:|---:|---:|",
+        f"| unary gRPC, `{data['rpc']}`, {data['concurrency']} in flight | {num(med['unary']['calls_per_second'])} "
+        f"| {num(med['unary']['client_cpu_us_per_call'])} µs | {num(med['unary']['server_cpu_us_per_call'])} µs |",
+        f"| multiplexed ({data['mux_settings']['streams']} streams, ≤ {data['mux_settings']['batch']} per write) "
+        f"| {num(med['mux']['calls_per_second'])} (×{ratio['calls_per_second']:.2f}) "
+        f"| {num(med['mux']['client_cpu_us_per_call'])} µs (×{ratio['client_cpu_us_per_call']:.2f}) "
+        f"| {num(med['mux']['server_cpu_us_per_call'])} µs (×{ratio['server_cpu_us_per_call']:.2f}) |",
+    ]
+    agent = data.get("agent_per_service")
+    if agent:
+        lines += [
+            "",
+            f"| the Agent, per-service topology ({agent['users']} users × {agent['turns']} turns) | turns/s | p50 "
+            "| CPU per turn, all processes | errors |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for lane, label in (("unary", "unary calls (`grpc`)"), ("mux", "multiplexed (the default)")):
+            row = agent["lanes"][lane]
+            lines.append(
+                f"| {label} | {num(row['turns_per_second'], 1)} | {num(row['p50_ms'], 1)} ms "
+                f"| {num(row['cpu_ms_per_turn'], 1)} ms | {num(row['errors'])} |"
+            )
+        lines.append(
+            f"\nMultiplexed over unary: ×{agent['mux_vs_unary']['turns_per_second']:.2f} turns/s, "
+            f"×{agent['mux_vs_unary']['p50_ms']:.2f} p50, ×{agent['mux_vs_unary']['cpu_ms_per_turn']:.2f} CPU per turn."
+        )
+    return table_with_facts(lines, data, "python -m bench transport")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "race": race,
     "race-targets": race_targets,
@@ -730,6 +765,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "memory-recall-full": memory_recall_full,
     "memory-recall-short": memory_recall_short,
     "memory-recall-steps": memory_recall_steps,
+    "transport": transport,
 }
 README_TABLES = ("race", "multi-tenant", "ghz", "per-service")
 """The tables README.md must carry; docs/*.md pages carry whichever they quote."""
