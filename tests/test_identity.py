@@ -221,7 +221,7 @@ async def test_claim_names_map_an_existing_providers_tokens(tmp_path: Path) -> N
         ), "a token without the user-id claim was accepted"
 
 
-@pytest.mark.parametrize("transport", ["inprocess", "mux"])  # the Agent's unary calls, or its multiplexed streams
+@pytest.mark.parametrize("transport", ["grpc", "inprocess"])  # unary calls, or the default: multiplexed streams
 async def test_mtls_identity_is_a_service_principal_and_the_agent_needs_no_token(
     tmp_path: Path, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -276,4 +276,4 @@ async def test_mtls_identity_is_a_service_principal_and_the_agent_needs_no_token
             )
             assert reply.run_id, "the run did not complete with certificate-only service identity"
         agents = streams[checked:]
-        assert bool(agents) is (transport == "mux"), f"the Agent's calls went over {transport}: {agents}"
+        assert bool(agents) is (transport != "grpc"), f"the Agent's calls went over {transport}: {agents}"

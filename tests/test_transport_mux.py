@@ -41,7 +41,10 @@ from loomflow.v1 import (
 from tests.agent.conftest import audit_keys
 from tests.test_transport_inprocess import SLEEPY, Outcome, meta, outcome, scope, slow_get_policy
 
-AGENT = meta("loomflow-agent")
+
+def agent() -> tuple[tuple[str, str], ...]:
+    """The Agent's service token, minted per call: one minted at import expires (600 s) before a full run gets here."""
+    return meta("loomflow-agent")
 
 
 @dataclass
@@ -71,9 +74,11 @@ async def same(both: Both, make: Callable[[Any], Awaitable[Any]]) -> Outcome:
     return got["grpc"]
 
 
-def get_policy(user: str, timeout: float = 5, metadata: Any = AGENT) -> Callable[[Any], Awaitable[Any]]:
+def get_policy(user: str, timeout: float = 5, metadata: Any = None) -> Callable[[Any], Awaitable[Any]]:
     return lambda ch: policy_pb2_grpc.PolicyServiceStub(ch).GetPolicy(
-        policy_pb2.GetPolicyRequest(scope=scope(user)), metadata=metadata, timeout=timeout
+        policy_pb2.GetPolicyRequest(scope=scope(user)),
+        metadata=agent() if metadata is None else metadata,
+        timeout=timeout,
     )
 
 
@@ -87,7 +92,7 @@ async def test_invalid_arguments_carry_the_same_field_violations(both: Both) -> 
     code, _, message, details = await same(
         both,
         lambda ch: memory_pb2_grpc.MemoryServiceStub(ch).Recall(
-            memory_pb2.RecallRequest(scope=scope(" alice"), query="x", limit=-1), metadata=AGENT, timeout=5
+            memory_pb2.RecallRequest(scope=scope(" alice"), query="x", limit=-1), metadata=agent(), timeout=5
         ),
     )
     assert code == "INVALID_ARGUMENT", message
@@ -115,7 +120,7 @@ async def test_another_tenants_record_is_not_found_alike(both: Both) -> None:
         both,
         lambda ch: policy_pb2_grpc.PolicyServiceStub(ch).GetApproval(
             policy_pb2.GetApprovalRequest(scope=scope(f"u-{uuid.uuid4().hex[:8]}"), approval_id="a-1"),
-            metadata=AGENT,
+            metadata=agent(),
             timeout=5,
         ),
     )
@@ -127,13 +132,13 @@ async def test_a_call_the_principal_may_not_make_fails_alone_and_the_stream_surv
     audit = audit_pb2_grpc.AuditServiceStub(both.mux.as_channel())
     everyone = tenancy_pb2.UserScope(all_tenants=tenancy_pb2.AllTenants())
     refused, fine, sentinel = await asyncio.gather(
-        outcome(audit.Query(audit_pb2.QueryRequest(scope=everyone), metadata=AGENT, timeout=5)),
+        outcome(audit.Query(audit_pb2.QueryRequest(scope=everyone), metadata=agent(), timeout=5)),
         outcome(get_policy("alice")(both.mux.as_channel())),
         outcome(get_policy("__jeeves_anon_user__")(both.mux.as_channel())),
     )
     unary = await outcome(
         audit_pb2_grpc.AuditServiceStub(both.suite.channel).Query(
-            audit_pb2.QueryRequest(scope=everyone), metadata=AGENT, timeout=5
+            audit_pb2.QueryRequest(scope=everyone), metadata=agent(), timeout=5
         )
     )
     assert refused == unary
@@ -180,13 +185,13 @@ async def test_an_unknown_method_goes_unary(both: Both) -> None:
         "/loomflow.v1.MemoryService/NoSuchRpc",
         request_serializer=memory_pb2.RecallRequest.SerializeToString,
         response_deserializer=memory_pb2.RecallResponse.FromString,
-    )(memory_pb2.RecallRequest(), metadata=AGENT, timeout=5)
+    )(memory_pb2.RecallRequest(), metadata=agent(), timeout=5)
     assert (await outcome(call))[:3] == ("UNIMPLEMENTED", None, "Method not found!")
 
 
 async def test_a_server_stream_travels_unary(both: Both) -> None:
     stream = policy_pb2_grpc.PolicyServiceStub(both.mux.as_channel()).WatchApprovals(
-        policy_pb2.WatchApprovalsRequest(scope=scope("alice")), metadata=AGENT, timeout=0.3
+        policy_pb2.WatchApprovalsRequest(scope=scope("alice")), metadata=agent(), timeout=0.3
     )
     assert isinstance(stream, grpc.aio.UnaryStreamCall)
     assert (await outcome(stream.read()))[0] == "DEADLINE_EXCEEDED"
@@ -240,7 +245,7 @@ async def test_a_restarted_server_fails_the_calls_in_flight_unavailable_and_the_
         mux = MuxChannel(channel)
         budget = budget_pb2_grpc.BudgetServiceStub(mux.as_channel())
         status = budget_pb2.GetStatusRequest(scope=scope("alice"))
-        assert (await outcome(budget.GetStatus(status, metadata=AGENT, timeout=5)))[0] == "OK"
+        assert (await outcome(budget.GetStatus(status, metadata=agent(), timeout=5)))[0] == "OK"
         in_flight = asyncio.ensure_future(outcome(get_policy(SLEEPY, timeout=30)(mux.as_channel())))
         await asyncio.sleep(0.2)
         await first.server.stop(0)
@@ -250,7 +255,7 @@ async def test_a_restarted_server_fails_the_calls_in_flight_unavailable_and_the_
         assert second.address.endswith(f":{port}")
         got: Outcome = ("", None, "", [])
         for _ in range(40):
-            got = await outcome(budget.GetStatus(status, metadata=AGENT, timeout=5))
+            got = await outcome(budget.GetStatus(status, metadata=agent(), timeout=5))
             if got[0] == "OK":
                 break
             assert got[0] == "UNAVAILABLE", got
@@ -265,7 +270,7 @@ async def raw_exchange(both: Both, batches: list[mux_pb2.MultiplexRequest], expe
         "/loomflow.v1.MuxService/Multiplex",
         request_serializer=mux_pb2.MultiplexRequest.SerializeToString,
         response_deserializer=mux_pb2.MultiplexResponse.FromString,
-    )(metadata=AGENT)
+    )(metadata=agent())
     for batch in batches:
         await stream.write(batch)
     replies: list[mux_pb2.MuxReply] = []
@@ -302,12 +307,12 @@ async def test_a_stopping_server_ends_its_streams_once_answered_instead_of_holdi
         mux = MuxChannel(suite.channel)
         budget = budget_pb2_grpc.BudgetServiceStub(mux.as_channel())
         status = budget_pb2.GetStatusRequest(scope=scope("alice"))
-        assert (await outcome(budget.GetStatus(status, metadata=AGENT, timeout=5)))[0] == "OK"  # streams open
+        assert (await outcome(budget.GetStatus(status, metadata=agent(), timeout=5)))[0] == "OK"  # streams open
         started = asyncio.get_running_loop().time()
         await suite.server.stop(grace=30)
         stopped_in = asyncio.get_running_loop().time() - started
         assert stopped_in < 15, f"the open streams held the stop for {stopped_in:.1f} s of its 30 s grace"
-        assert (await outcome(budget.GetStatus(status, metadata=AGENT, timeout=5)))[0] == "UNAVAILABLE"
+        assert (await outcome(budget.GetStatus(status, metadata=agent(), timeout=5)))[0] == "UNAVAILABLE"
         await mux.close()
 
 
