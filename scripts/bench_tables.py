@@ -90,6 +90,15 @@ def race() -> str:
         f"{alone['per-service']['p99_ms']:.1f} ms. Isolation violations: {violations}; budget mismatches: "
         f"{mismatches}.\n"
     )
+    at = data["points"][0]
+    if "cpu_ms_per_turn" in at["framework"]:  # counted since 2026-12-02: what load on the machine does not inflate
+        one, per = at["one-process"], at["per-service"]
+        summary += (
+            f"\nCPU per turn at {num(at['users'])} users (every process of the lane, the load's client included): "
+            f"framework **{at['framework']['cpu_ms_per_turn']:.2f} ms**, ours **{one['cpu_ms_per_turn']:.2f} ms** "
+            f"(one process; the server {one['server_cpu_ms_per_turn']:.2f}) and **{per['cpu_ms_per_turn']:.2f} ms** "
+            f"(per service; the servers {per['server_cpu_ms_per_turn']:.2f}).\n"
+        )
     return "\n".join(lines) + "\n" + summary + "\n" + machine_line(data, "python -m bench race")
 
 

@@ -26,6 +26,11 @@ def rss_kib() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def workload(users: int, turns: int, concurrency: int) -> dict[str, object]:
     from loomflow import Agent, InMemoryMemory
     from loomflow.governance.budget import BudgetConfig, StandardBudget
@@ -42,6 +47,7 @@ async def workload(users: int, turns: int, concurrency: int) -> dict[str, object
     # Warm up outside the measurement (imports, first-call caches).
     await agent.run("warm up", user_id="warmup", session_id="warmup")
     rss_before = rss_kib()
+    cpu_before = cpu_seconds()
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     tokens: dict[str, int] = {}
@@ -62,6 +68,7 @@ async def workload(users: int, turns: int, concurrency: int) -> dict[str, object
     started = time.perf_counter()
     await asyncio.gather(*(user_session(i) for i in range(users)))
     wall = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu_before
     rss_after = rss_kib()
     return {
         "users": users,
@@ -69,6 +76,7 @@ async def workload(users: int, turns: int, concurrency: int) -> dict[str, object
         "concurrency": concurrency,
         "wall_seconds": wall,
         "latencies_s": latencies,
+        "cpu_seconds": cpu,
         "rss_kib_before": rss_before,
         "rss_kib_after": rss_after,
         "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

@@ -68,6 +68,7 @@ def framework_lane(users: int, turns: int, concurrency: int) -> dict[str, Any]:
         "p50_ms": round(stats.p50_ms, 3),
         "p99_ms": round(stats.p99_ms, 3),
         "rss_kb_per_tenant": round((raw["rss_kib_after"] - raw["rss_kib_before"]) / users, 3),
+        "cpu_ms_per_turn": round(1e3 * raw["cpu_seconds"] / max(len(raw["latencies_s"]), 1), 3),
         "processes": 1,
     }
 
@@ -75,8 +76,23 @@ def framework_lane(users: int, turns: int, concurrency: int) -> dict[str, Any]:
 def our_lane(
     topology: str, users: int, turns: int, concurrency: int, profile_s: float = 0.0
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The lane's figures, and (with ``profile_s``) where its processes' CPU went."""
+    """The lane's figures, and (with ``profile_s``) where its processes' CPU went.
+
+    CPU per turn counts every server process and this process (the load's client) over the measured
+    phase only: the machine's cost of a turn, which load on the machine does not inflate as it does wall time.
+    """
+    import psutil
+
     suite = start_suite(topology)
+    servers = [psutil.Process(pid) for pid in suite.pids()]
+    client = psutil.Process()
+    cpu_marks: list[tuple[float, float]] = []
+
+    def sample() -> int:
+        """At the measured phase's start and end: RSS over all processes, and (kept aside) CPU so far."""
+        cpu_marks.append((sum(_cpu(p) for p in servers), _cpu(client)))
+        return sum(rss_kib(pid) for pid in suite.pids())
+
     samplers = []
     if profile_s > 0:
         pids = {p.services.replace(",", "+"): p.process.pid for p in suite.processes if p.process is not None}
@@ -89,7 +105,7 @@ def our_lane(
                 turns,
                 concurrency,
                 phases=1,
-                sample_rss=lambda: sum(rss_kib(pid) for pid in suite.pids()),
+                sample_rss=sample,
             )
         )
     finally:
@@ -97,16 +113,26 @@ def our_lane(
         suite.stop()
     stats = latency_stats(result.latencies_s, result.wall_seconds)
     (_, before), (_, after) = result.rss_samples[0], result.rss_samples[-1]
+    (server_before, client_before), (server_after, client_after) = cpu_marks[0], cpu_marks[-1]
+    measured_turns = max(result.turns, 1)
+    server_cpu, client_cpu = server_after - server_before, client_after - client_before
     return {
         "turns_per_second": round(stats.per_second, 1),
         "p50_ms": round(stats.p50_ms, 3),
         "p99_ms": round(stats.p99_ms, 3),
         "rss_kb_per_tenant": round((after - before) / users, 3),
+        "cpu_ms_per_turn": round(1e3 * (server_cpu + client_cpu) / measured_turns, 3),
+        "server_cpu_ms_per_turn": round(1e3 * server_cpu / measured_turns, 3),
         "processes": len(suite.processes),
         "errors": len(result.errors),
         "isolation_violations": len(result.isolation_violations),
         "budget_mismatches": len(result.budget_mismatches),
     }, profiled
+
+
+def _cpu(process: Any) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def unloaded(topology: str, turns: int) -> dict[str, float]:
