@@ -35,6 +35,7 @@ BENCHMARKS = {
     "policy_check": "bench.policy_check",
     "race": "bench.race.run",
     "recall_quality": "bench.recall_quality",
+    "sqlite_writes": "bench.sqlite_writes",
     "string_rules": "bench.string_rules",
     "tool_worker": "bench.tool_worker",
     "tracing_overhead": "bench.tracing_overhead",

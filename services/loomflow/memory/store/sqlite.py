@@ -1,8 +1,10 @@
 """The embedded default backend: one SQLite file in WAL mode.
 
-Writes run in one dedicated thread, each as a ``BEGIN IMMEDIATE`` transaction:
-SQLite's write lock serialises them (across processes too), so a write and a
-Forget of the same tenant can never interleave. Small indexed reads (the
+Writes run in one dedicated thread, each inside its own savepoint of a ``BEGIN
+IMMEDIATE`` transaction that the writes queued together share
+(:class:`~loomflow.kernel.backends.sqlite.GroupWriter`: one commit per batch, a
+failing write fails alone): SQLite's write lock serialises them (across
+processes too), so a write and a Forget of the same tenant can never interleave. Small indexed reads (the
 recall probe, hit and by-id lookups) run directly on the event loop through a
 second connection: in WAL mode readers never wait for the writer, and an
 indexed point read (~10 µs) is cheaper than a hop to a thread. Scans that can
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -115,11 +116,6 @@ def _sqlite_errors() -> contextlib.AbstractContextManager[None]:
     return unavailable_on_outage(WHAT)
 
 
-def _transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    with _sqlite_errors():
-        return sqlite_backend.write(conn, work)
-
-
 def migrate(conn: sqlite3.Connection) -> None:
     with _sqlite_errors():
         sqlite_backend.migrate(conn, MIGRATIONS)
@@ -148,6 +144,7 @@ class SQLiteStore:
         cache_episodes: int = DEFAULT_CACHE_EPISODES,
         synchronous: str = "normal",
         mmap_bytes: int = SQLITE_MMAP_BYTES,
+        write_batch: int = sqlite_backend.WRITE_BATCH,
     ) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
@@ -157,9 +154,10 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._mmap_bytes = mmap_bytes
         self._embedder = embedder or HashingEmbedder()
-        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="memory-sqlite-writer")
+        self._writes = sqlite_backend.GroupWriter(
+            lambda: _connect(self._path, self._synchronous, self._mmap_bytes), "memory-sqlite-writer", write_batch
+        )
         self._scan_thread = ThreadPoolExecutor(1, thread_name_prefix="memory-sqlite-scan")
-        self._writer: sqlite3.Connection | None = None
         self._scanner: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._recall = CachedRecall(self, self._embedder, IndexCache(cache_episodes))
@@ -171,21 +169,20 @@ class SQLiteStore:
     async def start(self) -> None:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._writer = await self._on_writer(lambda: _connect(self._path, self._synchronous, self._mmap_bytes))
-            await self._on_writer(lambda: migrate(self._conn(self._writer)))
+            await self._writes.start()
+            await self._writes.call(migrate)
             self._scanner = await self._on_scanner(lambda: _connect(self._path, mmap_bytes=self._mmap_bytes))
             self._reader = _connect(self._path, mmap_bytes=self._mmap_bytes)
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot open memory database {self._path}: {exc}") from exc
 
     async def close(self) -> None:
-        for conn, pool in ((self._writer, self._writer_thread), (self._scanner, self._scan_thread)):
-            if conn is not None:
-                await asyncio.get_running_loop().run_in_executor(pool, conn.close)
+        await self._writes.close()
+        if self._scanner is not None:
+            await asyncio.get_running_loop().run_in_executor(self._scan_thread, self._scanner.close)
         if self._reader is not None:
             self._reader.close()
-        self._writer = self._scanner = self._reader = None
-        self._writer_thread.shutdown(wait=True)
+        self._scanner = self._reader = None
         self._scan_thread.shutdown(wait=True)
 
     # -- plumbing ----------------------------------------------------------
@@ -196,16 +193,14 @@ class SQLiteStore:
             raise Unavailable("memory store is not started")
         return conn
 
-    async def _on_writer(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn)
-
     async def _on_scanner(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._scan_thread, fn)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Runs ``work`` in one BEGIN IMMEDIATE transaction on the writer thread."""
-        conn = self._conn(self._writer)
-        return await self._on_writer(functools.partial(_transaction, conn, work))
+        """Runs ``work`` on the writer thread, in its own savepoint of a shared transaction; returns once committed."""
+        self._conn(self._writes.connection)
+        with _sqlite_errors():
+            return await self._writes.write(work)
 
     async def scan(self, statement: str, params: Sequence[Any]) -> list[Any]:
         conn = self._conn(self._scanner)
