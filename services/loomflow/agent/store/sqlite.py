@@ -1,14 +1,14 @@
 """The embedded agent store: one SQLite file under the data directory (WAL, one writer at a time).
 
-Each call runs on a worker thread holding the connection's lock, so the event
-loop never waits on the disk and statements of one transaction never interleave.
+Each call runs on the file's writer thread
+(:class:`~loomflow.kernel.backends.sqlite.GroupWriter`), in its own savepoint of a
+transaction shared with the calls queued with it, so the event loop never waits on
+the disk and statements of one transaction never interleave.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -26,8 +26,7 @@ WHAT = "agent store (SQLite)"
 class SQLiteAgentStore:
     def __init__(self, path: str | Path) -> None:
         self._path = str(path)
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._writes: sqlite_backend.GroupWriter | None = None
 
     async def start(self) -> None:
         def open_and_migrate() -> sqlite3.Connection:
@@ -36,24 +35,21 @@ class SQLiteAgentStore:
                 conn.execute(statement)
             return conn
 
+        self._writes = sqlite_backend.GroupWriter(open_and_migrate, "agent-sqlite")
         with unavailable_on_outage(WHAT):
-            self._conn = await asyncio.to_thread(open_and_migrate)
+            await self._writes.start()
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.to_thread(conn.close)
+        writes, self._writes = self._writes, None
+        if writes is not None:
+            await writes.close()
 
     async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
+        writes = self._writes
+        if writes is None or writes.connection is None:
             raise Unavailable("agent store is not started")
-
-        def run() -> T:
-            with self._lock, unavailable_on_outage(WHAT):
-                return sqlite_backend.write(conn, work)
-
-        return await asyncio.to_thread(run)
+        with unavailable_on_outage(WHAT):
+            return await writes.write(work)
 
     async def put_definition(self, name: str, body: str, at: Micros) -> StoredDefinition:
         return await self._transaction(

@@ -1,9 +1,11 @@
 """The embedded default store: one SQLite file in WAL mode, written with ``synchronous=FULL``.
 
-Writes and scans run on one dedicated thread with one connection, so the event
-loop never waits for a commit's fsync and writes are serialised without locks
-of our own; each write is one ``BEGIN IMMEDIATE`` transaction, which SQLite
-also serialises against other processes sharing the file. Point reads by
+Writes and scans run on one dedicated thread with one connection
+(:class:`~loomflow.kernel.backends.sqlite.GroupWriter`), so the event loop never
+waits for a commit's fsync and writes are serialised without locks of our own;
+the writes queued together share one ``BEGIN IMMEDIATE`` transaction and one
+fsync, each in its own savepoint (one that fails is rolled back alone), and
+SQLite serialises them against other processes sharing the file. Point reads by
 primary key (a policy, an approval, a remembered answer) run directly on the
 event loop through a second, read-only connection: in WAL mode readers never
 wait for the writer, and such a read (~10 µs) is cheaper than a hop to a
@@ -13,12 +15,10 @@ process (:mod:`loomflow.policy.book`).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from loomflow.kernel.backends import sqlite as sqlite_backend
@@ -98,18 +98,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 class SqliteStore:
     def __init__(self, path: str) -> None:
         self._path = path
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._writes: sqlite_backend.GroupWriter | None = None
         self._reader: sqlite3.Connection | None = None
 
     # -- plumbing ----------------------------------------------------------
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._executor is None or self._conn is None:
+    def _writer(self) -> sqlite_backend.GroupWriter:
+        if self._writes is None or self._writes.connection is None:
             raise Unavailable("the policy store is not open")
-        conn = self._conn
+        return self._writes
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A read on the writer's thread (one that may grow with the data: kept off the event loop)."""
+        writes = self._writer()
         with unavailable_on_outage(WHAT):
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+            return await writes.call(fn)
+
+    async def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """A write, committed with the others queued with it (each in its own savepoint)."""
+        writes = self._writer()
+        with unavailable_on_outage(WHAT):
+            return await writes.write(body)
 
     def _read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Runs an indexed point read on the event loop (see the module docstring)."""
@@ -118,10 +127,6 @@ class SqliteStore:
         with unavailable_on_outage(WHAT):
             return fn(self._reader)
 
-    @staticmethod
-    def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-        return sqlite_backend.write(conn, body)
-
     def _open(self) -> sqlite3.Connection:
         # synchronous=FULL: an approval acknowledged is an approval kept
         conn = sqlite_backend.connect(self._path, busy_timeout=30.0, synchronous="full")
@@ -129,25 +134,21 @@ class SqliteStore:
         return conn
 
     async def start(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-sqlite")
+        self._writes = sqlite_backend.GroupWriter(self._open, "policy-sqlite")
         try:
-            self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+            await self._writes.start()
             # Opened after the migrations, so it sees the tables; never writes.
             self._reader = sqlite_backend.connect(self._path, busy_timeout=1.0, wal=False, query_only=True)
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot open the policy store {self._path}: {exc}") from exc
 
     async def close(self) -> None:
-        if self._executor is None:
-            return
-        conn, self._conn = self._conn, None
+        writes, self._writes = self._writes, None
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        if writes is not None:
+            await writes.close()
 
     def on_change(self, listener: ChangeListener) -> None:
         """SQLite cannot notify: other processes' policy changes are found by polling."""
@@ -164,7 +165,7 @@ class SqliteStore:
     async def put_policy(self, key: str, policy: Policy) -> Policy:
         body = policy_to_json(policy)
 
-        version = await self._run(functools.partial(self._write, body=functools.partial(_upsert_policy, key, body)))
+        version = await self._transaction(functools.partial(_upsert_policy, key, body))
         return policy_from_json(body, version)
 
     async def policy_version(self) -> int:
@@ -202,7 +203,7 @@ class SqliteStore:
             c.execute(f"INSERT INTO policy_approvals ({APPROVAL_COLUMNS}) VALUES ({marks})", values)
             return True
 
-        return await self._run(functools.partial(self._write, body=write))
+        return await self._transaction(write)
 
     async def consume_approval(
         self, tenant: str, approval_id: str, tool_name: str, arguments_sha256: str, run_id: str, now_ms: int
@@ -218,7 +219,7 @@ class SqliteStore:
             ).fetchone()
             return None if row is None else approval_from_row(row)
 
-        return await self._run(functools.partial(self._write, body=write))
+        return await self._transaction(write)
 
     async def get_approval(self, tenant: str, approval_id: str) -> Approval | None:
         def read(c: sqlite3.Connection) -> Approval | None:
@@ -270,7 +271,7 @@ class SqliteStore:
                 )
             return approval
 
-        return await self._run(functools.partial(self._write, body=write))
+        return await self._transaction(write)
 
     async def expire_due(
         self, now_ms: int, tenant: str | None = None, approval_id: str | None = None
@@ -289,7 +290,7 @@ class SqliteStore:
             ).fetchall()
             return sorted((approval_from_row(r) for r in rows), key=lambda a: (a.created_at, a.id))
 
-        return await self._run(functools.partial(self._write, body=write))
+        return await self._transaction(write)
 
     async def pending_approvals(self, tenant: str | None) -> list[Approval]:
         def read(c: sqlite3.Connection) -> list[Approval]:
@@ -327,7 +328,7 @@ class SqliteStore:
         def write(c: sqlite3.Connection) -> int:
             return c.execute(sql_ops.DELETE_SETTLED_BEFORE, (tenant, cutoff_ms, limit)).rowcount
 
-        return await self._run(functools.partial(self._write, body=write))
+        return await self._transaction(write)
 
     async def remembered(self, tenant: str, run_id: str, tool_name: str, now_ms: int) -> Remembered | None:
         def read(c: sqlite3.Connection) -> Remembered | None:
@@ -344,7 +345,7 @@ class SqliteStore:
         def write(c: sqlite3.Connection) -> int:
             return c.execute("DELETE FROM policy_remembered WHERE expires_at <= ?", (now_ms,)).rowcount
 
-        return await self._run(functools.partial(self._write, body=write))
+        return await self._transaction(write)
 
     # -- erasure -----------------------------------------------------------
 
@@ -366,7 +367,7 @@ class SqliteStore:
             )
             return ForgetReceipt(had_policy, approvals, pending, remembered)
 
-        return await self._run(functools.partial(self._write, body=write))
+        return await self._transaction(write)
 
     async def export(self, tenant: str) -> TenantExport:
         def read(c: sqlite3.Connection) -> TenantExport:
@@ -385,7 +386,7 @@ class SqliteStore:
             )
 
         # One BEGIN IMMEDIATE: a snapshot no write of the tenant can split.
-        return await self._run(functools.partial(self._write, body=read))
+        return await self._transaction(read)
 
 
 def _upsert_policy(key: str, body: str, c: sqlite3.Connection) -> int:
