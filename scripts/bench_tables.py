@@ -754,6 +754,20 @@ def transport() -> str:
     return table_with_facts(lines, data, "python -m bench transport")
 
 
+def sqlite_writes() -> str:
+    """Group commit: Remember through Memory's SQLite store, a commit per write against one per batch."""
+    data = load("sqlite_writes.json")
+    lanes = data["lanes"]
+    lines = ["| writes one transaction holds | in flight | writes/s | CPU per write |", "|---:|---:|---:|---:|"]
+    for name, row in lanes.items():
+        batch, in_flight = name.removeprefix("batch ").split(", ")
+        lines.append(
+            f"| {batch} | {in_flight.removesuffix(' in flight')} | {num(row['writes_per_second'])} "
+            f"| {num(row['cpu_us_per_write'])} µs |"
+        )
+    return table_with_facts(lines, data, "python -m bench sqlite_writes")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "race": race,
     "race-targets": race_targets,
@@ -775,6 +789,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "memory-recall-short": memory_recall_short,
     "memory-recall-steps": memory_recall_steps,
     "transport": transport,
+    "sqlite-writes": sqlite_writes,
 }
 README_TABLES = ("race", "multi-tenant", "ghz", "per-service")
 """The tables README.md must carry; docs/*.md pages carry whichever they quote."""
