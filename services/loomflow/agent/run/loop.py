@@ -1,12 +1,14 @@
 """The turn loop of one run (DESIGN §4).
 
-    recall ∥ reserve → model call → for each tool call: policy check (approval when
+    context ∥ reserve → model call → for each tool call: policy check (approval when
     ASK) → audit → tool → commit ∥ append ∥ remember   (last turn)
-                       commit → reserve next ∥ append   (turns that called tools)
+                        commit → reserve next ∥ append   (turns that called tools)
 
-Independent calls run concurrently, so an echo turn costs two rounds of calls.
-The budget side lives in :mod:`.settlement`, the audit entries in :mod:`.journal`,
-Memory's side in :mod:`.memories`, pausing for the caller's tools in :mod:`.pausing`.
+Independent calls run concurrently, so an echo turn costs two rounds of calls; the
+first round asks Memory once (GetContext: recall, history, blocks, facts; see
+:mod:`loomflow.agent.seeding`). The budget side lives in :mod:`.settlement`, the audit
+entries in :mod:`.journal`, the memories kept in :mod:`.memories`, pausing for the
+caller's tools in :mod:`.pausing`.
 """
 
 from __future__ import annotations
