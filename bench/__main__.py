@@ -29,6 +29,7 @@ BENCHMARKS = {
     "budget_ledger": "bench.budget_ledger",
     "faults": "bench.faults",
     "ghz": "bench.ghz.run",
+    "memory_context": "bench.memory_context",
     "memory_recall": "bench.memory_recall",
     "multi_tenant": "bench.multi_tenant",
     "noisy_neighbour": "bench.noisy_neighbour",

@@ -44,6 +44,12 @@ async def test_memory_client_covers_episodes_blocks_facts_forget_and_export(suit
         fact = (await memory.assert_fact("alice", "lives_in", "Lyon", user_id="alice", valid_from=lived)).fact
         facts = await memory.query_facts(user_id="alice", subject="alice")
         assert [f.object for f in facts] == ["Lyon"]
+        context = await memory.get_context(
+            user_id="alice", session_id="s1", recall_query="green sky", recall_limit=3, facts_page_size=10
+        )
+        assert [h.episode.id for h in context.recall_hits] == [episode.id]
+        assert [f.object for f in context.facts] == ["Lyon"]
+        assert list(context.history) == [], "the history part was not asked for"
         assert (await memory.retract_fact(fact.id, user_id="alice")).HasField("retracted_at")
 
         exported = [r.WhichOneof("record") async for r in memory.export(user_id="alice")]

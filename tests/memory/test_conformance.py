@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from loomflow.kernel.errors import Aborted, NotFound, ResourceExhausted
-from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL
+from loomflow.kernel.tenancy import ANONYMOUS_SENTINEL, tenant_key
 from loomflow.memory.models import (
     Block,
     BlockWrite,
@@ -30,7 +30,9 @@ from loomflow.memory.models import (
 from loomflow.memory.recall.embedding import Embedder
 from loomflow.memory.recall.local import WordLlamaEmbedder
 from loomflow.memory.recall.reembed import Progress, Reembeddable, reembed
+from loomflow.memory.servicer import MemoryServicer
 from loomflow.memory.store import MemoryStore, open_store
+from loomflow.v1 import memory_pb2, tenancy_pb2
 from tests.memory.conftest import dsn_for
 
 Tenant = Callable[[str], str]
@@ -645,3 +647,102 @@ async def test_reembed_resumes_from_its_progress_file_after_an_interruption(
         assert len(await recall_ids(switched, alice, "port")) == 5, "found by the new vectors alone"
     finally:
         await switched.close()
+
+
+# -- GetContext: a run's reads in one call, each part as its own RPC answers it --------------
+
+
+def scoped(user: str) -> tenancy_pb2.UserScope:
+    return tenancy_pb2.UserScope(user_id=user)
+
+
+async def test_get_context_parts_equal_what_the_single_rpcs_answer(store: MemoryStore, tenant: Tenant) -> None:
+    alice, bob = scoped(tenant("alice")), scoped(tenant("bob"))
+    memory = MemoryServicer(store)
+    at = now_micros()
+    for n in range(4):
+        await store.remember(tenant_key(alice), draft(f"the Lisbon trip, day {n}", f"noted {n}", "trip"), at + n)
+    await store.remember(tenant_key(alice), draft("the Lisbon flight leaves at nine", "ok", "plans"), at)
+    await store.remember(tenant_key(alice), draft("Lisbon hotel near the river", "booked", ""), at)
+    for session, label in [("", "persona"), ("", "diet"), ("trip", "itinerary"), ("plans", "other session")]:
+        await store.put_block(tenant_key(alice), BlockWrite(label, session, f"{session}/{label}"), at)
+    for n in range(3):
+        await store.assert_fact(tenant_key(alice), FactAssertion("alice", f"likes{n}", "Lisbon", at - SECOND, None), at)
+    # bob holds the better matches, the same session id and blocks: none of it may reach alice
+    await store.remember(tenant_key(bob), draft("the Lisbon trip Lisbon trip Lisbon", "bob's", "trip"), at)
+    await store.put_block(tenant_key(bob), BlockWrite("persona", "", "bob's persona"), at)
+    await store.put_block(tenant_key(bob), BlockWrite("itinerary", "trip", "bob's trip"), at)
+    await store.assert_fact(tenant_key(bob), FactAssertion("alice", "likes", "bob's", at - SECOND, None), at)
+
+    request = memory_pb2.GetContextRequest(
+        scope=alice,
+        session_id="trip",
+        recall_query="Lisbon trip",
+        recall_limit=10,
+        recall_exclude_session_id="trip",
+        history_page_size=3,
+        blocks_page_size=100,
+        facts_page_size=2,
+    )
+    context = await memory.GetContext(request, None)
+
+    recalled = await memory.Recall(
+        memory_pb2.RecallRequest(scope=alice, query="Lisbon trip", limit=10, exclude_session_id="trip"), None
+    )
+    assert list(context.recall_hits) == list(recalled.hits), "the recall part is Recall's answer"
+    assert len(context.recall_hits) == 2, "the excluded session's episodes are left out"
+    assert (context.embedder, context.min_vector_similarity) == (recalled.embedder, recalled.min_vector_similarity)
+    listed = await memory.ListEpisodes(
+        memory_pb2.ListEpisodesRequest(scope=alice, session_id="trip", page_size=3), None
+    )
+    assert list(context.history) == list(listed.episodes), "the history part is ListEpisodes' first page"
+    assert context.history_next_page_token == listed.next_page_token
+    older = await memory.ListEpisodes(
+        memory_pb2.ListEpisodesRequest(scope=alice, session_id="trip", page_token=context.history_next_page_token),
+        None,
+    )
+    assert [e.input for e in older.episodes] == ["the Lisbon trip, day 0"], "its token continues in ListEpisodes"
+    every_block = await memory.ListBlocks(memory_pb2.ListBlocksRequest(scope=alice), None)
+    assert list(context.blocks) == [b for b in every_block.blocks if b.session_id in ("", "trip")]
+    assert [(b.session_id, b.label) for b in context.blocks] == [("", "diet"), ("", "persona"), ("trip", "itinerary")]
+    assert not context.more_blocks
+    current = await memory.QueryFacts(memory_pb2.QueryFactsRequest(scope=alice, page_size=2), None)
+    assert list(context.facts) == list(current.facts), "the facts part is QueryFacts' first page"
+    rest = await memory.QueryFacts(
+        memory_pb2.QueryFactsRequest(scope=alice, page_token=context.facts_next_page_token), None
+    )
+    assert [f.predicate for f in rest.facts] == ["likes2"], "its token continues in QueryFacts"
+    scopes = [h.episode.scope for h in context.recall_hits] + [e.scope for e in context.history]
+    scopes += [b.scope for b in context.blocks] + [f.scope for f in context.facts]
+    assert all(s == alice for s in scopes), "another tenant's record never appears"
+    assert "bob's" not in str(context)
+
+    carol = await memory.GetContext(
+        memory_pb2.GetContextRequest(
+            scope=scoped(tenant("carol")),
+            session_id="trip",
+            recall_query="Lisbon trip",
+            recall_limit=10,
+            history_page_size=20,
+            blocks_page_size=100,
+            facts_page_size=100,
+        ),
+        None,
+    )
+    assert (list(carol.recall_hits), list(carol.history), list(carol.blocks), list(carol.facts)) == ([], [], [], [])
+    assert (carol.history_next_page_token, carol.more_blocks, carol.facts_next_page_token) == ("", False, "")
+
+
+async def test_get_context_reads_only_the_parts_asked_for(store: MemoryStore, tenant: Tenant) -> None:
+    alice = scoped(tenant("alice"))
+    memory = MemoryServicer(store)
+    await seed(store, tenant_key(alice), now_micros())
+    nothing = await memory.GetContext(memory_pb2.GetContextRequest(scope=alice, session_id="s1"), None)
+    assert nothing == memory_pb2.GetContextResponse(), "every part is off when its size is 0"
+    blocks_only = await memory.GetContext(
+        memory_pb2.GetContextRequest(scope=alice, session_id="s1", blocks_page_size=1), None
+    )
+    assert [b.label for b in blocks_only.blocks] == ["notes"]
+    assert (list(blocks_only.history), list(blocks_only.facts), list(blocks_only.recall_hits)) == ([], [], [])
+    no_session = await memory.GetContext(memory_pb2.GetContextRequest(scope=alice, blocks_page_size=10), None)
+    assert list(no_session.blocks) == [], "without a session only tenant-wide blocks count, and s1's is not one"

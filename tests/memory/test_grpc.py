@@ -168,6 +168,15 @@ async def test_forget_then_export_is_empty_for_a_user_and_for_the_anonymous_buck
         (memory_pb2.RememberRequest(scope=user("a"), input="nul \x00 inside"), "input"),
         (memory_pb2.RememberRequest(scope=user("a"), metadata={"k": "v\x00"}), "metadata['k']"),
         (memory_pb2.GetBlockRequest(scope=user("a"), label="l\x00"), "label"),
+        (memory_pb2.GetContextRequest(scope=user("a"), recall_limit=5), "recall_query"),
+        (memory_pb2.GetContextRequest(scope=user("a"), recall_query="x", recall_limit=1001), "recall_limit"),
+        (memory_pb2.GetContextRequest(scope=user("a"), recall_query="x" * 65537, recall_limit=1), "recall_query"),
+        (memory_pb2.GetContextRequest(scope=user("a"), history_page_size=-1), "history_page_size"),
+        (memory_pb2.GetContextRequest(scope=user("a"), blocks_page_size=1001), "blocks_page_size"),
+        (memory_pb2.GetContextRequest(scope=user("a"), facts_page_size=1001), "facts_page_size"),
+        (memory_pb2.GetContextRequest(scope=user("a"), session_id="s" * 257), "session_id"),
+        (memory_pb2.GetContextRequest(scope=user("a"), recall_exclude_session_id="s\x00"), "recall_exclude_session_id"),
+        (memory_pb2.GetContextRequest(history_page_size=1), "scope"),
     ],
     ids=[
         "empty_query",
@@ -179,6 +188,15 @@ async def test_forget_then_export_is_empty_for_a_user_and_for_the_anonymous_buck
         "nul_input",
         "nul_metadata",
         "nul_label",
+        "context_recall_without_query",
+        "context_recall_limit",
+        "context_long_query",
+        "context_negative_history",
+        "context_blocks_page",
+        "context_facts_page",
+        "context_long_session",
+        "context_nul_exclude",
+        "context_no_scope",
     ],
 )
 async def test_bad_input_answers_invalid_argument_naming_the_field(
@@ -191,6 +209,7 @@ async def test_bad_input_answers_invalid_argument_naming_the_field(
         memory_pb2.MemoryServiceForgetRequest: memory.Forget,
         memory_pb2.RememberRequest: memory.Remember,
         memory_pb2.GetBlockRequest: memory.GetBlock,
+        memory_pb2.GetContextRequest: memory.GetContext,
     }[type(request_message)]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await rpc(request_message)  # type: ignore[operator]
@@ -208,6 +227,13 @@ async def test_every_backend_serves_the_memory_service_over_grpc(backend: str, t
         await stub.Remember(memory_pb2.RememberRequest(scope=bob, input="the wifi password is swordfish"))
         hits = (await stub.Recall(memory_pb2.RecallRequest(scope=alice, query="wifi password", limit=10))).hits
         assert [h.episode.id for h in hits] == [mine.episode.id]
+        context = await stub.GetContext(
+            memory_pb2.GetContextRequest(
+                scope=alice, recall_query="wifi password", recall_limit=10, history_page_size=5
+            )
+        )
+        assert list(context.recall_hits) == list(hits)
+        assert [e.id for e in context.history] == [mine.episode.id], "alice's episode stored without a session"
         await stub.Forget(memory_pb2.MemoryServiceForgetRequest(scope=alice))
         assert await export(stub, alice) == []
         assert await export(stub, bob) == ["episode"]

@@ -22,7 +22,7 @@ var DefaultRetryPolicy = RetryPolicy{MaxAttempts: 4, InitialBackoff: 50 * time.M
 // IdempotentMethods are the RPCs a retry cannot apply twice (reads, keyed writes,
 // and writes deduplicated by an idempotency key), the same list the Python client retries.
 var IdempotentMethods = map[string][]string{
-	"loomflow.v1.MemoryService": {"Recall", "GetEpisode", "GetBlock", "ListBlocks", "QueryFacts", "RetractFact", "Forget"},
+	"loomflow.v1.MemoryService": {"Recall", "GetEpisode", "ListEpisodes", "GetBlock", "ListBlocks", "QueryFacts", "GetContext", "RetractFact", "Forget"},
 	"loomflow.v1.BudgetService": {"Reserve", "Commit", "Release", "GetStatus", "SetLimits"},
 	"loomflow.v1.PolicyService": {"Check", "GetApproval", "GetPolicy", "PutPolicy"},
 	"loomflow.v1.AuditService":  {"Query", "Verify", "Forget"},

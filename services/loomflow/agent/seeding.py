@@ -1,4 +1,4 @@
-"""What a run knows before its first model call, besides recall: the session, blocks and facts.
+"""What a run knows before its first model call, besides its memories: the session, blocks and facts.
 
 Like the in-process framework it replaces, every run is seeded with
 
@@ -9,19 +9,18 @@ Like the in-process framework it replaces, every run is seeded with
 - this session's newest turns as conversation messages, oldest first: as many
   of the newest ``history_turns`` as fit in ``history_tokens``.
 
-History comes from Memory's ListEpisodes with a page size of ``history_turns``,
-so a run in a session of 10,000 turns reads as many rows as one in a session of
-20 (``bench/agent_turn.py``). Everything here is scoped by the run's UserScope:
-another tenant's session with the same id is another session.
+All of it, and the recalled episodes, come from one Memory call (GetContext), made
+concurrently with the first budget reservation. History is its ListEpisodes page of
+``history_turns``, so a run in a session of 10,000 turns reads as many rows as one in
+a session of 20 (``bench/agent_turn.py``). Everything here is scoped by the run's
+UserScope: another tenant's session with the same id is another session.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import grpc
 
@@ -29,11 +28,11 @@ from loomflow.agent.dependencies import Dependencies, dependency_error
 from loomflow.agent.models.base import Message, truncate_tokens
 from loomflow.v1 import memory_pb2, tenancy_pb2
 
-T = TypeVar("T")
-
 TokenCounter = Callable[[str], int]
 
 _WORD = re.compile(r"\w+")
+_MAX_QUERY_CHARS = 65536  # GetContextRequest.recall_query
+_MAX_PAGE = 1000  # GetContextRequest's page sizes
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,8 @@ class SeedLimits:
     fact_tokens: int = 256
     fact_candidates: int = 100
     """Current facts read per run to choose the matching ones from."""
+    block_candidates: int = 100
+    """Working blocks read per run at most (tenant-wide first, then the session's)."""
 
     def reserved_tokens(self, session_id: str) -> int:
         """The most input tokens the seed can add (what the first reservation must hold)."""
@@ -61,61 +62,51 @@ class Seed:
     facts: list[str]
 
 
-async def read_seed(
-    deps: Dependencies,
-    scope: tenancy_pb2.UserScope,
-    session_id: str,
-    prompt: str,
-    limits: SeedLimits,
-    count: TokenCounter,
-    deadline: float,
-) -> Seed:
-    """Reads the session's newest turns, the blocks and the current facts concurrently (only those enabled)."""
-    memory, metadata, timeout = deps.memory, deps.metadata, deps.timeout(deadline)
-    history = history_request(scope, session_id, limits)
-    calls: list[Awaitable[Any]] = [
-        _answer(memory.ListEpisodes(history, metadata=metadata, timeout=timeout)) if history else _none(),
-        _answer(memory.ListBlocks(memory_pb2.ListBlocksRequest(scope=scope), metadata=metadata, timeout=timeout))
-        if limits.block_tokens > 0
-        else _none(),
-        _answer(
-            memory.QueryFacts(
-                memory_pb2.QueryFactsRequest(scope=scope, limit=max(1, limits.fact_candidates)),
-                metadata=metadata,
-                timeout=timeout,
-            )
+def context_request(
+    scope: tenancy_pb2.UserScope, session_id: str, prompt: str, limits: SeedLimits, recall_limit: int
+) -> memory_pb2.GetContextRequest | None:
+    """The one Memory call a run makes before its first model call: recall for the prompt (episodes of
+    other sessions: this session's turns come as history), the session's newest page, the blocks and
+    the current facts, each only when enabled (None: the run needs nothing from Memory)."""
+    history = bool(session_id) and limits.history_turns > 0 and limits.history_tokens > 0
+    request = memory_pb2.GetContextRequest(
+        scope=scope,
+        session_id=session_id,
+        recall_query=prompt[:_MAX_QUERY_CHARS] if recall_limit > 0 else "",
+        recall_limit=max(0, recall_limit),
+        recall_exclude_session_id=session_id,
+        history_page_size=limits.history_turns if history else 0,
+        blocks_page_size=limits.block_candidates if limits.block_tokens > 0 else 0,
+        facts_page_size=min(_MAX_PAGE, max(1, limits.fact_candidates)) if limits.fact_tokens > 0 else 0,
+    )
+    parts = (request.recall_limit, request.history_page_size, request.blocks_page_size, request.facts_page_size)
+    return request if any(parts) else None
+
+
+async def read_context(
+    deps: Dependencies, request: memory_pb2.GetContextRequest | None, deadline: float
+) -> memory_pb2.GetContextResponse:
+    """Memory's answer to :func:`context_request` (an empty one when there is nothing to ask)."""
+    if request is None:
+        return memory_pb2.GetContextResponse()
+    try:
+        reply: memory_pb2.GetContextResponse = await deps.memory.GetContext(
+            request, metadata=deps.metadata, timeout=deps.timeout(deadline)
         )
-        if limits.fact_tokens > 0
-        else _none(),
-    ]
-    listed, blocks, facts = await asyncio.gather(*calls)
-    messages, ids = history_messages(listed.episodes, count, limits.history_tokens) if listed else ([], [])
+    except grpc.aio.AioRpcError as error:
+        raise dependency_error("memory", error) from None
+    return reply
+
+
+def seed_from(context: memory_pb2.GetContextResponse, prompt: str, limits: SeedLimits, count: TokenCounter) -> Seed:
+    """What of Memory's answer the run is seeded with, within each kind's token budget."""
+    messages, ids = history_messages(context.history, count, limits.history_tokens)
     return Seed(
         history=messages,
         history_episode_ids=ids,
-        blocks=block_context(blocks.blocks, session_id, count, limits.block_tokens) if blocks else [],
-        facts=fact_context(facts.facts, prompt, count, limits.fact_tokens) if facts else [],
+        blocks=block_context(context.blocks, count, limits.block_tokens),
+        facts=fact_context(context.facts, prompt, count, limits.fact_tokens),
     )
-
-
-async def _answer(call: Awaitable[T]) -> T:
-    try:
-        return await call
-    except grpc.aio.AioRpcError as error:
-        raise dependency_error("memory", error) from None
-
-
-async def _none() -> None:
-    return None
-
-
-def history_request(
-    scope: tenancy_pb2.UserScope, session_id: str, limits: SeedLimits
-) -> memory_pb2.ListEpisodesRequest | None:
-    """The one ListEpisodes page a run reads (None when the run has no session or history is off)."""
-    if not session_id or limits.history_turns <= 0 or limits.history_tokens <= 0:
-        return None
-    return memory_pb2.ListEpisodesRequest(scope=scope, session_id=session_id, page_size=limits.history_turns)
 
 
 def history_messages(
@@ -145,14 +136,11 @@ def history_messages(
     return messages, [e.id for e in kept]
 
 
-def block_context(
-    found: Sequence[memory_pb2.Block], session_id: str, count: TokenCounter, budget: int
-) -> list[tuple[str, str]]:
-    """Tenant-wide blocks, then this session's, each cut to what is left of ``budget``."""
-    chosen = [b for b in found if not b.session_id] + [b for b in found if session_id and b.session_id == session_id]
+def block_context(found: Sequence[memory_pb2.Block], count: TokenCounter, budget: int) -> list[tuple[str, str]]:
+    """The blocks Memory gave (tenant-wide, then this session's), each cut to what is left of ``budget``."""
     context: list[tuple[str, str]] = []
     room = budget
-    for block in chosen:
+    for block in found:
         if not block.content.strip():
             continue
         cost = count(block.label) + 2  # the "[label]" line

@@ -43,6 +43,14 @@ def page_token(before_seq: int) -> str:
     return base64.urlsafe_b64encode(f"{_PAGE_TOKEN_PREFIX}{before_seq}".encode()).decode().rstrip("=")
 
 
+def next_page_token(found: Sequence[Episode], kept: int) -> str:
+    """The token of the page after the first ``kept`` episodes of ``found`` (newest first); empty when
+    none of ``found`` is left over."""
+    if len(found) <= kept:
+        return ""
+    return page_token(found[kept - 1].seq if kept else found[0].seq + 1)
+
+
 def parse_page_token(token: str) -> int | None:
     """``before_seq`` of a page token (None for the empty token); INVALID_ARGUMENT for one never issued."""
     if not token:

@@ -113,6 +113,11 @@ def answer_order(row: Fact) -> tuple[str, str, int, int, str]:
     return (row.subject, row.predicate, row.valid_from, row.recorded_at, row.row_id)
 
 
+BEFORE_EVERY_FACT = ("", "", 0, 0, "")
+"""An answer-order key below every stored fact's (subjects are never empty): a page resuming after
+it starts at the first fact."""
+
+
 def answer(rows: Iterable[Fact], query: FactQuery) -> list[Fact]:
     """Filters, orders and limits versions for a query (for backends that cannot do it in their engine)."""
     after = query.after

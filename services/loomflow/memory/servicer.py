@@ -6,8 +6,9 @@ records are stamped with and Forget tombstones are compared against.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from google.protobuf import descriptor, timestamp_pb2
@@ -16,7 +17,8 @@ from google.protobuf.message import Message
 from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.tenancy import scope_for, tenant_key, write_scope
 from loomflow.memory import facts, metrics, paging
-from loomflow.memory.episodes import page_token, parse_page_token
+from loomflow.memory.context import fit_parts
+from loomflow.memory.episodes import next_page_token, parse_page_token
 from loomflow.memory.models import (
     Block,
     BlockWrite,
@@ -27,6 +29,7 @@ from loomflow.memory.models import (
     FactQuery,
     ForgetScope,
     Micros,
+    RecallHit,
     RecallQuery,
     SessionPage,
     now_micros,
@@ -129,6 +132,26 @@ def fact_message(fact: Fact) -> memory_pb2.Fact:
     return message
 
 
+def write_hits(field: Any, hits: Sequence[RecallHit]) -> None:
+    """Appends recalled episodes with their scores to a repeated RecallHit field."""
+    for hit in hits:
+        message = field.add()
+        write_episode(message.episode, hit.episode)
+        message.score = hit.score
+        message.lexical_score = hit.lexical_score
+        message.vector_score = hit.vector_score
+
+
+def facts_page_token(tenant: str, query: FactQuery, found: Sequence[Fact], kept: int) -> str:
+    """The QueryFacts token of the page after the first ``kept`` of ``found``; empty when none is left
+    over. It pins the query's instants, so "now" does not move between pages."""
+    if len(found) <= kept:
+        return ""
+    last = facts.answer_order(found[kept - 1]) if kept else facts.BEFORE_EVERY_FACT
+    filters = [query.subject, query.predicate, query.include_history]
+    return paging.encode_token("QueryFacts", tenant, filters, [query.valid_at, query.known_at, *last])
+
+
 def _facts_resume(key: list[Any]) -> tuple[Micros, Micros, tuple[str, str, int, int, str]]:
     """(valid_at, known_at, the last fact's answer-order key) from a QueryFacts page token."""
     try:
@@ -136,6 +159,10 @@ def _facts_resume(key: list[Any]) -> tuple[Micros, Micros, tuple[str, str, int, 
         return int(valid), int(known), (str(subject), str(predicate), int(valid_from), int(recorded_at), str(row_id))
     except (TypeError, ValueError):
         raise InvalidArgument.field("page_token", "not a page token this service issued") from None
+
+
+async def _none() -> None:
+    return None
 
 
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
@@ -170,8 +197,6 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
 
     async def Recall(self, request: memory_pb2.RecallRequest, context: Context) -> memory_pb2.RecallResponse:
         reject_nul(request)
-        started = time.perf_counter()
-        tenant = tenant_key(request.scope)
         query = RecallQuery(
             text=request.query,
             limit=request.limit or DEFAULT_RECALL_LIMIT,
@@ -179,21 +204,24 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
             min_score=request.min_score,
             exclude_session_id=request.exclude_session_id or None,
         )
-        hits = await self._store.recall(tenant, query)
-        metrics.record_recall(tenant, started)
-        embedder = self._embedder.name if self._embedder else ""
-        response = memory_pb2.RecallResponse(
-            embedder=embedder, min_vector_similarity=tuning_for(embedder).min_similarity
-        )
-        for hit in hits:
-            message = response.hits.add()
-            write_episode(message.episode, hit.episode)
-            message.score = hit.score
-            message.lexical_score = hit.lexical_score
-            message.vector_score = hit.vector_score
+        hits = await self._recall(tenant_key(request.scope), query)
+        response = memory_pb2.RecallResponse()
+        self._name_embedder(response)
+        write_hits(response.hits, hits)
         while response.hits and response.ByteSize() > self._recall_bytes:
             del response.hits[-1]  # the best hits that fit; the rest would make the answer undeliverable
         return response
+
+    async def _recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
+        started = time.perf_counter()
+        hits = await self._store.recall(tenant, query)
+        metrics.record_recall(tenant, started)
+        return hits
+
+    def _name_embedder(self, response: memory_pb2.RecallResponse | memory_pb2.GetContextResponse) -> None:
+        """The embedder whose cosines the hits carry, and where noise starts on its scale."""
+        response.embedder = self._embedder.name if self._embedder else ""
+        response.min_vector_similarity = tuning_for(response.embedder).min_similarity
 
     async def GetEpisode(
         self, request: memory_pb2.GetEpisodeRequest, context: Context
@@ -214,8 +242,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
             write_episode(response.episodes.add(), episode)
         while len(response.episodes) > 1 and response.ByteSize() > self._recall_bytes:
             del response.episodes[-1]  # the newest that fit in one message; the next page continues below them
-        if len(found) > len(response.episodes):
-            response.next_page_token = page_token(found[len(response.episodes) - 1].seq)
+        response.next_page_token = next_page_token(found, len(response.episodes))
         return response
 
     async def PutBlock(self, request: memory_pb2.PutBlockRequest, context: Context) -> memory_pb2.PutBlockResponse:
@@ -320,13 +347,58 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
             after=after,
         )
         found = await self._store.query_facts(tenant, query)
-        page, more = paging.fit(found, size, self._recall_bytes, fact_message)
+        page, _ = paging.fit(found, size, self._recall_bytes, fact_message)
         response = memory_pb2.QueryFactsResponse(facts=page)  # type: ignore[arg-type]
-        if more:
-            last = found[len(page) - 1]
-            key = [valid, known, *facts.answer_order(last)]
-            response.next_page_token = paging.encode_token("QueryFacts", tenant, filters, key)
+        response.next_page_token = facts_page_token(tenant, query, found, len(page))
         return response
+
+    async def GetContext(
+        self, request: memory_pb2.GetContextRequest, context: Context
+    ) -> memory_pb2.GetContextResponse:
+        """Recall, a history page, blocks and current facts in one call (a run's reads before its first
+        model call): each part read as its own RPC reads it, concurrently, then fitted into one message."""
+        reject_nul(request)
+        if request.recall_limit > 0 and not request.recall_query:
+            raise InvalidArgument.field("recall_query", "must not be empty when recall_limit is set")
+        at = now_micros()
+        tenant = tenant_key(request.scope)
+        session = request.session_id
+        recall = RecallQuery(
+            text=request.recall_query,
+            limit=request.recall_limit,
+            exclude_session_id=request.recall_exclude_session_id or None,
+        )
+        history = SessionPage(session, request.history_page_size + 1)  # one more: is there a next page?
+        current = FactQuery(valid_at=at, known_at=at, limit=request.facts_page_size + 1)
+        hits, episodes, blocks, found_facts = await asyncio.gather(
+            self._recall(tenant, recall) if request.recall_limit > 0 else _none(),
+            self._store.list_episodes(tenant, history) if request.history_page_size > 0 else _none(),
+            self._context_blocks(tenant, session) if request.blocks_page_size > 0 else _none(),
+            self._store.query_facts(tenant, current) if request.facts_page_size > 0 else _none(),
+        )
+        response = memory_pb2.GetContextResponse()
+        if hits is not None:
+            self._name_embedder(response)
+            write_hits(response.recall_hits, hits)
+        for episode in (episodes or [])[: request.history_page_size]:
+            write_episode(response.history.add(), episode)
+        response.blocks.extend(block_message(b) for b in (blocks or [])[: request.blocks_page_size])
+        response.facts.extend(fact_message(f) for f in (found_facts or [])[: request.facts_page_size])
+        parts = (response.recall_hits, response.history, response.blocks, response.facts)
+        _, kept_history, kept_blocks, kept_facts = fit_parts(parts, self._recall_bytes)
+        response.history_next_page_token = next_page_token(episodes or [], kept_history)
+        response.more_blocks = len(blocks or []) > kept_blocks
+        response.facts_next_page_token = facts_page_token(tenant, current, found_facts or [], kept_facts)
+        return response
+
+    async def _context_blocks(self, tenant: str, session_id: str) -> list[Block]:
+        """The tenant-wide blocks, then the session's: ListBlocks' order, without other sessions' blocks."""
+        if not session_id:
+            return await self._store.list_blocks(tenant, "")
+        shared, own = await asyncio.gather(
+            self._store.list_blocks(tenant, ""), self._store.list_blocks(tenant, session_id)
+        )
+        return [*shared, *own]
 
     async def Forget(
         self, request: memory_pb2.MemoryServiceForgetRequest, context: Context

@@ -113,6 +113,37 @@ class MemoryClient(ServiceClient):
             if not token:
                 return
 
+    async def get_context(
+        self,
+        *,
+        user_id: str | None = None,
+        anonymous: bool = False,
+        session_id: str = "",
+        recall_query: str = "",
+        recall_limit: int = 0,
+        recall_exclude_session_id: str = "",
+        history_page_size: int = 0,
+        blocks_page_size: int = 0,
+        facts_page_size: int = 0,
+    ) -> memory_pb2.GetContextResponse:
+        """What an agent reads before its first model call, in one call: the recall hits for a query,
+        the session's newest episodes, the tenant-wide and session blocks, the current facts; each part
+        only when its size is set, each as its own RPC would answer it."""
+        request = memory_pb2.GetContextRequest(
+            scope=scope(user_id, anonymous),
+            session_id=session_id,
+            recall_query=recall_query,
+            recall_limit=recall_limit,
+            recall_exclude_session_id=recall_exclude_session_id,
+            history_page_size=history_page_size,
+            blocks_page_size=blocks_page_size,
+            facts_page_size=facts_page_size,
+        )
+        reply: memory_pb2.GetContextResponse = await self._connection.unary(
+            self._stub.GetContext, request, idempotent=True
+        )
+        return reply
+
     async def put_block(
         self,
         label: str,

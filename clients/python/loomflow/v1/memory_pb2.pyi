@@ -323,6 +323,48 @@ class QueryFactsResponse(_message.Message):
     next_page_token: str
     def __init__(self, facts: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class GetContextRequest(_message.Message):
+    __slots__ = ("scope", "session_id", "recall_query", "recall_limit", "recall_exclude_session_id", "history_page_size", "blocks_page_size", "facts_page_size")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RECALL_QUERY_FIELD_NUMBER: _ClassVar[int]
+    RECALL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    RECALL_EXCLUDE_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    FACTS_PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    scope: _tenancy_pb2.UserScope
+    session_id: str
+    recall_query: str
+    recall_limit: int
+    recall_exclude_session_id: str
+    history_page_size: int
+    blocks_page_size: int
+    facts_page_size: int
+    def __init__(self, scope: _Optional[_Union[_tenancy_pb2.UserScope, _Mapping]] = ..., session_id: _Optional[str] = ..., recall_query: _Optional[str] = ..., recall_limit: _Optional[int] = ..., recall_exclude_session_id: _Optional[str] = ..., history_page_size: _Optional[int] = ..., blocks_page_size: _Optional[int] = ..., facts_page_size: _Optional[int] = ...) -> None: ...
+
+class GetContextResponse(_message.Message):
+    __slots__ = ("recall_hits", "embedder", "min_vector_similarity", "history", "history_next_page_token", "blocks", "more_blocks", "facts", "facts_next_page_token")
+    RECALL_HITS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    MIN_VECTOR_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    MORE_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    FACTS_NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    recall_hits: _containers.RepeatedCompositeFieldContainer[RecallHit]
+    embedder: str
+    min_vector_similarity: float
+    history: _containers.RepeatedCompositeFieldContainer[Episode]
+    history_next_page_token: str
+    blocks: _containers.RepeatedCompositeFieldContainer[Block]
+    more_blocks: bool
+    facts: _containers.RepeatedCompositeFieldContainer[Fact]
+    facts_next_page_token: str
+    def __init__(self, recall_hits: _Optional[_Iterable[_Union[RecallHit, _Mapping]]] = ..., embedder: _Optional[str] = ..., min_vector_similarity: _Optional[float] = ..., history: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., history_next_page_token: _Optional[str] = ..., blocks: _Optional[_Iterable[_Union[Block, _Mapping]]] = ..., more_blocks: _Optional[bool] = ..., facts: _Optional[_Iterable[_Union[Fact, _Mapping]]] = ..., facts_next_page_token: _Optional[str] = ...) -> None: ...
+
 class MemoryServiceForgetRequest(_message.Message):
     __slots__ = ("scope", "session_id", "before")
     SCOPE_FIELD_NUMBER: _ClassVar[int]

@@ -93,6 +93,11 @@ class MemoryServiceStub:
                 request_serializer=loomflow_dot_v1_dot_memory__pb2.QueryFactsRequest.SerializeToString,
                 response_deserializer=loomflow_dot_v1_dot_memory__pb2.QueryFactsResponse.FromString,
                 _registered_method=True)
+        self.GetContext = channel.unary_unary(
+                '/loomflow.v1.MemoryService/GetContext',
+                request_serializer=loomflow_dot_v1_dot_memory__pb2.GetContextRequest.SerializeToString,
+                response_deserializer=loomflow_dot_v1_dot_memory__pb2.GetContextResponse.FromString,
+                _registered_method=True)
         self.Forget = channel.unary_unary(
                 '/loomflow.v1.MemoryService/Forget',
                 request_serializer=loomflow_dot_v1_dot_memory__pb2.MemoryServiceForgetRequest.SerializeToString,
@@ -221,6 +226,21 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetContext(self, request, context):
+        """GetContext reads, in one call, what an agent run needs before its first
+        model call: the Recall hits for its prompt, the first ListEpisodes page of
+        its session, the tenant-wide and session working blocks, and the current
+        facts. Each part is off when its size is 0, and each part holds what its
+        own RPC would answer for the same tenant (the parts are read concurrently,
+        so they need not be one snapshot). The whole answer fits one message: when
+        the parts together would not, each part enabled keeps the records that fit
+        in an equal share of it (a part smaller than its share leaves the rest to
+        the others), the same records its own RPC would list first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Forget(self, request, context):
         """Forget deletes the tenant's episodes, blocks and facts (optionally only one
         session's, or only older than `before`) and leaves a tombstone so a write
@@ -299,6 +319,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.QueryFacts,
                     request_deserializer=loomflow_dot_v1_dot_memory__pb2.QueryFactsRequest.FromString,
                     response_serializer=loomflow_dot_v1_dot_memory__pb2.QueryFactsResponse.SerializeToString,
+            ),
+            'GetContext': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContext,
+                    request_deserializer=loomflow_dot_v1_dot_memory__pb2.GetContextRequest.FromString,
+                    response_serializer=loomflow_dot_v1_dot_memory__pb2.GetContextResponse.SerializeToString,
             ),
             'Forget': grpc.unary_unary_rpc_method_handler(
                     servicer.Forget,
@@ -612,6 +637,33 @@ class MemoryService:
             '/loomflow.v1.MemoryService/QueryFacts',
             loomflow_dot_v1_dot_memory__pb2.QueryFactsRequest.SerializeToString,
             loomflow_dot_v1_dot_memory__pb2.QueryFactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContext(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loomflow.v1.MemoryService/GetContext',
+            loomflow_dot_v1_dot_memory__pb2.GetContextRequest.SerializeToString,
+            loomflow_dot_v1_dot_memory__pb2.GetContextResponse.FromString,
             options,
             channel_credentials,
             insecure,

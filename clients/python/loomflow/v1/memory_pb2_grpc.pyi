@@ -99,6 +99,17 @@ class MemoryServiceStub:
     like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
     the pages of one answer share the instants of its first page.
     """
+    GetContext: _grpc.UnaryUnaryMultiCallable[_memory_pb2.GetContextRequest, _memory_pb2.GetContextResponse]
+    """GetContext reads, in one call, what an agent run needs before its first
+    model call: the Recall hits for its prompt, the first ListEpisodes page of
+    its session, the tenant-wide and session working blocks, and the current
+    facts. Each part is off when its size is 0, and each part holds what its
+    own RPC would answer for the same tenant (the parts are read concurrently,
+    so they need not be one snapshot). The whole answer fits one message: when
+    the parts together would not, each part enabled keeps the records that fit
+    in an equal share of it (a part smaller than its share leaves the rest to
+    the others), the same records its own RPC would list first.
+    """
     Forget: _grpc.UnaryUnaryMultiCallable[_memory_pb2.MemoryServiceForgetRequest, _memory_pb2.MemoryServiceForgetResponse]
     """Forget deletes the tenant's episodes, blocks and facts (optionally only one
     session's, or only older than `before`) and leaves a tombstone so a write
@@ -182,6 +193,17 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     service knew it at `known_at`. Both default to now (current facts). Paged
     like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
     the pages of one answer share the instants of its first page.
+    """
+    GetContext: _aio.UnaryUnaryMultiCallable[_memory_pb2.GetContextRequest, _memory_pb2.GetContextResponse]  # type: ignore[assignment]
+    """GetContext reads, in one call, what an agent run needs before its first
+    model call: the Recall hits for its prompt, the first ListEpisodes page of
+    its session, the tenant-wide and session working blocks, and the current
+    facts. Each part is off when its size is 0, and each part holds what its
+    own RPC would answer for the same tenant (the parts are read concurrently,
+    so they need not be one snapshot). The whole answer fits one message: when
+    the parts together would not, each part enabled keeps the records that fit
+    in an equal share of it (a part smaller than its share leaves the rest to
+    the others), the same records its own RPC would list first.
     """
     Forget: _aio.UnaryUnaryMultiCallable[_memory_pb2.MemoryServiceForgetRequest, _memory_pb2.MemoryServiceForgetResponse]  # type: ignore[assignment]
     """Forget deletes the tenant's episodes, blocks and facts (optionally only one
@@ -329,6 +351,23 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         service knew it at `known_at`. Both default to now (current facts). Paged
         like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
         the pages of one answer share the instants of its first page.
+        """
+
+    @_abc_1.abstractmethod
+    def GetContext(
+        self,
+        request: _memory_pb2.GetContextRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.GetContextResponse, _abc.Awaitable[_memory_pb2.GetContextResponse]]:
+        """GetContext reads, in one call, what an agent run needs before its first
+        model call: the Recall hits for its prompt, the first ListEpisodes page of
+        its session, the tenant-wide and session working blocks, and the current
+        facts. Each part is off when its size is 0, and each part holds what its
+        own RPC would answer for the same tenant (the parts are read concurrently,
+        so they need not be one snapshot). The whole answer fits one message: when
+        the parts together would not, each part enabled keeps the records that fit
+        in an equal share of it (a part smaller than its share leaves the rest to
+        the others), the same records its own RPC would list first.
         """
 
     @_abc_1.abstractmethod

@@ -1,12 +1,14 @@
 """The turn loop of one run (DESIGN §4).
 
-    recall ∥ reserve → model call → for each tool call: policy check (approval when
+    context ∥ reserve → model call → for each tool call: policy check (approval when
     ASK) → audit → tool → commit ∥ append ∥ remember   (last turn)
-                       commit → reserve next ∥ append   (turns that called tools)
+                        commit → reserve next ∥ append   (turns that called tools)
 
-Independent calls run concurrently, so an echo turn costs two rounds of calls.
-The budget side lives in :mod:`.settlement`, the audit entries in :mod:`.journal`,
-Memory's side in :mod:`.memories`, pausing for the caller's tools in :mod:`.pausing`.
+Independent calls run concurrently, so an echo turn costs two rounds of calls; the
+first round asks Memory once (GetContext: recall, history, blocks, facts; see
+:mod:`loomflow.agent.seeding`). The budget side lives in :mod:`.settlement`, the audit
+entries in :mod:`.journal`, the memories kept in :mod:`.memories`, pausing for the
+caller's tools in :mod:`.pausing`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,9 @@ import uuid
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
-import grpc
-
 from loomflow.agent import metrics
 from loomflow.agent.context import RunContext
 from loomflow.agent.definitions import AgentDefinition, offered_tools
-from loomflow.agent.dependencies import dependency_error
 from loomflow.agent.models.base import (
     MEMORIES_HEADER,
     Message,
@@ -40,11 +39,11 @@ from loomflow.agent.run import memories, pausing
 from loomflow.agent.run.journal import Journal
 from loomflow.agent.run.limits import Deadlines
 from loomflow.agent.run.settlement import BudgetRefused, Settlement
-from loomflow.agent.seeding import Seed, read_seed
+from loomflow.agent.seeding import Seed, context_request, read_context, seed_from
 from loomflow.agent.toolcalls import ApprovalNotUsable, ApprovalRequired, Emit, HeldApprovals, ToolOutcome
 from loomflow.kernel import errors
 from loomflow.kernel.tenancy import tenant_key
-from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, tenancy_pb2
+from loomflow.v1 import agent_pb2, audit_pb2, budget_pb2, memory_pb2, tenancy_pb2
 
 if TYPE_CHECKING:
     from loomflow.agent.runner import Runner
@@ -264,44 +263,26 @@ class Run:
         model = self.model
         estimate = model.estimate_tokens(limits.system_prompt) + model.estimate_tokens(self.options.prompt)
         estimate += self.tool_token_count + limits.seed.reserved_tokens(self.options.session_id)
-        deadline = self.deadlines.hard
-        seed = read_seed(
-            self.deps,
-            self.scope,
-            self.options.session_id,
-            self.options.prompt,
-            limits.seed,
-            model.estimate_tokens,
-            deadline,
+        if self.recall_limit > 0:
+            estimate += limits.context_tokens  # the recalled memories' room
+        options = self.options
+        request = context_request(self.scope, options.session_id, options.prompt, limits.seed, self.recall_limit)
+        reserved, context, offered = await asyncio.gather(
+            self.settlement.first_reserve(estimate),
+            read_context(self.deps, request, self.deadlines.hard),
+            self._narrow_offer(),
+            return_exceptions=True,
         )
-        offer = self._narrow_offer()
-        first_reserve = self.settlement.first_reserve
-        if self.recall_limit <= 0:
-            reserved, seeded, offered = await asyncio.gather(
-                first_reserve(estimate), seed, offer, return_exceptions=True
-            )
-            self._use_seed(reserved, seeded, offered)
-            return
-        recall = memories.recall(self.deps, self.scope, self.options, self.recall_limit, deadline)
-        reserved, recalled, seeded, offered = await asyncio.gather(
-            first_reserve(estimate + limits.context_tokens), recall, seed, offer, return_exceptions=True
-        )
-        self._use_seed(reserved, seeded, offered)
-        if isinstance(recalled, grpc.aio.AioRpcError):
-            raise dependency_error("memory", recalled) from None
-        if isinstance(recalled, BaseException):
-            raise recalled
-        for episode_id, text in memories.select_memories(recalled.hits, recalled.min_vector_similarity, limits, model):
-            self.memories.append(text)
-            self.recalled_ids.append(episode_id)
-
-    def _use_seed(self, reserved: object, seeded: Seed | BaseException, offered: object) -> None:
         # Any failure ends the run; a reservation that did succeed is released by run().
-        for result in (reserved, seeded, offered):
+        for result in (reserved, context, offered):
             if isinstance(result, BaseException):
                 raise result
-        assert isinstance(seeded, Seed)
-        self.seed = seeded
+        assert isinstance(context, memory_pb2.GetContextResponse)
+        self.seed = seed_from(context, options.prompt, limits.seed, model.estimate_tokens)
+        hits, threshold = context.recall_hits, context.min_vector_similarity
+        for episode_id, text in memories.select_memories(hits, threshold, limits, model):
+            self.memories.append(text)
+            self.recalled_ids.append(episode_id)
 
     async def _narrow_offer(self) -> None:
         """Drops the tools the tenant's policy denies outright: the model is never offered what it may not call.

@@ -1,8 +1,8 @@
-"""What a run reads from Memory (recalled episodes, as context) and writes back (its episode)."""
+"""Which recalled episodes a run keeps as context (seeding.py reads them), and the episode it writes back."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 import grpc
 
@@ -11,7 +11,6 @@ from loomflow.agent.models.base import MEMORIES_HEADER, Model
 from loomflow.agent.run.limits import RunLimits
 from loomflow.v1 import agent_pb2, memory_pb2, tenancy_pb2
 
-_MAX_QUERY_CHARS = 65536
 _MAX_EPISODE_CHARS = 1048576
 
 
@@ -25,26 +24,6 @@ def memory_text(episode: memory_pb2.Episode) -> str:
 def memory_tokens(model: Model, text: str) -> int:
     """A memory line as the model reads it, its ``- `` prefix included."""
     return model.estimate_tokens("- ") + model.estimate_tokens(text)
-
-
-def recall(
-    deps: Dependencies,
-    scope: tenancy_pb2.UserScope,
-    options: agent_pb2.RunOptions,
-    limit: int,
-    deadline: float,
-) -> Awaitable[memory_pb2.RecallResponse]:
-    """The Recall call for the run's prompt (started now; the caller translates its failure)."""
-    return deps.memory.Recall(
-        memory_pb2.RecallRequest(
-            scope=scope,
-            query=options.prompt[:_MAX_QUERY_CHARS],
-            limit=limit,
-            exclude_session_id=options.session_id,  # this session's turns come as history
-        ),
-        metadata=deps.metadata,
-        timeout=deps.timeout(deadline),
-    )
 
 
 def select_memories(

@@ -1791,6 +1791,236 @@ func (x *QueryFactsResponse) GetNextPageToken() string {
 	return ""
 }
 
+type GetContextRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The run's session: the history part lists its episodes (like ListEpisodes,
+	// empty lists the episodes stored without a session) and the blocks part
+	// adds its blocks to the tenant-wide ones.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Recall's query (RecallRequest.query); must not be empty when recall_limit
+	// is set (INVALID_ARGUMENT naming recall_query).
+	RecallQuery string `protobuf:"bytes,3,opt,name=recall_query,json=recallQuery,proto3" json:"recall_query,omitempty"`
+	// Recall hits at most (RecallRequest.limit); 0: no recall part.
+	RecallLimit int32 `protobuf:"varint,4,opt,name=recall_limit,json=recallLimit,proto3" json:"recall_limit,omitempty"`
+	// Recall leaves out this session's episodes (RecallRequest.exclude_session_id).
+	RecallExcludeSessionId string `protobuf:"bytes,5,opt,name=recall_exclude_session_id,json=recallExcludeSessionId,proto3" json:"recall_exclude_session_id,omitempty"`
+	// Episodes of the session's newest page at most (ListEpisodesRequest.page_size);
+	// 0: no history part.
+	HistoryPageSize int32 `protobuf:"varint,6,opt,name=history_page_size,json=historyPageSize,proto3" json:"history_page_size,omitempty"`
+	// Working blocks at most: the tenant-wide ones, then the session's, ordered
+	// by (session_id, label) as ListBlocks lists them; 0: no blocks part.
+	BlocksPageSize int32 `protobuf:"varint,7,opt,name=blocks_page_size,json=blocksPageSize,proto3" json:"blocks_page_size,omitempty"`
+	// Current facts (true now, as known now) at most, in QueryFacts' order; 0: no
+	// facts part.
+	FactsPageSize int32 `protobuf:"varint,8,opt,name=facts_page_size,json=factsPageSize,proto3" json:"facts_page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetContextRequest) Reset() {
+	*x = GetContextRequest{}
+	mi := &file_loomflow_v1_memory_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetContextRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetContextRequest) ProtoMessage() {}
+
+func (x *GetContextRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_memory_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetContextRequest.ProtoReflect.Descriptor instead.
+func (*GetContextRequest) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetContextRequest) GetScope() *UserScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *GetContextRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *GetContextRequest) GetRecallQuery() string {
+	if x != nil {
+		return x.RecallQuery
+	}
+	return ""
+}
+
+func (x *GetContextRequest) GetRecallLimit() int32 {
+	if x != nil {
+		return x.RecallLimit
+	}
+	return 0
+}
+
+func (x *GetContextRequest) GetRecallExcludeSessionId() string {
+	if x != nil {
+		return x.RecallExcludeSessionId
+	}
+	return ""
+}
+
+func (x *GetContextRequest) GetHistoryPageSize() int32 {
+	if x != nil {
+		return x.HistoryPageSize
+	}
+	return 0
+}
+
+func (x *GetContextRequest) GetBlocksPageSize() int32 {
+	if x != nil {
+		return x.BlocksPageSize
+	}
+	return 0
+}
+
+func (x *GetContextRequest) GetFactsPageSize() int32 {
+	if x != nil {
+		return x.FactsPageSize
+	}
+	return 0
+}
+
+type GetContextResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// RecallResponse.hits, best first.
+	RecallHits []*RecallHit `protobuf:"bytes,1,rep,name=recall_hits,json=recallHits,proto3" json:"recall_hits,omitempty"`
+	// RecallResponse.embedder and min_vector_similarity (set with the recall part).
+	Embedder            string  `protobuf:"bytes,2,opt,name=embedder,proto3" json:"embedder,omitempty"`
+	MinVectorSimilarity float64 `protobuf:"fixed64,3,opt,name=min_vector_similarity,json=minVectorSimilarity,proto3" json:"min_vector_similarity,omitempty"`
+	// ListEpisodesResponse.episodes: the session's newest page, newest first.
+	History []*Episode `protobuf:"bytes,4,rep,name=history,proto3" json:"history,omitempty"`
+	// ListEpisodesResponse.next_page_token: pass it to ListEpisodes for older episodes.
+	HistoryNextPageToken string `protobuf:"bytes,5,opt,name=history_next_page_token,json=historyNextPageToken,proto3" json:"history_next_page_token,omitempty"`
+	// Tenant-wide blocks, then the session's, ordered by (session_id, label).
+	Blocks []*Block `protobuf:"bytes,6,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	// Set when more of these blocks exist than the part holds (ListBlocks lists them all).
+	MoreBlocks bool `protobuf:"varint,7,opt,name=more_blocks,json=moreBlocks,proto3" json:"more_blocks,omitempty"`
+	// QueryFactsResponse.facts of the current facts.
+	Facts []*Fact `protobuf:"bytes,8,rep,name=facts,proto3" json:"facts,omitempty"`
+	// QueryFactsResponse.next_page_token: pass it to QueryFacts (no subject,
+	// predicate or history) for the next page, answered at the same instants.
+	FactsNextPageToken string `protobuf:"bytes,9,opt,name=facts_next_page_token,json=factsNextPageToken,proto3" json:"facts_next_page_token,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *GetContextResponse) Reset() {
+	*x = GetContextResponse{}
+	mi := &file_loomflow_v1_memory_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetContextResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetContextResponse) ProtoMessage() {}
+
+func (x *GetContextResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_loomflow_v1_memory_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetContextResponse.ProtoReflect.Descriptor instead.
+func (*GetContextResponse) Descriptor() ([]byte, []int) {
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetContextResponse) GetRecallHits() []*RecallHit {
+	if x != nil {
+		return x.RecallHits
+	}
+	return nil
+}
+
+func (x *GetContextResponse) GetEmbedder() string {
+	if x != nil {
+		return x.Embedder
+	}
+	return ""
+}
+
+func (x *GetContextResponse) GetMinVectorSimilarity() float64 {
+	if x != nil {
+		return x.MinVectorSimilarity
+	}
+	return 0
+}
+
+func (x *GetContextResponse) GetHistory() []*Episode {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *GetContextResponse) GetHistoryNextPageToken() string {
+	if x != nil {
+		return x.HistoryNextPageToken
+	}
+	return ""
+}
+
+func (x *GetContextResponse) GetBlocks() []*Block {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+func (x *GetContextResponse) GetMoreBlocks() bool {
+	if x != nil {
+		return x.MoreBlocks
+	}
+	return false
+}
+
+func (x *GetContextResponse) GetFacts() []*Fact {
+	if x != nil {
+		return x.Facts
+	}
+	return nil
+}
+
+func (x *GetContextResponse) GetFactsNextPageToken() string {
+	if x != nil {
+		return x.FactsNextPageToken
+	}
+	return ""
+}
+
 type MemoryServiceForgetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Scope *UserScope             `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -1804,7 +2034,7 @@ type MemoryServiceForgetRequest struct {
 
 func (x *MemoryServiceForgetRequest) Reset() {
 	*x = MemoryServiceForgetRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[26]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +2046,7 @@ func (x *MemoryServiceForgetRequest) String() string {
 func (*MemoryServiceForgetRequest) ProtoMessage() {}
 
 func (x *MemoryServiceForgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[26]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +2059,7 @@ func (x *MemoryServiceForgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryServiceForgetRequest.ProtoReflect.Descriptor instead.
 func (*MemoryServiceForgetRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{26}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MemoryServiceForgetRequest) GetScope() *UserScope {
@@ -1864,7 +2094,7 @@ type MemoryServiceForgetResponse struct {
 
 func (x *MemoryServiceForgetResponse) Reset() {
 	*x = MemoryServiceForgetResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[27]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +2106,7 @@ func (x *MemoryServiceForgetResponse) String() string {
 func (*MemoryServiceForgetResponse) ProtoMessage() {}
 
 func (x *MemoryServiceForgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[27]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2119,7 @@ func (x *MemoryServiceForgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryServiceForgetResponse.ProtoReflect.Descriptor instead.
 func (*MemoryServiceForgetResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{27}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MemoryServiceForgetResponse) GetEpisodesDeleted() int64 {
@@ -1922,7 +2152,7 @@ type MemoryServiceExportRequest struct {
 
 func (x *MemoryServiceExportRequest) Reset() {
 	*x = MemoryServiceExportRequest{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[28]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2164,7 @@ func (x *MemoryServiceExportRequest) String() string {
 func (*MemoryServiceExportRequest) ProtoMessage() {}
 
 func (x *MemoryServiceExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[28]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2177,7 @@ func (x *MemoryServiceExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryServiceExportRequest.ProtoReflect.Descriptor instead.
 func (*MemoryServiceExportRequest) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{28}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MemoryServiceExportRequest) GetScope() *UserScope {
@@ -1972,7 +2202,7 @@ type MemoryServiceExportResponse struct {
 
 func (x *MemoryServiceExportResponse) Reset() {
 	*x = MemoryServiceExportResponse{}
-	mi := &file_loomflow_v1_memory_proto_msgTypes[29]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2214,7 @@ func (x *MemoryServiceExportResponse) String() string {
 func (*MemoryServiceExportResponse) ProtoMessage() {}
 
 func (x *MemoryServiceExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_loomflow_v1_memory_proto_msgTypes[29]
+	mi := &file_loomflow_v1_memory_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2227,7 @@ func (x *MemoryServiceExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryServiceExportResponse.ProtoReflect.Descriptor instead.
 func (*MemoryServiceExportResponse) Descriptor() ([]byte, []int) {
-	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{29}
+	return file_loomflow_v1_memory_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MemoryServiceExportResponse) GetRecord() isMemoryServiceExportResponse_Record {
@@ -2251,7 +2481,36 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"^[^\\x00]*$R\tpageToken\"e\n" +
 	"\x12QueryFactsResponse\x12'\n" +
 	"\x05facts\x18\x01 \x03(\v2\x11.loomflow.v1.FactR\x05facts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbb\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xda\x03\n" +
+	"\x11GetContextRequest\x124\n" +
+	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x123\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
+	"^[^\\x00]*$R\tsessionId\x128\n" +
+	"\frecall_query\x18\x03 \x01(\tB\x15\xbaH\x12r\x10\x18\x80\x80\x042\n" +
+	"^[^\\x00]*$R\vrecallQuery\x12-\n" +
+	"\frecall_limit\x18\x04 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\vrecallLimit\x12O\n" +
+	"\x19recall_exclude_session_id\x18\x05 \x01(\tB\x14\xbaH\x11r\x0f\x18\x80\x022\n" +
+	"^[^\\x00]*$R\x16recallExcludeSessionId\x126\n" +
+	"\x11history_page_size\x18\x06 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\x0fhistoryPageSize\x124\n" +
+	"\x10blocks_page_size\x18\a \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\x0eblocksPageSize\x122\n" +
+	"\x0ffacts_page_size\x18\b \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\rfactsPageSize\"\xad\x03\n" +
+	"\x12GetContextResponse\x127\n" +
+	"\vrecall_hits\x18\x01 \x03(\v2\x16.loomflow.v1.RecallHitR\n" +
+	"recallHits\x12\x1a\n" +
+	"\bembedder\x18\x02 \x01(\tR\bembedder\x122\n" +
+	"\x15min_vector_similarity\x18\x03 \x01(\x01R\x13minVectorSimilarity\x12.\n" +
+	"\ahistory\x18\x04 \x03(\v2\x14.loomflow.v1.EpisodeR\ahistory\x125\n" +
+	"\x17history_next_page_token\x18\x05 \x01(\tR\x14historyNextPageToken\x12*\n" +
+	"\x06blocks\x18\x06 \x03(\v2\x12.loomflow.v1.BlockR\x06blocks\x12\x1f\n" +
+	"\vmore_blocks\x18\a \x01(\bR\n" +
+	"moreBlocks\x12'\n" +
+	"\x05facts\x18\b \x03(\v2\x11.loomflow.v1.FactR\x05facts\x121\n" +
+	"\x15facts_next_page_token\x18\t \x01(\tR\x12factsNextPageToken\"\xbb\x01\n" +
 	"\x1aMemoryServiceForgetRequest\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.loomflow.v1.UserScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x123\n" +
 	"\n" +
@@ -2268,7 +2527,7 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"\aepisode\x18\x01 \x01(\v2\x14.loomflow.v1.EpisodeH\x00R\aepisode\x12*\n" +
 	"\x05block\x18\x02 \x01(\v2\x12.loomflow.v1.BlockH\x00R\x05block\x12'\n" +
 	"\x04fact\x18\x03 \x01(\v2\x11.loomflow.v1.FactH\x00R\x04factB\b\n" +
-	"\x06record2\x9e\b\n" +
+	"\x06record2\xed\b\n" +
 	"\rMemoryService\x12G\n" +
 	"\bRemember\x12\x1c.loomflow.v1.RememberRequest\x1a\x1d.loomflow.v1.RememberResponse\x12A\n" +
 	"\x06Recall\x12\x1a.loomflow.v1.RecallRequest\x1a\x1b.loomflow.v1.RecallResponse\x12M\n" +
@@ -2284,7 +2543,9 @@ const file_loomflow_v1_memory_proto_rawDesc = "" +
 	"AssertFact\x12\x1e.loomflow.v1.AssertFactRequest\x1a\x1f.loomflow.v1.AssertFactResponse\x12P\n" +
 	"\vRetractFact\x12\x1f.loomflow.v1.RetractFactRequest\x1a .loomflow.v1.RetractFactResponse\x12M\n" +
 	"\n" +
-	"QueryFacts\x12\x1e.loomflow.v1.QueryFactsRequest\x1a\x1f.loomflow.v1.QueryFactsResponse\x12[\n" +
+	"QueryFacts\x12\x1e.loomflow.v1.QueryFactsRequest\x1a\x1f.loomflow.v1.QueryFactsResponse\x12M\n" +
+	"\n" +
+	"GetContext\x12\x1e.loomflow.v1.GetContextRequest\x1a\x1f.loomflow.v1.GetContextResponse\x12[\n" +
 	"\x06Forget\x12'.loomflow.v1.MemoryServiceForgetRequest\x1a(.loomflow.v1.MemoryServiceForgetResponse\x12]\n" +
 	"\x06Export\x12'.loomflow.v1.MemoryServiceExportRequest\x1a(.loomflow.v1.MemoryServiceExportResponse0\x01B\xaf\x01\n" +
 	"\x0fcom.loomflow.v1B\vMemoryProtoP\x01ZBgithub.com/loomflow/loomflow/clients/go/gen/loomflow/v1;loomflowv1\xa2\x02\x03LXX\xaa\x02\vLoomflow.V1\xca\x02\vLoomflow\\V1\xe2\x02\x17Loomflow\\V1\\GPBMetadata\xea\x02\fLoomflow::V1b\x06proto3"
@@ -2301,7 +2562,7 @@ func file_loomflow_v1_memory_proto_rawDescGZIP() []byte {
 	return file_loomflow_v1_memory_proto_rawDescData
 }
 
-var file_loomflow_v1_memory_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_loomflow_v1_memory_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_loomflow_v1_memory_proto_goTypes = []any{
 	(*Episode)(nil),                     // 0: loomflow.v1.Episode
 	(*RememberRequest)(nil),             // 1: loomflow.v1.RememberRequest
@@ -2329,91 +2590,100 @@ var file_loomflow_v1_memory_proto_goTypes = []any{
 	(*RetractFactResponse)(nil),         // 23: loomflow.v1.RetractFactResponse
 	(*QueryFactsRequest)(nil),           // 24: loomflow.v1.QueryFactsRequest
 	(*QueryFactsResponse)(nil),          // 25: loomflow.v1.QueryFactsResponse
-	(*MemoryServiceForgetRequest)(nil),  // 26: loomflow.v1.MemoryServiceForgetRequest
-	(*MemoryServiceForgetResponse)(nil), // 27: loomflow.v1.MemoryServiceForgetResponse
-	(*MemoryServiceExportRequest)(nil),  // 28: loomflow.v1.MemoryServiceExportRequest
-	(*MemoryServiceExportResponse)(nil), // 29: loomflow.v1.MemoryServiceExportResponse
-	nil,                                 // 30: loomflow.v1.Episode.MetadataEntry
-	nil,                                 // 31: loomflow.v1.RememberRequest.MetadataEntry
-	(*UserScope)(nil),                   // 32: loomflow.v1.UserScope
-	(*timestamppb.Timestamp)(nil),       // 33: google.protobuf.Timestamp
+	(*GetContextRequest)(nil),           // 26: loomflow.v1.GetContextRequest
+	(*GetContextResponse)(nil),          // 27: loomflow.v1.GetContextResponse
+	(*MemoryServiceForgetRequest)(nil),  // 28: loomflow.v1.MemoryServiceForgetRequest
+	(*MemoryServiceForgetResponse)(nil), // 29: loomflow.v1.MemoryServiceForgetResponse
+	(*MemoryServiceExportRequest)(nil),  // 30: loomflow.v1.MemoryServiceExportRequest
+	(*MemoryServiceExportResponse)(nil), // 31: loomflow.v1.MemoryServiceExportResponse
+	nil,                                 // 32: loomflow.v1.Episode.MetadataEntry
+	nil,                                 // 33: loomflow.v1.RememberRequest.MetadataEntry
+	(*UserScope)(nil),                   // 34: loomflow.v1.UserScope
+	(*timestamppb.Timestamp)(nil),       // 35: google.protobuf.Timestamp
 }
 var file_loomflow_v1_memory_proto_depIdxs = []int32{
-	32, // 0: loomflow.v1.Episode.scope:type_name -> loomflow.v1.UserScope
-	30, // 1: loomflow.v1.Episode.metadata:type_name -> loomflow.v1.Episode.MetadataEntry
-	33, // 2: loomflow.v1.Episode.created_at:type_name -> google.protobuf.Timestamp
-	32, // 3: loomflow.v1.RememberRequest.scope:type_name -> loomflow.v1.UserScope
-	31, // 4: loomflow.v1.RememberRequest.metadata:type_name -> loomflow.v1.RememberRequest.MetadataEntry
+	34, // 0: loomflow.v1.Episode.scope:type_name -> loomflow.v1.UserScope
+	32, // 1: loomflow.v1.Episode.metadata:type_name -> loomflow.v1.Episode.MetadataEntry
+	35, // 2: loomflow.v1.Episode.created_at:type_name -> google.protobuf.Timestamp
+	34, // 3: loomflow.v1.RememberRequest.scope:type_name -> loomflow.v1.UserScope
+	33, // 4: loomflow.v1.RememberRequest.metadata:type_name -> loomflow.v1.RememberRequest.MetadataEntry
 	0,  // 5: loomflow.v1.RememberResponse.episode:type_name -> loomflow.v1.Episode
-	32, // 6: loomflow.v1.RecallRequest.scope:type_name -> loomflow.v1.UserScope
+	34, // 6: loomflow.v1.RecallRequest.scope:type_name -> loomflow.v1.UserScope
 	0,  // 7: loomflow.v1.RecallHit.episode:type_name -> loomflow.v1.Episode
 	4,  // 8: loomflow.v1.RecallResponse.hits:type_name -> loomflow.v1.RecallHit
-	32, // 9: loomflow.v1.GetEpisodeRequest.scope:type_name -> loomflow.v1.UserScope
+	34, // 9: loomflow.v1.GetEpisodeRequest.scope:type_name -> loomflow.v1.UserScope
 	0,  // 10: loomflow.v1.GetEpisodeResponse.episode:type_name -> loomflow.v1.Episode
-	32, // 11: loomflow.v1.ListEpisodesRequest.scope:type_name -> loomflow.v1.UserScope
+	34, // 11: loomflow.v1.ListEpisodesRequest.scope:type_name -> loomflow.v1.UserScope
 	0,  // 12: loomflow.v1.ListEpisodesResponse.episodes:type_name -> loomflow.v1.Episode
-	32, // 13: loomflow.v1.Block.scope:type_name -> loomflow.v1.UserScope
-	33, // 14: loomflow.v1.Block.updated_at:type_name -> google.protobuf.Timestamp
-	32, // 15: loomflow.v1.PutBlockRequest.scope:type_name -> loomflow.v1.UserScope
+	34, // 13: loomflow.v1.Block.scope:type_name -> loomflow.v1.UserScope
+	35, // 14: loomflow.v1.Block.updated_at:type_name -> google.protobuf.Timestamp
+	34, // 15: loomflow.v1.PutBlockRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 16: loomflow.v1.PutBlockResponse.block:type_name -> loomflow.v1.Block
-	32, // 17: loomflow.v1.GetBlockRequest.scope:type_name -> loomflow.v1.UserScope
+	34, // 17: loomflow.v1.GetBlockRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 18: loomflow.v1.GetBlockResponse.block:type_name -> loomflow.v1.Block
-	32, // 19: loomflow.v1.ListBlocksRequest.scope:type_name -> loomflow.v1.UserScope
+	34, // 19: loomflow.v1.ListBlocksRequest.scope:type_name -> loomflow.v1.UserScope
 	10, // 20: loomflow.v1.ListBlocksResponse.blocks:type_name -> loomflow.v1.Block
-	32, // 21: loomflow.v1.DeleteBlockRequest.scope:type_name -> loomflow.v1.UserScope
-	32, // 22: loomflow.v1.Fact.scope:type_name -> loomflow.v1.UserScope
-	33, // 23: loomflow.v1.Fact.valid_from:type_name -> google.protobuf.Timestamp
-	33, // 24: loomflow.v1.Fact.valid_until:type_name -> google.protobuf.Timestamp
-	33, // 25: loomflow.v1.Fact.recorded_at:type_name -> google.protobuf.Timestamp
-	33, // 26: loomflow.v1.Fact.retracted_at:type_name -> google.protobuf.Timestamp
-	32, // 27: loomflow.v1.AssertFactRequest.scope:type_name -> loomflow.v1.UserScope
-	33, // 28: loomflow.v1.AssertFactRequest.valid_from:type_name -> google.protobuf.Timestamp
-	33, // 29: loomflow.v1.AssertFactRequest.valid_until:type_name -> google.protobuf.Timestamp
+	34, // 21: loomflow.v1.DeleteBlockRequest.scope:type_name -> loomflow.v1.UserScope
+	34, // 22: loomflow.v1.Fact.scope:type_name -> loomflow.v1.UserScope
+	35, // 23: loomflow.v1.Fact.valid_from:type_name -> google.protobuf.Timestamp
+	35, // 24: loomflow.v1.Fact.valid_until:type_name -> google.protobuf.Timestamp
+	35, // 25: loomflow.v1.Fact.recorded_at:type_name -> google.protobuf.Timestamp
+	35, // 26: loomflow.v1.Fact.retracted_at:type_name -> google.protobuf.Timestamp
+	34, // 27: loomflow.v1.AssertFactRequest.scope:type_name -> loomflow.v1.UserScope
+	35, // 28: loomflow.v1.AssertFactRequest.valid_from:type_name -> google.protobuf.Timestamp
+	35, // 29: loomflow.v1.AssertFactRequest.valid_until:type_name -> google.protobuf.Timestamp
 	19, // 30: loomflow.v1.AssertFactResponse.fact:type_name -> loomflow.v1.Fact
 	19, // 31: loomflow.v1.AssertFactResponse.superseded:type_name -> loomflow.v1.Fact
-	32, // 32: loomflow.v1.RetractFactRequest.scope:type_name -> loomflow.v1.UserScope
+	34, // 32: loomflow.v1.RetractFactRequest.scope:type_name -> loomflow.v1.UserScope
 	19, // 33: loomflow.v1.RetractFactResponse.fact:type_name -> loomflow.v1.Fact
-	32, // 34: loomflow.v1.QueryFactsRequest.scope:type_name -> loomflow.v1.UserScope
-	33, // 35: loomflow.v1.QueryFactsRequest.valid_at:type_name -> google.protobuf.Timestamp
-	33, // 36: loomflow.v1.QueryFactsRequest.known_at:type_name -> google.protobuf.Timestamp
+	34, // 34: loomflow.v1.QueryFactsRequest.scope:type_name -> loomflow.v1.UserScope
+	35, // 35: loomflow.v1.QueryFactsRequest.valid_at:type_name -> google.protobuf.Timestamp
+	35, // 36: loomflow.v1.QueryFactsRequest.known_at:type_name -> google.protobuf.Timestamp
 	19, // 37: loomflow.v1.QueryFactsResponse.facts:type_name -> loomflow.v1.Fact
-	32, // 38: loomflow.v1.MemoryServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
-	33, // 39: loomflow.v1.MemoryServiceForgetRequest.before:type_name -> google.protobuf.Timestamp
-	32, // 40: loomflow.v1.MemoryServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
-	0,  // 41: loomflow.v1.MemoryServiceExportResponse.episode:type_name -> loomflow.v1.Episode
-	10, // 42: loomflow.v1.MemoryServiceExportResponse.block:type_name -> loomflow.v1.Block
-	19, // 43: loomflow.v1.MemoryServiceExportResponse.fact:type_name -> loomflow.v1.Fact
-	1,  // 44: loomflow.v1.MemoryService.Remember:input_type -> loomflow.v1.RememberRequest
-	3,  // 45: loomflow.v1.MemoryService.Recall:input_type -> loomflow.v1.RecallRequest
-	6,  // 46: loomflow.v1.MemoryService.GetEpisode:input_type -> loomflow.v1.GetEpisodeRequest
-	8,  // 47: loomflow.v1.MemoryService.ListEpisodes:input_type -> loomflow.v1.ListEpisodesRequest
-	11, // 48: loomflow.v1.MemoryService.PutBlock:input_type -> loomflow.v1.PutBlockRequest
-	13, // 49: loomflow.v1.MemoryService.GetBlock:input_type -> loomflow.v1.GetBlockRequest
-	15, // 50: loomflow.v1.MemoryService.ListBlocks:input_type -> loomflow.v1.ListBlocksRequest
-	17, // 51: loomflow.v1.MemoryService.DeleteBlock:input_type -> loomflow.v1.DeleteBlockRequest
-	20, // 52: loomflow.v1.MemoryService.AssertFact:input_type -> loomflow.v1.AssertFactRequest
-	22, // 53: loomflow.v1.MemoryService.RetractFact:input_type -> loomflow.v1.RetractFactRequest
-	24, // 54: loomflow.v1.MemoryService.QueryFacts:input_type -> loomflow.v1.QueryFactsRequest
-	26, // 55: loomflow.v1.MemoryService.Forget:input_type -> loomflow.v1.MemoryServiceForgetRequest
-	28, // 56: loomflow.v1.MemoryService.Export:input_type -> loomflow.v1.MemoryServiceExportRequest
-	2,  // 57: loomflow.v1.MemoryService.Remember:output_type -> loomflow.v1.RememberResponse
-	5,  // 58: loomflow.v1.MemoryService.Recall:output_type -> loomflow.v1.RecallResponse
-	7,  // 59: loomflow.v1.MemoryService.GetEpisode:output_type -> loomflow.v1.GetEpisodeResponse
-	9,  // 60: loomflow.v1.MemoryService.ListEpisodes:output_type -> loomflow.v1.ListEpisodesResponse
-	12, // 61: loomflow.v1.MemoryService.PutBlock:output_type -> loomflow.v1.PutBlockResponse
-	14, // 62: loomflow.v1.MemoryService.GetBlock:output_type -> loomflow.v1.GetBlockResponse
-	16, // 63: loomflow.v1.MemoryService.ListBlocks:output_type -> loomflow.v1.ListBlocksResponse
-	18, // 64: loomflow.v1.MemoryService.DeleteBlock:output_type -> loomflow.v1.DeleteBlockResponse
-	21, // 65: loomflow.v1.MemoryService.AssertFact:output_type -> loomflow.v1.AssertFactResponse
-	23, // 66: loomflow.v1.MemoryService.RetractFact:output_type -> loomflow.v1.RetractFactResponse
-	25, // 67: loomflow.v1.MemoryService.QueryFacts:output_type -> loomflow.v1.QueryFactsResponse
-	27, // 68: loomflow.v1.MemoryService.Forget:output_type -> loomflow.v1.MemoryServiceForgetResponse
-	29, // 69: loomflow.v1.MemoryService.Export:output_type -> loomflow.v1.MemoryServiceExportResponse
-	57, // [57:70] is the sub-list for method output_type
-	44, // [44:57] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	34, // 38: loomflow.v1.GetContextRequest.scope:type_name -> loomflow.v1.UserScope
+	4,  // 39: loomflow.v1.GetContextResponse.recall_hits:type_name -> loomflow.v1.RecallHit
+	0,  // 40: loomflow.v1.GetContextResponse.history:type_name -> loomflow.v1.Episode
+	10, // 41: loomflow.v1.GetContextResponse.blocks:type_name -> loomflow.v1.Block
+	19, // 42: loomflow.v1.GetContextResponse.facts:type_name -> loomflow.v1.Fact
+	34, // 43: loomflow.v1.MemoryServiceForgetRequest.scope:type_name -> loomflow.v1.UserScope
+	35, // 44: loomflow.v1.MemoryServiceForgetRequest.before:type_name -> google.protobuf.Timestamp
+	34, // 45: loomflow.v1.MemoryServiceExportRequest.scope:type_name -> loomflow.v1.UserScope
+	0,  // 46: loomflow.v1.MemoryServiceExportResponse.episode:type_name -> loomflow.v1.Episode
+	10, // 47: loomflow.v1.MemoryServiceExportResponse.block:type_name -> loomflow.v1.Block
+	19, // 48: loomflow.v1.MemoryServiceExportResponse.fact:type_name -> loomflow.v1.Fact
+	1,  // 49: loomflow.v1.MemoryService.Remember:input_type -> loomflow.v1.RememberRequest
+	3,  // 50: loomflow.v1.MemoryService.Recall:input_type -> loomflow.v1.RecallRequest
+	6,  // 51: loomflow.v1.MemoryService.GetEpisode:input_type -> loomflow.v1.GetEpisodeRequest
+	8,  // 52: loomflow.v1.MemoryService.ListEpisodes:input_type -> loomflow.v1.ListEpisodesRequest
+	11, // 53: loomflow.v1.MemoryService.PutBlock:input_type -> loomflow.v1.PutBlockRequest
+	13, // 54: loomflow.v1.MemoryService.GetBlock:input_type -> loomflow.v1.GetBlockRequest
+	15, // 55: loomflow.v1.MemoryService.ListBlocks:input_type -> loomflow.v1.ListBlocksRequest
+	17, // 56: loomflow.v1.MemoryService.DeleteBlock:input_type -> loomflow.v1.DeleteBlockRequest
+	20, // 57: loomflow.v1.MemoryService.AssertFact:input_type -> loomflow.v1.AssertFactRequest
+	22, // 58: loomflow.v1.MemoryService.RetractFact:input_type -> loomflow.v1.RetractFactRequest
+	24, // 59: loomflow.v1.MemoryService.QueryFacts:input_type -> loomflow.v1.QueryFactsRequest
+	26, // 60: loomflow.v1.MemoryService.GetContext:input_type -> loomflow.v1.GetContextRequest
+	28, // 61: loomflow.v1.MemoryService.Forget:input_type -> loomflow.v1.MemoryServiceForgetRequest
+	30, // 62: loomflow.v1.MemoryService.Export:input_type -> loomflow.v1.MemoryServiceExportRequest
+	2,  // 63: loomflow.v1.MemoryService.Remember:output_type -> loomflow.v1.RememberResponse
+	5,  // 64: loomflow.v1.MemoryService.Recall:output_type -> loomflow.v1.RecallResponse
+	7,  // 65: loomflow.v1.MemoryService.GetEpisode:output_type -> loomflow.v1.GetEpisodeResponse
+	9,  // 66: loomflow.v1.MemoryService.ListEpisodes:output_type -> loomflow.v1.ListEpisodesResponse
+	12, // 67: loomflow.v1.MemoryService.PutBlock:output_type -> loomflow.v1.PutBlockResponse
+	14, // 68: loomflow.v1.MemoryService.GetBlock:output_type -> loomflow.v1.GetBlockResponse
+	16, // 69: loomflow.v1.MemoryService.ListBlocks:output_type -> loomflow.v1.ListBlocksResponse
+	18, // 70: loomflow.v1.MemoryService.DeleteBlock:output_type -> loomflow.v1.DeleteBlockResponse
+	21, // 71: loomflow.v1.MemoryService.AssertFact:output_type -> loomflow.v1.AssertFactResponse
+	23, // 72: loomflow.v1.MemoryService.RetractFact:output_type -> loomflow.v1.RetractFactResponse
+	25, // 73: loomflow.v1.MemoryService.QueryFacts:output_type -> loomflow.v1.QueryFactsResponse
+	27, // 74: loomflow.v1.MemoryService.GetContext:output_type -> loomflow.v1.GetContextResponse
+	29, // 75: loomflow.v1.MemoryService.Forget:output_type -> loomflow.v1.MemoryServiceForgetResponse
+	31, // 76: loomflow.v1.MemoryService.Export:output_type -> loomflow.v1.MemoryServiceExportResponse
+	63, // [63:77] is the sub-list for method output_type
+	49, // [49:63] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_memory_proto_init() }
@@ -2424,7 +2694,7 @@ func file_loomflow_v1_memory_proto_init() {
 	file_loomflow_v1_tenancy_proto_init()
 	file_loomflow_v1_memory_proto_msgTypes[11].OneofWrappers = []any{}
 	file_loomflow_v1_memory_proto_msgTypes[17].OneofWrappers = []any{}
-	file_loomflow_v1_memory_proto_msgTypes[29].OneofWrappers = []any{
+	file_loomflow_v1_memory_proto_msgTypes[31].OneofWrappers = []any{
 		(*MemoryServiceExportResponse_Episode)(nil),
 		(*MemoryServiceExportResponse_Block)(nil),
 		(*MemoryServiceExportResponse_Fact)(nil),
@@ -2435,7 +2705,7 @@ func file_loomflow_v1_memory_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_loomflow_v1_memory_proto_rawDesc), len(file_loomflow_v1_memory_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	MemoryService_AssertFact_FullMethodName   = "/loomflow.v1.MemoryService/AssertFact"
 	MemoryService_RetractFact_FullMethodName  = "/loomflow.v1.MemoryService/RetractFact"
 	MemoryService_QueryFacts_FullMethodName   = "/loomflow.v1.MemoryService/QueryFacts"
+	MemoryService_GetContext_FullMethodName   = "/loomflow.v1.MemoryService/GetContext"
 	MemoryService_Forget_FullMethodName       = "/loomflow.v1.MemoryService/Forget"
 	MemoryService_Export_FullMethodName       = "/loomflow.v1.MemoryService/Export"
 )
@@ -97,6 +98,16 @@ type MemoryServiceClient interface {
 	// like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
 	// the pages of one answer share the instants of its first page.
 	QueryFacts(ctx context.Context, in *QueryFactsRequest, opts ...grpc.CallOption) (*QueryFactsResponse, error)
+	// GetContext reads, in one call, what an agent run needs before its first
+	// model call: the Recall hits for its prompt, the first ListEpisodes page of
+	// its session, the tenant-wide and session working blocks, and the current
+	// facts. Each part is off when its size is 0, and each part holds what its
+	// own RPC would answer for the same tenant (the parts are read concurrently,
+	// so they need not be one snapshot). The whole answer fits one message: when
+	// the parts together would not, each part enabled keeps the records that fit
+	// in an equal share of it (a part smaller than its share leaves the rest to
+	// the others), the same records its own RPC would list first.
+	GetContext(ctx context.Context, in *GetContextRequest, opts ...grpc.CallOption) (*GetContextResponse, error)
 	// Forget deletes the tenant's episodes, blocks and facts (optionally only one
 	// session's, or only older than `before`) and leaves a tombstone so a write
 	// racing the forget cannot resurrect what it deleted.
@@ -228,6 +239,16 @@ func (c *memoryServiceClient) QueryFacts(ctx context.Context, in *QueryFactsRequ
 	return out, nil
 }
 
+func (c *memoryServiceClient) GetContext(ctx context.Context, in *GetContextRequest, opts ...grpc.CallOption) (*GetContextResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetContextResponse)
+	err := c.cc.Invoke(ctx, MemoryService_GetContext_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *memoryServiceClient) Forget(ctx context.Context, in *MemoryServiceForgetRequest, opts ...grpc.CallOption) (*MemoryServiceForgetResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(MemoryServiceForgetResponse)
@@ -320,6 +341,16 @@ type MemoryServiceServer interface {
 	// like ListBlocks, ordered by (subject, predicate, valid_from, recorded_at);
 	// the pages of one answer share the instants of its first page.
 	QueryFacts(context.Context, *QueryFactsRequest) (*QueryFactsResponse, error)
+	// GetContext reads, in one call, what an agent run needs before its first
+	// model call: the Recall hits for its prompt, the first ListEpisodes page of
+	// its session, the tenant-wide and session working blocks, and the current
+	// facts. Each part is off when its size is 0, and each part holds what its
+	// own RPC would answer for the same tenant (the parts are read concurrently,
+	// so they need not be one snapshot). The whole answer fits one message: when
+	// the parts together would not, each part enabled keeps the records that fit
+	// in an equal share of it (a part smaller than its share leaves the rest to
+	// the others), the same records its own RPC would list first.
+	GetContext(context.Context, *GetContextRequest) (*GetContextResponse, error)
 	// Forget deletes the tenant's episodes, blocks and facts (optionally only one
 	// session's, or only older than `before`) and leaves a tombstone so a write
 	// racing the forget cannot resurrect what it deleted.
@@ -373,6 +404,9 @@ func (UnimplementedMemoryServiceServer) RetractFact(context.Context, *RetractFac
 }
 func (UnimplementedMemoryServiceServer) QueryFacts(context.Context, *QueryFactsRequest) (*QueryFactsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method QueryFacts not implemented")
+}
+func (UnimplementedMemoryServiceServer) GetContext(context.Context, *GetContextRequest) (*GetContextResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetContext not implemented")
 }
 func (UnimplementedMemoryServiceServer) Forget(context.Context, *MemoryServiceForgetRequest) (*MemoryServiceForgetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Forget not implemented")
@@ -599,6 +633,24 @@ func _MemoryService_QueryFacts_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MemoryService_GetContext_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetContextRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).GetContext(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_GetContext_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).GetContext(ctx, req.(*GetContextRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _MemoryService_Forget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(MemoryServiceForgetRequest)
 	if err := dec(in); err != nil {
@@ -678,6 +730,10 @@ var MemoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "QueryFacts",
 			Handler:    _MemoryService_QueryFacts_Handler,
+		},
+		{
+			MethodName: "GetContext",
+			Handler:    _MemoryService_GetContext_Handler,
 		},
 		{
 			MethodName: "Forget",

@@ -107,6 +107,7 @@ type MuxCall struct {
 	//	*MuxCall_MemoryRetractFact
 	//	*MuxCall_MemoryQueryFacts
 	//	*MuxCall_MemoryForget
+	//	*MuxCall_MemoryGetContext
 	//	*MuxCall_BudgetReserve
 	//	*MuxCall_BudgetCommit
 	//	*MuxCall_BudgetRelease
@@ -295,6 +296,15 @@ func (x *MuxCall) GetMemoryForget() *MemoryServiceForgetRequest {
 	if x != nil {
 		if x, ok := x.Request.(*MuxCall_MemoryForget); ok {
 			return x.MemoryForget
+		}
+	}
+	return nil
+}
+
+func (x *MuxCall) GetMemoryGetContext() *GetContextRequest {
+	if x != nil {
+		if x, ok := x.Request.(*MuxCall_MemoryGetContext); ok {
+			return x.MemoryGetContext
 		}
 	}
 	return nil
@@ -551,6 +561,10 @@ type MuxCall_MemoryForget struct {
 	MemoryForget *MemoryServiceForgetRequest `protobuf:"bytes,111,opt,name=memory_forget,json=memoryForget,proto3,oneof"`
 }
 
+type MuxCall_MemoryGetContext struct {
+	MemoryGetContext *GetContextRequest `protobuf:"bytes,112,opt,name=memory_get_context,json=memoryGetContext,proto3,oneof"`
+}
+
 type MuxCall_BudgetReserve struct {
 	// BudgetService (200-299).
 	BudgetReserve *ReserveRequest `protobuf:"bytes,200,opt,name=budget_reserve,json=budgetReserve,proto3,oneof"`
@@ -665,6 +679,8 @@ func (*MuxCall_MemoryRetractFact) isMuxCall_Request() {}
 func (*MuxCall_MemoryQueryFacts) isMuxCall_Request() {}
 
 func (*MuxCall_MemoryForget) isMuxCall_Request() {}
+
+func (*MuxCall_MemoryGetContext) isMuxCall_Request() {}
 
 func (*MuxCall_BudgetReserve) isMuxCall_Request() {}
 
@@ -923,7 +939,7 @@ const file_loomflow_v1_mux_proto_rawDesc = "" +
 	"\x15loomflow/v1/mux.proto\x12\vloomflow.v1\x1a\x1bbuf/validate/validate.proto\x1a\x17loomflow/v1/audit.proto\x1a\x18loomflow/v1/budget.proto\x1a\x18loomflow/v1/memory.proto\x1a\x18loomflow/v1/policy.proto\"\\\n" +
 	"\x10MultiplexRequest\x12*\n" +
 	"\x05calls\x18\x01 \x03(\v2\x14.loomflow.v1.MuxCallR\x05calls\x12\x1c\n" +
-	"\tcancelled\x18\x02 \x03(\x04R\tcancelled\"\xd2\x16\n" +
+	"\tcancelled\x18\x02 \x03(\x04R\tcancelled\"\xa2\x17\n" +
 	"\aMuxCall\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1d\n" +
 	"\n" +
@@ -942,7 +958,8 @@ const file_loomflow_v1_mux_proto_rawDesc = "" +
 	"\x12memory_assert_fact\x18l \x01(\v2\x1e.loomflow.v1.AssertFactRequestH\x00R\x10memoryAssertFact\x12Q\n" +
 	"\x13memory_retract_fact\x18m \x01(\v2\x1f.loomflow.v1.RetractFactRequestH\x00R\x11memoryRetractFact\x12N\n" +
 	"\x12memory_query_facts\x18n \x01(\v2\x1e.loomflow.v1.QueryFactsRequestH\x00R\x10memoryQueryFacts\x12N\n" +
-	"\rmemory_forget\x18o \x01(\v2'.loomflow.v1.MemoryServiceForgetRequestH\x00R\fmemoryForget\x12E\n" +
+	"\rmemory_forget\x18o \x01(\v2'.loomflow.v1.MemoryServiceForgetRequestH\x00R\fmemoryForget\x12N\n" +
+	"\x12memory_get_context\x18p \x01(\v2\x1e.loomflow.v1.GetContextRequestH\x00R\x10memoryGetContext\x12E\n" +
 	"\x0ebudget_reserve\x18\xc8\x01 \x01(\v2\x1b.loomflow.v1.ReserveRequestH\x00R\rbudgetReserve\x12B\n" +
 	"\rbudget_commit\x18\xc9\x01 \x01(\v2\x1a.loomflow.v1.CommitRequestH\x00R\fbudgetCommit\x12E\n" +
 	"\x0ebudget_release\x18\xca\x01 \x01(\v2\x1b.loomflow.v1.ReleaseRequestH\x00R\rbudgetRelease\x12L\n" +
@@ -1019,28 +1036,29 @@ var file_loomflow_v1_mux_proto_goTypes = []any{
 	(*RetractFactRequest)(nil),         // 15: loomflow.v1.RetractFactRequest
 	(*QueryFactsRequest)(nil),          // 16: loomflow.v1.QueryFactsRequest
 	(*MemoryServiceForgetRequest)(nil), // 17: loomflow.v1.MemoryServiceForgetRequest
-	(*ReserveRequest)(nil),             // 18: loomflow.v1.ReserveRequest
-	(*CommitRequest)(nil),              // 19: loomflow.v1.CommitRequest
-	(*ReleaseRequest)(nil),             // 20: loomflow.v1.ReleaseRequest
-	(*GetStatusRequest)(nil),           // 21: loomflow.v1.GetStatusRequest
-	(*SetLimitsRequest)(nil),           // 22: loomflow.v1.SetLimitsRequest
-	(*BudgetServiceForgetRequest)(nil), // 23: loomflow.v1.BudgetServiceForgetRequest
-	(*CheckRequest)(nil),               // 24: loomflow.v1.CheckRequest
-	(*RequestApprovalRequest)(nil),     // 25: loomflow.v1.RequestApprovalRequest
-	(*ConsumeApprovalRequest)(nil),     // 26: loomflow.v1.ConsumeApprovalRequest
-	(*ResolveApprovalRequest)(nil),     // 27: loomflow.v1.ResolveApprovalRequest
-	(*GetApprovalRequest)(nil),         // 28: loomflow.v1.GetApprovalRequest
-	(*ListApprovalsRequest)(nil),       // 29: loomflow.v1.ListApprovalsRequest
-	(*GetPolicyRequest)(nil),           // 30: loomflow.v1.GetPolicyRequest
-	(*PutPolicyRequest)(nil),           // 31: loomflow.v1.PutPolicyRequest
-	(*PolicyServiceForgetRequest)(nil), // 32: loomflow.v1.PolicyServiceForgetRequest
-	(*AppendRequest)(nil),              // 33: loomflow.v1.AppendRequest
-	(*QueryRequest)(nil),               // 34: loomflow.v1.QueryRequest
-	(*VerifyRequest)(nil),              // 35: loomflow.v1.VerifyRequest
-	(*GetCheckpointRequest)(nil),       // 36: loomflow.v1.GetCheckpointRequest
-	(*AuditServiceForgetRequest)(nil),  // 37: loomflow.v1.AuditServiceForgetRequest
-	(*UsageRequest)(nil),               // 38: loomflow.v1.UsageRequest
-	(*ListTenantsRequest)(nil),         // 39: loomflow.v1.ListTenantsRequest
+	(*GetContextRequest)(nil),          // 18: loomflow.v1.GetContextRequest
+	(*ReserveRequest)(nil),             // 19: loomflow.v1.ReserveRequest
+	(*CommitRequest)(nil),              // 20: loomflow.v1.CommitRequest
+	(*ReleaseRequest)(nil),             // 21: loomflow.v1.ReleaseRequest
+	(*GetStatusRequest)(nil),           // 22: loomflow.v1.GetStatusRequest
+	(*SetLimitsRequest)(nil),           // 23: loomflow.v1.SetLimitsRequest
+	(*BudgetServiceForgetRequest)(nil), // 24: loomflow.v1.BudgetServiceForgetRequest
+	(*CheckRequest)(nil),               // 25: loomflow.v1.CheckRequest
+	(*RequestApprovalRequest)(nil),     // 26: loomflow.v1.RequestApprovalRequest
+	(*ConsumeApprovalRequest)(nil),     // 27: loomflow.v1.ConsumeApprovalRequest
+	(*ResolveApprovalRequest)(nil),     // 28: loomflow.v1.ResolveApprovalRequest
+	(*GetApprovalRequest)(nil),         // 29: loomflow.v1.GetApprovalRequest
+	(*ListApprovalsRequest)(nil),       // 30: loomflow.v1.ListApprovalsRequest
+	(*GetPolicyRequest)(nil),           // 31: loomflow.v1.GetPolicyRequest
+	(*PutPolicyRequest)(nil),           // 32: loomflow.v1.PutPolicyRequest
+	(*PolicyServiceForgetRequest)(nil), // 33: loomflow.v1.PolicyServiceForgetRequest
+	(*AppendRequest)(nil),              // 34: loomflow.v1.AppendRequest
+	(*QueryRequest)(nil),               // 35: loomflow.v1.QueryRequest
+	(*VerifyRequest)(nil),              // 36: loomflow.v1.VerifyRequest
+	(*GetCheckpointRequest)(nil),       // 37: loomflow.v1.GetCheckpointRequest
+	(*AuditServiceForgetRequest)(nil),  // 38: loomflow.v1.AuditServiceForgetRequest
+	(*UsageRequest)(nil),               // 39: loomflow.v1.UsageRequest
+	(*ListTenantsRequest)(nil),         // 40: loomflow.v1.ListTenantsRequest
 }
 var file_loomflow_v1_mux_proto_depIdxs = []int32{
 	1,  // 0: loomflow.v1.MultiplexRequest.calls:type_name -> loomflow.v1.MuxCall
@@ -1057,37 +1075,38 @@ var file_loomflow_v1_mux_proto_depIdxs = []int32{
 	15, // 11: loomflow.v1.MuxCall.memory_retract_fact:type_name -> loomflow.v1.RetractFactRequest
 	16, // 12: loomflow.v1.MuxCall.memory_query_facts:type_name -> loomflow.v1.QueryFactsRequest
 	17, // 13: loomflow.v1.MuxCall.memory_forget:type_name -> loomflow.v1.MemoryServiceForgetRequest
-	18, // 14: loomflow.v1.MuxCall.budget_reserve:type_name -> loomflow.v1.ReserveRequest
-	19, // 15: loomflow.v1.MuxCall.budget_commit:type_name -> loomflow.v1.CommitRequest
-	20, // 16: loomflow.v1.MuxCall.budget_release:type_name -> loomflow.v1.ReleaseRequest
-	21, // 17: loomflow.v1.MuxCall.budget_get_status:type_name -> loomflow.v1.GetStatusRequest
-	22, // 18: loomflow.v1.MuxCall.budget_set_limits:type_name -> loomflow.v1.SetLimitsRequest
-	23, // 19: loomflow.v1.MuxCall.budget_forget:type_name -> loomflow.v1.BudgetServiceForgetRequest
-	24, // 20: loomflow.v1.MuxCall.policy_check:type_name -> loomflow.v1.CheckRequest
-	25, // 21: loomflow.v1.MuxCall.policy_request_approval:type_name -> loomflow.v1.RequestApprovalRequest
-	26, // 22: loomflow.v1.MuxCall.policy_consume_approval:type_name -> loomflow.v1.ConsumeApprovalRequest
-	27, // 23: loomflow.v1.MuxCall.policy_resolve_approval:type_name -> loomflow.v1.ResolveApprovalRequest
-	28, // 24: loomflow.v1.MuxCall.policy_get_approval:type_name -> loomflow.v1.GetApprovalRequest
-	29, // 25: loomflow.v1.MuxCall.policy_list_approvals:type_name -> loomflow.v1.ListApprovalsRequest
-	30, // 26: loomflow.v1.MuxCall.policy_get_policy:type_name -> loomflow.v1.GetPolicyRequest
-	31, // 27: loomflow.v1.MuxCall.policy_put_policy:type_name -> loomflow.v1.PutPolicyRequest
-	32, // 28: loomflow.v1.MuxCall.policy_forget:type_name -> loomflow.v1.PolicyServiceForgetRequest
-	33, // 29: loomflow.v1.MuxCall.audit_append:type_name -> loomflow.v1.AppendRequest
-	34, // 30: loomflow.v1.MuxCall.audit_query:type_name -> loomflow.v1.QueryRequest
-	35, // 31: loomflow.v1.MuxCall.audit_verify:type_name -> loomflow.v1.VerifyRequest
-	36, // 32: loomflow.v1.MuxCall.audit_get_checkpoint:type_name -> loomflow.v1.GetCheckpointRequest
-	37, // 33: loomflow.v1.MuxCall.audit_forget:type_name -> loomflow.v1.AuditServiceForgetRequest
-	38, // 34: loomflow.v1.MuxCall.audit_usage:type_name -> loomflow.v1.UsageRequest
-	39, // 35: loomflow.v1.MuxCall.audit_list_tenants:type_name -> loomflow.v1.ListTenantsRequest
-	3,  // 36: loomflow.v1.MultiplexResponse.replies:type_name -> loomflow.v1.MuxReply
-	4,  // 37: loomflow.v1.MuxReply.error:type_name -> loomflow.v1.MuxError
-	0,  // 38: loomflow.v1.MuxService.Multiplex:input_type -> loomflow.v1.MultiplexRequest
-	2,  // 39: loomflow.v1.MuxService.Multiplex:output_type -> loomflow.v1.MultiplexResponse
-	39, // [39:40] is the sub-list for method output_type
-	38, // [38:39] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	18, // 14: loomflow.v1.MuxCall.memory_get_context:type_name -> loomflow.v1.GetContextRequest
+	19, // 15: loomflow.v1.MuxCall.budget_reserve:type_name -> loomflow.v1.ReserveRequest
+	20, // 16: loomflow.v1.MuxCall.budget_commit:type_name -> loomflow.v1.CommitRequest
+	21, // 17: loomflow.v1.MuxCall.budget_release:type_name -> loomflow.v1.ReleaseRequest
+	22, // 18: loomflow.v1.MuxCall.budget_get_status:type_name -> loomflow.v1.GetStatusRequest
+	23, // 19: loomflow.v1.MuxCall.budget_set_limits:type_name -> loomflow.v1.SetLimitsRequest
+	24, // 20: loomflow.v1.MuxCall.budget_forget:type_name -> loomflow.v1.BudgetServiceForgetRequest
+	25, // 21: loomflow.v1.MuxCall.policy_check:type_name -> loomflow.v1.CheckRequest
+	26, // 22: loomflow.v1.MuxCall.policy_request_approval:type_name -> loomflow.v1.RequestApprovalRequest
+	27, // 23: loomflow.v1.MuxCall.policy_consume_approval:type_name -> loomflow.v1.ConsumeApprovalRequest
+	28, // 24: loomflow.v1.MuxCall.policy_resolve_approval:type_name -> loomflow.v1.ResolveApprovalRequest
+	29, // 25: loomflow.v1.MuxCall.policy_get_approval:type_name -> loomflow.v1.GetApprovalRequest
+	30, // 26: loomflow.v1.MuxCall.policy_list_approvals:type_name -> loomflow.v1.ListApprovalsRequest
+	31, // 27: loomflow.v1.MuxCall.policy_get_policy:type_name -> loomflow.v1.GetPolicyRequest
+	32, // 28: loomflow.v1.MuxCall.policy_put_policy:type_name -> loomflow.v1.PutPolicyRequest
+	33, // 29: loomflow.v1.MuxCall.policy_forget:type_name -> loomflow.v1.PolicyServiceForgetRequest
+	34, // 30: loomflow.v1.MuxCall.audit_append:type_name -> loomflow.v1.AppendRequest
+	35, // 31: loomflow.v1.MuxCall.audit_query:type_name -> loomflow.v1.QueryRequest
+	36, // 32: loomflow.v1.MuxCall.audit_verify:type_name -> loomflow.v1.VerifyRequest
+	37, // 33: loomflow.v1.MuxCall.audit_get_checkpoint:type_name -> loomflow.v1.GetCheckpointRequest
+	38, // 34: loomflow.v1.MuxCall.audit_forget:type_name -> loomflow.v1.AuditServiceForgetRequest
+	39, // 35: loomflow.v1.MuxCall.audit_usage:type_name -> loomflow.v1.UsageRequest
+	40, // 36: loomflow.v1.MuxCall.audit_list_tenants:type_name -> loomflow.v1.ListTenantsRequest
+	3,  // 37: loomflow.v1.MultiplexResponse.replies:type_name -> loomflow.v1.MuxReply
+	4,  // 38: loomflow.v1.MuxReply.error:type_name -> loomflow.v1.MuxError
+	0,  // 39: loomflow.v1.MuxService.Multiplex:input_type -> loomflow.v1.MultiplexRequest
+	2,  // 40: loomflow.v1.MuxService.Multiplex:output_type -> loomflow.v1.MultiplexResponse
+	40, // [40:41] is the sub-list for method output_type
+	39, // [39:40] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_loomflow_v1_mux_proto_init() }
@@ -1112,6 +1131,7 @@ func file_loomflow_v1_mux_proto_init() {
 		(*MuxCall_MemoryRetractFact)(nil),
 		(*MuxCall_MemoryQueryFacts)(nil),
 		(*MuxCall_MemoryForget)(nil),
+		(*MuxCall_MemoryGetContext)(nil),
 		(*MuxCall_BudgetReserve)(nil),
 		(*MuxCall_BudgetCommit)(nil),
 		(*MuxCall_BudgetRelease)(nil),
