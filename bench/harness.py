@@ -142,6 +142,20 @@ def rss_kib(pid: int | None = None) -> int:
     return int(psutil.Process(pid or os.getpid()).memory_info().rss // 1024)
 
 
+def resident_kib(pid: int | None = None) -> dict[str, int]:
+    """A process's resident memory in KiB, whole (``rss``) and by kind (/proc/<pid>/status): ``anon`` is
+    the heap and stacks the process owns; ``file`` is file pages it maps (an mmap'd SQLite file, code),
+    which the kernel can drop and read again, as it would the page cache a plain read() fills."""
+    fields = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
+    found: dict[str, int] = {}
+    with open(f"/proc/{pid or os.getpid()}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in fields:
+                found[fields[name]] = int(value.split()[0])
+    return found
+
+
 @contextlib.contextmanager
 def isolated(backend: str, name: str, server: str, data_dir: Path | None = None) -> Iterator[str]:
     """:func:`loomflow.testing.databases.isolated_dsn` for a synchronous benchmark: a Postgres schema

@@ -20,9 +20,11 @@ import time
 import warnings
 
 
-def rss_kib() -> int:
+def rss_kib(anonymous: bool = False) -> int:
+    """Resident KiB; ``anonymous``: without the file and shared pages (statm's resident - shared)."""
     with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[1])
+        fields = handle.read().split()
+    pages = int(fields[1]) - (int(fields[2]) if anonymous else 0)
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -46,7 +48,7 @@ async def workload(users: int, turns: int, concurrency: int) -> dict[str, object
     )
     # Warm up outside the measurement (imports, first-call caches).
     await agent.run("warm up", user_id="warmup", session_id="warmup")
-    rss_before = rss_kib()
+    rss_before, anon_before = rss_kib(), rss_kib(anonymous=True)
     cpu_before = cpu_seconds()
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
@@ -69,7 +71,7 @@ async def workload(users: int, turns: int, concurrency: int) -> dict[str, object
     await asyncio.gather(*(user_session(i) for i in range(users)))
     wall = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before
-    rss_after = rss_kib()
+    rss_after, anon_after = rss_kib(), rss_kib(anonymous=True)
     return {
         "users": users,
         "turns": turns,
@@ -79,6 +81,8 @@ async def workload(users: int, turns: int, concurrency: int) -> dict[str, object
         "cpu_seconds": cpu,
         "rss_kib_before": rss_before,
         "rss_kib_after": rss_after,
+        "rss_anon_kib_before": anon_before,
+        "rss_anon_kib_after": anon_after,
         "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "tokens_charged": sum(tokens.values()),
         "framework_version": __import__("importlib.metadata").metadata.version("loomflow"),

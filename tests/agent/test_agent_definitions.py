@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from loomflow.agent.definitions import TenantPolicies
+from loomflow.agent.dependencies import Addresses, Dependencies, ServiceCredential
 from loomflow.client import InvalidArgument, NotFound, PermissionDenied
-from loomflow.kernel.auth import Role
-from loomflow.v1 import agent_pb2, policy_pb2
+from loomflow.kernel.auth import AuthSettings, Role
+from loomflow.testing.processes import free_port
+from loomflow.testing.suite import running_suite
+from loomflow.v1 import agent_pb2, policy_pb2, tenancy_pb2
 from tests.agent.conftest import Tenancy, audit_keys, secure_suite, write_script
 
 SCRIPT: list[dict[str, Any]] = [
@@ -143,3 +149,22 @@ async def test_tools_the_tenants_policy_denies_outright_are_not_offered(tmp_path
         bobs = await tenancy.agent("bob").run("which tools can you use?", user_id="bob", agent="support")
     assert alices.output == "notes_append,notes_clear,notes_read", "a denied tool is not offered; an ask one is"
     assert bobs.output == "calculator,notes_append,notes_clear,notes_read", "bob's policy is his own"
+
+
+async def test_the_policy_cache_keeps_only_tenants_read_within_its_ttl(tmp_path: Path) -> None:
+    """An expired policy is never served again, so it is not kept either (it held every tenant seen)."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    deps = Dependencies(Addresses(address, address, address, address), ServiceCredential(AuthSettings(), True), 5.0)
+    policies = TenantPolicies(deps, ttl_s=3.0)  # 20 reads take well under it, even on a loaded machine
+    try:
+        async with running_suite(tmp_path, services="policy", overrides={"": {"port": port}}):
+            for n in range(20):
+                tenant = f"t{n}"
+                await policies.get(tenant, tenancy_pb2.UserScope(user_id=tenant), time.monotonic() + 5)
+            assert len(policies._cache) == 20, "within the TTL every policy is served from the cache"
+            await asyncio.sleep(3.1)
+            await policies.get("late", tenancy_pb2.UserScope(user_id="late"), time.monotonic() + 5)
+            assert list(policies._cache) == ["late"]
+    finally:
+        await deps.close()

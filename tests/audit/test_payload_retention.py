@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from loomflow import retention
@@ -112,3 +113,22 @@ def test_a_payload_written_before_day_keys_still_decrypts_and_its_key_is_never_t
     assert keyring.decrypt("alice", old) == b"before"
     assert crypto.period_of(key_id) is None, "a random key id must never read as a day"
     assert crypto.period_of(crypto.period_key_id(20_000)) == 20_000
+
+
+def test_ready_ciphers_are_bounded_and_a_forget_leaves_none_of_the_tenants_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cipher holds ~1.9 KB of OpenSSL state; one kept per tenant grew the audit process by that per tenant.
+    monkeypatch.setattr(crypto, "CIPHERS_CACHED", 8)
+    keyring, day = crypto.Keyring(os.urandom(32)), 20_000
+    tenants = [f"t{n}" for n in range(50)]
+    sealed = {}
+    for tenant in tenants:
+        keyring.create(tenant, day)
+        sealed[tenant] = keyring.encrypt(tenant, f"secret of {tenant}".encode(), day)
+    assert len(keyring._ciphers) == 8
+    for tenant in tenants:  # every key still works once its cipher was dropped
+        assert keyring.decrypt(tenant, sealed[tenant]) == f"secret of {tenant}".encode()
+    keyring.forget("t49")
+    assert keyring.decrypt("t49", sealed["t49"]) is None
+    assert len(keyring._ciphers) == 7, "the forgotten tenant's cipher outlived its key"

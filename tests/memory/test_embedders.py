@@ -50,6 +50,22 @@ def test_wordllama_vectors_have_their_dimension_and_unit_length(dim: int) -> Non
     assert np.linalg.norm(vectors[2]) == pytest.approx(1.0, abs=1e-5), "only stop words: embedded as they are"
 
 
+def test_the_word_cache_holds_token_ids_as_two_bytes_each_and_embeds_as_the_tokenizer_says() -> None:
+    # Every distinct word of every tenant passes through this cache (up to 200,000 words): a tuple of ints
+    # cost ~36 bytes per token id, so an id-like word of a dozen tokens held ~0.5 KB.
+    embedder = WordLlamaEmbedder()
+    embedder.load()
+    assert embedder._tokenizer is not None
+    assert embedder._table is not None
+    word = "sec0123456789abcdef0123"
+    ids = embedder._tokenizer.encode(word, add_special_tokens=False).ids
+    cached = embedder._ids_of(word)
+    assert isinstance(cached, bytes)
+    assert len(cached) == 2 * len(ids)
+    by_hand = embedder._table[ids].astype(np.float32).sum(axis=0)
+    assert np.allclose(embedder.embed(word), by_hand / np.linalg.norm(by_hand), atol=1e-6)
+
+
 def test_stored_vectors_carry_their_embedder_and_dimension() -> None:
     embedder = WordLlamaEmbedder(128)
     raw = to_bytes(embedder.embed("hello there"), embedder.name)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from loomflow.memory.models import EpisodeDraft, RecallQuery, now_micros
 from loomflow.memory.recall.bm25 import K1, B
+from loomflow.memory.recall.cache import IndexCache
 from loomflow.memory.recall.embedding import HashingEmbedder
 from loomflow.memory.recall.index import IndexedDoc, PreparedQuery, TenantIndex
 from loomflow.memory.recall.text import query_terms, tokens
@@ -101,3 +102,25 @@ async def test_a_tenant_that_never_stored_an_episode_is_recalled_without_loading
         assert loads == [0]
     finally:
         await store.close()
+
+
+def test_an_index_is_sized_by_what_it_holds_not_by_a_head_start() -> None:
+    """A one-episode tenant's index holds about one episode's vector (it held eight: ~10 KB per tenant)."""
+    index = TenantIndex(EMBEDDER.dim)
+    index.add([doc(1, "amber birch")])
+    vector_bytes = 4 * EMBEDDER.dim  # float32
+    assert index.nbytes < 2 * vector_bytes
+    for seq in range(2, 101):
+        index.add([doc(seq, "cedar delta")])
+    assert index.nbytes < 1.5 * 100 * vector_bytes + 100 * 64, "growth keeps at most a third spare"
+
+
+def test_a_churn_of_one_episode_tenants_is_bounded_by_their_indexes_cost() -> None:
+    """Each tenant counts one episode beyond what it holds, so tiny tenants cannot multiply the bound."""
+    cache = IndexCache(max_episodes=1_000)
+    for n in range(5_000):
+        index = TenantIndex(EMBEDDER.dim)
+        index.add([doc(1, f"tenant {n}")])
+        cache.put(f"t{n}", 0, index, 1)
+    assert cache.tenants == 500
+    assert cache.episodes == 1_000

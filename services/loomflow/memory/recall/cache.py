@@ -4,7 +4,10 @@ Entries are tagged with the tenant's *epoch* (bumped by every Forget) and know
 the highest ``seq`` they hold; the owning store compares both with the
 database on every recall, so another process's writes and forgets are seen:
 new episodes are appended, a changed epoch rebuilds. The bound is a number of
-episodes across tenants (memory grows with episodes, not with tenants).
+episodes across tenants, each tenant counted one episode more than it holds: an index
+costs ~1.7 KB before its first episode (its columns' headers), about what one episode's
+256-dimension vector and postings cost, so a churn of one-episode tenants stops at
+half the bound's tenants instead of one per counted episode.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ class CachedIndex:
     seen_seq: int = 0
     """The tenant's highest seq when last refreshed (may exceed index.max_seq after a Forget)."""
     counted: int = 0
+
+
+TENANT_OVERHEAD_EPISODES = 1
+"""What a tenant's index costs beyond its episodes, in episodes."""
 
 
 class IndexCache:
@@ -56,8 +63,9 @@ class IndexCache:
         entry = self._entries.get(tenant)
         if entry is None:
             return
-        self._episodes += entry.index.size - entry.counted
-        entry.counted = entry.index.size
+        counted = entry.index.size + TENANT_OVERHEAD_EPISODES
+        self._episodes += counted - entry.counted
+        entry.counted = counted
         while self._episodes > self._max and len(self._entries) > 1:
             oldest = next(iter(self._entries))
             if oldest == tenant:

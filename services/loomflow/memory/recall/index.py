@@ -58,17 +58,25 @@ class ScoredDoc:
 
 
 class _Column:
-    """A numpy array that grows by doubling, so appending one episode is amortised O(1)."""
+    """A numpy array that grows by half its size, so appending one episode is amortised O(1).
+
+    It starts empty and first grows to exactly what is appended: most tenants hold a few episodes,
+    and a head start of 8 rows made every tenant's index ~10 KB (8 rows of 256 float32s) whatever
+    it held (bench/race at 4,000 tenants of 3 episodes: a third of the suite's RSS per tenant).
+    """
+
+    __slots__ = ("_data", "_shape_tail", "size")
 
     def __init__(self, dtype: npt.DTypeLike, width: int = 0) -> None:
         self._shape_tail: tuple[int, ...] = (width,) if width else ()
-        self._data: npt.NDArray[Any] = np.empty((8, *self._shape_tail), dtype=dtype)
+        self._data: npt.NDArray[Any] = np.empty((0, *self._shape_tail), dtype=dtype)
         self.size = 0
 
     def extend(self, values: npt.NDArray[Any]) -> None:
         needed = self.size + len(values)
         if needed > len(self._data):
-            grown = np.empty((max(needed, 2 * len(self._data)), *self._shape_tail), dtype=self._data.dtype)
+            capacity = max(needed, len(self._data) * 3 // 2)  # x1.5: a third spare at most, amortised O(1) still
+            grown = np.empty((capacity, *self._shape_tail), dtype=self._data.dtype)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
         self._data[self.size : needed] = values

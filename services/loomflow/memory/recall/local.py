@@ -67,7 +67,10 @@ class WordLlamaEmbedder(LocalEmbedder):
         folder = package_folder("wordllama")
         # Kept as stored (float16, 16 MB): only the rows a text uses are widened, which spares start-up a
         # conversion of the whole table.
-        self._table = np.ascontiguousarray(load_file(str(folder / _WEIGHTS))["embedding.weight"][:, : self._dim])
+        table = np.ascontiguousarray(load_file(str(folder / _WEIGHTS))["embedding.weight"][:, : self._dim])
+        if len(table) > np.iinfo(np.uint16).max + 1:
+            raise ValueError(f"{_WEIGHTS}: {len(table)} rows do not fit the uint16 token ids cached per word")
+        self._table = table
         self._tokenizer = Tokenizer.from_file(str(folder / _TOKENIZER))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
@@ -75,17 +78,20 @@ class WordLlamaEmbedder(LocalEmbedder):
     async def start(self) -> None:
         self.load()
 
-    def _word_ids(self, word: str) -> tuple[int, ...]:
+    def _word_ids(self, word: str) -> bytes:
+        """The word's token ids as uint16s (the table has 32,000 rows): cached as one small bytes object,
+        not a tuple of ints (~36 bytes per id; a random id-like word of a dozen tokens held ~0.5 KB)."""
         assert self._tokenizer is not None
-        return tuple(self._tokenizer.encode(word, add_special_tokens=False).ids)
+        return np.asarray(self._tokenizer.encode(word, add_special_tokens=False).ids, dtype=np.uint16).tobytes()
 
     def _embed_one(self, table: npt.NDArray[np.float16], text: str) -> Vector:
         # Word by word through a cache: a Recall's query costs dictionary lookups, not a tokenizer run.
-        ids = [i for word in content_words(text).split() for i in self._ids_of(word)]
+        ids = b"".join([self._ids_of(word) for word in content_words(text).split()])
         if not ids:
             return np.zeros(self._dim, dtype=np.float32)
+        rows = np.frombuffer(ids, dtype=np.uint16)
         # The sum, not the mean: normalising makes them the same vector, in fewer numpy calls.
-        vector: Vector = np.add.reduce(table[ids], axis=0, dtype=np.float32)  # .sum's own work, minus its wrappers
+        vector: Vector = np.add.reduce(table[rows], axis=0, dtype=np.float32)  # .sum's own work, minus its wrappers
         norm = math.sqrt(float(vector @ vector))
         return vector / norm if norm > 0 else vector
 
