@@ -20,9 +20,14 @@ users are timed one at a time (``warm``: p50/p99, and recalls per second of one 
 again with ``--concurrency`` in flight (``concurrent``: throughput).
 gRPC: ``loomflow serve --services memory`` runs as its own process on the same store (loaded
 first when a ``--via grpc`` run finds it empty; the in-memory backend is loaded through Remember
-RPCs); this process is the client with
-``--concurrency`` calls in flight on one channel, after one warm-up recall per user. Server
-CPU time is sampled, so ``recalls_per_server_cpu_second`` shows capacity on a shared machine.
+RPCs), once per ``--workers`` count (default 1 and 2 processes sharing the port, side by side; one on
+the in-process backends). This process recalls every user once (warm-up) and times the one-at-a-time
+calls on the one-process server; the concurrent phase sends the same kind of queries with ghz (a Go
+load generator, ``--concurrency`` in flight over ``--connections``), round by round alternating the
+worker counts, each getting the same calls (``--client python``: this process's grpc.aio client on one
+channel, one process, as before). The servers' CPU time (their process trees, from /proc) is read
+around each round, so ``server_cpu_ms_per_recall`` and ``recalls_per_server_cpu_second`` show
+capacity on a shared machine; ``client_cpu_ms_per_recall`` is ghz's.
 
 The sizes are measured side by side so machine noise hits both alike: one call at a time
 alternating the datasets call by call (``warm``), and in interleaved rounds (1k, 10k, 1k, ...)
@@ -30,7 +35,8 @@ with calls in flight (``concurrent``).
 
 Targets: p99 at 10,000 users within 1.2x of p99 at 1,000 users on every backend, direct and
 through gRPC, one call at a time (the concurrent ratio is reported too: under load its p99 is
-mostly queueing); and >= 2,000 Recall/s per process on SQLite (the gRPC server's throughput).
+mostly queueing); and >= 2,000 Recall/s on SQLite through gRPC (judged on the most workers measured;
+the JSON keeps every worker count's figure under ``concurrent_by_workers``).
 Results: bench/results/memory_recall.json and memory_recall.png (memory_recall_full.* with --full;
 --results-name to choose). Exits non-zero when a target is missed (the figures are kept either way).
 """
@@ -734,9 +740,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=4, help="ghz: connections the calls spread over")
     parser.add_argument(
         "--workers",
-        default="1",
+        default="",
         help="comma-separated `loomflow serve --workers` counts of the gRPC servers, measured side by side "
-        "(SQLite, Postgres, Redis; the concurrent figure judged is the last)",
+        "(SQLite, Postgres, Redis; the concurrent figure judged is the last; default 1,2, with --full 1)",
     )
     parser.add_argument(
         "--tracing",
@@ -765,6 +771,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    args.workers = args.workers or ("1" if args.full else "1,2")
     sizes = [Dataset(int(u), args.episodes) for u in ("1000,10000" if args.full else args.users).split(",")]
     results_name = args.results_name or ("memory_recall_full" if args.full else "memory_recall")
     corpus = Corpus()
