@@ -18,8 +18,9 @@ from pathlib import Path
 import grpc
 import psutil
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from loomflow.testing.processes import ServeProcess
+from loomflow.testing.processes import ServeProcess, free_port
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
 
 CHANNELS = 24  # connections opened to find one on each worker: all on one worker has odds 2 in 2**24
@@ -41,22 +42,27 @@ def free_port_pair() -> int:
 
 
 @pytest.fixture(scope="module")
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, int]]:
-    metrics = free_port_pair()
-    env = {"LOOMFLOW_WORKERS": "2", "LOOMFLOW_INSECURE": "true", "LOOMFLOW_METRICS_PORT": str(metrics)}
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, int, int]]:
+    metrics, health = free_port_pair(), free_port()
+    env = {
+        "LOOMFLOW_WORKERS": "2",
+        "LOOMFLOW_INSECURE": "true",
+        "LOOMFLOW_METRICS_PORT": str(metrics),
+        "LOOMFLOW_HEALTH_PORT": str(health),
+    }
     with ServeProcess("memory", tmp_path_factory.mktemp("workers"), env=env) as serve:
         wait_until_both_listen(serve)
-        yield serve, metrics
+        yield serve, metrics, health
 
 
-def listeners(serve: ServeProcess) -> set[int]:
-    """The supervisor's children listening on the served port."""
+def listeners(serve: ServeProcess, port: int = 0) -> set[int]:
+    """The supervisor's children listening on ``port`` (default: the served port)."""
     assert serve.process is not None
     return {
         child.pid
         for child in psutil.Process(serve.process.pid).children()
         for conn in child.net_connections("tcp")
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == serve.port
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == (port or serve.port)
     }
 
 
@@ -101,18 +107,23 @@ def recalled(stub: memory_pb2_grpc.MemoryServiceStub, user: str, query: str) -> 
     return [hit.episode.input for hit in reply.hits]
 
 
-def test_two_workers_share_the_port_and_both_take_calls(workers: tuple[ServeProcess, int]) -> None:
-    serve, metrics = workers
+def test_two_workers_share_the_port_and_both_take_calls(workers: tuple[ServeProcess, int, int]) -> None:
+    serve, metrics, health = workers
     assert serve.process is not None
     children = psutil.Process(serve.process.pid).children()
     assert len(children) == 2, children
     assert listeners(serve) == {c.pid for c in children}, "both workers listen on the served port"
+    assert listeners(serve, health) == {c.pid for c in children}, "and on the plaintext health port"
     found = stubs_by_worker(serve, metrics, "spread")
     assert all(found.values()), {i: len(stubs) for i, stubs in found.items()}
+    for address in (serve.address, f"127.0.0.1:{health}"):  # both workers share the plaintext health port too
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_what_one_worker_remembers_or_forgets_the_other_sees(workers: tuple[ServeProcess, int]) -> None:
-    serve, metrics = workers
+def test_what_one_worker_remembers_or_forgets_the_other_sees(workers: tuple[ServeProcess, int, int]) -> None:
+    serve, metrics, _ = workers
     found = stubs_by_worker(serve, metrics, "coherence")
     first, second = found[0][0], found[1][0]
     user = "coherent-user"
