@@ -540,12 +540,14 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
                     report[dataset.name]["cold"] = stats(latencies, wall)
                     for workers in counts[1:]:
                         # Each worker builds its own indexes, and which worker a connection reaches is the
-                        # kernel's choice: every user recalled often enough that each worker has seen it.
+                        # kernel's choice, drawn again for each ghz run's connections: several runs, each
+                        # recalling every user often enough that every worker reached has seen it.
                         requests = [recall_request(dataset.tenant(u), "warm up") for u in range(dataset.users)]
                         address = servers[(dataset, workers)].address
-                        await run_ghz_async(
-                            RECALL_RPC, address, requests * 8 * workers, args.concurrency, args.connections
-                        )
+                        for _ in range(4):
+                            await run_ghz_async(
+                                RECALL_RPC, address, requests * 2 * workers, args.concurrency, args.connections
+                            )
 
                 def calls(dataset: Dataset, round_number: int) -> list[Callable[[], Awaitable[Any]]]:
                     return [
@@ -737,7 +739,13 @@ def main() -> int:
         help="load generator of the gRPC concurrent phase: ghz (Go, little client CPU) or this process's "
         "grpc.aio client (shares the cores with the server it measures; one worker only)",
     )
-    parser.add_argument("--connections", type=int, default=4, help="ghz: connections the calls spread over")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="ghz: connections the calls spread over (the kernel assigns each to a worker: with 8, all on one "
+        "of two workers has odds 1 in 128)",
+    )
     parser.add_argument(
         "--workers",
         default="",
