@@ -20,9 +20,14 @@ users are timed one at a time (``warm``: p50/p99, and recalls per second of one 
 again with ``--concurrency`` in flight (``concurrent``: throughput).
 gRPC: ``loomflow serve --services memory`` runs as its own process on the same store (loaded
 first when a ``--via grpc`` run finds it empty; the in-memory backend is loaded through Remember
-RPCs); this process is the client with
-``--concurrency`` calls in flight on one channel, after one warm-up recall per user. Server
-CPU time is sampled, so ``recalls_per_server_cpu_second`` shows capacity on a shared machine.
+RPCs), once per ``--workers`` count (default 1 and 2 processes sharing the port, side by side; one on
+the in-process backends). This process recalls every user once (warm-up) and times the one-at-a-time
+calls on the one-process server; the concurrent phase sends the same kind of queries with ghz (a Go
+load generator, ``--concurrency`` in flight over ``--connections``), round by round alternating the
+worker counts, each getting the same calls (``--client python``: this process's grpc.aio client on one
+channel, one process, as before). The servers' CPU time (their process trees, from /proc) is read
+around each round, so ``server_cpu_ms_per_recall`` and ``recalls_per_server_cpu_second`` show
+capacity on a shared machine; ``client_cpu_ms_per_recall`` is ghz's.
 
 The sizes are measured side by side so machine noise hits both alike: one call at a time
 alternating the datasets call by call (``warm``), and in interleaved rounds (1k, 10k, 1k, ...)
@@ -30,7 +35,8 @@ with calls in flight (``concurrent``).
 
 Targets: p99 at 10,000 users within 1.2x of p99 at 1,000 users on every backend, direct and
 through gRPC, one call at a time (the concurrent ratio is reported too: under load its p99 is
-mostly queueing); and >= 2,000 Recall/s per process on SQLite (the gRPC server's throughput).
+mostly queueing); and >= 2,000 Recall/s on SQLite through gRPC (judged on the most workers measured;
+the JSON keeps every worker count's figure under ``concurrent_by_workers``).
 Results: bench/results/memory_recall.json and memory_recall.png (memory_recall_full.* with --full;
 --results-name to choose). Exits non-zero when a target is missed (the figures are kept either way).
 """
@@ -47,12 +53,22 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
 
-from bench.harness import LatencyStats, latency_stats, machine, plot_path, progress, run_load, write_results
+from bench.ghz_load import describe, run_ghz_async
+from bench.harness import (
+    LatencyStats,
+    latency_stats,
+    machine,
+    plot_path,
+    progress,
+    rss_kib,
+    run_load,
+    write_results,
+)
 from loomflow.kernel.errors import NotFound
 from loomflow.memory.models import BlockWrite, EpisodeDraft, ForgetScope, RecallQuery, now_micros
 from loomflow.memory.recall.embedding import Embedder
@@ -62,6 +78,7 @@ from loomflow.testing import databases
 from loomflow.testing.processes import ServeProcess
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
 
+K = TypeVar("K")  # what the measured series are keyed by: a dataset, or a dataset and a worker count
 BACKENDS = ("memory", "sqlite", "postgres", "redis", "chroma")
 TARGET_P99_RATIO = 1.2
 TARGET_SQLITE_RECALLS_PER_SECOND = 2_000.0
@@ -295,8 +312,12 @@ def direct_recall(store: MemoryStore, tenant: str, text: str) -> Callable[[], Aw
     return lambda: store.recall(tenant, RecallQuery(text=text, limit=5))
 
 
+def recall_request(tenant: str, text: str) -> memory_pb2.RecallRequest:
+    return memory_pb2.RecallRequest(scope=tenancy_pb2.UserScope(user_id=tenant), query=text, limit=5)
+
+
 def rpc_recall(stub: Any, tenant: str, text: str) -> Callable[[], Awaitable[Any]]:
-    request = memory_pb2.RecallRequest(scope=tenancy_pb2.UserScope(user_id=tenant), query=text, limit=5)
+    request = recall_request(tenant, text)
     return lambda: stub.Recall(request)
 
 
@@ -321,22 +342,21 @@ def stats(latencies: list[float], seconds: float) -> dict[str, float]:
 
 
 async def interleaved(
-    sizes: Sequence[Dataset],
-    make_calls: Callable[[Dataset, int], list[Callable[[], Awaitable[Any]]]],
+    sizes: Sequence[K],
+    run_round: Callable[[K, int], Awaitable[tuple[list[float], float]]],
     rounds: int,
-    concurrency: int,
     before: Callable[[], Any] | None = None,
-    after: Callable[[Dataset, float], None] | None = None,
-) -> dict[Dataset, LatencyStats]:
-    """Alternates the datasets round by round, so noise on a shared machine hits each alike."""
-    latencies: dict[Dataset, list[float]] = {d: [] for d in sizes}
-    walls: dict[Dataset, float] = {d: 0.0 for d in sizes}
+    after: Callable[[K, float], None] | None = None,
+) -> dict[K, LatencyStats]:
+    """Alternates the datasets round by round, so noise on a shared machine hits each alike.
+    ``run_round`` runs one round's calls on a dataset and returns their latencies and wall time."""
+    latencies: dict[K, list[float]] = {d: [] for d in sizes}
+    walls: dict[K, float] = {d: 0.0 for d in sizes}
     for round_number in range(rounds):
         for dataset in sizes:
-            calls = make_calls(dataset, round_number)
             if before is not None:
                 before()
-            taken, wall = await timed(calls, concurrency)
+            taken, wall = await run_round(dataset, round_number)
             latencies[dataset] += taken
             walls[dataset] += wall
             if after is not None:
@@ -345,13 +365,13 @@ async def interleaved(
 
 
 async def alternating(
-    sizes: Sequence[Dataset],
-    make_calls: Callable[[Dataset, int], list[Callable[[], Awaitable[Any]]]],
+    sizes: Sequence[K],
+    make_calls: Callable[[K, int], list[Callable[[], Awaitable[Any]]]],
     rounds: int,
-) -> dict[Dataset, LatencyStats]:
+) -> dict[K, LatencyStats]:
     """One call at a time, alternating the datasets call by call: the fairest p50/p99 comparison on a
     shared machine. Throughput is calls over the time spent in that dataset's calls."""
-    latencies: dict[Dataset, list[float]] = {d: [] for d in sizes}
+    latencies: dict[K, list[float]] = {d: [] for d in sizes}
     for round_number in range(rounds):
         batches = [(d, make_calls(d, round_number)) for d in sizes]
         for position in range(max(len(calls) for _, calls in batches)):
@@ -401,7 +421,11 @@ async def measure_direct(
 
         for dataset, result in (await alternating(sizes, calls, args.rounds)).items():
             report[dataset.name]["warm"] = result.as_dict()
-        for dataset, result in (await interleaved(sizes, calls, args.rounds, args.concurrency)).items():
+
+        async def concurrently(dataset: Dataset, round_number: int) -> tuple[list[float], float]:
+            return await timed(calls(dataset, round_number), args.concurrency)
+
+        for dataset, result in (await interleaved(sizes, concurrently, args.rounds)).items():
             report[dataset.name]["concurrent"] = result.as_dict()
     finally:
         for store in stores.values():
@@ -449,28 +473,64 @@ async def ensure_loaded(
     return loads
 
 
-def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: argparse.Namespace) -> dict[str, Any]:
+RECALL_RPC = "loomflow.v1.MemoryService.Recall"
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time of a server process and its descendants (a ``--workers`` supervisor's workers), read
+    from ``/proc/<pid>/stat`` (utime + stime)."""
     import psutil
 
-    servers: dict[Dataset, ServeProcess] = {}
+    try:
+        pids = [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return 0.0
+    ticks = 0
+    for each in pids:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended between the listing and the read
+        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of the line: utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def worker_counts(backend: str, args: argparse.Namespace) -> list[int]:
+    """The ``--workers`` counts this backend's servers run with (one process on backends whose state
+    lives in the process: the server refuses more)."""
+    counts = sorted({int(w) for w in str(args.workers).split(",") if w.strip()})
+    if backend in ("memory", "chroma"):
+        return [1]
+    if args.client == "python":
+        return [1]  # one channel reaches one worker
+    return counts
+
+
+def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: argparse.Namespace) -> dict[str, Any]:
+    counts = worker_counts(backend, args)
+    servers: dict[tuple[Dataset, int], ServeProcess] = {}
     report: dict[str, Any] = {d.name: {} for d in sizes}
     if backend != "memory":  # the in-memory backend is loaded through Remember RPCs below
         for name, load in asyncio.run(ensure_loaded(backend, sizes, corpus, args)).items():
             report[name]["load"] = load
     try:
         for index, dataset in enumerate(sizes):
-            env = {
-                "LOOMFLOW_MEMORY_DSN": dsn_for(backend, dataset, index, args),
-                "LOOMFLOW_INSECURE": "true",
-                "LOOMFLOW_TRACING": "true" if args.tracing else "false",
-                "LOOMFLOW_MEMORY_EMBEDDER": args.embedder,
-            }
-            servers[dataset] = ServeProcess("memory", Path(args.data_dir) / "serve", env=env).start(timeout=120)
+            for workers in counts:
+                env = {
+                    "LOOMFLOW_MEMORY_DSN": dsn_for(backend, dataset, index, args),
+                    "LOOMFLOW_INSECURE": "true",
+                    "LOOMFLOW_TRACING": "true" if args.tracing else "false",
+                    "LOOMFLOW_MEMORY_EMBEDDER": args.embedder,
+                    "LOOMFLOW_WORKERS": str(workers),
+                }
+                serve = ServeProcess("memory", Path(args.data_dir) / "serve", env=env)
+                servers[(dataset, workers)] = serve.start(timeout=120)
+        pids = {key: s.process.pid for key, s in servers.items() if s.process is not None}
+        one = counts[0]
 
         async def run() -> None:
-            channels = {d: grpc.aio.insecure_channel(s.address) for d, s in servers.items()}
+            channels = {d: grpc.aio.insecure_channel(servers[(d, one)].address) for d in sizes}
             stubs = {d: memory_pb2_grpc.MemoryServiceStub(c) for d, c in channels.items()}
-            processes = {d: psutil.Process(s.process.pid) for d, s in servers.items() if s.process is not None}
             try:
                 for dataset, stub in stubs.items():
                     if backend == "memory":
@@ -478,6 +538,16 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
                     warm = [rpc_recall(stub, dataset.tenant(u), "warm up") for u in range(dataset.users)]
                     latencies, wall = await timed(warm, args.concurrency)
                     report[dataset.name]["cold"] = stats(latencies, wall)
+                    for workers in counts[1:]:
+                        # Each worker builds its own indexes, and which worker a connection reaches is the
+                        # kernel's choice, drawn again for each ghz run's connections: several runs, each
+                        # recalling every user often enough that every worker reached has seen it.
+                        requests = [recall_request(dataset.tenant(u), "warm up") for u in range(dataset.users)]
+                        address = servers[(dataset, workers)].address
+                        for _ in range(4):
+                            await run_ghz_async(
+                                RECALL_RPC, address, requests * 2 * workers, args.concurrency, args.connections
+                            )
 
                 def calls(dataset: Dataset, round_number: int) -> list[Callable[[], Awaitable[Any]]]:
                     return [
@@ -485,35 +555,64 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
                         for user, text in corpus.queries(dataset, args.queries // args.rounds)
                     ]
 
-                cpu: dict[Dataset, float] = {d: 0.0 for d in sizes}
-                marks: dict[Dataset, float] = {}
+                keys = [(d, w) for d in sizes for w in counts]
+                cpu: dict[tuple[Dataset, int], float] = {k: 0.0 for k in keys}
+                client_cpu: dict[tuple[Dataset, int], float] = {k: 0.0 for k in keys}
+                marks: dict[tuple[Dataset, int], float] = {}
 
                 def before() -> None:
-                    for d, p in processes.items():
-                        times = p.cpu_times()
-                        marks[d] = times.user + times.system
+                    for key, pid in pids.items():
+                        marks[key] = server_cpu_seconds(pid)
 
-                def after(dataset: Dataset, wall: float) -> None:
-                    times = processes[dataset].cpu_times()
-                    cpu[dataset] += times.user + times.system - marks[dataset]
+                def after(key: tuple[Dataset, int], wall: float) -> None:
+                    cpu[key] += server_cpu_seconds(pids[key]) - marks[key]
 
                 before()
-                for dataset, result in (await alternating(sizes, calls, args.rounds)).items():
-                    after(dataset, 0.0)
-                    entry = result.as_dict()
-                    entry["server_cpu_seconds"] = round(cpu[dataset], 2)
-                    report[dataset.name]["warm"] = entry
-                for d in sizes:
-                    cpu[d] = 0.0
-                measured = await interleaved(sizes, calls, args.rounds, args.concurrency, before, after)
-                for dataset, result in measured.items():
-                    entry = result.as_dict()
-                    entry["server_cpu_seconds"] = round(cpu[dataset], 2)
-                    entry["recalls_per_server_cpu_second"] = round(result.count / max(cpu[dataset], 1e-9))
-                    entry["server_cpu_ms_per_recall"] = round(1e3 * cpu[dataset] / max(result.count, 1), 3)
-                    report[dataset.name]["concurrent"] = entry
-                for dataset, process in processes.items():
-                    report[dataset.name]["server_rss_mib"] = round(process.memory_info().rss / 2**20)
+                warm_keys = [(d, one) for d in sizes]
+                for key, result in (await alternating(warm_keys, lambda k, r: calls(k[0], r), args.rounds)).items():
+                    after(key, 0.0)
+                    report[key[0].name]["warm"] = {**result.as_dict(), "server_cpu_seconds": round(cpu[key], 2)}
+                cpu = {k: 0.0 for k in keys}
+                round_queries: dict[tuple[Dataset, int], list[tuple[int, str]]] = {}
+
+                def queries(dataset: Dataset, round_number: int) -> list[tuple[int, str]]:
+                    if (dataset, round_number) not in round_queries:  # the same calls for every worker count
+                        round_queries[dataset, round_number] = corpus.queries(dataset, args.queries // args.rounds)
+                    return round_queries[dataset, round_number]
+
+                async def one_round(key: tuple[Dataset, int], round_number: int) -> tuple[list[float], float]:
+                    dataset = key[0]
+                    if args.client == "python":
+                        return await timed(calls(dataset, round_number), args.concurrency)
+                    requests = [recall_request(dataset.tenant(u), q) for u, q in queries(dataset, round_number)]
+                    address = servers[key].address
+                    done = await run_ghz_async(RECALL_RPC, address, requests, args.concurrency, args.connections)
+                    client_cpu[key] += done.client_cpu_seconds
+                    return done.latencies_s, done.wall_seconds
+
+                measured = await interleaved(keys, one_round, args.rounds, before, after)
+                generator = (
+                    f"python grpc.aio, {args.concurrency} in flight on one channel"
+                    if args.client == "python"
+                    else describe(args.concurrency, args.connections)
+                )
+                for key, result in measured.items():
+                    dataset, workers = key
+                    entry: dict[str, Any] = result.as_dict()
+                    entry["load_generator"] = generator
+                    entry["workers"] = workers
+                    entry["server_cpu_seconds"] = round(cpu[key], 2)
+                    entry["recalls_per_server_cpu_second"] = round(result.count / max(cpu[key], 1e-9))
+                    entry["server_cpu_ms_per_recall"] = round(1e3 * cpu[key] / max(result.count, 1), 3)
+                    if args.client != "python":
+                        entry["client_cpu_ms_per_recall"] = round(1e3 * client_cpu[key] / max(result.count, 1), 3)
+                    report[dataset.name].setdefault("concurrent_by_workers", {})[str(workers)] = entry
+                    if workers == counts[-1]:
+                        report[dataset.name]["concurrent"] = entry  # the headline: the most workers measured
+                for dataset in sizes:
+                    process = servers[(dataset, one)].process
+                    if process is not None:
+                        report[dataset.name]["server_rss_mib"] = round(rss_kib(process.pid) / 1024)
             finally:
                 for channel in channels.values():
                     await channel.close()
@@ -634,6 +733,26 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight for the concurrent runs")
     parser.add_argument("--via", default="direct,grpc", help="direct, grpc or both")
     parser.add_argument(
+        "--client",
+        choices=("ghz", "python"),
+        default="ghz",
+        help="load generator of the gRPC concurrent phase: ghz (Go, little client CPU) or this process's "
+        "grpc.aio client (shares the cores with the server it measures; one worker only)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="ghz: connections the calls spread over (the kernel assigns each to a worker: with 8, all on one "
+        "of two workers has odds 1 in 128)",
+    )
+    parser.add_argument(
+        "--workers",
+        default="",
+        help="comma-separated `loomflow serve --workers` counts of the gRPC servers, measured side by side "
+        "(SQLite, Postgres, Redis; the concurrent figure judged is the last; default 1,2, with --full 1)",
+    )
+    parser.add_argument(
         "--tracing",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -660,6 +779,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    args.workers = args.workers or ("1" if args.full else "1,2")
     sizes = [Dataset(int(u), args.episodes) for u in ("1000,10000" if args.full else args.users).split(",")]
     results_name = args.results_name or ("memory_recall_full" if args.full else "memory_recall")
     corpus = Corpus()
@@ -714,6 +834,9 @@ def main() -> int:
                 "concurrency": args.concurrency,
                 "server_tracing": args.tracing,
                 "embedder": args.embedder,
+                "grpc_client": args.client,
+                "ghz_connections": args.connections if args.client == "ghz" else None,
+                "workers": sorted({int(w) for w in str(args.workers).split(",") if w.strip()}),
             },
             "query_embedding": query_cost,
             "targets": {

@@ -176,10 +176,25 @@ def _p99_ratios(data: Json) -> str:
 def _memory_row() -> list[str]:
     data = load("memory_recall.json")
     users = data["settings"]["users"]
+    run = data["results"]["sqlite"]["grpc"][f"{users[0]}x{data['settings']['episodes_per_user']}"]
+    judged = run["concurrent"]
+    workers = judged.get("workers", 1)
     figures = (
         f"SQLite through gRPC {num(data['verdicts']['sqlite_recalls_per_second'])} Recall/s "
-        f"({data['settings']['embedder']}, slowest of {', '.join(num(u) for u in users)} users)"
+        f"({data['settings']['embedder']}, slowest of {', '.join(num(u) for u in users)} users; "
+        f"{workers} server process{'es' if workers > 1 else ''}, load from {_load_generator(run)})"
     )
+    one = _concurrent_runs(run)[0]
+    if one is not judged:
+        figures += f"; one process: {num(one['per_second'])} Recall/s"
+    if (RESULTS / "memory_recall_python_client.json").exists():
+        python = load("memory_recall_python_client.json")
+        prun = python["results"]["sqlite"]["grpc"][f"{users[0]}x{python['settings']['episodes_per_user']}"]
+        when = str(python["machine"]["measured_at"]).replace("T", " ").rstrip("Z")[:16]
+        figures += (
+            f"; one process, Python client: {num(prun['concurrent']['per_second'])} Recall/s "
+            f"(`--client python`, {when} UTC, load {python['machine'].get('load_average_1m', '?')})"
+        )
     if len(users) > 1:
         figures += f"; warm p99 at {num(users[-1])} users over {num(users[0])}, direct / gRPC: {_p99_ratios(data)}"
     else:  # a one-size run judges no p99 ratio: quote the last --full run, with its date
@@ -598,12 +613,43 @@ def memory_recall_full() -> str:
     return "\n".join(lines) + "\n" + summary + "\n" + machine_line(data, "python -m bench memory_recall --full")
 
 
+PYTHON_CLIENT = "python grpc.aio, one channel"
+
+
+def _concurrent_runs(run: Json) -> list[Json]:
+    """A gRPC run's concurrent figures, one per worker count (runs before --workers: one, Python client)."""
+    by_workers: Json = run.get("concurrent_by_workers") or {"1": run["concurrent"]}
+    return [by_workers[w] for w in sorted(by_workers, key=int)]
+
+
+def _concurrent_cell(run: Json) -> str:
+    """Recall/s per worker count, with server CPU per Recall where measured."""
+    cells = []
+    for entry in _concurrent_runs(run):
+        workers = entry.get("workers", 1)
+        cpu = entry.get("server_cpu_ms_per_recall")
+        cost = f" ({num(1000 * cpu)} µs server CPU each)" if cpu else ""
+        cells.append(f"{workers} process{'es' if workers > 1 else ''}: {num(entry['per_second'])}{cost}")
+    return "; ".join(cells)
+
+
+def _load_generator(run: Json) -> str:
+    return str(run["concurrent"].get("load_generator", PYTHON_CLIENT))
+
+
 def memory_recall_short() -> str:
-    """The short default run (SQLite through gRPC), one row per results file: the current run and each embedder's."""
-    files = ("memory_recall.json", "memory_recall_sqlite_hashing.json", "memory_recall_sqlite_wordllama.json")
+    """The short default run (SQLite through gRPC), one row per results file: the current run (ghz, one and
+    two server processes), the same with the Python client, and each embedder's earlier run."""
+    files = (
+        "memory_recall.json",
+        "memory_recall_python_client.json",
+        "memory_recall_sqlite_hashing.json",
+        "memory_recall_sqlite_wordllama.json",
+    )
     lines = [
-        "| results file | embedder | p50 one at a time | Recall/s concurrent | query embedding | missed | measured |",
-        "|---|---|---:|---:|---:|---|---|",
+        "| results file | embedder | p50 one at a time | load generator | Recall/s concurrent, by server processes "
+        "| query embedding | missed | measured |",
+        "|---|---|---:|---|---|---:|---|---|",
     ]
     for name in files:
         data = load(name)
@@ -612,7 +658,7 @@ def memory_recall_short() -> str:
         facts = data["machine"]
         lines.append(
             f"| `bench/results/{name}` | {data['settings']['embedder']} | {run['warm']['p50_ms']:.2f} ms "
-            f"| {num(run['concurrent']['per_second'])} | {data['query_embedding']['us_per_query']:.1f} µs "
+            f"| {_load_generator(run)} | {_concurrent_cell(run)} | {data['query_embedding']['us_per_query']:.1f} µs "
             f"| {'; '.join(map(str, data['missed'])) or '—'} "
             f"| {_conditions({**facts, 'server_tracing': data['settings']['server_tracing']})}, "
             f"{facts['cpus']} CPUs, `{data['command']}` |"

@@ -96,6 +96,28 @@ def test_a_missing_audit_key_names_the_audit_settings(tmp_path: Path) -> None:
     assert_one_clear_line(done, "LOOMFLOW_AUDIT_HMAC_KEY")
 
 
+@pytest.mark.parametrize(
+    ("services", "flags", "setting"),
+    [
+        ("budget", ("--budget-dsn", "memory://"), "--budget-dsn"),
+        ("budget", (), "--budget-dsn"),  # the default ledger is in-process
+        ("audit", (), "--audit-dsn"),  # the default file sink has one writer
+        ("audit", ("--audit-dsn", "file:///tmp/loomflow-audit"), "--audit-dsn"),
+        ("memory", ("--memory-dsn", "memory://"), "--memory-dsn"),
+        ("memory", ("--memory-dsn", "chroma://"), "--memory-dsn"),
+        ("memory,budget", ("--budget-dsn", "memory://"), "--budget-dsn"),
+    ],
+)
+def test_workers_are_refused_when_a_service_keeps_its_state_in_the_process(
+    tmp_path: Path, services: str, flags: tuple[str, ...], setting: str
+) -> None:
+    """Several processes would each hold a diverging copy of that state (tests/test_workers.py runs two)."""
+    done = serve(
+        tmp_path, "--insecure", "--port", "0", "--metrics-port", "0", "--workers", "2", "--services", services, *flags
+    )
+    assert_one_clear_line(done, "--workers", setting, "LOOMFLOW_WORKERS")
+
+
 def test_serve_help_lists_every_flag_even_with_a_percent_sign_in_its_help(capsys: pytest.CaptureFixture[str]) -> None:
     """argparse %-formats help texts: one stray % (\"±20 % jitter\") once made `loomflow serve --help` crash."""
     from loomflow import cli

@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for add in SUBCOMMANDS:
         add(sub)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `serve --workers` starts its workers with them
     try:
         result: int = args.handler(args)
     except config.ConfigError as exc:

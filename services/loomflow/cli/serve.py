@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from loomflow import suite
+from loomflow import suite, workers
 from loomflow.audit import service as audit_service
 from loomflow.audit.service import PUBLIC_KEY_FILE
 from loomflow.kernel import config, devmode, eventloop
@@ -21,8 +21,11 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(
         settings.log_level, settings.log_format, settings.log_max_line_chars, settings.log_repeats_per_minute
     )
+    index = workers.worker_index()
+    if settings.workers > 1 and index is None:
+        return workers.supervise(args, settings, getattr(args, "argv", ["serve"]))
     server = suite.build_server(args)
-    guide = devmode_guide(args, settings) if settings.insecure else None
+    guide = devmode_guide(args, settings) if settings.insecure and not index else None  # said once, not per worker
     eventloop.run(server.run_until_signal(guide), settings.event_loop)
     return 0
 

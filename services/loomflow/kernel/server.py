@@ -37,15 +37,18 @@ from loomflow.kernel.transport.inprocess import LocalMethods
 log = logging.getLogger("loomflow.server")
 
 
-def port_in_use(host: str, port: int) -> bool:
+def port_in_use(host: str, port: int, shared: bool = False) -> bool:
     """Whether another socket listens on ``host:port``: asked before gRPC binds, whose own failure
-    also prints a gRPC core log line, where a newcomer should read one line naming the setting."""
+    also prints a gRPC core log line, where a newcomer should read one line naming the setting.
+    ``shared``: sibling workers listening with SO_REUSEPORT are no conflict."""
     if port == 0:
         return False
     try:
         family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is no conflict
+            if shared:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             probe.bind(where)
     except OSError as exc:
         return exc.errno == errno.EADDRINUSE
@@ -65,9 +68,18 @@ def process_name(settings: ServerSettings) -> str:
     return f"loomflow-{names[0]}" if len(names) == 1 else "loomflow"
 
 
+def reuseport(settings: ServerSettings) -> int:
+    return 1 if settings.workers > 1 else 0
+
+
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     """Channel arguments of every loomflow server."""
-    options = [("grpc.max_receive_message_length", settings.max_message_bytes), ("grpc.so_reuseport", 0)]
+    # One process per port unless --workers asked for several sharing it (SO_REUSEPORT: the kernel
+    # spreads connections); otherwise a second server on the same port must fail, not share it.
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", reuseport(settings)),
+    ]
     if settings.max_connection_age_ms > 0:
         # A connection that lives forever pins a client to one replica: ageing it out makes the client
         # re-resolve and spread its calls over replicas (and pick up rotated certificates).
@@ -136,7 +148,7 @@ class Server:
         self._health_server: grpc.aio.Server | None = None
         if settings.health_port:
             # Kubernetes' gRPC probes speak neither TLS nor metadata: a plaintext port with health only.
-            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", reuseport(settings))])
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
         registrar = WrappingRegistrar(self._server, interceptor, self.local_methods)
         for service in services:
@@ -192,10 +204,11 @@ class Server:
         return self.port
 
     async def _bind(self) -> int:
-        host, wanted = self.settings.host, self.settings.port
+        settings = self.settings
+        host, wanted = settings.host, settings.port
         address = f"[{host}]:{wanted}" if ":" in host else f"{host}:{wanted}"
         try:
-            if port_in_use(host, wanted):
+            if port_in_use(host, wanted, shared=settings.workers > 1):
                 port = 0
             elif self._credentials is None:
                 port = self._server.add_insecure_port(address)
@@ -210,7 +223,7 @@ class Server:
             )
         if self._health_server is not None:
             health_address = address.rsplit(":", 1)[0] + f":{self.settings.health_port}"
-            taken = port_in_use(host, self.settings.health_port)
+            taken = port_in_use(host, self.settings.health_port, shared=settings.workers > 1)
             if taken or self._health_server.add_insecure_port(health_address) == 0:
                 raise ConfigError(
                     f"cannot serve plaintext health checks on {health_address}: "

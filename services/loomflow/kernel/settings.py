@@ -15,7 +15,14 @@ from loomflow.kernel.config import option
 class ServerSettings:
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 in containers)")
     port: int = option(50051, "gRPC port (0 picks a free one)")
-    metrics_port: int = option(9464, "Prometheus metrics port (0 disables the endpoint)")
+    metrics_port: int = option(
+        9464, "Prometheus metrics port (0 disables the endpoint; with --workers, worker i serves metrics_port + i)"
+    )
+    workers: int = option(
+        1,
+        "server processes sharing the port (SO_REUSEPORT), supervised by the first; more than 1 only when every "
+        "hosted service keeps its state in a shared backend",
+    )
     services: str = option("", "comma-separated services this process hosts")
     data_dir: str = option(".loomflow", "folder for embedded state (SQLite files, logs)")
     insecure: bool = option(False, "accept unauthenticated calls as an operator (local development only)")
