@@ -59,8 +59,7 @@ async def _held(group: GroupWriter) -> tuple[threading.Event, asyncio.Future[Non
         gate.wait(10)
 
     holding = asyncio.ensure_future(group.call(hold))
-    while not busy.is_set():
-        await asyncio.sleep(0.001)
+    assert await asyncio.to_thread(busy.wait, 10), "the writer's thread never took the holding job"
     return gate, holding
 
 

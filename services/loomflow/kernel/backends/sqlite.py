@@ -108,13 +108,13 @@ class GroupWriter:
     its own ``SAVEPOINT``, so one that raises is rolled back and fails alone, and another tenant's
     write in the same batch still commits (``tests/test_backends_group_commit.py``). A caller hears
     back only after the ``COMMIT`` that made its write durable (to the ``synchronous`` setting), and
-    one loop wake-up settles a whole batch. Measured with 64 Memory writes in flight (one process,
-    in-process store, 2 CPUs): 2,300–3,100 → 7,300 writes/s, 270–390 → 127 µs of CPU per write
-    (``python -m bench sqlite_writes``).
+    one loop wake-up settles a whole batch. What it buys, a commit per write against one per batch
+    side by side: ``python -m bench sqlite_writes`` (docs/performance.md).
 
     If the transaction itself is lost (the disk refuses the commit, or SQLite rolls the whole
-    transaction back on an I/O error), every write of the batch fails with that error: none of them
-    is durable. A write whose caller was cancelled before the thread reached it is skipped.
+    transaction back on an I/O error), the writes it held fail with that error, none of them being
+    durable; the writes after it run in a new transaction. A write whose caller was cancelled
+    before the thread reached it is skipped.
     """
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], name: str, max_batch: int = WRITE_BATCH) -> None:
