@@ -50,9 +50,12 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServePro
         "LOOMFLOW_METRICS_PORT": str(metrics),
         "LOOMFLOW_HEALTH_PORT": str(health),
     }
-    with ServeProcess("memory", tmp_path_factory.mktemp("workers"), env=env) as serve:
+    serve = ServeProcess("memory", tmp_path_factory.mktemp("workers"), env=env).start(timeout=60)  # two processes start
+    try:
         wait_until_both_listen(serve)
         yield serve, metrics, health
+    finally:
+        serve.stop()
 
 
 def listeners(serve: ServeProcess, port: int = 0) -> set[int]:
