@@ -179,8 +179,9 @@ def test_requests_are_counted_per_tenant_under_the_service_and_user_id_labels(ob
     assert total(s, "loomflow_rpc_duration_seconds_count", service=MEMORY) == total(
         s, "loomflow_rpc_requests_total", service=MEMORY
     )
-    # alice's Recall and the one the agent run made
-    assert total(s, "loomflow_rpc_duration_seconds_count", service=MEMORY, method="Recall") == 2
+    # alice's Recall; the agent run read Memory once, with GetContext (recall, history, blocks, facts)
+    assert total(s, "loomflow_rpc_duration_seconds_count", service=MEMORY, method="Recall") == 1
+    assert total(s, "loomflow_rpc_duration_seconds_count", service=MEMORY, method="GetContext") == 1
 
 
 def test_the_anonymous_partition_is_labelled_anonymous_never_the_sentinel(observed: ObservedRun) -> None:

@@ -189,6 +189,15 @@ TARGETS = [
     ),
 ]
 AGENT = TARGETS[0]
+CONTEXT = Target(
+    "loomflow.v1.MemoryService",
+    "GetContext",
+    lambda v: memory_pb2.GetContextRequest(
+        scope=_scope(v), recall_query="secrets", recall_limit=5, blocks_page_size=100, facts_page_size=100
+    ),
+    memory_pb2.GetContextResponse,
+)
+"""Recall, history, blocks and facts in one call: internal, like each of them."""
 
 
 def call(channel: grpc.Channel, target: Target, request: Message, metadata: tuple[tuple[str, str], ...]) -> Any:
@@ -291,7 +300,7 @@ def test_end_user_tokens_are_refused_by_every_internal_service_even_for_their_ow
     secure: ServeProcess, channel: grpc.Channel
 ) -> None:
     alice = f"alice-{uuid.uuid4().hex[:8]}"
-    for target in TARGETS[1:]:
+    for target in [*TARGETS[1:], CONTEXT]:
         with pytest.raises(grpc.RpcError) as caught:
             call(channel, target, target.request(alice), bearer(mint_token(AUTH, alice)))
         assert caught.value.code() == PERMISSION_DENIED, target.service
