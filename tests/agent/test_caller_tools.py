@@ -135,7 +135,12 @@ async def test_the_pause_ttl_releases_the_hold_and_a_late_result_is_failed_preco
                 break
             await asyncio.sleep(0.1)
         assert await reserved(tenancy, "alice") == 0, "the expired pause's hold is released"
-        expired = await tenancy.audit().query(user_id="alice", run_id=paused.run_id, action="run_expired")
+        # The sweeper releases the hold and audits the expiry concurrently: no order between them.
+        for _ in range(50):
+            expired = await tenancy.audit().query(user_id="alice", run_id=paused.run_id, action="run_expired")
+            if expired:
+                break
+            await asyncio.sleep(0.1)
         assert len(expired) == 1
         with pytest.raises(FailedPrecondition):
             await tenancy.agent("alice").continue_run(
