@@ -23,7 +23,7 @@ from typing import Protocol
 
 import jwt
 
-from loomflow.kernel.auth import AuthSettings, Principal, Role, TokenVerifier, principal_from_claims
+from loomflow.kernel.auth import AuthSettings, Principal, Role, TokenVerifier, principal_from_claims, verified_key
 from loomflow.kernel.config import ConfigError
 from loomflow.kernel.errors import Unauthenticated
 
@@ -120,14 +120,15 @@ class PublicKeyVerifier:
         self._settings = settings
         self._issuer = issuer
         self._leeway = leeway_s
-        self._verified: dict[str, tuple[Principal, float]] = {}
+        self._verified: dict[bytes, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
-        cached = self._verified.get(token)
+        cache_key = verified_key(token)
+        cached = self._verified.get(cache_key)
         if cached is not None:
             if time.time() < cached[1]:
                 return cached[0]
-            del self._verified[token]
+            del self._verified[cache_key]
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.key_for(header.get("kid"))
@@ -147,7 +148,7 @@ class PublicKeyVerifier:
         principal = principal_from_claims(claims, self._settings)
         if len(self._verified) >= _MAX_VERIFIED:
             self._verified.clear()
-        self._verified[token] = (principal, float(claims["exp"]))
+        self._verified[cache_key] = (principal, float(claims["exp"]))
         return principal
 
 
