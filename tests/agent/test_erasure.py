@@ -35,7 +35,9 @@ def auth(subject: str, role: Role = Role.USER) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token(subject, role)}"),)
 
 
-OPERATOR = auth("ops", Role.OPERATOR)
+def operator() -> tuple[tuple[str, str], ...]:
+    """Minted per use: a token minted at import expires before a long full run reaches these tests."""
+    return auth("ops", Role.OPERATOR)
 
 
 def scope(user: str) -> tenancy_pb2.UserScope:
@@ -50,11 +52,11 @@ async def seed(tenancy: Tenancy, stub: agent_pb2_grpc.AgentServiceAsyncStub, use
     policy = policy_pb2_grpc.PolicyServiceStub(tenancy.suite.channel)
     await policy.PutPolicy(
         policy_pb2.PutPolicyRequest(scope=scope(user), policy=policy_pb2.Policy(mode=policy_pb2.MODE_PLAN)),
-        metadata=OPERATOR,
+        metadata=operator(),
     )
     await policy.RequestApproval(
         policy_pb2.RequestApprovalRequest(scope=scope(user), tool_name="delete_file", run_id="r1"),
-        metadata=OPERATOR,
+        metadata=operator(),
     )
 
 
@@ -76,7 +78,7 @@ async def export(stub: agent_pb2_grpc.AgentServiceAsyncStub, user: str, metadata
 
 async def forget(stub: agent_pb2_grpc.AgentServiceAsyncStub, user: str, request_id: str = "") -> agent_pb2.Erasure:
     request = agent_pb2.ForgetUserRequest(scope=scope(user), request_id=request_id)
-    return (await stub.ForgetUser(request, metadata=OPERATOR)).erasure
+    return (await stub.ForgetUser(request, metadata=operator())).erasure
 
 
 def counts(erasure: agent_pb2.Erasure) -> dict[str, dict[str, int]]:
@@ -112,7 +114,7 @@ async def test_export_user_then_forget_user_erases_every_service_and_nothing_of_
     tenancy, stub = suite
     for user in ("alice", "bob"):
         await seed(tenancy, stub, user)
-    bob_before = await export(stub, "bob", OPERATOR)
+    bob_before = await export(stub, "bob", operator())
 
     # The user exports their own data with their own token.
     archive = await export(stub, "alice", auth("alice"))
@@ -144,27 +146,27 @@ async def test_export_user_then_forget_user_erases_every_service_and_nothing_of_
     assert receipt["audit"]["entries_shredded"] >= 1
     assert await reserved(tenancy, "alice") == 0, "the paused run's hold went back"
 
-    after = await export(stub, "alice", OPERATOR)
+    after = await export(stub, "alice", operator())
     for name in ("agent.jsonl", "memory.jsonl", "budget.jsonl", "policy.jsonl"):
         assert after[name] == [], f"{name} still holds alice's data after ForgetUser"
     assert "green tea" not in json.dumps(after["audit.jsonl"]), "an audit payload survived the shred"
     actions = [r["entry"]["action"] for r in after["audit.jsonl"]]
     assert "user.erased" in actions, "the erasure itself is on alice's audit record"
     verified = await audit_pb2_grpc.AuditServiceStub(tenancy.suite.channel).Verify(
-        audit_pb2.VerifyRequest(scope=scope("alice"), all_tenants=True), metadata=OPERATOR
+        audit_pb2.VerifyRequest(scope=scope("alice"), all_tenants=True), metadata=operator()
     )
     assert verified.ok, "the audit chains must still verify after the shred"
 
-    assert await export(stub, "bob", OPERATOR) == {
+    assert await export(stub, "bob", operator()) == {
         **bob_before,
-        "manifest.json": (await export(stub, "bob", OPERATOR))["manifest.json"],
+        "manifest.json": (await export(stub, "bob", operator()))["manifest.json"],
     }
     # Idempotent: the same request answers the same erasure; reading it back answers the receipt.
     again = await forget(stub, "alice", "ticket-1")
     assert again.erasure_id == erasure.erasure_id
     assert counts(again) == receipt
     got = await stub.GetErasure(
-        agent_pb2.GetErasureRequest(scope=scope("alice"), erasure_id=erasure.erasure_id), metadata=OPERATOR
+        agent_pb2.GetErasureRequest(scope=scope("alice"), erasure_id=erasure.erasure_id), metadata=operator()
     )
     assert got.erasure == again
     # A new erasure of an erased user finds nothing more.
@@ -191,16 +193,16 @@ async def test_who_may_erase_and_export_and_bad_requests(
     assert await code_of(export(stub, "alice", auth("agent", Role.SERVICE))) == denied
 
     with pytest.raises(grpc.aio.AioRpcError) as bad:
-        await stub.ForgetUser(agent_pb2.ForgetUserRequest(scope=scope("alice"), request_id="a\x00b"), metadata=OPERATOR)
+        await stub.ForgetUser(agent_pb2.ForgetUserRequest(scope=scope("alice"), request_id="a\x00b"), metadata=operator())
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request_fields(bad.value) == ["request_id"]
     with pytest.raises(grpc.aio.AioRpcError) as missing:
-        await stub.ForgetUser(agent_pb2.ForgetUserRequest(), metadata=OPERATOR)
+        await stub.ForgetUser(agent_pb2.ForgetUserRequest(), metadata=operator())
     assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     erasure = await forget(stub, "alice")
     for user, erasure_id in (("alice", "era_unknown"), ("bob", erasure.erasure_id)):
-        get = stub.GetErasure(agent_pb2.GetErasureRequest(scope=scope(user), erasure_id=erasure_id), metadata=OPERATOR)
+        get = stub.GetErasure(agent_pb2.GetErasureRequest(scope=scope(user), erasure_id=erasure_id), metadata=operator())
         assert await code_of(get) == grpc.StatusCode.NOT_FOUND, "unknown, or another user's, erasure"
 
 
@@ -236,7 +238,7 @@ async def test_a_service_down_mid_erase_leaves_the_erasure_pending_until_it_retu
 
         await policy_pb2_grpc.PolicyServiceStub(first.channel).PutPolicy(
             policy_pb2.PutPolicyRequest(scope=scope("alice"), policy=policy_pb2.Policy(mode=policy_pb2.MODE_PLAN)),
-            metadata=OPERATOR,
+            metadata=operator(),
         )
         await first_served.__aexit__(None, None, None)  # Budget and Policy go down
         erasure = await forget(stub, "alice")
@@ -248,7 +250,7 @@ async def test_a_service_down_mid_erase_leaves_the_erasure_pending_until_it_retu
 
         async def state() -> agent_pb2.Erasure:
             request = agent_pb2.GetErasureRequest(scope=scope("alice"), erasure_id=erasure.erasure_id)
-            return (await stub.GetErasure(request, metadata=OPERATOR)).erasure
+            return (await stub.GetErasure(request, metadata=operator())).erasure
 
         await asyncio.sleep(0.5)
         assert (await state()).state == PENDING, "nothing can complete while Budget and Policy are down"
@@ -281,5 +283,5 @@ async def test_a_run_in_flight_during_the_erase_does_not_store_a_paused_run_afte
             await run  # it started before the erase: it may not pause (and store the conversation) after it
         # Budget's erase took its reservation (NOT_FOUND at the next commit); had it not, the pause would be ABORTED.
         assert refused.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ABORTED)
-        assert (await export(stub, "alice", OPERATOR))["agent.jsonl"] == [], "a paused run outlived ForgetUser"
+        assert (await export(stub, "alice", operator()))["agent.jsonl"] == [], "a paused run outlived ForgetUser"
         assert await reserved(tenancy, "alice") == 0
