@@ -192,8 +192,9 @@ async def test_who_may_erase_and_export_and_bad_requests(
     assert await code_of(export(stub, "alice", auth("bob"))) == denied, "a user exports only themself"
     assert await code_of(export(stub, "alice", auth("agent", Role.SERVICE))) == denied
 
+    bad_id = agent_pb2.ForgetUserRequest(scope=scope("alice"), request_id="a\x00b")
     with pytest.raises(grpc.aio.AioRpcError) as bad:
-        await stub.ForgetUser(agent_pb2.ForgetUserRequest(scope=scope("alice"), request_id="a\x00b"), metadata=operator())
+        await stub.ForgetUser(bad_id, metadata=operator())
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request_fields(bad.value) == ["request_id"]
     with pytest.raises(grpc.aio.AioRpcError) as missing:
@@ -202,7 +203,8 @@ async def test_who_may_erase_and_export_and_bad_requests(
 
     erasure = await forget(stub, "alice")
     for user, erasure_id in (("alice", "era_unknown"), ("bob", erasure.erasure_id)):
-        get = stub.GetErasure(agent_pb2.GetErasureRequest(scope=scope(user), erasure_id=erasure_id), metadata=operator())
+        unknown = agent_pb2.GetErasureRequest(scope=scope(user), erasure_id=erasure_id)
+        get = stub.GetErasure(unknown, metadata=operator())
         assert await code_of(get) == grpc.StatusCode.NOT_FOUND, "unknown, or another user's, erasure"
 
 
