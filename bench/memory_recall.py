@@ -786,7 +786,6 @@ def main() -> int:
     if args.steps:
         os.makedirs(args.data_dir, exist_ok=True)
         steps = asyncio.run(recall_steps(sizes[0], corpus, args))
-        steps["command"] = "python " + " ".join(sys.argv)
         print(json.dumps(steps, indent=2), file=sys.stderr)
         print(f"results: {write_results('memory_recall_steps', steps)}", file=sys.stderr)
         return 0
