@@ -13,7 +13,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -93,7 +93,7 @@ class _Job:
     in_transaction: bool
     """A write (runs in the shared transaction, inside its own savepoint), or plain work on the connection."""
     result: Any = None
-    error: BaseException | None = field(default=None)
+    error: BaseException | None = None
 
 
 _STOP = object()
@@ -181,9 +181,12 @@ class GroupWriter:
     # -- the writer's thread ----------------------------------------------------
 
     def _serve(self) -> None:
-        waiting: list[_Job | object] = []
+        held: _Job | object | None = None  # taken while filling a batch, but not part of it
         while True:
-            item = waiting.pop(0) if waiting else self._queue.get()
+            if held is None:
+                item = self._queue.get()
+            else:
+                item, held = held, None
             if item is _STOP:
                 return
             assert isinstance(item, _Job)
@@ -198,7 +201,7 @@ class GroupWriter:
                 except queue.Empty:
                     break
                 if not isinstance(following, _Job) or not following.in_transaction:
-                    waiting.append(following)  # a stop or plain work runs after this batch, in order
+                    held = following  # a stop or plain work runs after this batch, in order
                     break
                 batch.append(following)
             self._commit([job for job in batch if not job.done.cancelled()])
