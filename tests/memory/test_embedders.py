@@ -18,6 +18,7 @@ from loomflow.memory.recall.embedding import LEGACY_EMBEDDER, HashingEmbedder, f
 from loomflow.memory.recall.factory import DEFAULT_EMBEDDER, EmbedderOptions, open_embedder
 from loomflow.memory.recall.local import WordLlamaEmbedder
 from loomflow.memory.recall.remote import OpenAIEmbedder
+from loomflow.memory.store.inmemory import InMemoryStore
 from loomflow.memory.store.sqlite import SQLiteStore
 from loomflow.testing.processes import source_env
 from tests.agent.fakes.provider import Reply
@@ -188,6 +189,34 @@ async def test_a_store_recalls_through_the_endpoint_embedder(fake: FakeEmbedding
         assert hits[0].episode.input == "we were gardening and planting tomatoes"
         assert hits[0].lexical_score == 0
         assert hits[0].vector_score > 0
+    finally:
+        await store.close()
+        await embedder.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+async def test_a_recall_with_nothing_to_search_does_not_embed_its_query(
+    fake: FakeEmbeddings, tmp_path: Path, backend: str
+) -> None:
+    """A user who stored nothing (a new one, or a flood of made-up ids) costs no embedding: with an
+    endpoint embedder that would be a network call per Recall. The first episode stored (by any
+    process) makes the next Recall embed again."""
+    embedder = open_embedder(EmbedderOptions(kind="openai", base_url=fake.base_url, model="fake-embed", api_key="k"))
+    await embedder.start()
+    store = SQLiteStore(tmp_path / "memory.db", embedder) if backend == "sqlite" else InMemoryStore(embedder=embedder)
+    await store.start()
+    try:
+        asked = len(fake.requests)  # the dimension probe at start
+        for user in ("nobody", "nobody-else", "nobody"):
+            assert await store.recall(user, RecallQuery(text="garden plants", limit=3)) == []
+        assert len(fake.requests) == asked, "no embeddings request for users with nothing stored"
+        await store.remember_many(
+            "nobody", [EpisodeDraft("s", "we planted tomatoes in the garden", "ok")], now_micros()
+        )
+        asked = len(fake.requests)
+        hits = await store.recall("nobody", RecallQuery(text="garden plants", limit=3))
+        assert [h.episode.input for h in hits] == ["we planted tomatoes in the garden"]
+        assert [r["input"] for r in fake.requests[asked:]] == [["garden plants"]], "the query is embedded now"
     finally:
         await store.close()
         await embedder.close()

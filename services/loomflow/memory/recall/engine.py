@@ -122,18 +122,21 @@ class CachedRecall:
         )
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
-        prepared = await prepare(query.text, self._embedder)
         entry = self._cache.get(tenant)
         if entry is None:
             entry = await self._refresh(tenant, None, *await self._source.probe(tenant))
+        prepared: PreparedQuery | None = None  # embedded once there is something to compare it with
         for _ in range(MAX_REFRESHES):
             ranked_epoch, ranked_seq = entry.epoch, entry.seen_seq  # what this ranking saw (see _fresh)
-            scored = await self._rank(tenant, entry.index, query, prepared)
+            scored: list[ScoredDoc] = []
+            if entry.index.size:
+                prepared = prepared or await prepare(query.text, self._embedder)
+                scored = await self._rank(tenant, entry.index, query, prepared)
             epoch, top_seq, records = await self._source.probe_and_fetch(tenant, [doc.seq for doc in scored])
             if epoch == ranked_epoch and top_seq <= ranked_seq:
                 break
             entry = await self._refresh(tenant, entry, epoch, top_seq)
-        return await to_hits(scored, records, prepared, self._embedder)
+        return await to_hits(scored, records, prepared, self._embedder) if prepared is not None else []
 
     async def list_session(self, tenant: str, page: SessionPage) -> list[Episode]:
         """A page of one session, newest first: the cached index picks the seqs, one read fetches them.

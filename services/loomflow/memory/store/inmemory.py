@@ -149,10 +149,10 @@ class InMemoryStore:
         return stored
 
     async def recall(self, tenant: str, query: RecallQuery) -> list[RecallHit]:
-        prepared = await prepare(query.text, self._embedder)
         state = self._state(tenant, create=False)
-        if state is None:
+        if state is None or not state.index.size:  # nothing to compare with: the query is not embedded
             return []
+        prepared = await prepare(query.text, self._embedder)
         scored = state.index.search(
             prepared,
             query.limit,
