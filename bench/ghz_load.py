@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import descriptor_pb2
 from google.protobuf.message import Message
 
 from bench.ghz.run import PROTOSET, ghz_binary
@@ -59,13 +60,14 @@ def run_ghz(
     concurrency: int,
     connections: int,
     metadata: dict[str, str] | None = None,
+    protoset: Path = PROTOSET,
 ) -> GhzRun:
     """Sends every request once (``call`` is ``package.Service.Method``); any non-OK answer is an error."""
     config: dict[str, Any] = {
         "call": call,
         "host": address,
         "insecure": True,
-        "protoset": str(PROTOSET),
+        "protoset": str(protoset),
         "total": len(requests),
         "concurrency": concurrency,
         "connections": connections,
@@ -106,7 +108,26 @@ def run_ghz(
 
 
 async def run_ghz_async(
-    call: str, address: str, requests: Sequence[Message], concurrency: int, connections: int
+    call: str,
+    address: str,
+    requests: Sequence[Message],
+    concurrency: int,
+    connections: int,
+    protoset: Path = PROTOSET,
 ) -> GhzRun:
     """:func:`run_ghz` off the event loop (a caller's idle channels stay serviced)."""
-    return await asyncio.to_thread(run_ghz, call, address, requests, concurrency, connections)
+    return await asyncio.to_thread(run_ghz, call, address, requests, concurrency, connections, None, protoset)
+
+
+HEALTH_CHECK_RPC = "grpc.health.v1.Health.Check"
+
+
+def write_health_protoset(path: Path) -> Path:
+    """The standard health service's descriptor (from the installed grpcio-health-checking), for ghz:
+    a call through gRPC that does no work of ours, so its rate is the floor a machine puts under any RPC."""
+    from grpc_health.v1 import health_pb2
+
+    proto = descriptor_pb2.FileDescriptorProto()
+    health_pb2.DESCRIPTOR.CopyToProto(proto)
+    path.write_bytes(descriptor_pb2.FileDescriptorSet(file=[proto]).SerializeToString())
+    return path

@@ -27,7 +27,9 @@ load generator, ``--concurrency`` in flight over ``--connections``), round by ro
 worker counts, each getting the same calls (``--client python``: this process's grpc.aio client on one
 channel, one process, as before). The servers' CPU time (their process trees, from /proc) is read
 around each round, so ``server_cpu_ms_per_recall`` and ``recalls_per_server_cpu_second`` show
-capacity on a shared machine; ``client_cpu_ms_per_recall`` is ghz's.
+capacity on a shared machine; ``client_cpu_ms_per_recall`` is ghz's. In the same rounds ghz also sends
+as many health checks and Recalls of users who stored nothing (``floor_by_workers``, see FLOORS; ``--no-floors``
+skips them): what this machine allows any RPC, and any Recall, under the same load.
 
 The sizes are measured side by side so machine noise hits both alike: one call at a time
 alternating the datasets call by call (``warm``), and in interleaved rounds (1k, 10k, 1k, ...)
@@ -49,6 +51,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -57,8 +60,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
+from grpc_health.v1 import health_pb2
 
-from bench.ghz_load import describe, run_ghz_async
+from bench.ghz_load import HEALTH_CHECK_RPC, describe, run_ghz_async, write_health_protoset
 from bench.harness import (
     LatencyStats,
     latency_stats,
@@ -78,7 +82,7 @@ from loomflow.testing import databases
 from loomflow.testing.processes import ServeProcess
 from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
 
-K = TypeVar("K")  # what the measured series are keyed by: a dataset, or a dataset and a worker count
+K = TypeVar("K")  # what the measured series are keyed by: a dataset, or a dataset, a worker count and a load
 BACKENDS = ("memory", "sqlite", "postgres", "redis", "chroma")
 TARGET_P99_RATIO = 1.2
 TARGET_SQLITE_RECALLS_PER_SECOND = 2_000.0
@@ -474,6 +478,14 @@ async def ensure_loaded(
 
 
 RECALL_RPC = "loomflow.v1.MemoryService.Recall"
+FLOORS = ("health", "empty")
+"""Loads measured beside Recall, same calls in flight, same rounds (``floor_by_workers``): ``health``, the
+standard health check (gRPC with no work of ours: what this machine allows any RPC); ``empty``, a Recall
+of a user who stored nothing (the whole kernel and handler, no index to search, no hit to send)."""
+
+
+def empty_tenant(user: int) -> str:
+    return f"bench-nobody-{user}"
 
 
 def server_cpu_seconds(pid: int) -> float:
@@ -508,6 +520,7 @@ def worker_counts(backend: str, args: argparse.Namespace) -> list[int]:
 
 def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: argparse.Namespace) -> dict[str, Any]:
     counts = worker_counts(backend, args)
+    health_protoset = write_health_protoset(Path(tempfile.mkdtemp(prefix="loomflow-bench-")) / "health.protoset")
     servers: dict[tuple[Dataset, int], ServeProcess] = {}
     report: dict[str, Any] = {d.name: {} for d in sizes}
     if backend != "memory":  # the in-memory backend is loaded through Remember RPCs below
@@ -555,20 +568,21 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
                         for user, text in corpus.queries(dataset, args.queries // args.rounds)
                     ]
 
-                keys = [(d, w) for d in sizes for w in counts]
-                cpu: dict[tuple[Dataset, int], float] = {k: 0.0 for k in keys}
-                client_cpu: dict[tuple[Dataset, int], float] = {k: 0.0 for k in keys}
+                loads = ["recall", *(FLOORS if args.floors and args.client == "ghz" else ())]
+                keys = [(d, w, load) for d in sizes for w in counts for load in loads]
+                cpu: dict[tuple[Dataset, int, str], float] = {k: 0.0 for k in keys}
+                client_cpu: dict[tuple[Dataset, int, str], float] = {k: 0.0 for k in keys}
                 marks: dict[tuple[Dataset, int], float] = {}
 
                 def before() -> None:
-                    for key, pid in pids.items():
-                        marks[key] = server_cpu_seconds(pid)
+                    for server, pid in pids.items():
+                        marks[server] = server_cpu_seconds(pid)
 
-                def after(key: tuple[Dataset, int], wall: float) -> None:
-                    cpu[key] += server_cpu_seconds(pids[key]) - marks[key]
+                def after(key: tuple[Dataset, int, str], wall: float) -> None:
+                    cpu[key] += server_cpu_seconds(pids[key[:2]]) - marks[key[:2]]
 
                 before()
-                warm_keys = [(d, one) for d in sizes]
+                warm_keys = [(d, one, "recall") for d in sizes]
                 for key, result in (await alternating(warm_keys, lambda k, r: calls(k[0], r), args.rounds)).items():
                     after(key, 0.0)
                     report[key[0].name]["warm"] = {**result.as_dict(), "server_cpu_seconds": round(cpu[key], 2)}
@@ -580,13 +594,22 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
                         round_queries[dataset, round_number] = corpus.queries(dataset, args.queries // args.rounds)
                     return round_queries[dataset, round_number]
 
-                async def one_round(key: tuple[Dataset, int], round_number: int) -> tuple[list[float], float]:
-                    dataset = key[0]
+                async def one_round(key: tuple[Dataset, int, str], round_number: int) -> tuple[list[float], float]:
+                    dataset, _, load = key
                     if args.client == "python":
                         return await timed(calls(dataset, round_number), args.concurrency)
-                    requests = [recall_request(dataset.tenant(u), q) for u, q in queries(dataset, round_number)]
-                    address = servers[key].address
-                    done = await run_ghz_async(RECALL_RPC, address, requests, args.concurrency, args.connections)
+                    texts = queries(dataset, round_number)
+                    address = servers[key[:2]].address
+                    if load == "health":
+                        requests: list[Any] = [health_pb2.HealthCheckRequest()] * len(texts)
+                        done = await run_ghz_async(
+                            HEALTH_CHECK_RPC, address, requests, args.concurrency, args.connections, health_protoset
+                        )
+                    else:
+                        # "empty": the same query texts for users who never stored anything
+                        tenant = dataset.tenant if load == "recall" else empty_tenant
+                        requests = [recall_request(tenant(u), q) for u, q in texts]
+                        done = await run_ghz_async(RECALL_RPC, address, requests, args.concurrency, args.connections)
                     client_cpu[key] += done.client_cpu_seconds
                     return done.latencies_s, done.wall_seconds
 
@@ -597,7 +620,15 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
                     else describe(args.concurrency, args.connections)
                 )
                 for key, result in measured.items():
-                    dataset, workers = key
+                    dataset, workers, load = key
+                    if load != "recall":
+                        floor = report[dataset.name].setdefault("floor_by_workers", {}).setdefault(str(workers), {})
+                        floor[load] = {
+                            "per_second": round(result.per_second, 1),
+                            "server_cpu_ms_per_call": round(1e3 * cpu[key] / max(result.count, 1), 3),
+                            "client_cpu_ms_per_call": round(1e3 * client_cpu[key] / max(result.count, 1), 3),
+                        }
+                        continue
                     entry: dict[str, Any] = result.as_dict()
                     entry["load_generator"] = generator
                     entry["workers"] = workers
@@ -669,13 +700,19 @@ def check_targets(results: dict[str, Any], sizes: Sequence[Dataset]) -> tuple[di
                         )
     sqlite = results.get("sqlite", {}).get("grpc", {})
     if sqlite:
-        throughput = min(run["concurrent"]["per_second"] for run in sqlite.values())
+        name, slowest = min(sqlite.items(), key=lambda item: item[1]["concurrent"]["per_second"])
+        throughput = slowest["concurrent"]["per_second"]
         verdicts["sqlite_recalls_per_second"] = throughput
+        floor = slowest.get("floor_by_workers", {}).get(str(slowest["concurrent"].get("workers")), {})
+        if floor:
+            verdicts["sqlite_floors_per_second"] = {load: f["per_second"] for load, f in floor.items()}
         if throughput < TARGET_SQLITE_RECALLS_PER_SECOND:
             short = TARGET_SQLITE_RECALLS_PER_SECOND - throughput
+            floors = "".join(f"; {load} {f['per_second']:.0f}/s" for load, f in floor.items())
             missed.append(
                 f"sqlite grpc: {throughput:.0f} Recall/s < target {TARGET_SQLITE_RECALLS_PER_SECOND:.0f} "
                 f"(short by {short:.0f}/s, {100 * throughput / TARGET_SQLITE_RECALLS_PER_SECOND:.0f} % of it)"
+                + (f" [{name}, same load and workers side by side{floors}]" if floor else "")
             )
     return verdicts, missed
 
@@ -753,6 +790,13 @@ def main() -> int:
         "(SQLite, Postgres, Redis; the concurrent figure judged is the last; default 1,2, with --full 1)",
     )
     parser.add_argument(
+        "--floors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ghz: also measure, side by side, a health check and a Recall of users with nothing stored (the "
+        "floors under a Recall's rate on this machine)",
+    )
+    parser.add_argument(
         "--tracing",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -818,6 +862,17 @@ def main() -> int:
                     f"{warm['per_second']:.0f}/s one at a time, {concurrent['per_second']:.0f}/s concurrent",
                     file=sys.stderr,
                 )
+                for workers, floor in run.get("floor_by_workers", {}).items():
+                    recall = run["concurrent_by_workers"][workers]
+                    print(
+                        f"    {workers} worker(s), side by side: Recall {recall['per_second']:.0f}/s "
+                        f"({recall['server_cpu_ms_per_recall']:.3f} ms server CPU each); floors: "
+                        + ", ".join(
+                            f"{load} {f['per_second']:.0f}/s ({f['server_cpu_ms_per_call']:.3f} ms)"
+                            for load, f in floor.items()
+                        ),
+                        file=sys.stderr,
+                    )
     if args.merge:
         results, conditions = merged(results_name, results, conditions, sizes)
     verdicts, missed = check_targets(results, sizes)
@@ -836,6 +891,7 @@ def main() -> int:
                 "grpc_client": args.client,
                 "ghz_connections": args.connections if args.client == "ghz" else None,
                 "workers": sorted({int(w) for w in str(args.workers).split(",") if w.strip()}),
+                "floors": list(FLOORS) if args.floors and args.client == "ghz" else [],
             },
             "query_embedding": query_cost,
             "targets": {

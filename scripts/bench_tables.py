@@ -666,6 +666,58 @@ def memory_recall_short() -> str:
     return "\n".join(lines) + "\n"
 
 
+def memory_recall_floors() -> str:
+    """What this machine allows under a Recall: the same ghz load, side by side in the same rounds, on a
+    health check (gRPC, no work of ours) and on a Recall of users who stored nothing."""
+    data = load("memory_recall.json")
+    users = data["settings"]["users"][0]
+    run = data["results"]["sqlite"]["grpc"][f"{users}x{data['settings']['episodes_per_user']}"]
+    floors = run.get("floor_by_workers", {})
+    lines = [
+        "| server processes | Recall of a user with 100 episodes | Recall of a user with nothing stored "
+        "| health check (no work of ours) |",
+        "|---:|---:|---:|---:|",
+    ]
+
+    def cell(per_second: float, cpu_ms: float, client_ms: float | None) -> str:
+        client = f", ghz {num(1000 * client_ms)} µs" if client_ms is not None else ""
+        return f"{num(per_second)}/s ({num(1000 * cpu_ms)} µs server CPU each{client})"
+
+    for workers, floor in floors.items():
+        recall = run["concurrent_by_workers"][workers]
+        row = [cell(recall["per_second"], recall["server_cpu_ms_per_recall"], recall.get("client_cpu_ms_per_recall"))]
+        row += [
+            cell(f["per_second"], f["server_cpu_ms_per_call"], f["client_cpu_ms_per_call"])
+            for f in (floor["empty"], floor["health"])
+        ]
+        lines.append(f"| {workers} | " + " | ".join(row) + " |")
+    return table_with_facts(lines, data, str(data["command"]))
+
+
+def memory_recall_same_code() -> str:
+    """The code that met the target on 2026-11-24, re-run later with its own bench on the same VM type:
+    how much of a figure is the day's machine."""
+    then, again = load("memory_recall_full.json"), load("memory_recall_same_code_rerun.json")
+    lines = [
+        "| run | SQLite direct p50, one at a time | SQLite direct Recall/s | SQLite through gRPC, Recall/s "
+        "| recalls per second of server CPU | command |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for data in (then, again):
+        size = f"{data['settings']['users'][0]}x{data['settings']['episodes_per_user']}"
+        sqlite = data["results"]["sqlite"]
+        warm, grpc = sqlite["direct"][size]["warm"], sqlite["grpc"][size]["concurrent"]
+        when = str(data["machine"]["measured_at"]).replace("T", " ").rstrip("Z")[:16]
+        lines.append(
+            f"| {when} UTC, {data['machine']['cpus']} CPUs, load {data['machine']['load_average_1m']} "
+            f"| {warm['p50_ms']:.3f} ms "
+            f"| {num(warm['per_second'])} | {num(grpc['per_second'])} | {num(grpc['recalls_per_server_cpu_second'])} "
+            f"| `{data['command']}` |"
+        )
+    code = again.get("code", {})
+    return "\n".join(lines) + f"\n\nBoth runs: commit `{code.get('commit', '?')}`, {code.get('note', '')}\n"
+
+
 def memory_recall_steps() -> str:
     data = load("memory_recall_steps.json")
     labels = {
@@ -834,6 +886,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "memory-recall-full": memory_recall_full,
     "memory-recall-short": memory_recall_short,
     "memory-recall-steps": memory_recall_steps,
+    "memory-recall-floors": memory_recall_floors,
+    "memory-recall-same-code": memory_recall_same_code,
     "transport": transport,
     "sqlite-writes": sqlite_writes,
 }
