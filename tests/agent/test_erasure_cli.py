@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import tarfile
@@ -11,8 +12,9 @@ import pytest
 
 from loomflow import cli
 from loomflow.kernel.auth import Role
+from loomflow.testing.certs import Authority
 from loomflow.testing.processes import ServeProcess
-from loomflow.testing.suite import TEST_JWT_SECRET
+from loomflow.testing.suite import TEST_JWT_SECRET, running_suite
 from tests.agent.conftest import audit_keys, token
 
 
@@ -44,3 +46,19 @@ def test_forget_user_and_export_user_from_the_command_line(tmp_path: Path, capsy
         assert "operator" in capsys.readouterr().err
     finally:
         served.stop()
+
+
+async def test_export_user_reaches_an_agent_over_tls_by_its_service_name(tmp_path: Path) -> None:
+    """The operator commands share `loomflow usage`'s connection flags: a CA to trust and the name the
+    Agent's certificate carries (a port-forward reaches it as 127.0.0.1)."""
+    ca = Authority(tmp_path / "ca")
+    server = ca.issue("agent", dns=("agent",), client=False)
+    overrides = {"": {"tls_cert": str(server.cert), "tls_key": str(server.key)}}
+    async with running_suite(tmp_path / "data", overrides=overrides) as served:
+        archive = tmp_path / "alice.tar.gz"
+        command = ["export-user", "alice", "--addr", served.address, "--tls-ca", str(ca.ca_file), "-o", str(archive)]
+        assert await asyncio.to_thread(cli.main, [*command, "--tls-server-name", "agent"]) == 0
+        with tarfile.open(fileobj=io.BytesIO(archive.read_bytes()), mode="r:gz") as tar:
+            assert json.load(tar.extractfile("manifest.json"))["user_id"] == "alice"  # type: ignore[arg-type]
+        assert await asyncio.to_thread(cli.main, command) == 1, "127.0.0.1 is not a name the certificate carries"
+        assert await asyncio.to_thread(cli.main, [*command[:4], "-o", str(archive)]) == 1, "plaintext to a TLS port"

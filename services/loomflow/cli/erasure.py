@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import contextlib
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToJson
 
+from loomflow.cli.connection import add_connection_arguments, open_channel
 from loomflow.client import Agent
 from loomflow.client.errors import LoomflowError
 from loomflow.v1 import agent_pb2
@@ -25,21 +26,15 @@ PENDING_EXIT = 3
 
 def _connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("user_id", help="the user to erase or export")
-    parser.add_argument(
-        "--addr",
-        default=os.environ.get("LOOMFLOW_ADDR", "127.0.0.1:50051"),
-        help="the Agent's host:port [env LOOMFLOW_ADDR, default %(default)s]",
+    add_connection_arguments(
+        parser, "the Agent's", token="bearer token: an operator's (for export-user also the user's own)"
     )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("LOOMFLOW_TOKEN", ""),
-        help="bearer token: an operator's (for export-user also the user's own) [env LOOMFLOW_TOKEN]",
-    )
-    parser.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
 
 
-def _agent(args: argparse.Namespace) -> Agent:
-    return Agent(args.addr, token=args.token or None, tls=args.tls)
+@contextlib.asynccontextmanager
+async def _agent(args: argparse.Namespace) -> AsyncIterator[Agent]:
+    async with open_channel(args) as channel, Agent(channel, token=args.token or None) as agent:
+        yield agent
 
 
 async def _forget(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import grpc
 
 from loomflow.budget.models import Usage
 from loomflow.budget.pricing import PriceTable
+from loomflow.cli.connection import add_connection_arguments, open_channel
 from loomflow.kernel.config import ConfigError
 from loomflow.v1 import audit_pb2, audit_pb2_grpc, tenancy_pb2
 
@@ -100,11 +101,11 @@ def write(report: list[dict[str, Any]], fmt: str, out: IO[str]) -> None:
     writer.writerows(report)
 
 
-async def fetch(address: str, token: str, request: audit_pb2.UsageRequest) -> list[audit_pb2.TenantUsage]:
-    """Every page of the report."""
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+async def fetch(args: argparse.Namespace, request: audit_pb2.UsageRequest) -> list[audit_pb2.TenantUsage]:
+    """Every page of the report, over the connection the flags describe."""
+    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
     found: list[audit_pb2.TenantUsage] = []
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(args) as channel:
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         while True:
             page = await stub.Usage(request, metadata=metadata)
@@ -126,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     request.to_time.FromDatetime(end)
     prices = PriceTable.load(args.price_file)
     try:
-        tenants = asyncio.run(fetch(args.addr, args.token, request))
+        tenants = asyncio.run(fetch(args, request))
     except grpc.aio.AioRpcError as exc:
         print(f"loomflow usage: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
@@ -145,11 +146,10 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--to", dest="end", required=True, help="end (exclusive), ISO 8601; UTC unless zoned")
     parser.add_argument("--format", choices=("json", "csv"), default="json")
     parser.add_argument("--user-id", default="", help="one tenant (default: every tenant; needs an operator token)")
-    parser.add_argument(
-        "--addr", default=os.environ.get("LOOMFLOW_ADDR", "127.0.0.1:50051"), help="AuditService host:port (plaintext)"
-    )
-    parser.add_argument(
-        "--token", default=os.environ.get("LOOMFLOW_TOKEN", ""), help="bearer token [env LOOMFLOW_TOKEN]"
+    add_connection_arguments(
+        parser,
+        "the Audit service's (or the suite's)",
+        token="bearer token: an operator's, or with --user-id that user's own",
     )
     parser.add_argument(
         "--price-file",
