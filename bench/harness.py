@@ -162,12 +162,8 @@ def isolated(backend: str, name: str, server: str, data_dir: Path | None = None)
     or Redis key prefix of its own (``name``) on ``server``, removed afterwards."""
     from loomflow.testing import databases
 
-    location = databases.isolated_dsn(backend, data_dir or RESULTS, name, server=server)
-    dsn = asyncio.run(location.__aenter__())
-    try:
+    with databases.entered(databases.isolated_dsn(backend, data_dir or RESULTS, name, server=server)) as dsn:
         yield dsn
-    finally:
-        asyncio.run(location.__aexit__(None, None, None))
 
 
 def verdict(missed: Sequence[str], label: str = "MISSED") -> int:

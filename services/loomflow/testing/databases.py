@@ -15,10 +15,12 @@ this module imports without the ``postgres`` and ``redis`` extras.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from loomflow.kernel.backends import dsn as dsns
@@ -28,6 +30,8 @@ REDIS_ENV = "LOOMFLOW_TEST_REDIS_URL"
 START_HINT = 'start them with: eval "$(scripts/services.sh start)"'
 
 SERVER_BACKENDS = ("postgres", "redis")
+
+T = TypeVar("T")
 """Backends that are a shared server (the rest live in the test's own folder)."""
 
 
@@ -74,8 +78,8 @@ def with_database(dsn: str, database: str) -> str:
 async def postgres_schema(name: str, base: str | None = None) -> AsyncIterator[str]:
     """A DSN into a fresh schema ``name`` of the shared Postgres, dropped with its tables afterwards.
 
-    No connection is held while the schema is in use, so a synchronous caller may enter and leave
-    this on different event loops (``bench.harness.isolated``)."""
+    No connection is held while the schema is in use; a synchronous caller enters it with
+    :func:`entered`."""
     server = base or postgres_dsn()
     await _admin(server, f"CREATE SCHEMA {name}")
     try:
@@ -160,3 +164,22 @@ async def isolated_dsn(
         yield server
     else:
         yield shared_dsn(backend, data_dir, name)
+
+
+@contextlib.contextmanager
+def entered(manager: contextlib.AbstractAsyncContextManager[T]) -> Iterator[T]:
+    """An async context manager (a schema, a key prefix) used from synchronous code.
+
+    It is entered and left on one private event loop that stays open in between: entered with
+    ``asyncio.run``, a generator-based manager is finalized as that call returns (the loop closes
+    the async generators it started), so its clean-up ran at once: the schema was dropped right
+    after it was created (tests/test_testing_databases.py)."""
+    loop = asyncio.new_event_loop()
+    try:
+        value = loop.run_until_complete(manager.__aenter__())
+        try:
+            yield value
+        finally:
+            loop.run_until_complete(manager.__aexit__(None, None, None))
+    finally:
+        loop.close()
