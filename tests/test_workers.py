@@ -8,6 +8,8 @@ tests/test_startup_errors.py.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import time
@@ -20,8 +22,20 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from loomflow.testing import databases
 from loomflow.testing.processes import ServeProcess, free_port
-from loomflow.v1 import memory_pb2, memory_pb2_grpc, tenancy_pb2
+from loomflow.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    budget_pb2,
+    budget_pb2_grpc,
+    memory_pb2,
+    memory_pb2_grpc,
+    tenancy_pb2,
+)
+from tests.agent.conftest import audit_keys
 
 CHANNELS = 24  # connections opened to find one on each worker: all on one worker has odds 2 in 2**24
 
@@ -169,3 +183,63 @@ def test_a_dead_worker_is_restarted_and_sigterm_stops_them_all(tmp_path: Path) -
         assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in replaced)
     finally:
         serve.kill()
+
+
+def channels_by_worker(serve: ServeProcess, metrics: int, tag: str) -> dict[int, list[grpc.Channel]]:
+    """Like :func:`stubs_by_worker`, the channels themselves (any service's stub can be made on them)."""
+    found: dict[int, list[grpc.Channel]] = {0: [], 1: []}
+    for k in range(CHANNELS):
+        channel = grpc.insecure_channel(serve.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        probe = f"probe-{tag}-{k}"
+        memory_pb2_grpc.MemoryServiceStub(channel).Recall(
+            memory_pb2.RecallRequest(scope=scope(probe), query="which worker"), timeout=30
+        )
+        found[next(i for i in (0, 1) if probe in served_tenants(metrics + i))].append(channel)
+    return found
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_whole_suite_on_two_workers_carries_a_conversation_across_them(tmp_path: Path) -> None:
+    """Every service hosted twice on one port, on shared backends (SQLite files for Memory, Policy and
+    the Agent's store; Redis for Budget; Postgres for Audit): a session begun on one worker goes on
+    on the other, the Budget counts both workers' runs, and the tenant's one audit chain, appended by
+    both processes in turn, verifies."""
+    metrics, tag = free_port_pair(), f"w{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    with contextlib.ExitStack() as stack:
+        audit_dsn = stack.enter_context(databases.entered(databases.postgres_schema(f"audit_{tag}")))
+        budget_dsn = stack.enter_context(databases.entered(databases.redis_prefix(f"budget-{tag}")))
+        env = {
+            "LOOMFLOW_WORKERS": "2",
+            "LOOMFLOW_INSECURE": "true",
+            "LOOMFLOW_TRACING": "false",
+            "LOOMFLOW_METRICS_PORT": str(metrics),
+            "LOOMFLOW_BUDGET_DSN": budget_dsn,
+            "LOOMFLOW_AUDIT_DSN": audit_dsn,
+            **{f"LOOMFLOW_AUDIT_{k.upper()}": v for k, v in audit_keys().items()},
+        }
+        serve = ServeProcess("memory,budget,policy,audit,agent", tmp_path, env=env).start(timeout=120)
+        stack.callback(serve.stop)
+        wait_until_both_listen(serve)
+        found = channels_by_worker(serve, metrics, "suite")
+        assert all(found.values()), {i: len(c) for i, c in found.items()}
+        workers = [agent_pb2_grpc.AgentServiceStub(found[i][0]) for i in (0, 1)]
+        alice = scope("alice")
+        runs = []
+        for turn in range(4):  # alternating workers: 0, 1, 0, 1
+            options = agent_pb2.RunOptions(prompt=f"turn {turn}: my parrot is called Kiwi", session_id="talk")
+            runs.append(workers[turn % 2].Run(agent_pb2.RunRequest(scope=alice, options=options), timeout=60))
+        assert all(r.run_id and not r.interrupted for r in runs), runs
+
+        for channel in (found[0][0], found[1][0]):  # each worker sees the whole session, in order
+            page = memory_pb2_grpc.MemoryServiceStub(channel).ListEpisodes(
+                memory_pb2.ListEpisodesRequest(scope=alice, session_id="talk", page_size=10), timeout=10
+            )
+            assert [e.input for e in page.episodes][::-1] == [f"turn {t}: my parrot is called Kiwi" for t in range(4)]
+            status = budget_pb2_grpc.BudgetServiceStub(channel).GetStatus(
+                budget_pb2.GetStatusRequest(scope=alice), timeout=10
+            )
+            assert status.total.output_tokens == sum(r.usage.output_tokens for r in runs), "a worker's runs were lost"
+            verified = audit_pb2_grpc.AuditServiceStub(channel).Verify(audit_pb2.VerifyRequest(scope=alice), timeout=30)
+            assert verified.ok, verified
+            assert sum(chain.entries_checked for chain in verified.chains) >= 4, verified
