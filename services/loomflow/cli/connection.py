@@ -17,6 +17,14 @@ import grpc
 from loomflow.client import tls_credentials
 from loomflow.kernel.config import ConfigError
 
+TLS_FILE_FLAGS = (
+    ("--tls-ca", "PEM CA bundle to trust instead of the system roots"),
+    ("--tls-cert", "PEM client certificate, for servers that require mTLS"),
+    ("--tls-key", "PEM private key of --tls-cert"),
+    ("--tls-server-name", "name the server's certificate must carry, when not the address's host"),
+)
+"""The TLS flags that take a value, each with its LOOMFLOW_CLI_* variable (--tls-ca: LOOMFLOW_CLI_TLS_CA)."""
+
 
 def add_connection_arguments(parser: argparse.ArgumentParser, what: str, token: str = "bearer token") -> None:
     """``--addr``, ``--token`` and the TLS flags; ``what`` names the service the address is of, ``token``
@@ -33,26 +41,9 @@ def add_connection_arguments(parser: argparse.ArgumentParser, what: str, token: 
         default=os.environ.get("LOOMFLOW_CLI_TLS", "").lower() in ("1", "true", "yes"),
         help="connect with TLS, trusting the system roots (implied by --tls-ca or --tls-cert) [env LOOMFLOW_CLI_TLS]",
     )
-    parser.add_argument(
-        "--tls-ca",
-        default=os.environ.get("LOOMFLOW_CLI_TLS_CA", ""),
-        help="PEM CA bundle to trust instead of the system roots [env LOOMFLOW_CLI_TLS_CA]",
-    )
-    parser.add_argument(
-        "--tls-cert",
-        default=os.environ.get("LOOMFLOW_CLI_TLS_CERT", ""),
-        help="PEM client certificate, for servers that require mTLS [env LOOMFLOW_CLI_TLS_CERT]",
-    )
-    parser.add_argument(
-        "--tls-key",
-        default=os.environ.get("LOOMFLOW_CLI_TLS_KEY", ""),
-        help="PEM private key of --tls-cert [env LOOMFLOW_CLI_TLS_KEY]",
-    )
-    parser.add_argument(
-        "--tls-server-name",
-        default=os.environ.get("LOOMFLOW_CLI_TLS_SERVER_NAME", ""),
-        help="name the server's certificate must carry, when not the address's host [env LOOMFLOW_CLI_TLS_SERVER_NAME]",
-    )
+    for flag, meaning in TLS_FILE_FLAGS:
+        variable = "LOOMFLOW_CLI_" + flag.removeprefix("--").replace("-", "_").upper()
+        parser.add_argument(flag, default=os.environ.get(variable, ""), help=f"{meaning} [env {variable}]")
 
 
 def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
