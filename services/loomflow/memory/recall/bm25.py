@@ -7,13 +7,14 @@ A search reads only the postings of the query's terms. Everything in the formula
 but the IDF depends on the tenant's episodes alone, so each posting's weight
 ``tf·(K1+1) / (tf + K1·(1-B+B·len/avg))`` is computed once after a batch of
 appends (:func:`posting_weights`); a search then costs, per query term, one
-dictionary lookup, an IDF and one scaled scatter-add of that term's postings.
+dictionary lookup and an IDF, then one weighted count of the matched postings.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -46,13 +47,15 @@ def bm25_scores(
     """BM25 of every document against the query's distinct terms (0 where no term matched).
 
     ``spans``: term id -> [start, end) of its postings in ``post_doc``/``weights`` (grouped by term;
-    a document appears at most once per term, so the scatter-add below never collides).
+    a document appears at most once per term). The matched terms' postings are gathered and summed
+    per document by one ``bincount``, in query-term order like a term-by-term scatter-add, so the
+    scores are the same bit for bit; one call instead of three array operations per term
+    (bm25_scores 48 -> 28 us per Recall at 100 episodes, 4.5 matched terms, on this VM).
     """
-    scores = np.zeros(doc_count, dtype=np.float64)
-    for term in query:
-        span = spans.get(term)
-        if span is None:
-            continue
-        start, end = span
-        scores[post_doc[start:end]] += idf(doc_count, end - start) * weights[start:end]
-    return scores
+    matched = [span for span in map(spans.get, query) if span is not None]
+    if not matched:
+        return np.zeros(doc_count, dtype=np.float64)
+    docs = np.concatenate([post_doc[start:end] for start, end in matched])
+    scaled = np.concatenate([idf(doc_count, end - start) * weights[start:end] for start, end in matched])
+    # float64 with weights (numpy's stubs type every bincount as integers)
+    return cast("npt.NDArray[np.float64]", np.bincount(docs, weights=scaled, minlength=doc_count))
