@@ -484,6 +484,9 @@ standard health check (gRPC with no work of ours: what this machine allows any R
 of a user who stored nothing (the whole kernel and handler, no index to search, no hit to send)."""
 
 
+FLOOR_LABELS = {"health": "health check", "empty": "Recall, nothing stored"}
+
+
 def empty_tenant(user: int) -> str:
     return f"bench-nobody-{user}"
 
@@ -749,9 +752,18 @@ def plot(results_name: str, results: dict[str, Any], sizes: Sequence[Dataset], i
     if "sqlite" in backends:
         x = backends.index("sqlite")
         axes[2].hlines(TARGET_SQLITE_RECALLS_PER_SECOND, x - 0.45, x + 0.45, colors="red", linestyles="dashed")
+        # The floors measured side by side (most workers): what any RPC, and any Recall, reach here.
+        run = results["sqlite"].get("grpc", {}).get(sizes[0].name, {})
+        floor = run.get("floor_by_workers", {}).get(str(run.get("concurrent", {}).get("workers")), {})
+        for load, style in (("health", "dotted"), ("empty", "dashdot")):
+            if load in floor:
+                rate = floor[load]["per_second"]
+                axes[2].hlines(rate, x - 0.45, x + 0.45, colors="grey", linestyles=style)
+                label = f"{FLOOR_LABELS[load]} {rate:,.0f}/s"
+                axes[2].annotate(label, (x - 0.44, rate), xytext=(0, 2), textcoords="offset points", fontsize=7)
     figure.suptitle(
         f"Memory Recall, {sizes[0].episodes} episodes per user; {info['cpus']} CPUs shared, "
-        f"load {info['load_average_1m']} at start (red dashes: SQLite target)"
+        f"load {info['load_average_1m']} at start (red dashes: SQLite target; grey: floors side by side)"
     )
     figure.tight_layout()
     path = plot_path(results_name)
