@@ -11,7 +11,7 @@ the pool directly and assert order, not speed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ import pytest
 from loomflow.agent.run.slots import RunSlots
 from loomflow.kernel.config import ConfigError
 from tests.agent.conftest import secure_suite
+from tests.agent.fakes.provider import FakeOpenAI, Reply
 
 
 async def settle() -> None:
@@ -145,3 +146,86 @@ async def test_through_the_agent_a_tenant_over_its_slots_waits_while_another_ten
         first = await holding  # the approval timed out: denied, and mallory's slot is free again
         assert first.interrupted
         assert (await second).output, "then mallory's waiting run goes through: its share is never zero"
+
+
+async def test_the_slot_comes_back_after_the_wait_by_the_rule_a_run_starts_by() -> None:
+    slots = RunSlots(1)
+    await slots.acquire("mallory")
+    lending = asyncio.Event()
+    back = asyncio.Event()
+
+    async def first_run() -> None:
+        async with slots.lent("mallory"):
+            lending.set()
+            await back.wait()
+
+    run = asyncio.ensure_future(first_run())
+    await lending.wait()
+    await slots.acquire("mallory")  # mallory's second run took the lent slot (its only run executing)
+    back.set()
+    await settle()
+    assert not run.done(), "the first run waits for a slot: mallory holds the only one"
+    async with slots.slot("alice"):  # another tenant with nothing running still starts at once
+        assert slots.held("alice") == 1
+    slots.release("mallory")  # the second run ends
+    await started(run)
+    assert (slots.held("mallory"), slots.in_use) == (1, 1)
+    slots.release("mallory")
+    assert slots.in_use == 0
+
+
+async def test_a_failed_or_cancelled_remote_wait_takes_its_slot_back_at_once() -> None:
+    slots = RunSlots(1)
+    await slots.acquire("mallory")
+
+    async def provider_fails() -> None:
+        async with slots.lent("mallory"):
+            await slots.acquire("bob")  # the lent slot went to bob
+            raise RuntimeError("the provider failed")
+
+    with pytest.raises(RuntimeError):
+        await provider_fails()
+    assert (slots.held("mallory"), slots.held("bob"), slots.in_use) == (1, 1, 2), "over capacity until released"
+    slots.release("bob")
+
+    async def waits_for_its_slot_back() -> None:
+        async with slots.lent("mallory"):
+            await slots.acquire("mallory")  # another of mallory's runs takes it; the lender must queue
+        raise AssertionError("not reached: cancelled while waiting for its slot")
+
+    task = asyncio.ensure_future(waits_for_its_slot_back())
+    await settle()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (slots.held("mallory"), slots.in_use) == (2, 2), "the cancelled lender holds its slot again"
+    slots.release("mallory")
+    slots.release("mallory")
+    assert slots.in_use == 0
+
+
+async def test_through_the_agent_a_run_waiting_on_a_remote_model_lends_its_slot(tmp_path: Path) -> None:
+    """One slot; mallory's two runs on a provider that takes a second to answer: the second run's model
+    request reaches the provider while the first is still waiting (before, it waited for the slot)."""
+    fake = await FakeOpenAI().start()
+    try:
+        fake.queue(Reply(text="first", delay_s=1.0), Reply(text="second", delay_s=1.0))
+        agent = {"model": "openai:gpt-fake", "openai_base_url": fake.base_url, "run_slots": 1}
+        async with secure_suite(tmp_path, agent=agent) as tenancy:
+            mallory = tenancy.agent("mallory")
+            first = asyncio.ensure_future(mallory.run("one", user_id="mallory"))
+            await wait_until(lambda: len(fake.requests) == 1)
+            second = asyncio.ensure_future(mallory.run("two", user_id="mallory"))
+            await wait_until(lambda: len(fake.requests) == 2, within_s=0.9)
+            assert not first.done(), "the second request arrived while the first run waited on its model"
+            outputs = sorted([(await first).output, (await second).output])
+        assert outputs == ["first", "second"]
+    finally:
+        await fake.stop()
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)

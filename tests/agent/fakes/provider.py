@@ -7,6 +7,7 @@ request body, so adapter tests exercise the real SDKs over real HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     chunk: int = 3
     """Characters per streamed text or JSON delta."""
+    delay_s: float = 0.0
+    """How long the fake waits before answering (a provider's latency)."""
 
 
 def _pieces(text: str, size: int) -> list[str]:
@@ -72,6 +75,8 @@ class FakeProvider:
         if not self.replies:
             return self.error(500, {"message": "the fake has no reply queued"})
         reply = self.replies.popleft()
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
         if reply.status != 200:
             return self.error(reply.status, {"message": f"scripted {reply.status}"}, reply.headers)
         if body.get("stream"):

@@ -164,6 +164,12 @@ class Model(Protocol):
         """The model id, as priced by the budget's price table."""
         ...
 
+    @property
+    def remote(self) -> bool:
+        """True when a turn is mostly waiting on another machine (a provider's HTTP API): the run lends
+        its run slot for that wait (see agent/run/slots.py); False for models computing in this process."""
+        ...
+
     def estimate_tokens(self, text: str) -> int:
         """An upper estimate of ``text``'s input tokens, for the budget reservation."""
         ...

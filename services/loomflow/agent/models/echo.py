@@ -100,6 +100,7 @@ def request_tokens(request: ModelRequest) -> int:
 
 class EchoModel:
     name = "echo"
+    remote = False  # computed in this process: the run keeps its slot
 
     def estimate_tokens(self, text: str) -> int:
         return count_tokens(text)

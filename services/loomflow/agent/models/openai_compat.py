@@ -82,6 +82,8 @@ def model_error(error: Exception) -> ModelError:
 
 
 class OpenAICompatModel:
+    remote = True  # a turn is an HTTP round trip to the provider: the run lends its slot meanwhile
+
     def __init__(self, model_id: str, api_key: str = "", base_url: str = "", timeout_s: float = 600.0) -> None:
         self.name = model_id
         key = api_key or os.environ.get("OPENAI_API_KEY") or _PLACEHOLDER_KEY

@@ -88,6 +88,8 @@ class ScriptCase:
 class ScriptedModel:
     cases: Sequence[ScriptCase]
     name: str = "scripted"
+    remote: bool = False
+    """True: scripted delays stand for a provider's wait, and the run lends its slot for them."""
     calls: list[ModelRequest] = field(default_factory=list)
     """Every request received, for assertions."""
     _failures: dict[tuple[str, int], int] = field(default_factory=dict)

@@ -14,6 +14,7 @@ caller's tools in :mod:`.pausing`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -322,13 +323,15 @@ class Run:
                 emit(agent_pb2.RunStreamResponse(text=agent_pb2.TextDelta(turn=turn, text=chunk)))
 
         started = time.perf_counter()
+        lend = self.runner.slots.lent(self.ctx.tenant) if self.model.remote else contextlib.nullcontext()
         try:
-            response = await with_retries(
-                lambda: self.model.complete(request, on_text),
-                limits.retry,
-                self.deadlines.work,
-                can_retry=lambda: not streamed,
-            )
+            async with lend:  # a remote model's wait costs no CPU here: the run slot serves others meanwhile
+                response = await with_retries(
+                    lambda: self.model.complete(request, on_text),
+                    limits.retry,
+                    self.deadlines.work,
+                    can_retry=lambda: not streamed,
+                )
         except ModelError as error:
             if error.transient:
                 raise errors.Unavailable(f"model {self.model.name} unavailable: {error}") from None

@@ -18,6 +18,11 @@ everyone (each tenant keeps its one run). The queue is bounded by the kernel's p
 in-flight cap (a waiting run is in flight for it), and a waiting run is cancelled with its
 call (its caller's deadline or disconnect), so waiting holds nothing past it.
 
+A run waiting on a remote model (a provider's HTTP API) lends its slot for the wait
+(:meth:`RunSlots.lent`): the wait costs no CPU here, so holding the slot through it only kept
+other runs from the cores; with the answer the run takes a slot again by the same rule as a run
+starting. The slots are for CPU, which is what one tenant's runs can take from another's.
+
 The scheduler is synchronous and single-loop (the Agent is one asyncio event loop), O(log n)
 per grant in the number of waiting tenants (a heap with lazy deletion).
 """
@@ -91,6 +96,28 @@ class RunSlots:
             yield
         finally:
             self.release(tenant)
+
+    @asynccontextmanager
+    async def lent(self, tenant: str) -> AsyncIterator[None]:
+        """Gives one of ``tenant``'s slots back for the block (a wait on a remote model, which costs no
+        CPU here) and takes one again after it, waiting its turn like a run starting: a tenant with no
+        other run executing gets it at once. When the block fails or is cancelled the slot is taken
+        back without waiting (the pool may then hold one over capacity until the run ends and its
+        ``slot`` releases it), so the run's own release always finds the slot it holds."""
+        if not self.enabled:
+            yield
+            return
+        self.release(tenant)
+        try:
+            yield
+        except BaseException:
+            self._take(self._tenants.setdefault(tenant, _Tenant()))
+            raise
+        try:
+            await self.acquire(tenant)
+        except asyncio.CancelledError:  # acquire gave up its place (or passed on a grant): hold one anyway
+            self._take(self._tenants.setdefault(tenant, _Tenant()))
+            raise
 
     async def acquire(self, tenant: str) -> None:
         state = self._tenants.get(tenant)
