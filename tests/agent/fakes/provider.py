@@ -31,8 +31,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     chunk: int = 3
     """Characters per streamed text or JSON delta."""
-    delay_s: float = 0.0
-    """How long the fake waits before answering (a provider's latency)."""
+    held_until: asyncio.Event | None = None
+    """The fake answers only once this is set (a provider still thinking, for as long as a test needs)."""
 
 
 def _pieces(text: str, size: int) -> list[str]:
@@ -75,8 +75,8 @@ class FakeProvider:
         if not self.replies:
             return self.error(500, {"message": "the fake has no reply queued"})
         reply = self.replies.popleft()
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
+        if reply.held_until is not None:
+            await reply.held_until.wait()
         if reply.status != 200:
             return self.error(reply.status, {"message": f"scripted {reply.status}"}, reply.headers)
         if body.get("stream"):
