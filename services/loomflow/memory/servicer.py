@@ -11,8 +11,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from google.protobuf import descriptor, timestamp_pb2
-from google.protobuf.message import Message
+from google.protobuf import timestamp_pb2
 
 from loomflow.kernel.errors import InvalidArgument
 from loomflow.kernel.tenancy import scope_for, tenant_key, write_scope
@@ -48,18 +47,6 @@ _RESPONSE_MARGIN = 64 * 1024
 # google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
-
-
-def reject_nul(request: Message) -> None:
-    """Text must not contain U+0000: Postgres cannot store it, and every backend must accept the same input."""
-    for field, value in request.ListFields():
-        if field.type != descriptor.FieldDescriptor.TYPE_STRING and not (
-            field.message_type is not None and field.message_type.GetOptions().map_entry
-        ):
-            continue
-        texts = [value] if isinstance(value, str) else [t for pair in value.items() for t in pair]
-        if any(isinstance(t, str) and "\x00" in t for t in texts):
-            raise InvalidArgument.field(field.name, "must not contain NUL characters (U+0000)")
 
 
 def micros_of(ts: timestamp_pb2.Timestamp, field: str) -> Micros:
@@ -181,7 +168,6 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         self._recall_bytes = max(64 * 1024, max_message_bytes - _RESPONSE_MARGIN)
 
     async def Remember(self, request: memory_pb2.RememberRequest, context: Context) -> memory_pb2.RememberResponse:
-        reject_nul(request)
         at = now_micros()
         tenant = tenant_key(request.scope)
         draft = EpisodeDraft(
@@ -196,7 +182,6 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         return memory_pb2.RememberResponse(episode=episode_message(episode))
 
     async def Recall(self, request: memory_pb2.RecallRequest, context: Context) -> memory_pb2.RecallResponse:
-        reject_nul(request)
         query = RecallQuery(
             text=request.query,
             limit=request.limit or DEFAULT_RECALL_LIMIT,
@@ -226,14 +211,12 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def GetEpisode(
         self, request: memory_pb2.GetEpisodeRequest, context: Context
     ) -> memory_pb2.GetEpisodeResponse:
-        reject_nul(request)
         episode = await self._store.get_episode(tenant_key(request.scope), request.episode_id)
         return memory_pb2.GetEpisodeResponse(episode=episode_message(episode))
 
     async def ListEpisodes(
         self, request: memory_pb2.ListEpisodesRequest, context: Context
     ) -> memory_pb2.ListEpisodesResponse:
-        reject_nul(request)
         size = request.page_size or DEFAULT_EPISODE_PAGE
         page = SessionPage(request.session_id, size + 1, parse_page_token(request.page_token))
         found = await self._store.list_episodes(tenant_key(request.scope), page)  # one more: is there a next page?
@@ -246,7 +229,6 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         return response
 
     async def PutBlock(self, request: memory_pb2.PutBlockRequest, context: Context) -> memory_pb2.PutBlockResponse:
-        reject_nul(request)
         at = now_micros()
         write = BlockWrite(
             label=request.label,
@@ -259,14 +241,12 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         return memory_pb2.PutBlockResponse(block=block_message(block))
 
     async def GetBlock(self, request: memory_pb2.GetBlockRequest, context: Context) -> memory_pb2.GetBlockResponse:
-        reject_nul(request)
         block = await self._store.get_block(tenant_key(request.scope), request.session_id, request.label)
         return memory_pb2.GetBlockResponse(block=block_message(block))
 
     async def ListBlocks(
         self, request: memory_pb2.ListBlocksRequest, context: Context
     ) -> memory_pb2.ListBlocksResponse:
-        reject_nul(request)
         tenant = tenant_key(request.scope)
         filters = [request.session_id]
         after = paging.decode_token(request.page_token, "ListBlocks", tenant, filters)
@@ -286,7 +266,6 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def DeleteBlock(
         self, request: memory_pb2.DeleteBlockRequest, context: Context
     ) -> memory_pb2.DeleteBlockResponse:
-        reject_nul(request)
         expected = request.expected_version if request.HasField("expected_version") else None
         version = await self._store.delete_block(tenant_key(request.scope), request.session_id, request.label, expected)
         return memory_pb2.DeleteBlockResponse(version=version)
@@ -294,7 +273,6 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def AssertFact(
         self, request: memory_pb2.AssertFactRequest, context: Context
     ) -> memory_pb2.AssertFactResponse:
-        reject_nul(request)
         at = now_micros()
         valid_from = optional_micros(request, "valid_from")
         valid_until = optional_micros(request, "valid_until")
@@ -317,14 +295,12 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def RetractFact(
         self, request: memory_pb2.RetractFactRequest, context: Context
     ) -> memory_pb2.RetractFactResponse:
-        reject_nul(request)
         fact = await self._store.retract_fact(tenant_key(request.scope), request.fact_id, now_micros())
         return memory_pb2.RetractFactResponse(fact=fact_message(fact))
 
     async def QueryFacts(
         self, request: memory_pb2.QueryFactsRequest, context: Context
     ) -> memory_pb2.QueryFactsResponse:
-        reject_nul(request)
         at = now_micros()
         tenant = tenant_key(request.scope)
         valid_at = optional_micros(request, "valid_at")
@@ -357,7 +333,6 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     ) -> memory_pb2.GetContextResponse:
         """Recall, a history page, blocks and current facts in one call (a run's reads before its first
         model call): each part read as its own RPC reads it, concurrently, then fitted into one message."""
-        reject_nul(request)
         if request.recall_limit > 0 and not request.recall_query:
             raise InvalidArgument.field("recall_query", "must not be empty when recall_limit is set")
         at = now_micros()
@@ -403,7 +378,6 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def Forget(
         self, request: memory_pb2.MemoryServiceForgetRequest, context: Context
     ) -> memory_pb2.MemoryServiceForgetResponse:
-        reject_nul(request)
         at = now_micros()
         scope = ForgetScope(session_id=request.session_id or None, before=optional_micros(request, "before"))
         result = await self._store.forget(tenant_key(request.scope), scope, at)
@@ -416,7 +390,6 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def Export(
         self, request: memory_pb2.MemoryServiceExportRequest, context: Context
     ) -> AsyncIterator[memory_pb2.MemoryServiceExportResponse]:
-        reject_nul(request)
         async for record in self._store.export(tenant_key(request.scope)):
             if isinstance(record, Episode):
                 yield memory_pb2.MemoryServiceExportResponse(episode=episode_message(record))
