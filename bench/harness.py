@@ -108,12 +108,32 @@ def progress(items: Iterable[T], total: int | None = None, label: str = "") -> I
     yield from tqdm(items, total=total, desc=label, file=sys.stderr, mininterval=0.5, leave=False)
 
 
+CALIBRATION_LOOP = 300_000
+
+
+def cpu_calibration_ms() -> float:
+    """Milliseconds of the fastest of five runs of one fixed pure-Python loop (CALIBRATION_LOOP additions).
+
+    This VM's speed moves with its neighbours on the host: a 20-million-addition version of this loop
+    took 1.8 s, then 2.8 s an hour later on 2026-12-02, and one commit's Recall/s halved between two
+    days (docs/memory.md). Recorded with every result, it says how fast the machine was then."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for i in range(CALIBRATION_LOOP):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(1000 * best, 1)
+
+
 def machine() -> dict[str, Any]:
-    """Facts that make a result comparable: CPU count, load, Python, platform."""
+    """Facts that make a result comparable: CPU count, load, speed, Python, platform."""
     load = os.getloadavg()
     return {
         "cpus": os.cpu_count(),
         "load_average_1m": round(load[0], 2),
+        "cpu_calibration_ms": cpu_calibration_ms(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -45,6 +45,7 @@ def machine_line(data: Json, command: str) -> str:
         f"measured {when} UTC",
         f"{machine.get('cpus', '?')} CPUs",
         f"load average {load_1m}" if load_1m is not None else "",
+        f"CPU calibration {machine['cpu_calibration_ms']} ms" if "cpu_calibration_ms" in machine else "",
         f"Python {machine.get('python', '?')}",
         f"`{str(data.get('command') or command).strip()}`",
     ]
