@@ -50,6 +50,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -655,6 +656,7 @@ def measure_grpc(backend: str, sizes: Sequence[Dataset], corpus: Corpus, args: a
     finally:
         for server in servers.values():
             server.stop()
+        shutil.rmtree(health_protoset.parent, ignore_errors=True)
     return report
 
 

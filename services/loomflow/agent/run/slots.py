@@ -110,12 +110,8 @@ class RunSlots:
         self.release(tenant)
         try:
             yield
-        except BaseException:
-            self._take(self._tenants.setdefault(tenant, _Tenant()))
-            raise
-        try:
             await self.acquire(tenant)
-        except asyncio.CancelledError:  # acquire gave up its place (or passed on a grant): hold one anyway
+        except BaseException:  # the wait failed, or acquire gave up its place: hold one anyway
             self._take(self._tenants.setdefault(tenant, _Tenant()))
             raise
 
